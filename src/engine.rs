@@ -1,0 +1,441 @@
+//! [`Engine`]: the library's front door. Loads specs and state, plans, applies,
+//! destroys, and answers questions about state. The CLI and the HTTP server are thin
+//! layers over it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use crate::apply::{self, ApplyOptions, ApplyReport, ProgressSink, TenantRun};
+use crate::blueprint::tenant_blueprint;
+use crate::error::Error;
+use crate::outputs::{Output, tenant_outputs};
+use crate::plan::graph::ActionGraph;
+use crate::plan::{PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, plan_tenant};
+use crate::provider::postgres::{self, PostgresConfig, PostgresProvider};
+use crate::provider::ProviderSet;
+use crate::resource::{Attributes, ResourceAddress, TenantId, schema};
+use crate::spec::Specs;
+use crate::state::{LockInfo, ResourceState, ResourceStatus, StateStore, TenantState};
+
+/// Where the engine finds its input and keeps its state, and how hard it works.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Holds `platform.toml` and `tenants/*.toml`.
+    pub specs_dir: PathBuf,
+    /// Holds `tenants/<id>.json`.
+    pub state_dir: PathBuf,
+    /// Provider calls in flight at once, for refresh and apply.
+    pub parallelism: usize,
+    /// How long to wait for a tenant's lock before giving up.
+    pub lock_timeout: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            specs_dir: "specs".into(),
+            state_dir: "state".into(),
+            parallelism: 10,
+            lock_timeout: Duration::ZERO,
+        }
+    }
+}
+
+/// What to plan.
+#[derive(Clone, Debug)]
+pub struct PlanOptions {
+    /// Only these tenants; empty means every tenant with a spec or a state.
+    pub tenants: Vec<TenantId>,
+    /// Read managed resources back first, so that drift shows up.
+    pub refresh: bool,
+    pub mode: PlanMode,
+    /// Resources to replace even if unchanged.
+    pub replace: Vec<ResourceAddress>,
+}
+
+impl Default for PlanOptions {
+    fn default() -> Self {
+        PlanOptions {
+            tenants: Vec::new(),
+            refresh: true,
+            mode: PlanMode::Normal,
+            replace: Vec::new(),
+        }
+    }
+}
+
+/// A plan written to a file by `plan --out`, for `apply PLANFILE`.
+#[derive(Serialize, Deserialize)]
+struct SavedPlan {
+    kind: String,
+    plan: Plan,
+}
+
+const SAVED_PLAN_KIND: &str = "tenantform-plan";
+
+/// The engine. Cheap to create; providers connect on first use.
+pub struct Engine {
+    config: EngineConfig,
+    store: StateStore,
+    providers: tokio::sync::OnceCell<ProviderSet>,
+}
+
+impl Engine {
+    pub fn new(config: EngineConfig) -> Self {
+        let store = StateStore::new(&config.state_dir);
+        Engine {
+            config,
+            store,
+            providers: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// An engine that uses `providers` instead of those the platform file describes
+    /// (to wrap them, or to point them elsewhere).
+    pub fn with_providers(config: EngineConfig, providers: ProviderSet) -> Self {
+        let engine = Self::new(config);
+        engine
+            .providers
+            .set(providers)
+            .unwrap_or_else(|_| unreachable!("fresh cell"));
+        engine
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn state_store(&self) -> &StateStore {
+        &self.store
+    }
+
+    /// Loads and validates every spec.
+    pub fn specs(&self) -> Result<Specs, Error> {
+        Ok(Specs::load(&self.config.specs_dir)?)
+    }
+
+    /// The providers the platform file describes, set up once.
+    pub async fn providers(&self, specs: &Specs) -> Result<&ProviderSet, Error> {
+        self.providers
+            .get_or_try_init(|| async {
+                let mut set = ProviderSet::new();
+                let pg = PostgresConfig::resolve(&specs.platform.postgres)?;
+                set.register(
+                    postgres::TYPES,
+                    Arc::new(PostgresProvider::new(pg, self.config.parallelism.clamp(1, 32))),
+                );
+                Ok::<_, Error>(set)
+            })
+            .await
+    }
+
+    /// The tenants a run covers: those with a spec or a state, or the ones named.
+    pub fn select_tenants(&self, specs: &Specs, only: &[TenantId]) -> Result<Vec<TenantId>, Error> {
+        let mut all: BTreeSet<TenantId> = specs.tenants.keys().cloned().collect();
+        all.extend(self.store.tenants()?);
+        if only.is_empty() {
+            return Ok(all.into_iter().collect());
+        }
+        let mut chosen = BTreeSet::new();
+        for t in only {
+            if !all.contains(t) {
+                return Err(Error::UnknownTenant(t.clone()));
+            }
+            chosen.insert(t.clone());
+        }
+        Ok(chosen.into_iter().collect())
+    }
+
+    /// Plans without taking locks: a plan changes nothing.
+    pub async fn plan(&self, options: &PlanOptions) -> Result<Plan, Error> {
+        let specs = self.specs()?;
+        let tenants = self.select_tenants(&specs, &options.tenants)?;
+        let mut states = BTreeMap::new();
+        for t in &tenants {
+            states.insert(t.clone(), self.store.load(t)?);
+        }
+        self.plan_with(&specs, &states, options).await
+    }
+
+    async fn plan_with(
+        &self,
+        specs: &Specs,
+        states: &BTreeMap<TenantId, Option<TenantState>>,
+        options: &PlanOptions,
+    ) -> Result<Plan, Error> {
+        let refreshed = if options.refresh {
+            self.refresh(specs, states).await?
+        } else {
+            BTreeMap::new()
+        };
+        let replace: BTreeSet<ResourceAddress> = options.replace.iter().cloned().collect();
+        let no_refresh = BTreeMap::new();
+        let mut tenants = Vec::new();
+        for (id, state) in states {
+            let spec = specs.tenants.get(id);
+            let blueprint = spec.map(|s| tenant_blueprint(s, &specs.platform));
+            tenants.push(plan_tenant(
+                TenantInput {
+                    tenant: id,
+                    spec,
+                    blueprint: blueprint.as_ref(),
+                    state: state.as_ref(),
+                    refreshed: refreshed.get(id).unwrap_or(&no_refresh),
+                },
+                options.mode,
+                &replace,
+            )?);
+        }
+        let plan = Plan {
+            format_version: PLAN_FORMAT_VERSION.into(),
+            created_at: Utc::now(),
+            mode: options.mode,
+            refreshed: options.refresh,
+            tenants,
+        };
+        ActionGraph::build(&plan)?;
+        Ok(plan)
+    }
+
+    /// Reads every created resource of `states` back from its endpoint, in parallel.
+    /// Per tenant and local address: `None` if the resource is gone, else its
+    /// attributes (unreadable ones, like a password, kept from state).
+    pub async fn refresh(
+        &self,
+        specs: &Specs,
+        states: &BTreeMap<TenantId, Option<TenantState>>,
+    ) -> Result<BTreeMap<TenantId, BTreeMap<String, Option<Attributes>>>, Error> {
+        let reads: Vec<(TenantId, String, ResourceAddress, &ResourceState)> = states
+            .iter()
+            .filter_map(|(t, s)| s.as_ref().map(|s| (t, s)))
+            .flat_map(|(t, s)| {
+                s.resources
+                    .iter()
+                    .filter(|(_, r)| r.status == ResourceStatus::Created)
+                    .map(move |(k, r)| {
+                        (t.clone(), k.clone(), ResourceAddress::new(t, r.resource_type, &r.name), r)
+                    })
+            })
+            .collect();
+        let mut out: BTreeMap<TenantId, BTreeMap<String, Option<Attributes>>> = BTreeMap::new();
+        if reads.is_empty() {
+            return Ok(out);
+        }
+        let providers = self.providers(specs).await?;
+        let results: Vec<_> = futures::stream::iter(reads)
+            .map(|(tenant, key, address, r)| async move {
+                let provider = providers.get(address.resource_type)?;
+                let read = provider
+                    .read(&address, &r.attributes)
+                    .await
+                    .map_err(|source| Error::Refresh {
+                        address: address.clone(),
+                        source,
+                    })?;
+                Ok::<_, Error>((tenant, key, read.map(|a| merge_unreadable(a, r))))
+            })
+            .buffer_unordered(self.config.parallelism.max(1))
+            .collect()
+            .await;
+        for r in results {
+            let (tenant, key, read) = r?;
+            out.entry(tenant).or_default().insert(key, read);
+        }
+        Ok(out)
+    }
+
+    /// Locks the tenants in sorted order (so that two runs never wait on each other
+    /// in a cycle) and loads their state.
+    async fn lock_tenants(
+        &self,
+        tenants: &[TenantId],
+        operation: &str,
+    ) -> Result<BTreeMap<TenantId, TenantRun>, Error> {
+        let mut sorted = tenants.to_vec();
+        sorted.sort();
+        let mut runs = BTreeMap::new();
+        for t in sorted {
+            let store = self.store.clone();
+            let timeout = self.config.lock_timeout;
+            let op = operation.to_owned();
+            let tenant = t.clone();
+            let lock = tokio::task::spawn_blocking(move || store.lock(&tenant, &op, timeout))
+                .await
+                .expect("lock task does not panic")?;
+            let state = self.store.load(&t)?;
+            runs.insert(t, TenantRun::new(lock, state));
+        }
+        Ok(runs)
+    }
+
+    /// Applies a saved plan: locks its tenants, checks that every state is still the one
+    /// the plan was made against, and executes it.
+    pub async fn apply_plan(
+        &self,
+        plan: &Plan,
+        options: &ApplyOptions,
+        progress: Option<ProgressSink>,
+    ) -> Result<ApplyReport, Error> {
+        let tenants: Vec<TenantId> = plan.tenants.iter().map(|t| t.tenant.clone()).collect();
+        let runs = self.lock_tenants(&tenants, "apply").await?;
+        for t in &plan.tenants {
+            let state = &runs[&t.tenant].state;
+            let exists = self.store.path_of(&t.tenant).exists();
+            let current = exists.then_some((state.serial, state.lineage));
+            let planned = t.state_serial.zip(t.state_lineage);
+            if current != planned {
+                let describe = |s: Option<(u64, uuid::Uuid)>| match s {
+                    None => "no state".to_owned(),
+                    Some((serial, lineage)) => format!("serial {serial} of lineage {lineage}"),
+                };
+                return Err(Error::StalePlan {
+                    tenant: t.tenant.clone(),
+                    planned: describe(planned),
+                    current: describe(current),
+                });
+            }
+        }
+        let specs = self.specs()?;
+        let providers = self.providers(&specs).await?;
+        Ok(apply::apply(plan, runs, providers, &self.store, options, progress).await?)
+    }
+
+    /// Locks, plans, asks `confirm`, and applies: `apply` and `destroy` without a saved
+    /// plan. Returns the plan, and the report unless there was nothing to do or
+    /// `confirm` said no.
+    pub async fn plan_and_apply(
+        &self,
+        plan_options: &PlanOptions,
+        apply_options: &ApplyOptions,
+        confirm: impl FnOnce(&Plan) -> bool,
+        progress: Option<ProgressSink>,
+    ) -> Result<(Plan, Option<ApplyReport>), Error> {
+        let specs = self.specs()?;
+        let tenants = self.select_tenants(&specs, &plan_options.tenants)?;
+        let operation = match plan_options.mode {
+            PlanMode::Normal => "apply",
+            PlanMode::Destroy => "destroy",
+        };
+        let runs = self.lock_tenants(&tenants, operation).await?;
+        let states: BTreeMap<TenantId, Option<TenantState>> = runs
+            .iter()
+            .map(|(t, r)| {
+                let exists = self.store.path_of(t).exists();
+                (t.clone(), exists.then(|| r.state.clone()))
+            })
+            .collect();
+        let plan = self.plan_with(&specs, &states, plan_options).await?;
+        if !plan.has_changes() || !confirm(&plan) {
+            return Ok((plan, None));
+        }
+        let providers = self.providers(&specs).await?;
+        let report = apply::apply(&plan, runs, providers, &self.store, apply_options, progress).await?;
+        Ok((plan, Some(report)))
+    }
+
+    /// Writes a plan for a later `apply PLANFILE` (mode 0600: it names resources).
+    pub fn save_plan(&self, plan: &Plan, path: &Path) -> Result<(), Error> {
+        let saved = SavedPlan {
+            kind: SAVED_PLAN_KIND.into(),
+            plan: plan.clone(),
+        };
+        let bytes = serde_json::to_vec_pretty(&saved).expect("plan serializes");
+        let err = |e: std::io::Error| Error::PlanFile {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        };
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(err)?;
+        std::io::Write::write_all(&mut f, &bytes).map_err(err)
+    }
+
+    /// Reads a plan written by [`Engine::save_plan`].
+    pub fn load_plan(&self, path: &Path) -> Result<Plan, Error> {
+        let err = |detail: String| Error::PlanFile {
+            path: path.to_owned(),
+            detail,
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| err(format!("not a plan file (invalid JSON: {e})")))?;
+        if value.get("kind").and_then(|k| k.as_str()) != Some(SAVED_PLAN_KIND) {
+            return Err(err("not a plan file written by `tenantform plan --out`".into()));
+        }
+        let version = value
+            .pointer("/plan/format_version")
+            .and_then(|v| v.as_str())
+            .unwrap_or("");
+        if version != PLAN_FORMAT_VERSION {
+            return Err(err(format!(
+                "plan format {version:?} is not {PLAN_FORMAT_VERSION:?}; plan again with this tenantform"
+            )));
+        }
+        let saved: SavedPlan =
+            serde_json::from_value(value).map_err(|e| err(format!("unexpected content: {e}")))?;
+        ActionGraph::build(&saved.plan)?;
+        Ok(saved.plan)
+    }
+
+    /// The state of every selected tenant that has one.
+    pub fn states(&self, only: &[TenantId]) -> Result<Vec<TenantState>, Error> {
+        let mut out = Vec::new();
+        let ids = if only.is_empty() {
+            self.store.tenants()?
+        } else {
+            only.to_vec()
+        };
+        for t in ids {
+            match self.store.load(&t)? {
+                Some(s) => out.push(s),
+                None if only.is_empty() => {}
+                None => return Err(Error::UnknownTenant(t)),
+            }
+        }
+        Ok(out)
+    }
+
+    /// One resource as state records it.
+    pub fn state_resource(&self, address: &ResourceAddress) -> Result<ResourceState, Error> {
+        self.store
+            .load(&address.tenant)?
+            .and_then(|s| s.get(address).cloned())
+            .ok_or_else(|| Error::UnknownResource(address.clone()))
+    }
+
+    /// A tenant's outputs (see [`crate::outputs`]).
+    pub fn outputs(&self, state: &TenantState) -> BTreeMap<String, Output> {
+        let pg = self
+            .specs()
+            .ok()
+            .and_then(|s| PostgresConfig::resolve(&s.platform.postgres).ok());
+        tenant_outputs(state, pg.as_ref())
+    }
+
+    /// Breaks a tenant's lock; `lock_id` must be the holder's id.
+    pub fn force_unlock(&self, tenant: &TenantId, lock_id: &str) -> Result<LockInfo, Error> {
+        Ok(self.store.force_unlock(tenant, lock_id)?)
+    }
+}
+
+/// A read-back, completed with the attributes the provider cannot read (kept from state).
+fn merge_unreadable(mut read: Attributes, recorded: &ResourceState) -> Attributes {
+    let s = schema(recorded.resource_type);
+    for a in s.attributes.iter().filter(|a| !a.readable) {
+        if let Some(v) = recorded.attributes.get(a.name) {
+            read.insert(a.name.to_owned(), v.clone());
+        }
+    }
+    read
+}

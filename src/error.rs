@@ -1,0 +1,44 @@
+//! The library's error type: one variant per stage that can fail, each a sentence a
+//! person can act on.
+
+use std::path::PathBuf;
+
+use crate::apply::ApplyError;
+use crate::plan::PlanError;
+use crate::provider::ProviderError;
+use crate::resource::{ResourceAddress, TenantId};
+use crate::spec::SpecErrors;
+use crate::state::StateError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Spec(#[from] SpecErrors),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error("cannot read {address} back from its endpoint (pass --refresh=false to plan from state alone): {source}")]
+    Refresh {
+        address: ResourceAddress,
+        source: ProviderError,
+    },
+    #[error("cannot set up the providers: {0}")]
+    Provider(#[from] ProviderError),
+    #[error("unknown tenant {0}: there is no specs/tenants/{0}.toml and no state for it")]
+    UnknownTenant(TenantId),
+    #[error(
+        "the saved plan is stale for tenant {tenant}: it was made against {planned}, but the state is now {current}; nothing was changed: run `tenantform plan` again"
+    )]
+    StalePlan {
+        tenant: TenantId,
+        planned: String,
+        current: String,
+    },
+    #[error("cannot use plan file {}: {detail}", path.display())]
+    PlanFile { path: PathBuf, detail: String },
+    #[error("no resource {0} in state; `tenantform state list` shows what exists")]
+    UnknownResource(ResourceAddress),
+}

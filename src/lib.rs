@@ -1,0 +1,50 @@
+//! tenantform: declarative tenant infrastructure for a multi-tenant RAG platform.
+//!
+//! Tenant specs are diffed against stored state into a dependency graph of resource
+//! actions, which are executed directly through the services' own client libraries.
+//! The pipeline runs one way:
+//!
+//! ```text
+//! spec -> blueprint -> plan (diff against state, action graph) -> apply -> providers
+//! ```
+//!
+//! The [`Engine`] is the front door:
+//!
+//! ```no_run
+//! use tenantform::{ApplyOptions, Engine, EngineConfig, PlanOptions};
+//!
+//! # async fn run() -> Result<(), tenantform::Error> {
+//! let engine = Engine::new(EngineConfig {
+//!     specs_dir: "specs".into(),
+//!     state_dir: "state".into(),
+//!     ..EngineConfig::default()
+//! });
+//! let plan = engine.plan(&PlanOptions::default()).await?;
+//! println!("{}", tenantform::plan::render::human(&plan, tenantform::plan::render::Style { color: false }));
+//! if plan.has_changes() {
+//!     let report = engine.apply_plan(&plan, &ApplyOptions::default(), None).await?;
+//!     assert!(report.succeeded());
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! See `ARCHITECTURE.md` for the code map and the invariants each module keeps.
+
+pub mod apply;
+pub mod blueprint;
+mod engine;
+mod error;
+pub mod outputs;
+pub mod plan;
+pub mod provider;
+pub mod resource;
+pub mod secret;
+pub mod spec;
+pub mod state;
+
+pub use apply::{ApplyOptions, ApplyReport, Progress, TenantOutcome};
+pub use engine::{Engine, EngineConfig, PlanOptions};
+pub use error::Error;
+pub use plan::{Action, Plan, PlanMode};
+pub use resource::{ResourceAddress, ResourceType, TenantId};

@@ -1,0 +1,525 @@
+//! The plan: desired resources diffed against state into actions.
+//!
+//! A [`Plan`] is built once, is immutable, and serializes to a saved plan file. It
+//! records, per tenant, the state serial and lineage it was made against; applying
+//! it to a state that moved on is refused. The [`graph`] module turns a plan into the
+//! dependency graph of steps that `apply` walks.
+//!
+//! Architecture invariant: no I/O. The engine hands in desired resources, state and
+//! (optionally) what a refresh read; the plan is a pure function of those.
+//!
+//! Diff rules, per resource:
+//! - in the blueprint, not in state: **create**;
+//! - in state as `creating` (an interrupted create): **create**, resuming;
+//! - in state, gone on refresh: **create** (deleted outside tenantform);
+//! - attributes differ: **update** in place, or **replace** when a differing attribute
+//!   cannot change in place (`force_new` in the type's schema) or `--replace` names it;
+//! - replacing a resource replaces everything that depends on it, because the delete
+//!   takes dependents with it (`DROP SCHEMA ... CASCADE`, a role's grants);
+//! - in state, not in the blueprint: **delete**; refused for a protected tenant.
+
+pub mod graph;
+pub mod render;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::blueprint::TenantBlueprint;
+use crate::resource::{Attributes, Resource, ResourceAddress, TenantId, schema};
+use crate::secret::REDACTED;
+use crate::spec::TenantSpec;
+use crate::state::{ResourceStatus, TenantState};
+
+/// The plan file format this build writes and reads.
+pub const PLAN_FORMAT_VERSION: &str = "1.0";
+
+/// What happens to one resource. Serialized in Terraform's vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    NoOp,
+    Create,
+    Update,
+    Replace,
+    Delete,
+}
+
+impl Action {
+    /// Terraform's `actions` list for this action (`["delete", "create"]` for a replace).
+    pub fn terraform_actions(self) -> &'static [&'static str] {
+        match self {
+            Action::NoOp => &["no-op"],
+            Action::Create => &["create"],
+            Action::Update => &["update"],
+            Action::Replace => &["delete", "create"],
+            Action::Delete => &["delete"],
+        }
+    }
+
+    /// The symbol in human output: `+ ~ -/+ -`.
+    pub fn symbol(self) -> &'static str {
+        match self {
+            Action::NoOp => " ",
+            Action::Create => "+",
+            Action::Update => "~",
+            Action::Replace => "-/+",
+            Action::Delete => "-",
+        }
+    }
+
+    pub fn is_change(self) -> bool {
+        self != Action::NoOp
+    }
+}
+
+/// Why an action is planned; shown in plans and carried in logs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ActionReason {
+    /// In the blueprint and not in state.
+    New,
+    /// A previous run started creating it and did not record the outcome.
+    ResumeInterruptedCreate,
+    /// The spec (or platform catalog) asks for other attributes than state records.
+    SpecChanged,
+    /// State matches the spec, but the real resource differs (refresh).
+    Drifted,
+    /// State has it, the real resource is gone (refresh).
+    DeletedOutsideTenantform,
+    /// Asked for with `--replace`.
+    ReplaceRequested,
+    /// Something it depends on is replaced.
+    DependencyReplaced { dependency: ResourceAddress },
+    /// In state and no longer in the blueprint (or the tenant's spec was removed).
+    RemovedFromSpec,
+    /// `destroy` was asked for.
+    DestroyRequested,
+    /// A failed run of a new tenant is being undone.
+    Rollback,
+}
+
+impl fmt::Display for ActionReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ActionReason::New => f.write_str("new in the spec"),
+            ActionReason::ResumeInterruptedCreate => {
+                f.write_str("an earlier run was interrupted while creating it")
+            }
+            ActionReason::SpecChanged => f.write_str("the spec changed"),
+            ActionReason::Drifted => f.write_str("changed outside tenantform"),
+            ActionReason::DeletedOutsideTenantform => f.write_str("deleted outside tenantform"),
+            ActionReason::ReplaceRequested => f.write_str("replacement requested with --replace"),
+            ActionReason::DependencyReplaced { dependency } => {
+                write!(f, "{dependency} is replaced")
+            }
+            ActionReason::RemovedFromSpec => f.write_str("no longer in the spec"),
+            ActionReason::DestroyRequested => f.write_str("destroy requested"),
+            ActionReason::Rollback => f.write_str("rollback of a failed run"),
+        }
+    }
+}
+
+/// One attribute that changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttributeChange {
+    pub name: String,
+    /// `None`: not set before. Sensitive values are redacted.
+    pub before: Option<serde_json::Value>,
+    pub after: Option<serde_json::Value>,
+    /// This attribute alone forces a replacement.
+    pub forces_replacement: bool,
+}
+
+/// The planned change of one resource.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResourceChange {
+    pub address: ResourceAddress,
+    pub action: Action,
+    pub reason: ActionReason,
+    /// The resource as it is (refreshed state), sensitive values redacted; `None` when
+    /// it does not exist yet.
+    pub before: Option<Attributes>,
+    /// The desired resource; `None` for a delete.
+    pub after: Option<Resource>,
+    /// What the resource depends on now (state), for ordering its delete.
+    pub depends_on_before: Vec<ResourceAddress>,
+    pub attribute_changes: Vec<AttributeChange>,
+}
+
+impl ResourceChange {
+    /// Whether creating this resource may find it existing from an interrupted run.
+    pub fn resumes(&self) -> bool {
+        self.reason == ActionReason::ResumeInterruptedCreate
+    }
+}
+
+/// What the plan will do to one tenant.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TenantPlan {
+    pub tenant: TenantId,
+    /// The state the plan was made against (`None`: the tenant had no state).
+    pub state_serial: Option<u64>,
+    pub state_lineage: Option<Uuid>,
+    /// The tenant has nothing in state: its provisioning is all-or-nothing.
+    pub new_tenant: bool,
+    /// The spec being applied; `None` when the spec file was removed.
+    pub spec: Option<TenantSpec>,
+    /// The protection flag to record: the spec's, or state's when the spec is gone.
+    pub protected: bool,
+    /// The protection flag recorded in state now.
+    pub protected_before: bool,
+    /// Every resource of the tenant, no-ops included, in address order.
+    pub changes: Vec<ResourceChange>,
+}
+
+impl TenantPlan {
+    pub fn has_changes(&self) -> bool {
+        self.protected != self.protected_before || self.changes.iter().any(|c| c.action.is_change())
+    }
+
+    pub fn count(&self, action: Action) -> usize {
+        self.changes.iter().filter(|c| c.action == action).count()
+    }
+}
+
+/// What kind of run a plan is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanMode {
+    /// Converge to the specs.
+    Normal,
+    /// Delete everything of the selected tenants.
+    Destroy,
+}
+
+/// A complete plan over one or more tenants.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: String,
+    pub created_at: DateTime<Utc>,
+    pub mode: PlanMode,
+    /// Whether resources were read back from their endpoints before diffing.
+    pub refreshed: bool,
+    pub tenants: Vec<TenantPlan>,
+}
+
+impl Plan {
+    pub fn has_changes(&self) -> bool {
+        self.tenants.iter().any(TenantPlan::has_changes)
+    }
+
+    pub fn changes(&self) -> impl Iterator<Item = &ResourceChange> {
+        self.tenants.iter().flat_map(|t| t.changes.iter())
+    }
+
+    pub fn count(&self, action: Action) -> usize {
+        self.tenants.iter().map(|t| t.count(action)).sum()
+    }
+}
+
+/// A plan that cannot be made.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PlanError {
+    #[error(
+        "tenant {tenant} is protected ({source_of_flag}); the plan would {verb} {addresses}; nothing was changed: {fix}"
+    )]
+    Protected {
+        tenant: TenantId,
+        source_of_flag: String,
+        fix: String,
+        verb: &'static str,
+        addresses: String,
+    },
+    #[error("dependency cycle between {}; break it in the blueprint", .0.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" -> "))]
+    Cycle(Vec<ResourceAddress>),
+    #[error("{address} depends on {dependency}, which the plan does not know; this is a blueprint bug")]
+    UnknownDependency {
+        address: ResourceAddress,
+        dependency: ResourceAddress,
+    },
+    #[error("--replace {0}: no such resource in the state of that tenant; `tenantform state list` shows what exists")]
+    UnknownReplaceTarget(ResourceAddress),
+}
+
+/// Inputs of one tenant's diff.
+pub struct TenantInput<'a> {
+    pub tenant: &'a TenantId,
+    /// `None` when the tenant's spec file is gone (or in destroy mode).
+    pub spec: Option<&'a TenantSpec>,
+    pub blueprint: Option<&'a TenantBlueprint>,
+    pub state: Option<&'a TenantState>,
+    /// Refresh results by local address: `Some(None)` = read and gone,
+    /// `Some(Some(attrs))` = read, `None` = not read.
+    pub refreshed: &'a BTreeMap<String, Option<Attributes>>,
+}
+
+/// Diffs one tenant. `replace` names resources to replace; `destroy` deletes all.
+pub fn plan_tenant(
+    input: TenantInput<'_>,
+    mode: PlanMode,
+    replace: &BTreeSet<ResourceAddress>,
+) -> Result<TenantPlan, PlanError> {
+    let tenant = input.tenant;
+    let empty = TenantState::new(tenant.clone());
+    let state = input.state.unwrap_or(&empty);
+    let desired: Vec<&Resource> = match (mode, input.blueprint) {
+        (PlanMode::Normal, Some(bp)) => bp.resources.iter().collect(),
+        _ => Vec::new(),
+    };
+    for r in replace.iter().filter(|a| &a.tenant == tenant) {
+        if state.get(r).is_none() {
+            return Err(PlanError::UnknownReplaceTarget(r.clone()));
+        }
+    }
+
+    let mut changes: BTreeMap<ResourceAddress, ResourceChange> = BTreeMap::new();
+    for r in &desired {
+        let key = r.address.local();
+        let current = state.resources.get(&key);
+        let change = match current {
+            None => new_change(r, ActionReason::New, None, Vec::new()),
+            Some(cur) if cur.status == ResourceStatus::Creating => new_change(
+                r,
+                ActionReason::ResumeInterruptedCreate,
+                None,
+                cur.depends_on.clone(),
+            ),
+            Some(cur) => match input.refreshed.get(&key) {
+                Some(None) => new_change(
+                    r,
+                    ActionReason::DeletedOutsideTenantform,
+                    None,
+                    cur.depends_on.clone(),
+                ),
+                refreshed => {
+                    let actual = refreshed
+                        .and_then(|r| r.as_ref())
+                        .unwrap_or(&cur.attributes);
+                    diff_existing(r, &cur.attributes, actual, cur.depends_on.clone(), replace)
+                }
+            },
+        };
+        changes.insert(r.address.clone(), change);
+    }
+    let desired_keys: BTreeSet<String> = desired.iter().map(|r| r.address.local()).collect();
+    for (key, cur) in &state.resources {
+        if desired_keys.contains(key) {
+            continue;
+        }
+        let address = ResourceAddress::new(tenant, cur.resource_type, &cur.name);
+        let reason = match mode {
+            PlanMode::Destroy => ActionReason::DestroyRequested,
+            PlanMode::Normal => ActionReason::RemovedFromSpec,
+        };
+        let before = match input.refreshed.get(key) {
+            Some(Some(a)) => Some(redact(a, cur.resource_type)),
+            _ => Some(redact(&cur.attributes, cur.resource_type)),
+        };
+        changes.insert(
+            address.clone(),
+            ResourceChange {
+                address,
+                action: Action::Delete,
+                reason,
+                before,
+                after: None,
+                depends_on_before: cur.depends_on.clone(),
+                attribute_changes: Vec::new(),
+            },
+        );
+    }
+    cascade_replacements(&mut changes);
+
+    // While the spec exists it decides (as Terraform's prevent_destroy does); once the
+    // spec file is removed, the flag recorded in state still holds, so removing the
+    // file lifts nothing.
+    let protected = input.spec.map_or(state.protected, |s| s.protected);
+    if protected {
+        let destroyed: Vec<String> = changes
+            .values()
+            .filter(|c| matches!(c.action, Action::Delete | Action::Replace))
+            .map(|c| c.address.to_string())
+            .collect();
+        if !destroyed.is_empty() {
+            let (source_of_flag, fix) = match input.spec {
+                Some(_) => (
+                    format!("protected = true in specs/tenants/{tenant}.toml"),
+                    format!("set protected = false in specs/tenants/{tenant}.toml to allow it"),
+                ),
+                None => (
+                    "recorded in its state; its spec file was removed".into(),
+                    format!("restore specs/tenants/{tenant}.toml with protected = false, apply it, then remove it"),
+                ),
+            };
+            let all_deleted = changes.values().all(|c| c.action == Action::Delete);
+            return Err(PlanError::Protected {
+                tenant: tenant.clone(),
+                source_of_flag,
+                fix,
+                verb: if all_deleted { "delete" } else { "delete or replace" },
+                addresses: summarize(&destroyed),
+            });
+        }
+    }
+
+    Ok(TenantPlan {
+        tenant: tenant.clone(),
+        state_serial: input.state.map(|s| s.serial),
+        state_lineage: input.state.map(|s| s.lineage),
+        new_tenant: state.resources.is_empty(),
+        spec: input.spec.cloned(),
+        protected,
+        protected_before: state.protected,
+        changes: changes.into_values().collect(),
+    })
+}
+
+fn summarize(addresses: &[String]) -> String {
+    if addresses.len() <= 3 {
+        addresses.join(", ")
+    } else {
+        format!("{} and {} more", addresses[..3].join(", "), addresses.len() - 3)
+    }
+}
+
+fn new_change(
+    r: &Resource,
+    reason: ActionReason,
+    before: Option<Attributes>,
+    depends_on_before: Vec<ResourceAddress>,
+) -> ResourceChange {
+    let attribute_changes = r
+        .attributes
+        .iter()
+        .map(|(name, v)| AttributeChange {
+            name: name.clone(),
+            before: None,
+            after: Some(redact_value(r.address.resource_type, name, v)),
+            forces_replacement: false,
+        })
+        .collect();
+    ResourceChange {
+        address: r.address.clone(),
+        action: Action::Create,
+        reason,
+        before,
+        after: Some((*r).clone()),
+        depends_on_before,
+        attribute_changes,
+    }
+}
+
+/// Diffs a resource that exists. `recorded` is what state says, `actual` what the
+/// refresh read (or state again when not refreshed).
+fn diff_existing(
+    r: &Resource,
+    recorded: &Attributes,
+    actual: &Attributes,
+    depends_on_before: Vec<ResourceAddress>,
+    replace: &BTreeSet<ResourceAddress>,
+) -> ResourceChange {
+    let schema = r.schema();
+    let mut attribute_changes = Vec::new();
+    let mut spec_changed = false;
+    for a in schema.attributes.iter().filter(|a| !a.computed) {
+        let want = r.attributes.get(a.name);
+        let have = actual.get(a.name);
+        if !a.same(want, have) {
+            if !a.same(want, recorded.get(a.name)) {
+                spec_changed = true;
+            }
+            attribute_changes.push(AttributeChange {
+                name: a.name.to_owned(),
+                before: have.map(|v| redact_value(schema.resource_type, a.name, v)),
+                after: want.map(|v| redact_value(schema.resource_type, a.name, v)),
+                forces_replacement: a.force_new,
+            });
+        }
+    }
+    let (action, reason) = if replace.contains(&r.address) {
+        (Action::Replace, ActionReason::ReplaceRequested)
+    } else if attribute_changes.is_empty() {
+        (Action::NoOp, ActionReason::SpecChanged)
+    } else {
+        let action = if attribute_changes.iter().any(|c| c.forces_replacement) {
+            Action::Replace
+        } else {
+            Action::Update
+        };
+        let reason = if spec_changed {
+            ActionReason::SpecChanged
+        } else {
+            ActionReason::Drifted
+        };
+        (action, reason)
+    };
+    ResourceChange {
+        address: r.address.clone(),
+        action,
+        reason,
+        before: Some(redact(actual, r.address.resource_type)),
+        after: Some(r.clone()),
+        depends_on_before,
+        attribute_changes,
+    }
+}
+
+/// Replaces every existing dependent of a replaced resource, transitively.
+fn cascade_replacements(changes: &mut BTreeMap<ResourceAddress, ResourceChange>) {
+    loop {
+        let replaced: Vec<ResourceAddress> = changes
+            .values()
+            .filter(|c| c.action == Action::Replace)
+            .map(|c| c.address.clone())
+            .collect();
+        let mut changed = false;
+        for c in changes.values_mut() {
+            if !matches!(c.action, Action::NoOp | Action::Update) {
+                continue;
+            }
+            let deps = c.after.as_ref().map(|r| &r.depends_on);
+            if let Some(dep) = deps
+                .into_iter()
+                .flatten()
+                .chain(&c.depends_on_before)
+                .find(|d| replaced.contains(d))
+            {
+                c.reason = ActionReason::DependencyReplaced {
+                    dependency: dep.clone(),
+                };
+                c.action = Action::Replace;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+}
+
+fn redact_value(
+    t: crate::resource::ResourceType,
+    name: &str,
+    v: &serde_json::Value,
+) -> serde_json::Value {
+    if schema(t).is_sensitive(name) {
+        serde_json::Value::String(REDACTED.into())
+    } else {
+        v.clone()
+    }
+}
+
+/// A copy of `attrs` with sensitive values replaced by [`REDACTED`].
+pub fn redact(attrs: &Attributes, t: crate::resource::ResourceType) -> Attributes {
+    attrs
+        .iter()
+        .map(|(k, v)| (k.clone(), redact_value(t, k, v)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,386 @@
+//! Plans for people and machines: human text, JSON, Markdown.
+//!
+//! The JSON view follows Terraform's machine-readable plan (`resource_changes`,
+//! `change.actions` with `"no-op"`, `"create"`, `"update"`, `["delete", "create"]`,
+//! `"delete"`, `before`/`after`, `after_unknown`, `*_sensitive`, `replace_paths`,
+//! `action_reason`), so that tooling written for `terraform show -json` carries over.
+//! Its shape is documented in the README and versioned by `format_version`.
+
+use std::fmt::Write;
+
+use serde_json::{Value, json};
+
+use super::{Action, ActionReason, Plan, PlanMode, ResourceChange, TenantPlan};
+use crate::resource::{Attributes, schema};
+use crate::secret::REDACTED;
+
+/// The version of the JSON view's shape. Additive changes keep the major number.
+pub const JSON_FORMAT_VERSION: &str = "1.0";
+
+/// Counts in Terraform's sense: a replace is one add and one destroy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+}
+
+impl Summary {
+    pub fn of<'a>(changes: impl IntoIterator<Item = &'a ResourceChange>) -> Summary {
+        let mut s = Summary::default();
+        for c in changes {
+            match c.action {
+                Action::NoOp => {}
+                Action::Create => s.add += 1,
+                Action::Update => s.change += 1,
+                Action::Replace => {
+                    s.add += 1;
+                    s.destroy += 1;
+                }
+                Action::Delete => s.destroy += 1,
+            }
+        }
+        s
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} to add, {} to change, {} to destroy",
+            self.add, self.change, self.destroy
+        )
+    }
+}
+
+/// ANSI colours, or none.
+#[derive(Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, s: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_owned()
+        }
+    }
+    fn action(&self, a: Action, s: &str) -> String {
+        let code = match a {
+            Action::Create => "32",
+            Action::Update => "33",
+            Action::Replace => "35",
+            Action::Delete => "31",
+            Action::NoOp => "0",
+        };
+        self.paint(code, s)
+    }
+    fn bold(&self, s: &str) -> String {
+        self.paint("1", s)
+    }
+}
+
+fn value(v: &Value) -> String {
+    match v {
+        Value::String(s) if s == REDACTED => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn verb(c: &ResourceChange) -> &'static str {
+    match c.action {
+        Action::NoOp => "is unchanged",
+        Action::Create => "will be created",
+        Action::Update => "will be updated in place",
+        Action::Replace => "must be replaced",
+        Action::Delete => "will be destroyed",
+    }
+}
+
+fn tenant_heading(t: &TenantPlan) -> String {
+    let mut h = format!("Tenant {}", t.tenant);
+    if let Some(spec) = &t.spec {
+        let _ = write!(h, " ({}, {}, {})", spec.name, spec.tier, spec.region);
+    } else {
+        h.push_str(" (spec removed)");
+    }
+    if t.new_tenant && t.changes.iter().any(|c| c.action == Action::Create) {
+        h.push_str(": new tenant, all-or-nothing");
+    }
+    if t.protected {
+        h.push_str(" [protected]");
+    }
+    h
+}
+
+/// The plan as a person reads it in a terminal.
+pub fn human(plan: &Plan, style: Style) -> String {
+    let mut out = String::new();
+    if !plan.has_changes() {
+        out.push_str(&style.bold("No changes."));
+        out.push_str(match plan.mode {
+            PlanMode::Normal => " Every selected tenant matches its spec.\n",
+            PlanMode::Destroy => " There is nothing to destroy.\n",
+        });
+        if !plan.refreshed {
+            out.push_str("(Resources were not read back: --refresh=false.)\n");
+        }
+        return out;
+    }
+    out.push_str("tenantform will perform the following actions:\n");
+    for t in plan.tenants.iter().filter(|t| t.has_changes()) {
+        let _ = writeln!(out, "\n{}", style.bold(&tenant_heading(t)));
+        if t.protected != t.protected_before {
+            let _ = writeln!(
+                out,
+                "  {} protected: {} -> {} (recorded in state)",
+                style.action(Action::Update, "~"),
+                t.protected_before,
+                t.protected
+            );
+        }
+        for c in t.changes.iter().filter(|c| c.action.is_change()) {
+            human_change(&mut out, c, style);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\n{}",
+        style.bold(&format!("Plan: {}.", Summary::of(plan.changes())))
+    );
+    out
+}
+
+fn human_change(out: &mut String, c: &ResourceChange, style: Style) {
+    let _ = writeln!(out, "\n  # {} {} ({})", c.address, verb(c), c.reason);
+    let sym = c.action.symbol();
+    let _ = writeln!(
+        out,
+        "{}{} {}",
+        " ".repeat(4usize.saturating_sub(sym.len() + 1)),
+        style.action(c.action, sym),
+        c.address.local()
+    );
+    let width = c
+        .attribute_changes
+        .iter()
+        .map(|a| a.name.len())
+        .max()
+        .unwrap_or(0);
+    match c.action {
+        Action::Create => {
+            for a in &c.attribute_changes {
+                let after = a.after.as_ref().map(value).unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "      {} {:width$} = {after}",
+                    style.action(Action::Create, "+"),
+                    a.name
+                );
+            }
+            for a in schema(c.address.resource_type).attributes.iter().filter(|a| a.computed) {
+                let note = if a.sensitive {
+                    "(known after apply, sensitive)"
+                } else {
+                    "(known after apply)"
+                };
+                let _ = writeln!(
+                    out,
+                    "      {} {:width$} = {note}",
+                    style.action(Action::Create, "+"),
+                    a.name
+                );
+            }
+        }
+        Action::Update | Action::Replace => {
+            for a in &c.attribute_changes {
+                let before = a.before.as_ref().map(value).unwrap_or_else(|| "null".into());
+                let after = a.after.as_ref().map(value).unwrap_or_else(|| "null".into());
+                let forces = if a.forces_replacement {
+                    style.action(Action::Delete, " # forces replacement")
+                } else {
+                    String::new()
+                };
+                let _ = writeln!(
+                    out,
+                    "      {} {:width$} = {before} -> {after}{forces}",
+                    style.action(Action::Update, "~"),
+                    a.name
+                );
+            }
+            if c.action == Action::Replace {
+                let note = schema(c.address.resource_type).replace_note;
+                let _ = writeln!(out, "      (replaced because {note})");
+            }
+        }
+        Action::Delete | Action::NoOp => {}
+    }
+}
+
+fn sensitive_map(attrs: &Attributes, t: crate::resource::ResourceType) -> Value {
+    let s = schema(t);
+    Value::Object(
+        attrs
+            .keys()
+            .filter(|k| s.is_sensitive(k))
+            .map(|k| (k.clone(), Value::Bool(true)))
+            .collect(),
+    )
+}
+
+fn terraform_action_reason(c: &ResourceChange) -> Option<&'static str> {
+    match (&c.action, &c.reason) {
+        (Action::Replace, ActionReason::ReplaceRequested) => Some("replace_by_request"),
+        (Action::Replace, ActionReason::DependencyReplaced { .. }) => Some("replace_by_triggers"),
+        (Action::Replace, _) => Some("replace_because_cannot_update"),
+        (Action::Delete, ActionReason::RemovedFromSpec) => Some("delete_because_no_resource_config"),
+        _ => None,
+    }
+}
+
+/// The machine-readable view of a plan (see the module docs).
+pub fn json(plan: &Plan) -> Value {
+    let resource_changes: Vec<Value> = plan
+        .changes()
+        .map(|c| {
+            let t = c.address.resource_type;
+            let after = c.after.as_ref().map(|r| {
+                let attrs = super::redact(&r.attributes, t);
+                json!(attrs)
+            });
+            let computed: serde_json::Map<String, Value> = schema(t)
+                .attributes
+                .iter()
+                .filter(|a| a.computed && matches!(c.action, Action::Create | Action::Replace))
+                .map(|a| (a.name.to_owned(), Value::Bool(true)))
+                .collect();
+            let replace_paths: Vec<Value> = c
+                .attribute_changes
+                .iter()
+                .filter(|a| a.forces_replacement)
+                .map(|a| json!([a.name]))
+                .collect();
+            let mut change = json!({
+                "actions": c.action.terraform_actions(),
+                "before": c.before,
+                "after": after,
+                "after_unknown": computed,
+                "before_sensitive": c.before.as_ref().map(|b| sensitive_map(b, t)).unwrap_or(Value::Bool(false)),
+                "after_sensitive": c.after.as_ref().map(|r| sensitive_map(&r.attributes, t)).unwrap_or(Value::Bool(false)),
+            });
+            if !replace_paths.is_empty() {
+                change["replace_paths"] = Value::Array(replace_paths);
+            }
+            let mut rc = json!({
+                "address": c.address.to_string(),
+                "tenant": c.address.tenant,
+                "type": t.as_str(),
+                "name": c.address.name,
+                "change": change,
+                "reason": {"kind": &c.reason, "description": c.reason.to_string()},
+                "changed_attributes": c.attribute_changes.iter().map(|a| &a.name).collect::<Vec<_>>(),
+            });
+            if let Some(r) = terraform_action_reason(c) {
+                rc["action_reason"] = json!(r);
+            }
+            rc
+        })
+        .collect();
+    let tenants: Vec<Value> = plan
+        .tenants
+        .iter()
+        .map(|t| {
+            let s = Summary::of(&t.changes);
+            json!({
+                "tenant": t.tenant,
+                "new_tenant": t.new_tenant,
+                "spec_removed": t.spec.is_none(),
+                "protected": t.protected,
+                "protected_before": t.protected_before,
+                "state_serial": t.state_serial,
+                "state_lineage": t.state_lineage,
+                "has_changes": t.has_changes(),
+                "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
+            })
+        })
+        .collect();
+    let s = Summary::of(plan.changes());
+    json!({
+        "format_version": JSON_FORMAT_VERSION,
+        "tenantform_version": env!("CARGO_PKG_VERSION"),
+        "mode": plan.mode,
+        "refreshed": plan.refreshed,
+        "created_at": plan.created_at,
+        "has_changes": plan.has_changes(),
+        "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
+        "tenants": tenants,
+        "resource_changes": resource_changes,
+    })
+}
+
+/// The plan as a pull-request comment.
+pub fn markdown(plan: &Plan) -> String {
+    let mut out = String::new();
+    let s = Summary::of(plan.changes());
+    if !plan.has_changes() {
+        out.push_str("### tenantform plan: no changes\n\nEvery selected tenant matches its spec.\n");
+        return out;
+    }
+    let _ = writeln!(out, "### tenantform plan: {s}\n");
+    out.push_str("| Tenant | Tier | Region | Add | Change | Destroy | Note |\n");
+    out.push_str("|---|---|---|---:|---:|---:|---|\n");
+    for t in &plan.tenants {
+        let ts = Summary::of(&t.changes);
+        let (tier, region) = t
+            .spec
+            .as_ref()
+            .map(|s| (s.tier.as_str(), s.region.as_str()))
+            .unwrap_or(("-", "-"));
+        let mut note = Vec::new();
+        if t.spec.is_none() {
+            note.push("spec removed");
+        }
+        if t.new_tenant && ts.add > 0 {
+            note.push("new tenant");
+        }
+        if t.protected {
+            note.push("protected");
+        }
+        let _ = writeln!(
+            out,
+            "| `{}` | {tier} | {region} | {} | {} | {} | {} |",
+            t.tenant,
+            ts.add,
+            ts.change,
+            ts.destroy,
+            note.join(", ")
+        );
+    }
+    for t in plan.tenants.iter().filter(|t| t.has_changes()) {
+        let _ = writeln!(
+            out,
+            "\n<details><summary><code>{}</code>: {}</summary>\n\n```diff",
+            t.tenant,
+            Summary::of(&t.changes)
+        );
+        for c in t.changes.iter().filter(|c| c.action.is_change()) {
+            let sym = match c.action {
+                Action::Create => "+",
+                Action::Delete => "-",
+                Action::Replace => "-/+",
+                _ => "!",
+            };
+            let mut line = format!("{sym} {}", c.address.local());
+            if !c.attribute_changes.is_empty() && c.action != Action::Create {
+                let names: Vec<&str> = c.attribute_changes.iter().map(|a| a.name.as_str()).collect();
+                let _ = write!(line, " [{}]", names.join(", "));
+            }
+            let _ = writeln!(out, "{line}   # {}", c.reason);
+        }
+        out.push_str("```\n\n</details>\n");
+    }
+    out
+}

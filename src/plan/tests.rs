@@ -1,0 +1,477 @@
+//! Diff and ordering rules, one test per rule. Plans are checked through one helper,
+//! [`summary`], which prints each change as `action address (reason)`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use super::graph::ActionGraph;
+use super::*;
+use crate::blueprint::tenant_blueprint;
+use crate::resource::{Resource, ResourceType};
+use crate::spec::Specs;
+use crate::state::ResourceState;
+
+fn specs() -> Specs {
+    Specs::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("specs")).expect("example specs")
+}
+
+fn tenant(specs: &Specs, id: &str) -> TenantSpec {
+    specs.tenants[&id.parse::<TenantId>().unwrap()].clone()
+}
+
+/// State as if `bp` had been applied.
+fn applied(bp: &TenantBlueprint, protected: bool) -> TenantState {
+    let mut s = TenantState::new(bp.tenant.clone());
+    s.serial = 7;
+    s.protected = protected;
+    for r in &bp.resources {
+        let mut attrs = r.attributes.clone();
+        if r.address.resource_type == ResourceType::PostgresRole {
+            attrs.insert("password".into(), serde_json::json!("s3cret-pw"));
+        }
+        s.resources.insert(
+            r.address.local(),
+            ResourceState {
+                resource_type: r.address.resource_type,
+                name: r.address.name.clone(),
+                status: ResourceStatus::Created,
+                attributes: attrs,
+                depends_on: r.depends_on.clone(),
+            },
+        );
+    }
+    s
+}
+
+struct Case<'a> {
+    spec: Option<&'a TenantSpec>,
+    bp: Option<&'a TenantBlueprint>,
+    state: Option<&'a TenantState>,
+    refreshed: BTreeMap<String, Option<Attributes>>,
+    mode: PlanMode,
+    replace: BTreeSet<ResourceAddress>,
+}
+
+impl<'a> Case<'a> {
+    fn new(spec: Option<&'a TenantSpec>, bp: Option<&'a TenantBlueprint>, state: Option<&'a TenantState>) -> Self {
+        Case {
+            spec,
+            bp,
+            state,
+            refreshed: BTreeMap::new(),
+            mode: PlanMode::Normal,
+            replace: BTreeSet::new(),
+        }
+    }
+
+    fn plan(&self) -> Result<TenantPlan, PlanError> {
+        let id = self
+            .spec
+            .map(|s| s.id.clone())
+            .or_else(|| self.state.map(|s| s.tenant.clone()))
+            .unwrap();
+        plan_tenant(
+            TenantInput {
+                tenant: &id,
+                spec: self.spec,
+                blueprint: self.bp,
+                state: self.state,
+                refreshed: &self.refreshed,
+            },
+            self.mode,
+            &self.replace,
+        )
+    }
+}
+
+/// One line per changing resource, sorted: `action type.name (reason)`.
+fn summary(p: &TenantPlan) -> Vec<String> {
+    let mut lines: Vec<String> = p
+        .changes
+        .iter()
+        .filter(|c| c.action.is_change())
+        .map(|c| format!("{:?} {} ({})", c.action, c.address.local(), c.reason))
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn whole(p: TenantPlan) -> Plan {
+    Plan {
+        format_version: PLAN_FORMAT_VERSION.into(),
+        created_at: chrono::Utc::now(),
+        mode: PlanMode::Normal,
+        refreshed: false,
+        tenants: vec![p],
+    }
+}
+
+/// The order in which a serial walk of the graph would run the steps.
+fn serial_order(plan: &Plan) -> Vec<String> {
+    let g = ActionGraph::build(plan).unwrap();
+    let order = petgraph::algo::toposort(&g.graph, None).unwrap();
+    order
+        .into_iter()
+        .map(|n| {
+            let s = g.graph[n];
+            format!("{:?} {}", s.kind, s.change(plan).address.local())
+        })
+        .collect()
+}
+
+fn position(order: &[String], step: &str) -> usize {
+    order
+        .iter()
+        .position(|s| s == step)
+        .unwrap_or_else(|| panic!("{step} not in {order:#?}"))
+}
+
+#[test]
+fn a_new_tenant_is_all_creates_and_all_or_nothing() {
+    let specs = specs();
+    let t = tenant(&specs, "retail-chain");
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let p = Case::new(Some(&t), Some(&bp), None).plan().unwrap();
+    assert!(p.new_tenant);
+    assert_eq!(p.count(Action::Create), bp.resources.len());
+    assert!(p.changes.iter().all(|c| c.reason == ActionReason::New));
+    assert_eq!(p.state_serial, None);
+}
+
+#[test]
+fn state_matching_the_spec_plans_nothing() {
+    let specs = specs();
+    let t = tenant(&specs, "retail-chain");
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let state = applied(&bp, false);
+    let p = Case::new(Some(&t), Some(&bp), Some(&state)).plan().unwrap();
+    assert!(!p.has_changes(), "{:#?}", summary(&p));
+    assert_eq!(p.state_serial, Some(7));
+    assert!(!p.new_tenant);
+}
+
+#[test]
+fn a_tier_change_updates_the_role_in_place() {
+    let specs = specs();
+    let mut t = tenant(&specs, "retail-chain");
+    let state = applied(&tenant_blueprint(&t, &specs.platform), false);
+    t.tier = "gold".into();
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let p = Case::new(Some(&t), Some(&bp), Some(&state)).plan().unwrap();
+    assert_eq!(summary(&p), vec!["Update postgres_role.app (the spec changed)"]);
+    let change = p.changes.iter().find(|c| c.action == Action::Update).unwrap();
+    assert_eq!(change.attribute_changes.len(), 1);
+    let a = &change.attribute_changes[0];
+    assert_eq!((a.name.as_str(), a.before.clone(), a.after.clone()), ("connection_limit", Some(20.into()), Some(50.into())));
+    assert!(!a.forces_replacement);
+}
+
+#[test]
+fn a_renamed_schema_is_replaced_with_everything_inside_it() {
+    let specs = specs();
+    let t = tenant(&specs, "retail-chain");
+    let state = applied(&tenant_blueprint(&t, &specs.platform), false);
+    let mut platform = specs.platform.clone();
+    platform.naming.postgres_schema = "rag_{id_}".into();
+    let bp = tenant_blueprint(&t, &platform);
+    let p = Case::new(Some(&t), Some(&bp), Some(&state)).plan().unwrap();
+    assert_eq!(
+        summary(&p),
+        vec![
+            "Replace postgres_row_security.documents (the spec changed)",
+            "Replace postgres_schema.main (the spec changed)",
+            "Replace postgres_schema_grant.app (the spec changed)",
+            "Replace postgres_table.documents (the spec changed)",
+            "Replace postgres_table_grant.documents (the spec changed)",
+        ]
+    );
+    let schema = p.changes.iter().find(|c| c.address.name == "main").unwrap();
+    assert!(schema.attribute_changes.iter().any(|a| a.name == "name" && a.forces_replacement));
+    // The role is outside the schema and stays.
+    let role = p.changes.iter().find(|c| c.address.resource_type == ResourceType::PostgresRole).unwrap();
+    assert_eq!(role.action, Action::NoOp);
+}
+
+#[test]
+fn replacing_one_resource_replaces_its_dependents() {
+    let specs = specs();
+    let t = tenant(&specs, "retail-chain");
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let state = applied(&bp, false);
+    let mut case = Case::new(Some(&t), Some(&bp), Some(&state));
+    let role: ResourceAddress = "retail-chain/postgres_role.app".parse().unwrap();
+    case.replace.insert(role.clone());
+    let p = case.plan().unwrap();
+    assert_eq!(
+        summary(&p),
+        vec![
+            "Replace postgres_role.app (replacement requested with --replace)",
+            "Replace postgres_row_security.documents (retail-chain/postgres_role.app is replaced)",
+            "Replace postgres_schema_grant.app (retail-chain/postgres_role.app is replaced)",
+            "Replace postgres_table_grant.documents (retail-chain/postgres_row_security.documents is replaced)",
+        ]
+    );
+
+    case.replace = [ "retail-chain/postgres_role.nope".parse().unwrap() ].into();
+    assert!(matches!(case.plan(), Err(PlanError::UnknownReplaceTarget(_))));
+}
+
+#[test]
+fn refresh_tells_deleted_and_drifted_resources_from_spec_changes() {
+    let specs = specs();
+    let t = tenant(&specs, "retail-chain");
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let state = applied(&bp, false);
+    let mut case = Case::new(Some(&t), Some(&bp), Some(&state));
+    case.refreshed.insert("postgres_schema.main".into(), None);
+    let mut role = state.resources["postgres_role.app"].attributes.clone();
+    role.insert("superuser".into(), true.into());
+    case.refreshed.insert("postgres_role.app".into(), Some(role));
+    let mut grant = state.resources["postgres_table_grant.documents"].attributes.clone();
+    grant.insert("privileges".into(), serde_json::json!(["UPDATE", "SELECT", "INSERT", "DELETE"]));
+    case.refreshed.insert("postgres_table_grant.documents".into(), Some(grant));
+    let p = case.plan().unwrap();
+    assert_eq!(
+        summary(&p),
+        vec![
+            "Create postgres_schema.main (deleted outside tenantform)",
+            "Update postgres_role.app (changed outside tenantform)",
+        ],
+        "privileges in another order are the same set"
+    );
+    let role = p.changes.iter().find(|c| c.action == Action::Update).unwrap();
+    assert_eq!(role.attribute_changes[0].before, Some(true.into()));
+    // The password is never in a plan.
+    let text = serde_json::to_string(&p).unwrap();
+    assert!(!text.contains("s3cret-pw"), "{text}");
+}
+
+#[test]
+fn an_interrupted_create_is_resumed() {
+    let specs = specs();
+    let t = tenant(&specs, "retail-chain");
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let mut state = applied(&bp, false);
+    state.resources.get_mut("postgres_table.documents").unwrap().status = ResourceStatus::Creating;
+    let p = Case::new(Some(&t), Some(&bp), Some(&state)).plan().unwrap();
+    assert_eq!(
+        summary(&p),
+        vec!["Create postgres_table.documents (an earlier run was interrupted while creating it)"]
+    );
+    assert!(p.changes.iter().find(|c| c.action == Action::Create).unwrap().resumes());
+}
+
+#[test]
+fn a_removed_spec_deletes_unless_state_says_protected() {
+    let specs = specs();
+    let t = tenant(&specs, "retail-chain");
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let state = applied(&bp, false);
+    let p = Case::new(None, None, Some(&state)).plan().unwrap();
+    assert_eq!(p.count(Action::Delete), bp.resources.len());
+    assert!(p.changes.iter().all(|c| c.reason == ActionReason::RemovedFromSpec));
+
+    let protected = applied(&bp, true);
+    let err = Case::new(None, None, Some(&protected)).plan().unwrap_err().to_string();
+    assert!(err.contains("tenant retail-chain is protected"), "{err}");
+    assert!(err.contains("spec file was removed"), "{err}");
+}
+
+#[test]
+fn destroy_honours_the_spec_flag_and_lifting_it_allows_deletion() {
+    let specs = specs();
+    let mut t = tenant(&specs, "retail-chain");
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let state = applied(&bp, true);
+    t.protected = true;
+    let mut case = Case::new(Some(&t), Some(&bp), Some(&state));
+    case.mode = PlanMode::Destroy;
+    let err = case.plan().unwrap_err().to_string();
+    assert!(err.contains("protected = true in specs/tenants/retail-chain.toml"), "{err}");
+
+    let mut lifted = t.clone();
+    lifted.protected = false;
+    case.spec = Some(&lifted);
+    let p = case.plan().unwrap();
+    assert_eq!(p.count(Action::Delete), bp.resources.len());
+    assert!(!p.protected && p.protected_before);
+}
+
+#[test]
+fn protecting_a_tenant_is_itself_a_change() {
+    let specs = specs();
+    let mut t = tenant(&specs, "retail-chain");
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let state = applied(&bp, false);
+    t.protected = true;
+    let p = Case::new(Some(&t), Some(&bp), Some(&state)).plan().unwrap();
+    assert!(p.has_changes());
+    assert!(summary(&p).is_empty());
+}
+
+#[test]
+fn creates_follow_dependencies_and_deletes_run_in_reverse() {
+    let specs = specs();
+    let t = tenant(&specs, "retail-chain");
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let create = whole(Case::new(Some(&t), Some(&bp), None).plan().unwrap());
+    let order = serial_order(&create);
+    for r in &bp.resources {
+        for d in &r.depends_on {
+            assert!(
+                position(&order, &format!("Create {}", d.local())) < position(&order, &format!("Create {}", r.address.local())),
+                "{} before {}",
+                d,
+                r.address
+            );
+        }
+    }
+
+    let state = applied(&bp, false);
+    let destroy = whole(Case::new(None, None, Some(&state)).plan().unwrap());
+    let order = serial_order(&destroy);
+    for r in &bp.resources {
+        for d in &r.depends_on {
+            assert!(
+                position(&order, &format!("Delete {}", r.address.local())) < position(&order, &format!("Delete {}", d.local())),
+                "{} deleted before {}",
+                r.address,
+                d
+            );
+        }
+    }
+}
+
+#[test]
+fn a_replace_deletes_before_it_creates_and_dependents_wrap_around_it() {
+    let specs = specs();
+    let t = tenant(&specs, "retail-chain");
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let state = applied(&bp, false);
+    let mut case = Case::new(Some(&t), Some(&bp), Some(&state));
+    case.replace.insert("retail-chain/postgres_role.app".parse().unwrap());
+    let plan = whole(case.plan().unwrap());
+    let order = serial_order(&plan);
+    let p = |s: &str| position(&order, s);
+    assert!(p("Delete postgres_schema_grant.app") < p("Delete postgres_role.app"));
+    assert!(p("Delete postgres_role.app") < p("Create postgres_role.app"));
+    assert!(p("Create postgres_role.app") < p("Create postgres_schema_grant.app"));
+    assert!(p("Create postgres_row_security.documents") < p("Create postgres_table_grant.documents"));
+}
+
+#[test]
+fn an_update_runs_before_the_delete_of_what_it_depended_on() {
+    let tenant_id: TenantId = "acme".parse().unwrap();
+    let a = Resource::new(ResourceAddress::new(&tenant_id, ResourceType::PostgresSchema, "old"))
+        .attr("name", "old")
+        .attr("comment", "c");
+    let b = Resource::new(ResourceAddress::new(&tenant_id, ResourceType::PostgresSchema, "keep"))
+        .attr("name", "keep")
+        .attr("comment", "c")
+        .depends_on(&a);
+    let state = applied(
+        &TenantBlueprint {
+            tenant: tenant_id.clone(),
+            resources: vec![a.clone(), b.clone()],
+        },
+        false,
+    );
+    let mut b2 = b.clone();
+    b2.depends_on.clear();
+    b2.attributes.insert("comment".into(), "new".into());
+    let bp = TenantBlueprint {
+        tenant: tenant_id.clone(),
+        resources: vec![b2],
+    };
+    let spec_like = Case {
+        spec: None,
+        bp: Some(&bp),
+        state: Some(&state),
+        refreshed: BTreeMap::new(),
+        mode: PlanMode::Normal,
+        replace: BTreeSet::new(),
+    };
+    // With no spec the blueprint is still what the case hands in: plan it directly.
+    let p = plan_tenant(
+        TenantInput {
+            tenant: &tenant_id,
+            spec: spec_like.spec,
+            blueprint: spec_like.bp,
+            state: spec_like.state,
+            refreshed: &spec_like.refreshed,
+        },
+        PlanMode::Normal,
+        &BTreeSet::new(),
+    )
+    .unwrap();
+    let plan = whole(p);
+    let order = serial_order(&plan);
+    assert!(position(&order, "Update postgres_schema.keep") < position(&order, "Delete postgres_schema.old"));
+}
+
+#[test]
+fn a_dependency_cycle_is_an_error_naming_its_resources() {
+    let tenant_id: TenantId = "acme".parse().unwrap();
+    let mut a = Resource::new(ResourceAddress::new(&tenant_id, ResourceType::PostgresSchema, "a"))
+        .attr("name", "a")
+        .attr("comment", "");
+    let b = Resource::new(ResourceAddress::new(&tenant_id, ResourceType::PostgresSchema, "b"))
+        .attr("name", "b")
+        .attr("comment", "")
+        .depends_on(&a);
+    a = a.depends_on(&b);
+    let bp = TenantBlueprint {
+        tenant: tenant_id.clone(),
+        resources: vec![a, b],
+    };
+    let p = plan_tenant(
+        TenantInput {
+            tenant: &tenant_id,
+            spec: None,
+            blueprint: Some(&bp),
+            state: None,
+            refreshed: &BTreeMap::new(),
+        },
+        PlanMode::Normal,
+        &BTreeSet::new(),
+    )
+    .unwrap();
+    let err = ActionGraph::build(&whole(p)).unwrap_err();
+    let PlanError::Cycle(addresses) = &err else {
+        panic!("{err}")
+    };
+    let mut names: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+    names.sort();
+    assert_eq!(names, vec!["acme/postgres_schema.a", "acme/postgres_schema.b"]);
+    assert!(err.to_string().starts_with("dependency cycle between acme/postgres_schema."));
+}
+
+#[test]
+fn the_json_view_uses_terraforms_vocabulary_and_hides_secrets() {
+    let specs = specs();
+    let t = tenant(&specs, "retail-chain");
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let state = applied(&bp, false);
+    let mut case = Case::new(Some(&t), Some(&bp), Some(&state));
+    case.replace.insert("retail-chain/postgres_role.app".parse().unwrap());
+    let plan = whole(case.plan().unwrap());
+    let json = render::json(&plan);
+    assert_eq!(json["format_version"], render::JSON_FORMAT_VERSION);
+    let rc = json["resource_changes"].as_array().unwrap();
+    let role = rc.iter().find(|c| c["address"] == "retail-chain/postgres_role.app").unwrap();
+    assert_eq!(role["change"]["actions"], serde_json::json!(["delete", "create"]));
+    assert_eq!(role["action_reason"], "replace_by_request");
+    assert_eq!(role["change"]["before"]["password"], crate::secret::REDACTED);
+    assert_eq!(role["change"]["before_sensitive"]["password"], true);
+    assert_eq!(role["change"]["after_unknown"]["password"], true);
+    let schema = rc.iter().find(|c| c["address"] == "retail-chain/postgres_schema.main").unwrap();
+    assert_eq!(schema["change"]["actions"], serde_json::json!(["no-op"]));
+    assert!(!json.to_string().contains("s3cret-pw"));
+    assert_eq!(json["summary"], serde_json::json!({"add": 4, "change": 0, "destroy": 4}));
+
+    let text = render::human(&plan, render::Style { color: false });
+    assert!(text.contains("-/+ postgres_role.app"), "{text}");
+    assert!(text.contains("Plan: 4 to add, 0 to change, 4 to destroy."), "{text}");
+    let md = render::markdown(&plan);
+    assert!(md.starts_with("### tenantform plan: 4 to add, 0 to change, 4 to destroy"), "{md}");
+}

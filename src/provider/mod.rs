@@ -1,0 +1,152 @@
+//! Providers: the only code that talks to the outside world's resources.
+//!
+//! One module per resource family behind one trait, [`Provider`]. The engine never
+//! knows what a provider talks to; a provider never knows about plans or state files.
+//!
+//! Contract every provider keeps:
+//! - "Not found" is an answer: `read` returns `Ok(None)`, `delete` of a missing
+//!   resource returns `Ok(())`.
+//! - `create` in [`CreateMode::Fresh`] fails with [`ProviderError::AlreadyExists`] when
+//!   the name is taken (and must then have changed nothing); in
+//!   [`CreateMode::Resume`] an existing resource of that name is taken as the one an
+//!   interrupted run was creating, and brought to the desired attributes.
+//! - Every call has a timeout; transient failures are retried by [`retry`], not by the
+//!   caller.
+//! - Errors never contain secrets (passwords are not echoed, SQL with a password is
+//!   not logged).
+
+pub mod postgres;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType};
+
+/// How a create treats an existing resource of the same name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CreateMode {
+    /// An existing resource belongs to someone else: fail with `AlreadyExists`.
+    Fresh,
+    /// A previous run started this create and did not see it finish: an existing
+    /// resource of that name is ours.
+    Resume,
+}
+
+/// A failure of one provider call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error(
+        "{what} already exists and is not managed by tenantform; remove it, or adopt it with `tenantform import`"
+    )]
+    AlreadyExists { what: String },
+    #[error("{service} refused the request ({code}): {message}")]
+    Api {
+        service: &'static str,
+        code: String,
+        message: String,
+        retryable: bool,
+    },
+    #[error("cannot reach {service}: {detail}")]
+    Unreachable {
+        service: &'static str,
+        detail: String,
+    },
+    #[error("{service} did not answer within {}s", timeout.as_secs_f32())]
+    Timeout {
+        service: &'static str,
+        timeout: Duration,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ProviderError {
+    /// Whether trying again may succeed (throttling, a dropped connection, a
+    /// serialization conflict), as opposed to a request that is wrong.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProviderError::Api { retryable, .. } => *retryable,
+            ProviderError::Unreachable { .. } | ProviderError::Timeout { .. } => true,
+            ProviderError::AlreadyExists { .. } | ProviderError::Config(_) => false,
+        }
+    }
+
+    /// A short machine-readable code: the API's error code, or the kind of failure.
+    pub fn code(&self) -> &str {
+        match self {
+            ProviderError::Api { code, .. } => code,
+            ProviderError::AlreadyExists { .. } => "AlreadyExists",
+            ProviderError::Unreachable { .. } => "Unreachable",
+            ProviderError::Timeout { .. } => "Timeout",
+            ProviderError::Config(_) => "Config",
+        }
+    }
+}
+
+/// Read, create, update and delete of one family of resources.
+#[async_trait]
+pub trait Provider: Send + Sync {
+    /// The resource as it really is, or `None` when it does not exist. Returns the
+    /// readable attributes; the engine keeps unreadable ones (a password) from state.
+    async fn read(
+        &self,
+        address: &ResourceAddress,
+        current: &Attributes,
+    ) -> Result<Option<Attributes>, ProviderError>;
+
+    /// Creates the resource; returns its computed attributes (a generated password,
+    /// an ARN).
+    async fn create(
+        &self,
+        resource: &Resource,
+        mode: CreateMode,
+    ) -> Result<Attributes, ProviderError>;
+
+    /// Brings an existing resource to `resource`'s attributes; `changed` names the
+    /// attributes that differ. Returns computed attributes that changed.
+    async fn update(
+        &self,
+        resource: &Resource,
+        current: &Attributes,
+        changed: &[String],
+    ) -> Result<Attributes, ProviderError>;
+
+    /// Deletes the resource; a resource that is already gone is not an error.
+    async fn delete(
+        &self,
+        address: &ResourceAddress,
+        current: &Attributes,
+    ) -> Result<(), ProviderError>;
+}
+
+/// The providers of an engine, by the resource types they serve.
+#[derive(Clone, Default)]
+pub struct ProviderSet {
+    by_type: HashMap<ResourceType, Arc<dyn Provider>>,
+}
+
+impl ProviderSet {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Serves `types` with `provider`, replacing what served them before. Library users
+    /// use this to wrap or substitute a provider.
+    pub fn register(&mut self, types: &[ResourceType], provider: Arc<dyn Provider>) {
+        for t in types {
+            self.by_type.insert(*t, provider.clone());
+        }
+    }
+
+    pub fn get(&self, resource_type: ResourceType) -> Result<&Arc<dyn Provider>, ProviderError> {
+        self.by_type.get(&resource_type).ok_or_else(|| {
+            ProviderError::Config(format!(
+                "no provider is configured for {resource_type} resources"
+            ))
+        })
+    }
+}

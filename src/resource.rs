@@ -1,0 +1,490 @@
+//! The resource model every stage shares: addresses, types, attributes and the
+//! per-type schema that says how an attribute is diffed.
+//!
+//! A [`Resource`] is what the blueprint *wants*; a [`crate::state::ResourceState`]
+//! is what the engine *believes exists*. Both carry [`Attributes`]: a sorted map of
+//! JSON values, so that diffing, rendering and storing need no per-type code. What
+//! differs per type lives in its [`Schema`]: which attributes force a replacement,
+//! which are computed by the provider, which are secret.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Attribute values of one resource, sorted by name.
+pub type Attributes = BTreeMap<String, serde_json::Value>;
+
+/// A tenant id: 2 to 32 characters, lowercase letters, digits and single hyphens,
+/// starting with a letter. The limits come from the strictest name derived from it
+/// (an ElastiCache cluster id: 40 characters, no `--`, no trailing hyphen).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TenantId(String);
+
+impl TenantId {
+    pub const MAX_LEN: usize = 32;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The id with hyphens as underscores, for SQL identifiers and Redis user names.
+    pub fn underscored(&self) -> String {
+        self.0.replace('-', "_")
+    }
+
+    /// Why `s` is not a valid tenant id, as a sentence a person can act on.
+    pub fn problem(s: &str) -> Option<String> {
+        if s.len() < 2 || s.len() > Self::MAX_LEN {
+            return Some(format!(
+                "must be 2 to {} characters long (it is {})",
+                Self::MAX_LEN,
+                s.len()
+            ));
+        }
+        if !s.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return Some("must start with a lowercase letter".into());
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-'))
+        {
+            return Some(format!(
+                "may contain only lowercase letters, digits and hyphens (found {c:?})"
+            ));
+        }
+        if s.ends_with('-') || s.contains("--") {
+            return Some("must not end with a hyphen or contain two hyphens in a row".into());
+        }
+        None
+    }
+}
+
+impl TryFrom<String> for TenantId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match Self::problem(&s) {
+            None => Ok(TenantId(s)),
+            Some(p) => Err(format!("invalid tenant id {s:?}: {p}")),
+        }
+    }
+}
+
+impl FromStr for TenantId {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::try_from(s.to_owned())
+    }
+}
+
+impl From<TenantId> for String {
+    fn from(id: TenantId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+macro_rules! resource_types {
+    ($($variant:ident => $name:literal),+ $(,)?) => {
+        /// Every kind of resource the engine manages. The string form is the type part
+        /// of an address, `tenant/TYPE.name`, and the `type` field in state and plans.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        pub enum ResourceType {
+            $(#[serde(rename = $name)] $variant,)+
+        }
+
+        impl ResourceType {
+            pub const ALL: &'static [ResourceType] = &[$(ResourceType::$variant,)+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $(ResourceType::$variant => $name,)+ }
+            }
+        }
+
+        impl FromStr for ResourceType {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                match s {
+                    $($name => Ok(ResourceType::$variant),)+
+                    _ => Err(format!(
+                        "unknown resource type {s:?}; known types: {}",
+                        [$($name),+].join(", ")
+                    )),
+                }
+            }
+        }
+    };
+}
+
+resource_types! {
+    PostgresSchema => "postgres_schema",
+    PostgresRole => "postgres_role",
+    PostgresSchemaGrant => "postgres_schema_grant",
+    PostgresTable => "postgres_table",
+    PostgresRowSecurity => "postgres_row_security",
+    PostgresTableGrant => "postgres_table_grant",
+}
+
+impl fmt::Display for ResourceType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The stable name of one resource: `tenant/type.name`, e.g.
+/// `healthcare-systems/postgres_role.app`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ResourceAddress {
+    pub tenant: TenantId,
+    pub resource_type: ResourceType,
+    pub name: String,
+}
+
+impl ResourceAddress {
+    pub fn new(tenant: &TenantId, resource_type: ResourceType, name: &str) -> Self {
+        ResourceAddress {
+            tenant: tenant.clone(),
+            resource_type,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The address without its tenant (`type.name`): the key inside a tenant's state.
+    pub fn local(&self) -> String {
+        format!("{}.{}", self.resource_type, self.name)
+    }
+
+    /// Parses `type.name` as an address inside `tenant`.
+    pub fn parse_local(tenant: &TenantId, local: &str) -> Result<Self, String> {
+        let (t, name) = local
+            .split_once('.')
+            .ok_or_else(|| format!("{local:?} is not of the form TYPE.NAME"))?;
+        if name.is_empty() {
+            return Err(format!("{local:?} has an empty resource name"));
+        }
+        Ok(ResourceAddress::new(tenant, t.parse()?, name))
+    }
+}
+
+impl fmt::Display for ResourceAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}.{}", self.tenant, self.resource_type, self.name)
+    }
+}
+
+impl FromStr for ResourceAddress {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (tenant, local) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not an address of the form TENANT/TYPE.NAME"))?;
+        let tenant: TenantId = tenant.parse()?;
+        Self::parse_local(&tenant, local)
+    }
+}
+
+impl Serialize for ResourceAddress {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ResourceAddress {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A resource the blueprint wants to exist.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    pub address: ResourceAddress,
+    /// Desired values of the configurable attributes (never computed ones).
+    pub attributes: Attributes,
+    /// Resources that must exist before this one and be deleted after it.
+    pub depends_on: Vec<ResourceAddress>,
+}
+
+impl Resource {
+    pub fn new(address: ResourceAddress) -> Self {
+        Resource {
+            address,
+            attributes: Attributes::new(),
+            depends_on: Vec::new(),
+        }
+    }
+
+    pub fn attr(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.attributes.insert(name.to_owned(), value.into());
+        self
+    }
+
+    pub fn depends_on(mut self, other: &Resource) -> Self {
+        self.depends_on.push(other.address.clone());
+        self
+    }
+
+    pub fn schema(&self) -> &'static Schema {
+        schema(self.address.resource_type)
+    }
+}
+
+/// Reads a string attribute, for providers that need a name out of a resource.
+pub fn attr_str<'a>(attrs: &'a Attributes, name: &str) -> Option<&'a str> {
+    attrs.get(name).and_then(|v| v.as_str())
+}
+
+/// How the engine treats one attribute of a resource type.
+#[derive(Clone, Copy, Debug)]
+pub struct AttributeSchema {
+    pub name: &'static str,
+    /// Set by the provider (an ARN, a generated password), never by the blueprint.
+    pub computed: bool,
+    /// A change cannot be made in place: the resource is replaced.
+    pub force_new: bool,
+    /// Shown as `(sensitive value)` in plans and never logged; kept only in state.
+    pub sensitive: bool,
+    /// The provider can read it back; unreadable attributes are kept from state on refresh.
+    pub readable: bool,
+    pub compare: Compare,
+}
+
+/// How two values of an attribute are compared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compare {
+    /// JSON equality.
+    Exact,
+    /// Lists compared as sets (order and duplicates do not matter).
+    Set,
+}
+
+impl AttributeSchema {
+    const fn base(name: &'static str) -> Self {
+        AttributeSchema {
+            name,
+            computed: false,
+            force_new: false,
+            sensitive: false,
+            readable: true,
+            compare: Compare::Exact,
+        }
+    }
+    /// Configurable, updatable in place.
+    pub const fn updatable(name: &'static str) -> Self {
+        Self::base(name)
+    }
+    /// Configurable; a change replaces the resource.
+    pub const fn force_new(name: &'static str) -> Self {
+        AttributeSchema {
+            force_new: true,
+            ..Self::base(name)
+        }
+    }
+    /// Set by the provider.
+    pub const fn computed(name: &'static str) -> Self {
+        AttributeSchema {
+            computed: true,
+            ..Self::base(name)
+        }
+    }
+    pub const fn sensitive(self) -> Self {
+        AttributeSchema {
+            sensitive: true,
+            ..self
+        }
+    }
+    pub const fn unreadable(self) -> Self {
+        AttributeSchema {
+            readable: false,
+            ..self
+        }
+    }
+    pub const fn as_set(self) -> Self {
+        AttributeSchema {
+            compare: Compare::Set,
+            ..self
+        }
+    }
+
+    /// Whether `a` and `b` mean the same value of this attribute.
+    pub fn same(&self, a: Option<&serde_json::Value>, b: Option<&serde_json::Value>) -> bool {
+        match (a, b, self.compare) {
+            (Some(a), Some(b), Compare::Set) => match (a.as_array(), b.as_array()) {
+                (Some(a), Some(b)) => {
+                    let mut a: Vec<String> = a.iter().map(|v| v.to_string()).collect();
+                    let mut b: Vec<String> = b.iter().map(|v| v.to_string()).collect();
+                    a.sort();
+                    a.dedup();
+                    b.sort();
+                    b.dedup();
+                    a == b
+                }
+                _ => a == b,
+            },
+            (a, b, _) => a == b,
+        }
+    }
+}
+
+/// The attribute schemas of one resource type.
+#[derive(Debug)]
+pub struct Schema {
+    pub resource_type: ResourceType,
+    pub attributes: &'static [AttributeSchema],
+    /// Why a replacement is needed, shown in plans next to `-/+`.
+    pub replace_note: &'static str,
+}
+
+impl Schema {
+    pub fn attribute(&self, name: &str) -> Option<&AttributeSchema> {
+        self.attributes.iter().find(|a| a.name == name)
+    }
+
+    pub fn is_sensitive(&self, name: &str) -> bool {
+        self.attribute(name).is_some_and(|a| a.sensitive)
+    }
+}
+
+use AttributeSchema as A;
+
+static POSTGRES_SCHEMA: Schema = Schema {
+    resource_type: ResourceType::PostgresSchema,
+    attributes: &[A::force_new("name"), A::updatable("comment")],
+    replace_note: "a schema's name is its identity",
+};
+
+static POSTGRES_ROLE: Schema = Schema {
+    resource_type: ResourceType::PostgresRole,
+    attributes: &[
+        A::force_new("name"),
+        A::updatable("login"),
+        A::updatable("superuser"),
+        A::updatable("create_db"),
+        A::updatable("create_role"),
+        A::updatable("bypass_rls"),
+        A::updatable("inherit"),
+        A::updatable("connection_limit"),
+        A::computed("password").sensitive().unreadable(),
+    ],
+    replace_note: "a role's name is its identity",
+};
+
+static POSTGRES_SCHEMA_GRANT: Schema = Schema {
+    resource_type: ResourceType::PostgresSchemaGrant,
+    attributes: &[
+        A::force_new("schema"),
+        A::force_new("role"),
+        A::updatable("privileges").as_set(),
+    ],
+    replace_note: "a grant belongs to one schema and one role",
+};
+
+static POSTGRES_TABLE: Schema = Schema {
+    resource_type: ResourceType::PostgresTable,
+    attributes: &[
+        A::force_new("schema"),
+        A::force_new("name"),
+        A::updatable("columns").as_set(),
+        A::updatable("primary_key"),
+    ],
+    replace_note: "a table cannot move to another schema or name in place",
+};
+
+static POSTGRES_ROW_SECURITY: Schema = Schema {
+    resource_type: ResourceType::PostgresRowSecurity,
+    attributes: &[
+        A::force_new("schema"),
+        A::force_new("table"),
+        A::force_new("policy"),
+        A::force_new("command"),
+        A::updatable("enabled"),
+        A::updatable("forced"),
+        A::updatable("roles").as_set(),
+        A::updatable("using"),
+        A::updatable("with_check"),
+    ],
+    replace_note: "a policy's table, name and command cannot change in place",
+};
+
+static POSTGRES_TABLE_GRANT: Schema = Schema {
+    resource_type: ResourceType::PostgresTableGrant,
+    attributes: &[
+        A::force_new("schema"),
+        A::force_new("table"),
+        A::force_new("role"),
+        A::updatable("privileges").as_set(),
+    ],
+    replace_note: "a grant belongs to one table and one role",
+};
+
+/// The schema of a resource type.
+pub fn schema(resource_type: ResourceType) -> &'static Schema {
+    match resource_type {
+        ResourceType::PostgresSchema => &POSTGRES_SCHEMA,
+        ResourceType::PostgresRole => &POSTGRES_ROLE,
+        ResourceType::PostgresSchemaGrant => &POSTGRES_SCHEMA_GRANT,
+        ResourceType::PostgresTable => &POSTGRES_TABLE,
+        ResourceType::PostgresRowSecurity => &POSTGRES_ROW_SECURITY,
+        ResourceType::PostgresTableGrant => &POSTGRES_TABLE_GRANT,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_ids_follow_the_naming_rules() {
+        for ok in ["ab", "healthcare-systems", "t1", "a-b-c"] {
+            assert!(TenantId::problem(ok).is_none(), "{ok} should be valid");
+        }
+        for bad in [
+            "a",
+            "Healthcare",
+            "1abc",
+            "ab_c",
+            "ab-",
+            "a--b",
+            "abcdefghijklmnopqrstuvwxyzabcdefg",
+        ] {
+            assert!(TenantId::problem(bad).is_some(), "{bad} should be invalid");
+        }
+    }
+
+    #[test]
+    fn addresses_round_trip_through_their_string_form() {
+        let a: ResourceAddress = "retail-chain/postgres_role.app".parse().unwrap();
+        assert_eq!(a.tenant.as_str(), "retail-chain");
+        assert_eq!(a.resource_type, ResourceType::PostgresRole);
+        assert_eq!(a.to_string(), "retail-chain/postgres_role.app");
+        assert_eq!(a.local(), "postgres_role.app");
+        assert!("retail-chain/nope.app".parse::<ResourceAddress>().is_err());
+        assert!("postgres_role.app".parse::<ResourceAddress>().is_err());
+    }
+
+    #[test]
+    fn every_type_has_a_schema_for_itself() {
+        for t in ResourceType::ALL {
+            assert_eq!(schema(*t).resource_type, *t);
+            assert_eq!(t.as_str().parse::<ResourceType>().unwrap(), *t);
+        }
+    }
+
+    #[test]
+    fn set_attributes_ignore_order_and_duplicates() {
+        let s = A::updatable("p").as_set();
+        let a = serde_json::json!(["SELECT", "INSERT"]);
+        let b = serde_json::json!(["INSERT", "SELECT", "SELECT"]);
+        assert!(s.same(Some(&a), Some(&b)));
+        assert!(!s.same(Some(&a), Some(&serde_json::json!(["SELECT"]))));
+        assert!(!A::updatable("p").same(Some(&a), Some(&b)));
+    }
+}

@@ -1,0 +1,127 @@
+//! Typed, validated input: `platform.toml` and one file per tenant.
+//!
+//! Loading reads every file, checks everything it can and returns either a complete,
+//! consistent [`Specs`] or every problem found ([`SpecErrors`]). Nothing downstream
+//! runs on a spec with a problem, so bad input never half-applies.
+//!
+//! Architecture invariant: this module reads files but never touches state or the
+//! network; a spec is valid or not on its own.
+
+mod diagnostic;
+mod platform;
+mod tenant;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub use diagnostic::{SpecDiagnostic, SpecErrors, line_and_column};
+pub use platform::{
+    ApprovalRules, DataClassification, LlmSettings, Naming, PlatformInfo, PlatformSpec,
+    PostgresEndpoint, RateLimits, Region, Tier, TierFeatures, render_name,
+};
+pub use tenant::TenantSpec;
+
+use crate::resource::TenantId;
+
+/// The platform and every tenant, validated together.
+#[derive(Clone, Debug)]
+pub struct Specs {
+    pub dir: PathBuf,
+    pub platform: PlatformSpec,
+    pub tenants: BTreeMap<TenantId, TenantSpec>,
+}
+
+impl Specs {
+    /// Loads `DIR/platform.toml` and `DIR/tenants/*.toml`.
+    pub fn load(dir: &Path) -> Result<Specs, SpecErrors> {
+        let platform_path = dir.join("platform.toml");
+        let source = read(&platform_path).map_err(|d| SpecErrors(vec![d]))?;
+        let platform = PlatformSpec::parse(&platform_path, &source).map_err(SpecErrors)?;
+
+        let tenants_dir = dir.join("tenants");
+        let mut files = Vec::new();
+        match std::fs::read_dir(&tenants_dir) {
+            Ok(entries) => {
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    if path.extension().is_some_and(|e| e == "toml") {
+                        files.push(path);
+                    }
+                }
+            }
+            // No tenants directory: a platform with no tenants yet.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(SpecErrors(vec![SpecDiagnostic::new(
+                    &tenants_dir,
+                    format!("cannot list the directory: {e}"),
+                    "check that it exists and is readable",
+                )]));
+            }
+        }
+        files.sort();
+
+        let mut problems = Vec::new();
+        let mut tenants = BTreeMap::new();
+        let mut declared_in: BTreeMap<TenantId, (PathBuf, String, usize)> = BTreeMap::new();
+        for path in files {
+            let source = match read(&path) {
+                Ok(s) => s,
+                Err(d) => {
+                    problems.push(d);
+                    continue;
+                }
+            };
+            match TenantSpec::parse(&path, &source, &platform) {
+                Ok(parsed) => {
+                    let id = parsed.spec.id.clone();
+                    if let Some((first, first_src, first_offset)) = declared_in.get(&id) {
+                        let (line, _) = line_and_column(first_src, *first_offset);
+                        problems.push(
+                            SpecDiagnostic::new(
+                                &path,
+                                format!(
+                                    "tenant id {:?} is already declared in {}:{line}",
+                                    id.as_str(),
+                                    first.display()
+                                ),
+                                "give every tenant its own id",
+                            )
+                            .field("id")
+                            .at(&source, parsed.id_offset),
+                        );
+                        continue;
+                    }
+                    declared_in.insert(id.clone(), (path.clone(), source, parsed.id_offset));
+                    tenants.insert(id, parsed.spec);
+                }
+                Err(mut ds) => problems.append(&mut ds),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Specs {
+                dir: dir.to_owned(),
+                platform,
+                tenants,
+            })
+        } else {
+            Err(SpecErrors(problems))
+        }
+    }
+
+    /// The tier of a validated tenant.
+    pub fn tier_of(&self, tenant: &TenantSpec) -> &Tier {
+        &self.platform.tiers[&tenant.tier]
+    }
+}
+
+fn read(path: &Path) -> Result<String, SpecDiagnostic> {
+    std::fs::read_to_string(path).map_err(|e| {
+        let fix = if e.kind() == std::io::ErrorKind::NotFound {
+            "create it, or point --specs at the directory that holds platform.toml"
+        } else {
+            "check the file's permissions and that it is UTF-8 text"
+        };
+        SpecDiagnostic::new(path, format!("cannot read the file: {e}"), fix)
+    })
+}

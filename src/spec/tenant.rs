@@ -1,0 +1,237 @@
+//! `specs/tenants/<id>.toml`: one tenant, checked against the platform.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::diagnostic::{SpecDiagnostic, from_toml_error};
+use super::platform::PlatformSpec;
+use crate::resource::TenantId;
+
+/// One tenant as declared, after validation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TenantSpec {
+    pub id: TenantId,
+    pub name: String,
+    pub tier: String,
+    pub region: String,
+    /// Monthly budget in INR.
+    pub budget_inr: i64,
+    pub owner_email: String,
+    pub cost_center: String,
+    pub data_classification: String,
+    /// Refuse to delete this tenant's resources. Recorded in state on apply, so that
+    /// removing the spec file does not lift it.
+    #[serde(default)]
+    pub protected: bool,
+}
+
+/// The file as written, with the place of every value, before it is checked.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantFile {
+    id: Spanned<String>,
+    name: Spanned<String>,
+    tier: Spanned<String>,
+    region: Spanned<String>,
+    budget_inr: Spanned<i64>,
+    owner_email: Spanned<String>,
+    cost_center: Spanned<String>,
+    data_classification: Spanned<String>,
+    #[serde(default)]
+    protected: bool,
+}
+
+/// A tenant spec with the byte offset of its `id` value, for duplicate-id messages.
+pub struct ParsedTenant {
+    pub spec: TenantSpec,
+    pub id_offset: usize,
+}
+
+impl TenantSpec {
+    /// Parses and checks one tenant file against the platform. Reports every problem
+    /// in the file, not only the first.
+    pub fn parse(
+        path: &Path,
+        source: &str,
+        platform: &PlatformSpec,
+    ) -> Result<ParsedTenant, Vec<SpecDiagnostic>> {
+        let file: TenantFile =
+            toml::from_str(source).map_err(|e| vec![from_toml_error(path, source, &e)])?;
+        let mut problems = Vec::new();
+        let mut problem = |field: &str, offset: usize, message: String, fix: String| {
+            problems.push(
+                SpecDiagnostic::new(path, message, fix)
+                    .field(field)
+                    .at(source, offset),
+            );
+        };
+
+        let id = match TenantId::problem(file.id.get_ref()) {
+            None => Some(TenantId::try_from(file.id.get_ref().clone()).expect("checked")),
+            Some(p) => {
+                problem(
+                    "id",
+                    file.id.span().start,
+                    format!("tenant id {:?} {p}", file.id.get_ref()),
+                    "use lowercase letters, digits and single hyphens, e.g. \"retail-chain\""
+                        .into(),
+                );
+                None
+            }
+        };
+        if let (Some(id), Some(stem)) = (&id, path.file_stem().and_then(|s| s.to_str()))
+            && stem != id.as_str()
+        {
+            problem(
+                "id",
+                file.id.span().start,
+                format!("tenant id {:?} does not match the file name {stem:?}", id.as_str()),
+                format!("rename the file to {id}.toml or set id = {stem:?}"),
+            );
+        }
+        let name = file.name.get_ref().trim();
+        if name.is_empty() || name.len() > 100 {
+            problem(
+                "name",
+                file.name.span().start,
+                "the display name must be 1 to 100 characters".into(),
+                "give the tenant a readable name, e.g. \"Retail Chain\"".into(),
+            );
+        }
+        let tier = file.tier.get_ref();
+        if !platform.tiers.contains_key(tier) {
+            problem(
+                "tier",
+                file.tier.span().start,
+                format!("unknown tier {tier:?}"),
+                format!("use one of the tiers in platform.toml: {}", platform.tier_names()),
+            );
+        }
+        let region = file.region.get_ref();
+        let region_spec = platform.regions.get(region);
+        if region_spec.is_none() {
+            problem(
+                "region",
+                file.region.span().start,
+                format!("region {region:?} is not allowed on this platform"),
+                format!("use one of: {}", platform.region_names()),
+            );
+        }
+        if *file.budget_inr.get_ref() < 0 {
+            problem(
+                "budget_inr",
+                file.budget_inr.span().start,
+                format!("budget {} is negative", file.budget_inr.get_ref()),
+                "write the monthly budget in INR as a positive integer, e.g. 600000".into(),
+            );
+        }
+        let email = file.owner_email.get_ref();
+        if !looks_like_email(email) {
+            problem(
+                "owner_email",
+                file.owner_email.span().start,
+                format!("{email:?} is not an email address"),
+                "write one address like \"owner@example.com\"".into(),
+            );
+        }
+        if file.cost_center.get_ref().trim().is_empty() {
+            problem(
+                "cost_center",
+                file.cost_center.span().start,
+                "the cost center is empty".into(),
+                "set the cost center that pays for this tenant, e.g. \"CC-1001\"".into(),
+            );
+        }
+        let class_name = file.data_classification.get_ref();
+        match platform.data_classifications.get(class_name) {
+            None => problem(
+                "data_classification",
+                file.data_classification.span().start,
+                format!("unknown data classification {class_name:?}"),
+                format!("use one of: {}", platform.classification_names()),
+            ),
+            Some(class) => {
+                if let Some(region_spec) = region_spec
+                    && !class.allowed_jurisdictions.contains(&region_spec.jurisdiction)
+                {
+                    problem(
+                        "region",
+                        file.region.span().start,
+                        format!(
+                            "data residency: {class_name:?} data may not be stored in {region} \
+                             ({} jurisdiction): {}",
+                            region_spec.jurisdiction, class.rule
+                        ),
+                        format!(
+                            "choose a region in {}",
+                            regions_in(platform, &class.allowed_jurisdictions)
+                        ),
+                    );
+                }
+            }
+        }
+
+        match (problems.is_empty(), id) {
+            (true, Some(id)) => Ok(ParsedTenant {
+                id_offset: file.id.span().start,
+                spec: TenantSpec {
+                    id,
+                    name: name.to_owned(),
+                    tier: tier.clone(),
+                    region: region.clone(),
+                    budget_inr: file.budget_inr.into_inner(),
+                    owner_email: email.clone(),
+                    cost_center: file.cost_center.into_inner(),
+                    data_classification: class_name.clone(),
+                    protected: file.protected,
+                },
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+fn looks_like_email(s: &str) -> bool {
+    match s.split_once('@') {
+        Some((local, domain)) => {
+            !local.is_empty()
+                && domain.contains('.')
+                && !domain.starts_with('.')
+                && !domain.ends_with('.')
+                && !s.contains(char::is_whitespace)
+                && !domain.contains('@')
+        }
+        None => false,
+    }
+}
+
+/// The regions of the given jurisdictions, for messages.
+fn regions_in(platform: &PlatformSpec, jurisdictions: &[String]) -> String {
+    let names: Vec<&str> = platform
+        .regions
+        .iter()
+        .filter(|(_, r)| jurisdictions.contains(&r.jurisdiction))
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if names.is_empty() {
+        "(no region of this platform qualifies)".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn email_check_accepts_plain_addresses_only() {
+        assert!(looks_like_email("a@b.co"));
+        assert!(!looks_like_email("a@b"));
+        assert!(!looks_like_email("@b.co"));
+        assert!(!looks_like_email("a b@c.co"));
+        assert!(!looks_like_email("a@b@c.co"));
+    }
+}

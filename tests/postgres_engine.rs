@@ -1,0 +1,334 @@
+//! The engine against a real PostgreSQL: apply, isolation, no-op plans, updates,
+//! replacements, drift, destroy.
+
+mod support;
+
+use support::*;
+
+/// Names of objects that exist, for before/after comparisons.
+async fn catalog(ws: &Workspace, t: &TenantDef) -> Vec<String> {
+    let c = ws.admin().await;
+    let name = t.pg_name();
+    let mut out = Vec::new();
+    for (label, sql) in [
+        ("schema", "SELECT nspname::text FROM pg_namespace WHERE nspname = $1"),
+        ("role", "SELECT rolname::text FROM pg_roles WHERE rolname = $1"),
+        (
+            "table",
+            "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND relkind = 'r'",
+        ),
+        ("policy", "SELECT policyname::text FROM pg_policies WHERE schemaname = $1"),
+    ] {
+        for row in c.query(sql, &[&name]).await.unwrap() {
+            out.push(format!("{label} {}", row.get::<_, String>(0)));
+        }
+    }
+    out
+}
+
+/// Transaction ids of the tenant's catalog rows: any DDL on them changes these.
+async fn catalog_versions(ws: &Workspace, t: &TenantDef) -> Vec<String> {
+    let c = ws.admin().await;
+    let rows = c
+        .query(
+            "SELECT 'ns:' || xmin::text FROM pg_namespace WHERE nspname = $1 \
+             UNION ALL SELECT 'role:' || xmin::text FROM pg_authid WHERE rolname = $1 \
+             UNION ALL SELECT 'rel:' || c.relname || ':' || c.xmin::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 \
+             UNION ALL SELECT 'pol:' || p.xmin::text FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 \
+             ORDER BY 1",
+            &[&t.pg_name()],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r.get(0)).collect()
+}
+
+#[tokio::test]
+async fn apply_creates_everything_and_tenants_are_isolated() {
+    let a = TenantDef::new("iso-a", "silver");
+    let b = TenantDef::new("iso-b", "bronze");
+    let ws = Workspace::new(&[a.clone(), b.clone()]).await;
+
+    let run = ws.run(&["apply", "--auto-approve"]).ok();
+    assert!(run.stdout.contains("Apply complete! Resources: 12 added, 0 changed, 0 destroyed."), "{}", run.all());
+    for t in [&a, &b] {
+        let name = t.pg_name();
+        assert_eq!(
+            catalog(&ws, t).await,
+            vec![
+                format!("schema {name}"),
+                format!("role {name}"),
+                "table documents".to_owned(),
+                "policy tenant_isolation".to_owned()
+            ]
+        );
+    }
+    let admin = ws.admin().await;
+    let row = admin
+        .query_one(
+            "SELECT c.relrowsecurity, c.relforcerowsecurity, r.rolconnlimit, r.rolsuper, r.rolbypassrls \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace, pg_roles r \
+             WHERE n.nspname = $1 AND c.relname = 'documents' AND r.rolname = $1",
+            &[&a.pg_name()],
+        )
+        .await
+        .unwrap();
+    assert!(row.get::<_, bool>(0), "row-level security enabled");
+    assert!(row.get::<_, bool>(1), "row-level security forced");
+    assert_eq!(row.get::<_, i32>(2), 20, "silver connection limit");
+    assert!(!row.get::<_, bool>(3) && !row.get::<_, bool>(4));
+
+    // Each tenant uses its own schema with its own credentials.
+    let ca = ws.tenant_client(&a).await.expect("tenant a logs in");
+    ca.execute("INSERT INTO documents (title, content) VALUES ('a doc', 'alpha')", &[])
+        .await
+        .unwrap();
+    let n: i64 = ca.query_one("SELECT count(*) FROM documents", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1, "search_path finds the tenant's own schema");
+    let cb = ws.tenant_client(&b).await.expect("tenant b logs in");
+    cb.execute("INSERT INTO documents (title, content) VALUES ('b doc', 'beta')", &[])
+        .await
+        .unwrap();
+
+    // a cannot reach b's schema at all.
+    let err = ca
+        .query(&format!("SELECT * FROM {}.documents", b.pg_name()), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501", "{err}");
+    // a cannot write rows tagged for another tenant into its own table either.
+    let err = ca
+        .execute(
+            &format!("INSERT INTO documents (tenant_id, content) VALUES ('{}', 'x')", b.id),
+            &[],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code().unwrap().code(), "42501", "{err}");
+    // Even if someone grants a access to b's table, row-level security hides b's rows.
+    admin
+        .batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA {b} TO {a}; GRANT SELECT ON {b}.documents TO {a};",
+            a = a.pg_name(),
+            b = b.pg_name()
+        ))
+        .await
+        .unwrap();
+    let n: i64 = ca
+        .query_one(&format!("SELECT count(*) FROM {}.documents", b.pg_name()), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 0, "another tenant's rows are invisible");
+
+    // The password is in state only: not in any output.
+    let pw = ws.password(&a.id);
+    assert!(!run.all().contains(&pw));
+    let show = ws.run(&["show", "--tenant", &a.id]).ok();
+    assert!(!show.all().contains(&pw), "{}", show.all());
+    assert!(show.stdout.contains("postgres_password = (sensitive value)"), "{}", show.stdout);
+    let show = ws.run(&["show", "--tenant", &a.id, "--show-secrets"]).ok();
+    assert!(show.stdout.contains(&pw));
+    let mode = std::fs::metadata(ws.state_file(&a.id)).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn a_clean_plan_after_apply_and_a_second_apply_change_nothing() {
+    let t = TenantDef::new("noop", "gold");
+    let ws = Workspace::new(&[t.clone()]).await;
+    ws.run(&["apply", "--auto-approve"]).ok();
+
+    ws.run(&["plan", "--detailed-exitcode"]).code(0).contains("No changes.");
+    ws.run(&["plan", "--detailed-exitcode", "--refresh=false"]).code(0);
+    let versions = catalog_versions(&ws, &t).await;
+    let serial = ws.state_json(&t.id).unwrap()["serial"].clone();
+    let run = ws.run(&["apply", "--auto-approve"]).ok();
+    assert!(run.stdout.contains("No changes."), "{}", run.all());
+    assert_eq!(catalog_versions(&ws, &t).await, versions, "no DDL ran");
+    assert_eq!(ws.state_json(&t.id).unwrap()["serial"], serial, "state not rewritten");
+    let json = ws.run(&["apply", "--auto-approve", "--json"]).ok();
+    assert!(json.stdout.contains("\"changes\": false") || json.stdout.contains("\"changes\":false"), "{}", json.stdout);
+}
+
+#[tokio::test]
+async fn a_tier_change_updates_in_place_and_a_rename_replaces() {
+    let mut t = TenantDef::new("change", "bronze");
+    let ws = Workspace::new(&[t.clone()]).await;
+    ws.run(&["apply", "--auto-approve"]).ok();
+    let ct = ws.tenant_client(&t).await.unwrap();
+    ct.execute("INSERT INTO documents (content) VALUES ('kept across updates')", &[])
+        .await
+        .unwrap();
+
+    t.tier = "gold".into();
+    ws.write_tenant(&t);
+    let plan = ws.run(&["plan", "--detailed-exitcode"]).code(2);
+    assert!(plan.stdout.contains("~ postgres_role.app"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("connection_limit = 10 -> 50"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("Plan: 0 to add, 1 to change, 0 to destroy."), "{}", plan.stdout);
+    ws.run(&["apply", "--auto-approve"]).ok();
+    let limit: i32 = ws
+        .admin()
+        .await
+        .query_one("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1", &[&t.pg_name()])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(limit, 50);
+    let n: i64 = ct.query_one("SELECT count(*) FROM documents", &[]).await.unwrap().get(0);
+    assert_eq!(n, 1, "an in-place update keeps the data");
+
+    // Renaming the schema cannot be done in place: the schema and what is in it are
+    // replaced; the role stays.
+    ws.edit_platform(|p| p.replace("postgres_schema = \"tenant_{id_}\"", "postgres_schema = \"docs_{id_}\""));
+    let plan = ws.run(&["plan", "--detailed-exitcode"]).code(2);
+    assert!(plan.stdout.contains("-/+ postgres_schema.main"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("# forces replacement"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("Plan: 5 to add, 0 to change, 5 to destroy."), "{}", plan.stdout);
+    ws.run(&["apply", "--auto-approve"]).ok();
+    let new_schema = format!("docs_{}", t.id.replace('-', "_"));
+    let admin = ws.admin().await;
+    let old: i64 = admin
+        .query_one("SELECT count(*) FROM pg_namespace WHERE nspname = $1", &[&t.pg_name()])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(old, 0, "the old schema is gone");
+    let ct = ws.tenant_client(&t).await.unwrap();
+    ct.execute(&format!("INSERT INTO {new_schema}.documents (content) VALUES ('new home')"), &[])
+        .await
+        .expect("the role works in the new schema");
+    ws.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+#[tokio::test]
+async fn drift_is_planned_and_repaired_by_apply() {
+    let t = TenantDef::new("drift", "silver");
+    let ws = Workspace::new(&[t.clone()]).await;
+    ws.run(&["apply", "--auto-approve"]).ok();
+    let admin = ws.admin().await;
+    admin
+        .batch_execute(&format!(
+            "DROP TABLE {s}.documents; ALTER ROLE {s} CONNECTION LIMIT 3;",
+            s = t.pg_name()
+        ))
+        .await
+        .unwrap();
+    let plan = ws.run(&["plan", "--detailed-exitcode"]).code(2);
+    assert!(
+        plan.stdout.contains(&format!("# {}/postgres_table.documents will be created (deleted outside tenantform)", t.id)),
+        "{}",
+        plan.stdout
+    );
+    assert!(plan.stdout.contains("connection_limit = 3 -> 20"), "{}", plan.stdout);
+    // Without refresh the engine believes its state.
+    ws.run(&["plan", "--detailed-exitcode", "--refresh=false"]).code(0);
+    ws.run(&["apply", "--auto-approve"]).ok();
+    ws.run(&["plan", "--detailed-exitcode"]).code(0);
+    let ct = ws.tenant_client(&t).await.unwrap();
+    ct.execute("INSERT INTO documents (content) VALUES ('back')", &[])
+        .await
+        .expect("the recreated table is usable, grants and policy included");
+}
+
+#[tokio::test]
+async fn destroy_removes_everything_and_twice_is_fine() {
+    let keep = TenantDef::new("keep", "bronze");
+    let gone = TenantDef::new("gone", "silver");
+    let ws = Workspace::new(&[keep.clone(), gone.clone()]).await;
+    ws.run(&["apply", "--auto-approve"]).ok();
+    let run = ws.run(&["destroy", "--tenant", &gone.id, "--auto-approve"]).ok();
+    assert!(run.stdout.contains("0 added, 0 changed, 6 destroyed"), "{}", run.all());
+    assert!(catalog(&ws, &gone).await.is_empty(), "nothing of the tenant is left");
+    assert!(!ws.state_file(&gone.id).exists(), "empty state is removed");
+    assert_eq!(catalog(&ws, &keep).await.len(), 4, "the other tenant is untouched");
+    ws.run(&["destroy", "--tenant", &gone.id, "--auto-approve"])
+        .ok()
+        .contains("nothing to destroy");
+
+    // Resources already deleted by hand are fine too.
+    ws.admin()
+        .await
+        .batch_execute(&format!("DROP SCHEMA {} CASCADE", keep.pg_name()))
+        .await
+        .unwrap();
+    ws.run(&["destroy", "--auto-approve"]).ok();
+    assert!(catalog(&ws, &keep).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_removed_spec_is_planned_as_deletes_and_protection_survives_it() {
+    let mut p = TenantDef::new("prot", "bronze");
+    p.protected = true;
+    let ws = Workspace::new(&[p.clone()]).await;
+    ws.run(&["apply", "--auto-approve"]).ok();
+    ws.run(&["destroy", "--auto-approve"])
+        .code(1)
+        .contains(&format!("tenant {} is protected (protected = true in specs/tenants/{}.toml)", p.id, p.id));
+    ws.remove_tenant_spec(&p.id);
+    ws.run(&["plan"])
+        .code(1)
+        .contains("recorded in its state; its spec file was removed");
+    ws.run(&["apply", "--auto-approve"]).code(1);
+    assert_eq!(catalog(&ws, &p).await.len(), 4, "nothing was deleted");
+
+    // Lifting the flag takes an apply with the spec back.
+    p.protected = false;
+    ws.write_tenant(&p);
+    let plan = ws.run(&["plan", "--detailed-exitcode"]).code(2);
+    assert!(plan.stdout.contains("protected: true -> false"), "{}", plan.stdout);
+    ws.run(&["apply", "--auto-approve"]).ok();
+    ws.remove_tenant_spec(&p.id);
+    let plan = ws.run(&["plan", "--detailed-exitcode"]).code(2);
+    assert!(plan.stdout.contains("(no longer in the spec)"), "{}", plan.stdout);
+    assert!(plan.stdout.contains("Plan: 0 to add, 0 to change, 6 to destroy."), "{}", plan.stdout);
+    ws.run(&["apply", "--auto-approve"]).ok();
+    assert!(catalog(&ws, &p).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_saved_plan_applies_once_and_is_refused_when_state_moved_on() {
+    let t = TenantDef::new("saved", "bronze");
+    let ws = Workspace::new(&[t.clone()]).await;
+    let file = ws.dir.path().join("tenants.plan");
+    let file = file.to_str().unwrap();
+    ws.run(&["plan", "--out", file]).ok();
+    let json = ws.run(&["show", file, "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(v["summary"]["add"], 6);
+    ws.run(&["apply", file]).ok().contains("Apply complete!");
+    // Applying the same plan again: the state it was made against is gone.
+    ws.run(&["apply", file])
+        .code(1)
+        .contains("the saved plan is stale for tenant");
+
+    ws.run(&["plan", "--out", file, "--replace", &format!("{}/postgres_role.app", t.id)]).ok();
+    ws.run(&["apply", "--auto-approve", "--replace", &format!("{}/postgres_schema.main", t.id)]).ok();
+    let before = std::fs::read(ws.state_file(&t.id)).unwrap();
+    ws.run(&["apply", file]).code(1).contains("stale");
+    assert_eq!(std::fs::read(ws.state_file(&t.id)).unwrap(), before, "nothing changed");
+}
+
+#[tokio::test]
+async fn plan_output_formats_are_machine_readable() {
+    let t = TenantDef::new("fmt", "silver");
+    let ws = Workspace::new(&[t.clone()]).await;
+    let run = ws.run(&["plan", "--json"]).ok();
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan --json is JSON");
+    assert_eq!(v["format_version"], "1.0");
+    assert_eq!(v["resource_changes"].as_array().unwrap().len(), 6);
+    assert!(v["resource_changes"].as_array().unwrap().iter().all(|c| c["change"]["actions"] == serde_json::json!(["create"])));
+    assert_eq!(v["tenants"][0]["new_tenant"], true);
+    let md = ws.run(&["plan", "--markdown"]).ok();
+    assert!(md.stdout.starts_with("### tenantform plan: 6 to add, 0 to change, 0 to destroy"), "{}", md.stdout);
+    assert!(md.stdout.contains(&format!("| `{}` | silver | us-east-1 | 6 | 0 | 0 | new tenant |", t.id)), "{}", md.stdout);
+    ws.run(&["apply", "--auto-approve"]).ok();
+    let list = ws.run(&["state", "list"]).ok();
+    assert_eq!(list.stdout.lines().count(), 6, "{}", list.stdout);
+    let show = ws.run(&["state", "show", &format!("{}/postgres_role.app", t.id)]).ok();
+    assert!(show.stdout.contains("password") && show.stdout.contains("(sensitive value)"), "{}", show.stdout);
+    ws.run(&["state", "show", &format!("{}/postgres_role.nope", t.id)])
+        .code(1)
+        .contains("no resource");
+}

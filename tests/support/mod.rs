@@ -1,0 +1,382 @@
+//! Test support: the local stack, a private database per test, and a workspace of
+//! specs and state in which the real `tenantform` binary runs.
+//!
+//! Every test talks to the real services that `scripts/stack up` starts. When the
+//! stack's variables are not in the environment (a plain `cargo nextest run`), the
+//! first test brings the stack up itself.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_tenantform");
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The stack's environment: PG*, AWS_*, REDIS_URL.
+pub fn stack_env() -> &'static BTreeMap<String, String> {
+    static ENV: OnceLock<BTreeMap<String, String>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let names = [
+            "PGHOST",
+            "PGPORT",
+            "PGUSER",
+            "PGPASSWORD",
+            "PGDATABASE",
+            "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+            "AWS_REGION",
+            "REDIS_URL",
+        ];
+        if names.iter().all(|n| std::env::var(n).is_ok()) {
+            return names
+                .iter()
+                .map(|n| (n.to_string(), std::env::var(n).unwrap()))
+                .collect();
+        }
+        // Several test processes may get here at once: one brings the stack up.
+        let lock_path = std::env::temp_dir().join("tenantform-test-stack.lock");
+        let lock = fs::File::create(&lock_path).expect("lock file");
+        lock.lock().expect("stack lock");
+        let out = Command::new(repo().join("scripts/stack"))
+            .arg("up")
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("scripts/stack runs");
+        assert!(out.status.success(), "scripts/stack up failed");
+        parse_exports(&String::from_utf8_lossy(&out.stdout))
+    })
+}
+
+/// Parses `export NAME=VALUE` lines (values optionally single-quoted).
+pub fn parse_exports(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('\'')
+                .and_then(|v| v.strip_suffix('\''))
+                .or_else(|| v.strip_prefix('"').and_then(|v| v.strip_suffix('"')))
+                .unwrap_or(v);
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+pub fn env(name: &str) -> String {
+    stack_env()
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} is not in the stack environment"))
+}
+
+/// A short random suffix of lowercase letters, to keep tests' names apart.
+pub fn suffix() -> String {
+    let mut buf = [0u8; 6];
+    getrandom::fill(&mut buf).unwrap();
+    buf.iter().map(|b| (b'a' + b % 26) as char).collect()
+}
+
+pub async fn connect(user: &str, password: &str, database: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, conn) = tokio_postgres::Config::new()
+        .host(&env("PGHOST"))
+        .port(env("PGPORT").parse().unwrap())
+        .user(user)
+        .password(password)
+        .dbname(database)
+        .connect_timeout(Duration::from_secs(10))
+        .connect(NoTls)
+        .await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(client)
+}
+
+pub async fn admin(database: &str) -> Client {
+    connect(&env("PGUSER"), &env("PGPASSWORD"), database)
+        .await
+        .expect("admin connection")
+}
+
+/// A tenant to put in a workspace.
+#[derive(Clone, Debug)]
+pub struct TenantDef {
+    pub id: String,
+    pub name: String,
+    pub tier: String,
+    pub region: String,
+    pub budget_inr: i64,
+    pub classification: String,
+    pub protected: bool,
+}
+
+impl TenantDef {
+    pub fn new(prefix: &str, tier: &str) -> Self {
+        let id = format!("{prefix}-{}", suffix());
+        TenantDef {
+            name: format!("Test tenant {id}"),
+            id,
+            tier: tier.into(),
+            region: "us-east-1".into(),
+            budget_inr: 500_000,
+            classification: "internal".into(),
+            protected: false,
+        }
+    }
+
+    pub fn toml(&self) -> String {
+        format!(
+            "id = {:?}\nname = {:?}\ntier = {:?}\nregion = {:?}\nbudget_inr = {}\nowner_email = \"owner@{}.example\"\ncost_center = \"CC-TEST\"\ndata_classification = {:?}\nprotected = {}\n",
+            self.id, self.name, self.tier, self.region, self.budget_inr, self.id, self.classification, self.protected
+        )
+    }
+
+    /// The schema and role name (the default naming: `tenant_{id_}`).
+    pub fn pg_name(&self) -> String {
+        format!("tenant_{}", self.id.replace('-', "_"))
+    }
+}
+
+/// A temp directory with `specs/` (the repository's platform file and the given
+/// tenants), `state/`, and a private database that the engine uses as its platform
+/// database. Dropping it drops the database and the tenants' roles.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+    pub database: String,
+    pub tenants: Vec<TenantDef>,
+    extra_env: BTreeMap<String, String>,
+}
+
+impl Workspace {
+    pub async fn new(tenants: &[TenantDef]) -> Workspace {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("specs/tenants")).unwrap();
+        fs::copy(
+            repo().join("specs/platform.toml"),
+            dir.path().join("specs/platform.toml"),
+        )
+        .unwrap();
+        let database = format!("test_{}", suffix());
+        admin(&env("PGDATABASE"))
+            .await
+            .batch_execute(&format!("CREATE DATABASE {database}"))
+            .await
+            .expect("create test database");
+        let ws = Workspace {
+            dir,
+            database,
+            tenants: tenants.to_vec(),
+            extra_env: BTreeMap::new(),
+        };
+        for t in tenants {
+            ws.write_tenant(t);
+        }
+        ws
+    }
+
+    pub fn specs(&self) -> PathBuf {
+        self.dir.path().join("specs")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn write_tenant(&self, t: &TenantDef) {
+        fs::write(self.specs().join(format!("tenants/{}.toml", t.id)), t.toml()).unwrap();
+    }
+
+    pub fn remove_tenant_spec(&self, id: &str) {
+        fs::remove_file(self.specs().join(format!("tenants/{id}.toml"))).unwrap();
+    }
+
+    pub fn platform_path(&self) -> PathBuf {
+        self.specs().join("platform.toml")
+    }
+
+    /// Rewrites platform.toml with `f`.
+    pub fn edit_platform(&self, f: impl FnOnce(String) -> String) {
+        let p = self.platform_path();
+        fs::write(&p, f(fs::read_to_string(&p).unwrap())).unwrap();
+    }
+
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.extra_env.insert(name.into(), value.into());
+    }
+
+    /// The command with this workspace's directories and database.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .arg("--specs")
+            .arg(self.specs())
+            .arg("--state")
+            .arg(self.state())
+            .arg("--no-color")
+            .envs(stack_env())
+            .env("PGDATABASE", &self.database)
+            .envs(&self.extra_env)
+            .env_remove("TENANTFORM_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Runs `tenantform ARGS` to completion.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self.command(args).output().expect("tenantform runs");
+        Run::from(out)
+    }
+
+    /// Starts `tenantform ARGS` in the background.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tenantform starts")
+    }
+
+    pub async fn admin(&self) -> Client {
+        admin(&self.database).await
+    }
+
+    pub fn state_file(&self, id: &str) -> PathBuf {
+        self.state().join(format!("tenants/{id}.json"))
+    }
+
+    pub fn state_json(&self, id: &str) -> Option<serde_json::Value> {
+        fs::read(self.state_file(id))
+            .ok()
+            .map(|b| serde_json::from_slice(&b).expect("state is JSON"))
+    }
+
+    /// The tenant's role password, as state records it.
+    pub fn password(&self, id: &str) -> String {
+        self.state_json(id).expect("state")["resources"]["postgres_role.app"]["attributes"]["password"]
+            .as_str()
+            .expect("password in state")
+            .to_owned()
+    }
+
+    /// Connects as the tenant's own role.
+    pub async fn tenant_client(&self, t: &TenantDef) -> Result<Client, tokio_postgres::Error> {
+        connect(&t.pg_name(), &self.password(&t.id), &self.database).await
+    }
+
+    /// Makes every DDL statement in this workspace's database take `seconds` longer,
+    /// so that a test can act while an apply is in the middle of its work.
+    pub async fn slow_down_ddl(&self, seconds: f64) {
+        self.admin()
+            .await
+            .batch_execute(&format!(
+                "CREATE FUNCTION slow_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN PERFORM pg_sleep({seconds}); END $$; \
+                 CREATE EVENT TRIGGER slow_ddl ON ddl_command_end EXECUTE FUNCTION slow_ddl();"
+            ))
+            .await
+            .unwrap();
+    }
+
+    pub async fn remove_slow_down(&self) {
+        self.admin()
+            .await
+            .batch_execute("DROP EVENT TRIGGER IF EXISTS slow_ddl")
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Workspace {
+    fn drop(&mut self) {
+        let database = self.database.clone();
+        let roles: Vec<String> = self.tenants.iter().map(|t| t.pg_name()).collect();
+        // Drop runs inside the test's runtime: clean up on a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let Ok(c) = connect(&env("PGUSER"), &env("PGPASSWORD"), &env("PGDATABASE")).await else {
+                    return;
+                };
+                let _ = c
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                    .await;
+                for r in roles {
+                    let _ = c.batch_execute(&format!("DROP ROLE IF EXISTS \"{r}\"")).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A finished run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(out: Output) -> Self {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Self {
+        assert_eq!(self.code, 0, "expected success:\n{}", self.all());
+        self
+    }
+
+    #[track_caller]
+    pub fn code(self, code: i32) -> Self {
+        assert_eq!(self.code, code, "expected exit code {code}:\n{}", self.all());
+        self
+    }
+
+    #[track_caller]
+    pub fn contains(self, needle: &str) -> Self {
+        assert!(self.all().contains(needle), "expected {needle:?} in:\n{}", self.all());
+        self
+    }
+}
+
+/// Waits until `f` holds, polling; panics with `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !f() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Whether `path` exists, for waits.
+pub fn exists(path: &Path) -> bool {
+    path.exists()
+}
