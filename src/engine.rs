@@ -18,8 +18,8 @@ use crate::error::Error;
 use crate::outputs::{Output, tenant_outputs};
 use crate::plan::graph::ActionGraph;
 use crate::plan::{PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, plan_tenant};
-use crate::provider::postgres::{self, PostgresConfig, PostgresProvider};
 use crate::provider::ProviderSet;
+use crate::provider::postgres::{self, PostgresConfig, PostgresProvider};
 use crate::resource::{Attributes, ResourceAddress, TenantId, schema};
 use crate::spec::Specs;
 use crate::state::{LockInfo, ResourceState, ResourceStatus, StateStore, TenantState};
@@ -129,7 +129,10 @@ impl Engine {
                 let pg = PostgresConfig::resolve(&specs.platform.postgres)?;
                 set.register(
                     postgres::TYPES,
-                    Arc::new(PostgresProvider::new(pg, self.config.parallelism.clamp(1, 32))),
+                    Arc::new(PostgresProvider::new(
+                        pg,
+                        self.config.parallelism.clamp(1, 32),
+                    )),
                 );
                 Ok::<_, Error>(set)
             })
@@ -220,7 +223,12 @@ impl Engine {
                     .iter()
                     .filter(|(_, r)| r.status == ResourceStatus::Created)
                     .map(move |(k, r)| {
-                        (t.clone(), k.clone(), ResourceAddress::new(t, r.resource_type, &r.name), r)
+                        (
+                            t.clone(),
+                            k.clone(),
+                            ResourceAddress::new(t, r.resource_type, &r.name),
+                            r,
+                        )
                     })
             })
             .collect();
@@ -237,7 +245,7 @@ impl Engine {
                     .await
                     .map_err(|source| Error::Refresh {
                         address: address.clone(),
-                        source,
+                        source: Box::new(source),
                     })?;
                 Ok::<_, Error>((tenant, key, read.map(|a| merge_unreadable(a, r))))
             })
@@ -336,7 +344,8 @@ impl Engine {
             return Ok((plan, None));
         }
         let providers = self.providers(&specs).await?;
-        let report = apply::apply(&plan, runs, providers, &self.store, apply_options, progress).await?;
+        let report =
+            apply::apply(&plan, runs, providers, &self.store, apply_options, progress).await?;
         Ok((plan, Some(report)))
     }
 
@@ -371,7 +380,9 @@ impl Engine {
         let value: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| err(format!("not a plan file (invalid JSON: {e})")))?;
         if value.get("kind").and_then(|k| k.as_str()) != Some(SAVED_PLAN_KIND) {
-            return Err(err("not a plan file written by `tenantform plan --out`".into()));
+            return Err(err(
+                "not a plan file written by `tenantform plan --out`".into()
+            ));
         }
         let version = value
             .pointer("/plan/format_version")

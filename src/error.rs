@@ -20,10 +20,12 @@ pub enum Error {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
-    #[error("cannot read {address} back from its endpoint (pass --refresh=false to plan from state alone): {source}")]
+    #[error(
+        "cannot read {address} back from its endpoint (pass --refresh=false to plan from state alone): {source}"
+    )]
     Refresh {
         address: ResourceAddress,
-        source: ProviderError,
+        source: Box<ProviderError>,
     },
     #[error("cannot set up the providers: {0}")]
     Provider(#[from] ProviderError),

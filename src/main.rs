@@ -17,7 +17,9 @@ use tenantform::outputs::outputs_json;
 use tenantform::plan::graph::StepKind;
 use tenantform::plan::render::{self, Style};
 use tenantform::secret::REDACTED;
-use tenantform::{ApplyOptions, Engine, EngineConfig, Plan, PlanMode, PlanOptions, ResourceAddress, TenantId};
+use tenantform::{
+    ApplyOptions, Engine, EngineConfig, Plan, PlanMode, PlanOptions, ResourceAddress, TenantId,
+};
 
 const EXAMPLES: &str = "\
 Examples:
@@ -232,7 +234,9 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let style = Style {
-        color: !cli.no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal(),
+        color: !cli.no_color
+            && std::env::var_os("NO_COLOR").is_none()
+            && std::io::stdout().is_terminal(),
     };
     let config = |sel: Option<&Selection>, lock_timeout: Duration| EngineConfig {
         specs_dir: cli.specs.clone(),
@@ -260,7 +264,11 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 .plan(&PlanOptions {
                     tenants: args.selection.tenants.clone(),
                     refresh: args.refresh,
-                    mode: if args.destroy { PlanMode::Destroy } else { PlanMode::Normal },
+                    mode: if args.destroy {
+                        PlanMode::Destroy
+                    } else {
+                        PlanMode::Normal
+                    },
                     replace: args.replace.clone(),
                 })
                 .await?;
@@ -268,7 +276,11 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             if let Some(out) = &args.out {
                 engine.save_plan(&plan, out)?;
                 if !args.json {
-                    println!("Saved the plan to {}. Apply exactly this plan with:\n  tenantform apply {}", out.display(), out.display());
+                    println!(
+                        "Saved the plan to {}. Apply exactly this plan with:\n  tenantform apply {}",
+                        out.display(),
+                        out.display()
+                    );
                 }
             }
             Ok(if args.detailed_exitcode && plan.has_changes() {
@@ -283,7 +295,9 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             let progress = progress_sink(args.run.json);
             if let Some(file) = &args.planfile {
                 if !args.selection.tenants.is_empty() || !args.replace.is_empty() {
-                    bail!("a saved plan is applied as it is: --tenant and --replace belong to `tenantform plan`");
+                    bail!(
+                        "a saved plan is applied as it is: --tenant and --replace belong to `tenantform plan`"
+                    );
                 }
                 let plan = engine.load_plan(file)?;
                 if !plan.has_changes() {
@@ -299,7 +313,16 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 mode: PlanMode::Normal,
                 replace: args.replace.clone(),
             };
-            run_interactive(&engine, plan_options, options, &args.run, progress, style, cancel).await
+            run_interactive(
+                &engine,
+                plan_options,
+                options,
+                &args.run,
+                progress,
+                style,
+                cancel,
+            )
+            .await
         }
         Command::Destroy(args) => {
             let engine = Engine::new(config(Some(&args.selection), args.run.lock_timeout));
@@ -311,7 +334,16 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 replace: Vec::new(),
             };
             let progress = progress_sink(args.run.json);
-            run_interactive(&engine, plan_options, options, &args.run, progress, style, cancel).await
+            run_interactive(
+                &engine,
+                plan_options,
+                options,
+                &args.run,
+                progress,
+                style,
+                cancel,
+            )
+            .await
         }
         Command::Show(args) => {
             let engine = Engine::new(config(None, Duration::ZERO));
@@ -335,7 +367,10 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                         })
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "tenants": tenants }))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({ "tenants": tenants }))?
+                );
                 return Ok(Outcome::Ok);
             }
             if states.is_empty() {
@@ -346,7 +381,8 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 println!(
                     "Tenant {}{} (state serial {}{})",
                     s.tenant,
-                    spec.map(|sp| format!(": {}, {}, {}", sp.name, sp.tier, sp.region)).unwrap_or_default(),
+                    spec.map(|sp| format!(": {}, {}, {}", sp.name, sp.tier, sp.region))
+                        .unwrap_or_default(),
                     s.serial,
                     if s.protected { ", protected" } else { "" }
                 );
@@ -385,7 +421,10 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Ok)
         }
-        Command::State(StateCommand::Show { address, show_secrets }) => {
+        Command::State(StateCommand::Show {
+            address,
+            show_secrets,
+        }) => {
             let engine = Engine::new(config(None, Duration::ZERO));
             let r = engine.state_resource(address)?;
             let attrs = if *show_secrets {
@@ -407,7 +446,9 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::ForceUnlock { tenant, lock_id } => {
             let engine = Engine::new(config(None, Duration::ZERO));
             let holder = engine.force_unlock(tenant, lock_id)?;
-            println!("Broke the lock of tenant {tenant}, held by {holder}. If that process is still running, it no longer excludes others: make sure it is gone.");
+            println!(
+                "Broke the lock of tenant {tenant}, held by {holder}. If that process is still running, it no longer excludes others: make sure it is gone."
+            );
             Ok(Outcome::Ok)
         }
     }
@@ -418,7 +459,9 @@ fn apply_options(run: &RunArgs, sel: &Selection) -> (ApplyOptions, CancellationT
     let token = cancel.clone();
     tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nInterrupt received: no new step starts; waiting for the steps in flight and saving state. Press Ctrl-C again to quit at once (state stays consistent).");
+            eprintln!(
+                "\nInterrupt received: no new step starts; waiting for the steps in flight and saving state. Press Ctrl-C again to quit at once (state stays consistent)."
+            );
             token.cancel();
             if tokio::signal::ctrl_c().await.is_ok() {
                 eprintln!("Second interrupt: quitting now.");
@@ -493,19 +536,31 @@ async fn run_interactive(
 
 fn confirm(destroy: bool) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
-        bail!("confirmation needed but stdin is not a terminal; nothing was changed: review the plan and pass --auto-approve");
+        bail!(
+            "confirmation needed but stdin is not a terminal; nothing was changed: review the plan and pass --auto-approve"
+        );
     }
-    let what = if destroy { "destroy these resources" } else { "perform these actions" };
+    let what = if destroy {
+        "destroy these resources"
+    } else {
+        "perform these actions"
+    };
     print!("\nDo you want to {what}? Only 'yes' is accepted: ");
     std::io::stdout().flush().ok();
     let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).context("reading the answer")?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the answer")?;
     Ok(line.trim() == "yes")
 }
 
 fn print_plan(plan: &Plan, json: bool, markdown: bool, style: Style) {
     if json {
-        println!("{}", serde_json::to_string_pretty(&render::json(plan)).expect("JSON"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&render::json(plan)).expect("JSON")
+        );
     } else if markdown {
         print!("{}", render::markdown(plan));
     } else {
@@ -524,7 +579,11 @@ fn progress_sink(json: bool) -> ProgressSink {
                     StepKind::Delete => "Destroying",
                 }
             ),
-            Progress::Finished { address, kind, elapsed } => format!(
+            Progress::Finished {
+                address,
+                kind,
+                elapsed,
+            } => format!(
                 "{address}: {} complete after {:.2}s",
                 match kind {
                     StepKind::Create => "Creation",
@@ -547,7 +606,12 @@ fn progress_sink(json: bool) -> ProgressSink {
     })
 }
 
-fn finish(plan: &Plan, report: &ApplyReport, json: bool, cancel: CancellationToken) -> anyhow::Result<Outcome> {
+fn finish(
+    plan: &Plan,
+    report: &ApplyReport,
+    json: bool,
+    cancel: CancellationToken,
+) -> anyhow::Result<Outcome> {
     if json {
         println!("{}", serde_json::to_string_pretty(report)?);
     } else {
@@ -555,7 +619,11 @@ fn finish(plan: &Plan, report: &ApplyReport, json: bool, cancel: CancellationTok
         let replaced = plan.count(tenantform::Action::Replace);
         println!(
             "\nApply {}! Resources: {} added, {} changed, {} destroyed.",
-            if report.succeeded() { "complete" } else { "finished with errors" },
+            if report.succeeded() {
+                "complete"
+            } else {
+                "finished with errors"
+            },
             done("create"),
             done("update"),
             done("delete"),

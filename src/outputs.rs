@@ -33,7 +33,11 @@ pub fn tenant_outputs(
             .find(|r| r.resource_type == t && r.status == ResourceStatus::Created)
     };
     if let Some(schema) = created(ResourceType::PostgresSchema) {
-        put("postgres_schema", json!(attr_str(&schema.attributes, "name")), false);
+        put(
+            "postgres_schema",
+            json!(attr_str(&schema.attributes, "name")),
+            false,
+        );
     }
     if let Some(role) = created(ResourceType::PostgresRole) {
         let name = attr_str(&role.attributes, "name").unwrap_or_default();
@@ -47,7 +51,10 @@ pub fn tenant_outputs(
             put("postgres_database", json!(pg.database), false);
             put(
                 "postgres_url",
-                json!(format!("postgres://{name}@{}:{}/{}", pg.host, pg.port, pg.database)),
+                json!(format!(
+                    "postgres://{name}@{}:{}/{}",
+                    pg.host, pg.port, pg.database
+                )),
                 false,
             );
         }

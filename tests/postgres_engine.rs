@@ -11,13 +11,22 @@ async fn catalog(ws: &Workspace, t: &TenantDef) -> Vec<String> {
     let name = t.pg_name();
     let mut out = Vec::new();
     for (label, sql) in [
-        ("schema", "SELECT nspname::text FROM pg_namespace WHERE nspname = $1"),
-        ("role", "SELECT rolname::text FROM pg_roles WHERE rolname = $1"),
+        (
+            "schema",
+            "SELECT nspname::text FROM pg_namespace WHERE nspname = $1",
+        ),
+        (
+            "role",
+            "SELECT rolname::text FROM pg_roles WHERE rolname = $1",
+        ),
         (
             "table",
             "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND relkind = 'r'",
         ),
-        ("policy", "SELECT policyname::text FROM pg_policies WHERE schemaname = $1"),
+        (
+            "policy",
+            "SELECT policyname::text FROM pg_policies WHERE schemaname = $1",
+        ),
     ] {
         for row in c.query(sql, &[&name]).await.unwrap() {
             out.push(format!("{label} {}", row.get::<_, String>(0)));
@@ -50,7 +59,12 @@ async fn apply_creates_everything_and_tenants_are_isolated() {
     let ws = Workspace::new(&[a.clone(), b.clone()]).await;
 
     let run = ws.run(&["apply", "--auto-approve"]).ok();
-    assert!(run.stdout.contains("Apply complete! Resources: 12 added, 0 changed, 0 destroyed."), "{}", run.all());
+    assert!(
+        run.stdout
+            .contains("Apply complete! Resources: 12 added, 0 changed, 0 destroyed."),
+        "{}",
+        run.all()
+    );
     for t in [&a, &b] {
         let name = t.pg_name();
         assert_eq!(
@@ -80,15 +94,25 @@ async fn apply_creates_everything_and_tenants_are_isolated() {
 
     // Each tenant uses its own schema with its own credentials.
     let ca = ws.tenant_client(&a).await.expect("tenant a logs in");
-    ca.execute("INSERT INTO documents (title, content) VALUES ('a doc', 'alpha')", &[])
+    ca.execute(
+        "INSERT INTO documents (title, content) VALUES ('a doc', 'alpha')",
+        &[],
+    )
+    .await
+    .unwrap();
+    let n: i64 = ca
+        .query_one("SELECT count(*) FROM documents", &[])
         .await
-        .unwrap();
-    let n: i64 = ca.query_one("SELECT count(*) FROM documents", &[]).await.unwrap().get(0);
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1, "search_path finds the tenant's own schema");
     let cb = ws.tenant_client(&b).await.expect("tenant b logs in");
-    cb.execute("INSERT INTO documents (title, content) VALUES ('b doc', 'beta')", &[])
-        .await
-        .unwrap();
+    cb.execute(
+        "INSERT INTO documents (title, content) VALUES ('b doc', 'beta')",
+        &[],
+    )
+    .await
+    .unwrap();
 
     // a cannot reach b's schema at all.
     let err = ca
@@ -99,7 +123,10 @@ async fn apply_creates_everything_and_tenants_are_isolated() {
     // a cannot write rows tagged for another tenant into its own table either.
     let err = ca
         .execute(
-            &format!("INSERT INTO documents (tenant_id, content) VALUES ('{}', 'x')", b.id),
+            &format!(
+                "INSERT INTO documents (tenant_id, content) VALUES ('{}', 'x')",
+                b.id
+            ),
             &[],
         )
         .await
@@ -115,7 +142,10 @@ async fn apply_creates_everything_and_tenants_are_isolated() {
         .await
         .unwrap();
     let n: i64 = ca
-        .query_one(&format!("SELECT count(*) FROM {}.documents", b.pg_name()), &[])
+        .query_one(
+            &format!("SELECT count(*) FROM {}.documents", b.pg_name()),
+            &[],
+        )
         .await
         .unwrap()
         .get(0);
@@ -126,86 +156,152 @@ async fn apply_creates_everything_and_tenants_are_isolated() {
     assert!(!run.all().contains(&pw));
     let show = ws.run(&["show", "--tenant", &a.id]).ok();
     assert!(!show.all().contains(&pw), "{}", show.all());
-    assert!(show.stdout.contains("postgres_password = (sensitive value)"), "{}", show.stdout);
+    assert!(
+        show.stdout
+            .contains("postgres_password = (sensitive value)"),
+        "{}",
+        show.stdout
+    );
     let show = ws.run(&["show", "--tenant", &a.id, "--show-secrets"]).ok();
     assert!(show.stdout.contains(&pw));
     let mode = std::fs::metadata(ws.state_file(&a.id)).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
 }
 
 #[tokio::test]
 async fn a_clean_plan_after_apply_and_a_second_apply_change_nothing() {
     let t = TenantDef::new("noop", "gold");
-    let ws = Workspace::new(&[t.clone()]).await;
+    let ws = Workspace::new(std::slice::from_ref(&t)).await;
     ws.run(&["apply", "--auto-approve"]).ok();
 
-    ws.run(&["plan", "--detailed-exitcode"]).code(0).contains("No changes.");
-    ws.run(&["plan", "--detailed-exitcode", "--refresh=false"]).code(0);
+    ws.run(&["plan", "--detailed-exitcode"])
+        .code(0)
+        .contains("No changes.");
+    ws.run(&["plan", "--detailed-exitcode", "--refresh=false"])
+        .code(0);
     let versions = catalog_versions(&ws, &t).await;
     let serial = ws.state_json(&t.id).unwrap()["serial"].clone();
     let run = ws.run(&["apply", "--auto-approve"]).ok();
     assert!(run.stdout.contains("No changes."), "{}", run.all());
     assert_eq!(catalog_versions(&ws, &t).await, versions, "no DDL ran");
-    assert_eq!(ws.state_json(&t.id).unwrap()["serial"], serial, "state not rewritten");
+    assert_eq!(
+        ws.state_json(&t.id).unwrap()["serial"],
+        serial,
+        "state not rewritten"
+    );
     let json = ws.run(&["apply", "--auto-approve", "--json"]).ok();
-    assert!(json.stdout.contains("\"changes\": false") || json.stdout.contains("\"changes\":false"), "{}", json.stdout);
+    assert!(
+        json.stdout.contains("\"changes\": false") || json.stdout.contains("\"changes\":false"),
+        "{}",
+        json.stdout
+    );
 }
 
 #[tokio::test]
 async fn a_tier_change_updates_in_place_and_a_rename_replaces() {
     let mut t = TenantDef::new("change", "bronze");
-    let ws = Workspace::new(&[t.clone()]).await;
+    let ws = Workspace::new(std::slice::from_ref(&t)).await;
     ws.run(&["apply", "--auto-approve"]).ok();
     let ct = ws.tenant_client(&t).await.unwrap();
-    ct.execute("INSERT INTO documents (content) VALUES ('kept across updates')", &[])
-        .await
-        .unwrap();
+    ct.execute(
+        "INSERT INTO documents (content) VALUES ('kept across updates')",
+        &[],
+    )
+    .await
+    .unwrap();
 
     t.tier = "gold".into();
     ws.write_tenant(&t);
     let plan = ws.run(&["plan", "--detailed-exitcode"]).code(2);
-    assert!(plan.stdout.contains("~ postgres_role.app"), "{}", plan.stdout);
-    assert!(plan.stdout.contains("connection_limit = 10 -> 50"), "{}", plan.stdout);
-    assert!(plan.stdout.contains("Plan: 0 to add, 1 to change, 0 to destroy."), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("~ postgres_role.app"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("connection_limit = 10 -> 50"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("Plan: 0 to add, 1 to change, 0 to destroy."),
+        "{}",
+        plan.stdout
+    );
     ws.run(&["apply", "--auto-approve"]).ok();
     let limit: i32 = ws
         .admin()
         .await
-        .query_one("SELECT rolconnlimit FROM pg_roles WHERE rolname = $1", &[&t.pg_name()])
+        .query_one(
+            "SELECT rolconnlimit FROM pg_roles WHERE rolname = $1",
+            &[&t.pg_name()],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(limit, 50);
-    let n: i64 = ct.query_one("SELECT count(*) FROM documents", &[]).await.unwrap().get(0);
+    let n: i64 = ct
+        .query_one("SELECT count(*) FROM documents", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(n, 1, "an in-place update keeps the data");
 
     // Renaming the schema cannot be done in place: the schema and what is in it are
     // replaced; the role stays.
-    ws.edit_platform(|p| p.replace("postgres_schema = \"tenant_{id_}\"", "postgres_schema = \"docs_{id_}\""));
+    ws.edit_platform(|p| {
+        p.replace(
+            "postgres_schema = \"tenant_{id_}\"",
+            "postgres_schema = \"docs_{id_}\"",
+        )
+    });
     let plan = ws.run(&["plan", "--detailed-exitcode"]).code(2);
-    assert!(plan.stdout.contains("-/+ postgres_schema.main"), "{}", plan.stdout);
-    assert!(plan.stdout.contains("# forces replacement"), "{}", plan.stdout);
-    assert!(plan.stdout.contains("Plan: 5 to add, 0 to change, 5 to destroy."), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("-/+ postgres_schema.main"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout.contains("# forces replacement"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("Plan: 5 to add, 0 to change, 5 to destroy."),
+        "{}",
+        plan.stdout
+    );
     ws.run(&["apply", "--auto-approve"]).ok();
     let new_schema = format!("docs_{}", t.id.replace('-', "_"));
     let admin = ws.admin().await;
     let old: i64 = admin
-        .query_one("SELECT count(*) FROM pg_namespace WHERE nspname = $1", &[&t.pg_name()])
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+            &[&t.pg_name()],
+        )
         .await
         .unwrap()
         .get(0);
     assert_eq!(old, 0, "the old schema is gone");
     let ct = ws.tenant_client(&t).await.unwrap();
-    ct.execute(&format!("INSERT INTO {new_schema}.documents (content) VALUES ('new home')"), &[])
-        .await
-        .expect("the role works in the new schema");
+    ct.execute(
+        &format!("INSERT INTO {new_schema}.documents (content) VALUES ('new home')"),
+        &[],
+    )
+    .await
+    .expect("the role works in the new schema");
     ws.run(&["plan", "--detailed-exitcode"]).code(0);
 }
 
 #[tokio::test]
 async fn drift_is_planned_and_repaired_by_apply() {
     let t = TenantDef::new("drift", "silver");
-    let ws = Workspace::new(&[t.clone()]).await;
+    let ws = Workspace::new(std::slice::from_ref(&t)).await;
     ws.run(&["apply", "--auto-approve"]).ok();
     let admin = ws.admin().await;
     admin
@@ -217,13 +313,21 @@ async fn drift_is_planned_and_repaired_by_apply() {
         .unwrap();
     let plan = ws.run(&["plan", "--detailed-exitcode"]).code(2);
     assert!(
-        plan.stdout.contains(&format!("# {}/postgres_table.documents will be created (deleted outside tenantform)", t.id)),
+        plan.stdout.contains(&format!(
+            "# {}/postgres_table.documents will be created (deleted outside tenantform)",
+            t.id
+        )),
         "{}",
         plan.stdout
     );
-    assert!(plan.stdout.contains("connection_limit = 3 -> 20"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("connection_limit = 3 -> 20"),
+        "{}",
+        plan.stdout
+    );
     // Without refresh the engine believes its state.
-    ws.run(&["plan", "--detailed-exitcode", "--refresh=false"]).code(0);
+    ws.run(&["plan", "--detailed-exitcode", "--refresh=false"])
+        .code(0);
     ws.run(&["apply", "--auto-approve"]).ok();
     ws.run(&["plan", "--detailed-exitcode"]).code(0);
     let ct = ws.tenant_client(&t).await.unwrap();
@@ -238,11 +342,24 @@ async fn destroy_removes_everything_and_twice_is_fine() {
     let gone = TenantDef::new("gone", "silver");
     let ws = Workspace::new(&[keep.clone(), gone.clone()]).await;
     ws.run(&["apply", "--auto-approve"]).ok();
-    let run = ws.run(&["destroy", "--tenant", &gone.id, "--auto-approve"]).ok();
-    assert!(run.stdout.contains("0 added, 0 changed, 6 destroyed"), "{}", run.all());
-    assert!(catalog(&ws, &gone).await.is_empty(), "nothing of the tenant is left");
+    let run = ws
+        .run(&["destroy", "--tenant", &gone.id, "--auto-approve"])
+        .ok();
+    assert!(
+        run.stdout.contains("0 added, 0 changed, 6 destroyed"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        catalog(&ws, &gone).await.is_empty(),
+        "nothing of the tenant is left"
+    );
     assert!(!ws.state_file(&gone.id).exists(), "empty state is removed");
-    assert_eq!(catalog(&ws, &keep).await.len(), 4, "the other tenant is untouched");
+    assert_eq!(
+        catalog(&ws, &keep).await.len(),
+        4,
+        "the other tenant is untouched"
+    );
     ws.run(&["destroy", "--tenant", &gone.id, "--auto-approve"])
         .ok()
         .contains("nothing to destroy");
@@ -265,7 +382,10 @@ async fn a_removed_spec_is_planned_as_deletes_and_protection_survives_it() {
     ws.run(&["apply", "--auto-approve"]).ok();
     ws.run(&["destroy", "--auto-approve"])
         .code(1)
-        .contains(&format!("tenant {} is protected (protected = true in specs/tenants/{}.toml)", p.id, p.id));
+        .contains(&format!(
+            "tenant {} is protected (protected = true in specs/tenants/{}.toml)",
+            p.id, p.id
+        ));
     ws.remove_tenant_spec(&p.id);
     ws.run(&["plan"])
         .code(1)
@@ -277,12 +397,25 @@ async fn a_removed_spec_is_planned_as_deletes_and_protection_survives_it() {
     p.protected = false;
     ws.write_tenant(&p);
     let plan = ws.run(&["plan", "--detailed-exitcode"]).code(2);
-    assert!(plan.stdout.contains("protected: true -> false"), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("protected: true -> false"),
+        "{}",
+        plan.stdout
+    );
     ws.run(&["apply", "--auto-approve"]).ok();
     ws.remove_tenant_spec(&p.id);
     let plan = ws.run(&["plan", "--detailed-exitcode"]).code(2);
-    assert!(plan.stdout.contains("(no longer in the spec)"), "{}", plan.stdout);
-    assert!(plan.stdout.contains("Plan: 0 to add, 0 to change, 6 to destroy."), "{}", plan.stdout);
+    assert!(
+        plan.stdout.contains("(no longer in the spec)"),
+        "{}",
+        plan.stdout
+    );
+    assert!(
+        plan.stdout
+            .contains("Plan: 0 to add, 0 to change, 6 to destroy."),
+        "{}",
+        plan.stdout
+    );
     ws.run(&["apply", "--auto-approve"]).ok();
     assert!(catalog(&ws, &p).await.is_empty());
 }
@@ -290,7 +423,7 @@ async fn a_removed_spec_is_planned_as_deletes_and_protection_survives_it() {
 #[tokio::test]
 async fn a_saved_plan_applies_once_and_is_refused_when_state_moved_on() {
     let t = TenantDef::new("saved", "bronze");
-    let ws = Workspace::new(&[t.clone()]).await;
+    let ws = Workspace::new(std::slice::from_ref(&t)).await;
     let file = ws.dir.path().join("tenants.plan");
     let file = file.to_str().unwrap();
     ws.run(&["plan", "--out", file]).ok();
@@ -303,31 +436,72 @@ async fn a_saved_plan_applies_once_and_is_refused_when_state_moved_on() {
         .code(1)
         .contains("the saved plan is stale for tenant");
 
-    ws.run(&["plan", "--out", file, "--replace", &format!("{}/postgres_role.app", t.id)]).ok();
-    ws.run(&["apply", "--auto-approve", "--replace", &format!("{}/postgres_schema.main", t.id)]).ok();
+    ws.run(&[
+        "plan",
+        "--out",
+        file,
+        "--replace",
+        &format!("{}/postgres_role.app", t.id),
+    ])
+    .ok();
+    ws.run(&[
+        "apply",
+        "--auto-approve",
+        "--replace",
+        &format!("{}/postgres_schema.main", t.id),
+    ])
+    .ok();
     let before = std::fs::read(ws.state_file(&t.id)).unwrap();
     ws.run(&["apply", file]).code(1).contains("stale");
-    assert_eq!(std::fs::read(ws.state_file(&t.id)).unwrap(), before, "nothing changed");
+    assert_eq!(
+        std::fs::read(ws.state_file(&t.id)).unwrap(),
+        before,
+        "nothing changed"
+    );
 }
 
 #[tokio::test]
 async fn plan_output_formats_are_machine_readable() {
     let t = TenantDef::new("fmt", "silver");
-    let ws = Workspace::new(&[t.clone()]).await;
+    let ws = Workspace::new(std::slice::from_ref(&t)).await;
     let run = ws.run(&["plan", "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan --json is JSON");
     assert_eq!(v["format_version"], "1.0");
     assert_eq!(v["resource_changes"].as_array().unwrap().len(), 6);
-    assert!(v["resource_changes"].as_array().unwrap().iter().all(|c| c["change"]["actions"] == serde_json::json!(["create"])));
+    assert!(
+        v["resource_changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["change"]["actions"] == serde_json::json!(["create"]))
+    );
     assert_eq!(v["tenants"][0]["new_tenant"], true);
     let md = ws.run(&["plan", "--markdown"]).ok();
-    assert!(md.stdout.starts_with("### tenantform plan: 6 to add, 0 to change, 0 to destroy"), "{}", md.stdout);
-    assert!(md.stdout.contains(&format!("| `{}` | silver | us-east-1 | 6 | 0 | 0 | new tenant |", t.id)), "{}", md.stdout);
+    assert!(
+        md.stdout
+            .starts_with("### tenantform plan: 6 to add, 0 to change, 0 to destroy"),
+        "{}",
+        md.stdout
+    );
+    assert!(
+        md.stdout.contains(&format!(
+            "| `{}` | silver | us-east-1 | 6 | 0 | 0 | new tenant |",
+            t.id
+        )),
+        "{}",
+        md.stdout
+    );
     ws.run(&["apply", "--auto-approve"]).ok();
     let list = ws.run(&["state", "list"]).ok();
     assert_eq!(list.stdout.lines().count(), 6, "{}", list.stdout);
-    let show = ws.run(&["state", "show", &format!("{}/postgres_role.app", t.id)]).ok();
-    assert!(show.stdout.contains("password") && show.stdout.contains("(sensitive value)"), "{}", show.stdout);
+    let show = ws
+        .run(&["state", "show", &format!("{}/postgres_role.app", t.id)])
+        .ok();
+    assert!(
+        show.stdout.contains("password") && show.stdout.contains("(sensitive value)"),
+        "{}",
+        show.stdout
+    );
     ws.run(&["state", "show", &format!("{}/postgres_role.nope", t.id)])
         .code(1)
         .contains("no resource");

@@ -119,7 +119,10 @@ pub struct StepRecord {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum StepOutcome {
     Done,
-    Failed { error: String, code: String },
+    Failed {
+        error: String,
+        code: String,
+    },
     /// Not started: a dependency failed, the tenant is being rolled back, or the run
     /// was interrupted.
     Skipped,
@@ -261,8 +264,8 @@ pub async fn apply(
         let store = store.clone();
         let needs_write = {
             let mut r = run.lock().expect("run lock");
-            let differs = r.state.protected != protected
-                || (spec.is_some() && r.state.applied_spec != spec);
+            let differs =
+                r.state.protected != protected || (spec.is_some() && r.state.applied_spec != spec);
             r.state.protected = protected;
             if spec.is_some() {
                 r.state.applied_spec = spec;
@@ -314,9 +317,15 @@ pub async fn apply(
                     resources,
                 });
             }
-            let (steps, calls, ok) =
-                rollback::run(&t.tenant, run.clone(), providers, store, options, progress.clone())
-                    .await?;
+            let (steps, calls, ok) = rollback::run(
+                &t.tenant,
+                run.clone(),
+                providers,
+                store,
+                options,
+                progress.clone(),
+            )
+            .await?;
             rollback_steps = steps;
             mutating_calls += calls;
             outcome = if ok {
@@ -378,7 +387,7 @@ async fn walk_graph(
         .map(|(i, _)| *i)
         .collect();
     // Deterministic start order: address order (the vector is used as a stack).
-    ready.sort_by(|a, b| order_key(walk, *b).cmp(&order_key(walk, *a)));
+    ready.sort_by_key(|i| std::cmp::Reverse(order_key(walk, *i)));
     let mut records: HashMap<NodeIndex, StepRecord> = HashMap::new();
     let mut running: JoinSet<(NodeIndex, Result<(), StepFailure>, Duration)> = JoinSet::new();
     let mut fatal: Option<String> = None;
@@ -500,7 +509,11 @@ fn step_name(kind: StepKind) -> &'static str {
     }
 }
 
-fn skip_with_dependents(walk: &Walk, node: NodeIndex, records: &mut HashMap<NodeIndex, StepRecord>) {
+fn skip_with_dependents(
+    walk: &Walk,
+    node: NodeIndex,
+    records: &mut HashMap<NodeIndex, StepRecord>,
+) {
     let mut stack = vec![node];
     while let Some(n) = stack.pop() {
         if records.contains_key(&n) {
@@ -699,7 +712,8 @@ impl StepContext {
                     .update(&resource, &current, &changed)
                     .await
                     .map_err(StepFailure::Provider)?;
-                let attributes = merged_attributes(&resource.attributes, &current, computed, address);
+                let attributes =
+                    merged_attributes(&resource.attributes, &current, computed, address);
                 let depends_on = resource.depends_on.clone();
                 self.checkpoint(move |s| {
                     if let Some(e) = s.resources.get_mut(&key) {
@@ -715,7 +729,9 @@ impl StepContext {
                     r.state.resources.get(&key).map(|e| e.attributes.clone())
                 };
                 // Not in state any more: nothing of ours to delete.
-                let Some(current) = current else { return Ok(()) };
+                let Some(current) = current else {
+                    return Ok(());
+                };
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 provider
                     .delete(address, &current)
@@ -729,7 +745,10 @@ impl StepContext {
         }
     }
 
-    async fn checkpoint(&self, f: impl FnOnce(&mut TenantState) + Send + 'static) -> Result<(), StepFailure> {
+    async fn checkpoint(
+        &self,
+        f: impl FnOnce(&mut TenantState) + Send + 'static,
+    ) -> Result<(), StepFailure> {
         let run = self.run.clone();
         {
             let mut r = run.lock().expect("run lock");

@@ -23,7 +23,8 @@ pub fn rollback_plan(state: &TenantState) -> Plan {
         .resources
         .values()
         .map(|r| {
-            let address = crate::resource::ResourceAddress::new(&state.tenant, r.resource_type, &r.name);
+            let address =
+                crate::resource::ResourceAddress::new(&state.tenant, r.resource_type, &r.name);
             ResourceChange {
                 address,
                 action: Action::Delete,

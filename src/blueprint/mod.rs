@@ -49,9 +49,17 @@ mod tests {
             for r in &bp.resources {
                 assert_eq!(r.address.tenant, tenant.id);
                 for d in &r.depends_on {
-                    assert!(seen.contains(d), "{} depends on {d}, not declared before it", r.address);
+                    assert!(
+                        seen.contains(d),
+                        "{} depends on {d}, not declared before it",
+                        r.address
+                    );
                 }
-                assert!(seen.insert(r.address.clone()), "{} declared twice", r.address);
+                assert!(
+                    seen.insert(r.address.clone()),
+                    "{} declared twice",
+                    r.address
+                );
             }
         }
     }
@@ -69,7 +77,12 @@ mod tests {
                     assert!(!a.computed, "{}: {name} is computed", r.address);
                 }
                 for a in schema.attributes.iter().filter(|a| !a.computed) {
-                    assert!(r.attributes.contains_key(a.name), "{}: {} unset", r.address, a.name);
+                    assert!(
+                        r.attributes.contains_key(a.name),
+                        "{}: {} unset",
+                        r.address,
+                        a.name
+                    );
                 }
             }
         }

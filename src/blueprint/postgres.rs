@@ -12,11 +12,23 @@ use crate::spec::{Naming, TenantSpec, Tier, render_name};
 fn document_columns(tenant: &TenantSpec) -> serde_json::Value {
     json!([
         column_json("id", "bigint", true, None, Some("always")),
-        column_json("tenant_id", "text", true, Some(&format!("'{}'::text", tenant.id)), None),
+        column_json(
+            "tenant_id",
+            "text",
+            true,
+            Some(&format!("'{}'::text", tenant.id)),
+            None
+        ),
         column_json("title", "text", false, None, None),
         column_json("content", "text", true, None, None),
         column_json("metadata", "jsonb", true, Some("'{}'::jsonb"), None),
-        column_json("created_at", "timestamp with time zone", true, Some("now()"), None),
+        column_json(
+            "created_at",
+            "timestamp with time zone",
+            true,
+            Some("now()"),
+            None
+        ),
     ])
 }
 
@@ -31,7 +43,10 @@ pub fn resources(tenant: &TenantSpec, tier: &Tier, naming: &Naming) -> Vec<Resou
 
     let schema = Resource::new(addr(ResourceType::PostgresSchema, "main"))
         .attr("name", schema_name.clone())
-        .attr("comment", format!("tenant {id} ({}), managed by tenantform", tenant.name));
+        .attr(
+            "comment",
+            format!("tenant {id} ({}), managed by tenantform", tenant.name),
+        );
 
     let role = Resource::new(addr(ResourceType::PostgresRole, "app"))
         .attr("name", role_name.clone())

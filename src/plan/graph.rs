@@ -72,7 +72,13 @@ impl ActionGraph {
         let mut nodes: HashMap<&ResourceAddress, Nodes> = HashMap::new();
         for (t, tenant) in plan.tenants.iter().enumerate() {
             for (c, change) in tenant.changes.iter().enumerate() {
-                let mut add = |kind| Some(graph.add_node(Step { tenant: t, change: c, kind }));
+                let mut add = |kind| {
+                    Some(graph.add_node(Step {
+                        tenant: t,
+                        change: c,
+                        kind,
+                    }))
+                };
                 let mut n = Nodes {
                     action: Some(change.action),
                     ..Nodes::default()
@@ -98,7 +104,11 @@ impl ActionGraph {
                 edges.push((d, c));
             }
             if let Some(ready) = me.ready() {
-                let deps = change.after.as_ref().map(|r| r.depends_on.as_slice()).unwrap_or(&[]);
+                let deps = change
+                    .after
+                    .as_ref()
+                    .map(|r| r.depends_on.as_slice())
+                    .unwrap_or(&[]);
                 for dep in deps {
                     let Some(theirs) = nodes.get(dep) else {
                         return Err(PlanError::UnknownDependency {
@@ -112,7 +122,9 @@ impl ActionGraph {
                 }
             }
             for dep in &change.depends_on_before {
-                let Some(theirs) = nodes.get(dep) else { continue };
+                let Some(theirs) = nodes.get(dep) else {
+                    continue;
+                };
                 if let (Some(mine), Some(their_delete)) = (me.delete, theirs.delete) {
                     edges.push((mine, their_delete));
                 }

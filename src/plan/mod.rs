@@ -236,12 +236,16 @@ pub enum PlanError {
     },
     #[error("dependency cycle between {}; break it in the blueprint", .0.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" -> "))]
     Cycle(Vec<ResourceAddress>),
-    #[error("{address} depends on {dependency}, which the plan does not know; this is a blueprint bug")]
+    #[error(
+        "{address} depends on {dependency}, which the plan does not know; this is a blueprint bug"
+    )]
     UnknownDependency {
         address: ResourceAddress,
         dependency: ResourceAddress,
     },
-    #[error("--replace {0}: no such resource in the state of that tenant; `tenantform state list` shows what exists")]
+    #[error(
+        "--replace {0}: no such resource in the state of that tenant; `tenantform state list` shows what exists"
+    )]
     UnknownReplaceTarget(ResourceAddress),
 }
 
@@ -352,7 +356,9 @@ pub fn plan_tenant(
                 ),
                 None => (
                     "recorded in its state; its spec file was removed".into(),
-                    format!("restore specs/tenants/{tenant}.toml with protected = false, apply it, then remove it"),
+                    format!(
+                        "restore specs/tenants/{tenant}.toml with protected = false, apply it, then remove it"
+                    ),
                 ),
             };
             let all_deleted = changes.values().all(|c| c.action == Action::Delete);
@@ -360,7 +366,11 @@ pub fn plan_tenant(
                 tenant: tenant.clone(),
                 source_of_flag,
                 fix,
-                verb: if all_deleted { "delete" } else { "delete or replace" },
+                verb: if all_deleted {
+                    "delete"
+                } else {
+                    "delete or replace"
+                },
                 addresses: summarize(&destroyed),
             });
         }
@@ -382,7 +392,11 @@ fn summarize(addresses: &[String]) -> String {
     if addresses.len() <= 3 {
         addresses.join(", ")
     } else {
-        format!("{} and {} more", addresses[..3].join(", "), addresses.len() - 3)
+        format!(
+            "{} and {} more",
+            addresses[..3].join(", "),
+            addresses.len() - 3
+        )
     }
 }
 

@@ -181,7 +181,11 @@ fn human_change(out: &mut String, c: &ResourceChange, style: Style) {
                     a.name
                 );
             }
-            for a in schema(c.address.resource_type).attributes.iter().filter(|a| a.computed) {
+            for a in schema(c.address.resource_type)
+                .attributes
+                .iter()
+                .filter(|a| a.computed)
+            {
                 let note = if a.sensitive {
                     "(known after apply, sensitive)"
                 } else {
@@ -197,7 +201,11 @@ fn human_change(out: &mut String, c: &ResourceChange, style: Style) {
         }
         Action::Update | Action::Replace => {
             for a in &c.attribute_changes {
-                let before = a.before.as_ref().map(value).unwrap_or_else(|| "null".into());
+                let before = a
+                    .before
+                    .as_ref()
+                    .map(value)
+                    .unwrap_or_else(|| "null".into());
                 let after = a.after.as_ref().map(value).unwrap_or_else(|| "null".into());
                 let forces = if a.forces_replacement {
                     style.action(Action::Delete, " # forces replacement")
@@ -236,7 +244,9 @@ fn terraform_action_reason(c: &ResourceChange) -> Option<&'static str> {
         (Action::Replace, ActionReason::ReplaceRequested) => Some("replace_by_request"),
         (Action::Replace, ActionReason::DependencyReplaced { .. }) => Some("replace_by_triggers"),
         (Action::Replace, _) => Some("replace_because_cannot_update"),
-        (Action::Delete, ActionReason::RemovedFromSpec) => Some("delete_because_no_resource_config"),
+        (Action::Delete, ActionReason::RemovedFromSpec) => {
+            Some("delete_because_no_resource_config")
+        }
         _ => None,
     }
 }
@@ -326,7 +336,9 @@ pub fn markdown(plan: &Plan) -> String {
     let mut out = String::new();
     let s = Summary::of(plan.changes());
     if !plan.has_changes() {
-        out.push_str("### tenantform plan: no changes\n\nEvery selected tenant matches its spec.\n");
+        out.push_str(
+            "### tenantform plan: no changes\n\nEvery selected tenant matches its spec.\n",
+        );
         return out;
     }
     let _ = writeln!(out, "### tenantform plan: {s}\n");
@@ -375,7 +387,11 @@ pub fn markdown(plan: &Plan) -> String {
             };
             let mut line = format!("{sym} {}", c.address.local());
             if !c.attribute_changes.is_empty() && c.action != Action::Create {
-                let names: Vec<&str> = c.attribute_changes.iter().map(|a| a.name.as_str()).collect();
+                let names: Vec<&str> = c
+                    .attribute_changes
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect();
                 let _ = write!(line, " [{}]", names.join(", "));
             }
             let _ = writeln!(out, "{line}   # {}", c.reason);

@@ -53,7 +53,11 @@ struct Case<'a> {
 }
 
 impl<'a> Case<'a> {
-    fn new(spec: Option<&'a TenantSpec>, bp: Option<&'a TenantBlueprint>, state: Option<&'a TenantState>) -> Self {
+    fn new(
+        spec: Option<&'a TenantSpec>,
+        bp: Option<&'a TenantBlueprint>,
+        state: Option<&'a TenantState>,
+    ) -> Self {
         Case {
             spec,
             bp,
@@ -158,11 +162,21 @@ fn a_tier_change_updates_the_role_in_place() {
     t.tier = "gold".into();
     let bp = tenant_blueprint(&t, &specs.platform);
     let p = Case::new(Some(&t), Some(&bp), Some(&state)).plan().unwrap();
-    assert_eq!(summary(&p), vec!["Update postgres_role.app (the spec changed)"]);
-    let change = p.changes.iter().find(|c| c.action == Action::Update).unwrap();
+    assert_eq!(
+        summary(&p),
+        vec!["Update postgres_role.app (the spec changed)"]
+    );
+    let change = p
+        .changes
+        .iter()
+        .find(|c| c.action == Action::Update)
+        .unwrap();
     assert_eq!(change.attribute_changes.len(), 1);
     let a = &change.attribute_changes[0];
-    assert_eq!((a.name.as_str(), a.before.clone(), a.after.clone()), ("connection_limit", Some(20.into()), Some(50.into())));
+    assert_eq!(
+        (a.name.as_str(), a.before.clone(), a.after.clone()),
+        ("connection_limit", Some(20.into()), Some(50.into()))
+    );
     assert!(!a.forces_replacement);
 }
 
@@ -186,9 +200,18 @@ fn a_renamed_schema_is_replaced_with_everything_inside_it() {
         ]
     );
     let schema = p.changes.iter().find(|c| c.address.name == "main").unwrap();
-    assert!(schema.attribute_changes.iter().any(|a| a.name == "name" && a.forces_replacement));
+    assert!(
+        schema
+            .attribute_changes
+            .iter()
+            .any(|a| a.name == "name" && a.forces_replacement)
+    );
     // The role is outside the schema and stays.
-    let role = p.changes.iter().find(|c| c.address.resource_type == ResourceType::PostgresRole).unwrap();
+    let role = p
+        .changes
+        .iter()
+        .find(|c| c.address.resource_type == ResourceType::PostgresRole)
+        .unwrap();
     assert_eq!(role.action, Action::NoOp);
 }
 
@@ -212,8 +235,11 @@ fn replacing_one_resource_replaces_its_dependents() {
         ]
     );
 
-    case.replace = [ "retail-chain/postgres_role.nope".parse().unwrap() ].into();
-    assert!(matches!(case.plan(), Err(PlanError::UnknownReplaceTarget(_))));
+    case.replace = ["retail-chain/postgres_role.nope".parse().unwrap()].into();
+    assert!(matches!(
+        case.plan(),
+        Err(PlanError::UnknownReplaceTarget(_))
+    ));
 }
 
 #[test]
@@ -226,10 +252,17 @@ fn refresh_tells_deleted_and_drifted_resources_from_spec_changes() {
     case.refreshed.insert("postgres_schema.main".into(), None);
     let mut role = state.resources["postgres_role.app"].attributes.clone();
     role.insert("superuser".into(), true.into());
-    case.refreshed.insert("postgres_role.app".into(), Some(role));
-    let mut grant = state.resources["postgres_table_grant.documents"].attributes.clone();
-    grant.insert("privileges".into(), serde_json::json!(["UPDATE", "SELECT", "INSERT", "DELETE"]));
-    case.refreshed.insert("postgres_table_grant.documents".into(), Some(grant));
+    case.refreshed
+        .insert("postgres_role.app".into(), Some(role));
+    let mut grant = state.resources["postgres_table_grant.documents"]
+        .attributes
+        .clone();
+    grant.insert(
+        "privileges".into(),
+        serde_json::json!(["UPDATE", "SELECT", "INSERT", "DELETE"]),
+    );
+    case.refreshed
+        .insert("postgres_table_grant.documents".into(), Some(grant));
     let p = case.plan().unwrap();
     assert_eq!(
         summary(&p),
@@ -239,7 +272,11 @@ fn refresh_tells_deleted_and_drifted_resources_from_spec_changes() {
         ],
         "privileges in another order are the same set"
     );
-    let role = p.changes.iter().find(|c| c.action == Action::Update).unwrap();
+    let role = p
+        .changes
+        .iter()
+        .find(|c| c.action == Action::Update)
+        .unwrap();
     assert_eq!(role.attribute_changes[0].before, Some(true.into()));
     // The password is never in a plan.
     let text = serde_json::to_string(&p).unwrap();
@@ -252,13 +289,23 @@ fn an_interrupted_create_is_resumed() {
     let t = tenant(&specs, "retail-chain");
     let bp = tenant_blueprint(&t, &specs.platform);
     let mut state = applied(&bp, false);
-    state.resources.get_mut("postgres_table.documents").unwrap().status = ResourceStatus::Creating;
+    state
+        .resources
+        .get_mut("postgres_table.documents")
+        .unwrap()
+        .status = ResourceStatus::Creating;
     let p = Case::new(Some(&t), Some(&bp), Some(&state)).plan().unwrap();
     assert_eq!(
         summary(&p),
         vec!["Create postgres_table.documents (an earlier run was interrupted while creating it)"]
     );
-    assert!(p.changes.iter().find(|c| c.action == Action::Create).unwrap().resumes());
+    assert!(
+        p.changes
+            .iter()
+            .find(|c| c.action == Action::Create)
+            .unwrap()
+            .resumes()
+    );
 }
 
 #[test]
@@ -269,10 +316,17 @@ fn a_removed_spec_deletes_unless_state_says_protected() {
     let state = applied(&bp, false);
     let p = Case::new(None, None, Some(&state)).plan().unwrap();
     assert_eq!(p.count(Action::Delete), bp.resources.len());
-    assert!(p.changes.iter().all(|c| c.reason == ActionReason::RemovedFromSpec));
+    assert!(
+        p.changes
+            .iter()
+            .all(|c| c.reason == ActionReason::RemovedFromSpec)
+    );
 
     let protected = applied(&bp, true);
-    let err = Case::new(None, None, Some(&protected)).plan().unwrap_err().to_string();
+    let err = Case::new(None, None, Some(&protected))
+        .plan()
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("tenant retail-chain is protected"), "{err}");
     assert!(err.contains("spec file was removed"), "{err}");
 }
@@ -287,7 +341,10 @@ fn destroy_honours_the_spec_flag_and_lifting_it_allows_deletion() {
     let mut case = Case::new(Some(&t), Some(&bp), Some(&state));
     case.mode = PlanMode::Destroy;
     let err = case.plan().unwrap_err().to_string();
-    assert!(err.contains("protected = true in specs/tenants/retail-chain.toml"), "{err}");
+    assert!(
+        err.contains("protected = true in specs/tenants/retail-chain.toml"),
+        "{err}"
+    );
 
     let mut lifted = t.clone();
     lifted.protected = false;
@@ -319,7 +376,8 @@ fn creates_follow_dependencies_and_deletes_run_in_reverse() {
     for r in &bp.resources {
         for d in &r.depends_on {
             assert!(
-                position(&order, &format!("Create {}", d.local())) < position(&order, &format!("Create {}", r.address.local())),
+                position(&order, &format!("Create {}", d.local()))
+                    < position(&order, &format!("Create {}", r.address.local())),
                 "{} before {}",
                 d,
                 r.address
@@ -333,7 +391,8 @@ fn creates_follow_dependencies_and_deletes_run_in_reverse() {
     for r in &bp.resources {
         for d in &r.depends_on {
             assert!(
-                position(&order, &format!("Delete {}", r.address.local())) < position(&order, &format!("Delete {}", d.local())),
+                position(&order, &format!("Delete {}", r.address.local()))
+                    < position(&order, &format!("Delete {}", d.local())),
                 "{} deleted before {}",
                 r.address,
                 d
@@ -349,26 +408,37 @@ fn a_replace_deletes_before_it_creates_and_dependents_wrap_around_it() {
     let bp = tenant_blueprint(&t, &specs.platform);
     let state = applied(&bp, false);
     let mut case = Case::new(Some(&t), Some(&bp), Some(&state));
-    case.replace.insert("retail-chain/postgres_role.app".parse().unwrap());
+    case.replace
+        .insert("retail-chain/postgres_role.app".parse().unwrap());
     let plan = whole(case.plan().unwrap());
     let order = serial_order(&plan);
     let p = |s: &str| position(&order, s);
     assert!(p("Delete postgres_schema_grant.app") < p("Delete postgres_role.app"));
     assert!(p("Delete postgres_role.app") < p("Create postgres_role.app"));
     assert!(p("Create postgres_role.app") < p("Create postgres_schema_grant.app"));
-    assert!(p("Create postgres_row_security.documents") < p("Create postgres_table_grant.documents"));
+    assert!(
+        p("Create postgres_row_security.documents") < p("Create postgres_table_grant.documents")
+    );
 }
 
 #[test]
 fn an_update_runs_before_the_delete_of_what_it_depended_on() {
     let tenant_id: TenantId = "acme".parse().unwrap();
-    let a = Resource::new(ResourceAddress::new(&tenant_id, ResourceType::PostgresSchema, "old"))
-        .attr("name", "old")
-        .attr("comment", "c");
-    let b = Resource::new(ResourceAddress::new(&tenant_id, ResourceType::PostgresSchema, "keep"))
-        .attr("name", "keep")
-        .attr("comment", "c")
-        .depends_on(&a);
+    let a = Resource::new(ResourceAddress::new(
+        &tenant_id,
+        ResourceType::PostgresSchema,
+        "old",
+    ))
+    .attr("name", "old")
+    .attr("comment", "c");
+    let b = Resource::new(ResourceAddress::new(
+        &tenant_id,
+        ResourceType::PostgresSchema,
+        "keep",
+    ))
+    .attr("name", "keep")
+    .attr("comment", "c")
+    .depends_on(&a);
     let state = applied(
         &TenantBlueprint {
             tenant: tenant_id.clone(),
@@ -406,19 +476,30 @@ fn an_update_runs_before_the_delete_of_what_it_depended_on() {
     .unwrap();
     let plan = whole(p);
     let order = serial_order(&plan);
-    assert!(position(&order, "Update postgres_schema.keep") < position(&order, "Delete postgres_schema.old"));
+    assert!(
+        position(&order, "Update postgres_schema.keep")
+            < position(&order, "Delete postgres_schema.old")
+    );
 }
 
 #[test]
 fn a_dependency_cycle_is_an_error_naming_its_resources() {
     let tenant_id: TenantId = "acme".parse().unwrap();
-    let mut a = Resource::new(ResourceAddress::new(&tenant_id, ResourceType::PostgresSchema, "a"))
-        .attr("name", "a")
-        .attr("comment", "");
-    let b = Resource::new(ResourceAddress::new(&tenant_id, ResourceType::PostgresSchema, "b"))
-        .attr("name", "b")
-        .attr("comment", "")
-        .depends_on(&a);
+    let mut a = Resource::new(ResourceAddress::new(
+        &tenant_id,
+        ResourceType::PostgresSchema,
+        "a",
+    ))
+    .attr("name", "a")
+    .attr("comment", "");
+    let b = Resource::new(ResourceAddress::new(
+        &tenant_id,
+        ResourceType::PostgresSchema,
+        "b",
+    ))
+    .attr("name", "b")
+    .attr("comment", "")
+    .depends_on(&a);
     a = a.depends_on(&b);
     let bp = TenantBlueprint {
         tenant: tenant_id.clone(),
@@ -442,8 +523,14 @@ fn a_dependency_cycle_is_an_error_naming_its_resources() {
     };
     let mut names: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
     names.sort();
-    assert_eq!(names, vec!["acme/postgres_schema.a", "acme/postgres_schema.b"]);
-    assert!(err.to_string().starts_with("dependency cycle between acme/postgres_schema."));
+    assert_eq!(
+        names,
+        vec!["acme/postgres_schema.a", "acme/postgres_schema.b"]
+    );
+    assert!(
+        err.to_string()
+            .starts_with("dependency cycle between acme/postgres_schema.")
+    );
 }
 
 #[test]
@@ -453,25 +540,47 @@ fn the_json_view_uses_terraforms_vocabulary_and_hides_secrets() {
     let bp = tenant_blueprint(&t, &specs.platform);
     let state = applied(&bp, false);
     let mut case = Case::new(Some(&t), Some(&bp), Some(&state));
-    case.replace.insert("retail-chain/postgres_role.app".parse().unwrap());
+    case.replace
+        .insert("retail-chain/postgres_role.app".parse().unwrap());
     let plan = whole(case.plan().unwrap());
     let json = render::json(&plan);
     assert_eq!(json["format_version"], render::JSON_FORMAT_VERSION);
     let rc = json["resource_changes"].as_array().unwrap();
-    let role = rc.iter().find(|c| c["address"] == "retail-chain/postgres_role.app").unwrap();
-    assert_eq!(role["change"]["actions"], serde_json::json!(["delete", "create"]));
+    let role = rc
+        .iter()
+        .find(|c| c["address"] == "retail-chain/postgres_role.app")
+        .unwrap();
+    assert_eq!(
+        role["change"]["actions"],
+        serde_json::json!(["delete", "create"])
+    );
     assert_eq!(role["action_reason"], "replace_by_request");
-    assert_eq!(role["change"]["before"]["password"], crate::secret::REDACTED);
+    assert_eq!(
+        role["change"]["before"]["password"],
+        crate::secret::REDACTED
+    );
     assert_eq!(role["change"]["before_sensitive"]["password"], true);
     assert_eq!(role["change"]["after_unknown"]["password"], true);
-    let schema = rc.iter().find(|c| c["address"] == "retail-chain/postgres_schema.main").unwrap();
+    let schema = rc
+        .iter()
+        .find(|c| c["address"] == "retail-chain/postgres_schema.main")
+        .unwrap();
     assert_eq!(schema["change"]["actions"], serde_json::json!(["no-op"]));
     assert!(!json.to_string().contains("s3cret-pw"));
-    assert_eq!(json["summary"], serde_json::json!({"add": 4, "change": 0, "destroy": 4}));
+    assert_eq!(
+        json["summary"],
+        serde_json::json!({"add": 4, "change": 0, "destroy": 4})
+    );
 
     let text = render::human(&plan, render::Style { color: false });
     assert!(text.contains("-/+ postgres_role.app"), "{text}");
-    assert!(text.contains("Plan: 4 to add, 0 to change, 4 to destroy."), "{text}");
+    assert!(
+        text.contains("Plan: 4 to add, 0 to change, 4 to destroy."),
+        "{text}"
+    );
     let md = render::markdown(&plan);
-    assert!(md.starts_with("### tenantform plan: 4 to add, 0 to change, 4 to destroy"), "{md}");
+    assert!(
+        md.starts_with("### tenantform plan: 4 to add, 0 to change, 4 to destroy"),
+        "{md}"
+    );
 }

@@ -236,8 +236,9 @@ pub fn literal(text: &str) -> String {
 }
 
 fn req<'a>(attrs: &'a Attributes, name: &str) -> Result<&'a str, ProviderError> {
-    attr_str(attrs, name)
-        .ok_or_else(|| ProviderError::Config(format!("attribute {name} is missing or not a string")))
+    attr_str(attrs, name).ok_or_else(|| {
+        ProviderError::Config(format!("attribute {name} is missing or not a string"))
+    })
 }
 
 fn bool_attr(attrs: &Attributes, name: &str) -> bool {
@@ -248,7 +249,11 @@ fn string_list(attrs: &Attributes, name: &str) -> Vec<String> {
     attrs
         .get(name)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -441,8 +446,10 @@ impl PostgresProvider {
             id = ident(name),
             pw = literal(&verifier),
         );
-        self.create_batch(&create, &resume, mode, || format!("PostgreSQL role {name:?}"))
-            .await?;
+        self.create_batch(&create, &resume, mode, || {
+            format!("PostgreSQL role {name:?}")
+        })
+        .await?;
         Ok(Attributes::from([("password".into(), json!(password))]))
     }
 
@@ -552,7 +559,11 @@ impl PostgresProvider {
         Ok(Some(attrs))
     }
 
-    async fn converge_grant(&self, t: ResourceType, attrs: &Attributes) -> Result<(), ProviderError> {
+    async fn converge_grant(
+        &self,
+        t: ResourceType,
+        attrs: &Attributes,
+    ) -> Result<(), ProviderError> {
         let (on, role, present) = self.grant_target(t, attrs).await?;
         let sql = Self::grant_sql(&on, &role, &string_list(attrs, "privileges"), &present);
         if sql.is_empty() {
@@ -561,7 +572,11 @@ impl PostgresProvider {
         self.batch(&sql).await
     }
 
-    async fn delete_grant(&self, t: ResourceType, current: &Attributes) -> Result<(), ProviderError> {
+    async fn delete_grant(
+        &self,
+        t: ResourceType,
+        current: &Attributes,
+    ) -> Result<(), ProviderError> {
         let role = req(current, "role")?;
         let schema = req(current, "schema")?;
         if !self.role_exists(role).await? {
@@ -663,7 +678,11 @@ impl PostgresProvider {
         ))
     }
 
-    async fn update_table(&self, desired: &Attributes, current: &Attributes) -> Result<(), ProviderError> {
+    async fn update_table(
+        &self,
+        desired: &Attributes,
+        current: &Attributes,
+    ) -> Result<(), ProviderError> {
         let schema = req(desired, "schema")?;
         let name = req(desired, "name")?;
         let table = format!("{}.{}", ident(schema), ident(name));
@@ -709,7 +728,10 @@ impl PostgresProvider {
 
     // --- row-level security -------------------------------------------------------
 
-    async fn read_row_security(&self, current: &Attributes) -> Result<Option<Attributes>, ProviderError> {
+    async fn read_row_security(
+        &self,
+        current: &Attributes,
+    ) -> Result<Option<Attributes>, ProviderError> {
         let schema = req(current, "schema")?;
         let table = req(current, "table")?;
         let policy = req(current, "policy")?;
@@ -749,13 +771,24 @@ impl PostgresProvider {
     fn row_security_flags_sql(attrs: &Attributes, table: &str) -> String {
         format!(
             "ALTER TABLE {table} {} ROW LEVEL SECURITY; ALTER TABLE {table} {} ROW LEVEL SECURITY;",
-            if bool_attr(attrs, "enabled") { "ENABLE" } else { "DISABLE" },
-            if bool_attr(attrs, "forced") { "FORCE" } else { "NO FORCE" },
+            if bool_attr(attrs, "enabled") {
+                "ENABLE"
+            } else {
+                "DISABLE"
+            },
+            if bool_attr(attrs, "forced") {
+                "FORCE"
+            } else {
+                "NO FORCE"
+            },
         )
     }
 
     fn policy_clauses(attrs: &Attributes) -> Result<String, ProviderError> {
-        let roles: Vec<String> = string_list(attrs, "roles").iter().map(|r| ident(r)).collect();
+        let roles: Vec<String> = string_list(attrs, "roles")
+            .iter()
+            .map(|r| ident(r))
+            .collect();
         let roles = if roles.is_empty() {
             "PUBLIC".to_owned()
         } else {
@@ -883,7 +916,10 @@ impl Column {
                 out.push(format!("{col} DROP IDENTITY IF EXISTS"));
             }
             if let Some(identity) = &self.identity {
-                out.push(format!("{col} ADD GENERATED {} AS IDENTITY", identity.to_uppercase()));
+                out.push(format!(
+                    "{col} ADD GENERATED {} AS IDENTITY",
+                    identity.to_uppercase()
+                ));
             }
         }
         if self.default != have.default {
@@ -922,9 +958,18 @@ impl Provider for PostgresProvider {
         }
     }
 
-    async fn create(&self, resource: &Resource, mode: CreateMode) -> Result<Attributes, ProviderError> {
+    async fn create(
+        &self,
+        resource: &Resource,
+        mode: CreateMode,
+    ) -> Result<Attributes, ProviderError> {
         let a = &resource.attributes;
-        let what = || format!("{} of {}", resource.address.resource_type, resource.address.tenant);
+        let what = || {
+            format!(
+                "{} of {}",
+                resource.address.resource_type, resource.address.tenant
+            )
+        };
         match resource.address.resource_type {
             ResourceType::PostgresSchema => {
                 let name = req(a, "name")?;
@@ -959,7 +1004,13 @@ impl Provider for PostgresProvider {
                     &Self::create_row_security_sql(a, false)?,
                     &Self::create_row_security_sql(a, true)?,
                     mode,
-                    || format!("row-level security policy {:?} ({})", attr_str(a, "policy").unwrap_or(""), what()),
+                    || {
+                        format!(
+                            "row-level security policy {:?} ({})",
+                            attr_str(a, "policy").unwrap_or(""),
+                            what()
+                        )
+                    },
                 )
                 .await?;
             }
@@ -1013,7 +1064,11 @@ impl Provider for PostgresProvider {
         Ok(Attributes::new())
     }
 
-    async fn delete(&self, address: &ResourceAddress, current: &Attributes) -> Result<(), ProviderError> {
+    async fn delete(
+        &self,
+        address: &ResourceAddress,
+        current: &Attributes,
+    ) -> Result<(), ProviderError> {
         match address.resource_type {
             ResourceType::PostgresSchema => {
                 self.batch(&format!(
@@ -1042,7 +1097,9 @@ impl Provider for PostgresProvider {
 }
 
 fn unsupported(t: ResourceType) -> ProviderError {
-    ProviderError::Config(format!("the PostgreSQL provider does not manage {t} resources"))
+    ProviderError::Config(format!(
+        "the PostgreSQL provider does not manage {t} resources"
+    ))
 }
 
 #[cfg(test)]
@@ -1064,7 +1121,10 @@ mod tests {
             PostgresProvider::grant_sql("TABLE t", "r", &want, &have),
             "GRANT INSERT ON TABLE t TO \"r\";REVOKE TRUNCATE ON TABLE t FROM \"r\";"
         );
-        assert_eq!(PostgresProvider::grant_sql("TABLE t", "r", &want, &want), "");
+        assert_eq!(
+            PostgresProvider::grant_sql("TABLE t", "r", &want, &want),
+            ""
+        );
     }
 
     #[test]

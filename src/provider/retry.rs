@@ -38,7 +38,11 @@ impl RetryPolicy {
 
     /// Runs `call` until it succeeds, fails with a non-retryable error, or the attempts
     /// are used up. `service` names the endpoint in a timeout error.
-    pub async fn run<T, F, Fut>(&self, service: &'static str, mut call: F) -> Result<T, ProviderError>
+    pub async fn run<T, F, Fut>(
+        &self,
+        service: &'static str,
+        mut call: F,
+    ) -> Result<T, ProviderError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, ProviderError>>,

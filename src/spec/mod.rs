@@ -35,7 +35,7 @@ impl Specs {
     /// Loads `DIR/platform.toml` and `DIR/tenants/*.toml`.
     pub fn load(dir: &Path) -> Result<Specs, SpecErrors> {
         let platform_path = dir.join("platform.toml");
-        let source = read(&platform_path).map_err(|d| SpecErrors(vec![d]))?;
+        let source = read(&platform_path).map_err(|d| SpecErrors(vec![*d]))?;
         let platform = PlatformSpec::parse(&platform_path, &source).map_err(SpecErrors)?;
 
         let tenants_dir = dir.join("tenants");
@@ -62,41 +62,69 @@ impl Specs {
         files.sort();
 
         let mut problems = Vec::new();
-        let mut tenants = BTreeMap::new();
-        let mut declared_in: BTreeMap<TenantId, (PathBuf, String, usize)> = BTreeMap::new();
+        let mut parsed_files = Vec::new();
         for path in files {
             let source = match read(&path) {
                 Ok(s) => s,
                 Err(d) => {
-                    problems.push(d);
+                    problems.push(*d);
                     continue;
                 }
             };
             match TenantSpec::parse(&path, &source, &platform) {
-                Ok(parsed) => {
-                    let id = parsed.spec.id.clone();
-                    if let Some((first, first_src, first_offset)) = declared_in.get(&id) {
-                        let (line, _) = line_and_column(first_src, *first_offset);
-                        problems.push(
-                            SpecDiagnostic::new(
-                                &path,
-                                format!(
-                                    "tenant id {:?} is already declared in {}:{line}",
-                                    id.as_str(),
-                                    first.display()
-                                ),
-                                "give every tenant its own id",
-                            )
-                            .field("id")
-                            .at(&source, parsed.id_offset),
-                        );
-                        continue;
-                    }
-                    declared_in.insert(id.clone(), (path.clone(), source, parsed.id_offset));
-                    tenants.insert(id, parsed.spec);
-                }
+                Ok(parsed) => parsed_files.push((path, source, parsed)),
                 Err(mut ds) => problems.append(&mut ds),
             }
+        }
+        // Files named after their id first: when a file was copied and its id left
+        // unchanged, the copy is the one reported as declaring a duplicate.
+        let named_after_id = |path: &Path, id: &TenantId| {
+            path.file_stem().and_then(|s| s.to_str()) == Some(id.as_str())
+        };
+        parsed_files.sort_by_key(|(path, _, parsed)| !named_after_id(path, &parsed.spec.id));
+
+        let mut tenants = BTreeMap::new();
+        let mut declared_in: BTreeMap<TenantId, (PathBuf, String, usize)> = BTreeMap::new();
+        for (path, source, parsed) in parsed_files {
+            let id = parsed.spec.id.clone();
+            if let Some((first, first_src, first_offset)) = declared_in.get(&id) {
+                let (line, _) = line_and_column(first_src, *first_offset);
+                problems.push(
+                    SpecDiagnostic::new(
+                        &path,
+                        format!(
+                            "tenant id {:?} is already declared in {}:{line}",
+                            id.as_str(),
+                            first.display()
+                        ),
+                        "give every tenant its own id, and name its file after it",
+                    )
+                    .field("id")
+                    .at(&source, parsed.id_offset),
+                );
+                continue;
+            }
+            if !named_after_id(&path, &id) {
+                let stem = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                problems.push(
+                    SpecDiagnostic::new(
+                        &path,
+                        format!(
+                            "tenant id {:?} does not match the file name {stem:?}",
+                            id.as_str()
+                        ),
+                        format!("rename the file to {id}.toml or set id = {stem:?}"),
+                    )
+                    .field("id")
+                    .at(&source, parsed.id_offset),
+                );
+                continue;
+            }
+            declared_in.insert(id.clone(), (path.clone(), source, parsed.id_offset));
+            tenants.insert(id, parsed.spec);
         }
         if problems.is_empty() {
             Ok(Specs {
@@ -115,13 +143,17 @@ impl Specs {
     }
 }
 
-fn read(path: &Path) -> Result<String, SpecDiagnostic> {
+fn read(path: &Path) -> Result<String, Box<SpecDiagnostic>> {
     std::fs::read_to_string(path).map_err(|e| {
         let fix = if e.kind() == std::io::ErrorKind::NotFound {
             "create it, or point --specs at the directory that holds platform.toml"
         } else {
             "check the file's permissions and that it is UTF-8 text"
         };
-        SpecDiagnostic::new(path, format!("cannot read the file: {e}"), fix)
+        Box::new(SpecDiagnostic::new(
+            path,
+            format!("cannot read the file: {e}"),
+            fix,
+        ))
     })
 }

@@ -235,7 +235,8 @@ impl PlatformSpec {
                     &format!("[tiers.{name}]"),
                 ));
             }
-            if tier.dedicated_cache && (tier.cache_node_type.is_none() || tier.cache_nodes.is_none())
+            if tier.dedicated_cache
+                && (tier.cache_node_type.is_none() || tier.cache_nodes.is_none())
             {
                 problems.push(place(
                     SpecDiagnostic::new(
@@ -315,7 +316,7 @@ impl PlatformSpec {
                 ));
             }
         }
-        for (tier, _) in &self.approval.tiers {
+        for tier in self.approval.tiers.keys() {
             if !self.tiers.contains_key(tier) {
                 problems.push(place(
                     SpecDiagnostic::new(

@@ -81,16 +81,6 @@ impl TenantSpec {
                 None
             }
         };
-        if let (Some(id), Some(stem)) = (&id, path.file_stem().and_then(|s| s.to_str()))
-            && stem != id.as_str()
-        {
-            problem(
-                "id",
-                file.id.span().start,
-                format!("tenant id {:?} does not match the file name {stem:?}", id.as_str()),
-                format!("rename the file to {id}.toml or set id = {stem:?}"),
-            );
-        }
         let name = file.name.get_ref().trim();
         if name.is_empty() || name.len() > 100 {
             problem(
@@ -106,7 +96,10 @@ impl TenantSpec {
                 "tier",
                 file.tier.span().start,
                 format!("unknown tier {tier:?}"),
-                format!("use one of the tiers in platform.toml: {}", platform.tier_names()),
+                format!(
+                    "use one of the tiers in platform.toml: {}",
+                    platform.tier_names()
+                ),
             );
         }
         let region = file.region.get_ref();
@@ -154,7 +147,9 @@ impl TenantSpec {
             ),
             Some(class) => {
                 if let Some(region_spec) = region_spec
-                    && !class.allowed_jurisdictions.contains(&region_spec.jurisdiction)
+                    && !class
+                        .allowed_jurisdictions
+                        .contains(&region_spec.jurisdiction)
                 {
                     problem(
                         "region",

@@ -141,7 +141,7 @@ pub(super) fn acquire(
                     });
                     return Err(StateError::Locked {
                         tenant: tenant.clone(),
-                        holder,
+                        holder: Box::new(holder),
                     });
                 }
                 drop(file);

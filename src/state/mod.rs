@@ -146,7 +146,10 @@ pub enum StateError {
         "tenant {tenant} is locked by {holder}; wait for it to finish (or pass --lock-timeout to wait), or if that process is stuck, run `tenantform force-unlock {tenant} {}`",
         holder.id
     )]
-    Locked { tenant: TenantId, holder: LockInfo },
+    Locked {
+        tenant: TenantId,
+        holder: Box<LockInfo>,
+    },
     #[error("tenant {tenant} is not locked; nothing to unlock")]
     NotLocked { tenant: TenantId },
     #[error(
@@ -155,7 +158,7 @@ pub enum StateError {
     LockIdMismatch {
         tenant: TenantId,
         given: String,
-        holder: LockInfo,
+        holder: Box<LockInfo>,
     },
 }
 
@@ -269,7 +272,7 @@ impl StateStore {
             return Err(StateError::LockIdMismatch {
                 tenant: tenant.clone(),
                 given: lock_id.to_owned(),
-                holder,
+                holder: Box::new(holder),
             });
         }
         lock::break_lock(&path)?;
@@ -329,7 +332,11 @@ impl StateStore {
     /// Removes the state file of a tenant that no longer has any resource. The backup
     /// stays, as the last record of what the tenant had.
     pub fn remove(&self, lock: &StateLock, tenant: &TenantId) -> Result<(), StateError> {
-        assert_eq!(lock.tenant(), tenant, "state removed under another tenant's lock");
+        assert_eq!(
+            lock.tenant(),
+            tenant,
+            "state removed under another tenant's lock"
+        );
         let path = self.path_of(tenant);
         if path.exists() {
             let backup = self.backup_path(tenant);
@@ -413,7 +420,10 @@ mod tests {
             serde_json::from_slice(&fs::read(store.backup_path(&tenant())).unwrap()).unwrap();
         assert_eq!(backup.serial, 1);
         assert!(!backup.protected);
-        let mode = fs::metadata(store.path_of(&tenant())).unwrap().permissions().mode();
+        let mode = fs::metadata(store.path_of(&tenant()))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         assert_eq!(store.tenants().unwrap(), vec![tenant()]);
     }
@@ -447,10 +457,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(dir.path());
         let first = store.lock(&tenant(), "apply", Duration::ZERO).unwrap();
-        let err = store.lock(&tenant(), "destroy", Duration::from_millis(200)).unwrap_err();
+        let err = store
+            .lock(&tenant(), "destroy", Duration::from_millis(200))
+            .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("locked by apply"), "{text}");
-        assert!(text.contains(&format!("pid {}", std::process::id())), "{text}");
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "{text}"
+        );
         let holder = store.lock_holder(&tenant()).unwrap().unwrap();
         assert_eq!(holder.operation, "apply");
 
@@ -458,7 +473,9 @@ mod tests {
             store.force_unlock(&tenant(), "not-the-id"),
             Err(StateError::LockIdMismatch { .. })
         ));
-        store.force_unlock(&tenant(), &holder.id.to_string()).unwrap();
+        store
+            .force_unlock(&tenant(), &holder.id.to_string())
+            .unwrap();
         // The broken lock no longer excludes anyone.
         let second = store.lock(&tenant(), "destroy", Duration::ZERO).unwrap();
         drop(first);

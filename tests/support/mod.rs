@@ -89,9 +89,13 @@ pub fn suffix() -> String {
     buf.iter().map(|b| (b'a' + b % 26) as char).collect()
 }
 
-pub async fn connect(user: &str, password: &str, database: &str) -> Result<Client, tokio_postgres::Error> {
+pub async fn connect(
+    user: &str,
+    password: &str,
+    database: &str,
+) -> Result<Client, tokio_postgres::Error> {
     let (client, conn) = tokio_postgres::Config::new()
-        .host(&env("PGHOST"))
+        .host(env("PGHOST"))
         .port(env("PGPORT").parse().unwrap())
         .user(user)
         .password(password)
@@ -140,7 +144,14 @@ impl TenantDef {
     pub fn toml(&self) -> String {
         format!(
             "id = {:?}\nname = {:?}\ntier = {:?}\nregion = {:?}\nbudget_inr = {}\nowner_email = \"owner@{}.example\"\ncost_center = \"CC-TEST\"\ndata_classification = {:?}\nprotected = {}\n",
-            self.id, self.name, self.tier, self.region, self.budget_inr, self.id, self.classification, self.protected
+            self.id,
+            self.name,
+            self.tier,
+            self.region,
+            self.budget_inr,
+            self.id,
+            self.classification,
+            self.protected
         )
     }
 
@@ -196,7 +207,11 @@ impl Workspace {
     }
 
     pub fn write_tenant(&self, t: &TenantDef) {
-        fs::write(self.specs().join(format!("tenants/{}.toml", t.id)), t.toml()).unwrap();
+        fs::write(
+            self.specs().join(format!("tenants/{}.toml", t.id)),
+            t.toml(),
+        )
+        .unwrap();
     }
 
     pub fn remove_tenant_spec(&self, id: &str) {
@@ -310,14 +325,17 @@ impl Drop for Workspace {
                 .build()
                 .unwrap();
             rt.block_on(async {
-                let Ok(c) = connect(&env("PGUSER"), &env("PGPASSWORD"), &env("PGDATABASE")).await else {
+                let Ok(c) = connect(&env("PGUSER"), &env("PGPASSWORD"), &env("PGDATABASE")).await
+                else {
                     return;
                 };
                 let _ = c
                     .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
                     .await;
                 for r in roles {
-                    let _ = c.batch_execute(&format!("DROP ROLE IF EXISTS \"{r}\"")).await;
+                    let _ = c
+                        .batch_execute(&format!("DROP ROLE IF EXISTS \"{r}\""))
+                        .await;
                 }
             });
         })
@@ -356,13 +374,22 @@ impl Run {
 
     #[track_caller]
     pub fn code(self, code: i32) -> Self {
-        assert_eq!(self.code, code, "expected exit code {code}:\n{}", self.all());
+        assert_eq!(
+            self.code,
+            code,
+            "expected exit code {code}:\n{}",
+            self.all()
+        );
         self
     }
 
     #[track_caller]
     pub fn contains(self, needle: &str) -> Self {
-        assert!(self.all().contains(needle), "expected {needle:?} in:\n{}", self.all());
+        assert!(
+            self.all().contains(needle),
+            "expected {needle:?} in:\n{}",
+            self.all()
+        );
         self
     }
 }
