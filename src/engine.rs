@@ -14,10 +14,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::{self, ApplyOptions, ApplyReport, ProgressSink, TenantRun};
 use crate::blueprint::tenant_blueprint;
+use crate::drift::{self, DriftReport};
 use crate::error::Error;
 use crate::outputs::{Output, tenant_outputs};
 use crate::plan::graph::ActionGraph;
-use crate::plan::{PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, plan_tenant};
+use crate::plan::{PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, TenantPlan, plan_tenant};
 use crate::provider::ProviderSet;
 use crate::provider::postgres::{self, PostgresConfig, PostgresProvider};
 use crate::resource::{Attributes, ResourceAddress, TenantId, schema};
@@ -434,10 +435,204 @@ impl Engine {
         tenant_outputs(state, pg.as_ref())
     }
 
+    /// Reads every managed resource of the selected tenants back and reports what
+    /// differs from state (drift) and what the specs ask for that is not applied yet.
+    /// Changes nothing and takes no lock.
+    pub async fn drift(&self, only: &[TenantId]) -> Result<DriftReport, Error> {
+        let specs = self.specs()?;
+        let tenants = self.select_tenants(&specs, only)?;
+        let mut states = BTreeMap::new();
+        for t in &tenants {
+            states.insert(t.clone(), self.store.load(t)?);
+        }
+        let refreshed = self.refresh(&specs, &states).await?;
+        self.drift_of(&specs, &states, &refreshed).await
+    }
+
+    async fn drift_of(
+        &self,
+        specs: &Specs,
+        states: &BTreeMap<TenantId, Option<TenantState>>,
+        refreshed: &BTreeMap<TenantId, BTreeMap<String, Option<Attributes>>>,
+    ) -> Result<DriftReport, Error> {
+        // Planned without refresh, the plan holds spec changes only.
+        let pending = self
+            .plan_with(
+                specs,
+                states,
+                &PlanOptions {
+                    refresh: false,
+                    ..PlanOptions::default()
+                },
+            )
+            .await;
+        let pending: BTreeMap<TenantId, TenantPlan> = match pending {
+            Ok(plan) => plan
+                .tenants
+                .into_iter()
+                .map(|t| (t.tenant.clone(), t))
+                .collect(),
+            // A plan error (say, a protected tenant whose spec was removed) must not
+            // hide drift: report drift without pending changes.
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list pending spec changes");
+                BTreeMap::new()
+            }
+        };
+        let no_refresh = BTreeMap::new();
+        let tenants = states
+            .iter()
+            .map(|(id, state)| {
+                drift::tenant_drift(
+                    id,
+                    state.as_ref(),
+                    refreshed.get(id).unwrap_or(&no_refresh),
+                    pending.get(id),
+                )
+            })
+            .collect();
+        Ok(DriftReport {
+            format_version: drift::DRIFT_FORMAT_VERSION.into(),
+            created_at: Utc::now(),
+            tenants,
+        })
+    }
+
+    /// Accepts reality into state (Terraform's refresh-only apply): under the tenants'
+    /// locks, reads everything back, shows the drift to `confirm`, and if it says yes,
+    /// records it: deleted resources leave state, changed ones get their real
+    /// attributes. Returns the report and whether state was written.
+    pub async fn refresh_state(
+        &self,
+        only: &[TenantId],
+        confirm: impl FnOnce(&DriftReport) -> bool,
+    ) -> Result<(DriftReport, bool), Error> {
+        let specs = self.specs()?;
+        let tenants = self.select_tenants(&specs, only)?;
+        let mut runs = self.lock_tenants(&tenants, "refresh").await?;
+        let states: BTreeMap<TenantId, Option<TenantState>> = runs
+            .iter()
+            .map(|(t, r)| {
+                (
+                    t.clone(),
+                    self.store.path_of(t).exists().then(|| r.state.clone()),
+                )
+            })
+            .collect();
+        let refreshed = self.refresh(&specs, &states).await?;
+        let report = self.drift_of(&specs, &states, &refreshed).await?;
+        if !report.has_drift() || !confirm(&report) {
+            return Ok((report, false));
+        }
+        for t in report.tenants.iter().filter(|t| !t.drift.is_empty()) {
+            let run = runs.get_mut(&t.tenant).expect("locked tenant");
+            let read = &refreshed[&t.tenant];
+            for d in &t.drift {
+                let key = d.address.local();
+                match read.get(&key) {
+                    Some(Some(actual)) => {
+                        if let Some(r) = run.state.resources.get_mut(&key) {
+                            r.attributes = actual.clone();
+                        }
+                    }
+                    _ => {
+                        run.state.resources.remove(&key);
+                    }
+                }
+            }
+            self.store.write(&run.lock, &mut run.state)?;
+        }
+        Ok((report, true))
+    }
+
+    /// Adopts an existing resource into its tenant's state, so that apply manages it
+    /// instead of colliding with it. `id` is the real object's identity (see
+    /// [`import_id`]); it must be the one the tenant's spec declares at `address`.
+    pub async fn import(
+        &self,
+        address: &ResourceAddress,
+        id: &str,
+    ) -> Result<ResourceState, Error> {
+        let specs = self.specs()?;
+        let tenant = &address.tenant;
+        let spec = specs
+            .tenants
+            .get(tenant)
+            .ok_or_else(|| Error::UnknownTenant(tenant.clone()))?;
+        let blueprint = tenant_blueprint(spec, &specs.platform);
+        let desired = blueprint
+            .resources
+            .iter()
+            .find(|r| &r.address == address)
+            .ok_or_else(|| Error::ImportNotInSpec {
+                address: address.clone(),
+                known: blueprint
+                    .resources
+                    .iter()
+                    .map(|r| r.address.local())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
+        let expected = import_id(desired);
+        if id != expected {
+            return Err(Error::ImportIdMismatch {
+                address: address.clone(),
+                given: id.to_owned(),
+                expected,
+            });
+        }
+        let mut runs = self
+            .lock_tenants(std::slice::from_ref(tenant), "import")
+            .await?;
+        let run = runs.get_mut(tenant).expect("locked tenant");
+        if let Some(existing) = run.state.resources.get(&address.local())
+            && existing.status == ResourceStatus::Created
+        {
+            return Err(Error::ImportAlreadyManaged(address.clone()));
+        }
+        let providers = self.providers(&specs).await?;
+        let read = providers
+            .get(address.resource_type)?
+            .read(address, &desired.attributes)
+            .await
+            .map_err(|source| Error::Refresh {
+                address: address.clone(),
+                source: Box::new(source),
+            })?
+            .ok_or_else(|| Error::ImportNotFound {
+                address: address.clone(),
+                id: id.to_owned(),
+            })?;
+        let resource = ResourceState {
+            resource_type: address.resource_type,
+            name: address.name.clone(),
+            status: ResourceStatus::Created,
+            attributes: read,
+            depends_on: desired.depends_on.clone(),
+        };
+        run.state
+            .resources
+            .insert(address.local(), resource.clone());
+        self.store.write(&run.lock, &mut run.state)?;
+        Ok(resource)
+    }
+
     /// Breaks a tenant's lock; `lock_id` must be the holder's id.
     pub fn force_unlock(&self, tenant: &TenantId, lock_id: &str) -> Result<LockInfo, Error> {
         Ok(self.store.force_unlock(tenant, lock_id)?)
     }
+}
+
+/// The identity of a real object, as `import` takes it: the dotted join of whichever of
+/// its `bucket`, `schema`, `table`, `name` and `role` attributes it has, e.g.
+/// `tenant_acme` for a schema, `tenant_acme.documents` for a table, `rag-acme-documents`
+/// for a bucket.
+pub fn import_id(resource: &crate::resource::Resource) -> String {
+    ["bucket", "schema", "table", "name", "role"]
+        .iter()
+        .filter_map(|k| resource.attributes.get(*k).and_then(|v| v.as_str()))
+        .collect::<Vec<_>>()
+        .join(".")
 }
 
 /// A read-back, completed with the attributes the provider cannot read (kept from state).

@@ -43,4 +43,26 @@ pub enum Error {
     PlanFile { path: PathBuf, detail: String },
     #[error("no resource {0} in state; `tenantform state list` shows what exists")]
     UnknownResource(ResourceAddress),
+    #[error(
+        "{address} is not in the spec of tenant {}: import adopts only what the spec declares ({known})", address.tenant
+    )]
+    ImportNotInSpec {
+        address: ResourceAddress,
+        known: String,
+    },
+    #[error(
+        "the spec declares {address} as {expected:?}, not {given:?}; nothing was changed: import {expected:?}, or change the spec first"
+    )]
+    ImportIdMismatch {
+        address: ResourceAddress,
+        given: String,
+        expected: String,
+    },
+    #[error("{0} is already managed by tenantform; nothing was changed")]
+    ImportAlreadyManaged(ResourceAddress),
+    #[error("cannot import {address}: {id:?} does not exist at its endpoint; nothing was changed")]
+    ImportNotFound {
+        address: ResourceAddress,
+        id: String,
+    },
 }

@@ -33,6 +33,7 @@
 
 pub mod apply;
 pub mod blueprint;
+pub mod drift;
 mod engine;
 mod error;
 pub mod outputs;
@@ -44,7 +45,8 @@ pub mod spec;
 pub mod state;
 
 pub use apply::{ApplyOptions, ApplyReport, Progress, TenantOutcome};
-pub use engine::{Engine, EngineConfig, PlanOptions};
+pub use drift::DriftReport;
+pub use engine::{Engine, EngineConfig, PlanOptions, import_id};
 pub use error::Error;
 pub use plan::{Action, Plan, PlanMode};
 pub use resource::{ResourceAddress, ResourceType, TenantId};

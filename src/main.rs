@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use tenantform::apply::{ApplyReport, Progress, ProgressSink, StepOutcome, TenantOutcome};
+use tenantform::drift::render as drift_render;
 use tenantform::outputs::outputs_json;
 use tenantform::plan::graph::StepKind;
 use tenantform::plan::render::{self, Style};
@@ -33,6 +34,9 @@ Examples:
   tenantform show --tenant retail-chain
   tenantform state list
   tenantform force-unlock retail-chain 6c1f...
+  tenantform drift --detailed-exitcode --markdown   # scheduled drift run: exit 2 on drift
+  tenantform refresh --tenant retail-chain          # accept drift into state
+  tenantform import retail-chain/postgres_schema.main tenant_retail_chain
 
 Environment: PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE (admin connection), as printed
 by `scripts/stack env`. Log detail: TENANTFORM_LOG=info (or debug).";
@@ -69,6 +73,13 @@ enum Command {
     /// Inspect state.
     #[command(subcommand)]
     State(StateCommand),
+    /// Read every managed resource back and report what changed behind tenantform's
+    /// back (drift), apart from spec changes not yet applied. Changes nothing.
+    Drift(DriftArgs),
+    /// Accept reality into state (record drift instead of repairing it).
+    Refresh(RefreshArgs),
+    /// Adopt an existing resource (made by hand) into its tenant's state.
+    Import(ImportArgs),
     /// Break a tenant's lock held by a stuck process.
     ForceUnlock {
         tenant: TenantId,
@@ -152,6 +163,44 @@ struct RunArgs {
     /// Print the apply report as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+struct DriftArgs {
+    #[command(flatten)]
+    selection: Selection,
+    /// Print the report as JSON (see README), for alerting.
+    #[arg(long, conflicts_with = "markdown")]
+    json: bool,
+    /// Print the report as Markdown, for a chat message or an issue.
+    #[arg(long)]
+    markdown: bool,
+    /// Exit 0 without drift, 2 with drift, 1 on error.
+    #[arg(long)]
+    detailed_exitcode: bool,
+}
+
+#[derive(Args)]
+struct RefreshArgs {
+    #[command(flatten)]
+    selection: Selection,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    auto_approve: bool,
+    /// Wait this long for a tenant's lock (e.g. 30s, 2m); default: fail at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    lock_timeout: Duration,
+}
+
+#[derive(Args)]
+struct ImportArgs {
+    /// Where the resource goes, e.g. acme/postgres_schema.main.
+    address: ResourceAddress,
+    /// The real object's identity, e.g. tenant_acme (a schema) or rag-acme-documents (a bucket).
+    id: String,
+    /// Wait this long for the tenant's lock (e.g. 30s, 2m); default: fail at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    lock_timeout: Duration,
 }
 
 #[derive(Args)]
@@ -443,6 +492,81 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Ok)
         }
+        Command::Drift(args) => {
+            let engine = Engine::new(config(Some(&args.selection), Duration::ZERO));
+            let report = engine.drift(&args.selection.tenants).await?;
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&drift_render::json(&report))?
+                );
+            } else if args.markdown {
+                print!("{}", drift_render::markdown(&report));
+            } else {
+                print!("{}", drift_render::human(&report, style));
+            }
+            Ok(if args.detailed_exitcode && report.has_drift() {
+                Outcome::Changes
+            } else {
+                Outcome::Ok
+            })
+        }
+        Command::Refresh(args) => {
+            let engine = Engine::new(config(Some(&args.selection), args.lock_timeout));
+            let auto = args.auto_approve;
+            let mut refused = None;
+            let (report, written) = engine
+                .refresh_state(&args.selection.tenants, |report| {
+                    print!("{}", drift_render::human(report, style));
+                    if auto {
+                        return true;
+                    }
+                    match confirm(
+                        "record this drift in state (the resources themselves are not changed)",
+                    ) {
+                        Ok(yes) => yes,
+                        Err(e) => {
+                            refused = Some(e);
+                            false
+                        }
+                    }
+                })
+                .await?;
+            if let Some(e) = refused {
+                return Err(e);
+            }
+            if !report.has_drift() {
+                print!("{}", drift_render::human(&report, style));
+                println!("Nothing to record.");
+            } else if written {
+                let n = report.summary().tenants_with_drift;
+                println!(
+                    "Refresh complete! State of {n} tenant{} updated to match reality.",
+                    if n == 1 { "" } else { "s" }
+                );
+            } else {
+                println!("Cancelled: nothing was changed.");
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Import(args) => {
+            let engine = Engine::new(config(None, args.lock_timeout));
+            let r = engine.import(&args.address, &args.id).await?;
+            println!(
+                "Imported {} ({:?}) into the state of tenant {}. `tenantform plan` shows what, if anything, apply would still change.",
+                args.address, args.id, args.address.tenant
+            );
+            if tenantform::resource::schema(r.resource_type)
+                .attributes
+                .iter()
+                .any(|a| !a.readable && !r.attributes.contains_key(a.name))
+            {
+                println!(
+                    "Note: attributes that cannot be read back (a password) are unknown to tenantform for this resource."
+                );
+            }
+            Ok(Outcome::Ok)
+        }
         Command::ForceUnlock { tenant, lock_id } => {
             let engine = Engine::new(config(None, Duration::ZERO));
             let holder = engine.force_unlock(tenant, lock_id)?;
@@ -503,7 +627,12 @@ async fn run_interactive(
                 if auto {
                     return true;
                 }
-                match confirm(destroy) {
+                let what = if destroy {
+                    "destroy these resources"
+                } else {
+                    "perform these actions"
+                };
+                match confirm(what) {
                     Ok(yes) => yes,
                     Err(e) => {
                         refused = Some(e);
@@ -534,17 +663,12 @@ async fn run_interactive(
     }
 }
 
-fn confirm(destroy: bool) -> anyhow::Result<bool> {
+fn confirm(what: &str) -> anyhow::Result<bool> {
     if !std::io::stdin().is_terminal() {
         bail!(
             "confirmation needed but stdin is not a terminal; nothing was changed: review the plan and pass --auto-approve"
         );
     }
-    let what = if destroy {
-        "destroy these resources"
-    } else {
-        "perform these actions"
-    };
     print!("\nDo you want to {what}? Only 'yes' is accepted: ");
     std::io::stdout().flush().ok();
     let mut line = String::new();

@@ -61,14 +61,14 @@ pub struct Style {
 }
 
 impl Style {
-    fn paint(&self, code: &str, s: &str) -> String {
+    pub(crate) fn paint(&self, code: &str, s: &str) -> String {
         if self.color {
             format!("\x1b[{code}m{s}\x1b[0m")
         } else {
             s.to_owned()
         }
     }
-    fn action(&self, a: Action, s: &str) -> String {
+    pub(crate) fn action(&self, a: Action, s: &str) -> String {
         let code = match a {
             Action::Create => "32",
             Action::Update => "33",
@@ -78,12 +78,12 @@ impl Style {
         };
         self.paint(code, s)
     }
-    fn bold(&self, s: &str) -> String {
+    pub(crate) fn bold(&self, s: &str) -> String {
         self.paint("1", s)
     }
 }
 
-fn value(v: &Value) -> String {
+pub(crate) fn value(v: &Value) -> String {
     match v {
         Value::String(s) if s == REDACTED => s.clone(),
         other => other.to_string(),
