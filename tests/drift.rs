@@ -362,7 +362,7 @@ async fn import_adopts_a_hand_made_schema() {
     let addr = format!("{}/postgres_schema.main", t.id);
     ws.run(&["import", &addr, "wrong_name"])
         .code(1)
-        .contains(&format!("not \"wrong_name\""));
+        .contains("not \"wrong_name\"");
     ws.run(&["import", &format!("{}/postgres_schema.other", t.id), &s])
         .code(1)
         .contains("import adopts only what the spec declares");
