@@ -18,7 +18,11 @@ use crate::error::Error;
 use crate::outputs::{Output, tenant_outputs};
 use crate::plan::graph::ActionGraph;
 use crate::plan::{PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, plan_tenant};
+use crate::provider::aws::AwsClients;
+use crate::provider::elasticache::{self, ElasticacheProvider};
+use crate::provider::iam::{self, IamProvider};
 use crate::provider::postgres::{self, PostgresConfig, PostgresProvider};
+use crate::provider::s3::{self, S3Provider};
 use crate::provider::ProviderSet;
 use crate::resource::{Attributes, ResourceAddress, TenantId, schema};
 use crate::spec::Specs;
@@ -131,6 +135,10 @@ impl Engine {
                     postgres::TYPES,
                     Arc::new(PostgresProvider::new(pg, self.config.parallelism.clamp(1, 32))),
                 );
+                let aws = Arc::new(AwsClients::load(&specs.platform.aws).await);
+                set.register(s3::TYPES, Arc::new(S3Provider::new(aws.clone())));
+                set.register(iam::TYPES, Arc::new(IamProvider::new(aws.clone())));
+                set.register(elasticache::TYPES, Arc::new(ElasticacheProvider::new(aws)));
                 Ok::<_, Error>(set)
             })
             .await

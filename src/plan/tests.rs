@@ -151,15 +151,28 @@ fn state_matching_the_spec_plans_nothing() {
 }
 
 #[test]
-fn a_tier_change_updates_the_role_in_place() {
+fn a_tier_change_updates_in_place_and_adds_the_tiers_cache() {
     let specs = specs();
     let mut t = tenant(&specs, "retail-chain");
     let state = applied(&tenant_blueprint(&t, &specs.platform), false);
     t.tier = "gold".into();
     let bp = tenant_blueprint(&t, &specs.platform);
     let p = Case::new(Some(&t), Some(&bp), Some(&state)).plan().unwrap();
-    assert_eq!(summary(&p), vec!["Update postgres_role.app (the spec changed)"]);
-    let change = p.changes.iter().find(|c| c.action == Action::Update).unwrap();
+    assert_eq!(
+        summary(&p),
+        vec![
+            "Create elasticache_cluster.cache (new in the spec)",
+            "Update iam_policy.documents_access (the spec changed)",
+            "Update iam_role.app (the spec changed)",
+            "Update postgres_role.app (the spec changed)",
+            "Update s3_bucket.documents (the spec changed)",
+        ]
+    );
+    // Tags and lifecycle follow the tier; nothing is replaced.
+    let bucket = p.changes.iter().find(|c| c.address.resource_type == ResourceType::S3Bucket).unwrap();
+    let names: Vec<&str> = bucket.attribute_changes.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, vec!["lifecycle_rules", "tags"]);
+    let change = p.changes.iter().find(|c| c.address.resource_type == ResourceType::PostgresRole).unwrap();
     assert_eq!(change.attribute_changes.len(), 1);
     let a = &change.attribute_changes[0];
     assert_eq!((a.name.as_str(), a.before.clone(), a.after.clone()), ("connection_limit", Some(20.into()), Some(50.into())));
