@@ -548,7 +548,7 @@ impl IamProvider {
             {
                 return Ok(Some(Attributes::from([
                     ("role".into(), json!(role)),
-                    ("policy_arn".into(), current["policy_arn"].clone()),
+                    ("policy_arn".into(), current.get("policy_arn").cloned().unwrap_or(Value::Null)),
                 ])));
             }
             match page.marker() {

@@ -374,13 +374,13 @@ impl PlatformSpec {
             .expect("valid id");
         for (key, template, max_len) in self.naming.aws_templates() {
             let sample = render_name(template, &longest);
-            let problem = if !template.contains("{id}") {
-                Some(format!(
-                    "template {template:?} does not contain the tenant id {{id}}"
-                ))
-            } else if template.contains("{id_}") {
+            let problem = if template.contains("{id_}") {
                 Some(format!(
                     "template {template:?} uses {{id_}}; AWS names here take {{id}}"
+                ))
+            } else if !template.contains("{id}") {
+                Some(format!(
+                    "template {template:?} does not contain the tenant id {{id}}"
                 ))
             } else if !sample.starts_with(|c: char| c.is_ascii_lowercase())
                 || sample.ends_with('-')
@@ -426,5 +426,42 @@ impl PlatformSpec {
             }
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/platform.toml"))
+            .expect("example platform file")
+    }
+
+    #[test]
+    fn the_aws_section_is_optional_and_has_defaults() {
+        let source = example();
+        let start = source.find("[aws]").unwrap();
+        let end = start + source[start..].find("\n# Names").unwrap();
+        let without = format!("{}{}", &source[..start], &source[end..]);
+        let spec = PlatformSpec::parse(Path::new("platform.toml"), &without).unwrap();
+        assert_eq!(spec.aws, AwsSettings::default());
+    }
+
+    #[test]
+    fn aws_name_templates_that_aws_would_reject_are_reported() {
+        let source = example();
+        for (from, to, says) in [
+            ("s3_bucket = \"rag-{id}-documents\"", "s3_bucket = \"rag_{id}\"", "AWS rejects"),
+            ("iam_role = \"rag-{id}-app\"", "iam_role = \"rag-app\"", "does not contain the tenant id"),
+            ("cache_cluster = \"rag-{id}\"", "cache_cluster = \"rag-cache-cluster-{id}\"", "the limit is 40"),
+            ("s3_bucket = \"rag-{id}-documents\"", "s3_bucket = \"rag-{id_}\"", "take {id}"),
+        ] {
+            let edited = source.replace(from, to);
+            assert_ne!(edited, source);
+            let problems = PlatformSpec::parse(Path::new("platform.toml"), &edited).unwrap_err();
+            let text = problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n");
+            assert!(text.contains(says), "{to}: {text}");
+        }
     }
 }
