@@ -18,10 +18,14 @@ use crate::error::Error;
 use crate::outputs::{Output, tenant_outputs};
 use crate::plan::graph::ActionGraph;
 use crate::plan::{PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, plan_tenant};
+use crate::provider::dashboard::{self, DashboardProvider};
 use crate::provider::postgres::{self, PostgresConfig, PostgresProvider};
+use crate::provider::redis::{self, RedisConfig, RedisProvider};
+use crate::provider::settings::{self, TenantSettingsProvider};
+use crate::provider::vector::{self, PgvectorProvider};
 use crate::provider::ProviderSet;
 use crate::resource::{Attributes, ResourceAddress, TenantId, schema};
-use crate::spec::Specs;
+use crate::spec::{Specs, VectorBackend};
 use crate::state::{LockInfo, ResourceState, ResourceStatus, StateStore, TenantState};
 
 /// Where the engine finds its input and keeps its state, and how hard it works.
@@ -126,10 +130,22 @@ impl Engine {
         self.providers
             .get_or_try_init(|| async {
                 let mut set = ProviderSet::new();
-                let pg = PostgresConfig::resolve(&specs.platform.postgres)?;
+                let platform = &specs.platform;
+                let pg = PostgresConfig::resolve(&platform.postgres)?;
+                let pg = Arc::new(PostgresProvider::new(pg, self.config.parallelism.clamp(1, 32)));
+                set.register(postgres::TYPES, pg.clone());
+                set.register(settings::TYPES, Arc::new(TenantSettingsProvider::new(pg.clone())));
+                // The vector namespace's provider is the backend the platform names.
+                match platform.vector.backend {
+                    VectorBackend::Pgvector => {
+                        set.register(vector::TYPES, Arc::new(PgvectorProvider::new(pg.clone())))
+                    }
+                }
+                let redis = RedisConfig::resolve(&platform.redis)?;
+                set.register(redis::TYPES, Arc::new(RedisProvider::new(redis)?));
                 set.register(
-                    postgres::TYPES,
-                    Arc::new(PostgresProvider::new(pg, self.config.parallelism.clamp(1, 32))),
+                    dashboard::TYPES,
+                    Arc::new(DashboardProvider::new(&platform.dashboards.grafana_token_env)?),
                 );
                 Ok::<_, Error>(set)
             })
@@ -416,11 +432,14 @@ impl Engine {
 
     /// A tenant's outputs (see [`crate::outputs`]).
     pub fn outputs(&self, state: &TenantState) -> BTreeMap<String, Output> {
-        let pg = self
-            .specs()
-            .ok()
+        let specs = self.specs().ok();
+        let pg = specs
+            .as_ref()
             .and_then(|s| PostgresConfig::resolve(&s.platform.postgres).ok());
-        tenant_outputs(state, pg.as_ref())
+        let redis = specs
+            .as_ref()
+            .and_then(|s| RedisConfig::resolve(&s.platform.redis).ok());
+        tenant_outputs(state, pg.as_ref(), redis.as_ref())
     }
 
     /// Breaks a tenant's lock; `lock_id` must be the holder's id.

@@ -15,7 +15,7 @@ async fn catalog(ws: &Workspace, t: &TenantDef) -> Vec<String> {
         ("role", "SELECT rolname::text FROM pg_roles WHERE rolname = $1"),
         (
             "table",
-            "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND relkind = 'r'",
+            "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND relkind = 'r' ORDER BY relname",
         ),
         ("policy", "SELECT policyname::text FROM pg_policies WHERE schemaname = $1"),
     ] {
@@ -50,7 +50,7 @@ async fn apply_creates_everything_and_tenants_are_isolated() {
     let ws = Workspace::new(&[a.clone(), b.clone()]).await;
 
     let run = ws.run(&["apply", "--auto-approve"]).ok();
-    assert!(run.stdout.contains("Apply complete! Resources: 12 added, 0 changed, 0 destroyed."), "{}", run.all());
+    assert!(run.stdout.contains("Apply complete! Resources: 22 added, 0 changed, 0 destroyed."), "{}", run.all());
     for t in [&a, &b] {
         let name = t.pg_name();
         assert_eq!(
@@ -59,6 +59,7 @@ async fn apply_creates_everything_and_tenants_are_isolated() {
                 format!("schema {name}"),
                 format!("role {name}"),
                 "table documents".to_owned(),
+                "table embeddings".to_owned(),
                 "policy tenant_isolation".to_owned()
             ]
         );
@@ -126,7 +127,13 @@ async fn apply_creates_everything_and_tenants_are_isolated() {
     assert!(!run.all().contains(&pw));
     let show = ws.run(&["show", "--tenant", &a.id]).ok();
     assert!(!show.all().contains(&pw), "{}", show.all());
-    assert!(show.stdout.contains("postgres_password = (sensitive value)"), "{}", show.stdout);
+    assert!(
+        show.stdout
+            .lines()
+            .any(|l| l.trim_start().starts_with("postgres_password ") && l.ends_with("= (sensitive value)")),
+        "{}",
+        show.stdout
+    );
     let show = ws.run(&["show", "--tenant", &a.id, "--show-secrets"]).ok();
     assert!(show.stdout.contains(&pw));
     let mode = std::fs::metadata(ws.state_file(&a.id)).unwrap();
@@ -166,7 +173,7 @@ async fn a_tier_change_updates_in_place_and_a_rename_replaces() {
     let plan = ws.run(&["plan", "--detailed-exitcode"]).code(2);
     assert!(plan.stdout.contains("~ postgres_role.app"), "{}", plan.stdout);
     assert!(plan.stdout.contains("connection_limit = 10 -> 50"), "{}", plan.stdout);
-    assert!(plan.stdout.contains("Plan: 0 to add, 1 to change, 0 to destroy."), "{}", plan.stdout);
+    assert!(plan.stdout.contains("Plan: 0 to add, 3 to change, 0 to destroy."), "{}", plan.stdout);
     ws.run(&["apply", "--auto-approve"]).ok();
     let limit: i32 = ws
         .admin()
@@ -185,7 +192,7 @@ async fn a_tier_change_updates_in_place_and_a_rename_replaces() {
     let plan = ws.run(&["plan", "--detailed-exitcode"]).code(2);
     assert!(plan.stdout.contains("-/+ postgres_schema.main"), "{}", plan.stdout);
     assert!(plan.stdout.contains("# forces replacement"), "{}", plan.stdout);
-    assert!(plan.stdout.contains("Plan: 5 to add, 0 to change, 5 to destroy."), "{}", plan.stdout);
+    assert!(plan.stdout.contains("Plan: 7 to add, 0 to change, 7 to destroy."), "{}", plan.stdout);
     ws.run(&["apply", "--auto-approve"]).ok();
     let new_schema = format!("docs_{}", t.id.replace('-', "_"));
     let admin = ws.admin().await;
@@ -239,10 +246,10 @@ async fn destroy_removes_everything_and_twice_is_fine() {
     let ws = Workspace::new(&[keep.clone(), gone.clone()]).await;
     ws.run(&["apply", "--auto-approve"]).ok();
     let run = ws.run(&["destroy", "--tenant", &gone.id, "--auto-approve"]).ok();
-    assert!(run.stdout.contains("0 added, 0 changed, 6 destroyed"), "{}", run.all());
+    assert!(run.stdout.contains("0 added, 0 changed, 11 destroyed"), "{}", run.all());
     assert!(catalog(&ws, &gone).await.is_empty(), "nothing of the tenant is left");
     assert!(!ws.state_file(&gone.id).exists(), "empty state is removed");
-    assert_eq!(catalog(&ws, &keep).await.len(), 4, "the other tenant is untouched");
+    assert_eq!(catalog(&ws, &keep).await.len(), 5, "the other tenant is untouched");
     ws.run(&["destroy", "--tenant", &gone.id, "--auto-approve"])
         .ok()
         .contains("nothing to destroy");
@@ -271,7 +278,7 @@ async fn a_removed_spec_is_planned_as_deletes_and_protection_survives_it() {
         .code(1)
         .contains("recorded in its state; its spec file was removed");
     ws.run(&["apply", "--auto-approve"]).code(1);
-    assert_eq!(catalog(&ws, &p).await.len(), 4, "nothing was deleted");
+    assert_eq!(catalog(&ws, &p).await.len(), 5, "nothing was deleted");
 
     // Lifting the flag takes an apply with the spec back.
     p.protected = false;
@@ -282,7 +289,7 @@ async fn a_removed_spec_is_planned_as_deletes_and_protection_survives_it() {
     ws.remove_tenant_spec(&p.id);
     let plan = ws.run(&["plan", "--detailed-exitcode"]).code(2);
     assert!(plan.stdout.contains("(no longer in the spec)"), "{}", plan.stdout);
-    assert!(plan.stdout.contains("Plan: 0 to add, 0 to change, 6 to destroy."), "{}", plan.stdout);
+    assert!(plan.stdout.contains("Plan: 0 to add, 0 to change, 11 to destroy."), "{}", plan.stdout);
     ws.run(&["apply", "--auto-approve"]).ok();
     assert!(catalog(&ws, &p).await.is_empty());
 }
@@ -296,7 +303,7 @@ async fn a_saved_plan_applies_once_and_is_refused_when_state_moved_on() {
     ws.run(&["plan", "--out", file]).ok();
     let json = ws.run(&["show", file, "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
-    assert_eq!(v["summary"]["add"], 6);
+    assert_eq!(v["summary"]["add"], 11);
     ws.run(&["apply", file]).ok().contains("Apply complete!");
     // Applying the same plan again: the state it was made against is gone.
     ws.run(&["apply", file])
@@ -317,15 +324,15 @@ async fn plan_output_formats_are_machine_readable() {
     let run = ws.run(&["plan", "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan --json is JSON");
     assert_eq!(v["format_version"], "1.0");
-    assert_eq!(v["resource_changes"].as_array().unwrap().len(), 6);
+    assert_eq!(v["resource_changes"].as_array().unwrap().len(), 11);
     assert!(v["resource_changes"].as_array().unwrap().iter().all(|c| c["change"]["actions"] == serde_json::json!(["create"])));
     assert_eq!(v["tenants"][0]["new_tenant"], true);
     let md = ws.run(&["plan", "--markdown"]).ok();
-    assert!(md.stdout.starts_with("### tenantform plan: 6 to add, 0 to change, 0 to destroy"), "{}", md.stdout);
-    assert!(md.stdout.contains(&format!("| `{}` | silver | us-east-1 | 6 | 0 | 0 | new tenant |", t.id)), "{}", md.stdout);
+    assert!(md.stdout.starts_with("### tenantform plan: 11 to add, 0 to change, 0 to destroy"), "{}", md.stdout);
+    assert!(md.stdout.contains(&format!("| `{}` | silver | us-east-1 | 11 | 0 | 0 | new tenant |", t.id)), "{}", md.stdout);
     ws.run(&["apply", "--auto-approve"]).ok();
     let list = ws.run(&["state", "list"]).ok();
-    assert_eq!(list.stdout.lines().count(), 6, "{}", list.stdout);
+    assert_eq!(list.stdout.lines().count(), 11, "{}", list.stdout);
     let show = ws.run(&["state", "show", &format!("{}/postgres_role.app", t.id)]).ok();
     assert!(show.stdout.contains("password") && show.stdout.contains("(sensitive value)"), "{}", show.stdout);
     ws.run(&["state", "show", &format!("{}/postgres_role.nope", t.id)])

@@ -6,9 +6,13 @@
 //! only known after creation (a generated password, an ARN) are computed attributes
 //! filled in by providers, never here.
 
+mod dashboard;
 mod postgres;
+pub mod redis;
+mod settings;
+mod vector;
 
-use crate::resource::{Resource, TenantId};
+use crate::resource::{Resource, ResourceType, TenantId};
 use crate::spec::{PlatformSpec, TenantSpec};
 
 /// Everything one tenant should have.
@@ -23,6 +27,22 @@ pub fn tenant_blueprint(tenant: &TenantSpec, platform: &PlatformSpec) -> TenantB
     let tier = &platform.tiers[&tenant.tier];
     let mut resources = Vec::new();
     resources.extend(postgres::resources(tenant, tier, &platform.naming));
+    let find = |t: ResourceType| {
+        resources
+            .iter()
+            .find(|r| r.address.resource_type == t)
+            .cloned()
+            .expect("the PostgreSQL part declares a schema and a role")
+    };
+    let (schema, role, schema_grant) = (
+        find(ResourceType::PostgresSchema),
+        find(ResourceType::PostgresRole),
+        find(ResourceType::PostgresSchemaGrant),
+    );
+    resources.extend(settings::resources(tenant, tier));
+    resources.extend(redis::resources(tenant, &platform.naming));
+    resources.extend(vector::resources(tenant, &platform.vector, &schema, &role, &schema_grant));
+    resources.extend(dashboard::resources(tenant, tier, &platform.dashboards));
     TenantBlueprint {
         tenant: tenant.id.clone(),
         resources,

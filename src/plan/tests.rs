@@ -151,15 +151,26 @@ fn state_matching_the_spec_plans_nothing() {
 }
 
 #[test]
-fn a_tier_change_updates_the_role_in_place() {
+fn a_tier_change_updates_role_settings_and_dashboard_in_place() {
     let specs = specs();
     let mut t = tenant(&specs, "retail-chain");
     let state = applied(&tenant_blueprint(&t, &specs.platform), false);
     t.tier = "gold".into();
     let bp = tenant_blueprint(&t, &specs.platform);
     let p = Case::new(Some(&t), Some(&bp), Some(&state)).plan().unwrap();
-    assert_eq!(summary(&p), vec!["Update postgres_role.app (the spec changed)"]);
-    let change = p.changes.iter().find(|c| c.action == Action::Update).unwrap();
+    assert_eq!(
+        summary(&p),
+        vec![
+            "Update grafana_dashboard.main (the spec changed)",
+            "Update postgres_role.app (the spec changed)",
+            "Update tenant_settings.main (the spec changed)",
+        ]
+    );
+    let change = p
+        .changes
+        .iter()
+        .find(|c| c.action == Action::Update && c.address.resource_type == ResourceType::PostgresRole)
+        .unwrap();
     assert_eq!(change.attribute_changes.len(), 1);
     let a = &change.attribute_changes[0];
     assert_eq!((a.name.as_str(), a.before.clone(), a.after.clone()), ("connection_limit", Some(20.into()), Some(50.into())));
@@ -183,6 +194,8 @@ fn a_renamed_schema_is_replaced_with_everything_inside_it() {
             "Replace postgres_schema_grant.app (the spec changed)",
             "Replace postgres_table.documents (the spec changed)",
             "Replace postgres_table_grant.documents (the spec changed)",
+            "Replace postgres_table_grant.embeddings (the spec changed)",
+            "Replace vector_namespace.embeddings (the spec changed)",
         ]
     );
     let schema = p.changes.iter().find(|c| c.address.name == "main").unwrap();
@@ -209,8 +222,12 @@ fn replacing_one_resource_replaces_its_dependents() {
             "Replace postgres_row_security.documents (retail-chain/postgres_role.app is replaced)",
             "Replace postgres_schema_grant.app (retail-chain/postgres_role.app is replaced)",
             "Replace postgres_table_grant.documents (retail-chain/postgres_row_security.documents is replaced)",
+            "Replace postgres_table_grant.embeddings (retail-chain/postgres_schema_grant.app is replaced)",
         ]
     );
+    // The embeddings are granted anew; the table that holds them stays.
+    let ns = p.changes.iter().find(|c| c.address.resource_type == ResourceType::VectorNamespace).unwrap();
+    assert_eq!(ns.action, Action::NoOp);
 
     case.replace = [ "retail-chain/postgres_role.nope".parse().unwrap() ].into();
     assert!(matches!(case.plan(), Err(PlanError::UnknownReplaceTarget(_))));
@@ -467,11 +484,11 @@ fn the_json_view_uses_terraforms_vocabulary_and_hides_secrets() {
     let schema = rc.iter().find(|c| c["address"] == "retail-chain/postgres_schema.main").unwrap();
     assert_eq!(schema["change"]["actions"], serde_json::json!(["no-op"]));
     assert!(!json.to_string().contains("s3cret-pw"));
-    assert_eq!(json["summary"], serde_json::json!({"add": 4, "change": 0, "destroy": 4}));
+    assert_eq!(json["summary"], serde_json::json!({"add": 5, "change": 0, "destroy": 5}));
 
     let text = render::human(&plan, render::Style { color: false });
     assert!(text.contains("-/+ postgres_role.app"), "{text}");
-    assert!(text.contains("Plan: 4 to add, 0 to change, 4 to destroy."), "{text}");
+    assert!(text.contains("Plan: 5 to add, 0 to change, 5 to destroy."), "{text}");
     let md = render::markdown(&plan);
-    assert!(md.starts_with("### tenantform plan: 4 to add, 0 to change, 4 to destroy"), "{md}");
+    assert!(md.starts_with("### tenantform plan: 5 to add, 0 to change, 5 to destroy"), "{md}");
 }

@@ -15,8 +15,12 @@
 //! - Errors never contain secrets (passwords are not echoed, SQL with a password is
 //!   not logged).
 
+pub mod dashboard;
 pub mod postgres;
+pub mod redis;
 pub mod retry;
+pub mod settings;
+pub mod vector;
 
 use std::collections::HashMap;
 use std::sync::Arc;
