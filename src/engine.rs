@@ -16,6 +16,7 @@ use crate::apply::{self, ApplyOptions, ApplyReport, ProgressSink, TenantRun};
 use crate::blueprint::tenant_blueprint;
 use crate::error::Error;
 use crate::outputs::{Output, tenant_outputs};
+use crate::plan::cost::CostEstimate;
 use crate::plan::graph::ActionGraph;
 use crate::plan::{PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, plan_tenant};
 use crate::provider::dashboard::{self, DashboardProvider};
@@ -197,7 +198,7 @@ impl Engine {
         for (id, state) in states {
             let spec = specs.tenants.get(id);
             let blueprint = spec.map(|s| tenant_blueprint(s, &specs.platform));
-            tenants.push(plan_tenant(
+            let mut tenant_plan = plan_tenant(
                 TenantInput {
                     tenant: id,
                     spec,
@@ -207,7 +208,14 @@ impl Engine {
                 },
                 options.mode,
                 &replace,
-            )?);
+            )?;
+            if options.mode == PlanMode::Normal
+                && let Some(spec) = spec
+            {
+                let applied = state.as_ref().and_then(|s| s.applied_spec.as_ref());
+                tenant_plan.cost = CostEstimate::of(spec, &specs.platform, applied);
+            }
+            tenants.push(tenant_plan);
         }
         let plan = Plan {
             format_version: PLAN_FORMAT_VERSION.into(),

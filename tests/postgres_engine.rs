@@ -329,7 +329,7 @@ async fn plan_output_formats_are_machine_readable() {
     assert_eq!(v["tenants"][0]["new_tenant"], true);
     let md = ws.run(&["plan", "--markdown"]).ok();
     assert!(md.stdout.starts_with("### tenantform plan: 11 to add, 0 to change, 0 to destroy"), "{}", md.stdout);
-    assert!(md.stdout.contains(&format!("| `{}` | silver | us-east-1 | 11 | 0 | 0 | new tenant |", t.id)), "{}", md.stdout);
+    assert!(md.stdout.contains(&format!("| `{}` | silver | us-east-1 | 11 | 0 | 0 | ₹47,000 | new tenant |", t.id)), "{}", md.stdout);
     ws.run(&["apply", "--auto-approve"]).ok();
     let list = ws.run(&["state", "list"]).ok();
     assert_eq!(list.stdout.lines().count(), 11, "{}", list.stdout);

@@ -319,14 +319,17 @@ impl Provider for DashboardProvider {
         let Some(model) = Self::read_file(&Self::file(current)?)? else {
             return Ok(None);
         };
+        let mut attrs = parse(&model, current);
         if let Some(base) = Self::api(current) {
             let uid = req(current, "uid")?;
             let url = format!("{base}/api/dashboards/uid/{uid}");
+            // Missing in Grafana while the file is there: it reads as not uploaded
+            // (no grafana_url), which plans an update that uploads it again.
             if self.call(reqwest::Method::GET, &url, None).await?.is_none() {
-                return Ok(None);
+                attrs.insert("grafana_url".into(), Value::Null);
             }
         }
-        Ok(Some(parse(&model, current)))
+        Ok(Some(attrs))
     }
 
     async fn create(

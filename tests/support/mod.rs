@@ -18,6 +18,15 @@ use tokio_postgres::{Client, NoTls};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tenantform");
 
+/// The binary under test: `TENANTFORM_TEST_BIN` when set (a release build, or a copy
+/// kept apart from a target directory that other checkouts build into), else the one
+/// cargo built for these tests.
+pub fn bin() -> PathBuf {
+    std::env::var_os("TENANTFORM_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(BIN))
+}
+
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -219,7 +228,7 @@ impl Workspace {
 
     /// The command with this workspace's directories and database.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.args(args)
             .arg("--specs")
             .arg(self.specs())
@@ -299,10 +308,66 @@ impl Workspace {
     }
 }
 
+impl Workspace {
+    /// The directory the dashboards go to (`../dashboards` from the specs).
+    pub fn dashboards(&self) -> PathBuf {
+        self.dir.path().join("dashboards")
+    }
+
+    /// An attribute of a resource in a tenant's state.
+    pub fn state_attr(&self, id: &str, key: &str, attr: &str) -> serde_json::Value {
+        self.state_json(id).expect("state")["resources"][key]["attributes"][attr].clone()
+    }
+
+    /// A Redis connection as the tenant's own ACL user.
+    pub async fn tenant_redis(
+        &self,
+        t: &TenantDef,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let password = self.state_attr(&t.id, "redis_acl_user.app", "password");
+        redis_as(&t.pg_name(), password.as_str().expect("redis password in state")).await
+    }
+}
+
+/// A Redis connection as the stack's admin.
+pub async fn redis_admin() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(env("REDIS_URL"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin Redis connection")
+}
+
+/// A Redis connection as `user` (AUTH happens on connect).
+pub async fn redis_as(
+    user: &str,
+    password: &str,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let url = env("REDIS_URL");
+    let endpoint = url.rsplit_once('@').map(|(_, e)| e).unwrap_or(&url);
+    let endpoint = endpoint.trim_start_matches("redis://");
+    redis::Client::open(format!("redis://{user}:{password}@{endpoint}"))?
+        .get_multiplexed_async_connection()
+        .await
+}
+
+/// Runs one Redis command given as words.
+pub async fn redis_cmd(
+    c: &mut redis::aio::MultiplexedConnection,
+    words: &[&str],
+) -> redis::RedisResult<redis::Value> {
+    let mut cmd = redis::cmd(words[0]);
+    for w in &words[1..] {
+        cmd.arg(*w);
+    }
+    cmd.query_async(c).await
+}
+
 impl Drop for Workspace {
     fn drop(&mut self) {
         let database = self.database.clone();
         let roles: Vec<String> = self.tenants.iter().map(|t| t.pg_name()).collect();
+        let redis_users = roles.clone();
         // Drop runs inside the test's runtime: clean up on a thread with its own.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -318,6 +383,13 @@ impl Drop for Workspace {
                     .await;
                 for r in roles {
                     let _ = c.batch_execute(&format!("DROP ROLE IF EXISTS \"{r}\"")).await;
+                }
+                if let Ok(client) = redis::Client::open(env("REDIS_URL"))
+                    && let Ok(mut r) = client.get_multiplexed_async_connection().await
+                {
+                    for u in redis_users {
+                        let _ = redis_cmd(&mut r, &["ACL", "DELUSER", &u]).await;
+                    }
                 }
             });
         })
