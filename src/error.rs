@@ -25,8 +25,10 @@ pub enum Error {
         address: ResourceAddress,
         source: ProviderError,
     },
+    // Not a `#[source]`: the message already includes it, and `{:#}` printers would
+    // repeat it.
     #[error("cannot set up the providers: {0}")]
-    Provider(#[from] ProviderError),
+    Provider(ProviderError),
     #[error("unknown tenant {0}: there is no specs/tenants/{0}.toml and no state for it")]
     UnknownTenant(TenantId),
     #[error(
@@ -41,4 +43,10 @@ pub enum Error {
     PlanFile { path: PathBuf, detail: String },
     #[error("no resource {0} in state; `tenantform state list` shows what exists")]
     UnknownResource(ResourceAddress),
+}
+
+impl From<ProviderError> for Error {
+    fn from(e: ProviderError) -> Self {
+        Error::Provider(e)
+    }
 }
