@@ -17,16 +17,21 @@ use crate::blueprint::tenant_blueprint;
 use crate::drift::{self, DriftReport};
 use crate::error::Error;
 use crate::outputs::{Output, tenant_outputs};
+use crate::plan::cost::CostEstimate;
 use crate::plan::graph::ActionGraph;
 use crate::plan::{PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, TenantPlan, plan_tenant};
 use crate::provider::ProviderSet;
 use crate::provider::aws::AwsClients;
+use crate::provider::dashboard::{self, DashboardProvider};
 use crate::provider::elasticache::{self, ElasticacheProvider};
 use crate::provider::iam::{self, IamProvider};
 use crate::provider::postgres::{self, PostgresConfig, PostgresProvider};
+use crate::provider::redis::{self, RedisConfig, RedisProvider};
 use crate::provider::s3::{self, S3Provider};
+use crate::provider::settings::{self, TenantSettingsProvider};
+use crate::provider::vector::{self, PgvectorProvider};
 use crate::resource::{Attributes, ResourceAddress, TenantId, schema};
-use crate::spec::Specs;
+use crate::spec::{Specs, VectorBackend};
 use crate::state::{LockInfo, ResourceState, ResourceStatus, StateStore, TenantState};
 
 /// Where the engine finds its input and keeps its state, and how hard it works.
@@ -130,19 +135,9 @@ impl Engine {
     pub async fn providers(&self, specs: &Specs) -> Result<&ProviderSet, Error> {
         self.providers
             .get_or_try_init(|| async {
-                let mut set = ProviderSet::new();
                 let pg = PostgresConfig::resolve(&specs.platform.postgres)?;
-                set.register(
-                    postgres::TYPES,
-                    Arc::new(PostgresProvider::new(
-                        pg,
-                        self.config.parallelism.clamp(1, 32),
-                    )),
-                );
                 let aws = Arc::new(AwsClients::load(&specs.platform.aws).await);
-                set.register(s3::TYPES, Arc::new(S3Provider::new(aws.clone())));
-                set.register(iam::TYPES, Arc::new(IamProvider::new(aws.clone())));
-                set.register(elasticache::TYPES, Arc::new(ElasticacheProvider::new(aws)));
+                let set = platform_providers(&specs.platform, pg, aws, self.config.parallelism)?;
                 Ok::<_, Error>(set)
             })
             .await
@@ -193,7 +188,7 @@ impl Engine {
         for (id, state) in states {
             let spec = specs.tenants.get(id);
             let blueprint = spec.map(|s| tenant_blueprint(s, &specs.platform));
-            tenants.push(plan_tenant(
+            let mut tenant_plan = plan_tenant(
                 TenantInput {
                     tenant: id,
                     spec,
@@ -203,7 +198,14 @@ impl Engine {
                 },
                 options.mode,
                 &replace,
-            )?);
+            )?;
+            if options.mode == PlanMode::Normal
+                && let Some(spec) = spec
+            {
+                let applied = state.as_ref().and_then(|s| s.applied_spec.as_ref());
+                tenant_plan.cost = CostEstimate::of(spec, &specs.platform, applied);
+            }
+            tenants.push(tenant_plan);
         }
         let plan = Plan {
             format_version: PLAN_FORMAT_VERSION.into(),
@@ -436,11 +438,14 @@ impl Engine {
 
     /// A tenant's outputs (see [`crate::outputs`]).
     pub fn outputs(&self, state: &TenantState) -> BTreeMap<String, Output> {
-        let pg = self
-            .specs()
-            .ok()
+        let specs = self.specs().ok();
+        let pg = specs
+            .as_ref()
             .and_then(|s| PostgresConfig::resolve(&s.platform.postgres).ok());
-        tenant_outputs(state, pg.as_ref())
+        let redis = specs
+            .as_ref()
+            .and_then(|s| RedisConfig::resolve(&s.platform.redis).ok());
+        tenant_outputs(state, pg.as_ref(), redis.as_ref())
     }
 
     /// Reads every managed resource of the selected tenants back and reports what
@@ -629,6 +634,42 @@ impl Engine {
     pub fn force_unlock(&self, tenant: &TenantId, lock_id: &str) -> Result<LockInfo, Error> {
         Ok(self.store.force_unlock(tenant, lock_id)?)
     }
+}
+
+/// The providers a platform file describes, with the PostgreSQL admin connection and
+/// the AWS clients given (a library user or a test may point them elsewhere, or wrap
+/// the result with [`ProviderSet::map`]).
+pub fn platform_providers(
+    platform: &crate::spec::PlatformSpec,
+    pg: PostgresConfig,
+    aws: Arc<AwsClients>,
+    parallelism: usize,
+) -> Result<ProviderSet, Error> {
+    let mut set = ProviderSet::new();
+    let pg = Arc::new(PostgresProvider::new(pg, parallelism.clamp(1, 32)));
+    set.register(postgres::TYPES, pg.clone());
+    set.register(
+        settings::TYPES,
+        Arc::new(TenantSettingsProvider::new(pg.clone())),
+    );
+    // The vector namespace's provider is the backend the platform names.
+    match platform.vector.backend {
+        VectorBackend::Pgvector => {
+            set.register(vector::TYPES, Arc::new(PgvectorProvider::new(pg.clone())))
+        }
+    }
+    let redis = RedisConfig::resolve(&platform.redis)?;
+    set.register(redis::TYPES, Arc::new(RedisProvider::new(redis)?));
+    set.register(
+        dashboard::TYPES,
+        Arc::new(DashboardProvider::new(
+            &platform.dashboards.grafana_token_env,
+        )?),
+    );
+    set.register(s3::TYPES, Arc::new(S3Provider::new(aws.clone())));
+    set.register(iam::TYPES, Arc::new(IamProvider::new(aws.clone())));
+    set.register(elasticache::TYPES, Arc::new(ElasticacheProvider::new(aws)));
+    Ok(set)
 }
 
 /// The identity of a real object, as `import` takes it: the dotted join of whichever of

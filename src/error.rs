@@ -27,8 +27,10 @@ pub enum Error {
         address: ResourceAddress,
         source: Box<ProviderError>,
     },
+    // Not a `#[source]`: the message already includes it, and `{:#}` printers would
+    // repeat it.
     #[error("cannot set up the providers: {0}")]
-    Provider(#[from] ProviderError),
+    Provider(ProviderError),
     #[error("unknown tenant {0}: there is no specs/tenants/{0}.toml and no state for it")]
     UnknownTenant(TenantId),
     #[error(
@@ -65,4 +67,10 @@ pub enum Error {
         address: ResourceAddress,
         id: String,
     },
+}
+
+impl From<ProviderError> for Error {
+    fn from(e: ProviderError) -> Self {
+        Error::Provider(e)
+    }
 }

@@ -46,7 +46,7 @@ pub mod state;
 
 pub use apply::{ApplyOptions, ApplyReport, Progress, TenantOutcome};
 pub use drift::DriftReport;
-pub use engine::{Engine, EngineConfig, PlanOptions, import_id};
+pub use engine::{Engine, EngineConfig, PlanOptions, import_id, platform_providers};
 pub use error::Error;
 pub use plan::{Action, Plan, PlanMode};
 pub use resource::{ResourceAddress, ResourceType, TenantId};

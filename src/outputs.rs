@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use crate::provider::postgres::PostgresConfig;
+use crate::provider::redis::RedisConfig;
 use crate::resource::{ResourceType, attr_str};
 use crate::secret::REDACTED;
 use crate::state::{ResourceStatus, TenantState};
@@ -21,6 +22,7 @@ pub struct Output {
 pub fn tenant_outputs(
     state: &TenantState,
     postgres: Option<&PostgresConfig>,
+    redis: Option<&RedisConfig>,
 ) -> BTreeMap<String, Output> {
     let mut out = BTreeMap::new();
     let mut put = |name: &str, value: Value, sensitive: bool| {
@@ -94,6 +96,54 @@ pub fn tenant_outputs(
                 .unwrap_or(Value::Null),
             false,
         );
+    }
+    if let Some(user) = created(ResourceType::RedisAclUser) {
+        let name = attr_str(&user.attributes, "name").unwrap_or_default();
+        put("redis_user", json!(name), false);
+        if let Some(keys) = user.attributes.get("keys") {
+            put("redis_key_patterns", keys.clone(), false);
+        }
+        let password = attr_str(&user.attributes, "password");
+        if let Some(pw) = password {
+            put("redis_password", json!(pw), true);
+        }
+        if let Some(redis) = redis {
+            put("redis_endpoint", json!(redis.endpoint()), false);
+            if let Some(pw) = password {
+                put("redis_url", json!(redis.url_for(name, pw)), true);
+            }
+        }
+    }
+    if let Some(ns) = created(ResourceType::VectorNamespace) {
+        let a = &ns.attributes;
+        put("vector_backend", json!(attr_str(a, "backend")), false);
+        if let (Some(schema), Some(table)) = (attr_str(a, "schema"), attr_str(a, "table")) {
+            put("vector_table", json!(format!("{schema}.{table}")), false);
+        }
+        if let Some(d) = a.get("dimension") {
+            put("vector_dimension", d.clone(), false);
+        }
+        put("vector_distance", json!(attr_str(a, "distance")), false);
+    }
+    if let Some(d) = created(ResourceType::GrafanaDashboard) {
+        let a = &d.attributes;
+        put("dashboard_uid", json!(attr_str(a, "uid")), false);
+        put("dashboard_file", json!(attr_str(a, "file")), false);
+        if let (Some(base), Some(uid)) = (attr_str(a, "grafana_url"), attr_str(a, "uid")) {
+            put(
+                "dashboard_url",
+                json!(format!("{}/d/{uid}", base.trim_end_matches('/'))),
+                false,
+            );
+        }
+    }
+    if let Some(s) = created(ResourceType::TenantSettings) {
+        let a = &s.attributes;
+        for name in ["tier", "llm_model", "queries_per_minute", "sla_latency_ms"] {
+            if let Some(v) = a.get(name) {
+                put(name, v.clone(), false);
+            }
+        }
     }
     out
 }

@@ -136,6 +136,10 @@ resource_types! {
     IamRole => "iam_role",
     IamRolePolicyAttachment => "iam_role_policy_attachment",
     ElasticacheCluster => "elasticache_cluster",
+    TenantSettings => "tenant_settings",
+    RedisAclUser => "redis_acl_user",
+    VectorNamespace => "vector_namespace",
+    GrafanaDashboard => "grafana_dashboard",
 }
 
 impl fmt::Display for ResourceType {
@@ -580,6 +584,69 @@ static ELASTICACHE_CLUSTER: Schema = Schema {
     replace_note: "a cache cluster's id, region, engine and node count cannot change in place",
 };
 
+static TENANT_SETTINGS: Schema = Schema {
+    resource_type: ResourceType::TenantSettings,
+    attributes: &[
+        A::force_new("tenant"),
+        A::updatable("tier"),
+        A::updatable("sla_latency_ms"),
+        A::updatable("features"),
+        A::updatable("queries_per_minute"),
+        A::updatable("documents_per_month"),
+        A::updatable("llm_model"),
+        A::updatable("llm_max_tokens"),
+        A::updatable("demo_documents"),
+        A::updatable("vector_replicas"),
+        A::updatable("dedicated_cache"),
+    ],
+    replace_note: "the settings belong to one tenant",
+};
+
+static REDIS_ACL_USER: Schema = Schema {
+    resource_type: ResourceType::RedisAclUser,
+    attributes: &[
+        A::force_new("name"),
+        A::updatable("enabled"),
+        A::updatable("keys"),
+        A::updatable("channels"),
+        // Applied left to right as the blueprint lists them, but compared as a set:
+        // Redis reads them back in its own normal order.
+        A::updatable("commands").as_set(),
+        A::computed("password").sensitive().unreadable(),
+    ],
+    replace_note: "a Redis user's name is its identity",
+};
+
+static VECTOR_NAMESPACE: Schema = Schema {
+    resource_type: ResourceType::VectorNamespace,
+    attributes: &[
+        A::force_new("backend"),
+        A::force_new("schema"),
+        A::force_new("table"),
+        A::force_new("dimension"),
+        A::updatable("distance"),
+        A::updatable("hnsw_m"),
+        A::updatable("hnsw_ef_construction"),
+    ],
+    replace_note: "stored embeddings cannot change backend, place or dimension (they must be re-embedded)",
+};
+
+static GRAFANA_DASHBOARD: Schema = Schema {
+    resource_type: ResourceType::GrafanaDashboard,
+    attributes: &[
+        A::force_new("uid"),
+        A::force_new("file"),
+        A::updatable("grafana_url"),
+        A::updatable("title"),
+        A::updatable("tenant"),
+        A::updatable("tags").as_set(),
+        A::updatable("datasource_uid"),
+        A::updatable("sla_latency_ms"),
+        A::updatable("panels"),
+    ],
+    replace_note: "a dashboard's uid and file are its identity",
+};
+
 /// The schema of a resource type.
 pub fn schema(resource_type: ResourceType) -> &'static Schema {
     match resource_type {
@@ -589,6 +656,10 @@ pub fn schema(resource_type: ResourceType) -> &'static Schema {
         ResourceType::IamRole => &IAM_ROLE,
         ResourceType::IamRolePolicyAttachment => &IAM_ROLE_POLICY_ATTACHMENT,
         ResourceType::ElasticacheCluster => &ELASTICACHE_CLUSTER,
+        ResourceType::TenantSettings => &TENANT_SETTINGS,
+        ResourceType::RedisAclUser => &REDIS_ACL_USER,
+        ResourceType::VectorNamespace => &VECTOR_NAMESPACE,
+        ResourceType::GrafanaDashboard => &GRAFANA_DASHBOARD,
         ResourceType::PostgresSchema => &POSTGRES_SCHEMA,
         ResourceType::PostgresRole => &POSTGRES_ROLE,
         ResourceType::PostgresSchemaGrant => &POSTGRES_SCHEMA_GRANT,

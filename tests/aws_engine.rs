@@ -149,8 +149,8 @@ async fn apply_creates_the_aws_part_and_a_second_run_changes_nothing() {
 
     let (first, report) = apply(&engine, PlanMode::Normal).await;
     assert_succeeded(&report.expect("changes applied"));
-    // 6 PostgreSQL + 5 AWS resources per tenant, and the Gold tenant's cache.
-    assert_eq!(first.count(Action::Create), 3 * 11 + 1);
+    // Every tenant's resources, and the Gold tenant's cache.
+    assert_eq!(first.count(Action::Create), 3 * PER_TENANT + 1);
 
     let iam = iam_client().await;
     for (t, tier, region, glacier) in [
@@ -582,7 +582,7 @@ async fn destroy_removes_everything_even_a_versioned_bucket_with_objects_and_twi
         .await
         .unwrap();
     assert_succeeded(&report.unwrap());
-    assert_eq!(plan.count(Action::Delete), 12);
+    assert_eq!(plan.count(Action::Delete), PER_TENANT + 1);
 
     let iam = iam_client().await;
     assert!(!bucket_exists(&s3, &bucket).await, "bucket gone");
@@ -789,7 +789,7 @@ async fn twenty_tenants_in_one_run_with_parallelism_ten_all_converge() {
         .await
         .unwrap();
     assert_succeeded(&report.unwrap());
-    assert_eq!(plan.count(Action::Create), 20 * 11);
+    assert_eq!(plan.count(Action::Create), 20 * PER_TENANT);
     let s3 = s3_client("us-east-1").await;
     for t in &tenants {
         assert!(bucket_exists(&s3, &bucket_of(t)).await, "{}", t.id);

@@ -103,6 +103,33 @@ async fn every_kind_changed_or_deleted_out_of_band_is_reported_and_apply_repairs
             vec![("postgres_table_grant.documents", "changed", &["privileges"])],
         ),
         (
+            "chvector",
+            "DROP INDEX {s}.embeddings_embedding_hnsw",
+            vec![(
+                "vector_namespace.embeddings",
+                "changed",
+                &["distance", "hnsw_m", "hnsw_ef_construction"],
+            )],
+        ),
+        (
+            "chsettings",
+            "UPDATE tenantform.tenant_settings SET settings = jsonb_set(settings, '{queries_per_minute}', '5') WHERE tenant = '{id}'",
+            vec![("tenant_settings.main", "changed", &["queries_per_minute"])],
+        ),
+        (
+            "delsettings",
+            "DELETE FROM tenantform.tenant_settings WHERE tenant = '{id}'",
+            vec![("tenant_settings.main", "deleted", &[])],
+        ),
+        (
+            "delvector",
+            "DROP TABLE {s}.embeddings",
+            vec![
+                ("postgres_table_grant.embeddings", "deleted", &[]),
+                ("vector_namespace.embeddings", "deleted", &[]),
+            ],
+        ),
+        (
             "delrls",
             "DROP POLICY tenant_isolation ON {s}.documents",
             vec![("postgres_row_security.documents", "deleted", &[])],
@@ -135,6 +162,8 @@ async fn every_kind_changed_or_deleted_out_of_band_is_reported_and_apply_repairs
                 ("postgres_schema_grant.app", "deleted", &[]),
                 ("postgres_table.documents", "deleted", &[]),
                 ("postgres_table_grant.documents", "deleted", &[]),
+                ("postgres_table_grant.embeddings", "deleted", &[]),
+                ("vector_namespace.embeddings", "deleted", &[]),
             ],
         ),
     ];
@@ -149,13 +178,16 @@ async fn every_kind_changed_or_deleted_out_of_band_is_reported_and_apply_repairs
     let (code, clean) = drift_json(&ws, &[]);
     assert_eq!(code, 0, "{clean:#}");
     assert_eq!(clean["has_drift"], false);
-    assert_eq!(clean["summary"]["resources_checked"], 6 * tenants.len());
+    assert_eq!(
+        clean["summary"]["resources_checked"],
+        PER_TENANT * tenants.len()
+    );
     assert_eq!(clean["summary"]["pending_changes"], 0);
 
     let admin = ws.admin().await;
     for ((_, sql, _), t) in cases.iter().zip(&tenants) {
         admin
-            .batch_execute(&sql.replace("{s}", &t.pg_name()))
+            .batch_execute(&sql.replace("{s}", &t.pg_name()).replace("{id}", &t.id))
             .await
             .unwrap();
     }
@@ -388,8 +420,10 @@ async fn import_adopts_a_hand_made_schema() {
         plan.stdout
     );
     assert!(
-        plan.stdout
-            .contains("Plan: 5 to add, 1 to change, 0 to destroy."),
+        plan.stdout.contains(&format!(
+            "Plan: {} to add, 1 to change, 0 to destroy.",
+            PER_TENANT - 1
+        )),
         "{}",
         plan.stdout
     );
@@ -477,7 +511,7 @@ async fn drift_over_fifty_tenants_is_bounded_and_deterministic() {
         strip(wide),
         "same report whatever the parallelism"
     );
-    assert_eq!(narrow["summary"]["resources_checked"], 300);
+    assert_eq!(narrow["summary"]["resources_checked"], 50 * PER_TENANT);
     assert_eq!(narrow["summary"]["tenants_with_drift"], 8);
     let drifted: Vec<&str> = narrow["tenants"]
         .as_array()

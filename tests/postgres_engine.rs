@@ -21,7 +21,7 @@ async fn catalog(ws: &Workspace, t: &TenantDef) -> Vec<String> {
         ),
         (
             "table",
-            "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND relkind = 'r'",
+            "SELECT relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND relkind = 'r' ORDER BY relname",
         ),
         (
             "policy",
@@ -60,8 +60,10 @@ async fn apply_creates_everything_and_tenants_are_isolated() {
 
     let run = ws.run(&["apply", "--auto-approve"]).ok();
     assert!(
-        run.stdout
-            .contains("Apply complete! Resources: 22 added, 0 changed, 0 destroyed."),
+        run.stdout.contains(&format!(
+            "Apply complete! Resources: {} added, 0 changed, 0 destroyed.",
+            2 * PER_TENANT
+        )),
         "{}",
         run.all()
     );
@@ -73,6 +75,7 @@ async fn apply_creates_everything_and_tenants_are_isolated() {
                 format!("schema {name}"),
                 format!("role {name}"),
                 "table documents".to_owned(),
+                "table embeddings".to_owned(),
                 "policy tenant_isolation".to_owned()
             ]
         );
@@ -158,7 +161,9 @@ async fn apply_creates_everything_and_tenants_are_isolated() {
     assert!(!show.all().contains(&pw), "{}", show.all());
     assert!(
         show.stdout
-            .contains("postgres_password = (sensitive value)"),
+            .lines()
+            .any(|l| l.trim_start().starts_with("postgres_password ")
+                && l.ends_with("= (sensitive value)")),
         "{}",
         show.stdout
     );
@@ -226,10 +231,9 @@ async fn a_tier_change_updates_in_place_and_a_rename_replaces() {
         "{}",
         plan.stdout
     );
-    // The AWS part follows the tier too: tags and lifecycle change, Gold adds a cache.
     assert!(
         plan.stdout
-            .contains("Plan: 1 to add, 4 to change, 0 to destroy."),
+            .contains("Plan: 1 to add, 6 to change, 0 to destroy."),
         "{}",
         plan.stdout
     );
@@ -273,7 +277,7 @@ async fn a_tier_change_updates_in_place_and_a_rename_replaces() {
     );
     assert!(
         plan.stdout
-            .contains("Plan: 5 to add, 0 to change, 5 to destroy."),
+            .contains("Plan: 7 to add, 0 to change, 7 to destroy."),
         "{}",
         plan.stdout
     );
@@ -347,7 +351,8 @@ async fn destroy_removes_everything_and_twice_is_fine() {
         .run(&["destroy", "--tenant", &gone.id, "--auto-approve"])
         .ok();
     assert!(
-        run.stdout.contains("0 added, 0 changed, 11 destroyed"),
+        run.stdout
+            .contains(&format!("0 added, 0 changed, {PER_TENANT} destroyed")),
         "{}",
         run.all()
     );
@@ -358,7 +363,7 @@ async fn destroy_removes_everything_and_twice_is_fine() {
     assert!(!ws.state_file(&gone.id).exists(), "empty state is removed");
     assert_eq!(
         catalog(&ws, &keep).await.len(),
-        4,
+        5,
         "the other tenant is untouched"
     );
     ws.run(&["destroy", "--tenant", &gone.id, "--auto-approve"])
@@ -392,7 +397,7 @@ async fn a_removed_spec_is_planned_as_deletes_and_protection_survives_it() {
         .code(1)
         .contains("recorded in its state; its spec file was removed");
     ws.run(&["apply", "--auto-approve"]).code(1);
-    assert_eq!(catalog(&ws, &p).await.len(), 4, "nothing was deleted");
+    assert_eq!(catalog(&ws, &p).await.len(), 5, "nothing was deleted");
 
     // Lifting the flag takes an apply with the spec back.
     p.protected = false;
@@ -412,8 +417,9 @@ async fn a_removed_spec_is_planned_as_deletes_and_protection_survives_it() {
         plan.stdout
     );
     assert!(
-        plan.stdout
-            .contains("Plan: 0 to add, 0 to change, 11 to destroy."),
+        plan.stdout.contains(&format!(
+            "Plan: 0 to add, 0 to change, {PER_TENANT} to destroy."
+        )),
         "{}",
         plan.stdout
     );
@@ -430,7 +436,7 @@ async fn a_saved_plan_applies_once_and_is_refused_when_state_moved_on() {
     ws.run(&["plan", "--out", file]).ok();
     let json = ws.run(&["show", file, "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
-    assert_eq!(v["summary"]["add"], 11);
+    assert_eq!(v["summary"]["add"], PER_TENANT);
     ws.run(&["apply", file]).ok().contains("Apply complete!");
     // Applying the same plan again: the state it was made against is gone.
     ws.run(&["apply", file])
@@ -468,7 +474,7 @@ async fn plan_output_formats_are_machine_readable() {
     let run = ws.run(&["plan", "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan --json is JSON");
     assert_eq!(v["format_version"], "1.0");
-    assert_eq!(v["resource_changes"].as_array().unwrap().len(), 11);
+    assert_eq!(v["resource_changes"].as_array().unwrap().len(), PER_TENANT);
     assert!(
         v["resource_changes"]
             .as_array()
@@ -479,14 +485,15 @@ async fn plan_output_formats_are_machine_readable() {
     assert_eq!(v["tenants"][0]["new_tenant"], true);
     let md = ws.run(&["plan", "--markdown"]).ok();
     assert!(
-        md.stdout
-            .starts_with("### tenantform plan: 11 to add, 0 to change, 0 to destroy"),
+        md.stdout.starts_with(&format!(
+            "### tenantform plan: {PER_TENANT} to add, 0 to change, 0 to destroy"
+        )),
         "{}",
         md.stdout
     );
     assert!(
         md.stdout.contains(&format!(
-            "| `{}` | silver | us-east-1 | 11 | 0 | 0 | new tenant |",
+            "| `{}` | silver | us-east-1 | {PER_TENANT} | 0 | 0 | ₹47,000 | new tenant |",
             t.id
         )),
         "{}",
@@ -494,7 +501,7 @@ async fn plan_output_formats_are_machine_readable() {
     );
     ws.run(&["apply", "--auto-approve"]).ok();
     let list = ws.run(&["state", "list"]).ok();
-    assert_eq!(list.stdout.lines().count(), 11, "{}", list.stdout);
+    assert_eq!(list.stdout.lines().count(), PER_TENANT, "{}", list.stdout);
     let show = ws
         .run(&["state", "show", &format!("{}/postgres_role.app", t.id)])
         .ok();

@@ -22,6 +22,15 @@ fn statuses(ws: &Workspace, id: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Creates in flight of the resources whose DDL `slow_down_ddl` makes slow: the moment
+/// to kill a run in the middle of a create.
+fn ddl_in(ws: &Workspace, id: &str, status: &str) -> usize {
+    statuses(ws, id)
+        .iter()
+        .filter(|(k, s)| s == status && (k.starts_with("postgres_") || k.starts_with("vector_")))
+        .count()
+}
+
 fn count_status(ws: &Workspace, id: &str, status: &str) -> usize {
     statuses(ws, id).iter().filter(|(_, s)| s == status).count()
 }
@@ -51,6 +60,7 @@ fn complete(t: &TenantDef) -> Vec<String> {
         format!("role {n}"),
         format!("schema {n}"),
         "table documents".to_owned(),
+        "table embeddings".to_owned(),
     ];
     v.sort();
     v
@@ -75,8 +85,9 @@ fn finish(child: Child) -> Run {
 /// every resource exists once, state says `created` for each, and a plan is clean.
 #[tokio::test]
 async fn apply_killed_at_any_moment_converges_on_the_next_run() {
-    // Kill when the state shows this many created resources and one create in flight.
-    let kill_points = [0usize, 2, 4];
+    // Kill when the state shows this many created database objects (of 8) and the
+    // create of another one in flight.
+    let kill_points = [0usize, 3, 6];
     let tenants: Vec<TenantDef> = kill_points
         .iter()
         .map(|k| TenantDef::new(&format!("kill{k}"), "bronze"))
@@ -93,15 +104,21 @@ async fn apply_killed_at_any_moment_converges_on_the_next_run() {
             "--parallelism",
             "1",
         ]);
-        wait_until(
-            &format!("{}: {k} created and one creating", t.id),
-            Duration::from_secs(60),
-            || {
-                count_status(&ws, &t.id, "created") >= k
-                    && count_status(&ws, &t.id, "creating") >= 1
-            },
-        );
+        let t0 = std::time::Instant::now();
         let mut child = child;
+        while !(ddl_in(&ws, &t.id, "created") >= k && ddl_in(&ws, &t.id, "creating") >= 1) {
+            if t0.elapsed() > Duration::from_secs(60) || child.try_wait().unwrap().is_some() {
+                child.kill().ok();
+                let out = child.wait_with_output().unwrap();
+                panic!(
+                    "{}: never had {k} created and a database object being created; state: {:?}\n{}",
+                    t.id,
+                    statuses(&ws, &t.id),
+                    Run::from(out).all()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         child.kill().unwrap();
         let status = child.wait().unwrap();
         assert!(!status.success(), "the run was killed");
@@ -119,7 +136,7 @@ async fn apply_killed_at_any_moment_converges_on_the_next_run() {
     for t in &tenants {
         assert_eq!(objects(&ws, t).await, complete(t), "{}", t.id);
         let s = statuses(&ws, &t.id);
-        assert_eq!(s.len(), 6, "{}: {s:?}", t.id);
+        assert_eq!(s.len(), PER_TENANT, "{}: {s:?}", t.id);
         assert!(s.iter().all(|(_, st)| st == "created"), "{}: {s:?}", t.id);
         // The tenant's own credentials work: the password in state is the role's.
         let c = ws
@@ -180,7 +197,11 @@ async fn a_second_run_names_the_lock_holder_or_waits_for_it() {
 
     let waiter = ws.spawn(&["apply", "--auto-approve", "--lock-timeout", "2m"]);
     let first = finish(first).ok();
-    assert!(first.stdout.contains("6 added"), "{}", first.all());
+    assert!(
+        first.stdout.contains(&format!("{PER_TENANT} added")),
+        "{}",
+        first.all()
+    );
     let waiter = finish(waiter).ok();
     assert!(
         waiter.stdout.contains("No changes"),
@@ -261,8 +282,9 @@ async fn interrupt_saves_state_and_exits_130() {
 
     let s = statuses(&ws, &t.id);
     assert!(
-        !s.is_empty() && s.len() < 6,
-        "part of the work was done: {s:?}"
+        !s.is_empty() && s.len() < PER_TENANT + 1,
+        "part of the work was done (a Gold tenant has {} resources): {s:?}",
+        PER_TENANT + 1
     );
     assert!(
         s.iter().all(|(_, st)| st == "created"),
@@ -276,7 +298,8 @@ async fn interrupt_saves_state_and_exits_130() {
     ws.remove_slow_down().await;
     let run = ws.run(&["apply", "--auto-approve"]).ok();
     assert!(
-        run.stdout.contains(&format!("{} added", 6 - s.len())),
+        run.stdout
+            .contains(&format!("{} added", PER_TENANT + 1 - s.len())),
         "{}",
         run.all()
     );
@@ -525,7 +548,7 @@ async fn a_failed_step_rolls_the_new_tenant_back_completely() {
         .unwrap();
     ws.run(&["apply", "--auto-approve"])
         .ok()
-        .contains("6 added");
+        .contains(&format!("{PER_TENANT} added"));
     assert_eq!(objects(&ws, &t).await, complete(&t));
 }
 

@@ -50,6 +50,7 @@ pub fn rollback_plan(state: &TenantState) -> Plan {
             protected: state.protected,
             protected_before: state.protected,
             changes,
+            cost: None,
         }],
     }
 }

@@ -7,11 +7,15 @@
 //! filled in by providers, never here.
 
 mod aws;
+mod dashboard;
 mod postgres;
+pub mod redis;
+mod settings;
+mod vector;
 
 pub use aws::tenant_tags;
 
-use crate::resource::{Resource, TenantId};
+use crate::resource::{Resource, ResourceType, TenantId};
 use crate::spec::{PlatformSpec, TenantSpec};
 
 /// Everything one tenant should have.
@@ -33,6 +37,28 @@ pub fn tenant_blueprint(tenant: &TenantSpec, platform: &PlatformSpec) -> TenantB
         &platform.platform,
         &platform.aws,
     ));
+    let find = |t: ResourceType| {
+        resources
+            .iter()
+            .find(|r| r.address.resource_type == t)
+            .cloned()
+            .expect("the PostgreSQL part declares a schema and a role")
+    };
+    let (schema, role, schema_grant) = (
+        find(ResourceType::PostgresSchema),
+        find(ResourceType::PostgresRole),
+        find(ResourceType::PostgresSchemaGrant),
+    );
+    resources.extend(settings::resources(tenant, tier));
+    resources.extend(redis::resources(tenant, &platform.naming));
+    resources.extend(vector::resources(
+        tenant,
+        &platform.vector,
+        &schema,
+        &role,
+        &schema_grant,
+    ));
+    resources.extend(dashboard::resources(tenant, tier, &platform.dashboards));
     TenantBlueprint {
         tenant: tenant.id.clone(),
         resources,

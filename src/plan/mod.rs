@@ -18,6 +18,7 @@
 //!   takes dependents with it (`DROP SCHEMA ... CASCADE`, a role's grants);
 //! - in state, not in the blueprint: **delete**; refused for a protected tenant.
 
+pub mod cost;
 pub mod graph;
 pub mod render;
 
@@ -174,6 +175,10 @@ pub struct TenantPlan {
     pub protected_before: bool,
     /// Every resource of the tenant, no-ops included, in address order.
     pub changes: Vec<ResourceChange>,
+    /// The tenant's estimated monthly cost under this plan; `None` when its spec is
+    /// gone or the plan destroys it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<cost::CostEstimate>,
 }
 
 impl TenantPlan {
@@ -218,6 +223,23 @@ impl Plan {
 
     pub fn count(&self, action: Action) -> usize {
         self.tenants.iter().map(|t| t.count(action)).sum()
+    }
+
+    /// The estimated monthly cost of every tenant in the plan that has an estimate.
+    pub fn monthly_cost_inr(&self) -> f64 {
+        self.tenants
+            .iter()
+            .filter_map(|t| t.cost.as_ref())
+            .map(|c| c.monthly_inr)
+            .sum()
+    }
+
+    /// Warnings for tenants whose estimate exceeds their budget.
+    pub fn budget_warnings(&self) -> Vec<String> {
+        self.tenants
+            .iter()
+            .filter_map(|t| t.cost.as_ref().and_then(|c| c.warning(t.tenant.as_str())))
+            .collect()
     }
 }
 
@@ -385,6 +407,7 @@ pub fn plan_tenant(
         protected,
         protected_before: state.protected,
         changes: changes.into_values().collect(),
+        cost: None,
     })
 }
 

@@ -10,6 +10,7 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
+use super::cost::{CostEstimate, inr};
 use super::{Action, ActionReason, Plan, PlanMode, ResourceChange, TenantPlan};
 use crate::resource::{Attributes, schema};
 use crate::secret::REDACTED;
@@ -128,11 +129,15 @@ pub fn human(plan: &Plan, style: Style) -> String {
         if !plan.refreshed {
             out.push_str("(Resources were not read back: --refresh=false.)\n");
         }
+        human_warnings(&mut out, plan, style);
         return out;
     }
     out.push_str("tenantform will perform the following actions:\n");
     for t in plan.tenants.iter().filter(|t| t.has_changes()) {
         let _ = writeln!(out, "\n{}", style.bold(&tenant_heading(t)));
+        if let Some(cost) = &t.cost {
+            let _ = writeln!(out, "  {}", cost_line(cost));
+        }
         if t.protected != t.protected_before {
             let _ = writeln!(
                 out,
@@ -151,7 +156,38 @@ pub fn human(plan: &Plan, style: Style) -> String {
         "\n{}",
         style.bold(&format!("Plan: {}.", Summary::of(plan.changes())))
     );
+    if plan.tenants.iter().any(|t| t.cost.is_some()) {
+        let _ = writeln!(
+            out,
+            "Estimated monthly cost of the tenants in this plan: {}.",
+            inr(plan.monthly_cost_inr())
+        );
+    }
+    human_warnings(&mut out, plan, style);
     out
+}
+
+/// `Estimated cost: ₹56,400/month (silver in eu-west-1 at 1.2x; budget ₹6,00,000)`.
+fn cost_line(c: &CostEstimate) -> String {
+    let mut line = format!("Estimated cost: {}/month", inr(c.monthly_inr));
+    if let Some(before) = c.before_monthly_inr {
+        let _ = write!(line, " (was {}/month)", inr(before));
+    }
+    let _ = write!(
+        line,
+        " ({} in {} at {}x; budget {})",
+        c.tier,
+        c.region,
+        c.region_multiplier,
+        inr(c.budget_inr as f64)
+    );
+    line
+}
+
+fn human_warnings(out: &mut String, plan: &Plan, style: Style) {
+    for w in plan.budget_warnings() {
+        let _ = writeln!(out, "{} {w}", style.paint("33;1", "Warning:"));
+    }
 }
 
 fn human_change(out: &mut String, c: &ResourceChange, style: Style) {
@@ -314,6 +350,17 @@ pub fn json(plan: &Plan) -> Value {
                 "state_lineage": t.state_lineage,
                 "has_changes": t.has_changes(),
                 "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
+                "cost": t.cost.as_ref().map(|c| json!({
+                    "currency": "INR",
+                    "monthly_inr": c.monthly_inr,
+                    "before_monthly_inr": c.before_monthly_inr,
+                    "components": c.components,
+                    "tier": c.tier,
+                    "region": c.region,
+                    "region_multiplier": c.region_multiplier,
+                    "budget_inr": c.budget_inr,
+                    "over_budget": c.over_budget(),
+                })),
             })
         })
         .collect();
@@ -328,6 +375,8 @@ pub fn json(plan: &Plan) -> Value {
         "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
         "tenants": tenants,
         "resource_changes": resource_changes,
+        "cost": {"currency": "INR", "monthly_inr": plan.monthly_cost_inr()},
+        "warnings": plan.budget_warnings(),
     })
 }
 
@@ -339,11 +388,12 @@ pub fn markdown(plan: &Plan) -> String {
         out.push_str(
             "### tenantform plan: no changes\n\nEvery selected tenant matches its spec.\n",
         );
+        markdown_warnings(&mut out, plan);
         return out;
     }
     let _ = writeln!(out, "### tenantform plan: {s}\n");
-    out.push_str("| Tenant | Tier | Region | Add | Change | Destroy | Note |\n");
-    out.push_str("|---|---|---|---:|---:|---:|---|\n");
+    out.push_str("| Tenant | Tier | Region | Add | Change | Destroy | Monthly cost | Note |\n");
+    out.push_str("|---|---|---|---:|---:|---:|---:|---|\n");
     for t in &plan.tenants {
         let ts = Summary::of(&t.changes);
         let (tier, region) = t
@@ -361,9 +411,19 @@ pub fn markdown(plan: &Plan) -> String {
         if t.protected {
             note.push("protected");
         }
+        if t.cost.as_ref().is_some_and(CostEstimate::over_budget) {
+            note.push("over budget");
+        }
+        let cost = match &t.cost {
+            None => "-".to_owned(),
+            Some(c) => match c.before_monthly_inr {
+                Some(before) => format!("{} → {}", inr(before), inr(c.monthly_inr)),
+                None => inr(c.monthly_inr),
+            },
+        };
         let _ = writeln!(
             out,
-            "| `{}` | {tier} | {region} | {} | {} | {} | {} |",
+            "| `{}` | {tier} | {region} | {} | {} | {} | {cost} | {} |",
             t.tenant,
             ts.add,
             ts.change,
@@ -371,6 +431,14 @@ pub fn markdown(plan: &Plan) -> String {
             note.join(", ")
         );
     }
+    if plan.tenants.iter().any(|t| t.cost.is_some()) {
+        let _ = writeln!(
+            out,
+            "\nEstimated monthly cost of these tenants: **{}** (tier prices × region multipliers).",
+            inr(plan.monthly_cost_inr())
+        );
+    }
+    markdown_warnings(&mut out, plan);
     for t in plan.tenants.iter().filter(|t| t.has_changes()) {
         let _ = writeln!(
             out,
@@ -399,4 +467,10 @@ pub fn markdown(plan: &Plan) -> String {
         out.push_str("```\n\n</details>\n");
     }
     out
+}
+
+fn markdown_warnings(out: &mut String, plan: &Plan) {
+    for w in plan.budget_warnings() {
+        let _ = writeln!(out, "\n> **Warning:** {w}");
+    }
 }

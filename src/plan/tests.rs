@@ -166,10 +166,12 @@ fn a_tier_change_updates_in_place_and_adds_the_tiers_cache() {
         summary(&p),
         vec![
             "Create elasticache_cluster.cache (new in the spec)",
+            "Update grafana_dashboard.main (the spec changed)",
             "Update iam_policy.documents_access (the spec changed)",
             "Update iam_role.app (the spec changed)",
             "Update postgres_role.app (the spec changed)",
             "Update s3_bucket.documents (the spec changed)",
+            "Update tenant_settings.main (the spec changed)",
         ]
     );
     // Tags and lifecycle follow the tier; nothing is replaced.
@@ -187,7 +189,9 @@ fn a_tier_change_updates_in_place_and_adds_the_tiers_cache() {
     let change = p
         .changes
         .iter()
-        .find(|c| c.address.resource_type == ResourceType::PostgresRole)
+        .find(|c| {
+            c.action == Action::Update && c.address.resource_type == ResourceType::PostgresRole
+        })
         .unwrap();
     assert_eq!(change.attribute_changes.len(), 1);
     let a = &change.attribute_changes[0];
@@ -215,6 +219,8 @@ fn a_renamed_schema_is_replaced_with_everything_inside_it() {
             "Replace postgres_schema_grant.app (the spec changed)",
             "Replace postgres_table.documents (the spec changed)",
             "Replace postgres_table_grant.documents (the spec changed)",
+            "Replace postgres_table_grant.embeddings (the spec changed)",
+            "Replace vector_namespace.embeddings (the spec changed)",
         ]
     );
     let schema = p.changes.iter().find(|c| c.address.name == "main").unwrap();
@@ -250,8 +256,16 @@ fn replacing_one_resource_replaces_its_dependents() {
             "Replace postgres_row_security.documents (retail-chain/postgres_role.app is replaced)",
             "Replace postgres_schema_grant.app (retail-chain/postgres_role.app is replaced)",
             "Replace postgres_table_grant.documents (retail-chain/postgres_row_security.documents is replaced)",
+            "Replace postgres_table_grant.embeddings (retail-chain/postgres_schema_grant.app is replaced)",
         ]
     );
+    // The embeddings are granted anew; the table that holds them stays.
+    let ns = p
+        .changes
+        .iter()
+        .find(|c| c.address.resource_type == ResourceType::VectorNamespace)
+        .unwrap();
+    assert_eq!(ns.action, Action::NoOp);
 
     case.replace = ["retail-chain/postgres_role.nope".parse().unwrap()].into();
     assert!(matches!(
@@ -587,18 +601,18 @@ fn the_json_view_uses_terraforms_vocabulary_and_hides_secrets() {
     assert!(!json.to_string().contains("s3cret-pw"));
     assert_eq!(
         json["summary"],
-        serde_json::json!({"add": 4, "change": 0, "destroy": 4})
+        serde_json::json!({"add": 5, "change": 0, "destroy": 5})
     );
 
     let text = render::human(&plan, render::Style { color: false });
     assert!(text.contains("-/+ postgres_role.app"), "{text}");
     assert!(
-        text.contains("Plan: 4 to add, 0 to change, 4 to destroy."),
+        text.contains("Plan: 5 to add, 0 to change, 5 to destroy."),
         "{text}"
     );
     let md = render::markdown(&plan);
     assert!(
-        md.starts_with("### tenantform plan: 4 to add, 0 to change, 4 to destroy"),
+        md.starts_with("### tenantform plan: 5 to add, 0 to change, 5 to destroy"),
         "{md}"
     );
 }

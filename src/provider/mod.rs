@@ -16,11 +16,15 @@
 //!   not logged).
 
 pub mod aws;
+pub mod dashboard;
 pub mod elasticache;
 pub mod iam;
 pub mod postgres;
+pub mod redis;
 pub mod retry;
 pub mod s3;
+pub mod settings;
+pub mod vector;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -144,6 +148,25 @@ impl ProviderSet {
         for t in types {
             self.by_type.insert(*t, provider.clone());
         }
+    }
+
+    /// The same set with every provider passed through `wrap` (to count or log calls,
+    /// or inject faults). A provider serving several types is wrapped once.
+    pub fn map(self, wrap: impl Fn(Arc<dyn Provider>) -> Arc<dyn Provider>) -> ProviderSet {
+        let mut wrapped: Vec<(Arc<dyn Provider>, Arc<dyn Provider>)> = Vec::new();
+        let mut by_type = HashMap::new();
+        for (t, p) in self.by_type {
+            let w = match wrapped.iter().find(|(orig, _)| Arc::ptr_eq(orig, &p)) {
+                Some((_, w)) => w.clone(),
+                None => {
+                    let w = wrap(p.clone());
+                    wrapped.push((p, w.clone()));
+                    w
+                }
+            };
+            by_type.insert(t, w);
+        }
+        ProviderSet { by_type }
     }
 
     pub fn get(&self, resource_type: ResourceType) -> Result<&Arc<dyn Provider>, ProviderError> {

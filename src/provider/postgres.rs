@@ -235,7 +235,7 @@ pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-fn req<'a>(attrs: &'a Attributes, name: &str) -> Result<&'a str, ProviderError> {
+pub(crate) fn req<'a>(attrs: &'a Attributes, name: &str) -> Result<&'a str, ProviderError> {
     attr_str(attrs, name).ok_or_else(|| {
         ProviderError::Config(format!("attribute {name} is missing or not a string"))
     })
@@ -245,7 +245,7 @@ fn bool_attr(attrs: &Attributes, name: &str) -> bool {
     attrs.get(name).and_then(Value::as_bool).unwrap_or(false)
 }
 
-fn string_list(attrs: &Attributes, name: &str) -> Vec<String> {
+pub(crate) fn string_list(attrs: &Attributes, name: &str) -> Vec<String> {
     attrs
         .get(name)
         .and_then(Value::as_array)
@@ -280,7 +280,7 @@ impl PostgresProvider {
     }
 
     /// Runs `sql` (one or more statements, as one implicit transaction) with retries.
-    async fn batch(&self, sql: &str) -> Result<(), ProviderError> {
+    pub(crate) async fn batch(&self, sql: &str) -> Result<(), ProviderError> {
         self.retry
             .run(SERVICE, || async {
                 let client = self.pool.get().await?;
@@ -290,7 +290,7 @@ impl PostgresProvider {
     }
 
     /// Runs a query with text parameters and returns its rows, with retries.
-    async fn query(
+    pub(crate) async fn query(
         &self,
         sql: &str,
         params: &[&str],
@@ -311,17 +311,21 @@ impl PostgresProvider {
         Ok(!self.query(sql, params).await?.is_empty())
     }
 
-    async fn role_exists(&self, role: &str) -> Result<bool, ProviderError> {
+    pub(crate) async fn role_exists(&self, role: &str) -> Result<bool, ProviderError> {
         self.exists("SELECT 1 FROM pg_roles WHERE rolname = $1", &[role])
             .await
     }
 
-    async fn schema_exists(&self, schema: &str) -> Result<bool, ProviderError> {
+    pub(crate) async fn schema_exists(&self, schema: &str) -> Result<bool, ProviderError> {
         self.exists("SELECT 1 FROM pg_namespace WHERE nspname = $1", &[schema])
             .await
     }
 
-    async fn table_exists(&self, schema: &str, table: &str) -> Result<bool, ProviderError> {
+    pub(crate) async fn table_exists(
+        &self,
+        schema: &str,
+        table: &str,
+    ) -> Result<bool, ProviderError> {
         self.exists(
             "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
@@ -469,7 +473,7 @@ impl PostgresProvider {
 
     // --- grants -------------------------------------------------------------------
 
-    async fn read_privileges(
+    pub(crate) async fn read_privileges(
         &self,
         acl_sql: &str,
         params: &[&str],
@@ -487,7 +491,12 @@ impl PostgresProvider {
     }
 
     /// GRANT what is desired and not there, REVOKE what is there and not desired.
-    fn grant_sql(on: &str, role: &str, desired: &[String], present: &[String]) -> String {
+    pub(crate) fn grant_sql(
+        on: &str,
+        role: &str,
+        desired: &[String],
+        present: &[String],
+    ) -> String {
         let mut sql = String::new();
         let grant: Vec<&str> = desired
             .iter()
@@ -512,7 +521,7 @@ impl PostgresProvider {
         format!("SELECT nspacl FROM pg_namespace WHERE nspname = ${schema_param}")
     }
 
-    fn table_acl() -> &'static str {
+    pub(crate) fn table_acl() -> &'static str {
         "SELECT c.relacl FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
          WHERE n.nspname = $1 AND c.relname = $2"
     }

@@ -111,13 +111,20 @@ pub fn from_toml_error(file: &Path, source: &str, err: &toml::de::Error) -> Spec
         "remove the key or correct its spelling".to_owned()
     } else if message.starts_with("missing field") {
         "add the key; see the example specs in specs/ and the README's spec format".to_owned()
+    } else if message.starts_with("unknown variant") {
+        "use one of the values the message lists".to_owned()
     } else if message.starts_with("invalid type") {
         "write the value with the type the message expects (strings in quotes, numbers without)"
             .to_owned()
     } else {
         "fix the TOML syntax at this place".to_owned()
     };
-    let field = field_in_message(&message);
+    // In "unknown variant `x`, expected ..." the quoted word is the value, not a key.
+    let field = if message.starts_with("unknown variant") {
+        None
+    } else {
+        field_in_message(&message)
+    };
     let mut d = SpecDiagnostic::new(file, message, fix);
     if let Some(field) = field {
         d = d.field(field);

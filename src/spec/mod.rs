@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 
 pub use diagnostic::{SpecDiagnostic, SpecErrors, line_and_column};
 pub use platform::{
-    ApprovalRules, AwsSettings, DataClassification, LlmSettings, Naming, PlatformInfo,
-    PlatformSpec, PostgresEndpoint, RateLimits, Region, Tier, TierFeatures, render_name,
+    ApprovalRules, AwsSettings, DashboardSettings, DataClassification, LlmSettings, Naming,
+    PlatformInfo, PlatformSpec, PostgresEndpoint, RateLimits, RedisEndpoint, Region, Tier,
+    TierFeatures, VectorBackend, VectorDistance, VectorSettings, render_name, resolve_path,
 };
 pub use tenant::TenantSpec;
 

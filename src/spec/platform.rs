@@ -2,7 +2,7 @@
 //! classifications and approval rules. One file for the whole platform.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +17,12 @@ pub struct PlatformSpec {
     pub postgres: PostgresEndpoint,
     #[serde(default)]
     pub aws: AwsSettings,
+    #[serde(default)]
+    pub redis: RedisEndpoint,
+    #[serde(default)]
+    pub vector: VectorSettings,
+    #[serde(default)]
+    pub dashboards: DashboardSettings,
     #[serde(default)]
     pub naming: Naming,
     /// Tier name (`gold`) to what the tier gets.
@@ -95,6 +101,8 @@ pub struct Naming {
     pub iam_role: String,
     pub iam_policy: String,
     pub cache_cluster: String,
+    /// The tenant's ACL user on the shared Redis.
+    pub redis_user: String,
 }
 
 impl Default for Naming {
@@ -106,15 +114,17 @@ impl Default for Naming {
             iam_role: "rag-{id}-app".into(),
             iam_policy: "rag-{id}-documents-access".into(),
             cache_cluster: "rag-{id}".into(),
+            redis_user: "tenant_{id_}".into(),
         }
     }
 }
 
 impl Naming {
-    fn templates(&self) -> [(&'static str, &str); 2] {
+    fn templates(&self) -> [(&'static str, &str); 3] {
         [
             ("postgres_schema", &self.postgres_schema),
             ("postgres_role", &self.postgres_role),
+            ("redis_user", &self.redis_user),
         ]
     }
 
@@ -127,6 +137,142 @@ impl Naming {
             ("cache_cluster", &self.cache_cluster, 40),
         ]
     }
+}
+
+/// The shared Redis on which every tenant gets an ACL user. The URL (with the admin
+/// password in it) comes from an environment variable, never from the file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisEndpoint {
+    /// The environment variable holding `redis://USER:PASSWORD@HOST:PORT/DB`.
+    pub url_env: String,
+    /// Run `ACL SAVE` after every change, so that users survive a restart of Redis.
+    /// Needs an `aclfile` in the server's configuration; off by default, in which
+    /// case a restarted Redis shows up as drift and the next apply re-creates the users.
+    pub acl_save: bool,
+}
+
+impl Default for RedisEndpoint {
+    fn default() -> Self {
+        RedisEndpoint {
+            url_env: "REDIS_URL".into(),
+            acl_save: false,
+        }
+    }
+}
+
+/// Which store holds the tenants' embeddings, and their shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VectorSettings {
+    /// The provider of `vector_namespace` resources.
+    pub backend: VectorBackend,
+    /// Dimensions of every embedding (the embedding model's output size).
+    pub dimension: u32,
+    /// The distance the index is built for.
+    pub distance: VectorDistance,
+    /// The embeddings table in each tenant's schema (pgvector).
+    pub table: String,
+    /// HNSW index parameters (pgvector's defaults).
+    pub hnsw_m: u32,
+    pub hnsw_ef_construction: u32,
+}
+
+impl Default for VectorSettings {
+    fn default() -> Self {
+        VectorSettings {
+            backend: VectorBackend::Pgvector,
+            dimension: 1536,
+            distance: VectorDistance::Cosine,
+            table: "embeddings".into(),
+            hnsw_m: 16,
+            hnsw_ef_construction: 64,
+        }
+    }
+}
+
+/// A vector store. Each variant is served by its own provider; a collection per
+/// tenant in Qdrant or a namespace in Pinecone would be further variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VectorBackend {
+    /// A table with a `vector` column and an HNSW index, in the tenant's schema.
+    Pgvector,
+}
+
+impl VectorBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VectorBackend::Pgvector => "pgvector",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VectorDistance {
+    Cosine,
+    L2,
+    InnerProduct,
+}
+
+impl VectorDistance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VectorDistance::Cosine => "cosine",
+            VectorDistance::L2 => "l2",
+            VectorDistance::InnerProduct => "inner_product",
+        }
+    }
+}
+
+/// Where the tenants' Grafana dashboards go.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardSettings {
+    /// Directory for dashboard JSON files, read by a Grafana file provider. A relative
+    /// path is relative to the directory of platform.toml, not to the working
+    /// directory, so that every run writes to the same place.
+    pub dir: PathBuf,
+    /// Also upload each dashboard through Grafana's HTTP API (`POST /api/dashboards/db`).
+    pub grafana_url: Option<String>,
+    /// The environment variable holding a Grafana service-account token.
+    pub grafana_token_env: String,
+    /// The Prometheus data source the panels query.
+    pub datasource_uid: String,
+    /// `dir` made absolute (filled in when the file is loaded).
+    #[serde(skip)]
+    pub resolved_dir: PathBuf,
+}
+
+impl Default for DashboardSettings {
+    fn default() -> Self {
+        DashboardSettings {
+            dir: "dashboards".into(),
+            grafana_url: None,
+            grafana_token_env: "GRAFANA_TOKEN".into(),
+            datasource_uid: "prometheus".into(),
+            resolved_dir: PathBuf::new(),
+        }
+    }
+}
+
+/// `base.join(path)`, absolute, with `.` and `..` removed without touching the disk
+/// (the directory need not exist yet).
+pub fn resolve_path(base: &Path, path: &Path) -> PathBuf {
+    let joined = base.join(path);
+    let absolute = std::path::absolute(&joined).unwrap_or(joined);
+    let mut out = PathBuf::new();
+    for c in absolute.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Fills a name template for one tenant.
@@ -232,8 +378,10 @@ pub struct ApprovalRules {
 impl PlatformSpec {
     /// Parses and checks `platform.toml`; `path` is only used in messages.
     pub fn parse(path: &Path, source: &str) -> Result<PlatformSpec, Vec<SpecDiagnostic>> {
-        let spec: PlatformSpec =
+        let mut spec: PlatformSpec =
             toml::from_str(source).map_err(|e| vec![from_toml_error(path, source, &e)])?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        spec.dashboards.resolved_dir = resolve_path(base, &spec.dashboards.dir);
         let problems = spec.check(path, source);
         if problems.is_empty() {
             Ok(spec)
@@ -413,6 +561,7 @@ impl PlatformSpec {
                 ));
             }
         }
+        problems.extend(self.check_stack(path, source));
         for tier in self.approval.tiers.keys() {
             if !self.tiers.contains_key(tier) {
                 problems.push(place(
@@ -425,6 +574,118 @@ impl PlatformSpec {
                     "[approval",
                 ));
             }
+        }
+        problems
+    }
+
+    /// The Redis, vector and dashboard sections.
+    fn check_stack(&self, path: &Path, source: &str) -> Vec<SpecDiagnostic> {
+        let mut problems = Vec::new();
+        let place = |d: SpecDiagnostic, needle: &str| match source.find(needle) {
+            Some(offset) => d.at(source, offset),
+            None => d,
+        };
+        let v = &self.vector;
+        // pgvector's HNSW index takes vectors of up to 2000 dimensions.
+        if !(1..=2000).contains(&v.dimension) {
+            problems.push(place(
+                SpecDiagnostic::new(
+                    path,
+                    format!("dimension {} is out of range", v.dimension),
+                    "set the embedding model's output size, 1 to 2000 (an HNSW index takes no more)",
+                )
+                .field("vector.dimension"),
+                "dimension",
+            ));
+        }
+        if !(2..=100).contains(&v.hnsw_m) {
+            problems.push(place(
+                SpecDiagnostic::new(
+                    path,
+                    format!("hnsw_m {} is out of range", v.hnsw_m),
+                    "use 2 to 100 (default 16)",
+                )
+                .field("vector.hnsw_m"),
+                "hnsw_m",
+            ));
+        }
+        if !(4..=1000).contains(&v.hnsw_ef_construction) || v.hnsw_ef_construction < 2 * v.hnsw_m {
+            problems.push(place(
+                SpecDiagnostic::new(
+                    path,
+                    format!(
+                        "hnsw_ef_construction {} is out of range",
+                        v.hnsw_ef_construction
+                    ),
+                    "use 4 to 1000 and at least twice hnsw_m (default 64)",
+                )
+                .field("vector.hnsw_ef_construction"),
+                "hnsw_ef_construction",
+            ));
+        }
+        let plain_identifier = |s: &str| {
+            s.starts_with(|c: char| c.is_ascii_lowercase())
+                && s.len() <= 40
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        };
+        if !plain_identifier(&v.table) || v.table == "documents" {
+            problems.push(place(
+                SpecDiagnostic::new(
+                    path,
+                    format!("table name {:?} is not usable", v.table),
+                    "use lowercase letters, digits and underscores, starting with a letter, other than \"documents\" (e.g. \"embeddings\")",
+                )
+                .field("vector.table"),
+                "table",
+            ));
+        }
+        if self.redis.url_env.trim().is_empty() {
+            problems.push(place(
+                SpecDiagnostic::new(
+                    path,
+                    "the variable name is empty",
+                    "name the environment variable holding the Redis URL, e.g. \"REDIS_URL\"",
+                )
+                .field("redis.url_env"),
+                "[redis]",
+            ));
+        }
+        let d = &self.dashboards;
+        if d.dir.as_os_str().is_empty() {
+            problems.push(place(
+                SpecDiagnostic::new(
+                    path,
+                    "the dashboards directory is empty",
+                    "set dir, e.g. \"../dashboards\" (relative to this file)",
+                )
+                .field("dashboards.dir"),
+                "[dashboards]",
+            ));
+        }
+        if let Some(url) = &d.grafana_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            problems.push(place(
+                SpecDiagnostic::new(
+                    path,
+                    format!("{url:?} is not an http(s) URL"),
+                    "write Grafana's base URL, e.g. \"http://grafana:3000\"",
+                )
+                .field("dashboards.grafana_url"),
+                "grafana_url",
+            ));
+        }
+        if d.datasource_uid.trim().is_empty() {
+            problems.push(place(
+                SpecDiagnostic::new(
+                    path,
+                    "the data source uid is empty",
+                    "set the uid of the Prometheus data source in Grafana",
+                )
+                .field("dashboards.datasource_uid"),
+                "datasource_uid",
+            ));
         }
         problems
     }

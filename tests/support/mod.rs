@@ -15,11 +15,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tenantform::provider::{CreateMode, Provider, ProviderError, ProviderSet};
+use tenantform::provider::{CreateMode, Provider, ProviderError};
 use tenantform::resource::{Attributes, Resource, ResourceAddress};
 use tokio_postgres::{Client, NoTls};
 
+/// Resources a Silver or Bronze tenant gets: 7 PostgreSQL (schema, role, two grants on
+/// the schema and documents, the documents table, its row security, the embeddings
+/// grant), the vector namespace, tier settings, a Redis user, a dashboard, and 5 AWS
+/// (bucket, bucket policy, IAM policy, role, attachment). Gold adds its cache cluster.
+pub const PER_TENANT: usize = 16;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_tenantform");
+
+/// The binary under test: `TENANTFORM_TEST_BIN` when set (a release build, or a copy
+/// kept apart from a target directory that other checkouts build into), else the one
+/// cargo built for these tests.
+pub fn bin() -> PathBuf {
+    std::env::var_os("TENANTFORM_TEST_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(BIN))
+}
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -237,7 +252,7 @@ impl Workspace {
 
     /// The command with this workspace's directories and database.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
+        let mut c = Command::new(bin());
         c.args(args)
             .arg("--specs")
             .arg(self.specs())
@@ -296,11 +311,14 @@ impl Workspace {
 
     /// Makes every DDL statement in this workspace's database take `seconds` longer,
     /// so that a test can act while an apply is in the middle of its work.
+    /// The pgvector extension is created first: its script runs hundreds of DDL
+    /// commands, which the slow-down would otherwise stretch to minutes.
     pub async fn slow_down_ddl(&self, seconds: f64) {
         self.admin()
             .await
             .batch_execute(&format!(
-                "CREATE FUNCTION slow_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ \
+                "CREATE EXTENSION IF NOT EXISTS vector; \
+                 CREATE FUNCTION slow_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ \
                  BEGIN PERFORM pg_sleep({seconds}); END $$; \
                  CREATE EVENT TRIGGER slow_ddl ON ddl_command_end EXECUTE FUNCTION slow_ddl();"
             ))
@@ -317,10 +335,70 @@ impl Workspace {
     }
 }
 
+impl Workspace {
+    /// The directory the dashboards go to (`../dashboards` from the specs).
+    pub fn dashboards(&self) -> PathBuf {
+        self.dir.path().join("dashboards")
+    }
+
+    /// An attribute of a resource in a tenant's state.
+    pub fn state_attr(&self, id: &str, key: &str, attr: &str) -> serde_json::Value {
+        self.state_json(id).expect("state")["resources"][key]["attributes"][attr].clone()
+    }
+
+    /// A Redis connection as the tenant's own ACL user.
+    pub async fn tenant_redis(
+        &self,
+        t: &TenantDef,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        let password = self.state_attr(&t.id, "redis_acl_user.app", "password");
+        redis_as(
+            &t.pg_name(),
+            password.as_str().expect("redis password in state"),
+        )
+        .await
+    }
+}
+
+/// A Redis connection as the stack's admin.
+pub async fn redis_admin() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(env("REDIS_URL"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("admin Redis connection")
+}
+
+/// A Redis connection as `user` (AUTH happens on connect).
+pub async fn redis_as(
+    user: &str,
+    password: &str,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let url = env("REDIS_URL");
+    let endpoint = url.rsplit_once('@').map(|(_, e)| e).unwrap_or(&url);
+    let endpoint = endpoint.trim_start_matches("redis://");
+    redis::Client::open(format!("redis://{user}:{password}@{endpoint}"))?
+        .get_multiplexed_async_connection()
+        .await
+}
+
+/// Runs one Redis command given as words.
+pub async fn redis_cmd(
+    c: &mut redis::aio::MultiplexedConnection,
+    words: &[&str],
+) -> redis::RedisResult<redis::Value> {
+    let mut cmd = redis::cmd(words[0]);
+    for w in &words[1..] {
+        cmd.arg(*w);
+    }
+    cmd.query_async(c).await
+}
+
 impl Drop for Workspace {
     fn drop(&mut self) {
         let database = self.database.clone();
         let roles: Vec<String> = self.tenants.iter().map(|t| t.pg_name()).collect();
+        let redis_users = roles.clone();
         // Drop runs inside the test's runtime: clean up on a thread with its own.
         let _ = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
@@ -339,6 +417,13 @@ impl Drop for Workspace {
                     let _ = c
                         .batch_execute(&format!("DROP ROLE IF EXISTS \"{r}\""))
                         .await;
+                }
+                if let Ok(client) = redis::Client::open(env("REDIS_URL"))
+                    && let Ok(mut r) = client.get_multiplexed_async_connection().await
+                {
+                    for u in redis_users {
+                        let _ = redis_cmd(&mut r, &["ACL", "DELUSER", &u]).await;
+                    }
                 }
             });
         })
@@ -416,10 +501,7 @@ pub fn exists(path: &Path) -> bool {
 /// counted.
 pub async fn engine(ws: &Workspace, counter: Option<Arc<AtomicUsize>>) -> tenantform::Engine {
     use tenantform::provider::aws::AwsClients;
-    use tenantform::provider::elasticache::{self, ElasticacheProvider};
-    use tenantform::provider::iam::{self, IamProvider};
-    use tenantform::provider::postgres::{self, PostgresConfig, PostgresProvider};
-    use tenantform::provider::s3::{self, S3Provider};
+    use tenantform::provider::postgres::PostgresConfig;
 
     let specs = tenantform::spec::Specs::load(&ws.specs()).expect("workspace specs are valid");
     let pg = PostgresConfig {
@@ -430,26 +512,23 @@ pub async fn engine(ws: &Workspace, counter: Option<Arc<AtomicUsize>>) -> tenant
         database: ws.database.clone(),
     };
     let aws = Arc::new(AwsClients::new(aws_config().await, &specs.platform.aws));
-    let wrap = |p: Arc<dyn Provider>| -> Arc<dyn Provider> {
-        match &counter {
-            Some(c) => Arc::new(CountingProvider {
+    // Redis comes from REDIS_URL, as the platform file says. When the stack was brought
+    // up by this process (not exported by scripts/test), export it here.
+    if std::env::var_os("REDIS_URL").is_none() {
+        // SAFETY: every test sets the same value, before its providers read it.
+        unsafe { std::env::set_var("REDIS_URL", env("REDIS_URL")) };
+    }
+    let set = tenantform::platform_providers(&specs.platform, pg, aws, 10)
+        .expect("providers of the workspace");
+    let set = match &counter {
+        Some(c) => set.map(|p| -> Arc<dyn Provider> {
+            Arc::new(CountingProvider {
                 inner: p,
                 mutating: c.clone(),
-            }),
-            None => p,
-        }
+            })
+        }),
+        None => set,
     };
-    let mut set = ProviderSet::new();
-    set.register(
-        postgres::TYPES,
-        wrap(Arc::new(PostgresProvider::new(pg, 10))),
-    );
-    set.register(s3::TYPES, wrap(Arc::new(S3Provider::new(aws.clone()))));
-    set.register(iam::TYPES, wrap(Arc::new(IamProvider::new(aws.clone()))));
-    set.register(
-        elasticache::TYPES,
-        wrap(Arc::new(ElasticacheProvider::new(aws))),
-    );
     tenantform::Engine::with_providers(
         tenantform::EngineConfig {
             specs_dir: ws.specs(),

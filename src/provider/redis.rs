@@ -1,0 +1,460 @@
+//! Redis: one ACL user per tenant on the shared Redis.
+//!
+//! Passwords are sent as SHA-256 digests (`#<hex>`), so the plain password never
+//! reaches the server, its slow log or a `MONITOR` session. `ACL GETUSER` reads a
+//! user back; its command rules come back in Redis's own normal form, which the
+//! blueprint states in the same way.
+//!
+//! Users set with `ACL SETUSER` live in the server's memory. With `acl_save = true`
+//! (and an `aclfile` configured on the server) every change is followed by `ACL
+//! SAVE`; otherwise a restarted Redis shows up as drift and the next apply re-creates
+//! the users, with new passwords.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncConnectionConfig, Value};
+use serde_json::{Value as Json, json};
+use sha2::{Digest, Sha256};
+
+use super::retry::RetryPolicy;
+use super::{CreateMode, Provider, ProviderError};
+use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType, attr_str};
+use crate::secret::{Secret, generate_password};
+use crate::spec::RedisEndpoint;
+
+const SERVICE: &str = "Redis";
+
+/// The resource types this provider serves.
+pub const TYPES: &[ResourceType] = &[ResourceType::RedisAclUser];
+
+/// Where the shared Redis is; the URL carries the admin credentials.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    pub url: Secret,
+    pub acl_save: bool,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("endpoint", &self.endpoint())
+            .field("acl_save", &self.acl_save)
+            .finish()
+    }
+}
+
+impl RedisConfig {
+    /// The platform file's settings with the URL from the variable they name.
+    pub fn resolve(endpoint: &RedisEndpoint) -> Result<Self, ProviderError> {
+        let var = &endpoint.url_env;
+        let url = std::env::var(var).ok().filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+            ProviderError::Config(format!(
+                "the Redis URL is not set: export {var}=redis://USER:PASSWORD@HOST:PORT/0 (the variable is named by [redis] url_env in platform.toml; `scripts/stack env` prints a working one)"
+            ))
+        })?;
+        if redis::Client::open(url.as_str()).is_err() {
+            // The URL itself is not repeated: it holds a password.
+            return Err(ProviderError::Config(format!(
+                "{var} is not a Redis URL; write it as redis://USER:PASSWORD@HOST:PORT/DB"
+            )));
+        }
+        Ok(RedisConfig {
+            url: Secret::new(url),
+            acl_save: endpoint.acl_save,
+        })
+    }
+
+    /// `host:port` (and database) of the URL, without credentials, for outputs.
+    pub fn endpoint(&self) -> String {
+        let url = self.url.expose();
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+        rest.to_owned()
+    }
+
+    /// A URL for `user`, with the password left for the caller to put in.
+    pub fn url_for(&self, user: &str, password: &str) -> String {
+        let url = self.url.expose();
+        let scheme = url.split_once("://").map_or("redis", |(s, _)| s);
+        format!("{scheme}://{user}:{password}@{}", self.endpoint())
+    }
+}
+
+/// The SHA-256 of a password in hex, as `ACL SETUSER ... #<hash>` takes it and `ACL
+/// GETUSER` shows it.
+pub fn password_hash(password: &str) -> String {
+    Sha256::digest(password.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn redis_error(e: &redis::RedisError) -> ProviderError {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        ProviderError::Unreachable {
+            service: SERVICE,
+            detail: e.to_string(),
+        }
+    } else {
+        ProviderError::Api {
+            service: SERVICE,
+            code: e.code().unwrap_or("ERR").to_owned(),
+            message: e.detail().map_or_else(|| e.to_string(), str::to_owned),
+            retryable: e.code() == Some("LOADING") || e.code() == Some("BUSY"),
+        }
+    }
+}
+
+fn req<'a>(attrs: &'a Attributes, name: &str) -> Result<&'a str, ProviderError> {
+    attr_str(attrs, name).ok_or_else(|| {
+        ProviderError::Config(format!("attribute {name} is missing or not a string"))
+    })
+}
+
+fn string_list(attrs: &Attributes, name: &str) -> Vec<String> {
+    attrs
+        .get(name)
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A reply value as text (bulk and simple strings, numbers).
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        Value::VerbatimString { text, .. } => Some(text.clone()),
+        Value::Int(i) => Some(i.to_string()),
+        Value::Okay => Some("OK".into()),
+        _ => None,
+    }
+}
+
+/// The items of an array or set reply.
+fn items(v: &Value) -> Vec<&Value> {
+    match v {
+        Value::Array(a) | Value::Set(a) => a.iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// An `ACL GETUSER` reply as field -> value (RESP2 sends a flat array of pairs).
+fn fields(v: &Value) -> Vec<(String, &Value)> {
+    match v {
+        Value::Map(m) => m
+            .iter()
+            .filter_map(|(k, v)| text(k).map(|k| (k, v)))
+            .collect(),
+        Value::Array(a) => a
+            .chunks(2)
+            .filter_map(|p| match p {
+                [k, v] => text(k).map(|k| (k, v)),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The attributes of a user as `ACL GETUSER` describes it.
+fn user_attributes(name: &str, reply: &Value) -> Attributes {
+    let mut enabled = false;
+    let mut keys = Vec::new();
+    let mut channels = Vec::new();
+    let mut commands = Vec::new();
+    let words = |v: &Value| -> Vec<String> {
+        text(v)
+            .map(|s| s.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_else(|| items(v).iter().filter_map(|i| text(i)).collect())
+    };
+    for (field, v) in fields(reply) {
+        match field.as_str() {
+            "flags" => enabled = items(v).iter().filter_map(|f| text(f)).any(|f| f == "on"),
+            "keys" => {
+                keys = words(v)
+                    .into_iter()
+                    .map(|k| k.strip_prefix('~').map(str::to_owned).unwrap_or(k))
+                    .collect()
+            }
+            "channels" => {
+                channels = words(v)
+                    .into_iter()
+                    .map(|c| c.strip_prefix('&').map(str::to_owned).unwrap_or(c))
+                    .collect()
+            }
+            "commands" => commands = words(v),
+            _ => {}
+        }
+    }
+    Attributes::from([
+        ("name".into(), json!(name)),
+        ("enabled".into(), json!(enabled)),
+        ("keys".into(), json!(keys)),
+        ("channels".into(), json!(channels)),
+        ("commands".into(), json!(commands)),
+    ])
+}
+
+/// The `ACL SETUSER` arguments after the name that set everything but the password.
+fn rule_args(attrs: &Attributes) -> Vec<String> {
+    let enabled = attrs
+        .get("enabled")
+        .and_then(Json::as_bool)
+        .unwrap_or(false);
+    let mut args = vec![
+        if enabled { "on" } else { "off" }.to_owned(),
+        "resetkeys".into(),
+    ];
+    args.extend(string_list(attrs, "keys").iter().map(|k| format!("~{k}")));
+    args.push("resetchannels".into());
+    args.extend(
+        string_list(attrs, "channels")
+            .iter()
+            .map(|c| format!("&{c}")),
+    );
+    args.push("nocommands".into());
+    args.extend(string_list(attrs, "commands"));
+    args
+}
+
+/// ACL users on one Redis.
+pub struct RedisProvider {
+    config: RedisConfig,
+    client: redis::Client,
+    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    retry: RetryPolicy,
+}
+
+impl RedisProvider {
+    pub fn new(config: RedisConfig) -> Result<Self, ProviderError> {
+        let client = redis::Client::open(config.url.expose())
+            .map_err(|_| ProviderError::Config("the Redis URL is not valid".into()))?;
+        Ok(RedisProvider {
+            config,
+            client,
+            connection: tokio::sync::Mutex::new(None),
+            retry: RetryPolicy::DEFAULT,
+        })
+    }
+
+    pub fn config(&self) -> &RedisConfig {
+        &self.config
+    }
+
+    async fn connection(&self) -> Result<MultiplexedConnection, ProviderError> {
+        let mut slot = self.connection.lock().await;
+        if let Some(c) = slot.as_ref() {
+            return Ok(c.clone());
+        }
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(10)))
+            .set_response_timeout(Some(Duration::from_secs(10)));
+        let c = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| redis_error(&e))?;
+        *slot = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Runs one command with retries; a broken connection is dropped and reopened.
+    async fn call(&self, args: &[String]) -> Result<Value, ProviderError> {
+        self.retry
+            .run(SERVICE, || async {
+                let mut c = self.connection().await?;
+                let mut cmd = redis::cmd(&args[0]);
+                for a in &args[1..] {
+                    cmd.arg(a);
+                }
+                match cmd.query_async::<Value>(&mut c).await {
+                    Ok(v) => Ok(v),
+                    Err(e) => {
+                        let err = redis_error(&e);
+                        if matches!(err, ProviderError::Unreachable { .. }) {
+                            *self.connection.lock().await = None;
+                        }
+                        Err(err)
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn get_user(&self, name: &str) -> Result<Option<Value>, ProviderError> {
+        let reply = self
+            .call(&["ACL".into(), "GETUSER".into(), name.into()])
+            .await?;
+        Ok(match reply {
+            Value::Nil => None,
+            v => Some(v),
+        })
+    }
+
+    async fn set_user(&self, name: &str, args: Vec<String>) -> Result<(), ProviderError> {
+        let mut all = vec!["ACL".to_owned(), "SETUSER".into(), name.into()];
+        all.extend(args);
+        self.call(&all).await?;
+        self.persist().await
+    }
+
+    async fn persist(&self) -> Result<(), ProviderError> {
+        if !self.config.acl_save {
+            return Ok(());
+        }
+        self.call(&["ACL".into(), "SAVE".into()]).await.map(|_| ()).map_err(|e| {
+            ProviderError::Config(format!(
+                "ACL SAVE failed ({e}); configure `aclfile` on the Redis server or set acl_save = false under [redis] in platform.toml"
+            ))
+        })
+    }
+}
+
+#[async_trait]
+impl Provider for RedisProvider {
+    async fn read(
+        &self,
+        _address: &ResourceAddress,
+        current: &Attributes,
+    ) -> Result<Option<Attributes>, ProviderError> {
+        let name = req(current, "name")?;
+        Ok(self
+            .get_user(name)
+            .await?
+            .map(|reply| user_attributes(name, &reply)))
+    }
+
+    async fn create(
+        &self,
+        resource: &Resource,
+        mode: CreateMode,
+    ) -> Result<Attributes, ProviderError> {
+        let a = &resource.attributes;
+        let name = req(a, "name")?;
+        if mode == CreateMode::Fresh && self.get_user(name).await?.is_some() {
+            return Err(ProviderError::AlreadyExists {
+                what: format!("Redis ACL user {name:?}"),
+            });
+        }
+        // Resume: the user may exist from the interrupted run, with a password nobody
+        // recorded; `reset` gives it a new one along with the rules.
+        let password = generate_password(32);
+        let mut args = vec!["reset".to_owned(), format!("#{}", password_hash(&password))];
+        args.extend(rule_args(a));
+        self.set_user(name, args).await?;
+        Ok(Attributes::from([("password".into(), json!(password))]))
+    }
+
+    async fn update(
+        &self,
+        resource: &Resource,
+        current: &Attributes,
+        _changed: &[String],
+    ) -> Result<Attributes, ProviderError> {
+        let a = &resource.attributes;
+        let name = req(a, "name")?;
+        // The recorded password is set again, so that an update also repairs a user
+        // that lost it (or was re-created by hand).
+        let mut args = vec!["resetpass".to_owned()];
+        match attr_str(current, "password") {
+            Some(pw) => args.push(format!("#{}", password_hash(pw))),
+            None => {
+                return Err(ProviderError::Config(format!(
+                    "state holds no password for Redis user {name:?}; replace it with --replace {}",
+                    resource.address
+                )));
+            }
+        }
+        args.extend(rule_args(a));
+        self.set_user(name, args).await?;
+        Ok(Attributes::new())
+    }
+
+    async fn delete(
+        &self,
+        _address: &ResourceAddress,
+        current: &Attributes,
+    ) -> Result<(), ProviderError> {
+        let name = req(current, "name")?;
+        // DELUSER of a missing user answers 0; it also disconnects the user's clients.
+        self.call(&["ACL".into(), "DELUSER".into(), name.into()])
+            .await?;
+        self.persist().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn password_hash_is_hex_sha256() {
+        assert_eq!(
+            password_hash("pw123"),
+            "23d47445adfb8991789b459b6ba1b974d727d310aa9d80b7c2875b9430c0ba25"
+        );
+    }
+
+    #[test]
+    fn getuser_reply_becomes_attributes() {
+        let b = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![
+            b("flags"),
+            Value::Array(vec![b("on"), b("sanitize-payload")]),
+            b("passwords"),
+            Value::Array(vec![b("abc")]),
+            b("commands"),
+            b("+@all -@dangerous"),
+            b("keys"),
+            b("~tenant:x:*"),
+            b("channels"),
+            b(""),
+        ]);
+        let a = user_attributes("u", &reply);
+        assert_eq!(a["enabled"], json!(true));
+        assert_eq!(a["keys"], json!(["tenant:x:*"]));
+        assert_eq!(a["channels"], json!([]));
+        assert_eq!(a["commands"], json!(["+@all", "-@dangerous"]));
+    }
+
+    #[test]
+    fn rules_reset_keys_channels_and_commands() {
+        let a = Attributes::from([
+            ("enabled".into(), json!(true)),
+            ("keys".into(), json!(["tenant:x:*"])),
+            ("channels".into(), json!([])),
+            ("commands".into(), json!(["+@all", "-@dangerous"])),
+        ]);
+        assert_eq!(
+            rule_args(&a),
+            [
+                "on",
+                "resetkeys",
+                "~tenant:x:*",
+                "resetchannels",
+                "nocommands",
+                "+@all",
+                "-@dangerous"
+            ]
+        );
+    }
+
+    #[test]
+    fn config_shows_the_endpoint_without_credentials() {
+        let c = RedisConfig {
+            url: Secret::new("redis://default:hunter2@127.0.0.1:6379/0"),
+            acl_save: false,
+        };
+        assert_eq!(c.endpoint(), "127.0.0.1:6379/0");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.url_for("u", "p"), "redis://u:p@127.0.0.1:6379/0");
+    }
+}

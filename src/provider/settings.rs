@@ -1,0 +1,173 @@
+//! Tenant settings: one row per tenant in the platform's registry table
+//! `tenantform.tenant_settings`, which the platform's services (rate limiter, LLM
+//! gateway, indexer) read. The table is the platform's and is created on first use,
+//! idempotently; tenants' roles get nothing on it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio::sync::OnceCell;
+
+use super::postgres::{PostgresProvider, literal, req};
+use super::{CreateMode, Provider, ProviderError};
+use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType, schema};
+
+/// The resource types this provider serves.
+pub const TYPES: &[ResourceType] = &[ResourceType::TenantSettings];
+
+/// The registry table, schema-qualified.
+pub const TABLE: &str = "tenantform.tenant_settings";
+
+pub struct TenantSettingsProvider {
+    pg: Arc<PostgresProvider>,
+    table_ready: OnceCell<()>,
+}
+
+impl TenantSettingsProvider {
+    pub fn new(pg: Arc<PostgresProvider>) -> Self {
+        TenantSettingsProvider {
+            pg,
+            table_ready: OnceCell::new(),
+        }
+    }
+
+    async fn ensure_table(&self) -> Result<(), ProviderError> {
+        self.table_ready
+            .get_or_try_init(|| async {
+                let sql = format!(
+                    "CREATE SCHEMA IF NOT EXISTS tenantform; \
+                     REVOKE ALL ON SCHEMA tenantform FROM PUBLIC; \
+                     CREATE TABLE IF NOT EXISTS {TABLE} (\
+                       tenant text PRIMARY KEY, \
+                       settings jsonb NOT NULL, \
+                       updated_at timestamptz NOT NULL DEFAULT now());"
+                );
+                match self.pg.batch(&sql).await {
+                    // Two engines creating it at once: the other one won.
+                    Err(ProviderError::Api { code, .. }) if code == "23505" || code == "42P07" => {
+                        Ok(())
+                    }
+                    other => other,
+                }
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The settings document: every attribute but the key.
+    fn document(attrs: &Attributes) -> Value {
+        let s = schema(ResourceType::TenantSettings);
+        Value::Object(
+            s.attributes
+                .iter()
+                .filter(|a| a.name != "tenant")
+                .filter_map(|a| attrs.get(a.name).map(|v| (a.name.to_owned(), v.clone())))
+                .collect(),
+        )
+    }
+
+    async fn upsert(&self, attrs: &Attributes, insert_only: bool) -> Result<u64, ProviderError> {
+        self.ensure_table().await?;
+        let tenant = req(attrs, "tenant")?;
+        let doc = Self::document(attrs).to_string();
+        let conflict = if insert_only {
+            "DO NOTHING".to_owned()
+        } else {
+            "DO UPDATE SET settings = EXCLUDED.settings, updated_at = now()".to_owned()
+        };
+        let rows = self
+            .pg
+            .query(
+                &format!(
+                    "INSERT INTO {TABLE} (tenant, settings) VALUES ($1, {}::jsonb) ON CONFLICT (tenant) {conflict} RETURNING 1",
+                    literal(&doc)
+                ),
+                &[tenant],
+            )
+            .await?;
+        Ok(rows.len() as u64)
+    }
+}
+
+#[async_trait]
+impl Provider for TenantSettingsProvider {
+    async fn read(
+        &self,
+        _address: &ResourceAddress,
+        current: &Attributes,
+    ) -> Result<Option<Attributes>, ProviderError> {
+        let tenant = req(current, "tenant")?;
+        // No table yet: nothing was ever recorded.
+        let exists = self
+            .pg
+            .query("SELECT to_regclass($1) IS NOT NULL", &[TABLE])
+            .await?;
+        if !exists.first().is_some_and(|r| r.get::<_, bool>(0)) {
+            return Ok(None);
+        }
+        let rows = self
+            .pg
+            .query(
+                &format!("SELECT settings::text FROM {TABLE} WHERE tenant = $1"),
+                &[tenant],
+            )
+            .await?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        let doc: Value = serde_json::from_str(&row.get::<_, String>(0)).unwrap_or(Value::Null);
+        let mut attrs = Attributes::from([("tenant".into(), json!(tenant))]);
+        if let Value::Object(map) = doc {
+            attrs.extend(map);
+        }
+        Ok(Some(attrs))
+    }
+
+    async fn create(
+        &self,
+        resource: &Resource,
+        mode: CreateMode,
+    ) -> Result<Attributes, ProviderError> {
+        let a = &resource.attributes;
+        let inserted = self.upsert(a, mode == CreateMode::Fresh).await?;
+        if inserted == 0 {
+            return Err(ProviderError::AlreadyExists {
+                what: format!(
+                    "the settings row of tenant {:?} in {TABLE}",
+                    req(a, "tenant")?
+                ),
+            });
+        }
+        Ok(Attributes::new())
+    }
+
+    async fn update(
+        &self,
+        resource: &Resource,
+        _current: &Attributes,
+        _changed: &[String],
+    ) -> Result<Attributes, ProviderError> {
+        self.upsert(&resource.attributes, false).await?;
+        Ok(Attributes::new())
+    }
+
+    async fn delete(
+        &self,
+        _address: &ResourceAddress,
+        current: &Attributes,
+    ) -> Result<(), ProviderError> {
+        let tenant = req(current, "tenant")?;
+        let exists = self
+            .pg
+            .query("SELECT to_regclass($1) IS NOT NULL", &[TABLE])
+            .await?;
+        if !exists.first().is_some_and(|r| r.get::<_, bool>(0)) {
+            return Ok(());
+        }
+        self.pg
+            .query(&format!("DELETE FROM {TABLE} WHERE tenant = $1"), &[tenant])
+            .await
+            .map(|_| ())
+    }
+}
