@@ -630,6 +630,28 @@ impl Engine {
         Ok(resource)
     }
 
+    /// Deletes everything a tenant's state holds, in reverse dependency order, whatever
+    /// its protection: the undo of a provisioning that failed after the apply (a failed
+    /// validation). Returns the report; state keeps what could not be deleted.
+    pub async fn roll_back_tenant(
+        &self,
+        tenant: &TenantId,
+        progress: Option<ProgressSink>,
+    ) -> Result<ApplyReport, Error> {
+        let specs = self.specs()?;
+        let runs = self
+            .lock_tenants(std::slice::from_ref(tenant), "rollback")
+            .await?;
+        let plan = apply::rollback::rollback_plan(&runs[tenant].state);
+        let providers = self.providers(&specs).await?;
+        let options = ApplyOptions {
+            parallelism: self.config.parallelism,
+            rollback: false,
+            ..ApplyOptions::default()
+        };
+        Ok(apply::apply(&plan, runs, providers, &self.store, &options, progress).await?)
+    }
+
     /// Breaks a tenant's lock; `lock_id` must be the holder's id.
     pub fn force_unlock(&self, tenant: &TenantId, lock_id: &str) -> Result<LockInfo, Error> {
         Ok(self.store.force_unlock(tenant, lock_id)?)

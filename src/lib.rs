@@ -41,8 +41,10 @@ pub mod plan;
 pub mod provider;
 pub mod resource;
 pub mod secret;
+pub mod server;
 pub mod spec;
 pub mod state;
+pub mod workflow;
 
 pub use apply::{ApplyOptions, ApplyReport, Progress, TenantOutcome};
 pub use drift::DriftReport;

@@ -18,6 +18,9 @@ use tenantform::outputs::outputs_json;
 use tenantform::plan::graph::StepKind;
 use tenantform::plan::render::{self, Style};
 use tenantform::secret::REDACTED;
+use tenantform::workflow::Workflow;
+use tenantform::workflow::render as wf_render;
+use tenantform::workflow::status::RequestStatus;
 use tenantform::{
     ApplyOptions, Engine, EngineConfig, Plan, PlanMode, PlanOptions, ResourceAddress, TenantId,
 };
@@ -80,6 +83,21 @@ enum Command {
     Refresh(RefreshArgs),
     /// Adopt an existing resource (made by hand) into its tenant's state.
     Import(ImportArgs),
+    /// Tenant requests: submit, approve, reject, status, list, retry.
+    #[command(subcommand)]
+    Request(RequestCommand),
+    /// Run the validation suite on an active tenant (a daily check of its configuration).
+    ValidateTenant {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve /metrics (Prometheus) and a read-only view of requests over HTTP.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: std::net::SocketAddr,
+    },
     /// Break a tenant's lock held by a stuck process.
     ForceUnlock {
         tenant: TenantId,
@@ -201,6 +219,85 @@ struct ImportArgs {
     /// Wait this long for the tenant's lock (e.g. 30s, 2m); default: fail at once.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
     lock_timeout: Duration,
+}
+
+#[derive(Subcommand)]
+enum RequestCommand {
+    /// Submit a tenant request (a file in the format of specs/tenants/*.toml, or flags).
+    /// Submitting the same tenant again returns the existing request. Without required
+    /// approvals, provisioning starts at once.
+    Submit(SubmitArgs),
+    /// Record an approval; the last required one starts provisioning.
+    Approve(DecisionArgs),
+    /// Reject a request; this ends it and notifies the requester.
+    Reject(DecisionArgs),
+    /// Where a request stands: approvals, validation checks, audit trail.
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every request, one line each.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Provision a rolled-back or failed request again.
+    Retry {
+        id: String,
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct SubmitArgs {
+    /// The request as a tenant spec file.
+    #[arg(conflicts_with_all = ["id", "name"])]
+    file: Option<PathBuf>,
+    #[arg(long, required_unless_present = "file")]
+    id: Option<String>,
+    #[arg(long, required_unless_present = "file")]
+    name: Option<String>,
+    #[arg(long, required_unless_present = "file")]
+    tier: Option<String>,
+    #[arg(long, required_unless_present = "file")]
+    region: Option<String>,
+    /// Monthly budget in INR.
+    #[arg(long, required_unless_present = "file")]
+    budget_inr: Option<i64>,
+    #[arg(long, required_unless_present = "file")]
+    owner_email: Option<String>,
+    #[arg(long, required_unless_present = "file")]
+    cost_center: Option<String>,
+    #[arg(long, required_unless_present = "file")]
+    data_classification: Option<String>,
+    #[arg(long)]
+    protected: bool,
+    /// Who asks (a name or e-mail address; an address is notified of a rejection).
+    #[arg(long, env = "USER")]
+    requester: String,
+    #[arg(long)]
+    notes: Option<String>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DecisionArgs {
+    id: String,
+    /// The approver role (cfo, cto, legal, compliance, dpo).
+    #[arg(long = "as", value_name = "ROLE")]
+    role: String,
+    /// Who decides.
+    #[arg(long, env = "USER", default_value = "unknown")]
+    by: String,
+    #[arg(long)]
+    note: Option<String>,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -567,12 +664,198 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Ok)
         }
+        Command::Request(cmd) => {
+            let engine = Engine::new(config(None, Duration::from_secs(60)));
+            Box::pin(run_request(&engine, cmd)).await
+        }
+        Command::ValidateTenant { id, json } => {
+            let engine = Engine::new(config(None, Duration::ZERO));
+            let mut wf = Workflow::open(&engine).await?;
+            let results = Box::pin(wf.validate_tenant(id)).await?;
+            let failed = results.iter().filter(|r| !r.passed).count();
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"tenant": id, "checks": results})
+                    )?
+                );
+            } else {
+                let view = wf.view(id).await?;
+                println!(
+                    "Validation of tenant {id}: {} of {} checks passed",
+                    results.len() - failed,
+                    results.len()
+                );
+                print!("{}", wf_render::checks_table(&view.checks));
+            }
+            if failed > 0 {
+                bail!("{failed} validation check(s) of tenant {id} failed");
+            }
+            Ok(Outcome::Ok)
+        }
+        Command::Serve { listen } => {
+            let specs = tenantform::spec::Specs::load(&cli.specs)?;
+            let pg =
+                tenantform::provider::postgres::PostgresConfig::resolve(&specs.platform.postgres)?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("listening on {listen}"))?;
+            eprintln!(
+                "Serving /metrics, /healthz, /requests on http://{}",
+                listener.local_addr()?
+            );
+            tenantform::server::serve(listener, pg).await?;
+            Ok(Outcome::Ok)
+        }
         Command::ForceUnlock { tenant, lock_id } => {
             let engine = Engine::new(config(None, Duration::ZERO));
             let holder = engine.force_unlock(tenant, lock_id)?;
             println!(
                 "Broke the lock of tenant {tenant}, held by {holder}. If that process is still running, it no longer excludes others: make sure it is gone."
             );
+            Ok(Outcome::Ok)
+        }
+    }
+}
+
+async fn run_request(engine: &Engine, cmd: &RequestCommand) -> anyhow::Result<Outcome> {
+    let mut wf = Workflow::open(engine).await?;
+    let print_outcome = |o: &tenantform::workflow::Outcome, json: bool| -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(o)?);
+        } else if !o.checks.is_empty() {
+            let records: Vec<_> = o
+                .checks
+                .iter()
+                .map(|c| tenantform::workflow::registry::CheckRecord {
+                    name: c.name.clone(),
+                    category: c.category.as_str().into(),
+                    passed: c.passed,
+                    message: c.message.clone(),
+                    duration_ms: c.duration_ms as i64,
+                })
+                .collect();
+            println!(
+                "  validation: {} of {} checks passed",
+                records.iter().filter(|c| c.passed).count(),
+                records.len()
+            );
+            print!("{}", wf_render::checks_table(&records));
+        }
+        Ok(())
+    };
+    // A request that ended in a failure makes the command fail, so that scripts notice.
+    let finish = |o: &tenantform::workflow::Outcome| -> anyhow::Result<Outcome> {
+        let r = &o.request;
+        match r.status {
+            RequestStatus::RolledBack | RequestStatus::Failed => bail!(
+                "request {} is {}: {} failed: {}",
+                r.id,
+                r.status,
+                r.failure_step.as_deref().unwrap_or("a step"),
+                r.failure_reason
+                    .as_deref()
+                    .unwrap_or("see `tenantform request status`")
+            ),
+            _ => Ok(Outcome::Ok),
+        }
+    };
+    match cmd {
+        RequestCommand::Submit(a) => {
+            let outcome = match &a.file {
+                Some(file) => {
+                    wf.submit_file(file, &a.requester, a.notes.as_deref())
+                        .await?
+                }
+                None => {
+                    let value = |v: &Option<String>| v.clone().unwrap_or_default();
+                    let spec = serde_json::json!({
+                        "id": value(&a.id), "name": value(&a.name), "tier": value(&a.tier),
+                        "region": value(&a.region), "budget_inr": a.budget_inr.unwrap_or_default(),
+                        "owner_email": value(&a.owner_email), "cost_center": value(&a.cost_center),
+                        "data_classification": value(&a.data_classification), "protected": a.protected,
+                    });
+                    let source = toml::to_string(&spec)?;
+                    wf.submit_source(
+                        std::path::Path::new("<command line>"),
+                        &source,
+                        &a.requester,
+                        a.notes.as_deref(),
+                    )
+                    .await?
+                }
+            };
+            let r = &outcome.request;
+            if !a.json {
+                if outcome.created {
+                    println!("Submitted request {} ({}): {}", r.id, r.name, r.status);
+                } else {
+                    println!(
+                        "Request {} already exists ({}); nothing new was recorded.",
+                        r.id, r.status
+                    );
+                }
+                if r.status == RequestStatus::PendingApproval {
+                    let roles: Vec<&str> = r
+                        .required_approvals
+                        .iter()
+                        .map(|a| a.role.as_str())
+                        .collect();
+                    println!("  waiting for: {}", roles.join(", "));
+                }
+            }
+            print_outcome(&outcome, a.json)?;
+            finish(&outcome)
+        }
+        RequestCommand::Approve(d) | RequestCommand::Reject(d) => {
+            let approve = matches!(cmd, RequestCommand::Approve(_));
+            let outcome = wf
+                .decide(&d.id, &d.role, approve, &d.by, d.note.as_deref())
+                .await?;
+            if !d.json {
+                println!(
+                    "Recorded: {} {} request {}. It is now {}.",
+                    d.role,
+                    if approve { "approved" } else { "rejected" },
+                    d.id,
+                    outcome.request.status
+                );
+            }
+            print_outcome(&outcome, d.json)?;
+            finish(&outcome)
+        }
+        RequestCommand::Retry { id, by, json } => {
+            let outcome = wf.retry(id, by).await?;
+            if !json {
+                println!("Request {id} is now {}.", outcome.request.status);
+            }
+            print_outcome(&outcome, *json)?;
+            finish(&outcome)
+        }
+        RequestCommand::Status { id, json } => {
+            let view = wf.view(id).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print!("{}", wf_render::request_view(&view));
+            }
+            Ok(Outcome::Ok)
+        }
+        RequestCommand::List { json } => {
+            let list = wf.list().await?;
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({"requests": list}))?
+                );
+            } else if list.is_empty() {
+                println!("No requests yet. Submit one with `tenantform request submit FILE`.");
+            } else {
+                for r in &list {
+                    println!("{}", wf_render::request_line(r));
+                }
+            }
             Ok(Outcome::Ok)
         }
     }

@@ -234,17 +234,55 @@ impl AwsClients {
         let mut clients = self.s3.lock().expect("client cache lock");
         clients
             .entry(region.to_owned())
-            .or_insert_with(|| {
-                use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
-                let config = aws_sdk_s3::config::Builder::from(&self.base)
-                    .region(aws_sdk_s3::config::Region::new(region.to_owned()))
-                    .force_path_style(true)
-                    .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-                    .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-                    .build();
-                aws_sdk_s3::Client::from_conf(config)
-            })
+            .or_insert_with(|| aws_sdk_s3::Client::from_conf(self.s3_config(region).build()))
             .clone()
+    }
+
+    /// Path-style addressing, so that an endpoint override on an IP address or
+    /// `localhost` works; checksums only where required, which every S3-compatible
+    /// server accepts.
+    fn s3_config(&self, region: &str) -> aws_sdk_s3::config::Builder {
+        use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+        aws_sdk_s3::config::Builder::from(&self.base)
+            .region(aws_sdk_s3::config::Region::new(region.to_owned()))
+            .force_path_style(true)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+    }
+
+    /// An S3 client for `region` with the temporary credentials of `role_arn` (STS
+    /// AssumeRole with the engine's credentials): what the tenant's application gets.
+    pub async fn s3_as_role(
+        &self,
+        role_arn: &str,
+        session_name: &str,
+        region: &str,
+    ) -> Result<aws_sdk_s3::Client, ProviderError> {
+        use aws_sdk_s3::config::Credentials;
+        let out = self
+            .sts
+            .assume_role()
+            .role_arn(role_arn)
+            .role_session_name(session_name)
+            .duration_seconds(900)
+            .send()
+            .await
+            .map_err(|e| sdk_error("STS", e))?;
+        let c = out.credentials().ok_or_else(|| {
+            ProviderError::Config(format!("STS returned no credentials for {role_arn}"))
+        })?;
+        let credentials = Credentials::new(
+            c.access_key_id(),
+            c.secret_access_key(),
+            Some(c.session_token().to_owned()),
+            None,
+            "assumed-role",
+        );
+        let config = self
+            .s3_config(region)
+            .credentials_provider(credentials)
+            .build();
+        Ok(aws_sdk_s3::Client::from_conf(config))
     }
 
     /// An ElastiCache client for `region`.

@@ -101,6 +101,22 @@ impl PostgresConfig {
         })
     }
 
+    /// One connection as `user` (the admin when `None`), for code outside the provider
+    /// that needs the platform database: the registry, validation checks.
+    pub async fn connect(&self, user: Option<(&str, &str)>) -> Result<Client, ProviderError> {
+        let mut config = self.connect_config();
+        if let Some((user, password)) = user {
+            config.user(user).password(password);
+        }
+        let (client, connection) = config.connect(NoTls).await.map_err(|e| db_error(&e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "PostgreSQL connection closed");
+            }
+        });
+        Ok(client)
+    }
+
     fn connect_config(&self) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
         c.host(&self.host)
@@ -191,7 +207,7 @@ impl Pool {
 
 /// Maps a driver error to a provider error; serialization conflicts, dropped
 /// connections and concurrent catalog updates are retryable.
-fn db_error(e: &tokio_postgres::Error) -> ProviderError {
+pub fn db_error(e: &tokio_postgres::Error) -> ProviderError {
     if let Some(db) = e.as_db_error() {
         let code = db.code();
         let retryable = [

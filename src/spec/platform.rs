@@ -24,6 +24,10 @@ pub struct PlatformSpec {
     #[serde(default)]
     pub dashboards: DashboardSettings,
     #[serde(default)]
+    pub notifications: NotificationSettings,
+    #[serde(default)]
+    pub validation: ValidationSettings,
+    #[serde(default)]
     pub naming: Naming,
     /// Tier name (`gold`) to what the tier gets.
     pub tiers: BTreeMap<String, Tier>,
@@ -85,6 +89,57 @@ impl Default for AwsSettings {
             profile: None,
             service_principal: "ecs-tasks.amazonaws.com".into(),
             cache_wait_timeout_secs: 1800,
+        }
+    }
+}
+
+/// Where the tenant lifecycle sends its notifications. The webhook URL and the SMTP
+/// URL are secrets: the file names the environment variables that hold them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationSettings {
+    /// Variable holding a Slack incoming-webhook URL; unset or empty: no Slack.
+    pub slack_webhook_url_env: Option<String>,
+    /// Variable holding `smtp://host:port` or `smtps://user:pass@host:port`; unset or
+    /// empty: no e-mail.
+    pub smtp_url_env: Option<String>,
+    /// The sender of e-mails.
+    pub from: String,
+    pub platform_team: Vec<String>,
+    pub finance: Vec<String>,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        NotificationSettings {
+            slack_webhook_url_env: Some("SLACK_WEBHOOK_URL".into()),
+            smtp_url_env: Some("SMTP_URL".into()),
+            from: "tenantform@localhost".into(),
+            platform_team: Vec::new(),
+            finance: Vec::new(),
+        }
+    }
+}
+
+/// The validation suite's settings.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ValidationSettings {
+    /// The metrics endpoint to check for the tenant's series. Unset: tenantform serves
+    /// its own metrics on a loopback port for the duration of the check.
+    pub metrics_url: Option<String>,
+    /// Variable holding the platform's JWT signing secret; unset: a random one per run.
+    pub jwt_secret_env: Option<String>,
+    /// Queries measured for the latency check.
+    pub latency_queries: usize,
+}
+
+impl Default for ValidationSettings {
+    fn default() -> Self {
+        ValidationSettings {
+            metrics_url: None,
+            jwt_secret_env: Some("TENANTFORM_JWT_SECRET".into()),
+            latency_queries: 20,
         }
     }
 }
@@ -368,8 +423,12 @@ pub struct ApprovalRules {
     pub approvers_above_limit: Vec<String>,
     /// Added when the data classification is sensitive.
     pub sensitive_data: Vec<String>,
-    /// Added when the tenant's region is outside its home jurisdiction.
+    /// Added when the tenant's region is outside the platform's home jurisdiction.
     pub cross_border: Vec<String>,
+    /// The jurisdiction the platform operates from (`in`); a tenant hosted in a region
+    /// of another jurisdiction is a cross-border transfer. Unset: no request is.
+    #[serde(default)]
+    pub home_jurisdiction: Option<String>,
     /// Added per tier (`gold = ["cto"]`).
     #[serde(default)]
     pub tiers: BTreeMap<String, Vec<String>>,
@@ -574,6 +633,27 @@ impl PlatformSpec {
                     "[approval",
                 ));
             }
+        }
+        if let Some(home) = &self.approval.home_jurisdiction
+            && !self.regions.values().any(|r| &r.jurisdiction == home)
+        {
+            let known: std::collections::BTreeSet<&str> = self
+                .regions
+                .values()
+                .map(|r| r.jurisdiction.as_str())
+                .collect();
+            problems.push(place(
+                SpecDiagnostic::new(
+                    path,
+                    format!("home jurisdiction {home:?} is not the jurisdiction of any region"),
+                    format!(
+                        "use one of: {}",
+                        known.into_iter().collect::<Vec<_>>().join(", ")
+                    ),
+                )
+                .field("approval.home_jurisdiction"),
+                "home_jurisdiction",
+            ));
         }
         problems
     }

@@ -55,6 +55,9 @@ pub fn stack_env() -> &'static BTreeMap<String, String> {
             "AWS_SECRET_ACCESS_KEY",
             "AWS_REGION",
             "REDIS_URL",
+            "SMTP_URL",
+            "SLACK_WEBHOOK_URL",
+            "TENANTFORM_STACK_DIR",
         ];
         if names.iter().all(|n| std::env::var(n).is_ok()) {
             return names
@@ -618,4 +621,31 @@ impl Provider for CountingProvider {
         self.mutating.fetch_add(1, Ordering::SeqCst);
         self.inner.delete(address, current).await
     }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The body of `GET url` (plain HTTP/1.0 on loopback), or `None` if it cannot be had.
+pub fn http_get(url: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map_or((rest, "/".to_owned()), |(h, p)| (h, format!("/{p}")));
+    let mut stream = std::net::TcpStream::connect(host).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
 }
