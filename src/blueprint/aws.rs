@@ -44,6 +44,26 @@ fn lifecycle(tier: &Tier) -> Value {
     json!([lifecycle_rule_json("tiering", "", &transitions)])
 }
 
+/// Who may assume the tenant's application role: the platform's service and the
+/// `trusted_principals` (validation checks), in one statement. One statement, not one
+/// per principal, because moto (the local AWS endpoint) counts a trust statement that
+/// names another principal as a Deny, and fails on a statement with a service
+/// principal only when a user or role calls AssumeRole; on AWS both forms mean the same.
+fn trust_policy(aws: &AwsSettings) -> Value {
+    let mut principal = json!({"Service": aws.service_principal});
+    if !aws.trusted_principals.is_empty() {
+        principal["AWS"] = json!(aws.trusted_principals);
+    }
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": principal,
+            "Action": "sts:AssumeRole",
+        }],
+    })
+}
+
 pub fn resources(
     tenant: &TenantSpec,
     tier: &Tier,
@@ -94,17 +114,7 @@ pub fn resources(
     let role = Resource::new(addr(ResourceType::IamRole, "app"))
         .attr("name", role_name.clone())
         .attr("description", format!("Application role of tenant {id}"))
-        .attr(
-            "assume_role_policy",
-            json!({
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Effect": "Allow",
-                    "Principal": {"Service": aws.service_principal},
-                    "Action": "sts:AssumeRole",
-                }],
-            }),
-        )
+        .attr("assume_role_policy", trust_policy(aws))
         .attr("tags", tags.clone());
 
     let attachment = Resource::new(addr(
@@ -246,6 +256,24 @@ mod tests {
         assert_eq!(statements[0]["Resource"], json!([bucket]));
         assert_eq!(statements[1]["Action"], json!(OBJECT_ACTIONS));
         assert_eq!(statements[1]["Resource"], json!([format!("{bucket}/*")]));
+    }
+
+    #[test]
+    fn trusted_principals_join_the_service_in_the_roles_one_trust_statement() {
+        let mut aws = AwsSettings::default();
+        assert_eq!(
+            trust_policy(&aws)["Statement"],
+            json!([{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                    "Action": "sts:AssumeRole"}])
+        );
+        aws.trusted_principals = vec!["arn:aws:iam::{aws_account_id}:role/validation".into()];
+        assert_eq!(
+            trust_policy(&aws)["Statement"],
+            json!([{"Effect": "Allow",
+                    "Principal": {"Service": "ecs-tasks.amazonaws.com",
+                                  "AWS": ["arn:aws:iam::{aws_account_id}:role/validation"]},
+                    "Action": "sts:AssumeRole"}])
+        );
     }
 
     #[test]
