@@ -229,21 +229,25 @@ async fn apply_creates_the_aws_part_and_a_second_run_changes_nothing() {
             (Some(true), Some(true), Some(true), Some(true))
         );
 
-        // Only the tenant's role is allowed in; everyone else is denied the objects.
+        // The policy only allows, and only the tenant's role: the bucket and its objects.
         let role_arn = format!("arn:aws:iam::{ACCOUNT}:role/{}", role_of(t));
         let policy = s3.get_bucket_policy().bucket(&bucket).send().await.unwrap();
         let policy: Value = serde_json::from_str(policy.policy().unwrap()).unwrap();
         let statements = policy["Statement"].as_array().unwrap();
-        for st in statements.iter().filter(|st| st["Effect"] == "Allow") {
+        assert_eq!(statements.len(), 2, "{policy}");
+        for st in statements {
+            assert_eq!(st["Effect"], "Allow", "{st}");
             assert_eq!(st["Principal"]["AWS"], role_arn, "{st}");
         }
-        let deny = statements
-            .iter()
-            .find(|st| st["Effect"] == "Deny")
-            .expect("a deny statement");
         assert_eq!(
-            deny["Condition"]["StringNotEquals"]["aws:PrincipalArn"],
-            json!([role_arn])
+            statements
+                .iter()
+                .map(|st| st["Resource"].clone())
+                .collect::<Vec<_>>(),
+            vec![
+                json!([format!("arn:aws:s3:::{bucket}")]),
+                json!([format!("arn:aws:s3:::{bucket}/*")])
+            ]
         );
 
         let role = iam.get_role().role_name(role_of(t)).send().await.unwrap();
@@ -527,18 +531,10 @@ async fn destroy_removes_everything_even_a_versioned_bucket_with_objects_and_twi
     let engine = engine(&ws, None).await;
     assert_succeeded(&apply(&engine, PlanMode::Normal).await.1.unwrap());
 
-    // Several versions of one key, a delete marker, and another object. The bucket
-    // policy denies object writes to everyone but the tenant's role, and moto applies a
-    // Deny without looking at its condition, so it is lifted while the test writes.
+    // Several versions of one key, a delete marker, and another object, written with
+    // the platform's admin credentials, which the bucket policy does not shut out.
     let s3 = s3_client("us-east-1").await;
     let bucket = bucket_of(&t);
-    let policy = s3.get_bucket_policy().bucket(&bucket).send().await.unwrap();
-    let _policy = policy.policy().unwrap().to_owned();
-    s3.delete_bucket_policy()
-        .bucket(&bucket)
-        .send()
-        .await
-        .unwrap();
     for body in ["v1", "v2", "v3"] {
         s3.put_object()
             .bucket(&bucket)
@@ -813,4 +809,230 @@ async fn twenty_tenants_in_one_run_with_parallelism_ten_all_converge() {
     for t in &tenants {
         assert!(!bucket_exists(&s3, &bucket_of(t)).await, "{}", t.id);
     }
+}
+
+/// The error code and HTTP status of a refused S3 call.
+#[track_caller]
+fn refusal<O: std::fmt::Debug, E: aws_sdk_s3::error::ProvideErrorMetadata>(
+    result: Result<O, aws_sdk_s3::error::SdkError<E, aws_sdk_s3::config::http::HttpResponse>>,
+) -> (String, u16) {
+    use aws_sdk_s3::error::ProvideErrorMetadata;
+    let e = result.expect_err(
+        "allowed, but should be refused (is moto running with IAM enforcement, from scripts/stack?)",
+    );
+    let status = e.raw_response().map(|r| r.status().as_u16()).unwrap_or(0);
+    (e.code().unwrap_or_default().to_owned(), status)
+}
+
+async fn object_text(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String {
+    let o = s3
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    String::from_utf8(o.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()
+}
+
+#[tokio::test]
+async fn a_tenants_role_can_use_its_own_bucket_and_is_refused_anothers() {
+    use tenantform::provider::aws::AwsClients;
+
+    let a = TenantDef::new("aws-iso-a", "bronze");
+    let mut b = TenantDef::new("aws-iso-b", "silver");
+    b.region = "eu-west-1".into();
+    let ws = Workspace::new(&[a.clone(), b.clone()]).await;
+    // Validation checks take on the tenant's role with the engine's own credentials:
+    // the roles' trust policies name the engine's principal.
+    let aws = AwsClients::new(aws_config().await, &Default::default());
+    // Written with the placeholder, as the plan reads policies back with it.
+    let engine_arn = aws
+        .caller_arn()
+        .await
+        .unwrap()
+        .replace(ACCOUNT, "{aws_account_id}");
+    ws.edit_platform(|p| {
+        let line = "service_principal = \"ecs-tasks.amazonaws.com\"";
+        assert!(p.contains(line));
+        p.replacen(
+            line,
+            &format!("{line}\ntrusted_principals = [\"{engine_arn}\"]"),
+            1,
+        )
+    });
+    let engine = engine(&ws, None).await;
+    assert_succeeded(&apply(&engine, PlanMode::Normal).await.1.unwrap());
+    assert!(
+        !plan(&engine).await.has_changes(),
+        "the trust policy reads back the same"
+    );
+
+    let (bucket_a, bucket_b) = (bucket_of(&a), bucket_of(&b));
+    let admin_a = s3_client("us-east-1").await;
+    let admin_b = s3_client("eu-west-1").await;
+    admin_b
+        .put_object()
+        .bucket(&bucket_b)
+        .key("b-only.txt")
+        .body(b"tenant b's".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+
+    let role_a = aws
+        .assume_tenant_role(
+            &format!("arn:aws:iam::{ACCOUNT}:role/{}", role_of(&a)),
+            "validation-s3",
+        )
+        .await
+        .expect("the engine may assume the tenant's role");
+    assert_eq!(
+        role_a.session_arn(),
+        format!(
+            "arn:aws:sts::{ACCOUNT}:assumed-role/{}/validation-s3",
+            role_of(&a)
+        )
+    );
+    let (s3_a, s3_b) = (role_a.s3("us-east-1"), role_a.s3("eu-west-1"));
+
+    // Its own bucket: put, get, list, delete.
+    s3_a.put_object()
+        .bucket(&bucket_a)
+        .key("probe.txt")
+        .body(b"tenant a's".to_vec().into())
+        .send()
+        .await
+        .expect("the role puts into its own bucket");
+    assert_eq!(
+        object_text(&s3_a, &bucket_a, "probe.txt").await,
+        "tenant a's"
+    );
+    let listed = s3_a
+        .list_objects_v2()
+        .bucket(&bucket_a)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.key_count(), Some(1));
+    s3_a.delete_object()
+        .bucket(&bucket_a)
+        .key("probe.txt")
+        .send()
+        .await
+        .expect("the role deletes in its own bucket");
+    assert_eq!(
+        refusal(
+            s3_a.get_object()
+                .bucket(&bucket_a)
+                .key("probe.txt")
+                .send()
+                .await
+        ),
+        ("NoSuchKey".to_owned(), 404),
+        "deleted"
+    );
+
+    // Another tenant's bucket: an existing object cannot be read, none can be written.
+    let denied = ("AccessDenied".to_owned(), 403);
+    assert_eq!(
+        refusal(
+            s3_b.get_object()
+                .bucket(&bucket_b)
+                .key("b-only.txt")
+                .send()
+                .await
+        ),
+        denied
+    );
+    assert_eq!(
+        refusal(
+            s3_b.put_object()
+                .bucket(&bucket_b)
+                .key("from-a.txt")
+                .body(b"x".to_vec().into())
+                .send()
+                .await
+        ),
+        denied
+    );
+    assert_eq!(
+        refusal(
+            s3_b.delete_object()
+                .bucket(&bucket_b)
+                .key("b-only.txt")
+                .send()
+                .await
+        ),
+        denied
+    );
+    assert_eq!(
+        refusal(s3_b.list_objects_v2().bucket(&bucket_b).send().await),
+        denied
+    );
+    // Nor anything else: the role is not an admin.
+    assert_eq!(
+        refusal(s3_a.delete_bucket_policy().bucket(&bucket_a).send().await),
+        denied
+    );
+
+    // The other way round, too.
+    let role_b = aws
+        .assume_tenant_role(
+            &format!("arn:aws:iam::{ACCOUNT}:role/{}", role_of(&b)),
+            "validation-s3",
+        )
+        .await
+        .unwrap();
+    admin_a
+        .put_object()
+        .bucket(&bucket_a)
+        .key("a-only.txt")
+        .body(b"tenant a's".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refusal(
+            role_b
+                .s3("us-east-1")
+                .get_object()
+                .bucket(&bucket_a)
+                .key("a-only.txt")
+                .send()
+                .await
+        ),
+        denied
+    );
+    assert_eq!(
+        object_text(&role_b.s3("eu-west-1"), &bucket_b, "b-only.txt").await,
+        "tenant b's"
+    );
+
+    // The platform's admin credentials still reach both buckets.
+    assert_eq!(
+        object_text(&admin_a, &bucket_a, "a-only.txt").await,
+        "tenant a's"
+    );
+    assert_eq!(
+        object_text(&admin_b, &bucket_b, "b-only.txt").await,
+        "tenant b's"
+    );
+    assert!(
+        admin_b
+            .head_object()
+            .bucket(&bucket_b)
+            .key("from-a.txt")
+            .send()
+            .await
+            .is_err(),
+        "the refused put wrote nothing"
+    );
+    admin_a
+        .delete_object()
+        .bucket(&bucket_a)
+        .key("a-only.txt")
+        .send()
+        .await
+        .unwrap();
 }

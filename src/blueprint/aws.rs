@@ -44,6 +44,26 @@ fn lifecycle(tier: &Tier) -> Value {
     json!([lifecycle_rule_json("tiering", "", &transitions)])
 }
 
+/// Who may assume the tenant's application role: the platform's service and the
+/// `trusted_principals` (validation checks), in one statement. One statement, not one
+/// per principal, because moto (the local AWS endpoint) counts a trust statement that
+/// names another principal as a Deny, and fails on a statement with a service
+/// principal only when a user or role calls AssumeRole; on AWS both forms mean the same.
+fn trust_policy(aws: &AwsSettings) -> Value {
+    let mut principal = json!({"Service": aws.service_principal});
+    if !aws.trusted_principals.is_empty() {
+        principal["AWS"] = json!(aws.trusted_principals);
+    }
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Effect": "Allow",
+            "Principal": principal,
+            "Action": "sts:AssumeRole",
+        }],
+    })
+}
+
 pub fn resources(
     tenant: &TenantSpec,
     tier: &Tier,
@@ -94,17 +114,7 @@ pub fn resources(
     let role = Resource::new(addr(ResourceType::IamRole, "app"))
         .attr("name", role_name.clone())
         .attr("description", format!("Application role of tenant {id}"))
-        .attr(
-            "assume_role_policy",
-            json!({
-                "Version": "2012-10-17",
-                "Statement": [{
-                    "Effect": "Allow",
-                    "Principal": {"Service": aws.service_principal},
-                    "Action": "sts:AssumeRole",
-                }],
-            }),
-        )
+        .attr("assume_role_policy", trust_policy(aws))
         .attr("tags", tags.clone());
 
     let attachment = Resource::new(addr(
@@ -118,6 +128,18 @@ pub fn resources(
 
     let tenant_role = role_arn(&role_name);
     debug_assert!(tenant_role.contains(ACCOUNT_PLACEHOLDER));
+    // Allow statements only, for the tenant's role. With the role's IAM policy, which
+    // reaches this bucket and no other, that is "only the tenant's role may touch it":
+    // another tenant's role has neither an IAM permission nor a bucket grant here.
+    //
+    // There is deliberately no `Deny` for other principals (Principal "*" with a
+    // condition on aws:PrincipalArn). moto evaluates a bucket policy's Deny without
+    // knowing the caller, so a statement whose condition it cannot evaluate denies
+    // everyone, the tenant's role included, and isolation could not be tested locally.
+    // On AWS this also means that a principal of the same account whose IAM policy
+    // allows S3 on every bucket (the platform team's admin role) keeps access through
+    // IAM. That is intended: the platform team must be able to repair and empty a
+    // tenant's bucket.
     let bucket_policy = Resource::new(addr(ResourceType::S3BucketPolicy, "documents"))
         .attr("bucket", bucket_name)
         .attr("region", tenant.region.clone())
@@ -139,14 +161,6 @@ pub fn resources(
                         "Principal": {"AWS": tenant_role},
                         "Action": OBJECT_ACTIONS,
                         "Resource": [objects_arn],
-                    },
-                    {
-                        "Sid": "DenyOtherPrincipals",
-                        "Effect": "Deny",
-                        "Principal": "*",
-                        "Action": OBJECT_ACTIONS,
-                        "Resource": [objects_arn],
-                        "Condition": {"StringNotEquals": {"aws:PrincipalArn": [tenant_role]}},
                     },
                 ],
             }),
@@ -208,6 +222,58 @@ mod tests {
             vec![(30, "STANDARD_IA".into()), (60, "GLACIER".into())]
         );
         assert_eq!(days("bronze"), vec![(30, "GLACIER".into())]);
+    }
+
+    #[test]
+    fn the_bucket_policy_only_allows_the_tenants_role() {
+        let specs = example();
+        let t = specs.tenants.values().next().unwrap();
+        let rs = resources(
+            t,
+            specs.tier_of(t),
+            &specs.platform.naming,
+            &specs.platform.platform,
+            &specs.platform.aws,
+        );
+        let policy = &rs
+            .iter()
+            .find(|r| r.address.resource_type == ResourceType::S3BucketPolicy)
+            .unwrap()
+            .attributes["policy"];
+        let role = role_arn(&render_name(&specs.platform.naming.iam_role, &t.id));
+        let statements = policy["Statement"].as_array().unwrap();
+        assert_eq!(statements.len(), 2);
+        for st in statements {
+            assert_eq!(st["Effect"], "Allow", "{st}");
+            assert_eq!(st["Principal"], json!({"AWS": role}), "{st}");
+            assert!(st.get("Condition").is_none(), "{st}");
+        }
+        let bucket = format!(
+            "arn:aws:s3:::{}",
+            render_name(&specs.platform.naming.s3_bucket, &t.id)
+        );
+        assert_eq!(statements[0]["Action"], json!(["s3:ListBucket"]));
+        assert_eq!(statements[0]["Resource"], json!([bucket]));
+        assert_eq!(statements[1]["Action"], json!(OBJECT_ACTIONS));
+        assert_eq!(statements[1]["Resource"], json!([format!("{bucket}/*")]));
+    }
+
+    #[test]
+    fn trusted_principals_join_the_service_in_the_roles_one_trust_statement() {
+        let mut aws = AwsSettings::default();
+        assert_eq!(
+            trust_policy(&aws)["Statement"],
+            json!([{"Effect": "Allow", "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                    "Action": "sts:AssumeRole"}])
+        );
+        aws.trusted_principals = vec!["arn:aws:iam::{aws_account_id}:role/validation".into()];
+        assert_eq!(
+            trust_policy(&aws)["Statement"],
+            json!([{"Effect": "Allow",
+                    "Principal": {"Service": "ecs-tasks.amazonaws.com",
+                                  "AWS": ["arn:aws:iam::{aws_account_id}:role/validation"]},
+                    "Action": "sts:AssumeRole"}])
+        );
     }
 
     #[test]

@@ -166,7 +166,7 @@ pub struct AwsClients {
     sts: aws_sdk_sts::Client,
     s3: Mutex<HashMap<String, aws_sdk_s3::Client>>,
     elasticache: Mutex<HashMap<String, aws_sdk_elasticache::Client>>,
-    account_id: tokio::sync::OnceCell<String>,
+    caller: tokio::sync::OnceCell<CallerIdentity>,
 }
 
 impl std::fmt::Debug for AwsClients {
@@ -220,7 +220,7 @@ impl AwsClients {
             settings: settings.clone(),
             s3: Mutex::new(HashMap::new()),
             elasticache: Mutex::new(HashMap::new()),
-            account_id: tokio::sync::OnceCell::new(),
+            caller: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -234,55 +234,8 @@ impl AwsClients {
         let mut clients = self.s3.lock().expect("client cache lock");
         clients
             .entry(region.to_owned())
-            .or_insert_with(|| aws_sdk_s3::Client::from_conf(self.s3_config(region).build()))
+            .or_insert_with(|| s3_client(&self.base, region))
             .clone()
-    }
-
-    /// Path-style addressing, so that an endpoint override on an IP address or
-    /// `localhost` works; checksums only where required, which every S3-compatible
-    /// server accepts.
-    fn s3_config(&self, region: &str) -> aws_sdk_s3::config::Builder {
-        use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
-        aws_sdk_s3::config::Builder::from(&self.base)
-            .region(aws_sdk_s3::config::Region::new(region.to_owned()))
-            .force_path_style(true)
-            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-    }
-
-    /// An S3 client for `region` with the temporary credentials of `role_arn` (STS
-    /// AssumeRole with the engine's credentials): what the tenant's application gets.
-    pub async fn s3_as_role(
-        &self,
-        role_arn: &str,
-        session_name: &str,
-        region: &str,
-    ) -> Result<aws_sdk_s3::Client, ProviderError> {
-        use aws_sdk_s3::config::Credentials;
-        let out = self
-            .sts
-            .assume_role()
-            .role_arn(role_arn)
-            .role_session_name(session_name)
-            .duration_seconds(900)
-            .send()
-            .await
-            .map_err(|e| sdk_error("STS", e))?;
-        let c = out.credentials().ok_or_else(|| {
-            ProviderError::Config(format!("STS returned no credentials for {role_arn}"))
-        })?;
-        let credentials = Credentials::new(
-            c.access_key_id(),
-            c.secret_access_key(),
-            Some(c.session_token().to_owned()),
-            None,
-            "assumed-role",
-        );
-        let config = self
-            .s3_config(region)
-            .credentials_provider(credentials)
-            .build();
-        Ok(aws_sdk_s3::Client::from_conf(config))
     }
 
     /// An ElastiCache client for `region`.
@@ -301,7 +254,17 @@ impl AwsClients {
 
     /// The account the credentials belong to (STS GetCallerIdentity, asked once).
     pub async fn account_id(&self) -> Result<&str, ProviderError> {
-        self.account_id
+        Ok(&self.caller().await?.account)
+    }
+
+    /// The ARN of the principal the credentials belong to (an IAM user, or an assumed
+    /// role's session), for naming it in `trusted_principals`.
+    pub async fn caller_arn(&self) -> Result<&str, ProviderError> {
+        Ok(&self.caller().await?.arn)
+    }
+
+    async fn caller(&self) -> Result<&CallerIdentity, ProviderError> {
+        self.caller
             .get_or_try_init(|| async {
                 RetryPolicy::DEFAULT
                     .run("STS", || async {
@@ -311,17 +274,160 @@ impl AwsClients {
                             .send()
                             .await
                             .map_err(|e| sdk_error("STS", e))?;
-                        out.account().map(str::to_owned).ok_or_else(|| {
-                            ProviderError::Config(
-                                "STS GetCallerIdentity returned no account id".into(),
-                            )
+                        let missing = |what: &str| {
+                            ProviderError::Config(format!(
+                                "STS GetCallerIdentity returned no {what}"
+                            ))
+                        };
+                        Ok(CallerIdentity {
+                            account: out
+                                .account()
+                                .ok_or_else(|| missing("account id"))?
+                                .to_owned(),
+                            arn: out.arn().ok_or_else(|| missing("ARN"))?.to_owned(),
                         })
                     })
                     .await
             })
             .await
-            .map(String::as_str)
     }
+
+    /// Takes on a tenant's application role (STS AssumeRole with the engine's
+    /// credentials), for checks that must run with the tenant's own permissions and
+    /// no more: S3 put/get/delete in its bucket, and a refusal in another tenant's.
+    ///
+    /// The role's trust policy must name the engine's principal: put its ARN (see
+    /// [`AwsClients::caller_arn`]) in `trusted_principals` of `[aws]` in
+    /// platform.toml. `session_name` shows in the session's ARN and in CloudTrail
+    /// (2 to 64 of letters, digits and `+=,.@-`). A role created a moment ago may not
+    /// be assumable yet (IAM's eventual consistency): `AccessDenied` is retried for
+    /// about ten seconds before it is returned.
+    ///
+    /// The credentials last an hour (STS's default) and are not renewed.
+    pub async fn assume_tenant_role(
+        &self,
+        role_arn: &str,
+        session_name: &str,
+    ) -> Result<AssumedRole, ProviderError> {
+        let out = ASSUME_ROLE
+            .run("STS", || async {
+                self.sts
+                    .assume_role()
+                    .role_arn(role_arn)
+                    .role_session_name(session_name)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        let e = sdk_error("STS", e);
+                        if e.code() == "AccessDenied" {
+                            retryable(e)
+                        } else {
+                            e
+                        }
+                    })
+            })
+            .await?;
+        let no_credentials = || {
+            ProviderError::Config(format!(
+                "STS AssumeRole of {role_arn} returned no credentials"
+            ))
+        };
+        let creds = out.credentials().ok_or_else(no_credentials)?;
+        let expires_at = std::time::SystemTime::try_from(*creds.expiration()).ok();
+        let credentials = aws_sdk_s3::config::Credentials::new(
+            creds.access_key_id(),
+            creds.secret_access_key(),
+            Some(creds.session_token().to_owned()),
+            expires_at,
+            "tenantform-assume-role",
+        );
+        let config = self
+            .base
+            .to_builder()
+            .credentials_provider(aws_sdk_s3::config::SharedCredentialsProvider::new(
+                credentials,
+            ))
+            .build();
+        let session_arn = out
+            .assumed_role_user()
+            .map(|u| u.arn().to_owned())
+            .unwrap_or_default();
+        Ok(AssumedRole {
+            config,
+            session_arn,
+            expires_at,
+        })
+    }
+}
+
+/// Retries of AssumeRole: throttling and IAM's eventual consistency (a new role, or a
+/// new trust policy, not yet visible to STS), but no longer than about ten seconds,
+/// because a trust policy that does not name the caller is refused the same way.
+const ASSUME_ROLE: RetryPolicy = RetryPolicy {
+    attempts: 6,
+    base_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(4),
+    attempt_timeout: ATTEMPT_TIMEOUT,
+};
+
+struct CallerIdentity {
+    account: String,
+    arn: String,
+}
+
+/// A tenant role's temporary credentials (from [`AwsClients::assume_tenant_role`]),
+/// with the engine's endpoint, timeouts and retry settings.
+#[derive(Clone)]
+pub struct AssumedRole {
+    config: aws_config::SdkConfig,
+    session_arn: String,
+    expires_at: Option<std::time::SystemTime>,
+}
+
+impl std::fmt::Debug for AssumedRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AssumedRole")
+            .field("session_arn", &self.session_arn)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AssumedRole {
+    /// An S3 client for buckets in `region` with the role's credentials, set up as the
+    /// engine's own ([`AwsClients::s3`]): path-style, same endpoint and checksums.
+    pub fn s3(&self, region: &str) -> aws_sdk_s3::Client {
+        s3_client(&self.config, region)
+    }
+
+    /// The SDK configuration with the role's credentials, for clients of other services.
+    pub fn sdk_config(&self) -> &aws_config::SdkConfig {
+        &self.config
+    }
+
+    /// The session's ARN: `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`.
+    pub fn session_arn(&self) -> &str {
+        &self.session_arn
+    }
+
+    /// When the credentials stop working.
+    pub fn expires_at(&self) -> Option<std::time::SystemTime> {
+        self.expires_at
+    }
+}
+
+/// An S3 client of `base` for buckets in `region`: path-style addressing (an endpoint
+/// on an IP address or `localhost` has no bucket subdomains), and checksums only where
+/// S3 requires them, which S3-compatible servers also accept.
+fn s3_client(base: &aws_config::SdkConfig, region: &str) -> aws_sdk_s3::Client {
+    use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+    let config = aws_sdk_s3::config::Builder::from(base)
+        .region(aws_sdk_s3::config::Region::new(region.to_owned()))
+        .force_path_style(true)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
 }
 
 /// `value` with [`ACCOUNT_PLACEHOLDER`] replaced by `account` in every string.

@@ -77,6 +77,13 @@ pub struct AwsSettings {
     pub profile: Option<String>,
     /// The service that assumes tenants' application roles.
     pub service_principal: String,
+    /// IAM principals (ARNs) that may also assume tenants' application roles: the
+    /// identity that runs validation checks with a tenant's own permissions (S3
+    /// put/get/delete, cross-tenant refusal). It also needs `sts:AssumeRole` on the
+    /// roles in its own IAM policy. Write the engine's own account as
+    /// `{aws_account_id}`: policies are read back with it, so a literal id of that
+    /// account would show as a change in every plan.
+    pub trusted_principals: Vec<String>,
     /// How long to wait for a new cache cluster to become available.
     pub cache_wait_timeout_secs: u64,
 }
@@ -88,6 +95,7 @@ impl Default for AwsSettings {
             region: None,
             profile: None,
             service_principal: "ecs-tasks.amazonaws.com".into(),
+            trusted_principals: Vec::new(),
             cache_wait_timeout_secs: 1800,
         }
     }

@@ -365,10 +365,12 @@ fn is_access_denied<E: aws_sdk_s3::error::ProvideErrorMetadata>(
 async fn tenant_s3(cx: &CheckContext<'_>, region: &str) -> Result<aws_sdk_s3::Client, String> {
     let role = attrs_of(cx.state, ResourceType::IamRole, "app")?;
     let arn = string(role, "arn")?;
-    cx.aws
-        .s3_as_role(&arn, &format!("tenantform-validate-{}", cx.spec.id), region)
+    let assumed = cx
+        .aws
+        .assume_tenant_role(&arn, &format!("tenantform-validate-{}", cx.spec.id))
         .await
-        .map_err(|e| format!("cannot assume {arn}: {e}"))
+        .map_err(|e| format!("cannot assume {arn}: {e}"))?;
+    Ok(assumed.s3(region))
 }
 
 /// Check 3: Insert an embedding and find it again as the nearest neighbour.
