@@ -277,7 +277,7 @@ struct SubmitArgs {
     #[arg(long)]
     protected: bool,
     /// Who asks (a name or e-mail address; an address is notified of a rejection).
-    #[arg(long, env = "USER")]
+    #[arg(long, env = "USER", default_value = "unknown")]
     requester: String,
     #[arg(long)]
     notes: Option<String>,

@@ -844,23 +844,19 @@ async fn a_tenants_role_can_use_its_own_bucket_and_is_refused_anothers() {
     b.region = "eu-west-1".into();
     let ws = Workspace::new(&[a.clone(), b.clone()]).await;
     // Validation checks take on the tenant's role with the engine's own credentials:
-    // the roles' trust policies name the engine's principal.
+    // the example platform file's trusted_principals names the stack's engine user.
     let aws = AwsClients::new(aws_config().await, &Default::default());
-    // Written with the placeholder, as the plan reads policies back with it.
     let engine_arn = aws
         .caller_arn()
         .await
         .unwrap()
         .replace(ACCOUNT, "{aws_account_id}");
-    ws.edit_platform(|p| {
-        let line = "service_principal = \"ecs-tasks.amazonaws.com\"";
-        assert!(p.contains(line));
-        p.replacen(
-            line,
-            &format!("{line}\ntrusted_principals = [\"{engine_arn}\"]"),
-            1,
-        )
-    });
+    assert!(
+        std::fs::read_to_string(ws.platform_path())
+            .unwrap()
+            .contains(&format!("trusted_principals = [\"{engine_arn}\"]")),
+        "platform.toml trusts {engine_arn}"
+    );
     let engine = engine(&ws, None).await;
     assert_succeeded(&apply(&engine, PlanMode::Normal).await.1.unwrap());
     assert!(

@@ -647,5 +647,6 @@ pub fn http_get(url: &str) -> Option<String> {
     let mut response = String::new();
     stream.read_to_string(&mut response).ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200").then(|| body.to_owned())
+    let status = head.split_whitespace().nth(1)?;
+    (status == "200").then(|| body.to_owned())
 }
