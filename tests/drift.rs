@@ -528,3 +528,171 @@ async fn drift_over_fifty_tenants_is_bounded_and_deterministic() {
 async fn admin_client(db: &str) -> tokio_postgres::Client {
     admin(db).await
 }
+
+/// The same for the resources outside PostgreSQL: S3, IAM, Redis users and dashboards,
+/// each deleted or changed behind the engine's back, reported by `drift` and repaired by
+/// `apply`. (ElastiCache is left out: moto keeps a deleted cluster's id for ever, so it
+/// could not be created again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_redis_and_dashboard_kinds_changed_or_deleted_are_reported_and_repaired() {
+    let names = [
+        "delbucket",
+        "tagbucket",
+        "tagrole",
+        "editpolicy",
+        "detach",
+        "deluser",
+        "keysuser",
+        "deldash",
+        "editdash",
+    ];
+    let tenants: Vec<TenantDef> = names.iter().map(|n| TenantDef::new(n, "bronze")).collect();
+    let ws = Workspace::new(&tenants).await;
+    ws.run(&["apply", "--auto-approve"]).ok();
+    assert_eq!(drift_json(&ws, &[]).0, 0, "clean right after apply");
+
+    let s3 = s3_client("us-east-1").await;
+    let iam = iam_client().await;
+    let mut redis = redis_admin().await;
+    let account = "123456789012";
+    let t = |name: &str| tenants.iter().find(|t| t.id.starts_with(name)).unwrap();
+    let bucket = |name: &str| format!("rag-{}-documents", t(name).id);
+    let attr = |name: &str, key: &str, field: &str| -> String {
+        ws.state_json(&t(name).id).unwrap()["resources"][key]["attributes"][field]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    s3.delete_bucket_policy()
+        .bucket(bucket("delbucket"))
+        .send()
+        .await
+        .unwrap();
+    s3.delete_bucket()
+        .bucket(bucket("delbucket"))
+        .send()
+        .await
+        .unwrap();
+    s3.put_bucket_tagging()
+        .bucket(bucket("tagbucket"))
+        .tagging(
+            aws_sdk_s3::types::Tagging::builder()
+                .tag_set(
+                    aws_sdk_s3::types::Tag::builder()
+                        .key("TenantID")
+                        .value("someone-else")
+                        .build()
+                        .unwrap(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    iam.tag_role()
+        .role_name(format!("rag-{}-app", t("tagrole").id))
+        .tags(
+            aws_sdk_iam::types::Tag::builder()
+                .key("CostCenter")
+                .value("CC-WRONG")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let policy_arn = format!(
+        "arn:aws:iam::{account}:policy/rag-{}-documents-access",
+        t("editpolicy").id
+    );
+    iam.create_policy_version()
+        .policy_arn(&policy_arn)
+        .policy_document(r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:*","Resource":"*"}]}"#)
+        .set_as_default(true)
+        .send()
+        .await
+        .unwrap();
+    iam.detach_role_policy()
+        .role_name(format!("rag-{}-app", t("detach").id))
+        .policy_arn(format!(
+            "arn:aws:iam::{account}:policy/rag-{}-documents-access",
+            t("detach").id
+        ))
+        .send()
+        .await
+        .unwrap();
+    let user = |name: &str| t(name).pg_name();
+    let _: () = redis::cmd("ACL")
+        .arg("DELUSER")
+        .arg(user("deluser"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(user("keysuser"))
+        .arg("~*")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    fs::remove_file(attr("deldash", "grafana_dashboard.main", "file")).unwrap();
+    let edit = attr("editdash", "grafana_dashboard.main", "file");
+    let mut doc: Value = serde_json::from_str(&fs::read_to_string(&edit).unwrap()).unwrap();
+    doc["title"] = Value::String("edited by hand".into());
+    fs::write(&edit, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+
+    let (code, report) = drift_json(&ws, &[]);
+    assert_eq!(code, 2);
+    let expect = |name: &str, findings: &[(&str, &str, &[&str])]| {
+        let id = &t(name).id;
+        let want: Vec<(String, String, Vec<String>)> = findings
+            .iter()
+            .map(|(a, k, attrs)| {
+                (
+                    format!("{id}/{a}"),
+                    k.to_string(),
+                    attrs.iter().map(|s| s.to_string()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(findings(&report, id), want, "{name}");
+    };
+    expect(
+        "delbucket",
+        &[
+            ("s3_bucket.documents", "deleted", &[]),
+            ("s3_bucket_policy.documents", "deleted", &[]),
+        ],
+    );
+    expect(
+        "tagbucket",
+        &[("s3_bucket.documents", "changed", &["tags"])],
+    );
+    expect("tagrole", &[("iam_role.app", "changed", &["tags"])]);
+    expect(
+        "editpolicy",
+        &[("iam_policy.documents_access", "changed", &["document"])],
+    );
+    expect(
+        "detach",
+        &[(
+            "iam_role_policy_attachment.documents_access",
+            "deleted",
+            &[],
+        )],
+    );
+    expect("deluser", &[("redis_acl_user.app", "deleted", &[])]);
+    expect("keysuser", &[("redis_acl_user.app", "changed", &["keys"])]);
+    expect("deldash", &[("grafana_dashboard.main", "deleted", &[])]);
+    expect(
+        "editdash",
+        &[("grafana_dashboard.main", "changed", &["title"])],
+    );
+
+    ws.run(&["apply", "--auto-approve"]).ok();
+    let (code, after) = drift_json(&ws, &[]);
+    assert_eq!(code, 0, "{after:#}");
+    ws.run(&["plan", "--detailed-exitcode"]).code(0);
+}
