@@ -645,9 +645,9 @@ async fn aws_redis_and_dashboard_kinds_changed_or_deleted_are_reported_and_repai
 
     let (code, report) = drift_json(&ws, &[]);
     assert_eq!(code, 2);
-    let expect = |name: &str, findings: &[(&str, &str, &[&str])]| {
+    let expect = |name: &str, expected: &[(&str, &str, &[&str])]| {
         let id = &t(name).id;
-        let want: Vec<(String, String, Vec<String>)> = findings
+        let want: Vec<(String, String, Vec<String>)> = expected
             .iter()
             .map(|(a, k, attrs)| {
                 (
