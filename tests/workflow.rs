@@ -9,6 +9,16 @@ use std::fs;
 use serde_json::Value;
 use support::*;
 
+/// A child process that is killed when the test ends, passed or failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A request file for `t` (the format of a tenant spec).
 fn request_file(ws: &Workspace, t: &TenantDef) -> String {
     let path = ws.dir.path().join(format!("request-{}.toml", t.id));
@@ -227,7 +237,7 @@ async fn three_requests_go_through_approval_to_active_with_all_checks() {
 
     // The metrics endpoint of `tenantform serve` has the figures.
     let port = free_port();
-    let mut server = ws.spawn(&["serve", "--listen", &format!("127.0.0.1:{port}")]);
+    let server = KillOnDrop(ws.spawn(&["serve", "--listen", &format!("127.0.0.1:{port}")]));
     let url = format!("http://127.0.0.1:{port}/metrics");
     let mut text = String::new();
     wait_until(
@@ -238,8 +248,7 @@ async fn three_requests_go_through_approval_to_active_with_all_checks() {
             !text.is_empty()
         },
     );
-    server.kill().unwrap();
-    let _ = server.wait();
+    drop(server);
     assert!(
         text.contains("tenantform_requests{status=\"active\"} 3"),
         "{text}"
