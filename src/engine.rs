@@ -20,7 +20,11 @@ use crate::outputs::{Output, tenant_outputs};
 use crate::plan::graph::ActionGraph;
 use crate::plan::{PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, TenantPlan, plan_tenant};
 use crate::provider::ProviderSet;
+use crate::provider::aws::AwsClients;
+use crate::provider::elasticache::{self, ElasticacheProvider};
+use crate::provider::iam::{self, IamProvider};
 use crate::provider::postgres::{self, PostgresConfig, PostgresProvider};
+use crate::provider::s3::{self, S3Provider};
 use crate::resource::{Attributes, ResourceAddress, TenantId, schema};
 use crate::spec::Specs;
 use crate::state::{LockInfo, ResourceState, ResourceStatus, StateStore, TenantState};
@@ -135,6 +139,10 @@ impl Engine {
                         self.config.parallelism.clamp(1, 32),
                     )),
                 );
+                let aws = Arc::new(AwsClients::load(&specs.platform.aws).await);
+                set.register(s3::TYPES, Arc::new(S3Provider::new(aws.clone())));
+                set.register(iam::TYPES, Arc::new(IamProvider::new(aws.clone())));
+                set.register(elasticache::TYPES, Arc::new(ElasticacheProvider::new(aws)));
                 Ok::<_, Error>(set)
             })
             .await

@@ -59,6 +59,42 @@ pub fn tenant_outputs(
             );
         }
     }
+    if let Some(bucket) = created(ResourceType::S3Bucket) {
+        put(
+            "s3_bucket",
+            json!(attr_str(&bucket.attributes, "bucket")),
+            false,
+        );
+        put(
+            "s3_region",
+            json!(attr_str(&bucket.attributes, "region")),
+            false,
+        );
+    }
+    if let Some(role) = created(ResourceType::IamRole) {
+        put(
+            "iam_role_arn",
+            json!(attr_str(&role.attributes, "arn")),
+            false,
+        );
+    }
+    if let Some(cache) = created(ResourceType::ElasticacheCluster) {
+        put(
+            "cache_cluster_id",
+            json!(attr_str(&cache.attributes, "cluster_id")),
+            false,
+        );
+        // `null` until AWS reports the node's address.
+        put(
+            "cache_endpoint",
+            cache
+                .attributes
+                .get("endpoint")
+                .cloned()
+                .unwrap_or(Value::Null),
+            false,
+        );
+    }
     out
 }
 

@@ -130,6 +130,12 @@ resource_types! {
     PostgresTable => "postgres_table",
     PostgresRowSecurity => "postgres_row_security",
     PostgresTableGrant => "postgres_table_grant",
+    S3Bucket => "s3_bucket",
+    S3BucketPolicy => "s3_bucket_policy",
+    IamPolicy => "iam_policy",
+    IamRole => "iam_role",
+    IamRolePolicyAttachment => "iam_role_policy_attachment",
+    ElasticacheCluster => "elasticache_cluster",
 }
 
 impl fmt::Display for ResourceType {
@@ -264,6 +270,10 @@ pub enum Compare {
     Exact,
     /// Lists compared as sets (order and duplicates do not matter).
     Set,
+    /// AWS policy documents, compared by meaning: key order, statement order, a single
+    /// value or a list of one, and the order of actions, resources and principals do
+    /// not matter. A document may be given as JSON text or as a JSON value.
+    PolicyDocument,
 }
 
 impl AttributeSchema {
@@ -313,6 +323,12 @@ impl AttributeSchema {
             ..self
         }
     }
+    pub const fn as_policy(self) -> Self {
+        AttributeSchema {
+            compare: Compare::PolicyDocument,
+            ..self
+        }
+    }
 
     /// Whether `a` and `b` mean the same value of this attribute.
     pub fn same(&self, a: Option<&serde_json::Value>, b: Option<&serde_json::Value>) -> bool {
@@ -329,9 +345,79 @@ impl AttributeSchema {
                 }
                 _ => a == b,
             },
+            (Some(a), Some(b), Compare::PolicyDocument) => {
+                canonical_policy(a) == canonical_policy(b)
+            }
             (a, b, _) => a == b,
         }
     }
+}
+
+/// A policy document in a canonical form, so that two documents that mean the same
+/// compare equal (see [`Compare::PolicyDocument`]). Never fails: what is not a policy
+/// is returned as it is.
+pub fn canonical_policy(v: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    fn list(x: &Value) -> Vec<Value> {
+        match x {
+            Value::Array(a) => a.clone(),
+            other => vec![other.clone()],
+        }
+    }
+    fn sorted(mut items: Vec<Value>) -> Value {
+        items.sort_by_key(|v| v.to_string());
+        items.dedup();
+        Value::Array(items)
+    }
+    // Condition values: AWS answers `true` as `"true"`.
+    fn scalar_text(v: Value) -> Value {
+        match v {
+            Value::Bool(b) => Value::String(b.to_string()),
+            Value::Number(n) => Value::String(n.to_string()),
+            other => other,
+        }
+    }
+    fn map_values(x: &Value, f: impl Fn(&Value) -> Value) -> Value {
+        match x {
+            Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), f(v))).collect()),
+            other => other.clone(),
+        }
+    }
+    fn statement(st: &Value) -> Value {
+        map_values_keyed(st, |k, x| match k {
+            "Action" | "NotAction" | "Resource" | "NotResource" => sorted(list(x)),
+            "Principal" | "NotPrincipal" => map_values(x, |p| sorted(list(p))),
+            "Condition" => map_values(x, |op| {
+                map_values(op, |c| {
+                    sorted(list(c).into_iter().map(scalar_text).collect())
+                })
+            }),
+            _ => x.clone(),
+        })
+    }
+    fn map_values_keyed(x: &Value, f: impl Fn(&str, &Value) -> Value) -> Value {
+        match x {
+            Value::Object(m) => {
+                Value::Object(m.iter().map(|(k, v)| (k.clone(), f(k, v))).collect())
+            }
+            other => other.clone(),
+        }
+    }
+    let parsed;
+    let doc = match v {
+        Value::String(s) => match serde_json::from_str::<Value>(s) {
+            Ok(p) => {
+                parsed = p;
+                &parsed
+            }
+            Err(_) => return v.clone(),
+        },
+        other => other,
+    };
+    map_values_keyed(doc, |k, x| match k {
+        "Statement" => sorted(list(x).iter().map(statement).collect()),
+        _ => x.clone(),
+    })
 }
 
 /// The attribute schemas of one resource type.
@@ -425,9 +511,84 @@ static POSTGRES_TABLE_GRANT: Schema = Schema {
     replace_note: "a grant belongs to one table and one role",
 };
 
+static S3_BUCKET: Schema = Schema {
+    resource_type: ResourceType::S3Bucket,
+    attributes: &[
+        A::force_new("bucket"),
+        A::force_new("region"),
+        A::updatable("versioning"),
+        A::updatable("lifecycle_rules"),
+        A::updatable("public_access_block"),
+        A::updatable("tags"),
+        A::computed("arn"),
+    ],
+    replace_note: "a bucket cannot be renamed or moved to another region",
+};
+
+static S3_BUCKET_POLICY: Schema = Schema {
+    resource_type: ResourceType::S3BucketPolicy,
+    attributes: &[
+        A::force_new("bucket"),
+        A::force_new("region"),
+        A::updatable("policy").as_policy(),
+    ],
+    replace_note: "a bucket policy belongs to one bucket",
+};
+
+static IAM_POLICY: Schema = Schema {
+    resource_type: ResourceType::IamPolicy,
+    attributes: &[
+        A::force_new("name"),
+        A::force_new("description"),
+        A::updatable("document").as_policy(),
+        A::updatable("tags"),
+        A::computed("arn"),
+    ],
+    replace_note: "IAM cannot rename a managed policy or change its description",
+};
+
+static IAM_ROLE: Schema = Schema {
+    resource_type: ResourceType::IamRole,
+    attributes: &[
+        A::force_new("name"),
+        A::updatable("description"),
+        A::updatable("assume_role_policy").as_policy(),
+        A::updatable("tags"),
+        A::computed("arn"),
+    ],
+    replace_note: "IAM cannot rename a role",
+};
+
+static IAM_ROLE_POLICY_ATTACHMENT: Schema = Schema {
+    resource_type: ResourceType::IamRolePolicyAttachment,
+    attributes: &[A::force_new("role"), A::force_new("policy_arn")],
+    replace_note: "an attachment joins one role and one policy",
+};
+
+static ELASTICACHE_CLUSTER: Schema = Schema {
+    resource_type: ResourceType::ElasticacheCluster,
+    attributes: &[
+        A::force_new("cluster_id"),
+        A::force_new("region"),
+        A::force_new("engine"),
+        A::updatable("node_type"),
+        A::force_new("num_nodes"),
+        A::updatable("tags"),
+        A::computed("arn"),
+        A::computed("endpoint"),
+    ],
+    replace_note: "a cache cluster's id, region, engine and node count cannot change in place",
+};
+
 /// The schema of a resource type.
 pub fn schema(resource_type: ResourceType) -> &'static Schema {
     match resource_type {
+        ResourceType::S3Bucket => &S3_BUCKET,
+        ResourceType::S3BucketPolicy => &S3_BUCKET_POLICY,
+        ResourceType::IamPolicy => &IAM_POLICY,
+        ResourceType::IamRole => &IAM_ROLE,
+        ResourceType::IamRolePolicyAttachment => &IAM_ROLE_POLICY_ATTACHMENT,
+        ResourceType::ElasticacheCluster => &ELASTICACHE_CLUSTER,
         ResourceType::PostgresSchema => &POSTGRES_SCHEMA,
         ResourceType::PostgresRole => &POSTGRES_ROLE,
         ResourceType::PostgresSchemaGrant => &POSTGRES_SCHEMA_GRANT,
@@ -476,6 +637,32 @@ mod tests {
             assert_eq!(schema(*t).resource_type, *t);
             assert_eq!(t.as_str().parse::<ResourceType>().unwrap(), *t);
         }
+    }
+
+    #[test]
+    fn policy_documents_compare_by_meaning() {
+        let p = A::updatable("p").as_policy();
+        let a = serde_json::json!({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetObject"],
+                           "Resource": "arn:aws:s3:::b/*",
+                           "Principal": {"AWS": "arn:aws:iam::1:role/r"},
+                           "Condition": {"Bool": {"aws:SecureTransport": false}}}]
+        });
+        let b = serde_json::json!(
+            r#"{"Statement": {"Resource": ["arn:aws:s3:::b/*"],
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            "Principal": {"AWS": ["arn:aws:iam::1:role/r"]},
+            "Action": ["s3:GetObject", "s3:PutObject"], "Effect": "Allow"}, "Version": "2012-10-17"}"#
+        );
+        assert!(p.same(Some(&a), Some(&b)));
+        let c = serde_json::json!({"Version": "2012-10-17", "Statement": [{"Effect": "Deny",
+            "Action": ["s3:PutObject", "s3:GetObject"], "Resource": "arn:aws:s3:::b/*"}]});
+        assert!(!p.same(Some(&a), Some(&c)));
+        // Not a policy at all: compared as it is, no panic.
+        let junk = serde_json::json!("{not json");
+        assert!(p.same(Some(&junk), Some(&junk)));
+        assert!(!p.same(Some(&junk), Some(&a)));
     }
 
     #[test]

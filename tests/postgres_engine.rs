@@ -61,7 +61,7 @@ async fn apply_creates_everything_and_tenants_are_isolated() {
     let run = ws.run(&["apply", "--auto-approve"]).ok();
     assert!(
         run.stdout
-            .contains("Apply complete! Resources: 12 added, 0 changed, 0 destroyed."),
+            .contains("Apply complete! Resources: 22 added, 0 changed, 0 destroyed."),
         "{}",
         run.all()
     );
@@ -226,9 +226,10 @@ async fn a_tier_change_updates_in_place_and_a_rename_replaces() {
         "{}",
         plan.stdout
     );
+    // The AWS part follows the tier too: tags and lifecycle change, Gold adds a cache.
     assert!(
         plan.stdout
-            .contains("Plan: 0 to add, 1 to change, 0 to destroy."),
+            .contains("Plan: 1 to add, 4 to change, 0 to destroy."),
         "{}",
         plan.stdout
     );
@@ -346,7 +347,7 @@ async fn destroy_removes_everything_and_twice_is_fine() {
         .run(&["destroy", "--tenant", &gone.id, "--auto-approve"])
         .ok();
     assert!(
-        run.stdout.contains("0 added, 0 changed, 6 destroyed"),
+        run.stdout.contains("0 added, 0 changed, 11 destroyed"),
         "{}",
         run.all()
     );
@@ -412,7 +413,7 @@ async fn a_removed_spec_is_planned_as_deletes_and_protection_survives_it() {
     );
     assert!(
         plan.stdout
-            .contains("Plan: 0 to add, 0 to change, 6 to destroy."),
+            .contains("Plan: 0 to add, 0 to change, 11 to destroy."),
         "{}",
         plan.stdout
     );
@@ -429,7 +430,7 @@ async fn a_saved_plan_applies_once_and_is_refused_when_state_moved_on() {
     ws.run(&["plan", "--out", file]).ok();
     let json = ws.run(&["show", file, "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
-    assert_eq!(v["summary"]["add"], 6);
+    assert_eq!(v["summary"]["add"], 11);
     ws.run(&["apply", file]).ok().contains("Apply complete!");
     // Applying the same plan again: the state it was made against is gone.
     ws.run(&["apply", file])
@@ -467,7 +468,7 @@ async fn plan_output_formats_are_machine_readable() {
     let run = ws.run(&["plan", "--json"]).ok();
     let v: serde_json::Value = serde_json::from_str(&run.stdout).expect("plan --json is JSON");
     assert_eq!(v["format_version"], "1.0");
-    assert_eq!(v["resource_changes"].as_array().unwrap().len(), 6);
+    assert_eq!(v["resource_changes"].as_array().unwrap().len(), 11);
     assert!(
         v["resource_changes"]
             .as_array()
@@ -479,13 +480,13 @@ async fn plan_output_formats_are_machine_readable() {
     let md = ws.run(&["plan", "--markdown"]).ok();
     assert!(
         md.stdout
-            .starts_with("### tenantform plan: 6 to add, 0 to change, 0 to destroy"),
+            .starts_with("### tenantform plan: 11 to add, 0 to change, 0 to destroy"),
         "{}",
         md.stdout
     );
     assert!(
         md.stdout.contains(&format!(
-            "| `{}` | silver | us-east-1 | 6 | 0 | 0 | new tenant |",
+            "| `{}` | silver | us-east-1 | 11 | 0 | 0 | new tenant |",
             t.id
         )),
         "{}",
@@ -493,7 +494,7 @@ async fn plan_output_formats_are_machine_readable() {
     );
     ws.run(&["apply", "--auto-approve"]).ok();
     let list = ws.run(&["state", "list"]).ok();
-    assert_eq!(list.stdout.lines().count(), 6, "{}", list.stdout);
+    assert_eq!(list.stdout.lines().count(), 11, "{}", list.stdout);
     let show = ws
         .run(&["state", "show", &format!("{}/postgres_role.app", t.id)])
         .ok();

@@ -6,7 +6,10 @@
 //! only known after creation (a generated password, an ARN) are computed attributes
 //! filled in by providers, never here.
 
+mod aws;
 mod postgres;
+
+pub use aws::tenant_tags;
 
 use crate::resource::{Resource, TenantId};
 use crate::spec::{PlatformSpec, TenantSpec};
@@ -23,6 +26,13 @@ pub fn tenant_blueprint(tenant: &TenantSpec, platform: &PlatformSpec) -> TenantB
     let tier = &platform.tiers[&tenant.tier];
     let mut resources = Vec::new();
     resources.extend(postgres::resources(tenant, tier, &platform.naming));
+    resources.extend(aws::resources(
+        tenant,
+        tier,
+        &platform.naming,
+        &platform.platform,
+        &platform.aws,
+    ));
     TenantBlueprint {
         tenant: tenant.id.clone(),
         resources,

@@ -155,7 +155,7 @@ fn state_matching_the_spec_plans_nothing() {
 }
 
 #[test]
-fn a_tier_change_updates_the_role_in_place() {
+fn a_tier_change_updates_in_place_and_adds_the_tiers_cache() {
     let specs = specs();
     let mut t = tenant(&specs, "retail-chain");
     let state = applied(&tenant_blueprint(&t, &specs.platform), false);
@@ -164,12 +164,30 @@ fn a_tier_change_updates_the_role_in_place() {
     let p = Case::new(Some(&t), Some(&bp), Some(&state)).plan().unwrap();
     assert_eq!(
         summary(&p),
-        vec!["Update postgres_role.app (the spec changed)"]
+        vec![
+            "Create elasticache_cluster.cache (new in the spec)",
+            "Update iam_policy.documents_access (the spec changed)",
+            "Update iam_role.app (the spec changed)",
+            "Update postgres_role.app (the spec changed)",
+            "Update s3_bucket.documents (the spec changed)",
+        ]
     );
+    // Tags and lifecycle follow the tier; nothing is replaced.
+    let bucket = p
+        .changes
+        .iter()
+        .find(|c| c.address.resource_type == ResourceType::S3Bucket)
+        .unwrap();
+    let names: Vec<&str> = bucket
+        .attribute_changes
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(names, vec!["lifecycle_rules", "tags"]);
     let change = p
         .changes
         .iter()
-        .find(|c| c.action == Action::Update)
+        .find(|c| c.address.resource_type == ResourceType::PostgresRole)
         .unwrap();
     assert_eq!(change.attribute_changes.len(), 1);
     let a = &change.attribute_changes[0];

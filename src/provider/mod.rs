@@ -15,8 +15,12 @@
 //! - Errors never contain secrets (passwords are not echoed, SQL with a password is
 //!   not logged).
 
+pub mod aws;
+pub mod elasticache;
+pub mod iam;
 pub mod postgres;
 pub mod retry;
+pub mod s3;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 
 pub use diagnostic::{SpecDiagnostic, SpecErrors, line_and_column};
 pub use platform::{
-    ApprovalRules, DataClassification, LlmSettings, Naming, PlatformInfo, PlatformSpec,
-    PostgresEndpoint, RateLimits, Region, Tier, TierFeatures, render_name,
+    ApprovalRules, AwsSettings, DataClassification, LlmSettings, Naming, PlatformInfo,
+    PlatformSpec, PostgresEndpoint, RateLimits, Region, Tier, TierFeatures, render_name,
 };
 pub use tenant::TenantSpec;
 

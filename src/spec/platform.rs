@@ -16,6 +16,8 @@ pub struct PlatformSpec {
     #[serde(default)]
     pub postgres: PostgresEndpoint,
     #[serde(default)]
+    pub aws: AwsSettings,
+    #[serde(default)]
     pub naming: Naming,
     /// Tier name (`gold`) to what the tier gets.
     pub tiers: BTreeMap<String, Tier>,
@@ -50,6 +52,37 @@ pub struct PostgresEndpoint {
     pub database: Option<String>,
 }
 
+/// How the engine reaches AWS (or an AWS-compatible endpoint). Every field is optional:
+/// credentials always come from the standard AWS chain (environment, profile, instance
+/// role), and what is not set here comes from it too (`AWS_REGION`, `AWS_ENDPOINT_URL`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AwsSettings {
+    /// Send every AWS call here instead of to AWS (moto, LocalStack, MinIO for S3).
+    pub endpoint_url: Option<String>,
+    /// The region of global services (IAM, STS); tenants' buckets and caches go to the
+    /// tenant's own region.
+    pub region: Option<String>,
+    /// A named profile of the shared AWS config files.
+    pub profile: Option<String>,
+    /// The service that assumes tenants' application roles.
+    pub service_principal: String,
+    /// How long to wait for a new cache cluster to become available.
+    pub cache_wait_timeout_secs: u64,
+}
+
+impl Default for AwsSettings {
+    fn default() -> Self {
+        AwsSettings {
+            endpoint_url: None,
+            region: None,
+            profile: None,
+            service_principal: "ecs-tasks.amazonaws.com".into(),
+            cache_wait_timeout_secs: 1800,
+        }
+    }
+}
+
 /// Name templates of what a tenant gets. `{id}` is the tenant id, `{id_}` the id with
 /// hyphens as underscores. Changing a template renames, which replaces the resources.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -57,6 +90,11 @@ pub struct PostgresEndpoint {
 pub struct Naming {
     pub postgres_schema: String,
     pub postgres_role: String,
+    /// S3 bucket names are global across all AWS accounts: keep a platform prefix.
+    pub s3_bucket: String,
+    pub iam_role: String,
+    pub iam_policy: String,
+    pub cache_cluster: String,
 }
 
 impl Default for Naming {
@@ -64,6 +102,10 @@ impl Default for Naming {
         Naming {
             postgres_schema: "tenant_{id_}".into(),
             postgres_role: "tenant_{id_}".into(),
+            s3_bucket: "rag-{id}-documents".into(),
+            iam_role: "rag-{id}-app".into(),
+            iam_policy: "rag-{id}-documents-access".into(),
+            cache_cluster: "rag-{id}".into(),
         }
     }
 }
@@ -73,6 +115,16 @@ impl Naming {
         [
             ("postgres_schema", &self.postgres_schema),
             ("postgres_role", &self.postgres_role),
+        ]
+    }
+
+    /// AWS name templates with the longest name AWS accepts for each.
+    fn aws_templates(&self) -> [(&'static str, &str, usize); 4] {
+        [
+            ("s3_bucket", &self.s3_bucket, 63),
+            ("iam_role", &self.iam_role, 64),
+            ("iam_policy", &self.iam_policy, 128),
+            ("cache_cluster", &self.cache_cluster, 40),
         ]
     }
 }
@@ -316,6 +368,51 @@ impl PlatformSpec {
                 ));
             }
         }
+        // The longest tenant id gives the longest names.
+        let longest: crate::resource::TenantId = "a"
+            .repeat(crate::resource::TenantId::MAX_LEN)
+            .parse()
+            .expect("valid id");
+        for (key, template, max_len) in self.naming.aws_templates() {
+            let sample = render_name(template, &longest);
+            let problem = if template.contains("{id_}") {
+                Some(format!(
+                    "template {template:?} uses {{id_}}; AWS names here take {{id}}"
+                ))
+            } else if !template.contains("{id}") {
+                Some(format!(
+                    "template {template:?} does not contain the tenant id {{id}}"
+                ))
+            } else if !sample.starts_with(|c: char| c.is_ascii_lowercase())
+                || sample.ends_with('-')
+                || sample.contains("--")
+                || sample
+                    .chars()
+                    .any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+            {
+                Some(format!(
+                    "template {template:?} yields names AWS rejects for some tenants"
+                ))
+            } else if sample.len() > max_len {
+                Some(format!(
+                    "template {template:?} yields names of up to {} characters; the limit is {max_len}",
+                    sample.len()
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                problems.push(place(
+                    SpecDiagnostic::new(
+                        path,
+                        problem,
+                        "start with a lowercase letter, use lowercase letters, digits, single hyphens and {id}, and keep it short",
+                    )
+                    .field(format!("naming.{key}")),
+                    &format!("{key} ="),
+                ));
+            }
+        }
         for tier in self.approval.tiers.keys() {
             if !self.tiers.contains_key(tier) {
                 problems.push(place(
@@ -330,5 +427,62 @@ impl PlatformSpec {
             }
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn example() -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("specs/platform.toml"))
+            .expect("example platform file")
+    }
+
+    #[test]
+    fn the_aws_section_is_optional_and_has_defaults() {
+        let source = example();
+        let start = source.find("[aws]").unwrap();
+        let end = start + source[start..].find("\n# Names").unwrap();
+        let without = format!("{}{}", &source[..start], &source[end..]);
+        let spec = PlatformSpec::parse(Path::new("platform.toml"), &without).unwrap();
+        assert_eq!(spec.aws, AwsSettings::default());
+    }
+
+    #[test]
+    fn aws_name_templates_that_aws_would_reject_are_reported() {
+        let source = example();
+        for (from, to, says) in [
+            (
+                "s3_bucket = \"rag-{id}-documents\"",
+                "s3_bucket = \"rag_{id}\"",
+                "AWS rejects",
+            ),
+            (
+                "iam_role = \"rag-{id}-app\"",
+                "iam_role = \"rag-app\"",
+                "does not contain the tenant id",
+            ),
+            (
+                "cache_cluster = \"rag-{id}\"",
+                "cache_cluster = \"rag-cache-cluster-{id}\"",
+                "the limit is 40",
+            ),
+            (
+                "s3_bucket = \"rag-{id}-documents\"",
+                "s3_bucket = \"rag-{id_}\"",
+                "take {id}",
+            ),
+        ] {
+            let edited = source.replace(from, to);
+            assert_ne!(edited, source);
+            let problems = PlatformSpec::parse(Path::new("platform.toml"), &edited).unwrap_err();
+            let text = problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(text.contains(says), "{to}: {text}");
+        }
     }
 }

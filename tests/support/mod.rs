@@ -11,9 +11,12 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use tenantform::provider::{CreateMode, Provider, ProviderError, ProviderSet};
+use tenantform::resource::{Attributes, Resource, ResourceAddress};
 use tokio_postgres::{Client, NoTls};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tenantform");
@@ -406,4 +409,134 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 /// Whether `path` exists, for waits.
 pub fn exists(path: &Path) -> bool {
     path.exists()
+}
+
+/// The engine as a library, with its providers pointed at this workspace's database and
+/// the stack's AWS endpoint. With `counter`, every create, update and delete call is
+/// counted.
+pub async fn engine(ws: &Workspace, counter: Option<Arc<AtomicUsize>>) -> tenantform::Engine {
+    use tenantform::provider::aws::AwsClients;
+    use tenantform::provider::elasticache::{self, ElasticacheProvider};
+    use tenantform::provider::iam::{self, IamProvider};
+    use tenantform::provider::postgres::{self, PostgresConfig, PostgresProvider};
+    use tenantform::provider::s3::{self, S3Provider};
+
+    let specs = tenantform::spec::Specs::load(&ws.specs()).expect("workspace specs are valid");
+    let pg = PostgresConfig {
+        host: env("PGHOST"),
+        port: env("PGPORT").parse().unwrap(),
+        user: env("PGUSER"),
+        password: Some(tenantform::secret::Secret::new(env("PGPASSWORD"))),
+        database: ws.database.clone(),
+    };
+    let aws = Arc::new(AwsClients::new(aws_config().await, &specs.platform.aws));
+    let wrap = |p: Arc<dyn Provider>| -> Arc<dyn Provider> {
+        match &counter {
+            Some(c) => Arc::new(CountingProvider {
+                inner: p,
+                mutating: c.clone(),
+            }),
+            None => p,
+        }
+    };
+    let mut set = ProviderSet::new();
+    set.register(
+        postgres::TYPES,
+        wrap(Arc::new(PostgresProvider::new(pg, 10))),
+    );
+    set.register(s3::TYPES, wrap(Arc::new(S3Provider::new(aws.clone()))));
+    set.register(iam::TYPES, wrap(Arc::new(IamProvider::new(aws.clone()))));
+    set.register(
+        elasticache::TYPES,
+        wrap(Arc::new(ElasticacheProvider::new(aws))),
+    );
+    tenantform::Engine::with_providers(
+        tenantform::EngineConfig {
+            specs_dir: ws.specs(),
+            state_dir: ws.state(),
+            ..tenantform::EngineConfig::default()
+        },
+        set,
+    )
+}
+
+/// The SDK configuration of the stack's AWS endpoint (moto), with its test credentials.
+pub async fn aws_config() -> aws_config::SdkConfig {
+    let creds = aws_sdk_s3::config::Credentials::new(
+        env("AWS_ACCESS_KEY_ID"),
+        env("AWS_SECRET_ACCESS_KEY"),
+        None,
+        None,
+        "tenantform-tests",
+    );
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(env("AWS_REGION")))
+        .endpoint_url(env("AWS_ENDPOINT_URL"))
+        .credentials_provider(creds)
+        .load()
+        .await
+}
+
+pub async fn s3_client(region: &str) -> aws_sdk_s3::Client {
+    let config = aws_sdk_s3::config::Builder::from(&aws_config().await)
+        .region(aws_sdk_s3::config::Region::new(region.to_owned()))
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(config)
+}
+
+pub async fn iam_client() -> aws_sdk_iam::Client {
+    aws_sdk_iam::Client::new(&aws_config().await)
+}
+
+pub async fn elasticache_client(region: &str) -> aws_sdk_elasticache::Client {
+    let config = aws_sdk_elasticache::config::Builder::from(&aws_config().await)
+        .region(aws_sdk_elasticache::config::Region::new(region.to_owned()))
+        .build();
+    aws_sdk_elasticache::Client::from_conf(config)
+}
+
+/// A provider that counts the calls that change something and passes every call on.
+pub struct CountingProvider {
+    pub inner: Arc<dyn Provider>,
+    pub mutating: Arc<AtomicUsize>,
+}
+
+#[async_trait::async_trait]
+impl Provider for CountingProvider {
+    async fn read(
+        &self,
+        address: &ResourceAddress,
+        current: &Attributes,
+    ) -> Result<Option<Attributes>, ProviderError> {
+        self.inner.read(address, current).await
+    }
+
+    async fn create(
+        &self,
+        resource: &Resource,
+        mode: CreateMode,
+    ) -> Result<Attributes, ProviderError> {
+        self.mutating.fetch_add(1, Ordering::SeqCst);
+        self.inner.create(resource, mode).await
+    }
+
+    async fn update(
+        &self,
+        resource: &Resource,
+        current: &Attributes,
+        changed: &[String],
+    ) -> Result<Attributes, ProviderError> {
+        self.mutating.fetch_add(1, Ordering::SeqCst);
+        self.inner.update(resource, current, changed).await
+    }
+
+    async fn delete(
+        &self,
+        address: &ResourceAddress,
+        current: &Attributes,
+    ) -> Result<(), ProviderError> {
+        self.mutating.fetch_add(1, Ordering::SeqCst);
+        self.inner.delete(address, current).await
+    }
 }

@@ -1,0 +1,489 @@
+//! What the AWS providers ([`super::s3`], [`super::iam`], [`super::elasticache`])
+//! share: one SDK configuration, clients per region, the account id, the mapping of
+//! SDK errors to [`ProviderError`], tags, and the workarounds for moto.
+//!
+//! Credentials always come from the standard AWS chain (environment, profile, instance
+//! role); `[aws]` in `platform.toml` may set the endpoint, the region of the global
+//! services and a profile. The SDK's own retries are off: [`super::retry`] retries
+//! with backoff and jitter, as for every other provider, and every call has a timeout.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::http::HttpResponse;
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use serde_json::Value;
+
+use super::ProviderError;
+use super::retry::RetryPolicy;
+use crate::resource::Attributes;
+use crate::spec::AwsSettings;
+
+/// Written in documents and ARNs where the account id goes; the providers put the
+/// real id in on the way out and take it out again on the way in, so that the
+/// blueprint stays pure and plans read the same in every account.
+pub const ACCOUNT_PLACEHOLDER: &str = "{aws_account_id}";
+
+/// Retries for IAM's eventual consistency: a role or policy just created may be
+/// unknown to other services (and to IAM itself) for some seconds.
+pub const PROPAGATION: RetryPolicy = RetryPolicy {
+    attempts: 12,
+    base_delay: Duration::from_millis(500),
+    max_delay: Duration::from_secs(8),
+    attempt_timeout: Duration::from_secs(30),
+};
+
+/// Error codes that mean "it does not exist", across S3, IAM and ElastiCache.
+const NOT_FOUND_CODES: &[&str] = &[
+    "NoSuchBucket",
+    "NotFound",
+    "NoSuchEntity",
+    "CacheClusterNotFound",
+    "NoSuchLifecycleConfiguration",
+    "NoSuchTagSet",
+    "NoSuchTagSetError",
+    "NoSuchBucketPolicy",
+    "NoSuchPublicAccessBlockConfiguration",
+    "HTTP 404",
+];
+
+/// Error codes of throttling, which is always worth another try.
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "SlowDown",
+    "PriorRequestNotComplete",
+    "ServiceUnavailable",
+    "InternalError",
+    "RequestTimeout",
+];
+
+/// Whether `e` says the thing asked about does not exist.
+pub fn is_not_found(e: &ProviderError) -> bool {
+    NOT_FOUND_CODES.contains(&e.code())
+}
+
+/// `e` with its retryable flag set: for codes that are transient only in one place
+/// (a principal IAM has not propagated yet).
+pub fn retryable(e: ProviderError) -> ProviderError {
+    match e {
+        ProviderError::Api {
+            service,
+            code,
+            message,
+            ..
+        } => ProviderError::Api {
+            service,
+            code,
+            message,
+            retryable: true,
+        },
+        other => other,
+    }
+}
+
+/// Maps an SDK error to a provider error carrying the AWS error code (or `HTTP nnn`
+/// when the answer had none). Throttling and 5xx answers are retryable.
+pub fn sdk_error<E>(service: &'static str, e: SdkError<E, HttpResponse>) -> ProviderError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match &e {
+        SdkError::TimeoutError(_) => ProviderError::Timeout {
+            service,
+            timeout: ATTEMPT_TIMEOUT,
+        },
+        SdkError::DispatchFailure(d) => {
+            let detail = aws_sdk_s3::error::DisplayErrorContext(&e).to_string();
+            if d.is_timeout() {
+                ProviderError::Timeout {
+                    service,
+                    timeout: ATTEMPT_TIMEOUT,
+                }
+            } else {
+                ProviderError::Unreachable { service, detail }
+            }
+        }
+        SdkError::ConstructionFailure(_) => ProviderError::Config(format!(
+            "{service} request could not be built: {}",
+            aws_sdk_s3::error::DisplayErrorContext(&e)
+        )),
+        SdkError::ResponseError(r) => {
+            let status = r.raw().status().as_u16();
+            ProviderError::Api {
+                service,
+                code: format!("HTTP {status}"),
+                message: format!(
+                    "unreadable answer: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ),
+                retryable: status >= 500,
+            }
+        }
+        SdkError::ServiceError(s) => {
+            let status = s.raw().status().as_u16();
+            let code = e
+                .code()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("HTTP {status}"));
+            let message = e
+                .message()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("HTTP status {status}"));
+            let retryable =
+                status >= 500 || status == 429 || THROTTLING_CODES.contains(&code.as_str());
+            ProviderError::Api {
+                service,
+                code,
+                message,
+                retryable,
+            }
+        }
+        _ => ProviderError::Unreachable {
+            service,
+            detail: aws_sdk_s3::error::DisplayErrorContext(&e).to_string(),
+        },
+    }
+}
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The SDK configuration and the clients built from it, shared by the AWS providers.
+pub struct AwsClients {
+    base: aws_config::SdkConfig,
+    pub settings: AwsSettings,
+    iam: aws_sdk_iam::Client,
+    sts: aws_sdk_sts::Client,
+    s3: Mutex<HashMap<String, aws_sdk_s3::Client>>,
+    elasticache: Mutex<HashMap<String, aws_sdk_elasticache::Client>>,
+    account_id: tokio::sync::OnceCell<String>,
+}
+
+impl std::fmt::Debug for AwsClients {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AwsClients")
+            .field("endpoint_url", &self.base.endpoint_url())
+            .field("region", &self.base.region())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AwsClients {
+    /// Loads the SDK configuration: `settings` first, then the standard chain.
+    pub async fn load(settings: &AwsSettings) -> Self {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest());
+        if let Some(url) = &settings.endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        if let Some(region) = &settings.region {
+            loader = loader.region(aws_config::Region::new(region.clone()));
+        }
+        if let Some(profile) = &settings.profile {
+            loader = loader.profile_name(profile);
+        }
+        Self::new(loader.load().await, settings)
+    }
+
+    /// Clients from an SDK configuration made elsewhere (a library user's own, with
+    /// its credentials and endpoint). Retries and timeouts are set here whatever it
+    /// says: [`super::retry`] does the retrying.
+    pub fn new(base: aws_config::SdkConfig, settings: &AwsSettings) -> Self {
+        let has_region = base.region().is_some();
+        let mut builder = base
+            .into_builder()
+            .retry_config(RetryConfig::disabled())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                    .build(),
+            );
+        if !has_region {
+            // IAM and STS are global; any region reaches them.
+            builder = builder.region(aws_config::Region::new("us-east-1"));
+        }
+        let base = builder.build();
+        AwsClients {
+            iam: aws_sdk_iam::Client::new(&base),
+            sts: aws_sdk_sts::Client::new(&base),
+            base,
+            settings: settings.clone(),
+            s3: Mutex::new(HashMap::new()),
+            elasticache: Mutex::new(HashMap::new()),
+            account_id: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    pub fn iam(&self) -> &aws_sdk_iam::Client {
+        &self.iam
+    }
+
+    /// An S3 client for buckets in `region`. Path-style addressing, so that an
+    /// endpoint override on an IP address or `localhost` works.
+    pub fn s3(&self, region: &str) -> aws_sdk_s3::Client {
+        let mut clients = self.s3.lock().expect("client cache lock");
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| {
+                use aws_sdk_s3::config::{RequestChecksumCalculation, ResponseChecksumValidation};
+                let config = aws_sdk_s3::config::Builder::from(&self.base)
+                    .region(aws_sdk_s3::config::Region::new(region.to_owned()))
+                    .force_path_style(true)
+                    .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+                    .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+                    .build();
+                aws_sdk_s3::Client::from_conf(config)
+            })
+            .clone()
+    }
+
+    /// An ElastiCache client for `region`.
+    pub fn elasticache(&self, region: &str) -> aws_sdk_elasticache::Client {
+        let mut clients = self.elasticache.lock().expect("client cache lock");
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| {
+                let config = aws_sdk_elasticache::config::Builder::from(&self.base)
+                    .region(aws_sdk_elasticache::config::Region::new(region.to_owned()))
+                    .build();
+                aws_sdk_elasticache::Client::from_conf(config)
+            })
+            .clone()
+    }
+
+    /// The account the credentials belong to (STS GetCallerIdentity, asked once).
+    pub async fn account_id(&self) -> Result<&str, ProviderError> {
+        self.account_id
+            .get_or_try_init(|| async {
+                RetryPolicy::DEFAULT
+                    .run("STS", || async {
+                        let out = self
+                            .sts
+                            .get_caller_identity()
+                            .send()
+                            .await
+                            .map_err(|e| sdk_error("STS", e))?;
+                        out.account().map(str::to_owned).ok_or_else(|| {
+                            ProviderError::Config(
+                                "STS GetCallerIdentity returned no account id".into(),
+                            )
+                        })
+                    })
+                    .await
+            })
+            .await
+            .map(String::as_str)
+    }
+}
+
+/// `value` with [`ACCOUNT_PLACEHOLDER`] replaced by `account` in every string.
+pub fn with_account(value: &Value, account: &str) -> Value {
+    map_strings(value, &|s| s.replace(ACCOUNT_PLACEHOLDER, account))
+}
+
+/// `value` with `account` in IAM ARNs (`arn:aws:iam::ACCOUNT:`) replaced by
+/// [`ACCOUNT_PLACEHOLDER`]: the inverse of [`with_account`] for what AWS returns.
+pub fn without_account(value: &Value, account: &str) -> Value {
+    let real = format!(":iam::{account}:");
+    let placeholder = format!(":iam::{ACCOUNT_PLACEHOLDER}:");
+    map_strings(value, &|s| s.replace(&real, &placeholder))
+}
+
+fn map_strings(value: &Value, f: &dyn Fn(&str) -> String) -> Value {
+    match value {
+        Value::String(s) => Value::String(f(s)),
+        Value::Array(a) => Value::Array(a.iter().map(|v| map_strings(v, f)).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), map_strings(v, f)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The `tags` attribute as a map (absent or malformed: no tags).
+pub fn tags_of(attrs: &Attributes) -> BTreeMap<String, String> {
+    attrs
+        .get("tags")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Tags as the `tags` attribute holds them.
+pub fn tags_value<K: Into<String>, V: Into<String>>(
+    tags: impl IntoIterator<Item = (K, V)>,
+) -> Value {
+    Value::Object(
+        tags.into_iter()
+            .map(|(k, v)| (k.into(), Value::String(v.into())))
+            .collect(),
+    )
+}
+
+/// What to change to turn the tags `have` into `want`: tags to set, keys to remove.
+pub fn tag_changes(
+    want: &BTreeMap<String, String>,
+    have: &BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, Vec<String>) {
+    let set = want
+        .iter()
+        .filter(|(k, v)| have.get(*k) != Some(v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let remove = have
+        .keys()
+        .filter(|k| !want.contains_key(*k))
+        .cloned()
+        .collect();
+    (set, remove)
+}
+
+/// A required string attribute.
+pub fn req<'a>(attrs: &'a Attributes, name: &str) -> Result<&'a str, ProviderError> {
+    crate::resource::attr_str(attrs, name).ok_or_else(|| {
+        ProviderError::Config(format!("attribute {name} is missing or not a string"))
+    })
+}
+
+/// A policy document attribute as the JSON text AWS takes, with the account id in.
+pub fn policy_text(attrs: &Attributes, name: &str, account: &str) -> Result<String, ProviderError> {
+    let doc = attrs.get(name).ok_or_else(|| {
+        ProviderError::Config(format!("attribute {name} (a policy document) is missing"))
+    })?;
+    let doc = match doc {
+        Value::String(s) => serde_json::from_str(s).map_err(|e| {
+            ProviderError::Config(format!(
+                "attribute {name} is not a JSON policy document: {e}"
+            ))
+        })?,
+        other => other.clone(),
+    };
+    Ok(with_account(&doc, account).to_string())
+}
+
+/// A policy document as AWS returned it (JSON text, sometimes URL-encoded), with the
+/// account id taken out again.
+pub fn policy_value(text: &str, account: &str) -> Value {
+    let decoded;
+    let text = if text.trim_start().starts_with('{') {
+        text
+    } else {
+        decoded = percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned();
+        &decoded
+    };
+    match serde_json::from_str::<Value>(text) {
+        Ok(v) => without_account(&v, account),
+        Err(_) => Value::String(text.to_owned()),
+    }
+}
+
+/// Workarounds for moto_server, the local AWS endpoint of the tests. Each says what it
+/// works around and why it is harmless against AWS itself.
+pub mod moto_quirks {
+    /// moto 5.2 answers GetBucketVersioning with the XML root
+    /// `GetBucketVersioningResponse` instead of `VersioningConfiguration`, so the SDK
+    /// fails to parse a 200 answer. This reads the status out of the raw body of such
+    /// an answer. AWS answers correctly, so this is never reached there.
+    pub fn versioning_status_from_unparsed_body(status: u16, body: &[u8]) -> Option<String> {
+        if status != 200 {
+            return None;
+        }
+        let body = std::str::from_utf8(body).ok()?;
+        if !body.contains("GetBucketVersioningResponse") {
+            return None;
+        }
+        let status = body
+            .split_once("<Status>")
+            .and_then(|(_, rest)| rest.split_once("</Status>"))
+            .map(|(s, _)| s.trim().to_owned());
+        // No <Status>: versioning was never enabled.
+        Some(status.unwrap_or_default())
+    }
+
+    /// moto keeps a deleted ElastiCache cluster listed as `deleting` for ever. On AWS a
+    /// cluster in `deleting` is also past saving: nothing can use it, and its deletion
+    /// cannot be stopped, so "gone" is the right answer in both.
+    pub fn cluster_status_means_gone(status: &str) -> bool {
+        status.eq_ignore_ascii_case("deleting") || status.eq_ignore_ascii_case("deleted")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_account_id_goes_in_and_comes_out_again() {
+        let doc = json!({"Principal": {"AWS": "arn:aws:iam::{aws_account_id}:role/r"},
+                         "Resource": "arn:aws:s3:::b"});
+        let real = with_account(&doc, "123456789012");
+        assert_eq!(real["Principal"]["AWS"], "arn:aws:iam::123456789012:role/r");
+        assert_eq!(without_account(&real, "123456789012"), doc);
+    }
+
+    #[test]
+    fn url_encoded_documents_are_decoded_and_junk_is_kept() {
+        let v = policy_value("%7B%22Version%22%3A%222012-10-17%22%7D", "1");
+        assert_eq!(v, json!({"Version": "2012-10-17"}));
+        assert_eq!(policy_value("not json", "1"), json!("not json"));
+    }
+
+    #[test]
+    fn tag_changes_set_the_different_and_remove_the_extra() {
+        let want = BTreeMap::from([
+            ("a".to_owned(), "1".to_owned()),
+            ("b".to_owned(), "2".to_owned()),
+        ]);
+        let have = BTreeMap::from([
+            ("a".to_owned(), "1".to_owned()),
+            ("c".to_owned(), "3".to_owned()),
+        ]);
+        let (set, remove) = tag_changes(&want, &have);
+        assert_eq!(set, BTreeMap::from([("b".to_owned(), "2".to_owned())]));
+        assert_eq!(remove, vec!["c".to_owned()]);
+    }
+
+    #[test]
+    fn moto_versioning_answers_are_read_from_the_raw_body() {
+        let body = br#"<?xml version="1.0"?><GetBucketVersioningResponse xmlns="x"><Status>Enabled</Status></GetBucketVersioningResponse>"#;
+        assert_eq!(
+            moto_quirks::versioning_status_from_unparsed_body(200, body).as_deref(),
+            Some("Enabled")
+        );
+        assert_eq!(
+            moto_quirks::versioning_status_from_unparsed_body(
+                200,
+                b"<GetBucketVersioningResponse/>"
+            )
+            .as_deref(),
+            Some("")
+        );
+        assert_eq!(
+            moto_quirks::versioning_status_from_unparsed_body(500, body),
+            None
+        );
+        assert_eq!(
+            moto_quirks::versioning_status_from_unparsed_body(200, b"\xff"),
+            None
+        );
+    }
+}

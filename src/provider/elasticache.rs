@@ -1,0 +1,443 @@
+//! ElastiCache: a Gold tenant's dedicated Redis cluster.
+//!
+//! A create returns only once the cluster is `available` (or fails after the
+//! platform's `cache_wait_timeout_secs`), logging its status while it waits, and
+//! records the endpoint as a computed attribute. A cluster in `deleting` counts as
+//! gone (see [`moto_quirks::cluster_status_means_gone`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_elasticache::types::{CacheCluster, Tag};
+use serde_json::{Value, json};
+
+use super::aws::{
+    AwsClients, is_not_found, moto_quirks, req, sdk_error, tag_changes, tags_of, tags_value,
+};
+use super::retry::RetryPolicy;
+use super::{CreateMode, Provider, ProviderError};
+use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType};
+
+const SERVICE: &str = "ElastiCache";
+
+/// The resource types this provider serves.
+pub const TYPES: &[ResourceType] = &[ResourceType::ElasticacheCluster];
+
+/// How often a create looks at the cluster while it waits for it.
+const POLL_INTERVAL: Duration = Duration::from_secs(5);
+
+pub struct ElasticacheProvider {
+    aws: Arc<AwsClients>,
+    retry: RetryPolicy,
+    wait_timeout: Duration,
+}
+
+fn endpoint_of(c: &CacheCluster) -> Value {
+    let ep = c
+        .cache_nodes()
+        .iter()
+        .find_map(|n| n.endpoint())
+        .or(c.configuration_endpoint());
+    match ep.and_then(|e| Some((e.address()?, e.port()?))) {
+        Some((address, port)) => json!(format!("{address}:{port}")),
+        None => Value::Null,
+    }
+}
+
+impl ElasticacheProvider {
+    pub fn new(aws: Arc<AwsClients>) -> Self {
+        let wait_timeout = Duration::from_secs(aws.settings.cache_wait_timeout_secs.max(1));
+        ElasticacheProvider {
+            aws,
+            retry: RetryPolicy::DEFAULT,
+            wait_timeout,
+        }
+    }
+
+    fn client(&self, a: &Attributes) -> Result<aws_sdk_elasticache::Client, ProviderError> {
+        Ok(self.aws.elasticache(req(a, "region")?))
+    }
+
+    /// The cluster, or `None` when it does not exist or is being deleted.
+    async fn describe(
+        &self,
+        client: &aws_sdk_elasticache::Client,
+        id: &str,
+    ) -> Result<Option<CacheCluster>, ProviderError> {
+        let r = self
+            .retry
+            .run(SERVICE, || async {
+                client
+                    .describe_cache_clusters()
+                    .cache_cluster_id(id)
+                    .show_cache_node_info(true)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        match r {
+            Ok(o) => Ok(o.cache_clusters().first().cloned().filter(|c| {
+                !moto_quirks::cluster_status_means_gone(c.cache_cluster_status().unwrap_or(""))
+            })),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn arn(&self, a: &Attributes) -> Result<String, ProviderError> {
+        let account = self.aws.account_id().await?;
+        Ok(format!(
+            "arn:aws:elasticache:{}:{account}:cluster:{}",
+            req(a, "region")?,
+            req(a, "cluster_id")?
+        ))
+    }
+
+    async fn read_cluster(
+        &self,
+        current: &Attributes,
+    ) -> Result<Option<Attributes>, ProviderError> {
+        let client = self.client(current)?;
+        let id = req(current, "cluster_id")?;
+        let Some(c) = self.describe(&client, id).await? else {
+            return Ok(None);
+        };
+        let arn = match c.arn() {
+            Some(a) => a.to_owned(),
+            None => self.arn(current).await?,
+        };
+        let tags = self
+            .retry
+            .run(SERVICE, || async {
+                client
+                    .list_tags_for_resource()
+                    .resource_name(&arn)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await?;
+        let tags = tags_value(
+            tags.tag_list()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned()))),
+        );
+        Ok(Some(Attributes::from([
+            ("cluster_id".into(), json!(id)),
+            (
+                "region".into(),
+                current.get("region").cloned().unwrap_or(Value::Null),
+            ),
+            ("engine".into(), json!(c.engine().unwrap_or(""))),
+            ("node_type".into(), json!(c.cache_node_type().unwrap_or(""))),
+            ("num_nodes".into(), json!(c.num_cache_nodes().unwrap_or(0))),
+            ("tags".into(), tags),
+            ("arn".into(), json!(arn)),
+            ("endpoint".into(), endpoint_of(&c)),
+        ])))
+    }
+
+    async fn create_cluster(
+        &self,
+        resource: &Resource,
+        mode: CreateMode,
+    ) -> Result<Attributes, ProviderError> {
+        let a = &resource.attributes;
+        let client = self.client(a)?;
+        let id = req(a, "cluster_id")?;
+        let nodes = a
+            .get("num_nodes")
+            .and_then(Value::as_i64)
+            .and_then(|n| i32::try_from(n).ok())
+            .unwrap_or(1);
+        let tags: Vec<Tag> = tags_of(a)
+            .into_iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build())
+            .collect();
+        let created = self
+            .retry
+            .run(SERVICE, || async {
+                client
+                    .create_cache_cluster()
+                    .cache_cluster_id(id)
+                    .engine(req(a, "engine")?)
+                    .cache_node_type(req(a, "node_type")?)
+                    .num_cache_nodes(nodes)
+                    .set_tags(Some(tags.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e) if e.code() == "CacheClusterAlreadyExists" => {
+                let existing = self.describe(&client, id).await?;
+                match (mode, existing) {
+                    (CreateMode::Resume, Some(_)) => {
+                        let all = ["node_type", "tags"].map(String::from);
+                        self.update_cluster(a, &all).await?;
+                    }
+                    (CreateMode::Fresh, Some(_)) => {
+                        return Err(ProviderError::AlreadyExists {
+                            what: format!("ElastiCache cluster {id:?}"),
+                        });
+                    }
+                    // Still being deleted (a replacement, or a tenant re-created
+                    // right after its destroy): AWS frees the id when it is done.
+                    (_, None) => {
+                        return Err(ProviderError::Api {
+                            service: SERVICE,
+                            code: e.code().to_owned(),
+                            message: format!(
+                                "cluster id {id:?} is still held by a cluster being deleted; apply again once it is gone"
+                            ),
+                            retryable: false,
+                        });
+                    }
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        let cluster = self.wait_available(&client, id).await?;
+        Ok(Attributes::from([
+            (
+                "arn".into(),
+                json!(match cluster.arn() {
+                    Some(arn) => arn.to_owned(),
+                    None => self.arn(a).await?,
+                }),
+            ),
+            ("endpoint".into(), endpoint_of(&cluster)),
+        ]))
+    }
+
+    /// Polls until the cluster is `available`, logging its status on the way.
+    async fn wait_available(
+        &self,
+        client: &aws_sdk_elasticache::Client,
+        id: &str,
+    ) -> Result<CacheCluster, ProviderError> {
+        let t0 = Instant::now();
+        let mut last_status = String::new();
+        loop {
+            let cluster = self
+                .describe(client, id)
+                .await?
+                .ok_or_else(|| ProviderError::Api {
+                    service: SERVICE,
+                    code: "CacheClusterNotFound".into(),
+                    message: format!("cluster {id:?} disappeared while it was being created"),
+                    retryable: false,
+                })?;
+            let status = cluster
+                .cache_cluster_status()
+                .unwrap_or("unknown")
+                .to_owned();
+            if status == "available" {
+                tracing::info!(
+                    cluster = id,
+                    elapsed_s = t0.elapsed().as_secs(),
+                    "cache cluster available"
+                );
+                return Ok(cluster);
+            }
+            if matches!(
+                status.as_str(),
+                "create-failed" | "incompatible-network" | "restore-failed"
+            ) {
+                return Err(ProviderError::Api {
+                    service: SERVICE,
+                    code: status.clone(),
+                    message: format!("cluster {id:?} ended in status {status:?}"),
+                    retryable: false,
+                });
+            }
+            if status != last_status {
+                tracing::info!(cluster = id, status = %status, elapsed_s = t0.elapsed().as_secs(), "waiting for cache cluster");
+                last_status = status.clone();
+            }
+            if t0.elapsed() >= self.wait_timeout {
+                return Err(ProviderError::Api {
+                    service: SERVICE,
+                    code: "WaitTimeout".into(),
+                    message: format!(
+                        "cluster {id:?} is still {status:?} after {}s (cache_wait_timeout_secs in [aws] of platform.toml); apply again to keep waiting",
+                        self.wait_timeout.as_secs()
+                    ),
+                    retryable: false,
+                });
+            }
+            tokio::time::sleep(POLL_INTERVAL.min(self.wait_timeout)).await;
+        }
+    }
+
+    async fn update_cluster(
+        &self,
+        a: &Attributes,
+        changed: &[String],
+    ) -> Result<(), ProviderError> {
+        let client = self.client(a)?;
+        let id = req(a, "cluster_id")?;
+        if changed.iter().any(|c| c == "node_type") {
+            let node_type = req(a, "node_type")?;
+            let current = self.describe(&client, id).await?;
+            if current.as_ref().and_then(|c| c.cache_node_type()) != Some(node_type) {
+                self.retry
+                    .run(SERVICE, || async {
+                        client
+                            .modify_cache_cluster()
+                            .cache_cluster_id(id)
+                            .cache_node_type(node_type)
+                            .apply_immediately(true)
+                            .send()
+                            .await
+                            .map_err(|e| sdk_error(SERVICE, e))
+                    })
+                    .await?;
+                self.wait_available(&client, id).await?;
+            }
+        }
+        if changed.iter().any(|c| c == "tags") {
+            let arn = self.arn(a).await?;
+            let have = self
+                .retry
+                .run(SERVICE, || async {
+                    client
+                        .list_tags_for_resource()
+                        .resource_name(&arn)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(SERVICE, e))
+                })
+                .await?;
+            let have = have
+                .tag_list()
+                .iter()
+                .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
+                .collect();
+            let (set, remove) = tag_changes(&tags_of(a), &have);
+            if !remove.is_empty() {
+                self.retry
+                    .run(SERVICE, || async {
+                        client
+                            .remove_tags_from_resource()
+                            .resource_name(&arn)
+                            .set_tag_keys(Some(remove.clone()))
+                            .send()
+                            .await
+                            .map_err(|e| sdk_error(SERVICE, e))
+                    })
+                    .await?;
+            }
+            if !set.is_empty() {
+                let tags: Vec<Tag> = set
+                    .into_iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build())
+                    .collect();
+                self.retry
+                    .run(SERVICE, || async {
+                        client
+                            .add_tags_to_resource()
+                            .resource_name(&arn)
+                            .set_tags(Some(tags.clone()))
+                            .send()
+                            .await
+                            .map_err(|e| sdk_error(SERVICE, e))
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_cluster(&self, current: &Attributes) -> Result<(), ProviderError> {
+        let client = self.client(current)?;
+        let id = req(current, "cluster_id")?;
+        if self.describe(&client, id).await?.is_none() {
+            return Ok(());
+        }
+        let r = self
+            .retry
+            .run(SERVICE, || async {
+                client
+                    .delete_cache_cluster()
+                    .cache_cluster_id(id)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            // Already being deleted.
+            Err(e)
+                if e.code() == "InvalidCacheClusterState"
+                    && self.describe(&client, id).await?.is_none() =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for ElasticacheProvider {
+    async fn read(
+        &self,
+        address: &ResourceAddress,
+        current: &Attributes,
+    ) -> Result<Option<Attributes>, ProviderError> {
+        match address.resource_type {
+            ResourceType::ElasticacheCluster => self.read_cluster(current).await,
+            other => Err(unsupported(other)),
+        }
+    }
+
+    async fn create(
+        &self,
+        resource: &Resource,
+        mode: CreateMode,
+    ) -> Result<Attributes, ProviderError> {
+        match resource.address.resource_type {
+            ResourceType::ElasticacheCluster => self.create_cluster(resource, mode).await,
+            other => Err(unsupported(other)),
+        }
+    }
+
+    async fn update(
+        &self,
+        resource: &Resource,
+        _current: &Attributes,
+        changed: &[String],
+    ) -> Result<Attributes, ProviderError> {
+        match resource.address.resource_type {
+            ResourceType::ElasticacheCluster => {
+                self.update_cluster(&resource.attributes, changed).await?;
+                Ok(Attributes::new())
+            }
+            other => Err(unsupported(other)),
+        }
+    }
+
+    async fn delete(
+        &self,
+        address: &ResourceAddress,
+        current: &Attributes,
+    ) -> Result<(), ProviderError> {
+        match address.resource_type {
+            ResourceType::ElasticacheCluster => self.delete_cluster(current).await,
+            other => Err(unsupported(other)),
+        }
+    }
+}
+
+fn unsupported(t: ResourceType) -> ProviderError {
+    ProviderError::Config(format!(
+        "the ElastiCache provider does not manage {t} resources"
+    ))
+}

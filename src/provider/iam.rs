@@ -1,0 +1,681 @@
+//! IAM: a tenant's managed policy, its application role, and the attachment of one
+//! to the other.
+//!
+//! IAM is eventually consistent: a role or policy just created may be unknown for a
+//! few seconds to other calls. Calls that name something created earlier in the same
+//! run (the attachment) retry "no such entity" with [`PROPAGATION`]. Documents come
+//! back URL-encoded and with the real account id; reads decode them and put
+//! [`super::aws::ACCOUNT_PLACEHOLDER`] back, so that they compare with the blueprint.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_iam::types::Tag;
+use serde_json::{Value, json};
+
+use super::aws::{
+    ACCOUNT_PLACEHOLDER, AwsClients, PROPAGATION, is_not_found, policy_text, policy_value, req,
+    retryable, sdk_error, tag_changes, tags_of, tags_value,
+};
+use super::retry::RetryPolicy;
+use super::{CreateMode, Provider, ProviderError};
+use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType};
+
+const SERVICE: &str = "IAM";
+
+/// The resource types this provider serves.
+pub const TYPES: &[ResourceType] = &[
+    ResourceType::IamPolicy,
+    ResourceType::IamRole,
+    ResourceType::IamRolePolicyAttachment,
+];
+
+/// The ARN of the managed policy `name`, with the account as a placeholder (as the
+/// blueprint writes it).
+pub fn policy_arn(name: &str) -> String {
+    format!("arn:aws:iam::{ACCOUNT_PLACEHOLDER}:policy/{name}")
+}
+
+/// The ARN of the role `name`, with the account as a placeholder.
+pub fn role_arn(name: &str) -> String {
+    format!("arn:aws:iam::{ACCOUNT_PLACEHOLDER}:role/{name}")
+}
+
+fn iam_tags(attrs: &Attributes) -> Result<Vec<Tag>, ProviderError> {
+    tags_of(attrs)
+        .into_iter()
+        .map(|(k, v)| {
+            Tag::builder()
+                .key(k)
+                .value(v)
+                .build()
+                .map_err(|e| ProviderError::Config(format!("IAM tag could not be built: {e}")))
+        })
+        .collect()
+}
+
+fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
+    tags.iter()
+        .map(|t| (t.key().to_owned(), t.value().to_owned()))
+        .collect()
+}
+
+pub struct IamProvider {
+    aws: Arc<AwsClients>,
+    retry: RetryPolicy,
+}
+
+impl IamProvider {
+    pub fn new(aws: Arc<AwsClients>) -> Self {
+        IamProvider {
+            aws,
+            retry: RetryPolicy::DEFAULT,
+        }
+    }
+
+    fn iam(&self) -> &aws_sdk_iam::Client {
+        self.aws.iam()
+    }
+
+    async fn real_arn(&self, placeholder_arn: &str) -> Result<String, ProviderError> {
+        let account = self.aws.account_id().await?;
+        Ok(placeholder_arn.replace(ACCOUNT_PLACEHOLDER, account))
+    }
+
+    // --- policy ---------------------------------------------------------------------
+
+    async fn read_policy(&self, current: &Attributes) -> Result<Option<Attributes>, ProviderError> {
+        let name = req(current, "name")?;
+        let arn = self.real_arn(&policy_arn(name)).await?;
+        let account = self.aws.account_id().await?;
+        let policy = self
+            .retry
+            .run(SERVICE, || async {
+                self.iam()
+                    .get_policy()
+                    .policy_arn(&arn)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        let policy = match policy {
+            Ok(o) => o,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(p) = policy.policy() else {
+            return Ok(None);
+        };
+        let version = p.default_version_id().unwrap_or("v1").to_owned();
+        let document = self
+            .retry
+            .run(SERVICE, || async {
+                self.iam()
+                    .get_policy_version()
+                    .policy_arn(&arn)
+                    .version_id(&version)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await?;
+        let document = document
+            .policy_version()
+            .and_then(|v| v.document())
+            .map(|d| policy_value(d, account))
+            .unwrap_or(Value::Null);
+        let tags = self.policy_tags(&arn).await?;
+        Ok(Some(Attributes::from([
+            ("name".into(), json!(name)),
+            ("description".into(), json!(p.description().unwrap_or(""))),
+            ("document".into(), document),
+            ("tags".into(), tags_value(tags)),
+            ("arn".into(), json!(arn)),
+        ])))
+    }
+
+    async fn policy_tags(&self, arn: &str) -> Result<BTreeMap<String, String>, ProviderError> {
+        let out = self
+            .retry
+            .run(SERVICE, || async {
+                self.iam()
+                    .list_policy_tags()
+                    .policy_arn(arn)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await?;
+        Ok(tag_map(out.tags()))
+    }
+
+    async fn create_policy(
+        &self,
+        resource: &Resource,
+        mode: CreateMode,
+    ) -> Result<Attributes, ProviderError> {
+        let a = &resource.attributes;
+        let name = req(a, "name")?;
+        let account = self.aws.account_id().await?;
+        let document = policy_text(a, "document", account)?;
+        let tags = iam_tags(a)?;
+        let created = self
+            .retry
+            .run(SERVICE, || async {
+                self.iam()
+                    .create_policy()
+                    .policy_name(name)
+                    .description(req(a, "description")?)
+                    .policy_document(&document)
+                    .set_tags(Some(tags.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        let arn = self.real_arn(&policy_arn(name)).await?;
+        match created {
+            Ok(_) => {}
+            Err(e) if e.code() == "EntityAlreadyExists" => {
+                if mode == CreateMode::Fresh {
+                    return Err(ProviderError::AlreadyExists {
+                        what: format!("IAM policy {name:?}"),
+                    });
+                }
+                self.set_policy_document(&arn, &document).await?;
+                self.converge_policy_tags(&arn, a).await?;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(Attributes::from([("arn".into(), json!(arn))]))
+    }
+
+    /// Makes `document` the policy's default version, deleting the oldest other version
+    /// first when IAM's limit of five is reached.
+    async fn set_policy_document(&self, arn: &str, document: &str) -> Result<(), ProviderError> {
+        let versions = self
+            .retry
+            .run(SERVICE, || async {
+                self.iam()
+                    .list_policy_versions()
+                    .policy_arn(arn)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await?;
+        let mut old: Vec<_> = versions
+            .versions()
+            .iter()
+            .filter(|v| !v.is_default_version())
+            .filter_map(|v| Some((v.create_date()?.secs(), v.version_id()?.to_owned())))
+            .collect();
+        old.sort();
+        if versions.versions().len() >= 5
+            && let Some((_, oldest)) = old.first()
+        {
+            self.delete_policy_version(arn, oldest).await?;
+        }
+        self.retry
+            .run(SERVICE, || async {
+                self.iam()
+                    .create_policy_version()
+                    .policy_arn(arn)
+                    .policy_document(document)
+                    .set_as_default(true)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_policy_version(&self, arn: &str, version: &str) -> Result<(), ProviderError> {
+        let r = self
+            .retry
+            .run(SERVICE, || async {
+                self.iam()
+                    .delete_policy_version()
+                    .policy_arn(arn)
+                    .version_id(version)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        match r {
+            Err(e) if !is_not_found(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    async fn converge_policy_tags(&self, arn: &str, a: &Attributes) -> Result<(), ProviderError> {
+        let have = self.policy_tags(arn).await?;
+        let (set, remove) = tag_changes(&tags_of(a), &have);
+        if !remove.is_empty() {
+            self.retry
+                .run(SERVICE, || async {
+                    self.iam()
+                        .untag_policy()
+                        .policy_arn(arn)
+                        .set_tag_keys(Some(remove.clone()))
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(SERVICE, e))
+                })
+                .await?;
+        }
+        if !set.is_empty() {
+            let tags = iam_tags(&Attributes::from([("tags".into(), tags_value(set))]))?;
+            self.retry
+                .run(SERVICE, || async {
+                    self.iam()
+                        .tag_policy()
+                        .policy_arn(arn)
+                        .set_tags(Some(tags.clone()))
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(SERVICE, e))
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn delete_policy(&self, current: &Attributes) -> Result<(), ProviderError> {
+        let arn = self.real_arn(&policy_arn(req(current, "name")?)).await?;
+        // Every version but the default one goes first.
+        let versions = self
+            .retry
+            .run(SERVICE, || async {
+                self.iam()
+                    .list_policy_versions()
+                    .policy_arn(&arn)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        let versions = match versions {
+            Ok(v) => v,
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for v in versions
+            .versions()
+            .iter()
+            .filter(|v| !v.is_default_version())
+        {
+            if let Some(id) = v.version_id() {
+                self.delete_policy_version(&arn, id).await?;
+            }
+        }
+        let r = self
+            .retry
+            .run(SERVICE, || async {
+                self.iam()
+                    .delete_policy()
+                    .policy_arn(&arn)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        match r {
+            Err(e) if !is_not_found(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    // --- role -----------------------------------------------------------------------
+
+    async fn read_role(&self, current: &Attributes) -> Result<Option<Attributes>, ProviderError> {
+        let name = req(current, "name")?;
+        let account = self.aws.account_id().await?;
+        let role = self
+            .retry
+            .run(SERVICE, || async {
+                self.iam()
+                    .get_role()
+                    .role_name(name)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        let role = match role {
+            Ok(o) => o,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(r) = role.role() else {
+            return Ok(None);
+        };
+        let tags = self.role_tags(name).await?;
+        Ok(Some(Attributes::from([
+            ("name".into(), json!(name)),
+            ("description".into(), json!(r.description().unwrap_or(""))),
+            (
+                "assume_role_policy".into(),
+                r.assume_role_policy_document()
+                    .map(|d| policy_value(d, account))
+                    .unwrap_or(Value::Null),
+            ),
+            ("tags".into(), tags_value(tags)),
+            ("arn".into(), json!(r.arn())),
+        ])))
+    }
+
+    async fn role_tags(&self, name: &str) -> Result<BTreeMap<String, String>, ProviderError> {
+        let out = self
+            .retry
+            .run(SERVICE, || async {
+                self.iam()
+                    .list_role_tags()
+                    .role_name(name)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await?;
+        Ok(tag_map(out.tags()))
+    }
+
+    async fn create_role(
+        &self,
+        resource: &Resource,
+        mode: CreateMode,
+    ) -> Result<Attributes, ProviderError> {
+        let a = &resource.attributes;
+        let name = req(a, "name")?;
+        let account = self.aws.account_id().await?;
+        let trust = policy_text(a, "assume_role_policy", account)?;
+        let tags = iam_tags(a)?;
+        let created = self
+            .retry
+            .run(SERVICE, || async {
+                self.iam()
+                    .create_role()
+                    .role_name(name)
+                    .description(req(a, "description")?)
+                    .assume_role_policy_document(&trust)
+                    .set_tags(Some(tags.clone()))
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        match created {
+            Ok(o) => Ok(Attributes::from([(
+                "arn".into(),
+                json!(o.role().map(|r| r.arn().to_owned())),
+            )])),
+            Err(e) if e.code() == "EntityAlreadyExists" => {
+                if mode == CreateMode::Fresh {
+                    return Err(ProviderError::AlreadyExists {
+                        what: format!("IAM role {name:?}"),
+                    });
+                }
+                let all = ["description", "assume_role_policy", "tags"].map(String::from);
+                self.update_role(a, &all).await?;
+                Ok(Attributes::from([(
+                    "arn".into(),
+                    json!(self.real_arn(&role_arn(name)).await?),
+                )]))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn update_role(&self, a: &Attributes, changed: &[String]) -> Result<(), ProviderError> {
+        let name = req(a, "name")?;
+        let wants = |n: &str| changed.iter().any(|c| c == n);
+        if wants("assume_role_policy") {
+            let account = self.aws.account_id().await?;
+            let trust = policy_text(a, "assume_role_policy", account)?;
+            self.retry
+                .run(SERVICE, || async {
+                    self.iam()
+                        .update_assume_role_policy()
+                        .role_name(name)
+                        .policy_document(&trust)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(SERVICE, e))
+                })
+                .await?;
+        }
+        if wants("description") {
+            self.retry
+                .run(SERVICE, || async {
+                    self.iam()
+                        .update_role()
+                        .role_name(name)
+                        .description(req(a, "description")?)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(SERVICE, e))
+                })
+                .await?;
+        }
+        if wants("tags") {
+            let have = self.role_tags(name).await?;
+            let (set, remove) = tag_changes(&tags_of(a), &have);
+            if !remove.is_empty() {
+                self.retry
+                    .run(SERVICE, || async {
+                        self.iam()
+                            .untag_role()
+                            .role_name(name)
+                            .set_tag_keys(Some(remove.clone()))
+                            .send()
+                            .await
+                            .map_err(|e| sdk_error(SERVICE, e))
+                    })
+                    .await?;
+            }
+            if !set.is_empty() {
+                let tags = iam_tags(&Attributes::from([("tags".into(), tags_value(set))]))?;
+                self.retry
+                    .run(SERVICE, || async {
+                        self.iam()
+                            .tag_role()
+                            .role_name(name)
+                            .set_tags(Some(tags.clone()))
+                            .send()
+                            .await
+                            .map_err(|e| sdk_error(SERVICE, e))
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn delete_role(&self, current: &Attributes) -> Result<(), ProviderError> {
+        let name = req(current, "name")?;
+        let r = self
+            .retry
+            .run(SERVICE, || async {
+                self.iam()
+                    .delete_role()
+                    .role_name(name)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        match r {
+            Err(e) if !is_not_found(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    // --- attachment -------------------------------------------------------------------
+
+    async fn read_attachment(
+        &self,
+        current: &Attributes,
+    ) -> Result<Option<Attributes>, ProviderError> {
+        let role = req(current, "role")?;
+        let want = self.real_arn(req(current, "policy_arn")?).await?;
+        let mut marker: Option<String> = None;
+        loop {
+            let page = self
+                .retry
+                .run(SERVICE, || async {
+                    self.iam()
+                        .list_attached_role_policies()
+                        .role_name(role)
+                        .set_marker(marker.clone())
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(SERVICE, e))
+                })
+                .await;
+            let page = match page {
+                Ok(p) => p,
+                Err(e) if is_not_found(&e) => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            if page
+                .attached_policies()
+                .iter()
+                .any(|p| p.policy_arn() == Some(&want))
+            {
+                return Ok(Some(Attributes::from([
+                    ("role".into(), json!(role)),
+                    (
+                        "policy_arn".into(),
+                        current.get("policy_arn").cloned().unwrap_or(Value::Null),
+                    ),
+                ])));
+            }
+            match page.marker() {
+                Some(m) if page.is_truncated() => marker = Some(m.to_owned()),
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    async fn attach(&self, a: &Attributes) -> Result<(), ProviderError> {
+        let role = req(a, "role")?;
+        let arn = self.real_arn(req(a, "policy_arn")?).await?;
+        // The role and policy were likely created a moment ago.
+        PROPAGATION
+            .run(SERVICE, || async {
+                self.iam()
+                    .attach_role_policy()
+                    .role_name(role)
+                    .policy_arn(&arn)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        let e = sdk_error(SERVICE, e);
+                        if is_not_found(&e) { retryable(e) } else { e }
+                    })
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn detach(&self, current: &Attributes) -> Result<(), ProviderError> {
+        let role = req(current, "role")?;
+        let arn = self.real_arn(req(current, "policy_arn")?).await?;
+        let r = self
+            .retry
+            .run(SERVICE, || async {
+                self.iam()
+                    .detach_role_policy()
+                    .role_name(role)
+                    .policy_arn(&arn)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        match r {
+            Err(e) if !is_not_found(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for IamProvider {
+    async fn read(
+        &self,
+        address: &ResourceAddress,
+        current: &Attributes,
+    ) -> Result<Option<Attributes>, ProviderError> {
+        match address.resource_type {
+            ResourceType::IamPolicy => self.read_policy(current).await,
+            ResourceType::IamRole => self.read_role(current).await,
+            ResourceType::IamRolePolicyAttachment => self.read_attachment(current).await,
+            other => Err(unsupported(other)),
+        }
+    }
+
+    async fn create(
+        &self,
+        resource: &Resource,
+        mode: CreateMode,
+    ) -> Result<Attributes, ProviderError> {
+        match resource.address.resource_type {
+            ResourceType::IamPolicy => self.create_policy(resource, mode).await,
+            ResourceType::IamRole => self.create_role(resource, mode).await,
+            ResourceType::IamRolePolicyAttachment => {
+                self.attach(&resource.attributes).await?;
+                Ok(Attributes::new())
+            }
+            other => Err(unsupported(other)),
+        }
+    }
+
+    async fn update(
+        &self,
+        resource: &Resource,
+        _current: &Attributes,
+        changed: &[String],
+    ) -> Result<Attributes, ProviderError> {
+        let a = &resource.attributes;
+        match resource.address.resource_type {
+            ResourceType::IamPolicy => {
+                let arn = self.real_arn(&policy_arn(req(a, "name")?)).await?;
+                if changed.iter().any(|c| c == "document") {
+                    let account = self.aws.account_id().await?;
+                    self.set_policy_document(&arn, &policy_text(a, "document", account)?)
+                        .await?;
+                }
+                if changed.iter().any(|c| c == "tags") {
+                    self.converge_policy_tags(&arn, a).await?;
+                }
+            }
+            ResourceType::IamRole => self.update_role(a, changed).await?,
+            // Both attributes force a replacement: there is nothing to update.
+            ResourceType::IamRolePolicyAttachment => {}
+            other => return Err(unsupported(other)),
+        }
+        Ok(Attributes::new())
+    }
+
+    async fn delete(
+        &self,
+        address: &ResourceAddress,
+        current: &Attributes,
+    ) -> Result<(), ProviderError> {
+        match address.resource_type {
+            ResourceType::IamPolicy => self.delete_policy(current).await,
+            ResourceType::IamRole => self.delete_role(current).await,
+            ResourceType::IamRolePolicyAttachment => self.detach(current).await,
+            other => Err(unsupported(other)),
+        }
+    }
+}
+
+fn unsupported(t: ResourceType) -> ProviderError {
+    ProviderError::Config(format!("the IAM provider does not manage {t} resources"))
+}

@@ -1,0 +1,802 @@
+//! S3: a tenant's bucket (with its versioning, lifecycle, public access block and tags)
+//! and the bucket's policy.
+//!
+//! The bucket's sub-configurations are attributes of `s3_bucket`, each set with its
+//! own API call, so that an update touches only what changed. The policy is its own
+//! resource because it names the tenant's role and so must wait for it.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_s3::types::{
+    BucketLifecycleConfiguration, BucketLocationConstraint, BucketVersioningStatus,
+    CreateBucketConfiguration, Delete, ExpirationStatus, LifecycleRule, LifecycleRuleFilter,
+    ObjectIdentifier, PublicAccessBlockConfiguration, Tag, Tagging, Transition,
+    TransitionStorageClass, VersioningConfiguration,
+};
+use serde_json::{Value, json};
+
+use super::aws::{
+    AwsClients, PROPAGATION, is_not_found, moto_quirks, policy_text, policy_value, req, retryable,
+    sdk_error, tags_of, tags_value,
+};
+use super::retry::RetryPolicy;
+use super::{CreateMode, Provider, ProviderError};
+use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType};
+
+const SERVICE: &str = "S3";
+
+/// The resource types this provider serves.
+pub const TYPES: &[ResourceType] = &[ResourceType::S3Bucket, ResourceType::S3BucketPolicy];
+
+pub struct S3Provider {
+    aws: Arc<AwsClients>,
+    retry: RetryPolicy,
+}
+
+fn build_error(e: aws_sdk_s3::error::BuildError) -> ProviderError {
+    ProviderError::Config(format!("S3 request could not be built: {e}"))
+}
+
+/// One lifecycle rule as the `lifecycle_rules` attribute holds it.
+pub fn lifecycle_rule_json(id: &str, prefix: &str, transitions: &[(i32, &str)]) -> Value {
+    json!({
+        "id": id,
+        "prefix": prefix,
+        "enabled": true,
+        "transitions": transitions
+            .iter()
+            .map(|(days, class)| json!({"days": days, "storage_class": class}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+fn lifecycle_rules(attrs: &Attributes) -> Result<Vec<LifecycleRule>, ProviderError> {
+    let bad = || ProviderError::Config("attribute lifecycle_rules is not a list of rules".into());
+    let Some(rules) = attrs.get("lifecycle_rules") else {
+        return Ok(Vec::new());
+    };
+    rules
+        .as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|r| {
+            let id = r.get("id").and_then(Value::as_str).ok_or_else(bad)?;
+            let prefix = r.get("prefix").and_then(Value::as_str).unwrap_or("");
+            let enabled = r.get("enabled").and_then(Value::as_bool).unwrap_or(true);
+            let mut rule = LifecycleRule::builder()
+                .id(id)
+                .status(if enabled {
+                    ExpirationStatus::Enabled
+                } else {
+                    ExpirationStatus::Disabled
+                })
+                .filter(LifecycleRuleFilter::builder().prefix(prefix).build());
+            for t in r
+                .get("transitions")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let days = t.get("days").and_then(Value::as_i64).ok_or_else(bad)?;
+                let class = t
+                    .get("storage_class")
+                    .and_then(Value::as_str)
+                    .ok_or_else(bad)?;
+                rule = rule.transitions(
+                    Transition::builder()
+                        .days(i32::try_from(days).map_err(|_| bad())?)
+                        .storage_class(TransitionStorageClass::from(class))
+                        .build(),
+                );
+            }
+            rule.build().map_err(build_error)
+        })
+        .collect()
+}
+
+fn rule_json(rule: &LifecycleRule) -> Value {
+    // Rules written by other tools may still use the old rule-level prefix.
+    #[allow(deprecated)]
+    let prefix = rule
+        .filter()
+        .and_then(|f| f.prefix())
+        .or(rule.prefix())
+        .unwrap_or("");
+    let mut transitions: Vec<(i32, String)> = rule
+        .transitions()
+        .iter()
+        .map(|t| {
+            (
+                t.days().unwrap_or(0),
+                t.storage_class()
+                    .map(|c| c.as_str().to_owned())
+                    .unwrap_or_default(),
+            )
+        })
+        .collect();
+    transitions.sort();
+    json!({
+        "id": rule.id().unwrap_or(""),
+        "prefix": prefix,
+        "enabled": rule.status() == &ExpirationStatus::Enabled,
+        "transitions": transitions
+            .iter()
+            .map(|(days, class)| json!({"days": days, "storage_class": class}))
+            .collect::<Vec<_>>(),
+    })
+}
+
+const PUBLIC_ACCESS_FLAGS: [&str; 4] = [
+    "block_public_acls",
+    "ignore_public_acls",
+    "block_public_policy",
+    "restrict_public_buckets",
+];
+
+fn public_access_block(attrs: &Attributes) -> PublicAccessBlockConfiguration {
+    let flag = |name: &str| {
+        attrs
+            .get("public_access_block")
+            .and_then(|p| p.get(name))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    };
+    PublicAccessBlockConfiguration::builder()
+        .block_public_acls(flag("block_public_acls"))
+        .ignore_public_acls(flag("ignore_public_acls"))
+        .block_public_policy(flag("block_public_policy"))
+        .restrict_public_buckets(flag("restrict_public_buckets"))
+        .build()
+}
+
+/// `GetBucketLocation`'s answer as a region name (it says nothing for us-east-1 and
+/// `EU` for the oldest buckets of eu-west-1).
+fn location_region(constraint: Option<&BucketLocationConstraint>) -> String {
+    match constraint.map(|c| c.as_str()) {
+        None | Some("") => "us-east-1".into(),
+        Some("EU") => "eu-west-1".into(),
+        Some(r) => r.into(),
+    }
+}
+
+impl S3Provider {
+    pub fn new(aws: Arc<AwsClients>) -> Self {
+        S3Provider {
+            aws,
+            retry: RetryPolicy::DEFAULT,
+        }
+    }
+
+    fn client(&self, attrs: &Attributes) -> Result<(aws_sdk_s3::Client, String), ProviderError> {
+        let bucket = req(attrs, "bucket")?.to_owned();
+        Ok((self.aws.s3(req(attrs, "region")?), bucket))
+    }
+
+    async fn bucket_exists(
+        &self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+    ) -> Result<bool, ProviderError> {
+        let r = self
+            .retry
+            .run(SERVICE, || async {
+                s3.head_bucket()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if is_not_found(&e) => Ok(false),
+            // 403: it exists and belongs to another account.
+            Err(e) if e.code() == "HTTP 403" || e.code() == "Forbidden" => Ok(true),
+            Err(e) => Err(e),
+        }
+    }
+
+    // --- bucket ---------------------------------------------------------------------
+
+    async fn read_bucket(&self, current: &Attributes) -> Result<Option<Attributes>, ProviderError> {
+        let (s3, bucket) = self.client(current)?;
+        let s3 = &s3;
+        let bucket = bucket.as_str();
+        if !self.bucket_exists(s3, bucket).await? {
+            return Ok(None);
+        }
+        let region = self
+            .retry
+            .run(SERVICE, || async {
+                s3.get_bucket_location()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await
+            .map(|o| location_region(o.location_constraint()));
+        let region = match region {
+            Ok(r) => r,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let versioning = self.read_versioning(s3, bucket).await?;
+        let lifecycle = self
+            .retry
+            .run(SERVICE, || async {
+                s3.get_bucket_lifecycle_configuration()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        let mut rules: Vec<Value> = match lifecycle {
+            Ok(o) => o.rules().iter().map(rule_json).collect(),
+            Err(e) if is_not_found(&e) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        rules.sort_by_key(|r| r["id"].to_string());
+        let pab = self
+            .retry
+            .run(SERVICE, || async {
+                s3.get_public_access_block()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        let pab = match pab {
+            Ok(o) => {
+                let c = o.public_access_block_configuration();
+                let get = |f: fn(&PublicAccessBlockConfiguration) -> Option<bool>| {
+                    c.and_then(f).unwrap_or(false)
+                };
+                json!({
+                    "block_public_acls": get(|c| c.block_public_acls()),
+                    "ignore_public_acls": get(|c| c.ignore_public_acls()),
+                    "block_public_policy": get(|c| c.block_public_policy()),
+                    "restrict_public_buckets": get(|c| c.restrict_public_buckets()),
+                })
+            }
+            Err(e) if is_not_found(&e) => Value::Object(
+                PUBLIC_ACCESS_FLAGS
+                    .iter()
+                    .map(|f| (f.to_string(), json!(false)))
+                    .collect(),
+            ),
+            Err(e) => return Err(e),
+        };
+        let tags = self
+            .retry
+            .run(SERVICE, || async {
+                s3.get_bucket_tagging()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        let tags = match tags {
+            Ok(o) => tags_value(o.tag_set().iter().map(|t| (t.key(), t.value()))),
+            Err(e) if is_not_found(&e) => tags_value(Vec::<(String, String)>::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(Attributes::from([
+            ("bucket".into(), json!(bucket)),
+            ("region".into(), json!(region)),
+            ("versioning".into(), json!(versioning)),
+            ("lifecycle_rules".into(), Value::Array(rules)),
+            ("public_access_block".into(), pab),
+            ("tags".into(), tags),
+            ("arn".into(), json!(format!("arn:aws:s3:::{bucket}"))),
+        ])))
+    }
+
+    /// `Enabled`, `Suspended`, or `` (never enabled).
+    async fn read_versioning(
+        &self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+    ) -> Result<String, ProviderError> {
+        self.retry
+            .run(SERVICE, || async {
+                match s3.get_bucket_versioning().bucket(bucket).send().await {
+                    Ok(o) => Ok(o
+                        .status()
+                        .map(|s| s.as_str().to_owned())
+                        .unwrap_or_default()),
+                    Err(e) => {
+                        if let Some(raw) = e.raw_response()
+                            && let Some(status) = moto_quirks::versioning_status_from_unparsed_body(
+                                raw.status().as_u16(),
+                                raw.body().bytes().unwrap_or_default(),
+                            )
+                        {
+                            return Ok(status);
+                        }
+                        Err(sdk_error(SERVICE, e))
+                    }
+                }
+            })
+            .await
+    }
+
+    async fn create_bucket(
+        &self,
+        resource: &Resource,
+        mode: CreateMode,
+    ) -> Result<Attributes, ProviderError> {
+        let a = &resource.attributes;
+        let (s3, bucket) = self.client(a)?;
+        let region = req(a, "region")?;
+        // CreateBucket by the owner of an existing bucket succeeds in us-east-1, so ask
+        // first: in a fresh create an existing bucket is never ours.
+        let exists = self.bucket_exists(&s3, &bucket).await?;
+        if exists && mode == CreateMode::Fresh {
+            return Err(ProviderError::AlreadyExists {
+                what: format!("S3 bucket {bucket:?}"),
+            });
+        }
+        if !exists {
+            let created = self
+                .retry
+                .run(SERVICE, || async {
+                    let mut call = s3.create_bucket().bucket(&bucket);
+                    if region != "us-east-1" {
+                        call = call.create_bucket_configuration(
+                            CreateBucketConfiguration::builder()
+                                .location_constraint(BucketLocationConstraint::from(region))
+                                .build(),
+                        );
+                    }
+                    call.send().await.map_err(|e| sdk_error(SERVICE, e))
+                })
+                .await;
+            match created {
+                Ok(_) => {}
+                Err(e) if e.code() == "BucketAlreadyOwnedByYou" && mode == CreateMode::Resume => {}
+                Err(e) if matches!(e.code(), "BucketAlreadyExists" | "BucketAlreadyOwnedByYou") => {
+                    return Err(ProviderError::AlreadyExists {
+                        what: format!("S3 bucket {bucket:?}"),
+                    });
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let all: Vec<String> = [
+            "public_access_block",
+            "versioning",
+            "lifecycle_rules",
+            "tags",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        self.configure_bucket(&s3, &bucket, a, &all).await?;
+        Ok(Attributes::from([(
+            "arn".into(),
+            json!(format!("arn:aws:s3:::{bucket}")),
+        )]))
+    }
+
+    /// Sets the sub-configurations named in `changed`.
+    async fn configure_bucket(
+        &self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        a: &Attributes,
+        changed: &[String],
+    ) -> Result<(), ProviderError> {
+        let wants = |name: &str| changed.iter().any(|c| c == name);
+        if wants("public_access_block") {
+            let config = public_access_block(a);
+            self.retry
+                .run(SERVICE, || async {
+                    s3.put_public_access_block()
+                        .bucket(bucket)
+                        .public_access_block_configuration(config.clone())
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(SERVICE, e))
+                })
+                .await?;
+        }
+        if wants("versioning") {
+            let status = match req(a, "versioning")? {
+                "Enabled" => Some(BucketVersioningStatus::Enabled),
+                "Suspended" => Some(BucketVersioningStatus::Suspended),
+                // A bucket cannot go back to never-versioned; nothing to do.
+                "" => None,
+                other => {
+                    return Err(ProviderError::Config(format!(
+                        "versioning {other:?} is not one of Enabled, Suspended"
+                    )));
+                }
+            };
+            if let Some(status) = status {
+                self.retry
+                    .run(SERVICE, || async {
+                        s3.put_bucket_versioning()
+                            .bucket(bucket)
+                            .versioning_configuration(
+                                VersioningConfiguration::builder()
+                                    .status(status.clone())
+                                    .build(),
+                            )
+                            .send()
+                            .await
+                            .map_err(|e| sdk_error(SERVICE, e))
+                    })
+                    .await?;
+            }
+        }
+        if wants("lifecycle_rules") {
+            let rules = lifecycle_rules(a)?;
+            if rules.is_empty() {
+                self.retry
+                    .run(SERVICE, || async {
+                        s3.delete_bucket_lifecycle()
+                            .bucket(bucket)
+                            .send()
+                            .await
+                            .map_err(|e| sdk_error(SERVICE, e))
+                    })
+                    .await?;
+            } else {
+                let config = BucketLifecycleConfiguration::builder()
+                    .set_rules(Some(rules))
+                    .build()
+                    .map_err(build_error)?;
+                self.retry
+                    .run(SERVICE, || async {
+                        s3.put_bucket_lifecycle_configuration()
+                            .bucket(bucket)
+                            .lifecycle_configuration(config.clone())
+                            .send()
+                            .await
+                            .map_err(|e| sdk_error(SERVICE, e))
+                    })
+                    .await?;
+            }
+        }
+        if wants("tags") {
+            let tags = tags_of(a);
+            if tags.is_empty() {
+                self.retry
+                    .run(SERVICE, || async {
+                        s3.delete_bucket_tagging()
+                            .bucket(bucket)
+                            .send()
+                            .await
+                            .map_err(|e| sdk_error(SERVICE, e))
+                    })
+                    .await?;
+            } else {
+                let tag_set = tags
+                    .iter()
+                    .map(|(k, v)| Tag::builder().key(k).value(v).build().map_err(build_error))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let tagging = Tagging::builder()
+                    .set_tag_set(Some(tag_set))
+                    .build()
+                    .map_err(build_error)?;
+                self.retry
+                    .run(SERVICE, || async {
+                        s3.put_bucket_tagging()
+                            .bucket(bucket)
+                            .tagging(tagging.clone())
+                            .send()
+                            .await
+                            .map_err(|e| sdk_error(SERVICE, e))
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every object version and delete marker, then the bucket. A bucket
+    /// that is already gone is fine.
+    async fn delete_bucket(&self, current: &Attributes) -> Result<(), ProviderError> {
+        let (s3, bucket) = self.client(current)?;
+        // A writer racing the delete can refill the bucket; a few rounds settle it.
+        for _ in 0..5 {
+            match self.empty_bucket(&s3, &bucket).await {
+                Ok(()) => {}
+                Err(e) if is_not_found(&e) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            let deleted = self
+                .retry
+                .run(SERVICE, || async {
+                    s3.delete_bucket()
+                        .bucket(&bucket)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(SERVICE, e))
+                })
+                .await;
+            match deleted {
+                Ok(_) => return Ok(()),
+                Err(e) if is_not_found(&e) => return Ok(()),
+                Err(e) if e.code() == "BucketNotEmpty" => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(ProviderError::Api {
+            service: SERVICE,
+            code: "BucketNotEmpty".into(),
+            message: format!(
+                "bucket {bucket:?} keeps getting new objects while it is being emptied; stop the writers and retry"
+            ),
+            retryable: false,
+        })
+    }
+
+    async fn empty_bucket(
+        &self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+    ) -> Result<(), ProviderError> {
+        loop {
+            let page = self
+                .retry
+                .run(SERVICE, || async {
+                    s3.list_object_versions()
+                        .bucket(bucket)
+                        .max_keys(1000)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(SERVICE, e))
+                })
+                .await?;
+            let mut ids = Vec::new();
+            for v in page.versions() {
+                if let Some(key) = v.key() {
+                    ids.push(
+                        ObjectIdentifier::builder()
+                            .key(key)
+                            .set_version_id(v.version_id().map(str::to_owned))
+                            .build()
+                            .map_err(build_error)?,
+                    );
+                }
+            }
+            for m in page.delete_markers() {
+                if let Some(key) = m.key() {
+                    ids.push(
+                        ObjectIdentifier::builder()
+                            .key(key)
+                            .set_version_id(m.version_id().map(str::to_owned))
+                            .build()
+                            .map_err(build_error)?,
+                    );
+                }
+            }
+            if ids.is_empty() {
+                return Ok(());
+            }
+            tracing::debug!(bucket, objects = ids.len(), "deleting object versions");
+            let delete = Delete::builder()
+                .set_objects(Some(ids))
+                .quiet(true)
+                .build()
+                .map_err(build_error)?;
+            let out = self
+                .retry
+                .run(SERVICE, || async {
+                    s3.delete_objects()
+                        .bucket(bucket)
+                        .delete(delete.clone())
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(SERVICE, e))
+                })
+                .await?;
+            if let Some(err) = out.errors().first() {
+                return Err(ProviderError::Api {
+                    service: SERVICE,
+                    code: err.code().unwrap_or("DeleteObjectsFailed").to_owned(),
+                    message: format!(
+                        "could not delete {:?} (version {}) from bucket {bucket:?}: {}",
+                        err.key().unwrap_or(""),
+                        err.version_id().unwrap_or("-"),
+                        err.message().unwrap_or("")
+                    ),
+                    retryable: false,
+                });
+            }
+            // Listed afresh each round, rather than paged, because each page's
+            // objects are gone by the next call.
+        }
+    }
+
+    // --- bucket policy ----------------------------------------------------------------
+
+    async fn read_policy(&self, current: &Attributes) -> Result<Option<Attributes>, ProviderError> {
+        let (s3, bucket) = self.client(current)?;
+        let account = self.aws.account_id().await?;
+        let r = self
+            .retry
+            .run(SERVICE, || async {
+                s3.get_bucket_policy()
+                    .bucket(&bucket)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        match r {
+            Ok(o) => Ok(Some(Attributes::from([
+                ("bucket".into(), json!(bucket)),
+                (
+                    "region".into(),
+                    current.get("region").cloned().unwrap_or(Value::Null),
+                ),
+                (
+                    "policy".into(),
+                    policy_value(o.policy().unwrap_or(""), account),
+                ),
+            ]))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn put_policy(&self, a: &Attributes) -> Result<(), ProviderError> {
+        let (s3, bucket) = self.client(a)?;
+        let account = self.aws.account_id().await?;
+        let policy = policy_text(a, "policy", account)?;
+        // A role created a moment ago may not be accepted as a principal yet.
+        PROPAGATION
+            .run(SERVICE, || async {
+                s3.put_bucket_policy()
+                    .bucket(&bucket)
+                    .policy(&policy)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        let e = sdk_error(SERVICE, e);
+                        if e.code() == "MalformedPolicy" && e.to_string().contains("rincipal") {
+                            retryable(e)
+                        } else {
+                            e
+                        }
+                    })
+            })
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_policy(&self, current: &Attributes) -> Result<(), ProviderError> {
+        let (s3, bucket) = self.client(current)?;
+        let r = self
+            .retry
+            .run(SERVICE, || async {
+                s3.delete_bucket_policy()
+                    .bucket(&bucket)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(SERVICE, e))
+            })
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl Provider for S3Provider {
+    async fn read(
+        &self,
+        address: &ResourceAddress,
+        current: &Attributes,
+    ) -> Result<Option<Attributes>, ProviderError> {
+        match address.resource_type {
+            ResourceType::S3Bucket => self.read_bucket(current).await,
+            ResourceType::S3BucketPolicy => self.read_policy(current).await,
+            other => Err(unsupported(other)),
+        }
+    }
+
+    async fn create(
+        &self,
+        resource: &Resource,
+        mode: CreateMode,
+    ) -> Result<Attributes, ProviderError> {
+        match resource.address.resource_type {
+            ResourceType::S3Bucket => self.create_bucket(resource, mode).await,
+            ResourceType::S3BucketPolicy => {
+                self.put_policy(&resource.attributes).await?;
+                Ok(Attributes::new())
+            }
+            other => Err(unsupported(other)),
+        }
+    }
+
+    async fn update(
+        &self,
+        resource: &Resource,
+        _current: &Attributes,
+        changed: &[String],
+    ) -> Result<Attributes, ProviderError> {
+        let a = &resource.attributes;
+        match resource.address.resource_type {
+            ResourceType::S3Bucket => {
+                let (s3, bucket) = self.client(a)?;
+                self.configure_bucket(&s3, &bucket, a, changed).await?;
+            }
+            ResourceType::S3BucketPolicy => self.put_policy(a).await?,
+            other => return Err(unsupported(other)),
+        }
+        Ok(Attributes::new())
+    }
+
+    async fn delete(
+        &self,
+        address: &ResourceAddress,
+        current: &Attributes,
+    ) -> Result<(), ProviderError> {
+        match address.resource_type {
+            ResourceType::S3Bucket => self.delete_bucket(current).await,
+            ResourceType::S3BucketPolicy => self.delete_policy(current).await,
+            other => Err(unsupported(other)),
+        }
+    }
+}
+
+fn unsupported(t: ResourceType) -> ProviderError {
+    ProviderError::Config(format!("the S3 provider does not manage {t} resources"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_rules_round_trip_through_the_sdk_types() {
+        let attrs = Attributes::from([(
+            "lifecycle_rules".into(),
+            json!([lifecycle_rule_json(
+                "tiering",
+                "",
+                &[(30, "STANDARD_IA"), (90, "GLACIER")]
+            )]),
+        )]);
+        let rules = lifecycle_rules(&attrs).unwrap();
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rule_json(&rules[0]), attrs["lifecycle_rules"][0]);
+    }
+
+    #[test]
+    fn malformed_lifecycle_rules_are_an_error_not_a_panic() {
+        for bad in [
+            json!("x"),
+            json!([{"transitions": []}]),
+            json!([{"id": "a", "transitions": [{"days": "x"}]}]),
+        ] {
+            let attrs = Attributes::from([("lifecycle_rules".into(), bad)]);
+            assert!(lifecycle_rules(&attrs).is_err());
+        }
+    }
+
+    #[test]
+    fn bucket_locations_name_regions() {
+        assert_eq!(location_region(None), "us-east-1");
+        assert_eq!(
+            location_region(Some(&BucketLocationConstraint::from("EU"))),
+            "eu-west-1"
+        );
+        assert_eq!(
+            location_region(Some(&BucketLocationConstraint::from("ap-south-1"))),
+            "ap-south-1"
+        );
+    }
+}
