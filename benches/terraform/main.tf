@@ -76,7 +76,3 @@ module "tenant" {
   cache_nodes     = each.value.cache_nodes
   platform_tags   = var.platform_tags
 }
-
-output "buckets" {
-  value = { for id, t in module.tenant : id => t.bucket }
-}
