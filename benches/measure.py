@@ -16,7 +16,7 @@ it (walking /proc/*/stat parent links) and keeps the peak of that sum.
 (tree sampling can miss a process that lives less than one interval; %M cannot.)
 
 The JSON line: {"wall_s", "time_wall_s", "exit", "time_maxrss_kb", "tree_peak_kb",
-"peak_rss_kb", "samples"}. The command's own stdout/stderr pass through. Exit status
+"peak_rss_kb", "samples", "loadavg_1m"}. The command's own stdout/stderr pass through. Exit status
 of this helper: the command's.
 """
 
@@ -91,6 +91,9 @@ def main():
         "tree_peak_kb": peak,
         "peak_rss_kb": max(peak, int(maxrss)),
         "samples": samples,
+        # The machine's load when the command ended: other work on the host skews
+        # wall times (CPU-bound Terraform more than tenantform).
+        "loadavg_1m": os.getloadavg()[0],
     }
     with open(out_path, "w") as f:
         json.dump(result, f)

@@ -48,6 +48,7 @@ def summary(runs):
         "peak_rss_kb": {"median": int(statistics.median(rss)), "max": max(rss)},
         "time_maxrss_kb_max": max(r["time_maxrss_kb"] for r in ok),
         "api_calls": int(statistics.median(r["api_calls"] for r in ok)),
+        "loadavg_1m_max": max(r.get("loadavg_1m", 0) for r in ok),
     }
 
 
@@ -209,6 +210,10 @@ def main():
     md.append("")
     for note in meta["notes"]:
         md.append(f"- {note}")
+    loads = [r["loadavg_1m"] for r in runs if "loadavg_1m" in r]
+    if loads:
+        md.append(f"- Host load (1-min average at the end of each command) ranged {min(loads):.1f}–{max(loads):.1f} "
+                  f"on {meta['host']['cpus']} CPUs: other work on the machine slows CPU-bound commands.")
     failed = sum(s.get("failed", 0) for s in sums.values())
     if failed:
         md.append(f"- {failed} measured command(s) ended unexpectedly and are left out (see runs.jsonl).")
