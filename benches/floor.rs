@@ -55,9 +55,21 @@ struct Tier {
 
 fn tier(name: &str) -> Tier {
     match name {
-        "gold" => Tier { display: "Gold", glacier_days: 90, cache: true },
-        "silver" => Tier { display: "Silver", glacier_days: 60, cache: false },
-        "bronze" => Tier { display: "Bronze", glacier_days: 30, cache: false },
+        "gold" => Tier {
+            display: "Gold",
+            glacier_days: 90,
+            cache: true,
+        },
+        "silver" => Tier {
+            display: "Silver",
+            glacier_days: 60,
+            cache: false,
+        },
+        "bronze" => Tier {
+            display: "Bronze",
+            glacier_days: 30,
+            cache: false,
+        },
         other => panic!("unknown tier {other:?}; use gold, silver or bronze"),
     }
 }
@@ -134,7 +146,11 @@ fn apply_tenant(c: &Arc<Clients>, id: String, t: Tier) -> Vec<Step> {
             c2.count();
             let _ = s3.head_bucket().bucket(&bucket).send().await; // 404 expected
             c2.count();
-            s3.create_bucket().bucket(&bucket).send().await.map_err(err)?;
+            s3.create_bucket()
+                .bucket(&bucket)
+                .send()
+                .await
+                .map_err(err)?;
             c2.count();
             s3.put_public_access_block()
                 .bucket(&bucket)
@@ -196,7 +212,12 @@ fn apply_tenant(c: &Arc<Clients>, id: String, t: Tier) -> Vec<Step> {
             c2.count();
             s3.put_bucket_tagging()
                 .bucket(&bucket)
-                .tagging(Tagging::builder().set_tag_set(Some(tag_set)).build().map_err(err)?)
+                .tagging(
+                    Tagging::builder()
+                        .set_tag_set(Some(tag_set))
+                        .build()
+                        .map_err(err)?,
+                )
                 .send()
                 .await
                 .map_err(err)?;
@@ -204,8 +225,13 @@ fn apply_tenant(c: &Arc<Clients>, id: String, t: Tier) -> Vec<Step> {
         })
     };
     let p = {
-        let (c2, id, bucket, policy, tags) =
-            (c.clone(), id.clone(), bucket.clone(), policy.clone(), tags.clone());
+        let (c2, id, bucket, policy, tags) = (
+            c.clone(),
+            id.clone(),
+            bucket.clone(),
+            policy.clone(),
+            tags.clone(),
+        );
         step(c, vec![], async move {
             c2.account().await?;
             let doc = json!({
@@ -297,7 +323,12 @@ fn apply_tenant(c: &Arc<Clients>, id: String, t: Tier) -> Vec<Step> {
         steps.push(step(c, vec![], async move {
             let tag_list = tags
                 .iter()
-                .map(|(k, v)| aws_sdk_elasticache::types::Tag::builder().key(*k).value(v).build())
+                .map(|(k, v)| {
+                    aws_sdk_elasticache::types::Tag::builder()
+                        .key(*k)
+                        .value(v)
+                        .build()
+                })
                 .collect();
             c2.count();
             c2.ec
@@ -348,16 +379,32 @@ fn read_tenant(c: &Arc<Clients>, id: String, t: Tier) -> Vec<Step> {
             c2.count();
             s3.head_bucket().bucket(&bucket).send().await.map_err(err)?;
             c2.count();
-            s3.get_bucket_location().bucket(&bucket).send().await.map_err(err)?;
+            s3.get_bucket_location()
+                .bucket(&bucket)
+                .send()
+                .await
+                .map_err(err)?;
             c2.count();
             // moto answers with an XML root the SDK cannot parse: the call was made.
             let _ = s3.get_bucket_versioning().bucket(&bucket).send().await;
             c2.count();
-            s3.get_bucket_lifecycle_configuration().bucket(&bucket).send().await.map_err(err)?;
+            s3.get_bucket_lifecycle_configuration()
+                .bucket(&bucket)
+                .send()
+                .await
+                .map_err(err)?;
             c2.count();
-            s3.get_public_access_block().bucket(&bucket).send().await.map_err(err)?;
+            s3.get_public_access_block()
+                .bucket(&bucket)
+                .send()
+                .await
+                .map_err(err)?;
             c2.count();
-            s3.get_bucket_tagging().bucket(&bucket).send().await.map_err(err)?;
+            s3.get_bucket_tagging()
+                .bucket(&bucket)
+                .send()
+                .await
+                .map_err(err)?;
             Ok(())
         }));
     }
@@ -366,7 +413,12 @@ fn read_tenant(c: &Arc<Clients>, id: String, t: Tier) -> Vec<Step> {
         steps.push(step(c, vec![], async move {
             c2.account().await?;
             c2.count();
-            c2.s3.get_bucket_policy().bucket(&bucket).send().await.map_err(err)?;
+            c2.s3
+                .get_bucket_policy()
+                .bucket(&bucket)
+                .send()
+                .await
+                .map_err(err)?;
             Ok(())
         }));
     }
@@ -375,7 +427,13 @@ fn read_tenant(c: &Arc<Clients>, id: String, t: Tier) -> Vec<Step> {
         steps.push(step(c, vec![], async move {
             let arn = format!("arn:aws:iam::{}:policy/{policy}", c2.account().await?);
             c2.count();
-            let p = c2.iam.get_policy().policy_arn(&arn).send().await.map_err(err)?;
+            let p = c2
+                .iam
+                .get_policy()
+                .policy_arn(&arn)
+                .send()
+                .await
+                .map_err(err)?;
             let version = p
                 .policy()
                 .and_then(|p| p.default_version_id())
@@ -390,7 +448,12 @@ fn read_tenant(c: &Arc<Clients>, id: String, t: Tier) -> Vec<Step> {
                 .await
                 .map_err(err)?;
             c2.count();
-            c2.iam.list_policy_tags().policy_arn(&arn).send().await.map_err(err)?;
+            c2.iam
+                .list_policy_tags()
+                .policy_arn(&arn)
+                .send()
+                .await
+                .map_err(err)?;
             Ok(())
         }));
     }
@@ -399,9 +462,19 @@ fn read_tenant(c: &Arc<Clients>, id: String, t: Tier) -> Vec<Step> {
         steps.push(step(c, vec![], async move {
             c2.account().await?;
             c2.count();
-            c2.iam.get_role().role_name(&role).send().await.map_err(err)?;
+            c2.iam
+                .get_role()
+                .role_name(&role)
+                .send()
+                .await
+                .map_err(err)?;
             c2.count();
-            c2.iam.list_role_tags().role_name(&role).send().await.map_err(err)?;
+            c2.iam
+                .list_role_tags()
+                .role_name(&role)
+                .send()
+                .await
+                .map_err(err)?;
             Ok(())
         }));
     }
@@ -459,7 +532,12 @@ fn destroy_tenant(c: &Arc<Clients>, id: String, t: Tier) -> Vec<Step> {
         let (c2, bucket) = (c.clone(), bucket.clone());
         step(c, vec![], async move {
             c2.count();
-            c2.s3.delete_bucket_policy().bucket(&bucket).send().await.map_err(err)?;
+            c2.s3
+                .delete_bucket_policy()
+                .bucket(&bucket)
+                .send()
+                .await
+                .map_err(err)?;
             Ok(())
         })
     };
@@ -490,7 +568,12 @@ fn destroy_tenant(c: &Arc<Clients>, id: String, t: Tier) -> Vec<Step> {
                 .await
                 .map_err(err)?;
             c2.count();
-            c2.s3.delete_bucket().bucket(&bucket).send().await.map_err(err)?;
+            c2.s3
+                .delete_bucket()
+                .bucket(&bucket)
+                .send()
+                .await
+                .map_err(err)?;
             Ok(())
         })
     };
@@ -499,9 +582,19 @@ fn destroy_tenant(c: &Arc<Clients>, id: String, t: Tier) -> Vec<Step> {
         step(c, vec![a.clone()], async move {
             let arn = format!("arn:aws:iam::{}:policy/{policy}", c2.account().await?);
             c2.count();
-            c2.iam.list_policy_versions().policy_arn(&arn).send().await.map_err(err)?;
+            c2.iam
+                .list_policy_versions()
+                .policy_arn(&arn)
+                .send()
+                .await
+                .map_err(err)?;
             c2.count();
-            c2.iam.delete_policy().policy_arn(&arn).send().await.map_err(err)?;
+            c2.iam
+                .delete_policy()
+                .policy_arn(&arn)
+                .send()
+                .await
+                .map_err(err)?;
             Ok(())
         })
     };
@@ -509,7 +602,12 @@ fn destroy_tenant(c: &Arc<Clients>, id: String, t: Tier) -> Vec<Step> {
         let (c2, role) = (c.clone(), role.clone());
         step(c, vec![a.clone(), bp.clone()], async move {
             c2.count();
-            c2.iam.delete_role().role_name(&role).send().await.map_err(err)?;
+            c2.iam
+                .delete_role()
+                .role_name(&role)
+                .send()
+                .await
+                .map_err(err)?;
             Ok(())
         })
     };
@@ -562,10 +660,18 @@ async fn main() {
         match a.as_str() {
             // `cargo bench` passes this to every bench target.
             "--bench" => {}
-            "--tenants" => n = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+            "--tenants" => {
+                n = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
+            }
             "--tiers" => tiers = args.next().unwrap_or_else(|| usage()),
             "--parallelism" => {
-                parallelism = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage())
+                parallelism = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| usage())
             }
             "--no-cache-destroy" => cache_destroy = false,
             _ => usage(),
@@ -629,7 +735,11 @@ async fn main() {
         })
     );
     if let Some(e) = errors.first() {
-        eprintln!("floor: {} of {} steps failed; first: {e}", errors.len(), results.len());
+        eprintln!(
+            "floor: {} of {} steps failed; first: {e}",
+            errors.len(),
+            results.len()
+        );
         std::process::exit(1);
     }
 }
