@@ -133,7 +133,10 @@ def cmd_tenantform_state(template_dir, out, n, tiers):
         if isinstance(state.get("applied_spec"), dict):
             state["applied_spec"]["name"] = f"Bench tenant {i}"
         text = json.dumps(state, indent=2)
+        # ... and the schema comment "(Bench tenant 1)" and the dashboard title
+        # "Tenant Bench tenant 1 (bench-00001)".
         text = text.replace(f"Bench tenant {k})", f"Bench tenant {i})")
+        text = text.replace(f"Bench tenant {k} (", f"Bench tenant {i} (")
         path = os.path.join(dst, f"{tenant_id(i)}.json")
         with open(path, "w") as f:
             f.write(text)

@@ -164,6 +164,25 @@ impl Engine {
     pub async fn plan(&self, options: &PlanOptions) -> Result<Plan, Error> {
         let specs = self.specs()?;
         let tenants = self.select_tenants(&specs, &options.tenants)?;
+        if !options.refresh {
+            // Nothing to read back: one state in memory at a time, so that a plan over
+            // thousands of tenants holds the plan and not every state besides.
+            let replace: BTreeSet<ResourceAddress> = options.replace.iter().cloned().collect();
+            let no_refresh = BTreeMap::new();
+            let mut plans = Vec::with_capacity(tenants.len());
+            for t in &tenants {
+                let state = self.store.load(t)?;
+                plans.push(plan_one(
+                    &specs,
+                    t,
+                    state.as_ref(),
+                    &no_refresh,
+                    options,
+                    &replace,
+                )?);
+            }
+            return assemble(options, plans);
+        }
         let mut states = BTreeMap::new();
         for t in &tenants {
             states.insert(t.clone(), self.store.load(t)?);
@@ -184,38 +203,19 @@ impl Engine {
         };
         let replace: BTreeSet<ResourceAddress> = options.replace.iter().cloned().collect();
         let no_refresh = BTreeMap::new();
-        let mut tenants = Vec::new();
+        let mut tenants = Vec::with_capacity(states.len());
         for (id, state) in states {
-            let spec = specs.tenants.get(id);
-            let blueprint = spec.map(|s| tenant_blueprint(s, &specs.platform));
-            let mut tenant_plan = plan_tenant(
-                TenantInput {
-                    tenant: id,
-                    spec,
-                    blueprint: blueprint.as_ref(),
-                    state: state.as_ref(),
-                    refreshed: refreshed.get(id).unwrap_or(&no_refresh),
-                },
-                options.mode,
+            let read = refreshed.get(id).unwrap_or(&no_refresh);
+            tenants.push(plan_one(
+                specs,
+                id,
+                state.as_ref(),
+                read,
+                options,
                 &replace,
-            )?;
-            if options.mode == PlanMode::Normal
-                && let Some(spec) = spec
-            {
-                let applied = state.as_ref().and_then(|s| s.applied_spec.as_ref());
-                tenant_plan.cost = CostEstimate::of(spec, &specs.platform, applied);
-            }
-            tenants.push(tenant_plan);
+            )?);
         }
-        let plan = Plan {
-            format_version: PLAN_FORMAT_VERSION.into(),
-            created_at: Utc::now(),
-            mode: options.mode,
-            refreshed: options.refresh,
-            tenants,
-        };
-        ActionGraph::build(&plan)?;
-        Ok(plan)
+        assemble(options, tenants)
     }
 
     /// Reads every created resource of `states` back from its endpoint, in parallel.
@@ -656,6 +656,50 @@ impl Engine {
     pub fn force_unlock(&self, tenant: &TenantId, lock_id: &str) -> Result<LockInfo, Error> {
         Ok(self.store.force_unlock(tenant, lock_id)?)
     }
+}
+
+/// One tenant's plan: its blueprint diffed against its state and what was read back.
+fn plan_one(
+    specs: &Specs,
+    id: &TenantId,
+    state: Option<&TenantState>,
+    refreshed: &BTreeMap<String, Option<Attributes>>,
+    options: &PlanOptions,
+    replace: &BTreeSet<ResourceAddress>,
+) -> Result<crate::plan::TenantPlan, Error> {
+    let spec = specs.tenants.get(id);
+    let blueprint = spec.map(|s| tenant_blueprint(s, &specs.platform));
+    let mut tenant_plan = plan_tenant(
+        TenantInput {
+            tenant: id,
+            spec,
+            blueprint: blueprint.as_ref(),
+            state,
+            refreshed,
+        },
+        options.mode,
+        replace,
+    )?;
+    if options.mode == PlanMode::Normal
+        && let Some(spec) = spec
+    {
+        let applied = state.and_then(|s| s.applied_spec.as_ref());
+        tenant_plan.cost = CostEstimate::of(spec, &specs.platform, applied);
+    }
+    Ok(tenant_plan)
+}
+
+/// The plan of `tenants`, checked for dependency cycles.
+fn assemble(options: &PlanOptions, tenants: Vec<crate::plan::TenantPlan>) -> Result<Plan, Error> {
+    let plan = Plan {
+        format_version: PLAN_FORMAT_VERSION.into(),
+        created_at: Utc::now(),
+        mode: options.mode,
+        refreshed: options.refresh,
+        tenants,
+    };
+    ActionGraph::build(&plan)?;
+    Ok(plan)
 }
 
 /// The providers a platform file describes, with the PostgreSQL admin connection and

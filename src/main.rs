@@ -429,7 +429,11 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                     );
                 }
             }
-            Ok(if args.detailed_exitcode && plan.has_changes() {
+            let changes = plan.has_changes();
+            // The process ends right after: freeing a plan of many thousand resources
+            // one allocation at a time would only delay the exit.
+            std::mem::forget(plan);
+            Ok(if args.detailed_exitcode && changes {
                 Outcome::Changes
             } else {
                 Outcome::Ok
@@ -765,8 +769,7 @@ async fn run_request(engine: &Engine, cmd: &RequestCommand) -> anyhow::Result<Ou
         RequestCommand::Submit(a) => {
             let outcome = match &a.file {
                 Some(file) => {
-                    wf.submit_file(file, &a.requester, a.notes.as_deref())
-                        .await?
+                    Box::pin(wf.submit_file(file, &a.requester, a.notes.as_deref())).await?
                 }
                 None => {
                     let value = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -777,12 +780,12 @@ async fn run_request(engine: &Engine, cmd: &RequestCommand) -> anyhow::Result<Ou
                         "data_classification": value(&a.data_classification), "protected": a.protected,
                     });
                     let source = toml::to_string(&spec)?;
-                    wf.submit_source(
+                    Box::pin(wf.submit_source(
                         std::path::Path::new("<command line>"),
                         &source,
                         &a.requester,
                         a.notes.as_deref(),
-                    )
+                    ))
                     .await?
                 }
             };
@@ -826,7 +829,7 @@ async fn run_request(engine: &Engine, cmd: &RequestCommand) -> anyhow::Result<Ou
             finish(&outcome)
         }
         RequestCommand::Retry { id, by, json } => {
-            let outcome = wf.retry(id, by).await?;
+            let outcome = Box::pin(wf.retry(id, by)).await?;
             if !json {
                 println!("Request {id} is now {}.", outcome.request.status);
             }

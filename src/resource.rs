@@ -369,7 +369,12 @@ pub fn canonical_policy(v: &serde_json::Value) -> serde_json::Value {
         }
     }
     fn sorted(mut items: Vec<Value>) -> Value {
-        items.sort_by_key(|v| v.to_string());
+        // Strings (actions, ARNs) sort as themselves; only other values are serialized,
+        // once each.
+        items.sort_by_cached_key(|v| match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        });
         items.dedup();
         Value::Array(items)
     }

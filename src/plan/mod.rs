@@ -142,7 +142,7 @@ pub struct ResourceChange {
     pub action: Action,
     pub reason: ActionReason,
     /// The resource as it is (refreshed state), sensitive values redacted; `None` when
-    /// it does not exist yet.
+    /// it does not exist yet, and for a no-op (where it is `after`).
     pub before: Option<Attributes>,
     /// The desired resource; `None` for a delete.
     pub after: Option<Resource>,
@@ -359,6 +359,12 @@ pub fn plan_tenant(
         );
     }
     cascade_replacements(&mut changes);
+    // A no-op's `before` equals its `after` in every configured attribute. Keeping both
+    // would double the memory of a plan over thousands of tenants (mostly no-ops) for
+    // nothing; the JSON view shows a no-op's `before` from its `after`.
+    for c in changes.values_mut().filter(|c| c.action == Action::NoOp) {
+        c.before = None;
+    }
 
     // While the spec exists it decides (as Terraform's prevent_destroy does); once the
     // spec file is removed, the flag recorded in state still holds, so removing the

@@ -311,10 +311,10 @@ pub fn json(plan: &Plan) -> Value {
                 .collect();
             let mut change = json!({
                 "actions": c.action.terraform_actions(),
-                "before": c.before,
+                "before": if c.action == Action::NoOp { json!(after) } else { json!(c.before) },
                 "after": after,
                 "after_unknown": computed,
-                "before_sensitive": c.before.as_ref().map(|b| sensitive_map(b, t)).unwrap_or(Value::Bool(false)),
+                "before_sensitive": c.before.as_ref().or(c.after.as_ref().filter(|_| c.action == Action::NoOp).map(|r| &r.attributes)).map(|b| sensitive_map(b, t)).unwrap_or(Value::Bool(false)),
                 "after_sensitive": c.after.as_ref().map(|r| sensitive_map(&r.attributes, t)).unwrap_or(Value::Bool(false)),
             });
             if !replace_paths.is_empty() {
