@@ -91,6 +91,26 @@ pub fn retryable(e: ProviderError) -> ProviderError {
     }
 }
 
+/// One AWS operation under `retry`: `send` builds and sends the request afresh for
+/// every attempt, and its SDK error becomes a [`ProviderError`] of `service`.
+pub async fn call<T, E, F, Fut>(
+    retry: &RetryPolicy,
+    service: &'static str,
+    mut send: F,
+) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    retry
+        .run(service, || {
+            let sent = send();
+            async move { sent.await.map_err(|e| sdk_error(service, e)) }
+        })
+        .await
+}
+
 /// Maps an SDK error to a provider error carrying the AWS error code (or `HTTP nnn`
 /// when the answer had none). Throttling and 5xx answers are retryable.
 pub fn sdk_error<E>(service: &'static str, e: SdkError<E, HttpResponse>) -> ProviderError

@@ -13,7 +13,7 @@ use aws_sdk_elasticache::types::{CacheCluster, Tag};
 use serde_json::{Value, json};
 
 use super::aws::{
-    AwsClients, is_not_found, moto_quirks, req, sdk_error, tag_changes, tags_of, tags_value,
+    AwsClients, call, is_not_found, moto_quirks, req, tag_changes, tags_of, tags_value,
 };
 use super::retry::RetryPolicy;
 use super::{CreateMode, Provider, ProviderError};
@@ -65,18 +65,14 @@ impl ElasticacheProvider {
         client: &aws_sdk_elasticache::Client,
         id: &str,
     ) -> Result<Option<CacheCluster>, ProviderError> {
-        let r = self
-            .retry
-            .run(SERVICE, || async {
-                client
-                    .describe_cache_clusters()
-                    .cache_cluster_id(id)
-                    .show_cache_node_info(true)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let r = call(&self.retry, SERVICE, || {
+            client
+                .describe_cache_clusters()
+                .cache_cluster_id(id)
+                .show_cache_node_info(true)
+                .send()
+        })
+        .await;
         match r {
             Ok(o) => Ok(o.cache_clusters().first().cloned().filter(|c| {
                 !moto_quirks::cluster_status_means_gone(c.cache_cluster_status().unwrap_or(""))
@@ -108,17 +104,10 @@ impl ElasticacheProvider {
             Some(a) => a.to_owned(),
             None => self.arn(current).await?,
         };
-        let tags = self
-            .retry
-            .run(SERVICE, || async {
-                client
-                    .list_tags_for_resource()
-                    .resource_name(&arn)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await?;
+        let tags = call(&self.retry, SERVICE, || {
+            client.list_tags_for_resource().resource_name(&arn).send()
+        })
+        .await?;
         let tags = tags_value(
             tags.tag_list()
                 .iter()
@@ -156,21 +145,18 @@ impl ElasticacheProvider {
             .into_iter()
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect();
-        let created = self
-            .retry
-            .run(SERVICE, || async {
-                client
-                    .create_cache_cluster()
-                    .cache_cluster_id(id)
-                    .engine(req(a, "engine")?)
-                    .cache_node_type(req(a, "node_type")?)
-                    .num_cache_nodes(nodes)
-                    .set_tags(Some(tags.clone()))
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let (engine, node_type) = (req(a, "engine")?, req(a, "node_type")?);
+        let created = call(&self.retry, SERVICE, || {
+            client
+                .create_cache_cluster()
+                .cache_cluster_id(id)
+                .engine(engine)
+                .cache_node_type(node_type)
+                .num_cache_nodes(nodes)
+                .set_tags(Some(tags.clone()))
+                .send()
+        })
+        .await;
         match created {
             Ok(_) => {}
             Err(e) if e.code() == "CacheClusterAlreadyExists" => {
@@ -285,34 +271,24 @@ impl ElasticacheProvider {
             let node_type = req(a, "node_type")?;
             let current = self.describe(&client, id).await?;
             if current.as_ref().and_then(|c| c.cache_node_type()) != Some(node_type) {
-                self.retry
-                    .run(SERVICE, || async {
-                        client
-                            .modify_cache_cluster()
-                            .cache_cluster_id(id)
-                            .cache_node_type(node_type)
-                            .apply_immediately(true)
-                            .send()
-                            .await
-                            .map_err(|e| sdk_error(SERVICE, e))
-                    })
-                    .await?;
+                call(&self.retry, SERVICE, || {
+                    client
+                        .modify_cache_cluster()
+                        .cache_cluster_id(id)
+                        .cache_node_type(node_type)
+                        .apply_immediately(true)
+                        .send()
+                })
+                .await?;
                 self.wait_available(&client, id).await?;
             }
         }
         if changed.iter().any(|c| c == "tags") {
             let arn = self.arn(a).await?;
-            let have = self
-                .retry
-                .run(SERVICE, || async {
-                    client
-                        .list_tags_for_resource()
-                        .resource_name(&arn)
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error(SERVICE, e))
-                })
-                .await?;
+            let have = call(&self.retry, SERVICE, || {
+                client.list_tags_for_resource().resource_name(&arn).send()
+            })
+            .await?;
             let have = have
                 .tag_list()
                 .iter()
@@ -320,34 +296,28 @@ impl ElasticacheProvider {
                 .collect();
             let (set, remove) = tag_changes(&tags_of(a), &have);
             if !remove.is_empty() {
-                self.retry
-                    .run(SERVICE, || async {
-                        client
-                            .remove_tags_from_resource()
-                            .resource_name(&arn)
-                            .set_tag_keys(Some(remove.clone()))
-                            .send()
-                            .await
-                            .map_err(|e| sdk_error(SERVICE, e))
-                    })
-                    .await?;
+                call(&self.retry, SERVICE, || {
+                    client
+                        .remove_tags_from_resource()
+                        .resource_name(&arn)
+                        .set_tag_keys(Some(remove.clone()))
+                        .send()
+                })
+                .await?;
             }
             if !set.is_empty() {
                 let tags: Vec<Tag> = set
                     .into_iter()
                     .map(|(k, v)| Tag::builder().key(k).value(v).build())
                     .collect();
-                self.retry
-                    .run(SERVICE, || async {
-                        client
-                            .add_tags_to_resource()
-                            .resource_name(&arn)
-                            .set_tags(Some(tags.clone()))
-                            .send()
-                            .await
-                            .map_err(|e| sdk_error(SERVICE, e))
-                    })
-                    .await?;
+                call(&self.retry, SERVICE, || {
+                    client
+                        .add_tags_to_resource()
+                        .resource_name(&arn)
+                        .set_tags(Some(tags.clone()))
+                        .send()
+                })
+                .await?;
             }
         }
         Ok(())
@@ -359,17 +329,10 @@ impl ElasticacheProvider {
         if self.describe(&client, id).await?.is_none() {
             return Ok(());
         }
-        let r = self
-            .retry
-            .run(SERVICE, || async {
-                client
-                    .delete_cache_cluster()
-                    .cache_cluster_id(id)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let r = call(&self.retry, SERVICE, || {
+            client.delete_cache_cluster().cache_cluster_id(id).send()
+        })
+        .await;
         match r {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),

@@ -15,8 +15,8 @@ use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
 
 use super::aws::{
-    ACCOUNT_PLACEHOLDER, AwsClients, PROPAGATION, is_not_found, policy_text, policy_value, req,
-    retryable, sdk_error, tag_changes, tags_of, tags_value,
+    ACCOUNT_PLACEHOLDER, AwsClients, PROPAGATION, call, is_not_found, policy_text, policy_value,
+    req, retryable, sdk_error, tag_changes, tags_of, tags_value,
 };
 use super::retry::RetryPolicy;
 use super::{CreateMode, Provider, ProviderError};
@@ -89,17 +89,10 @@ impl IamProvider {
         let name = req(current, "name")?;
         let arn = self.real_arn(&policy_arn(name)).await?;
         let account = self.aws.account_id().await?;
-        let policy = self
-            .retry
-            .run(SERVICE, || async {
-                self.iam()
-                    .get_policy()
-                    .policy_arn(&arn)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let policy = call(&self.retry, SERVICE, || {
+            self.iam().get_policy().policy_arn(&arn).send()
+        })
+        .await;
         let policy = match policy {
             Ok(o) => o,
             Err(e) if is_not_found(&e) => return Ok(None),
@@ -109,18 +102,14 @@ impl IamProvider {
             return Ok(None);
         };
         let version = p.default_version_id().unwrap_or("v1").to_owned();
-        let document = self
-            .retry
-            .run(SERVICE, || async {
-                self.iam()
-                    .get_policy_version()
-                    .policy_arn(&arn)
-                    .version_id(&version)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await?;
+        let document = call(&self.retry, SERVICE, || {
+            self.iam()
+                .get_policy_version()
+                .policy_arn(&arn)
+                .version_id(&version)
+                .send()
+        })
+        .await?;
         let document = document
             .policy_version()
             .and_then(|v| v.document())
@@ -137,17 +126,10 @@ impl IamProvider {
     }
 
     async fn policy_tags(&self, arn: &str) -> Result<BTreeMap<String, String>, ProviderError> {
-        let out = self
-            .retry
-            .run(SERVICE, || async {
-                self.iam()
-                    .list_policy_tags()
-                    .policy_arn(arn)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await?;
+        let out = call(&self.retry, SERVICE, || {
+            self.iam().list_policy_tags().policy_arn(arn).send()
+        })
+        .await?;
         Ok(tag_map(out.tags()))
     }
 
@@ -161,20 +143,17 @@ impl IamProvider {
         let account = self.aws.account_id().await?;
         let document = policy_text(a, "document", account)?;
         let tags = iam_tags(a)?;
-        let created = self
-            .retry
-            .run(SERVICE, || async {
-                self.iam()
-                    .create_policy()
-                    .policy_name(name)
-                    .description(req(a, "description")?)
-                    .policy_document(&document)
-                    .set_tags(Some(tags.clone()))
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let description = req(a, "description")?;
+        let created = call(&self.retry, SERVICE, || {
+            self.iam()
+                .create_policy()
+                .policy_name(name)
+                .description(description)
+                .policy_document(&document)
+                .set_tags(Some(tags.clone()))
+                .send()
+        })
+        .await;
         let arn = self.real_arn(&policy_arn(name)).await?;
         match created {
             Ok(_) => {}
@@ -195,17 +174,10 @@ impl IamProvider {
     /// Makes `document` the policy's default version, deleting the oldest other version
     /// first when IAM's limit of five is reached.
     async fn set_policy_document(&self, arn: &str, document: &str) -> Result<(), ProviderError> {
-        let versions = self
-            .retry
-            .run(SERVICE, || async {
-                self.iam()
-                    .list_policy_versions()
-                    .policy_arn(arn)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await?;
+        let versions = call(&self.retry, SERVICE, || {
+            self.iam().list_policy_versions().policy_arn(arn).send()
+        })
+        .await?;
         let mut old: Vec<_> = versions
             .versions()
             .iter()
@@ -218,34 +190,27 @@ impl IamProvider {
         {
             self.delete_policy_version(arn, oldest).await?;
         }
-        self.retry
-            .run(SERVICE, || async {
-                self.iam()
-                    .create_policy_version()
-                    .policy_arn(arn)
-                    .policy_document(document)
-                    .set_as_default(true)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await?;
+        call(&self.retry, SERVICE, || {
+            self.iam()
+                .create_policy_version()
+                .policy_arn(arn)
+                .policy_document(document)
+                .set_as_default(true)
+                .send()
+        })
+        .await?;
         Ok(())
     }
 
     async fn delete_policy_version(&self, arn: &str, version: &str) -> Result<(), ProviderError> {
-        let r = self
-            .retry
-            .run(SERVICE, || async {
-                self.iam()
-                    .delete_policy_version()
-                    .policy_arn(arn)
-                    .version_id(version)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let r = call(&self.retry, SERVICE, || {
+            self.iam()
+                .delete_policy_version()
+                .policy_arn(arn)
+                .version_id(version)
+                .send()
+        })
+        .await;
         match r {
             Err(e) if !is_not_found(&e) => Err(e),
             _ => Ok(()),
@@ -256,31 +221,25 @@ impl IamProvider {
         let have = self.policy_tags(arn).await?;
         let (set, remove) = tag_changes(&tags_of(a), &have);
         if !remove.is_empty() {
-            self.retry
-                .run(SERVICE, || async {
-                    self.iam()
-                        .untag_policy()
-                        .policy_arn(arn)
-                        .set_tag_keys(Some(remove.clone()))
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error(SERVICE, e))
-                })
-                .await?;
+            call(&self.retry, SERVICE, || {
+                self.iam()
+                    .untag_policy()
+                    .policy_arn(arn)
+                    .set_tag_keys(Some(remove.clone()))
+                    .send()
+            })
+            .await?;
         }
         if !set.is_empty() {
             let tags = iam_tags(&Attributes::from([("tags".into(), tags_value(set))]))?;
-            self.retry
-                .run(SERVICE, || async {
-                    self.iam()
-                        .tag_policy()
-                        .policy_arn(arn)
-                        .set_tags(Some(tags.clone()))
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error(SERVICE, e))
-                })
-                .await?;
+            call(&self.retry, SERVICE, || {
+                self.iam()
+                    .tag_policy()
+                    .policy_arn(arn)
+                    .set_tags(Some(tags.clone()))
+                    .send()
+            })
+            .await?;
         }
         Ok(())
     }
@@ -288,17 +247,10 @@ impl IamProvider {
     async fn delete_policy(&self, current: &Attributes) -> Result<(), ProviderError> {
         let arn = self.real_arn(&policy_arn(req(current, "name")?)).await?;
         // Every version but the default one goes first.
-        let versions = self
-            .retry
-            .run(SERVICE, || async {
-                self.iam()
-                    .list_policy_versions()
-                    .policy_arn(&arn)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let versions = call(&self.retry, SERVICE, || {
+            self.iam().list_policy_versions().policy_arn(&arn).send()
+        })
+        .await;
         let versions = match versions {
             Ok(v) => v,
             Err(e) if is_not_found(&e) => return Ok(()),
@@ -313,17 +265,10 @@ impl IamProvider {
                 self.delete_policy_version(&arn, id).await?;
             }
         }
-        let r = self
-            .retry
-            .run(SERVICE, || async {
-                self.iam()
-                    .delete_policy()
-                    .policy_arn(&arn)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let r = call(&self.retry, SERVICE, || {
+            self.iam().delete_policy().policy_arn(&arn).send()
+        })
+        .await;
         match r {
             Err(e) if !is_not_found(&e) => Err(e),
             _ => Ok(()),
@@ -335,17 +280,10 @@ impl IamProvider {
     async fn read_role(&self, current: &Attributes) -> Result<Option<Attributes>, ProviderError> {
         let name = req(current, "name")?;
         let account = self.aws.account_id().await?;
-        let role = self
-            .retry
-            .run(SERVICE, || async {
-                self.iam()
-                    .get_role()
-                    .role_name(name)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let role = call(&self.retry, SERVICE, || {
+            self.iam().get_role().role_name(name).send()
+        })
+        .await;
         let role = match role {
             Ok(o) => o,
             Err(e) if is_not_found(&e) => return Ok(None),
@@ -370,17 +308,10 @@ impl IamProvider {
     }
 
     async fn role_tags(&self, name: &str) -> Result<BTreeMap<String, String>, ProviderError> {
-        let out = self
-            .retry
-            .run(SERVICE, || async {
-                self.iam()
-                    .list_role_tags()
-                    .role_name(name)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await?;
+        let out = call(&self.retry, SERVICE, || {
+            self.iam().list_role_tags().role_name(name).send()
+        })
+        .await?;
         Ok(tag_map(out.tags()))
     }
 
@@ -394,20 +325,17 @@ impl IamProvider {
         let account = self.aws.account_id().await?;
         let trust = policy_text(a, "assume_role_policy", account)?;
         let tags = iam_tags(a)?;
-        let created = self
-            .retry
-            .run(SERVICE, || async {
-                self.iam()
-                    .create_role()
-                    .role_name(name)
-                    .description(req(a, "description")?)
-                    .assume_role_policy_document(&trust)
-                    .set_tags(Some(tags.clone()))
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let description = req(a, "description")?;
+        let created = call(&self.retry, SERVICE, || {
+            self.iam()
+                .create_role()
+                .role_name(name)
+                .description(description)
+                .assume_role_policy_document(&trust)
+                .set_tags(Some(tags.clone()))
+                .send()
+        })
+        .await;
         match created {
             Ok(o) => Ok(Attributes::from([(
                 "arn".into(),
@@ -436,60 +364,49 @@ impl IamProvider {
         if wants("assume_role_policy") {
             let account = self.aws.account_id().await?;
             let trust = policy_text(a, "assume_role_policy", account)?;
-            self.retry
-                .run(SERVICE, || async {
-                    self.iam()
-                        .update_assume_role_policy()
-                        .role_name(name)
-                        .policy_document(&trust)
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error(SERVICE, e))
-                })
-                .await?;
+            call(&self.retry, SERVICE, || {
+                self.iam()
+                    .update_assume_role_policy()
+                    .role_name(name)
+                    .policy_document(&trust)
+                    .send()
+            })
+            .await?;
         }
         if wants("description") {
-            self.retry
-                .run(SERVICE, || async {
-                    self.iam()
-                        .update_role()
-                        .role_name(name)
-                        .description(req(a, "description")?)
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error(SERVICE, e))
-                })
-                .await?;
+            let description = req(a, "description")?;
+            call(&self.retry, SERVICE, || {
+                self.iam()
+                    .update_role()
+                    .role_name(name)
+                    .description(description)
+                    .send()
+            })
+            .await?;
         }
         if wants("tags") {
             let have = self.role_tags(name).await?;
             let (set, remove) = tag_changes(&tags_of(a), &have);
             if !remove.is_empty() {
-                self.retry
-                    .run(SERVICE, || async {
-                        self.iam()
-                            .untag_role()
-                            .role_name(name)
-                            .set_tag_keys(Some(remove.clone()))
-                            .send()
-                            .await
-                            .map_err(|e| sdk_error(SERVICE, e))
-                    })
-                    .await?;
+                call(&self.retry, SERVICE, || {
+                    self.iam()
+                        .untag_role()
+                        .role_name(name)
+                        .set_tag_keys(Some(remove.clone()))
+                        .send()
+                })
+                .await?;
             }
             if !set.is_empty() {
                 let tags = iam_tags(&Attributes::from([("tags".into(), tags_value(set))]))?;
-                self.retry
-                    .run(SERVICE, || async {
-                        self.iam()
-                            .tag_role()
-                            .role_name(name)
-                            .set_tags(Some(tags.clone()))
-                            .send()
-                            .await
-                            .map_err(|e| sdk_error(SERVICE, e))
-                    })
-                    .await?;
+                call(&self.retry, SERVICE, || {
+                    self.iam()
+                        .tag_role()
+                        .role_name(name)
+                        .set_tags(Some(tags.clone()))
+                        .send()
+                })
+                .await?;
             }
         }
         Ok(())
@@ -497,17 +414,10 @@ impl IamProvider {
 
     async fn delete_role(&self, current: &Attributes) -> Result<(), ProviderError> {
         let name = req(current, "name")?;
-        let r = self
-            .retry
-            .run(SERVICE, || async {
-                self.iam()
-                    .delete_role()
-                    .role_name(name)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let r = call(&self.retry, SERVICE, || {
+            self.iam().delete_role().role_name(name).send()
+        })
+        .await;
         match r {
             Err(e) if !is_not_found(&e) => Err(e),
             _ => Ok(()),
@@ -524,18 +434,14 @@ impl IamProvider {
         let want = self.real_arn(req(current, "policy_arn")?).await?;
         let mut marker: Option<String> = None;
         loop {
-            let page = self
-                .retry
-                .run(SERVICE, || async {
-                    self.iam()
-                        .list_attached_role_policies()
-                        .role_name(role)
-                        .set_marker(marker.clone())
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error(SERVICE, e))
-                })
-                .await;
+            let page = call(&self.retry, SERVICE, || {
+                self.iam()
+                    .list_attached_role_policies()
+                    .role_name(role)
+                    .set_marker(marker.clone())
+                    .send()
+            })
+            .await;
             let page = match page {
                 Ok(p) => p,
                 Err(e) if is_not_found(&e) => return Ok(None),
@@ -585,18 +491,14 @@ impl IamProvider {
     async fn detach(&self, current: &Attributes) -> Result<(), ProviderError> {
         let role = req(current, "role")?;
         let arn = self.real_arn(req(current, "policy_arn")?).await?;
-        let r = self
-            .retry
-            .run(SERVICE, || async {
-                self.iam()
-                    .detach_role_policy()
-                    .role_name(role)
-                    .policy_arn(&arn)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let r = call(&self.retry, SERVICE, || {
+            self.iam()
+                .detach_role_policy()
+                .role_name(role)
+                .policy_arn(&arn)
+                .send()
+        })
+        .await;
         match r {
             Err(e) if !is_not_found(&e) => Err(e),
             _ => Ok(()),

@@ -17,8 +17,8 @@ use aws_sdk_s3::types::{
 use serde_json::{Value, json};
 
 use super::aws::{
-    AwsClients, PROPAGATION, is_not_found, moto_quirks, policy_text, policy_value, req, retryable,
-    sdk_error, tags_of, tags_value,
+    AwsClients, PROPAGATION, call, is_not_found, moto_quirks, policy_text, policy_value, req,
+    retryable, sdk_error, tags_of, tags_value,
 };
 use super::retry::RetryPolicy;
 use super::{CreateMode, Provider, ProviderError};
@@ -178,16 +178,10 @@ impl S3Provider {
         s3: &aws_sdk_s3::Client,
         bucket: &str,
     ) -> Result<bool, ProviderError> {
-        let r = self
-            .retry
-            .run(SERVICE, || async {
-                s3.head_bucket()
-                    .bucket(bucket)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let r = call(&self.retry, SERVICE, || {
+            s3.head_bucket().bucket(bucket).send()
+        })
+        .await;
         match r {
             Ok(_) => Ok(true),
             Err(e) if is_not_found(&e) => Ok(false),
@@ -206,49 +200,33 @@ impl S3Provider {
         if !self.bucket_exists(s3, bucket).await? {
             return Ok(None);
         }
-        let region = self
-            .retry
-            .run(SERVICE, || async {
-                s3.get_bucket_location()
-                    .bucket(bucket)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await
-            .map(|o| location_region(o.location_constraint()));
+        let region = call(&self.retry, SERVICE, || {
+            s3.get_bucket_location().bucket(bucket).send()
+        })
+        .await
+        .map(|o| location_region(o.location_constraint()));
         let region = match region {
             Ok(r) => r,
             Err(e) if is_not_found(&e) => return Ok(None),
             Err(e) => return Err(e),
         };
         let versioning = self.read_versioning(s3, bucket).await?;
-        let lifecycle = self
-            .retry
-            .run(SERVICE, || async {
-                s3.get_bucket_lifecycle_configuration()
-                    .bucket(bucket)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let lifecycle = call(&self.retry, SERVICE, || {
+            s3.get_bucket_lifecycle_configuration()
+                .bucket(bucket)
+                .send()
+        })
+        .await;
         let mut rules: Vec<Value> = match lifecycle {
             Ok(o) => o.rules().iter().map(rule_json).collect(),
             Err(e) if is_not_found(&e) => Vec::new(),
             Err(e) => return Err(e),
         };
         rules.sort_by_key(|r| r["id"].to_string());
-        let pab = self
-            .retry
-            .run(SERVICE, || async {
-                s3.get_public_access_block()
-                    .bucket(bucket)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let pab = call(&self.retry, SERVICE, || {
+            s3.get_public_access_block().bucket(bucket).send()
+        })
+        .await;
         let pab = match pab {
             Ok(o) => {
                 let c = o.public_access_block_configuration();
@@ -270,16 +248,10 @@ impl S3Provider {
             ),
             Err(e) => return Err(e),
         };
-        let tags = self
-            .retry
-            .run(SERVICE, || async {
-                s3.get_bucket_tagging()
-                    .bucket(bucket)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let tags = call(&self.retry, SERVICE, || {
+            s3.get_bucket_tagging().bucket(bucket).send()
+        })
+        .await;
         let tags = match tags {
             Ok(o) => tags_value(o.tag_set().iter().map(|t| (t.key(), t.value()))),
             Err(e) if is_not_found(&e) => tags_value(Vec::<(String, String)>::new()),
@@ -394,16 +366,13 @@ impl S3Provider {
         let wants = |name: &str| changed.iter().any(|c| c == name);
         if wants("public_access_block") {
             let config = public_access_block(a);
-            self.retry
-                .run(SERVICE, || async {
-                    s3.put_public_access_block()
-                        .bucket(bucket)
-                        .public_access_block_configuration(config.clone())
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error(SERVICE, e))
-                })
-                .await?;
+            call(&self.retry, SERVICE, || {
+                s3.put_public_access_block()
+                    .bucket(bucket)
+                    .public_access_block_configuration(config.clone())
+                    .send()
+            })
+            .await?;
         }
         if wants("versioning") {
             let status = match req(a, "versioning")? {
@@ -418,63 +387,47 @@ impl S3Provider {
                 }
             };
             if let Some(status) = status {
-                self.retry
-                    .run(SERVICE, || async {
-                        s3.put_bucket_versioning()
-                            .bucket(bucket)
-                            .versioning_configuration(
-                                VersioningConfiguration::builder()
-                                    .status(status.clone())
-                                    .build(),
-                            )
-                            .send()
-                            .await
-                            .map_err(|e| sdk_error(SERVICE, e))
-                    })
-                    .await?;
+                call(&self.retry, SERVICE, || {
+                    s3.put_bucket_versioning()
+                        .bucket(bucket)
+                        .versioning_configuration(
+                            VersioningConfiguration::builder()
+                                .status(status.clone())
+                                .build(),
+                        )
+                        .send()
+                })
+                .await?;
             }
         }
         if wants("lifecycle_rules") {
             let rules = lifecycle_rules(a)?;
             if rules.is_empty() {
-                self.retry
-                    .run(SERVICE, || async {
-                        s3.delete_bucket_lifecycle()
-                            .bucket(bucket)
-                            .send()
-                            .await
-                            .map_err(|e| sdk_error(SERVICE, e))
-                    })
-                    .await?;
+                call(&self.retry, SERVICE, || {
+                    s3.delete_bucket_lifecycle().bucket(bucket).send()
+                })
+                .await?;
             } else {
                 let config = BucketLifecycleConfiguration::builder()
                     .set_rules(Some(rules))
                     .build()
                     .map_err(build_error)?;
-                self.retry
-                    .run(SERVICE, || async {
-                        s3.put_bucket_lifecycle_configuration()
-                            .bucket(bucket)
-                            .lifecycle_configuration(config.clone())
-                            .send()
-                            .await
-                            .map_err(|e| sdk_error(SERVICE, e))
-                    })
-                    .await?;
+                call(&self.retry, SERVICE, || {
+                    s3.put_bucket_lifecycle_configuration()
+                        .bucket(bucket)
+                        .lifecycle_configuration(config.clone())
+                        .send()
+                })
+                .await?;
             }
         }
         if wants("tags") {
             let tags = tags_of(a);
             if tags.is_empty() {
-                self.retry
-                    .run(SERVICE, || async {
-                        s3.delete_bucket_tagging()
-                            .bucket(bucket)
-                            .send()
-                            .await
-                            .map_err(|e| sdk_error(SERVICE, e))
-                    })
-                    .await?;
+                call(&self.retry, SERVICE, || {
+                    s3.delete_bucket_tagging().bucket(bucket).send()
+                })
+                .await?;
             } else {
                 let tag_set = tags
                     .iter()
@@ -484,16 +437,13 @@ impl S3Provider {
                     .set_tag_set(Some(tag_set))
                     .build()
                     .map_err(build_error)?;
-                self.retry
-                    .run(SERVICE, || async {
-                        s3.put_bucket_tagging()
-                            .bucket(bucket)
-                            .tagging(tagging.clone())
-                            .send()
-                            .await
-                            .map_err(|e| sdk_error(SERVICE, e))
-                    })
-                    .await?;
+                call(&self.retry, SERVICE, || {
+                    s3.put_bucket_tagging()
+                        .bucket(bucket)
+                        .tagging(tagging.clone())
+                        .send()
+                })
+                .await?;
             }
         }
         Ok(())
@@ -510,16 +460,10 @@ impl S3Provider {
                 Err(e) if is_not_found(&e) => return Ok(()),
                 Err(e) => return Err(e),
             }
-            let deleted = self
-                .retry
-                .run(SERVICE, || async {
-                    s3.delete_bucket()
-                        .bucket(&bucket)
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error(SERVICE, e))
-                })
-                .await;
+            let deleted = call(&self.retry, SERVICE, || {
+                s3.delete_bucket().bucket(&bucket).send()
+            })
+            .await;
             match deleted {
                 Ok(_) => return Ok(()),
                 Err(e) if is_not_found(&e) => return Ok(()),
@@ -543,17 +487,13 @@ impl S3Provider {
         bucket: &str,
     ) -> Result<(), ProviderError> {
         loop {
-            let page = self
-                .retry
-                .run(SERVICE, || async {
-                    s3.list_object_versions()
-                        .bucket(bucket)
-                        .max_keys(1000)
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error(SERVICE, e))
-                })
-                .await?;
+            let page = call(&self.retry, SERVICE, || {
+                s3.list_object_versions()
+                    .bucket(bucket)
+                    .max_keys(1000)
+                    .send()
+            })
+            .await?;
             let mut ids = Vec::new();
             for v in page.versions() {
                 if let Some(key) = v.key() {
@@ -586,17 +526,13 @@ impl S3Provider {
                 .quiet(true)
                 .build()
                 .map_err(build_error)?;
-            let out = self
-                .retry
-                .run(SERVICE, || async {
-                    s3.delete_objects()
-                        .bucket(bucket)
-                        .delete(delete.clone())
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error(SERVICE, e))
-                })
-                .await?;
+            let out = call(&self.retry, SERVICE, || {
+                s3.delete_objects()
+                    .bucket(bucket)
+                    .delete(delete.clone())
+                    .send()
+            })
+            .await?;
             if let Some(err) = out.errors().first() {
                 return Err(ProviderError::Api {
                     service: SERVICE,
@@ -620,16 +556,10 @@ impl S3Provider {
     async fn read_policy(&self, current: &Attributes) -> Result<Option<Attributes>, ProviderError> {
         let (s3, bucket) = self.client(current)?;
         let account = self.aws.account_id().await?;
-        let r = self
-            .retry
-            .run(SERVICE, || async {
-                s3.get_bucket_policy()
-                    .bucket(&bucket)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let r = call(&self.retry, SERVICE, || {
+            s3.get_bucket_policy().bucket(&bucket).send()
+        })
+        .await;
         match r {
             Ok(o) => Ok(Some(Attributes::from([
                 ("bucket".into(), json!(bucket)),
@@ -674,16 +604,10 @@ impl S3Provider {
 
     async fn delete_policy(&self, current: &Attributes) -> Result<(), ProviderError> {
         let (s3, bucket) = self.client(current)?;
-        let r = self
-            .retry
-            .run(SERVICE, || async {
-                s3.delete_bucket_policy()
-                    .bucket(&bucket)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(SERVICE, e))
-            })
-            .await;
+        let r = call(&self.retry, SERVICE, || {
+            s3.delete_bucket_policy().bucket(&bucket).send()
+        })
+        .await;
         match r {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
