@@ -729,17 +729,8 @@ async fn run_request(engine: &Engine, cmd: &RequestCommand) -> anyhow::Result<Ou
         if json {
             println!("{}", serde_json::to_string_pretty(o)?);
         } else if !o.checks.is_empty() {
-            let records: Vec<_> = o
-                .checks
-                .iter()
-                .map(|c| tenantform::workflow::registry::CheckRecord {
-                    name: c.name.clone(),
-                    category: c.category.as_str().into(),
-                    passed: c.passed,
-                    message: c.message.clone(),
-                    duration_ms: c.duration_ms as i64,
-                })
-                .collect();
+            let records: Vec<tenantform::workflow::registry::CheckRecord> =
+                o.checks.iter().map(Into::into).collect();
             println!(
                 "  validation: {} of {} checks passed",
                 records.iter().filter(|c| c.passed).count(),

@@ -178,16 +178,23 @@ fn db_login(state: &TenantState) -> Result<(String, String, String), String> {
     ))
 }
 
-async fn tenant_db(
-    cx: &CheckContext<'_>,
+/// A connection with the tenant's own role: (client, role, schema).
+pub(super) async fn connect_as_tenant(
+    pg: &PostgresConfig,
+    state: &TenantState,
 ) -> Result<(tokio_postgres::Client, String, String), String> {
-    let (role, password, schema) = db_login(cx.state)?;
-    let client = cx
-        .pg
+    let (role, password, schema) = db_login(state)?;
+    let client = pg
         .connect(Some((&role, &password)))
         .await
         .map_err(|e| format!("cannot connect as {role}: {e}"))?;
     Ok((client, role, schema))
+}
+
+async fn tenant_db(
+    cx: &CheckContext<'_>,
+) -> Result<(tokio_postgres::Client, String, String), String> {
+    connect_as_tenant(cx.pg, cx.state).await
 }
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {

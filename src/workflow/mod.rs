@@ -49,7 +49,7 @@ use crate::plan::PlanMode;
 use crate::provider::aws::AwsClients;
 use crate::provider::postgres::{PostgresConfig, ident};
 use crate::provider::redis::RedisConfig;
-use crate::resource::{ResourceType, TenantId, attr_str};
+use crate::resource::TenantId;
 use crate::spec::{SpecErrors, Specs, TenantSpec};
 use crate::state::{ResourceStatus, TenantState};
 
@@ -448,17 +448,7 @@ impl<'a> Workflow<'a> {
 
         // 2. Configuration.
         let specs = self.engine.specs()?;
-        let spec = specs.tenants.get(&tenant).cloned().ok_or_else(|| {
-            WorkflowError::Invalid(format!("the spec of {tenant} vanished during provisioning"))
-        })?;
-        let state = self
-            .engine
-            .state_store()
-            .load(&tenant)
-            .map_err(crate::Error::from)?
-            .ok_or_else(|| {
-                WorkflowError::Invalid(format!("tenant {tenant} has no state after apply"))
-            })?;
+        let (spec, state) = self.spec_and_state(&specs, &tenant, "was just applied")?;
         let mut configured = json!({"demo_documents": 0});
         if specs.tier_of(&spec).demo_documents {
             match seed_demo_documents(&self.pg, &state).await {
@@ -573,6 +563,30 @@ impl<'a> Workflow<'a> {
         })
     }
 
+    /// The spec and state of a tenant that must have both (`when` says why, for the
+    /// message when one is missing).
+    fn spec_and_state(
+        &self,
+        specs: &Specs,
+        tenant: &TenantId,
+        when: &str,
+    ) -> Result<(TenantSpec, TenantState), WorkflowError> {
+        let spec = specs.tenants.get(tenant).cloned().ok_or_else(|| {
+            WorkflowError::Invalid(format!(
+                "tenant {tenant} {when} but specs/tenants/{tenant}.toml is missing"
+            ))
+        })?;
+        let state = self
+            .engine
+            .state_store()
+            .load(tenant)
+            .map_err(crate::Error::from)?
+            .ok_or_else(|| {
+                WorkflowError::Invalid(format!("tenant {tenant} {when} but has no state"))
+            })?;
+        Ok((spec, state))
+    }
+
     /// Runs the suite against the tenant's state and stores the results.
     async fn run_checks(
         &mut self,
@@ -630,16 +644,7 @@ impl<'a> Workflow<'a> {
         if let Some(h) = server {
             h.abort();
         }
-        let records: Vec<CheckRecord> = results
-            .iter()
-            .map(|r| CheckRecord {
-                name: r.name.clone(),
-                category: r.category.as_str().into(),
-                passed: r.passed,
-                message: r.message.clone(),
-                duration_ms: r.duration_ms as i64,
-            })
-            .collect();
+        let records: Vec<CheckRecord> = results.iter().map(CheckRecord::from).collect();
         self.registry
             .record_checks(spec.id.as_str(), uuid::Uuid::new_v4(), &records)
             .await?;
@@ -658,19 +663,7 @@ impl<'a> Workflow<'a> {
         }
         let specs = self.engine.specs()?;
         let tenant: TenantId = request.spec()?.id;
-        let spec = specs.tenants.get(&tenant).cloned().ok_or_else(|| {
-            WorkflowError::Invalid(format!(
-                "tenant {tenant} is active but specs/tenants/{tenant}.toml is missing"
-            ))
-        })?;
-        let state = self
-            .engine
-            .state_store()
-            .load(&tenant)
-            .map_err(crate::Error::from)?
-            .ok_or_else(|| {
-                WorkflowError::Invalid(format!("tenant {tenant} is active but has no state"))
-            })?;
+        let (spec, state) = self.spec_and_state(&specs, &tenant, "is active")?;
         let results = self.run_checks(&specs, &spec, &state).await?;
         let failed: Vec<String> = results
             .iter()
@@ -846,27 +839,8 @@ impl<'a> Workflow<'a> {
 /// Seeds a Gold tenant's demo documents, as the tenant's own role (so row-level
 /// security stamps them as the tenant's). Idempotent: returns how many exist.
 async fn seed_demo_documents(pg: &PostgresConfig, state: &TenantState) -> Result<i64, String> {
-    let attrs = |t: ResourceType, n: &str| {
-        state
-            .resources
-            .get(&format!("{t}.{n}"))
-            .map(|r| r.attributes.clone())
-            .ok_or_else(|| format!("no {t}.{n} in state"))
-    };
-    let role = attrs(ResourceType::PostgresRole, "app")?;
-    let schema = attrs(ResourceType::PostgresSchema, "main")?;
-    let (Some(user), Some(password), Some(schema)) = (
-        attr_str(&role, "name"),
-        attr_str(&role, "password"),
-        attr_str(&schema, "name"),
-    ) else {
-        return Err("the tenant's role or schema has no name or password in state".into());
-    };
-    let db = pg
-        .connect(Some((user, password)))
-        .await
-        .map_err(|e| format!("cannot connect as {user}: {e}"))?;
-    let table = format!("{}.documents", ident(schema));
+    let (db, _, schema) = checks::connect_as_tenant(pg, state).await?;
+    let table = format!("{}.documents", ident(&schema));
     const DEMO: [(&str, &str); 3] = [
         (
             "Welcome to your RAG workspace",

@@ -200,6 +200,18 @@ pub struct CheckRecord {
     pub duration_ms: i64,
 }
 
+impl From<&super::checks::CheckResult> for CheckRecord {
+    fn from(r: &super::checks::CheckResult) -> Self {
+        CheckRecord {
+            name: r.name.clone(),
+            category: r.category.as_str().into(),
+            passed: r.passed,
+            message: r.message.clone(),
+            duration_ms: r.duration_ms as i64,
+        }
+    }
+}
+
 /// What happens to a request's failure fields on a transition.
 #[derive(Clone, Debug, Default)]
 pub struct Failure {
@@ -228,15 +240,22 @@ impl Registry {
         Ok(registry)
     }
 
-    async fn migrate(&mut self) -> Result<(), WorkflowError> {
+    /// A transaction that holds the advisory lock named `name` until it ends: one such
+    /// transaction at a time across every process on the database.
+    async fn exclusive_transaction(
+        &mut self,
+        name: &str,
+    ) -> Result<Transaction<'_>, WorkflowError> {
         let tx = self.client.transaction().await.map_err(pg)?;
+        tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&name])
+            .await
+            .map_err(pg)?;
+        Ok(tx)
+    }
+
+    async fn migrate(&mut self) -> Result<(), WorkflowError> {
         // One migrating process at a time, whichever process gets here first.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('tenantform.registry'))",
-            &[],
-        )
-        .await
-        .map_err(pg)?;
+        let tx = self.exclusive_transaction("tenantform.registry").await?;
         tx.batch_execute(&format!(
             "CREATE SCHEMA IF NOT EXISTS {SCHEMA}; \
              CREATE TABLE IF NOT EXISTS {SCHEMA}.registry_migrations \
@@ -281,13 +300,7 @@ impl Registry {
         notes: Option<&str>,
         approvals: &[RequiredApproval],
     ) -> Result<(Request, bool), WorkflowError> {
-        let tx = self.client.transaction().await.map_err(pg)?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtext('tenantform.submit'))",
-            &[],
-        )
-        .await
-        .map_err(pg)?;
+        let tx = self.exclusive_transaction("tenantform.submit").await?;
         if let Some(existing) = get_in(&tx, spec.id.as_str()).await? {
             if existing.same_tenant(spec) {
                 return Ok((existing, false));
