@@ -60,7 +60,7 @@ pub struct CheckContext<'a> {
     pub specs: &'a Specs,
     pub spec: &'a TenantSpec,
     pub state: &'a TenantState,
-    /// The other tenants' states, for the negative isolation test.
+    /// Another tenant with resources (at most one), for the negative isolation test.
     pub others: &'a [TenantState],
     pub pg: &'a PostgresConfig,
     pub redis: Option<&'a RedisConfig>,

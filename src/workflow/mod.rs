@@ -594,17 +594,23 @@ impl<'a> Workflow<'a> {
         spec: &TenantSpec,
         state: &TenantState,
     ) -> Result<Vec<CheckResult>, WorkflowError> {
-        let others: Vec<TenantState> = self
-            .engine
-            .states(&[])?
-            .into_iter()
-            .filter(|s| {
-                s.tenant != spec.id
-                    && s.resources
-                        .values()
-                        .any(|r| r.status == ResourceStatus::Created)
-            })
-            .collect();
+        // The isolation check needs one other tenant to be refused: read states only
+        // until one is found, not every tenant's on every provisioning.
+        let store = self.engine.state_store();
+        let mut others: Vec<TenantState> = Vec::new();
+        for t in store.tenants().map_err(crate::Error::from)? {
+            if t == spec.id {
+                continue;
+            }
+            if let Some(s) = store.load(&t).map_err(crate::Error::from)?
+                && s.resources
+                    .values()
+                    .any(|r| r.status == ResourceStatus::Created)
+            {
+                others.push(s);
+                break;
+            }
+        }
         let redis = RedisConfig::resolve(&specs.platform.redis).ok();
         let aws = AwsClients::load(&specs.platform.aws).await;
         let jwt_secret = specs
