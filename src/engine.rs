@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::apply::{self, ApplyOptions, ApplyReport, ProgressSink, TenantRun};
 use crate::blueprint::tenant_blueprint;
+use crate::connect::aws::AwsClients;
+use crate::connect::postgres::PostgresConfig;
+use crate::connect::redis::RedisConfig;
 use crate::drift::{self, DriftReport};
 use crate::error::Error;
 use crate::outputs::{Output, tenant_outputs};
@@ -21,16 +24,15 @@ use crate::plan::cost::CostEstimate;
 use crate::plan::graph::ActionGraph;
 use crate::plan::{PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, TenantPlan, plan_tenant};
 use crate::provider::ProviderSet;
-use crate::provider::aws::AwsClients;
 use crate::provider::dashboard::{self, DashboardProvider};
 use crate::provider::elasticache::{self, ElasticacheProvider};
 use crate::provider::iam::{self, IamProvider};
-use crate::provider::postgres::{self, PostgresConfig, PostgresProvider};
-use crate::provider::redis::{self, RedisConfig, RedisProvider};
+use crate::provider::postgres::{self, PostgresProvider};
+use crate::provider::redis::{self, RedisProvider};
 use crate::provider::s3::{self, S3Provider};
 use crate::provider::settings::{self, TenantSettingsProvider};
 use crate::provider::vector::{self, PgvectorProvider};
-use crate::resource::{Attributes, ResourceAddress, TenantId, schema};
+use crate::resource::{Attributes, ResourceAddress, TenantId, attr_str, schema};
 use crate::spec::{Specs, VectorBackend};
 use crate::state::{LockInfo, ResourceState, ResourceStatus, StateStore, TenantState};
 
@@ -712,7 +714,7 @@ pub fn platform_providers(
     parallelism: usize,
 ) -> Result<ProviderSet, Error> {
     let mut set = ProviderSet::new();
-    let pg = Arc::new(PostgresProvider::new(pg, parallelism.clamp(1, 32)));
+    let pg = Arc::new(PostgresProvider::new(pg, parallelism.clamp(1, 32))?);
     set.register(postgres::TYPES, pg.clone());
     set.register(
         settings::TYPES,
@@ -734,7 +736,11 @@ pub fn platform_providers(
     );
     set.register(s3::TYPES, Arc::new(S3Provider::new(aws.clone())));
     set.register(iam::TYPES, Arc::new(IamProvider::new(aws.clone())));
-    set.register(elasticache::TYPES, Arc::new(ElasticacheProvider::new(aws)));
+    let cache_wait = Duration::from_secs(platform.aws.cache_wait_timeout_secs);
+    set.register(
+        elasticache::TYPES,
+        Arc::new(ElasticacheProvider::new(aws, cache_wait)),
+    );
     Ok(set)
 }
 
@@ -745,7 +751,7 @@ pub fn platform_providers(
 pub fn import_id(resource: &crate::resource::Resource) -> String {
     ["bucket", "schema", "table", "name", "role"]
         .iter()
-        .filter_map(|k| resource.attributes.get(*k).and_then(|v| v.as_str()))
+        .filter_map(|k| attr_str(&resource.attributes, k))
         .collect::<Vec<_>>()
         .join(".")
 }

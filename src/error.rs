@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::apply::ApplyError;
+use crate::connect::ServiceError;
 use crate::plan::PlanError;
 use crate::provider::ProviderError;
 use crate::resource::{ResourceAddress, TenantId};
@@ -72,5 +73,11 @@ pub enum Error {
 impl From<ProviderError> for Error {
     fn from(e: ProviderError) -> Self {
         Error::Provider(e)
+    }
+}
+
+impl From<ServiceError> for Error {
+    fn from(e: ServiceError) -> Self {
+        Error::Provider(e.into())
     }
 }

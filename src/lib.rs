@@ -33,6 +33,7 @@
 
 pub mod apply;
 pub mod blueprint;
+pub mod connect;
 pub mod drift;
 mod engine;
 mod error;

@@ -701,7 +701,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Serve { listen } => {
             let specs = tenantform::spec::Specs::load(&cli.specs)?;
             let pg =
-                tenantform::provider::postgres::PostgresConfig::resolve(&specs.platform.postgres)?;
+                tenantform::connect::postgres::PostgresConfig::resolve(&specs.platform.postgres)?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("listening on {listen}"))?;

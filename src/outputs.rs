@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::provider::postgres::PostgresConfig;
-use crate::provider::redis::RedisConfig;
+use crate::connect::postgres::PostgresConfig;
+use crate::connect::redis::RedisConfig;
 use crate::resource::{ResourceType, attr_str};
 use crate::secret::REDACTED;
 use crate::state::{ResourceStatus, TenantState};

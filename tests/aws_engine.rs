@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::{Value, json};
 use support::*;
 use tenantform::apply::StepOutcome;
+use tenantform::connect::aws::moto_quirks;
 use tenantform::plan::{Action, ActionReason};
-use tenantform::provider::aws::moto_quirks;
 use tenantform::{ApplyOptions, ApplyReport, Engine, Plan, PlanMode, PlanOptions, TenantOutcome};
 
 const ACCOUNT: &str = "123456789012";
@@ -837,7 +837,7 @@ async fn object_text(s3: &aws_sdk_s3::Client, bucket: &str, key: &str) -> String
 
 #[tokio::test]
 async fn a_tenants_role_can_use_its_own_bucket_and_is_refused_anothers() {
-    use tenantform::provider::aws::AwsClients;
+    use tenantform::connect::aws::AwsClients;
 
     let a = TenantDef::new("aws-iso-a", "bronze");
     let mut b = TenantDef::new("aws-iso-b", "silver");
@@ -845,7 +845,7 @@ async fn a_tenants_role_can_use_its_own_bucket_and_is_refused_anothers() {
     let ws = Workspace::new(&[a.clone(), b.clone()]).await;
     // Validation checks take on the tenant's role with the engine's own credentials:
     // the example platform file's trusted_principals names the stack's engine user.
-    let aws = AwsClients::new(aws_config().await, &Default::default());
+    let aws = AwsClients::new(aws_config().await);
     let engine_arn = aws
         .caller_arn()
         .await

@@ -11,10 +11,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::provider::aws::{ACCOUNT_PLACEHOLDER, tags_value};
-use crate::provider::iam::{policy_arn, role_arn};
-use crate::provider::s3::lifecycle_rule_json;
-use crate::resource::{Resource, ResourceAddress, ResourceType};
+use crate::resource::iam::{ACCOUNT_PLACEHOLDER, policy_arn, role_arn};
+use crate::resource::s3::lifecycle_rule_json;
+use crate::resource::{Resource, ResourceAddress, ResourceType, tags_value};
 use crate::spec::{AwsSettings, Naming, PlatformInfo, TenantSpec, Tier, render_name};
 
 /// What the tenant's role may do in its bucket.
@@ -41,7 +40,7 @@ fn lifecycle(tier: &Tier) -> Value {
         transitions.push((STANDARD_IA_DAYS as i32, "STANDARD_IA"));
     }
     transitions.push((glacier, "GLACIER"));
-    json!([lifecycle_rule_json("tiering", "", &transitions)])
+    json!([lifecycle_rule_json("tiering", "", true, &transitions)])
 }
 
 /// Who may assume the tenant's application role: the platform's service and the

@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::provider::postgres::column_json;
+use crate::resource::postgres::column_json;
 use crate::resource::{Resource, ResourceAddress, ResourceType};
 use crate::spec::{Naming, TenantSpec, Tier, render_name};
 

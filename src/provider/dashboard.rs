@@ -20,10 +20,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use serde_json::{Value, json};
 
-use super::postgres::{req, string_list};
-use super::retry::RetryPolicy;
 use super::{CreateMode, Provider, ProviderError};
-use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType, attr_str};
+use crate::connect::ServiceError;
+use crate::connect::retry::RetryPolicy;
+use crate::resource::{
+    Attributes, Resource, ResourceAddress, ResourceType, attr_str, required_str, string_list,
+};
 
 const SERVICE: &str = "Grafana";
 
@@ -57,8 +59,8 @@ fn panel_query(title: &str, tenant: &str) -> Option<(String, &'static str)> {
 
 /// The dashboard model (as Grafana stores it and as file provisioning reads it).
 pub fn render(attrs: &Attributes) -> Result<Value, ProviderError> {
-    let tenant = req(attrs, "tenant")?;
-    let datasource = json!({"type": "prometheus", "uid": req(attrs, "datasource_uid")?});
+    let tenant = required_str(attrs, "tenant")?;
+    let datasource = json!({"type": "prometheus", "uid": required_str(attrs, "datasource_uid")?});
     let sla = attrs.get("sla_latency_ms").cloned().unwrap_or(Value::Null);
     let mut panels = Vec::new();
     for (i, title) in string_list(attrs, "panels").iter().enumerate() {
@@ -90,8 +92,8 @@ pub fn render(attrs: &Attributes) -> Result<Value, ProviderError> {
     }
     Ok(json!({
         "id": null,
-        "uid": req(attrs, "uid")?,
-        "title": req(attrs, "title")?,
+        "uid": required_str(attrs, "uid")?,
+        "title": required_str(attrs, "title")?,
         "tags": attrs.get("tags").cloned().unwrap_or(json!([])),
         "timezone": "browser",
         "editable": false,
@@ -196,7 +198,7 @@ impl DashboardProvider {
     }
 
     fn file(attrs: &Attributes) -> Result<PathBuf, ProviderError> {
-        Ok(PathBuf::from(req(attrs, "file")?))
+        Ok(PathBuf::from(required_str(attrs, "file")?))
     }
 
     fn write_file(path: &Path, model: &Value) -> Result<(), ProviderError> {
@@ -240,7 +242,8 @@ impl DashboardProvider {
         url: &str,
         body: Option<&Value>,
     ) -> Result<Option<Value>, ProviderError> {
-        self.retry
+        Ok(self
+            .retry
             .run(SERVICE, || async {
                 let mut request = self.http.request(method.clone(), url);
                 if let Some(t) = &self.token {
@@ -251,12 +254,12 @@ impl DashboardProvider {
                 }
                 let response = request.send().await.map_err(|e| {
                     if e.is_timeout() {
-                        ProviderError::Timeout {
+                        ServiceError::Timeout {
                             service: SERVICE,
                             timeout: Duration::from_secs(15),
                         }
                     } else {
-                        ProviderError::Unreachable {
+                        ServiceError::Unreachable {
                             service: SERVICE,
                             detail: e.without_url().to_string(),
                         }
@@ -270,14 +273,14 @@ impl DashboardProvider {
                 if status.is_success() {
                     return Ok(Some(body));
                 }
-                Err(ProviderError::Api {
+                Err(ServiceError::Api {
                     service: SERVICE,
                     code: status.as_u16().to_string(),
                     message: body["message"].as_str().unwrap_or("no message").to_owned(),
                     retryable: status.is_server_error() || status.as_u16() == 429,
                 })
             })
-            .await
+            .await?)
     }
 
     async fn upload(&self, base: &str, model: &Value) -> Result<(), ProviderError> {
@@ -321,7 +324,7 @@ impl Provider for DashboardProvider {
         };
         let mut attrs = parse(&model, current);
         if let Some(base) = Self::api(current) {
-            let uid = req(current, "uid")?;
+            let uid = required_str(current, "uid")?;
             let url = format!("{base}/api/dashboards/uid/{uid}");
             // Missing in Grafana while the file is there: it reads as not uploaded
             // (no grafana_url), which plans an update that uploads it again.
@@ -375,7 +378,7 @@ impl Provider for DashboardProvider {
             }
         }
         if let Some(base) = Self::api(current) {
-            let uid = req(current, "uid")?;
+            let uid = required_str(current, "uid")?;
             self.call(
                 reqwest::Method::DELETE,
                 &format!("{base}/api/dashboards/uid/{uid}"),

@@ -12,12 +12,13 @@ use async_trait::async_trait;
 use aws_sdk_elasticache::types::{CacheCluster, Tag};
 use serde_json::{Value, json};
 
-use super::aws::{
-    AwsClients, call, is_not_found, moto_quirks, req, tag_changes, tags_of, tags_value,
-};
-use super::retry::RetryPolicy;
+use super::aws::{call, is_not_found, tag_changes};
 use super::{CreateMode, Provider, ProviderError};
-use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType};
+use crate::connect::aws::{AwsClients, moto_quirks};
+use crate::connect::retry::RetryPolicy;
+use crate::resource::{
+    Attributes, Resource, ResourceAddress, ResourceType, required_str, tags_of, tags_value,
+};
 
 const SERVICE: &str = "ElastiCache";
 
@@ -46,8 +47,10 @@ fn endpoint_of(c: &CacheCluster) -> Value {
 }
 
 impl ElasticacheProvider {
-    pub fn new(aws: Arc<AwsClients>) -> Self {
-        let wait_timeout = Duration::from_secs(aws.settings.cache_wait_timeout_secs.max(1));
+    /// A provider over `aws` whose creates wait at most `wait_timeout` for a cluster
+    /// to become available.
+    pub fn new(aws: Arc<AwsClients>, wait_timeout: Duration) -> Self {
+        let wait_timeout = wait_timeout.max(Duration::from_secs(1));
         ElasticacheProvider {
             aws,
             retry: RetryPolicy::DEFAULT,
@@ -56,7 +59,7 @@ impl ElasticacheProvider {
     }
 
     fn client(&self, a: &Attributes) -> Result<aws_sdk_elasticache::Client, ProviderError> {
-        Ok(self.aws.elasticache(req(a, "region")?))
+        Ok(self.aws.elasticache(required_str(a, "region")?))
     }
 
     /// The cluster, or `None` when it does not exist or is being deleted.
@@ -77,7 +80,7 @@ impl ElasticacheProvider {
             Ok(o) => Ok(o.cache_clusters().first().cloned().filter(|c| {
                 !moto_quirks::cluster_status_means_gone(c.cache_cluster_status().unwrap_or(""))
             })),
-            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) if is_not_found(e.code()) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -86,8 +89,8 @@ impl ElasticacheProvider {
         let account = self.aws.account_id().await?;
         Ok(format!(
             "arn:aws:elasticache:{}:{account}:cluster:{}",
-            req(a, "region")?,
-            req(a, "cluster_id")?
+            required_str(a, "region")?,
+            required_str(a, "cluster_id")?
         ))
     }
 
@@ -96,7 +99,7 @@ impl ElasticacheProvider {
         current: &Attributes,
     ) -> Result<Option<Attributes>, ProviderError> {
         let client = self.client(current)?;
-        let id = req(current, "cluster_id")?;
+        let id = required_str(current, "cluster_id")?;
         let Some(c) = self.describe(&client, id).await? else {
             return Ok(None);
         };
@@ -135,7 +138,7 @@ impl ElasticacheProvider {
     ) -> Result<Attributes, ProviderError> {
         let a = &resource.attributes;
         let client = self.client(a)?;
-        let id = req(a, "cluster_id")?;
+        let id = required_str(a, "cluster_id")?;
         let nodes = a
             .get("num_nodes")
             .and_then(Value::as_i64)
@@ -145,7 +148,7 @@ impl ElasticacheProvider {
             .into_iter()
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect();
-        let (engine, node_type) = (req(a, "engine")?, req(a, "node_type")?);
+        let (engine, node_type) = (required_str(a, "engine")?, required_str(a, "node_type")?);
         let created = call(&self.retry, SERVICE, || {
             client
                 .create_cache_cluster()
@@ -266,9 +269,9 @@ impl ElasticacheProvider {
         changed: &[String],
     ) -> Result<(), ProviderError> {
         let client = self.client(a)?;
-        let id = req(a, "cluster_id")?;
+        let id = required_str(a, "cluster_id")?;
         if changed.iter().any(|c| c == "node_type") {
-            let node_type = req(a, "node_type")?;
+            let node_type = required_str(a, "node_type")?;
             let current = self.describe(&client, id).await?;
             if current.as_ref().and_then(|c| c.cache_node_type()) != Some(node_type) {
                 call(&self.retry, SERVICE, || {
@@ -325,7 +328,7 @@ impl ElasticacheProvider {
 
     async fn delete_cluster(&self, current: &Attributes) -> Result<(), ProviderError> {
         let client = self.client(current)?;
-        let id = req(current, "cluster_id")?;
+        let id = required_str(current, "cluster_id")?;
         if self.describe(&client, id).await?.is_none() {
             return Ok(());
         }
@@ -335,7 +338,7 @@ impl ElasticacheProvider {
         .await;
         match r {
             Ok(_) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) if is_not_found(e.code()) => Ok(()),
             // Already being deleted.
             Err(e)
                 if e.code() == "InvalidCacheClusterState"

@@ -5,7 +5,7 @@
 //! few seconds to other calls. Calls that name something created earlier in the same
 //! run (the attachment) retry "no such entity" with [`PROPAGATION`]. Documents come
 //! back URL-encoded and with the real account id; reads decode them and put
-//! [`super::aws::ACCOUNT_PLACEHOLDER`] back, so that they compare with the blueprint.
+//! [`ACCOUNT_PLACEHOLDER`] back, so that they compare with the blueprint.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,13 +14,14 @@ use async_trait::async_trait;
 use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
 
-use super::aws::{
-    ACCOUNT_PLACEHOLDER, AwsClients, PROPAGATION, call, is_not_found, policy_text, policy_value,
-    req, retryable, sdk_error, tag_changes, tags_of, tags_value,
-};
-use super::retry::RetryPolicy;
+use super::aws::{PROPAGATION, call, is_not_found, policy_text, policy_value, tag_changes};
 use super::{CreateMode, Provider, ProviderError};
-use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType};
+use crate::connect::aws::{AwsClients, sdk_error};
+use crate::connect::retry::RetryPolicy;
+use crate::resource::iam::{ACCOUNT_PLACEHOLDER, policy_arn, role_arn};
+use crate::resource::{
+    Attributes, Resource, ResourceAddress, ResourceType, required_str, tags_of, tags_value,
+};
 
 const SERVICE: &str = "IAM";
 
@@ -30,17 +31,6 @@ pub const TYPES: &[ResourceType] = &[
     ResourceType::IamRole,
     ResourceType::IamRolePolicyAttachment,
 ];
-
-/// The ARN of the managed policy `name`, with the account as a placeholder (as the
-/// blueprint writes it).
-pub fn policy_arn(name: &str) -> String {
-    format!("arn:aws:iam::{ACCOUNT_PLACEHOLDER}:policy/{name}")
-}
-
-/// The ARN of the role `name`, with the account as a placeholder.
-pub fn role_arn(name: &str) -> String {
-    format!("arn:aws:iam::{ACCOUNT_PLACEHOLDER}:role/{name}")
-}
 
 fn iam_tags(attrs: &Attributes) -> Result<Vec<Tag>, ProviderError> {
     tags_of(attrs)
@@ -86,7 +76,7 @@ impl IamProvider {
     // --- policy ---------------------------------------------------------------------
 
     async fn read_policy(&self, current: &Attributes) -> Result<Option<Attributes>, ProviderError> {
-        let name = req(current, "name")?;
+        let name = required_str(current, "name")?;
         let arn = self.real_arn(&policy_arn(name)).await?;
         let account = self.aws.account_id().await?;
         let policy = call(&self.retry, SERVICE, || {
@@ -95,7 +85,7 @@ impl IamProvider {
         .await;
         let policy = match policy {
             Ok(o) => o,
-            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) if is_not_found(e.code()) => return Ok(None),
             Err(e) => return Err(e),
         };
         let Some(p) = policy.policy() else {
@@ -139,11 +129,11 @@ impl IamProvider {
         mode: CreateMode,
     ) -> Result<Attributes, ProviderError> {
         let a = &resource.attributes;
-        let name = req(a, "name")?;
+        let name = required_str(a, "name")?;
         let account = self.aws.account_id().await?;
         let document = policy_text(a, "document", account)?;
         let tags = iam_tags(a)?;
-        let description = req(a, "description")?;
+        let description = required_str(a, "description")?;
         let created = call(&self.retry, SERVICE, || {
             self.iam()
                 .create_policy()
@@ -212,7 +202,7 @@ impl IamProvider {
         })
         .await;
         match r {
-            Err(e) if !is_not_found(&e) => Err(e),
+            Err(e) if !is_not_found(e.code()) => Err(e),
             _ => Ok(()),
         }
     }
@@ -245,7 +235,9 @@ impl IamProvider {
     }
 
     async fn delete_policy(&self, current: &Attributes) -> Result<(), ProviderError> {
-        let arn = self.real_arn(&policy_arn(req(current, "name")?)).await?;
+        let arn = self
+            .real_arn(&policy_arn(required_str(current, "name")?))
+            .await?;
         // Every version but the default one goes first.
         let versions = call(&self.retry, SERVICE, || {
             self.iam().list_policy_versions().policy_arn(&arn).send()
@@ -253,7 +245,7 @@ impl IamProvider {
         .await;
         let versions = match versions {
             Ok(v) => v,
-            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) if is_not_found(e.code()) => return Ok(()),
             Err(e) => return Err(e),
         };
         for v in versions
@@ -270,7 +262,7 @@ impl IamProvider {
         })
         .await;
         match r {
-            Err(e) if !is_not_found(&e) => Err(e),
+            Err(e) if !is_not_found(e.code()) => Err(e),
             _ => Ok(()),
         }
     }
@@ -278,7 +270,7 @@ impl IamProvider {
     // --- role -----------------------------------------------------------------------
 
     async fn read_role(&self, current: &Attributes) -> Result<Option<Attributes>, ProviderError> {
-        let name = req(current, "name")?;
+        let name = required_str(current, "name")?;
         let account = self.aws.account_id().await?;
         let role = call(&self.retry, SERVICE, || {
             self.iam().get_role().role_name(name).send()
@@ -286,7 +278,7 @@ impl IamProvider {
         .await;
         let role = match role {
             Ok(o) => o,
-            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) if is_not_found(e.code()) => return Ok(None),
             Err(e) => return Err(e),
         };
         let Some(r) = role.role() else {
@@ -321,11 +313,11 @@ impl IamProvider {
         mode: CreateMode,
     ) -> Result<Attributes, ProviderError> {
         let a = &resource.attributes;
-        let name = req(a, "name")?;
+        let name = required_str(a, "name")?;
         let account = self.aws.account_id().await?;
         let trust = policy_text(a, "assume_role_policy", account)?;
         let tags = iam_tags(a)?;
-        let description = req(a, "description")?;
+        let description = required_str(a, "description")?;
         let created = call(&self.retry, SERVICE, || {
             self.iam()
                 .create_role()
@@ -359,7 +351,7 @@ impl IamProvider {
     }
 
     async fn update_role(&self, a: &Attributes, changed: &[String]) -> Result<(), ProviderError> {
-        let name = req(a, "name")?;
+        let name = required_str(a, "name")?;
         let wants = |n: &str| changed.iter().any(|c| c == n);
         if wants("assume_role_policy") {
             let account = self.aws.account_id().await?;
@@ -374,7 +366,7 @@ impl IamProvider {
             .await?;
         }
         if wants("description") {
-            let description = req(a, "description")?;
+            let description = required_str(a, "description")?;
             call(&self.retry, SERVICE, || {
                 self.iam()
                     .update_role()
@@ -413,13 +405,13 @@ impl IamProvider {
     }
 
     async fn delete_role(&self, current: &Attributes) -> Result<(), ProviderError> {
-        let name = req(current, "name")?;
+        let name = required_str(current, "name")?;
         let r = call(&self.retry, SERVICE, || {
             self.iam().delete_role().role_name(name).send()
         })
         .await;
         match r {
-            Err(e) if !is_not_found(&e) => Err(e),
+            Err(e) if !is_not_found(e.code()) => Err(e),
             _ => Ok(()),
         }
     }
@@ -430,8 +422,8 @@ impl IamProvider {
         &self,
         current: &Attributes,
     ) -> Result<Option<Attributes>, ProviderError> {
-        let role = req(current, "role")?;
-        let want = self.real_arn(req(current, "policy_arn")?).await?;
+        let role = required_str(current, "role")?;
+        let want = self.real_arn(required_str(current, "policy_arn")?).await?;
         let mut marker: Option<String> = None;
         loop {
             let page = call(&self.retry, SERVICE, || {
@@ -444,7 +436,7 @@ impl IamProvider {
             .await;
             let page = match page {
                 Ok(p) => p,
-                Err(e) if is_not_found(&e) => return Ok(None),
+                Err(e) if is_not_found(e.code()) => return Ok(None),
                 Err(e) => return Err(e),
             };
             if page
@@ -468,8 +460,8 @@ impl IamProvider {
     }
 
     async fn attach(&self, a: &Attributes) -> Result<(), ProviderError> {
-        let role = req(a, "role")?;
-        let arn = self.real_arn(req(a, "policy_arn")?).await?;
+        let role = required_str(a, "role")?;
+        let arn = self.real_arn(required_str(a, "policy_arn")?).await?;
         // The role and policy were likely created a moment ago.
         PROPAGATION
             .run(SERVICE, || async {
@@ -481,7 +473,11 @@ impl IamProvider {
                     .await
                     .map_err(|e| {
                         let e = sdk_error(SERVICE, e);
-                        if is_not_found(&e) { retryable(e) } else { e }
+                        if is_not_found(e.code()) {
+                            e.into_retryable()
+                        } else {
+                            e
+                        }
                     })
             })
             .await?;
@@ -489,8 +485,8 @@ impl IamProvider {
     }
 
     async fn detach(&self, current: &Attributes) -> Result<(), ProviderError> {
-        let role = req(current, "role")?;
-        let arn = self.real_arn(req(current, "policy_arn")?).await?;
+        let role = required_str(current, "role")?;
+        let arn = self.real_arn(required_str(current, "policy_arn")?).await?;
         let r = call(&self.retry, SERVICE, || {
             self.iam()
                 .detach_role_policy()
@@ -500,7 +496,7 @@ impl IamProvider {
         })
         .await;
         match r {
-            Err(e) if !is_not_found(&e) => Err(e),
+            Err(e) if !is_not_found(e.code()) => Err(e),
             _ => Ok(()),
         }
     }
@@ -546,7 +542,7 @@ impl Provider for IamProvider {
         let a = &resource.attributes;
         match resource.address.resource_type {
             ResourceType::IamPolicy => {
-                let arn = self.real_arn(&policy_arn(req(a, "name")?)).await?;
+                let arn = self.real_arn(&policy_arn(required_str(a, "name")?)).await?;
                 if changed.iter().any(|c| c == "document") {
                     let account = self.aws.account_id().await?;
                     self.set_policy_document(&arn, &policy_text(a, "document", account)?)

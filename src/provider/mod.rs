@@ -10,8 +10,10 @@
 //!   the name is taken (and must then have changed nothing); in
 //!   [`CreateMode::Resume`] an existing resource of that name is taken as the one an
 //!   interrupted run was creating, and brought to the desired attributes.
-//! - Every call has a timeout; transient failures are retried by [`retry`], not by the
-//!   caller.
+//! - Every call has a timeout; transient failures are retried by
+//!   [`crate::connect::retry`], not by the caller.
+//! - Connections come from [`crate::connect`], with the configuration the engine
+//!   passes in; a provider reads no spec and no environment of its own.
 //! - Errors never contain secrets (passwords are not echoed, SQL with a password is
 //!   not logged).
 
@@ -21,7 +23,6 @@ pub mod elasticache;
 pub mod iam;
 pub mod postgres;
 pub mod redis;
-pub mod retry;
 pub mod s3;
 pub mod settings;
 pub mod vector;
@@ -32,7 +33,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType};
+use crate::connect::ServiceError;
+use crate::resource::{AttributeError, Attributes, Resource, ResourceAddress, ResourceType};
 
 /// How a create treats an existing resource of the same name.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -92,6 +94,37 @@ impl ProviderError {
             ProviderError::Timeout { .. } => "Timeout",
             ProviderError::Config(_) => "Config",
         }
+    }
+}
+
+impl From<ServiceError> for ProviderError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Api {
+                service,
+                code,
+                message,
+                retryable,
+            } => ProviderError::Api {
+                service,
+                code,
+                message,
+                retryable,
+            },
+            ServiceError::Unreachable { service, detail } => {
+                ProviderError::Unreachable { service, detail }
+            }
+            ServiceError::Timeout { service, timeout } => {
+                ProviderError::Timeout { service, timeout }
+            }
+            ServiceError::Config(message) => ProviderError::Config(message),
+        }
+    }
+}
+
+impl From<AttributeError> for ProviderError {
+    fn from(e: AttributeError) -> Self {
+        ProviderError::Config(e.to_string())
     }
 }
 

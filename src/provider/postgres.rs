@@ -5,22 +5,19 @@
 //! SCRAM-SHA-256 verifiers computed here, so the plain password never reaches the
 //! server, its logs or `pg_stat_statements`.
 
-use std::fmt;
-use std::ops::{Deref, DerefMut};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
 use async_trait::async_trait;
 use serde_json::{Value, json};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
 
-use super::retry::RetryPolicy;
 use super::{CreateMode, Provider, ProviderError};
-use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType, attr_str};
-use crate::secret::{Secret, generate_password};
-use crate::spec::PostgresEndpoint;
+use crate::connect::postgres::{PostgresConfig, PostgresPool, db_error, ident, literal, pooled};
+use crate::connect::retry::RetryPolicy;
+use crate::resource::postgres::column_json;
+use crate::resource::{
+    Attributes, Resource, ResourceAddress, ResourceType, attr_bool, attr_str, required_str,
+    string_list,
+};
+use crate::secret::generate_password;
 
 const SERVICE: &str = "PostgreSQL";
 
@@ -34,275 +31,43 @@ pub const TYPES: &[ResourceType] = &[
     ResourceType::PostgresTableGrant,
 ];
 
-/// Where the platform's PostgreSQL is and how the engine logs in as its admin.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PostgresConfig {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub password: Option<Secret>,
-    pub database: String,
-}
-
-impl fmt::Debug for PostgresConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresConfig")
-            .field("host", &self.host)
-            .field("port", &self.port)
-            .field("user", &self.user)
-            .field("password", &self.password)
-            .field("database", &self.database)
-            .finish()
-    }
-}
-
-impl PostgresConfig {
-    /// The platform file's settings, completed from `PGHOST`, `PGPORT`, `PGUSER`,
-    /// `PGPASSWORD` and `PGDATABASE`.
-    pub fn resolve(endpoint: &PostgresEndpoint) -> Result<Self, ProviderError> {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let missing = |what: &str, var: &str| {
-            ProviderError::Config(format!(
-                "the PostgreSQL {what} is not set: set it under [postgres] in platform.toml or export {var} (`scripts/stack env` prints a working set)"
-            ))
-        };
-        let host = endpoint
-            .host
-            .clone()
-            .or_else(|| env("PGHOST"))
-            .ok_or_else(|| missing("host", "PGHOST"))?;
-        let port = match endpoint.port {
-            Some(p) => p,
-            None => match env("PGPORT") {
-                Some(p) => p.parse().map_err(|_| {
-                    ProviderError::Config(format!("PGPORT={p:?} is not a port number"))
-                })?,
-                None => 5432,
-            },
-        };
-        let user = endpoint
-            .user
-            .clone()
-            .or_else(|| env("PGUSER"))
-            .ok_or_else(|| missing("admin user", "PGUSER"))?;
-        let password_var = endpoint.password_env.as_deref().unwrap_or("PGPASSWORD");
-        let password = env(password_var).map(Secret::new);
-        let database = endpoint
-            .database
-            .clone()
-            .or_else(|| env("PGDATABASE"))
-            .unwrap_or_else(|| user.clone());
-        Ok(PostgresConfig {
-            host,
-            port,
-            user,
-            password,
-            database,
-        })
-    }
-
-    /// One connection as `user` (the admin when `None`), for code outside the provider
-    /// that needs the platform database: the registry, validation checks.
-    pub async fn connect(&self, user: Option<(&str, &str)>) -> Result<Client, ProviderError> {
-        let mut config = self.connect_config();
-        if let Some((user, password)) = user {
-            config.user(user).password(password);
-        }
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| db_error(&e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "PostgreSQL connection closed");
-            }
-        });
-        Ok(client)
-    }
-
-    fn connect_config(&self) -> tokio_postgres::Config {
-        let mut c = tokio_postgres::Config::new();
-        c.host(&self.host)
-            .port(self.port)
-            .user(&self.user)
-            .dbname(&self.database)
-            .application_name("tenantform")
-            .connect_timeout(Duration::from_secs(10));
-        if let Some(p) = &self.password {
-            c.password(p.expose());
-        }
-        c
-    }
-}
-
-/// A small pool of admin connections, opened on first use.
-struct Pool {
-    config: PostgresConfig,
-    idle: Mutex<Vec<Client>>,
-    permits: Arc<Semaphore>,
-}
-
-struct PooledClient<'a> {
-    client: Option<Client>,
-    pool: &'a Pool,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl Deref for PooledClient<'_> {
-    type Target = Client;
-    fn deref(&self) -> &Client {
-        self.client.as_ref().expect("present until drop")
-    }
-}
-
-impl DerefMut for PooledClient<'_> {
-    fn deref_mut(&mut self) -> &mut Client {
-        self.client.as_mut().expect("present until drop")
-    }
-}
-
-impl Drop for PooledClient<'_> {
-    fn drop(&mut self) {
-        if let Some(c) = self.client.take()
-            && !c.is_closed()
-        {
-            self.pool.idle.lock().expect("pool lock").push(c);
-        }
-    }
-}
-
-impl Pool {
-    async fn get(&self) -> Result<PooledClient<'_>, ProviderError> {
-        let permit = self
-            .permits
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
-        let idle = {
-            let mut idle = self.idle.lock().expect("pool lock");
-            std::iter::from_fn(|| idle.pop()).find(|c| !c.is_closed())
-        };
-        let client = match idle {
-            Some(c) => c,
-            None => {
-                let (client, connection) = self
-                    .config
-                    .connect_config()
-                    .connect(NoTls)
-                    .await
-                    .map_err(|e| db_error(&e))?;
-                tokio::spawn(async move {
-                    if let Err(e) = connection.await {
-                        tracing::debug!(error = %e, "PostgreSQL connection closed");
-                    }
-                });
-                client
-            }
-        };
-        Ok(PooledClient {
-            client: Some(client),
-            pool: self,
-            _permit: permit,
-        })
-    }
-}
-
-/// Maps a driver error to a provider error; serialization conflicts, dropped
-/// connections and concurrent catalog updates are retryable.
-pub fn db_error(e: &tokio_postgres::Error) -> ProviderError {
-    if let Some(db) = e.as_db_error() {
-        let code = db.code();
-        let retryable = [
-            SqlState::T_R_SERIALIZATION_FAILURE,
-            SqlState::T_R_DEADLOCK_DETECTED,
-            SqlState::LOCK_NOT_AVAILABLE,
-            SqlState::TOO_MANY_CONNECTIONS,
-            SqlState::ADMIN_SHUTDOWN,
-            SqlState::CANNOT_CONNECT_NOW,
-        ]
-        .contains(code)
-            // "tuple concurrently updated": two catalog updates of one object at once.
-            || (*code == SqlState::INTERNAL_ERROR && db.message().contains("concurrently"));
-        ProviderError::Api {
-            service: SERVICE,
-            code: code.code().to_owned(),
-            message: db.message().to_owned(),
-            retryable,
-        }
-    } else {
-        ProviderError::Unreachable {
-            service: SERVICE,
-            detail: e.to_string(),
-        }
-    }
-}
-
 fn is_duplicate(e: &ProviderError) -> bool {
     matches!(e, ProviderError::Api { code, .. }
         if [SqlState::DUPLICATE_OBJECT, SqlState::DUPLICATE_SCHEMA, SqlState::DUPLICATE_TABLE]
             .iter().any(|s| s.code() == code))
 }
 
-/// `"name"` with embedded quotes doubled.
-pub fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// `'text'` with embedded quotes doubled (standard_conforming_strings is on).
-pub fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-pub(crate) fn req<'a>(attrs: &'a Attributes, name: &str) -> Result<&'a str, ProviderError> {
-    attr_str(attrs, name).ok_or_else(|| {
-        ProviderError::Config(format!("attribute {name} is missing or not a string"))
-    })
-}
-
-fn bool_attr(attrs: &Attributes, name: &str) -> bool {
-    attrs.get(name).and_then(Value::as_bool).unwrap_or(false)
-}
-
-pub(crate) fn string_list(attrs: &Attributes, name: &str) -> Vec<String> {
-    attrs
-        .get(name)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Schemas, roles, grants, tables and row-level security in one database.
 pub struct PostgresProvider {
-    pool: Pool,
+    config: PostgresConfig,
+    pool: PostgresPool,
     retry: RetryPolicy,
 }
 
 impl PostgresProvider {
-    pub fn new(config: PostgresConfig, max_connections: usize) -> Self {
-        PostgresProvider {
-            pool: Pool {
-                config,
-                idle: Mutex::new(Vec::new()),
-                permits: Arc::new(Semaphore::new(max_connections.max(1))),
-            },
+    /// A provider with at most `max_connections` admin connections to `config`'s
+    /// database, opened on first use.
+    pub fn new(config: PostgresConfig, max_connections: usize) -> Result<Self, ProviderError> {
+        Ok(PostgresProvider {
+            pool: config.pool(max_connections)?,
+            config,
             retry: RetryPolicy::DEFAULT,
-        }
+        })
     }
 
     pub fn config(&self) -> &PostgresConfig {
-        &self.pool.config
+        &self.config
     }
 
     /// Runs `sql` (one or more statements, as one implicit transaction) with retries.
     pub(crate) async fn batch(&self, sql: &str) -> Result<(), ProviderError> {
-        self.retry
+        Ok(self
+            .retry
             .run(SERVICE, || async {
-                let client = self.pool.get().await?;
+                let client = pooled(&self.pool).await?;
                 client.batch_execute(sql).await.map_err(|e| db_error(&e))
             })
-            .await
+            .await?)
     }
 
     /// Runs a query with text parameters and returns its rows, with retries.
@@ -311,16 +76,17 @@ impl PostgresProvider {
         sql: &str,
         params: &[&str],
     ) -> Result<Vec<tokio_postgres::Row>, ProviderError> {
-        self.retry
+        Ok(self
+            .retry
             .run(SERVICE, || async {
-                let client = self.pool.get().await?;
+                let client = pooled(&self.pool).await?;
                 let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
                     .iter()
                     .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
                     .collect();
                 client.query(sql, &params).await.map_err(|e| db_error(&e))
             })
-            .await
+            .await?)
     }
 
     async fn exists(&self, sql: &str, params: &[&str]) -> Result<bool, ProviderError> {
@@ -372,7 +138,7 @@ impl PostgresProvider {
     // --- schema -------------------------------------------------------------------
 
     async fn read_schema(&self, current: &Attributes) -> Result<Option<Attributes>, ProviderError> {
-        let name = req(current, "name")?;
+        let name = required_str(current, "name")?;
         let rows = self
             .query(
                 "SELECT coalesce(obj_description(oid, 'pg_namespace'), '') FROM pg_namespace WHERE nspname = $1",
@@ -389,11 +155,11 @@ impl PostgresProvider {
     }
 
     fn schema_sql(attrs: &Attributes, if_not_exists: bool) -> Result<String, ProviderError> {
-        let name = ident(req(attrs, "name")?);
+        let name = ident(required_str(attrs, "name")?);
         Ok(format!(
             "CREATE SCHEMA {}{name}; COMMENT ON SCHEMA {name} IS {};",
             if if_not_exists { "IF NOT EXISTS " } else { "" },
-            literal(req(attrs, "comment")?)
+            literal(required_str(attrs, "comment")?)
         ))
     }
 
@@ -401,7 +167,7 @@ impl PostgresProvider {
 
     fn role_options(attrs: &Attributes) -> String {
         let flag = |name: &str, on: &str, off: &str| {
-            if bool_attr(attrs, name) { on } else { off }.to_owned()
+            if attr_bool(attrs, name) { on } else { off }.to_owned()
         };
         let limit = attrs
             .get("connection_limit")
@@ -420,7 +186,7 @@ impl PostgresProvider {
     }
 
     async fn read_role(&self, current: &Attributes) -> Result<Option<Attributes>, ProviderError> {
-        let name = req(current, "name")?;
+        let name = required_str(current, "name")?;
         let rows = self
             .query(
                 "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolbypassrls, rolinherit, rolconnlimit \
@@ -447,7 +213,7 @@ impl PostgresProvider {
         attrs: &Attributes,
         mode: CreateMode,
     ) -> Result<Attributes, ProviderError> {
-        let name = req(attrs, "name")?;
+        let name = required_str(attrs, "name")?;
         let password = generate_password(32);
         let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
         let options = Self::role_options(attrs);
@@ -474,7 +240,7 @@ impl PostgresProvider {
     }
 
     async fn delete_role(&self, current: &Attributes) -> Result<(), ProviderError> {
-        let name = req(current, "name")?;
+        let name = required_str(current, "name")?;
         if !self.role_exists(name).await? {
             return Ok(());
         }
@@ -547,8 +313,8 @@ impl PostgresProvider {
         t: ResourceType,
         attrs: &Attributes,
     ) -> Result<(String, String, Vec<String>), ProviderError> {
-        let role = req(attrs, "role")?.to_owned();
-        let schema = req(attrs, "schema")?;
+        let role = required_str(attrs, "role")?.to_owned();
+        let schema = required_str(attrs, "schema")?;
         Ok(match t {
             ResourceType::PostgresSchemaGrant => {
                 let present = self
@@ -557,7 +323,7 @@ impl PostgresProvider {
                 (format!("SCHEMA {}", ident(schema)), role, present)
             }
             _ => {
-                let table = req(attrs, "table")?;
+                let table = required_str(attrs, "table")?;
                 let present = self
                     .read_privileges(Self::table_acl(), &[schema, table], &role)
                     .await?;
@@ -602,8 +368,8 @@ impl PostgresProvider {
         t: ResourceType,
         current: &Attributes,
     ) -> Result<(), ProviderError> {
-        let role = req(current, "role")?;
-        let schema = req(current, "schema")?;
+        let role = required_str(current, "role")?;
+        let schema = required_str(current, "schema")?;
         if !self.role_exists(role).await? {
             return Ok(());
         }
@@ -615,7 +381,7 @@ impl PostgresProvider {
                 format!("SCHEMA {}", ident(schema))
             }
             _ => {
-                let table = req(current, "table")?;
+                let table = required_str(current, "table")?;
                 if !self.table_exists(schema, table).await? {
                     return Ok(());
                 }
@@ -629,8 +395,8 @@ impl PostgresProvider {
     // --- table --------------------------------------------------------------------
 
     async fn read_table(&self, current: &Attributes) -> Result<Option<Attributes>, ProviderError> {
-        let schema = req(current, "schema")?;
-        let name = req(current, "name")?;
+        let schema = required_str(current, "schema")?;
+        let name = required_str(current, "name")?;
         if !self.table_exists(schema, name).await? {
             return Ok(None);
         }
@@ -687,8 +453,8 @@ impl PostgresProvider {
     fn create_table_sql(attrs: &Attributes, if_not_exists: bool) -> Result<String, ProviderError> {
         let table = format!(
             "{}.{}",
-            ident(req(attrs, "schema")?),
-            ident(req(attrs, "name")?)
+            ident(required_str(attrs, "schema")?),
+            ident(required_str(attrs, "name")?)
         );
         let mut defs: Vec<String> = columns(attrs)?.iter().map(Column::definition).collect();
         let pk = string_list(attrs, "primary_key");
@@ -708,8 +474,8 @@ impl PostgresProvider {
         desired: &Attributes,
         current: &Attributes,
     ) -> Result<(), ProviderError> {
-        let schema = req(desired, "schema")?;
-        let name = req(desired, "name")?;
+        let schema = required_str(desired, "schema")?;
+        let name = required_str(desired, "name")?;
         let table = format!("{}.{}", ident(schema), ident(name));
         // Compare with the table as it is, not as state remembers it.
         let actual = self
@@ -757,9 +523,9 @@ impl PostgresProvider {
         &self,
         current: &Attributes,
     ) -> Result<Option<Attributes>, ProviderError> {
-        let schema = req(current, "schema")?;
-        let table = req(current, "table")?;
-        let policy = req(current, "policy")?;
+        let schema = required_str(current, "schema")?;
+        let table = required_str(current, "table")?;
+        let policy = required_str(current, "policy")?;
         let flags = self
             .query(
                 "SELECT c.relrowsecurity, c.relforcerowsecurity FROM pg_class c \
@@ -796,12 +562,12 @@ impl PostgresProvider {
     fn row_security_flags_sql(attrs: &Attributes, table: &str) -> String {
         format!(
             "ALTER TABLE {table} {} ROW LEVEL SECURITY; ALTER TABLE {table} {} ROW LEVEL SECURITY;",
-            if bool_attr(attrs, "enabled") {
+            if attr_bool(attrs, "enabled") {
                 "ENABLE"
             } else {
                 "DISABLE"
             },
-            if bool_attr(attrs, "forced") {
+            if attr_bool(attrs, "forced") {
                 "FORCE"
             } else {
                 "NO FORCE"
@@ -819,8 +585,8 @@ impl PostgresProvider {
         } else {
             roles.join(", ")
         };
-        let mut s = format!("TO {roles} USING {}", req(attrs, "using")?);
-        let check = req(attrs, "with_check")?;
+        let mut s = format!("TO {roles} USING {}", required_str(attrs, "using")?);
+        let check = required_str(attrs, "with_check")?;
         if !check.is_empty() {
             s += &format!(" WITH CHECK {check}");
         }
@@ -830,25 +596,25 @@ impl PostgresProvider {
     fn create_row_security_sql(attrs: &Attributes, replace: bool) -> Result<String, ProviderError> {
         let table = format!(
             "{}.{}",
-            ident(req(attrs, "schema")?),
-            ident(req(attrs, "table")?)
+            ident(required_str(attrs, "schema")?),
+            ident(required_str(attrs, "table")?)
         );
-        let policy = ident(req(attrs, "policy")?);
+        let policy = ident(required_str(attrs, "policy")?);
         let mut sql = Self::row_security_flags_sql(attrs, &table);
         if replace {
             sql += &format!("DROP POLICY IF EXISTS {policy} ON {table};");
         }
         sql += &format!(
             "CREATE POLICY {policy} ON {table} AS PERMISSIVE FOR {} {};",
-            req(attrs, "command")?,
+            required_str(attrs, "command")?,
             Self::policy_clauses(attrs)?
         );
         Ok(sql)
     }
 
     async fn delete_row_security(&self, current: &Attributes) -> Result<(), ProviderError> {
-        let schema = req(current, "schema")?;
-        let table_name = req(current, "table")?;
+        let schema = required_str(current, "schema")?;
+        let table_name = required_str(current, "table")?;
         if !self.table_exists(schema, table_name).await? {
             return Ok(());
         }
@@ -856,7 +622,7 @@ impl PostgresProvider {
         self.batch(&format!(
             "DROP POLICY IF EXISTS {} ON {table}; ALTER TABLE {table} NO FORCE ROW LEVEL SECURITY; \
              ALTER TABLE {table} DISABLE ROW LEVEL SECURITY;",
-            ident(req(current, "policy")?)
+            ident(required_str(current, "policy")?)
         ))
         .await
     }
@@ -870,23 +636,6 @@ struct Column {
     not_null: bool,
     default: Option<String>,
     identity: Option<String>,
-}
-
-/// A column as the `columns` attribute holds it.
-pub fn column_json(
-    name: &str,
-    data_type: &str,
-    not_null: bool,
-    default: Option<&str>,
-    identity: Option<&str>,
-) -> Value {
-    json!({
-        "name": name,
-        "type": data_type,
-        "not_null": not_null,
-        "default": default,
-        "identity": identity,
-    })
 }
 
 fn columns(attrs: &Attributes) -> Result<Vec<Column>, ProviderError> {
@@ -997,7 +746,7 @@ impl Provider for PostgresProvider {
         };
         match resource.address.resource_type {
             ResourceType::PostgresSchema => {
-                let name = req(a, "name")?;
+                let name = required_str(a, "name")?;
                 self.create_batch(
                     &Self::schema_sql(a, false)?,
                     &Self::schema_sql(a, true)?,
@@ -1011,7 +760,11 @@ impl Provider for PostgresProvider {
                 self.converge_grant(t, a).await?
             }
             ResourceType::PostgresTable => {
-                let name = format!("{}.{}", req(a, "schema")?, req(a, "name")?);
+                let name = format!(
+                    "{}.{}",
+                    required_str(a, "schema")?,
+                    required_str(a, "name")?
+                );
                 self.create_batch(
                     &Self::create_table_sql(a, false)?,
                     &Self::create_table_sql(a, true)?,
@@ -1056,15 +809,15 @@ impl Provider for PostgresProvider {
             ResourceType::PostgresSchema => {
                 self.batch(&format!(
                     "COMMENT ON SCHEMA {} IS {};",
-                    ident(req(a, "name")?),
-                    literal(req(a, "comment")?)
+                    ident(required_str(a, "name")?),
+                    literal(required_str(a, "comment")?)
                 ))
                 .await?
             }
             ResourceType::PostgresRole => {
                 self.batch(&format!(
                     "ALTER ROLE {} {};",
-                    ident(req(a, "name")?),
+                    ident(required_str(a, "name")?),
                     Self::role_options(a)
                 ))
                 .await?
@@ -1074,11 +827,15 @@ impl Provider for PostgresProvider {
             }
             ResourceType::PostgresTable => self.update_table(a, current).await?,
             ResourceType::PostgresRowSecurity => {
-                let table = format!("{}.{}", ident(req(a, "schema")?), ident(req(a, "table")?));
+                let table = format!(
+                    "{}.{}",
+                    ident(required_str(a, "schema")?),
+                    ident(required_str(a, "table")?)
+                );
                 let mut sql = Self::row_security_flags_sql(a, &table);
                 sql += &format!(
                     "ALTER POLICY {} ON {table} {};",
-                    ident(req(a, "policy")?),
+                    ident(required_str(a, "policy")?),
                     Self::policy_clauses(a)?
                 );
                 self.batch(&sql).await?
@@ -1098,7 +855,7 @@ impl Provider for PostgresProvider {
             ResourceType::PostgresSchema => {
                 self.batch(&format!(
                     "DROP SCHEMA IF EXISTS {} CASCADE;",
-                    ident(req(current, "name")?)
+                    ident(required_str(current, "name")?)
                 ))
                 .await
             }
@@ -1109,8 +866,8 @@ impl Provider for PostgresProvider {
             ResourceType::PostgresTable => {
                 self.batch(&format!(
                     "DROP TABLE IF EXISTS {}.{};",
-                    ident(req(current, "schema")?),
-                    ident(req(current, "name")?)
+                    ident(required_str(current, "schema")?),
+                    ident(required_str(current, "name")?)
                 ))
                 .await
             }
@@ -1130,13 +887,6 @@ fn unsupported(t: ResourceType) -> ProviderError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn identifiers_and_literals_are_quoted() {
-        assert_eq!(ident("tenant_a"), "\"tenant_a\"");
-        assert_eq!(ident("we\"ird"), "\"we\"\"ird\"");
-        assert_eq!(literal("it's"), "'it''s'");
-    }
 
     #[test]
     fn grant_sql_grants_the_missing_and_revokes_the_extra() {
@@ -1177,17 +927,5 @@ mod tests {
             ]
         );
         assert!(want.alterations_from(&want).is_empty());
-    }
-
-    #[test]
-    fn config_debug_output_hides_the_password() {
-        let c = PostgresConfig {
-            host: "h".into(),
-            port: 1,
-            user: "u".into(),
-            password: Some(Secret::new("hunter2")),
-            database: "d".into(),
-        };
-        assert!(!format!("{c:?}").contains("hunter2"));
     }
 }

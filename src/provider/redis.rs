@@ -10,78 +10,28 @@
 //! SAVE`; otherwise a restarted Redis shows up as drift and the next apply re-creates
 //! the users, with new passwords.
 
-use std::fmt;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Value};
-use serde_json::{Value as Json, json};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::retry::RetryPolicy;
 use super::{CreateMode, Provider, ProviderError};
-use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType, attr_str};
-use crate::secret::{Secret, generate_password};
-use crate::spec::RedisEndpoint;
+use crate::connect::ServiceError;
+use crate::connect::redis::{RedisConfig, redis_error};
+use crate::connect::retry::RetryPolicy;
+use crate::resource::{
+    Attributes, Resource, ResourceAddress, ResourceType, attr_bool, attr_str, required_str,
+    string_list,
+};
+use crate::secret::generate_password;
 
 const SERVICE: &str = "Redis";
 
 /// The resource types this provider serves.
 pub const TYPES: &[ResourceType] = &[ResourceType::RedisAclUser];
-
-/// Where the shared Redis is; the URL carries the admin credentials.
-#[derive(Clone, PartialEq, Eq)]
-pub struct RedisConfig {
-    pub url: Secret,
-    pub acl_save: bool,
-}
-
-impl fmt::Debug for RedisConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RedisConfig")
-            .field("endpoint", &self.endpoint())
-            .field("acl_save", &self.acl_save)
-            .finish()
-    }
-}
-
-impl RedisConfig {
-    /// The platform file's settings with the URL from the variable they name.
-    pub fn resolve(endpoint: &RedisEndpoint) -> Result<Self, ProviderError> {
-        let var = &endpoint.url_env;
-        let url = std::env::var(var).ok().filter(|v| !v.trim().is_empty()).ok_or_else(|| {
-            ProviderError::Config(format!(
-                "the Redis URL is not set: export {var}=redis://USER:PASSWORD@HOST:PORT/0 (the variable is named by [redis] url_env in platform.toml; `scripts/stack env` prints a working one)"
-            ))
-        })?;
-        if redis::Client::open(url.as_str()).is_err() {
-            // The URL itself is not repeated: it holds a password.
-            return Err(ProviderError::Config(format!(
-                "{var} is not a Redis URL; write it as redis://USER:PASSWORD@HOST:PORT/DB"
-            )));
-        }
-        Ok(RedisConfig {
-            url: Secret::new(url),
-            acl_save: endpoint.acl_save,
-        })
-    }
-
-    /// `host:port` (and database) of the URL, without credentials, for outputs.
-    pub fn endpoint(&self) -> String {
-        let url = self.url.expose();
-        let rest = url.split_once("://").map_or(url, |(_, r)| r);
-        let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
-        rest.to_owned()
-    }
-
-    /// A URL for `user`, with the password left for the caller to put in.
-    pub fn url_for(&self, user: &str, password: &str) -> String {
-        let url = self.url.expose();
-        let scheme = url.split_once("://").map_or("redis", |(s, _)| s);
-        format!("{scheme}://{user}:{password}@{}", self.endpoint())
-    }
-}
 
 /// The SHA-256 of a password in hex, as `ACL SETUSER ... #<hash>` takes it and `ACL
 /// GETUSER` shows it.
@@ -90,40 +40,6 @@ pub fn password_hash(password: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-fn redis_error(e: &redis::RedisError) -> ProviderError {
-    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
-        ProviderError::Unreachable {
-            service: SERVICE,
-            detail: e.to_string(),
-        }
-    } else {
-        ProviderError::Api {
-            service: SERVICE,
-            code: e.code().unwrap_or("ERR").to_owned(),
-            message: e.detail().map_or_else(|| e.to_string(), str::to_owned),
-            retryable: e.code() == Some("LOADING") || e.code() == Some("BUSY"),
-        }
-    }
-}
-
-fn req<'a>(attrs: &'a Attributes, name: &str) -> Result<&'a str, ProviderError> {
-    attr_str(attrs, name).ok_or_else(|| {
-        ProviderError::Config(format!("attribute {name} is missing or not a string"))
-    })
-}
-
-fn string_list(attrs: &Attributes, name: &str) -> Vec<String> {
-    attrs
-        .get(name)
-        .and_then(Json::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// A reply value as text (bulk and simple strings, numbers).
@@ -205,10 +121,7 @@ fn user_attributes(name: &str, reply: &Value) -> Attributes {
 
 /// The `ACL SETUSER` arguments after the name that set everything but the password.
 fn rule_args(attrs: &Attributes) -> Vec<String> {
-    let enabled = attrs
-        .get("enabled")
-        .and_then(Json::as_bool)
-        .unwrap_or(false);
+    let enabled = attr_bool(attrs, "enabled");
     let mut args = vec![
         if enabled { "on" } else { "off" }.to_owned(),
         "resetkeys".into(),
@@ -249,7 +162,7 @@ impl RedisProvider {
         &self.config
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, ProviderError> {
+    async fn connection(&self) -> Result<MultiplexedConnection, ServiceError> {
         let mut slot = self.connection.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
@@ -268,7 +181,8 @@ impl RedisProvider {
 
     /// Runs one command with retries; a broken connection is dropped and reopened.
     async fn call(&self, args: &[String]) -> Result<Value, ProviderError> {
-        self.retry
+        Ok(self
+            .retry
             .run(SERVICE, || async {
                 let mut c = self.connection().await?;
                 let mut cmd = redis::cmd(&args[0]);
@@ -279,14 +193,14 @@ impl RedisProvider {
                     Ok(v) => Ok(v),
                     Err(e) => {
                         let err = redis_error(&e);
-                        if matches!(err, ProviderError::Unreachable { .. }) {
+                        if matches!(err, ServiceError::Unreachable { .. }) {
                             *self.connection.lock().await = None;
                         }
                         Err(err)
                     }
                 }
             })
-            .await
+            .await?)
     }
 
     async fn get_user(&self, name: &str) -> Result<Option<Value>, ProviderError> {
@@ -325,7 +239,7 @@ impl Provider for RedisProvider {
         _address: &ResourceAddress,
         current: &Attributes,
     ) -> Result<Option<Attributes>, ProviderError> {
-        let name = req(current, "name")?;
+        let name = required_str(current, "name")?;
         Ok(self
             .get_user(name)
             .await?
@@ -338,7 +252,7 @@ impl Provider for RedisProvider {
         mode: CreateMode,
     ) -> Result<Attributes, ProviderError> {
         let a = &resource.attributes;
-        let name = req(a, "name")?;
+        let name = required_str(a, "name")?;
         if mode == CreateMode::Fresh && self.get_user(name).await?.is_some() {
             return Err(ProviderError::AlreadyExists {
                 what: format!("Redis ACL user {name:?}"),
@@ -360,7 +274,7 @@ impl Provider for RedisProvider {
         _changed: &[String],
     ) -> Result<Attributes, ProviderError> {
         let a = &resource.attributes;
-        let name = req(a, "name")?;
+        let name = required_str(a, "name")?;
         // The recorded password is set again, so that an update also repairs a user
         // that lost it (or was re-created by hand).
         let mut args = vec!["resetpass".to_owned()];
@@ -383,7 +297,7 @@ impl Provider for RedisProvider {
         _address: &ResourceAddress,
         current: &Attributes,
     ) -> Result<(), ProviderError> {
-        let name = req(current, "name")?;
+        let name = required_str(current, "name")?;
         // DELUSER of a missing user answers 0; it also disconnects the user's clients.
         self.call(&["ACL".into(), "DELUSER".into(), name.into()])
             .await?;
@@ -445,16 +359,5 @@ mod tests {
                 "-@dangerous"
             ]
         );
-    }
-
-    #[test]
-    fn config_shows_the_endpoint_without_credentials() {
-        let c = RedisConfig {
-            url: Secret::new("redis://default:hunter2@127.0.0.1:6379/0"),
-            acl_save: false,
-        };
-        assert_eq!(c.endpoint(), "127.0.0.1:6379/0");
-        assert!(!format!("{c:?}").contains("hunter2"));
-        assert_eq!(c.url_for("u", "p"), "redis://u:p@127.0.0.1:6379/0");
     }
 }

@@ -16,13 +16,14 @@ use aws_sdk_s3::types::{
 };
 use serde_json::{Value, json};
 
-use super::aws::{
-    AwsClients, PROPAGATION, call, is_not_found, moto_quirks, policy_text, policy_value, req,
-    retryable, sdk_error, tags_of, tags_value,
-};
-use super::retry::RetryPolicy;
+use super::aws::{PROPAGATION, call, is_not_found, policy_text, policy_value};
 use super::{CreateMode, Provider, ProviderError};
-use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType};
+use crate::connect::aws::{AwsClients, moto_quirks, sdk_error};
+use crate::connect::retry::RetryPolicy;
+use crate::resource::s3::lifecycle_rule_json;
+use crate::resource::{
+    Attributes, Resource, ResourceAddress, ResourceType, required_str, tags_of, tags_value,
+};
 
 const SERVICE: &str = "S3";
 
@@ -36,19 +37,6 @@ pub struct S3Provider {
 
 fn build_error(e: aws_sdk_s3::error::BuildError) -> ProviderError {
     ProviderError::Config(format!("S3 request could not be built: {e}"))
-}
-
-/// One lifecycle rule as the `lifecycle_rules` attribute holds it.
-pub fn lifecycle_rule_json(id: &str, prefix: &str, transitions: &[(i32, &str)]) -> Value {
-    json!({
-        "id": id,
-        "prefix": prefix,
-        "enabled": true,
-        "transitions": transitions
-            .iter()
-            .map(|(days, class)| json!({"days": days, "storage_class": class}))
-            .collect::<Vec<_>>(),
-    })
 }
 
 fn lifecycle_rules(attrs: &Attributes) -> Result<Vec<LifecycleRule>, ProviderError> {
@@ -116,15 +104,16 @@ fn rule_json(rule: &LifecycleRule) -> Value {
         })
         .collect();
     transitions.sort();
-    json!({
-        "id": rule.id().unwrap_or(""),
-        "prefix": prefix,
-        "enabled": rule.status() == &ExpirationStatus::Enabled,
-        "transitions": transitions
-            .iter()
-            .map(|(days, class)| json!({"days": days, "storage_class": class}))
-            .collect::<Vec<_>>(),
-    })
+    let transitions: Vec<(i32, &str)> = transitions
+        .iter()
+        .map(|(days, class)| (*days, class.as_str()))
+        .collect();
+    lifecycle_rule_json(
+        rule.id().unwrap_or(""),
+        prefix,
+        rule.status() == &ExpirationStatus::Enabled,
+        &transitions,
+    )
 }
 
 const PUBLIC_ACCESS_FLAGS: [&str; 4] = [
@@ -169,8 +158,8 @@ impl S3Provider {
     }
 
     fn client(&self, attrs: &Attributes) -> Result<(aws_sdk_s3::Client, String), ProviderError> {
-        let bucket = req(attrs, "bucket")?.to_owned();
-        Ok((self.aws.s3(req(attrs, "region")?), bucket))
+        let bucket = required_str(attrs, "bucket")?.to_owned();
+        Ok((self.aws.s3(required_str(attrs, "region")?), bucket))
     }
 
     async fn bucket_exists(
@@ -184,7 +173,7 @@ impl S3Provider {
         .await;
         match r {
             Ok(_) => Ok(true),
-            Err(e) if is_not_found(&e) => Ok(false),
+            Err(e) if is_not_found(e.code()) => Ok(false),
             // 403: it exists and belongs to another account.
             Err(e) if e.code() == "HTTP 403" || e.code() == "Forbidden" => Ok(true),
             Err(e) => Err(e),
@@ -207,7 +196,7 @@ impl S3Provider {
         .map(|o| location_region(o.location_constraint()));
         let region = match region {
             Ok(r) => r,
-            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) if is_not_found(e.code()) => return Ok(None),
             Err(e) => return Err(e),
         };
         let versioning = self.read_versioning(s3, bucket).await?;
@@ -219,7 +208,7 @@ impl S3Provider {
         .await;
         let mut rules: Vec<Value> = match lifecycle {
             Ok(o) => o.rules().iter().map(rule_json).collect(),
-            Err(e) if is_not_found(&e) => Vec::new(),
+            Err(e) if is_not_found(e.code()) => Vec::new(),
             Err(e) => return Err(e),
         };
         rules.sort_by_key(|r| r["id"].to_string());
@@ -240,7 +229,7 @@ impl S3Provider {
                     "restrict_public_buckets": get(|c| c.restrict_public_buckets()),
                 })
             }
-            Err(e) if is_not_found(&e) => Value::Object(
+            Err(e) if is_not_found(e.code()) => Value::Object(
                 PUBLIC_ACCESS_FLAGS
                     .iter()
                     .map(|f| (f.to_string(), json!(false)))
@@ -254,7 +243,7 @@ impl S3Provider {
         .await;
         let tags = match tags {
             Ok(o) => tags_value(o.tag_set().iter().map(|t| (t.key(), t.value()))),
-            Err(e) if is_not_found(&e) => tags_value(Vec::<(String, String)>::new()),
+            Err(e) if is_not_found(e.code()) => tags_value(Vec::<(String, String)>::new()),
             Err(e) => return Err(e),
         };
         Ok(Some(Attributes::from([
@@ -274,7 +263,8 @@ impl S3Provider {
         s3: &aws_sdk_s3::Client,
         bucket: &str,
     ) -> Result<String, ProviderError> {
-        self.retry
+        Ok(self
+            .retry
             .run(SERVICE, || async {
                 match s3.get_bucket_versioning().bucket(bucket).send().await {
                     Ok(o) => Ok(o
@@ -294,7 +284,7 @@ impl S3Provider {
                     }
                 }
             })
-            .await
+            .await?)
     }
 
     async fn create_bucket(
@@ -304,7 +294,7 @@ impl S3Provider {
     ) -> Result<Attributes, ProviderError> {
         let a = &resource.attributes;
         let (s3, bucket) = self.client(a)?;
-        let region = req(a, "region")?;
+        let region = required_str(a, "region")?;
         // CreateBucket by the owner of an existing bucket succeeds in us-east-1, so ask
         // first: in a fresh create an existing bucket is never ours.
         let exists = self.bucket_exists(&s3, &bucket).await?;
@@ -336,7 +326,7 @@ impl S3Provider {
                         what: format!("S3 bucket {bucket:?}"),
                     });
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         let all: Vec<String> = [
@@ -375,7 +365,7 @@ impl S3Provider {
             .await?;
         }
         if wants("versioning") {
-            let status = match req(a, "versioning")? {
+            let status = match required_str(a, "versioning")? {
                 "Enabled" => Some(BucketVersioningStatus::Enabled),
                 "Suspended" => Some(BucketVersioningStatus::Suspended),
                 // A bucket cannot go back to never-versioned; nothing to do.
@@ -457,7 +447,7 @@ impl S3Provider {
         for _ in 0..5 {
             match self.empty_bucket(&s3, &bucket).await {
                 Ok(()) => {}
-                Err(e) if is_not_found(&e) => return Ok(()),
+                Err(e) if is_not_found(e.code()) => return Ok(()),
                 Err(e) => return Err(e),
             }
             let deleted = call(&self.retry, SERVICE, || {
@@ -466,7 +456,7 @@ impl S3Provider {
             .await;
             match deleted {
                 Ok(_) => return Ok(()),
-                Err(e) if is_not_found(&e) => return Ok(()),
+                Err(e) if is_not_found(e.code()) => return Ok(()),
                 Err(e) if e.code() == "BucketNotEmpty" => continue,
                 Err(e) => return Err(e),
             }
@@ -572,7 +562,7 @@ impl S3Provider {
                     policy_value(o.policy().unwrap_or(""), account),
                 ),
             ]))),
-            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) if is_not_found(e.code()) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -592,7 +582,7 @@ impl S3Provider {
                     .map_err(|e| {
                         let e = sdk_error(SERVICE, e);
                         if e.code() == "MalformedPolicy" && e.to_string().contains("rincipal") {
-                            retryable(e)
+                            e.into_retryable()
                         } else {
                             e
                         }
@@ -610,7 +600,7 @@ impl S3Provider {
         .await;
         match r {
             Ok(_) => Ok(()),
-            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) if is_not_found(e.code()) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -691,6 +681,7 @@ mod tests {
             json!([lifecycle_rule_json(
                 "tiering",
                 "",
+                true,
                 &[(30, "STANDARD_IA"), (90, "GLACIER")]
             )]),
         )]);

@@ -9,9 +9,10 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
-use super::postgres::{PostgresProvider, literal, req};
+use super::postgres::PostgresProvider;
 use super::{CreateMode, Provider, ProviderError};
-use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType, schema};
+use crate::connect::postgres::literal;
+use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType, required_str, schema};
 
 /// The resource types this provider serves.
 pub const TYPES: &[ResourceType] = &[ResourceType::TenantSettings];
@@ -69,7 +70,7 @@ impl TenantSettingsProvider {
 
     async fn upsert(&self, attrs: &Attributes, insert_only: bool) -> Result<u64, ProviderError> {
         self.ensure_table().await?;
-        let tenant = req(attrs, "tenant")?;
+        let tenant = required_str(attrs, "tenant")?;
         let doc = Self::document(attrs).to_string();
         let conflict = if insert_only {
             "DO NOTHING".to_owned()
@@ -97,7 +98,7 @@ impl Provider for TenantSettingsProvider {
         _address: &ResourceAddress,
         current: &Attributes,
     ) -> Result<Option<Attributes>, ProviderError> {
-        let tenant = req(current, "tenant")?;
+        let tenant = required_str(current, "tenant")?;
         // No table yet: nothing was ever recorded.
         let exists = self
             .pg
@@ -135,7 +136,7 @@ impl Provider for TenantSettingsProvider {
             return Err(ProviderError::AlreadyExists {
                 what: format!(
                     "the settings row of tenant {:?} in {TABLE}",
-                    req(a, "tenant")?
+                    required_str(a, "tenant")?
                 ),
             });
         }
@@ -157,7 +158,7 @@ impl Provider for TenantSettingsProvider {
         _address: &ResourceAddress,
         current: &Attributes,
     ) -> Result<(), ProviderError> {
-        let tenant = req(current, "tenant")?;
+        let tenant = required_str(current, "tenant")?;
         let exists = self
             .pg
             .query("SELECT to_regclass($1) IS NOT NULL", &[TABLE])

@@ -21,9 +21,12 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio::sync::OnceCell;
 
-use super::postgres::{PostgresProvider, ident, req};
+use super::postgres::PostgresProvider;
 use super::{CreateMode, Provider, ProviderError};
-use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType};
+use crate::connect::postgres::ident;
+use crate::resource::{
+    Attributes, Resource, ResourceAddress, ResourceType, required_int, required_str,
+};
 
 /// The resource types a vector provider serves.
 pub const TYPES: &[ResourceType] = &[ResourceType::VectorNamespace];
@@ -47,15 +50,6 @@ fn distance_of(opclass: &str) -> &'static str {
         "vector_ip_ops" => "inner_product",
         _ => "unknown",
     }
-}
-
-fn int(attrs: &Attributes, name: &str) -> Result<i64, ProviderError> {
-    attrs
-        .get(name)
-        .and_then(serde_json::Value::as_i64)
-        .ok_or_else(|| {
-            ProviderError::Config(format!("attribute {name} is missing or not a number"))
-        })
 }
 
 /// Vector namespaces as pgvector tables in the tenants' PostgreSQL schemas.
@@ -94,7 +88,7 @@ impl PgvectorProvider {
     }
 
     fn check_backend(attrs: &Attributes) -> Result<(), ProviderError> {
-        match req(attrs, "backend")? {
+        match required_str(attrs, "backend")? {
             Self::BACKEND => Ok(()),
             other => Err(ProviderError::Config(format!(
                 "the vector namespace is for backend {other:?}, but this engine serves it with {}; set [vector] backend in platform.toml to match",
@@ -104,8 +98,8 @@ impl PgvectorProvider {
     }
 
     fn names(attrs: &Attributes) -> Result<(String, String), ProviderError> {
-        let schema = req(attrs, "schema")?;
-        let table = req(attrs, "table")?;
+        let schema = required_str(attrs, "schema")?;
+        let table = required_str(attrs, "table")?;
         Ok((
             format!("{}.{}", ident(schema), ident(table)),
             format!("{table}_embedding_hnsw"),
@@ -118,15 +112,15 @@ impl PgvectorProvider {
             "CREATE INDEX {}{} ON {table} USING hnsw (embedding {}) WITH (m = {}, ef_construction = {});",
             if if_not_exists { "IF NOT EXISTS " } else { "" },
             ident(&index),
-            opclass(req(attrs, "distance")?)?,
-            int(attrs, "hnsw_m")?,
-            int(attrs, "hnsw_ef_construction")?,
+            opclass(required_str(attrs, "distance")?)?,
+            required_int(attrs, "hnsw_m")?,
+            required_int(attrs, "hnsw_ef_construction")?,
         ))
     }
 
     fn create_sql(attrs: &Attributes, if_not_exists: bool) -> Result<String, ProviderError> {
         let (table, _) = Self::names(attrs)?;
-        let dimension = int(attrs, "dimension")?;
+        let dimension = required_int(attrs, "dimension")?;
         let ine = if if_not_exists { "IF NOT EXISTS " } else { "" };
         Ok(format!(
             "CREATE TABLE {ine}{table} (\
@@ -143,7 +137,7 @@ impl PgvectorProvider {
 
     async fn rebuild_index(&self, attrs: &Attributes) -> Result<(), ProviderError> {
         let (_, index) = Self::names(attrs)?;
-        let schema = req(attrs, "schema")?;
+        let schema = required_str(attrs, "schema")?;
         self.pg
             .batch(&format!(
                 "DROP INDEX IF EXISTS {}.{}; {}",
@@ -162,8 +156,8 @@ impl Provider for PgvectorProvider {
         _address: &ResourceAddress,
         current: &Attributes,
     ) -> Result<Option<Attributes>, ProviderError> {
-        let schema = req(current, "schema")?;
-        let table = req(current, "table")?;
+        let schema = required_str(current, "schema")?;
+        let table = required_str(current, "table")?;
         let (_, index) = Self::names(current)?;
         let column = self
             .pg
@@ -233,8 +227,8 @@ impl Provider for PgvectorProvider {
                 return Err(ProviderError::AlreadyExists {
                     what: format!(
                         "PostgreSQL table \"{}.{}\"",
-                        req(a, "schema")?,
-                        req(a, "table")?
+                        required_str(a, "schema")?,
+                        required_str(a, "table")?
                     ),
                 });
             }

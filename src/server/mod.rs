@@ -13,7 +13,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::provider::postgres::PostgresConfig;
+use crate::connect::postgres::PostgresConfig;
 use crate::workflow::registry::Registry;
 use crate::workflow::{WorkflowError, metrics};
 

@@ -7,6 +7,9 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::diagnostic::{SpecDiagnostic, from_toml_error};
+use crate::connect::aws::AwsEndpoint;
+use crate::connect::postgres::PostgresEndpoint;
+use crate::connect::redis::RedisEndpoint;
 
 /// The platform: everything that is the same for every tenant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -47,24 +50,12 @@ pub struct PlatformInfo {
     pub tags: BTreeMap<String, String>,
 }
 
-/// The admin connection to the platform's PostgreSQL. Every field is optional: what is
-/// not set here comes from the standard `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD` and
-/// `PGDATABASE` variables, so that `psql` and the engine see the same server.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresEndpoint {
-    pub host: Option<String>,
-    pub port: Option<u16>,
-    pub user: Option<String>,
-    /// The name of the environment variable holding the admin password (never the
-    /// password itself: spec files are committed).
-    pub password_env: Option<String>,
-    pub database: Option<String>,
-}
-
-/// How the engine reaches AWS (or an AWS-compatible endpoint). Every field is optional:
-/// credentials always come from the standard AWS chain (environment, profile, instance
-/// role), and what is not set here comes from it too (`AWS_REGION`, `AWS_ENDPOINT_URL`).
+/// `[aws]`: how the engine reaches AWS (or an AWS-compatible endpoint), and what
+/// tenants' roles trust. Every field is optional: credentials always come from the
+/// standard AWS chain (environment, profile, instance role), and what is not set here
+/// comes from it too (`AWS_REGION`, `AWS_ENDPOINT_URL`). The connection part goes to
+/// [`crate::connect`] as an [`AwsEndpoint`]; the principals are the blueprint's, the
+/// cache wait the ElastiCache provider's.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AwsSettings {
@@ -97,6 +88,16 @@ impl Default for AwsSettings {
             service_principal: "ecs-tasks.amazonaws.com".into(),
             trusted_principals: Vec::new(),
             cache_wait_timeout_secs: 1800,
+        }
+    }
+}
+
+impl From<&AwsSettings> for AwsEndpoint {
+    fn from(s: &AwsSettings) -> Self {
+        AwsEndpoint {
+            endpoint_url: s.endpoint_url.clone(),
+            region: s.region.clone(),
+            profile: s.profile.clone(),
         }
     }
 }
@@ -199,28 +200,6 @@ impl Naming {
             ("iam_policy", &self.iam_policy, 128),
             ("cache_cluster", &self.cache_cluster, 40),
         ]
-    }
-}
-
-/// The shared Redis on which every tenant gets an ACL user. The URL (with the admin
-/// password in it) comes from an environment variable, never from the file.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RedisEndpoint {
-    /// The environment variable holding `redis://USER:PASSWORD@HOST:PORT/DB`.
-    pub url_env: String,
-    /// Run `ACL SAVE` after every change, so that users survive a restart of Redis.
-    /// Needs an `aclfile` in the server's configuration; off by default, in which
-    /// case a restarted Redis shows up as drift and the next apply re-creates the users.
-    pub acl_save: bool,
-}
-
-impl Default for RedisEndpoint {
-    fn default() -> Self {
-        RedisEndpoint {
-            url_env: "REDIS_URL".into(),
-            acl_save: false,
-        }
     }
 }
 

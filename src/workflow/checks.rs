@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Engine;
-use crate::provider::aws::{AwsClients, sdk_error, tags_of};
-use crate::provider::postgres::{PostgresConfig, ident};
-use crate::provider::redis::RedisConfig;
-use crate::resource::{ResourceType, attr_str};
+use crate::connect::aws::{AwsClients, sdk_error};
+use crate::connect::postgres::{PostgresConfig, ident};
+use crate::connect::redis::RedisConfig;
+use crate::resource::{ResourceType, attr_str, tags_of};
 use crate::spec::{Specs, TenantSpec};
 use crate::state::{ResourceStatus, TenantState};
 

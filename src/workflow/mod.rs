@@ -44,11 +44,11 @@ use serde_json::json;
 
 use crate::Engine;
 use crate::apply::{StepOutcome, TenantOutcome};
+use crate::connect::aws::AwsClients;
+use crate::connect::postgres::{PostgresConfig, ident};
+use crate::connect::redis::RedisConfig;
 use crate::engine::PlanOptions;
 use crate::plan::PlanMode;
-use crate::provider::aws::AwsClients;
-use crate::provider::postgres::{PostgresConfig, ident};
-use crate::provider::redis::RedisConfig;
 use crate::resource::TenantId;
 use crate::spec::{SpecErrors, Specs, TenantSpec};
 use crate::state::{ResourceStatus, TenantState};

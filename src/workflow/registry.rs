@@ -15,7 +15,7 @@ use tokio_postgres::{Client, Row, Transaction};
 use super::WorkflowError;
 use super::approval::RequiredApproval;
 use super::status::{RequestStatus, check_transition};
-use crate::provider::postgres::{PostgresConfig, db_error};
+use crate::connect::postgres::{PostgresConfig, db_error};
 use crate::spec::TenantSpec;
 
 /// The schema the registry lives in.

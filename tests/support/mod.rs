@@ -503,8 +503,8 @@ pub fn exists(path: &Path) -> bool {
 /// the stack's AWS endpoint. With `counter`, every create, update and delete call is
 /// counted.
 pub async fn engine(ws: &Workspace, counter: Option<Arc<AtomicUsize>>) -> tenantform::Engine {
-    use tenantform::provider::aws::AwsClients;
-    use tenantform::provider::postgres::PostgresConfig;
+    use tenantform::connect::aws::AwsClients;
+    use tenantform::connect::postgres::PostgresConfig;
 
     let specs = tenantform::spec::Specs::load(&ws.specs()).expect("workspace specs are valid");
     let pg = PostgresConfig {
@@ -514,7 +514,7 @@ pub async fn engine(ws: &Workspace, counter: Option<Arc<AtomicUsize>>) -> tenant
         password: Some(tenantform::secret::Secret::new(env("PGPASSWORD"))),
         database: ws.database.clone(),
     };
-    let aws = Arc::new(AwsClients::new(aws_config().await, &specs.platform.aws));
+    let aws = Arc::new(AwsClients::new(aws_config().await));
     // Redis comes from REDIS_URL, as the platform file says. When the stack was brought
     // up by this process (not exported by scripts/test), export it here.
     if std::env::var_os("REDIS_URL").is_none() {

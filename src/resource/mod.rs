@@ -6,12 +6,33 @@
 //! JSON values, so that diffing, rendering and storing need no per-type code. What
 //! differs per type lives in its [`Schema`]: which attributes force a replacement,
 //! which are computed by the provider, which are secret.
+//!
+//! # Families
+//!
+//! Resource types come in families: the types one provider serves. Each family has
+//! one file here (`postgres.rs`, `s3.rs`, ...) with its types' schemas and the shapes
+//! of the structured attributes that the blueprint writes and the provider reads
+//! (a table column, a lifecycle rule, an ARN with the account left out), so that the
+//! two sides agree by construction.
+//!
+//! Architecture invariant: this module imports nothing else of the crate. Every stage
+//! may use it; it uses none.
+
+pub mod dashboard;
+pub mod elasticache;
+pub mod iam;
+pub mod postgres;
+pub mod redis;
+pub mod s3;
+pub mod settings;
+pub mod vector;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// Attribute values of one resource, sorted by name.
 pub type Attributes = BTreeMap<String, serde_json::Value>;
@@ -247,9 +268,82 @@ impl Resource {
     }
 }
 
-/// Reads a string attribute, for providers that need a name out of a resource.
+/// An attribute a provider needs is missing or not of its kind: a blueprint bug, or a
+/// state file edited by hand.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("attribute {name} is missing or not {expected}")]
+pub struct AttributeError {
+    pub name: String,
+    /// What it should be: "a string", "a number".
+    pub expected: &'static str,
+}
+
+/// A string attribute, if it is one.
 pub fn attr_str<'a>(attrs: &'a Attributes, name: &str) -> Option<&'a str> {
-    attrs.get(name).and_then(|v| v.as_str())
+    attrs.get(name).and_then(Value::as_str)
+}
+
+/// A boolean attribute; absent or not a boolean reads as `false`.
+pub fn attr_bool(attrs: &Attributes, name: &str) -> bool {
+    attrs.get(name).and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// A string attribute that must be there.
+pub fn required_str<'a>(attrs: &'a Attributes, name: &str) -> Result<&'a str, AttributeError> {
+    attr_str(attrs, name).ok_or_else(|| AttributeError {
+        name: name.to_owned(),
+        expected: "a string",
+    })
+}
+
+/// An integer attribute that must be there.
+pub fn required_int(attrs: &Attributes, name: &str) -> Result<i64, AttributeError> {
+    attrs
+        .get(name)
+        .and_then(Value::as_i64)
+        .ok_or_else(|| AttributeError {
+            name: name.to_owned(),
+            expected: "a number",
+        })
+}
+
+/// The strings of a list attribute; absent reads as empty, and items that are not
+/// strings are left out.
+pub fn string_list(attrs: &Attributes, name: &str) -> Vec<String> {
+    attrs
+        .get(name)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The `tags` attribute of a taggable resource (S3, IAM, ElastiCache) as a map;
+/// absent or malformed reads as no tags.
+pub fn tags_of(attrs: &Attributes) -> BTreeMap<String, String> {
+    attrs
+        .get("tags")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Tags as the `tags` attribute holds them: a JSON object of strings.
+pub fn tags_value<K: Into<String>, V: Into<String>>(
+    tags: impl IntoIterator<Item = (K, V)>,
+) -> Value {
+    Value::Object(
+        tags.into_iter()
+            .map(|(k, v)| (k.into(), Value::String(v.into())))
+            .collect(),
+    )
 }
 
 /// How the engine treats one attribute of a resource type.
@@ -361,7 +455,6 @@ impl AttributeSchema {
 /// compare equal (see [`Compare::PolicyDocument`]). Never fails: what is not a policy
 /// is returned as it is.
 pub fn canonical_policy(v: &serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
     fn list(x: &Value) -> Vec<Value> {
         match x {
             Value::Array(a) => a.clone(),
@@ -448,234 +541,31 @@ impl Schema {
     }
 }
 
-use AttributeSchema as A;
-
-static POSTGRES_SCHEMA: Schema = Schema {
-    resource_type: ResourceType::PostgresSchema,
-    attributes: &[A::force_new("name"), A::updatable("comment")],
-    replace_note: "a schema's name is its identity",
-};
-
-static POSTGRES_ROLE: Schema = Schema {
-    resource_type: ResourceType::PostgresRole,
-    attributes: &[
-        A::force_new("name"),
-        A::updatable("login"),
-        A::updatable("superuser"),
-        A::updatable("create_db"),
-        A::updatable("create_role"),
-        A::updatable("bypass_rls"),
-        A::updatable("inherit"),
-        A::updatable("connection_limit"),
-        A::computed("password").sensitive().unreadable(),
-    ],
-    replace_note: "a role's name is its identity",
-};
-
-static POSTGRES_SCHEMA_GRANT: Schema = Schema {
-    resource_type: ResourceType::PostgresSchemaGrant,
-    attributes: &[
-        A::force_new("schema"),
-        A::force_new("role"),
-        A::updatable("privileges").as_set(),
-    ],
-    replace_note: "a grant belongs to one schema and one role",
-};
-
-static POSTGRES_TABLE: Schema = Schema {
-    resource_type: ResourceType::PostgresTable,
-    attributes: &[
-        A::force_new("schema"),
-        A::force_new("name"),
-        A::updatable("columns").as_set(),
-        A::updatable("primary_key"),
-    ],
-    replace_note: "a table cannot move to another schema or name in place",
-};
-
-static POSTGRES_ROW_SECURITY: Schema = Schema {
-    resource_type: ResourceType::PostgresRowSecurity,
-    attributes: &[
-        A::force_new("schema"),
-        A::force_new("table"),
-        A::force_new("policy"),
-        A::force_new("command"),
-        A::updatable("enabled"),
-        A::updatable("forced"),
-        A::updatable("roles").as_set(),
-        A::updatable("using"),
-        A::updatable("with_check"),
-    ],
-    replace_note: "a policy's table, name and command cannot change in place",
-};
-
-static POSTGRES_TABLE_GRANT: Schema = Schema {
-    resource_type: ResourceType::PostgresTableGrant,
-    attributes: &[
-        A::force_new("schema"),
-        A::force_new("table"),
-        A::force_new("role"),
-        A::updatable("privileges").as_set(),
-    ],
-    replace_note: "a grant belongs to one table and one role",
-};
-
-static S3_BUCKET: Schema = Schema {
-    resource_type: ResourceType::S3Bucket,
-    attributes: &[
-        A::force_new("bucket"),
-        A::force_new("region"),
-        A::updatable("versioning"),
-        A::updatable("lifecycle_rules"),
-        A::updatable("public_access_block"),
-        A::updatable("tags"),
-        A::computed("arn"),
-    ],
-    replace_note: "a bucket cannot be renamed or moved to another region",
-};
-
-static S3_BUCKET_POLICY: Schema = Schema {
-    resource_type: ResourceType::S3BucketPolicy,
-    attributes: &[
-        A::force_new("bucket"),
-        A::force_new("region"),
-        A::updatable("policy").as_policy(),
-    ],
-    replace_note: "a bucket policy belongs to one bucket",
-};
-
-static IAM_POLICY: Schema = Schema {
-    resource_type: ResourceType::IamPolicy,
-    attributes: &[
-        A::force_new("name"),
-        A::force_new("description"),
-        A::updatable("document").as_policy(),
-        A::updatable("tags"),
-        A::computed("arn"),
-    ],
-    replace_note: "IAM cannot rename a managed policy or change its description",
-};
-
-static IAM_ROLE: Schema = Schema {
-    resource_type: ResourceType::IamRole,
-    attributes: &[
-        A::force_new("name"),
-        A::updatable("description"),
-        A::updatable("assume_role_policy").as_policy(),
-        A::updatable("tags"),
-        A::computed("arn"),
-    ],
-    replace_note: "IAM cannot rename a role",
-};
-
-static IAM_ROLE_POLICY_ATTACHMENT: Schema = Schema {
-    resource_type: ResourceType::IamRolePolicyAttachment,
-    attributes: &[A::force_new("role"), A::force_new("policy_arn")],
-    replace_note: "an attachment joins one role and one policy",
-};
-
-static ELASTICACHE_CLUSTER: Schema = Schema {
-    resource_type: ResourceType::ElasticacheCluster,
-    attributes: &[
-        A::force_new("cluster_id"),
-        A::force_new("region"),
-        A::force_new("engine"),
-        A::updatable("node_type"),
-        A::force_new("num_nodes"),
-        A::updatable("tags"),
-        A::computed("arn"),
-        A::computed("endpoint"),
-    ],
-    replace_note: "a cache cluster's id, region, engine and node count cannot change in place",
-};
-
-static TENANT_SETTINGS: Schema = Schema {
-    resource_type: ResourceType::TenantSettings,
-    attributes: &[
-        A::force_new("tenant"),
-        A::updatable("tier"),
-        A::updatable("sla_latency_ms"),
-        A::updatable("features"),
-        A::updatable("queries_per_minute"),
-        A::updatable("documents_per_month"),
-        A::updatable("llm_model"),
-        A::updatable("llm_max_tokens"),
-        A::updatable("demo_documents"),
-        A::updatable("vector_replicas"),
-        A::updatable("dedicated_cache"),
-    ],
-    replace_note: "the settings belong to one tenant",
-};
-
-static REDIS_ACL_USER: Schema = Schema {
-    resource_type: ResourceType::RedisAclUser,
-    attributes: &[
-        A::force_new("name"),
-        A::updatable("enabled"),
-        A::updatable("keys"),
-        A::updatable("channels"),
-        // Applied left to right as the blueprint lists them, but compared as a set:
-        // Redis reads them back in its own normal order.
-        A::updatable("commands").as_set(),
-        A::computed("password").sensitive().unreadable(),
-    ],
-    replace_note: "a Redis user's name is its identity",
-};
-
-static VECTOR_NAMESPACE: Schema = Schema {
-    resource_type: ResourceType::VectorNamespace,
-    attributes: &[
-        A::force_new("backend"),
-        A::force_new("schema"),
-        A::force_new("table"),
-        A::force_new("dimension"),
-        A::updatable("distance"),
-        A::updatable("hnsw_m"),
-        A::updatable("hnsw_ef_construction"),
-    ],
-    replace_note: "stored embeddings cannot change backend, place or dimension (they must be re-embedded)",
-};
-
-static GRAFANA_DASHBOARD: Schema = Schema {
-    resource_type: ResourceType::GrafanaDashboard,
-    attributes: &[
-        A::force_new("uid"),
-        A::force_new("file"),
-        A::updatable("grafana_url"),
-        A::updatable("title"),
-        A::updatable("tenant"),
-        A::updatable("tags").as_set(),
-        A::updatable("datasource_uid"),
-        A::updatable("sla_latency_ms"),
-        A::updatable("panels"),
-    ],
-    replace_note: "a dashboard's uid and file are its identity",
-};
-
 /// The schema of a resource type.
 pub fn schema(resource_type: ResourceType) -> &'static Schema {
     match resource_type {
-        ResourceType::S3Bucket => &S3_BUCKET,
-        ResourceType::S3BucketPolicy => &S3_BUCKET_POLICY,
-        ResourceType::IamPolicy => &IAM_POLICY,
-        ResourceType::IamRole => &IAM_ROLE,
-        ResourceType::IamRolePolicyAttachment => &IAM_ROLE_POLICY_ATTACHMENT,
-        ResourceType::ElasticacheCluster => &ELASTICACHE_CLUSTER,
-        ResourceType::TenantSettings => &TENANT_SETTINGS,
-        ResourceType::RedisAclUser => &REDIS_ACL_USER,
-        ResourceType::VectorNamespace => &VECTOR_NAMESPACE,
-        ResourceType::GrafanaDashboard => &GRAFANA_DASHBOARD,
-        ResourceType::PostgresSchema => &POSTGRES_SCHEMA,
-        ResourceType::PostgresRole => &POSTGRES_ROLE,
-        ResourceType::PostgresSchemaGrant => &POSTGRES_SCHEMA_GRANT,
-        ResourceType::PostgresTable => &POSTGRES_TABLE,
-        ResourceType::PostgresRowSecurity => &POSTGRES_ROW_SECURITY,
-        ResourceType::PostgresTableGrant => &POSTGRES_TABLE_GRANT,
+        ResourceType::PostgresSchema => &postgres::SCHEMA,
+        ResourceType::PostgresRole => &postgres::ROLE,
+        ResourceType::PostgresSchemaGrant => &postgres::SCHEMA_GRANT,
+        ResourceType::PostgresTable => &postgres::TABLE,
+        ResourceType::PostgresRowSecurity => &postgres::ROW_SECURITY,
+        ResourceType::PostgresTableGrant => &postgres::TABLE_GRANT,
+        ResourceType::S3Bucket => &s3::BUCKET,
+        ResourceType::S3BucketPolicy => &s3::BUCKET_POLICY,
+        ResourceType::IamPolicy => &iam::POLICY,
+        ResourceType::IamRole => &iam::ROLE,
+        ResourceType::IamRolePolicyAttachment => &iam::ROLE_POLICY_ATTACHMENT,
+        ResourceType::ElasticacheCluster => &elasticache::CLUSTER,
+        ResourceType::TenantSettings => &settings::TENANT_SETTINGS,
+        ResourceType::RedisAclUser => &redis::ACL_USER,
+        ResourceType::VectorNamespace => &vector::NAMESPACE,
+        ResourceType::GrafanaDashboard => &dashboard::GRAFANA_DASHBOARD,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::AttributeSchema as A;
     use super::*;
 
     #[test]
@@ -713,6 +603,28 @@ mod tests {
             assert_eq!(schema(*t).resource_type, *t);
             assert_eq!(t.as_str().parse::<ResourceType>().unwrap(), *t);
         }
+    }
+
+    #[test]
+    fn attribute_accessors_read_what_is_there_and_name_what_is_not() {
+        let a = Attributes::from([
+            ("name".into(), serde_json::json!("x")),
+            ("n".into(), serde_json::json!(3)),
+            ("on".into(), serde_json::json!(true)),
+            ("list".into(), serde_json::json!(["a", 1, "b"])),
+            ("tags".into(), tags_value([("TenantID", "t")])),
+        ]);
+        assert_eq!(required_str(&a, "name"), Ok("x"));
+        assert_eq!(
+            required_str(&a, "n").unwrap_err().to_string(),
+            "attribute n is missing or not a string"
+        );
+        assert_eq!(required_int(&a, "n"), Ok(3));
+        assert!(required_int(&a, "nope").is_err());
+        assert!(attr_bool(&a, "on") && !attr_bool(&a, "name"));
+        assert_eq!(string_list(&a, "list"), vec!["a", "b"]);
+        assert!(string_list(&a, "nope").is_empty());
+        assert_eq!(tags_of(&a)["TenantID"], "t");
     }
 
     #[test]

@@ -1,11 +1,11 @@
-//! Retry policy for provider calls: exponential backoff with full jitter and a
+//! Retry policy for calls to services: exponential backoff with full jitter and a
 //! per-attempt timeout. Kept apart from the error types: an error says whether it is
 //! retryable, the policy says how often and how long.
 
 use std::future::Future;
 use std::time::Duration;
 
-use super::ProviderError;
+use super::ServiceError;
 
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
@@ -42,16 +42,16 @@ impl RetryPolicy {
         &self,
         service: &'static str,
         mut call: F,
-    ) -> Result<T, ProviderError>
+    ) -> Result<T, ServiceError>
     where
         F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, ProviderError>>,
+        Fut: Future<Output = Result<T, ServiceError>>,
     {
         let mut attempt = 1;
         loop {
             let result = match tokio::time::timeout(self.attempt_timeout, call()).await {
                 Ok(r) => r,
-                Err(_) => Err(ProviderError::Timeout {
+                Err(_) => Err(ServiceError::Timeout {
                     service,
                     timeout: self.attempt_timeout,
                 }),
@@ -81,8 +81,8 @@ mod tests {
         attempt_timeout: Duration::from_millis(200),
     };
 
-    fn transient() -> ProviderError {
-        ProviderError::Api {
+    fn transient() -> ServiceError {
+        ServiceError::Api {
             service: "test",
             code: "Throttling".into(),
             message: "slow down".into(),
@@ -112,7 +112,7 @@ mod tests {
         let r: Result<(), _> = FAST
             .run("test", || async {
                 calls.fetch_add(1, Ordering::SeqCst);
-                Err(ProviderError::Config("bad".into()))
+                Err(ServiceError::Config("bad".into()))
             })
             .await;
         assert!(r.is_err());

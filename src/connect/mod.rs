@@ -1,0 +1,90 @@
+//! Connections to the platform's services: PostgreSQL (a pool, and single
+//! connections as any role), the shared Redis, and AWS (SDK clients, tenants' assumed
+//! roles). Below the providers: providers, the workflow's checks and registry, the HTTP
+//! server, outputs and the CLI all reach a service through here.
+//!
+//! What this module promises:
+//! - one way to find each service: the platform file's settings ([`postgres::PostgresEndpoint`],
+//!   [`redis::RedisEndpoint`], [`aws::AwsEndpoint`]) completed from the standard
+//!   environment variables, resolved into a config that carries its secrets as
+//!   [`crate::secret::Secret`]s, so that no `Debug` print shows a password;
+//! - one error type for a call to a service, [`ServiceError`], saying whether another
+//!   try may succeed, and one retry policy for such calls, [`retry::RetryPolicy`];
+//! - the workarounds for the local AWS endpoint (moto) in one place,
+//!   [`aws::moto_quirks`].
+//!
+//! Architecture invariant: `connect` knows nothing of resources, specs, plans, state
+//! or providers. Its settings types are plain data; `spec` reads the platform file
+//! into them (see `ARCHITECTURE.md`).
+
+pub mod aws;
+pub mod postgres;
+pub mod redis;
+pub mod retry;
+
+use std::time::Duration;
+
+/// A failure of one call to a service (PostgreSQL, Redis, an AWS API, Grafana).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{service} refused the request ({code}): {message}")]
+    Api {
+        service: &'static str,
+        code: String,
+        message: String,
+        retryable: bool,
+    },
+    #[error("cannot reach {service}: {detail}")]
+    Unreachable {
+        service: &'static str,
+        detail: String,
+    },
+    #[error("{service} did not answer within {}s", timeout.as_secs_f32())]
+    Timeout {
+        service: &'static str,
+        timeout: Duration,
+    },
+    #[error("{0}")]
+    Config(String),
+}
+
+impl ServiceError {
+    /// Whether trying again may succeed (throttling, a dropped connection, a
+    /// serialization conflict), as opposed to a request that is wrong.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ServiceError::Api { retryable, .. } => *retryable,
+            ServiceError::Unreachable { .. } | ServiceError::Timeout { .. } => true,
+            ServiceError::Config(_) => false,
+        }
+    }
+
+    /// A short machine-readable code: the API's error code, or the kind of failure.
+    pub fn code(&self) -> &str {
+        match self {
+            ServiceError::Api { code, .. } => code,
+            ServiceError::Unreachable { .. } => "Unreachable",
+            ServiceError::Timeout { .. } => "Timeout",
+            ServiceError::Config(_) => "Config",
+        }
+    }
+
+    /// The same error, retryable: for codes that are transient only in one place (a
+    /// principal IAM has not propagated yet).
+    pub fn into_retryable(self) -> Self {
+        match self {
+            ServiceError::Api {
+                service,
+                code,
+                message,
+                ..
+            } => ServiceError::Api {
+                service,
+                code,
+                message,
+                retryable: true,
+            },
+            other => other,
+        }
+    }
+}

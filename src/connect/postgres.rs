@@ -1,0 +1,226 @@
+//! The platform's PostgreSQL: where it is ([`PostgresEndpoint`], the `[postgres]`
+//! section of platform.toml), how the engine logs in ([`PostgresConfig`], completed
+//! from the `PG*` variables), a pool of admin connections for the providers, single
+//! connections as any role for the registry and the validation checks, and the
+//! quoting and error mapping every caller needs.
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, NoTls};
+
+use super::ServiceError;
+use crate::secret::Secret;
+
+const SERVICE: &str = "PostgreSQL";
+
+/// The admin connection to the platform's PostgreSQL, as `[postgres]` in platform.toml
+/// states it. Every field is optional: what is not set here comes from the standard
+/// `PGHOST`, `PGPORT`, `PGUSER`, `PGPASSWORD` and `PGDATABASE` variables, so that
+/// `psql` and the engine see the same server.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresEndpoint {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    /// The name of the environment variable holding the admin password (never the
+    /// password itself: spec files are committed).
+    pub password_env: Option<String>,
+    pub database: Option<String>,
+}
+
+/// Where the platform's PostgreSQL is and how the engine logs in as its admin.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub database: String,
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("database", &self.database)
+            .finish()
+    }
+}
+
+/// A pool of admin connections, opened on first use (see [`PostgresConfig::pool`]).
+pub type PostgresPool = deadpool_postgres::Pool;
+
+impl PostgresConfig {
+    /// The platform file's settings, completed from `PGHOST`, `PGPORT`, `PGUSER`,
+    /// `PGPASSWORD` and `PGDATABASE`.
+    pub fn resolve(endpoint: &PostgresEndpoint) -> Result<Self, ServiceError> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let missing = |what: &str, var: &str| {
+            ServiceError::Config(format!(
+                "the PostgreSQL {what} is not set: set it under [postgres] in platform.toml or export {var} (`scripts/stack env` prints a working set)"
+            ))
+        };
+        let host = endpoint
+            .host
+            .clone()
+            .or_else(|| env("PGHOST"))
+            .ok_or_else(|| missing("host", "PGHOST"))?;
+        let port = match endpoint.port {
+            Some(p) => p,
+            None => match env("PGPORT") {
+                Some(p) => p.parse().map_err(|_| {
+                    ServiceError::Config(format!("PGPORT={p:?} is not a port number"))
+                })?,
+                None => 5432,
+            },
+        };
+        let user = endpoint
+            .user
+            .clone()
+            .or_else(|| env("PGUSER"))
+            .ok_or_else(|| missing("admin user", "PGUSER"))?;
+        let password_var = endpoint.password_env.as_deref().unwrap_or("PGPASSWORD");
+        let password = env(password_var).map(Secret::new);
+        let database = endpoint
+            .database
+            .clone()
+            .or_else(|| env("PGDATABASE"))
+            .unwrap_or_else(|| user.clone());
+        Ok(PostgresConfig {
+            host,
+            port,
+            user,
+            password,
+            database,
+        })
+    }
+
+    /// One connection as `user` (the admin when `None`), for code that needs the
+    /// platform database outside the providers' pool: the registry, validation checks.
+    pub async fn connect(&self, user: Option<(&str, &str)>) -> Result<Client, ServiceError> {
+        let mut config = self.connect_config();
+        if let Some((user, password)) = user {
+            config.user(user).password(password);
+        }
+        let (client, connection) = config.connect(NoTls).await.map_err(|e| db_error(&e))?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "PostgreSQL connection closed");
+            }
+        });
+        Ok(client)
+    }
+
+    /// A pool of at most `max_size` admin connections, opened on first use. A
+    /// connection that closed (a restarted server, an idle timeout) is dropped when it
+    /// is next handed out, and a new one opened in its place.
+    pub fn pool(&self, max_size: usize) -> Result<PostgresPool, ServiceError> {
+        let manager = deadpool_postgres::Manager::from_config(
+            self.connect_config(),
+            NoTls,
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        deadpool_postgres::Pool::builder(manager)
+            .max_size(max_size.max(1))
+            .build()
+            .map_err(|e| ServiceError::Config(format!("cannot set up the PostgreSQL pool: {e}")))
+    }
+
+    fn connect_config(&self) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host(&self.host)
+            .port(self.port)
+            .user(&self.user)
+            .dbname(&self.database)
+            .application_name("tenantform")
+            .connect_timeout(Duration::from_secs(10));
+        if let Some(p) = &self.password {
+            c.password(p.expose());
+        }
+        c
+    }
+}
+
+/// A connection out of `pool`.
+pub async fn pooled(pool: &PostgresPool) -> Result<deadpool_postgres::Object, ServiceError> {
+    pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => db_error(&e),
+        other => ServiceError::Unreachable {
+            service: SERVICE,
+            detail: other.to_string(),
+        },
+    })
+}
+
+/// Maps a driver error to a service error; serialization conflicts, dropped
+/// connections and concurrent catalog updates are retryable.
+pub fn db_error(e: &tokio_postgres::Error) -> ServiceError {
+    if let Some(db) = e.as_db_error() {
+        let code = db.code();
+        let retryable = [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CANNOT_CONNECT_NOW,
+        ]
+        .contains(code)
+            // "tuple concurrently updated": two catalog updates of one object at once.
+            || (*code == SqlState::INTERNAL_ERROR && db.message().contains("concurrently"));
+        ServiceError::Api {
+            service: SERVICE,
+            code: code.code().to_owned(),
+            message: db.message().to_owned(),
+            retryable,
+        }
+    } else {
+        ServiceError::Unreachable {
+            service: SERVICE,
+            detail: e.to_string(),
+        }
+    }
+}
+
+/// `"name"` with embedded quotes doubled.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'text'` with embedded quotes doubled (standard_conforming_strings is on).
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_and_literals_are_quoted() {
+        assert_eq!(ident("tenant_a"), "\"tenant_a\"");
+        assert_eq!(ident("we\"ird"), "\"we\"\"ird\"");
+        assert_eq!(literal("it's"), "'it''s'");
+    }
+
+    #[test]
+    fn config_debug_output_hides_the_password() {
+        let c = PostgresConfig {
+            host: "h".into(),
+            port: 1,
+            user: "u".into(),
+            password: Some(Secret::new("hunter2")),
+            database: "d".into(),
+        };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}

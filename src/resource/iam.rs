@@ -1,0 +1,50 @@
+//! IAM resources: a managed policy, a role, and the attachment of one to the other;
+//! and ARNs as the blueprint writes them, with the account id left out.
+
+use super::{AttributeSchema as A, ResourceType, Schema};
+
+pub static POLICY: Schema = Schema {
+    resource_type: ResourceType::IamPolicy,
+    attributes: &[
+        A::force_new("name"),
+        A::force_new("description"),
+        A::updatable("document").as_policy(),
+        A::updatable("tags"),
+        A::computed("arn"),
+    ],
+    replace_note: "IAM cannot rename a managed policy or change its description",
+};
+
+pub static ROLE: Schema = Schema {
+    resource_type: ResourceType::IamRole,
+    attributes: &[
+        A::force_new("name"),
+        A::updatable("description"),
+        A::updatable("assume_role_policy").as_policy(),
+        A::updatable("tags"),
+        A::computed("arn"),
+    ],
+    replace_note: "IAM cannot rename a role",
+};
+
+pub static ROLE_POLICY_ATTACHMENT: Schema = Schema {
+    resource_type: ResourceType::IamRolePolicyAttachment,
+    attributes: &[A::force_new("role"), A::force_new("policy_arn")],
+    replace_note: "an attachment joins one role and one policy",
+};
+
+/// Written in documents and ARNs where the account id goes; the providers put the
+/// real id in on the way out and take it out again on the way in, so that the
+/// blueprint stays pure and plans read the same in every account.
+pub const ACCOUNT_PLACEHOLDER: &str = "{aws_account_id}";
+
+/// The ARN of the managed policy `name`, with the account as a placeholder (as the
+/// blueprint writes it).
+pub fn policy_arn(name: &str) -> String {
+    format!("arn:aws:iam::{ACCOUNT_PLACEHOLDER}:policy/{name}")
+}
+
+/// The ARN of the role `name`, with the account as a placeholder.
+pub fn role_arn(name: &str) -> String {
+    format!("arn:aws:iam::{ACCOUNT_PLACEHOLDER}:role/{name}")
+}
