@@ -23,16 +23,16 @@ use crate::outputs::{Output, tenant_outputs};
 use crate::plan::cost::CostEstimate;
 use crate::plan::graph::ActionGraph;
 use crate::plan::{PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, TenantPlan, plan_tenant};
-use crate::provider::ProviderSet;
-use crate::provider::dashboard::{self, DashboardProvider};
-use crate::provider::elasticache::{self, ElasticacheProvider};
-use crate::provider::iam::{self, IamProvider};
-use crate::provider::postgres::{self, PostgresProvider};
-use crate::provider::redis::{self, RedisProvider};
-use crate::provider::s3::{self, S3Provider};
-use crate::provider::settings::{self, TenantSettingsProvider};
-use crate::provider::vector::{self, PgvectorProvider};
-use crate::resource::{Attributes, ResourceAddress, TenantId, attr_str, schema};
+use crate::provider::dashboard::DashboardProvider;
+use crate::provider::elasticache::ElasticacheProvider;
+use crate::provider::iam::IamProvider;
+use crate::provider::postgres::PostgresProvider;
+use crate::provider::redis::RedisProvider;
+use crate::provider::s3::S3Provider;
+use crate::provider::settings::TenantSettingsProvider;
+use crate::provider::vector::PgvectorProvider;
+use crate::provider::{Provider, ProviderSet};
+use crate::resource::{Attributes, Family, ResourceAddress, TenantId, attr_str, schema};
 use crate::spec::{Specs, VectorBackend};
 use crate::state::{LockInfo, ResourceState, ResourceStatus, StateStore, TenantState};
 
@@ -707,40 +707,38 @@ fn assemble(options: &PlanOptions, tenants: Vec<crate::plan::TenantPlan>) -> Res
 /// The providers a platform file describes, with the PostgreSQL admin connection and
 /// the AWS clients given (a library user or a test may point them elsewhere, or wrap
 /// the result with [`ProviderSet::map`]).
+///
+/// The one place that builds a provider per resource family: a family added to the
+/// table in `resource/mod.rs` does not compile until it has its arm here.
 pub fn platform_providers(
     platform: &crate::spec::PlatformSpec,
     pg: PostgresConfig,
     aws: Arc<AwsClients>,
     parallelism: usize,
 ) -> Result<ProviderSet, Error> {
-    let mut set = ProviderSet::new();
     let pg = Arc::new(PostgresProvider::new(pg, parallelism.clamp(1, 32))?);
-    set.register(postgres::TYPES, pg.clone());
-    set.register(
-        settings::TYPES,
-        Arc::new(TenantSettingsProvider::new(pg.clone())),
-    );
-    // The vector namespace's provider is the backend the platform names.
-    match platform.vector.backend {
-        VectorBackend::Pgvector => {
-            set.register(vector::TYPES, Arc::new(PgvectorProvider::new(pg.clone())))
-        }
+    let mut set = ProviderSet::new();
+    for &family in Family::ALL {
+        let provider: Arc<dyn Provider> = match family {
+            Family::Postgres => pg.clone(),
+            Family::S3 => Arc::new(S3Provider::new(aws.clone())),
+            Family::Iam => Arc::new(IamProvider::new(aws.clone())),
+            Family::Elasticache => Arc::new(ElasticacheProvider::new(
+                aws.clone(),
+                Duration::from_secs(platform.aws.cache_wait_timeout_secs),
+            )),
+            Family::Settings => Arc::new(TenantSettingsProvider::new(pg.clone())),
+            Family::Redis => Arc::new(RedisProvider::new(RedisConfig::resolve(&platform.redis)?)?),
+            // The vector namespace's provider is the backend the platform names.
+            Family::Vector => match platform.vector.backend {
+                VectorBackend::Pgvector => Arc::new(PgvectorProvider::new(pg.clone())),
+            },
+            Family::Dashboard => Arc::new(DashboardProvider::new(
+                &platform.dashboards.grafana_token_env,
+            )?),
+        };
+        set.register(family.types(), provider);
     }
-    let redis = RedisConfig::resolve(&platform.redis)?;
-    set.register(redis::TYPES, Arc::new(RedisProvider::new(redis)?));
-    set.register(
-        dashboard::TYPES,
-        Arc::new(DashboardProvider::new(
-            &platform.dashboards.grafana_token_env,
-        )?),
-    );
-    set.register(s3::TYPES, Arc::new(S3Provider::new(aws.clone())));
-    set.register(iam::TYPES, Arc::new(IamProvider::new(aws.clone())));
-    let cache_wait = Duration::from_secs(platform.aws.cache_wait_timeout_secs);
-    set.register(
-        elasticache::TYPES,
-        Arc::new(ElasticacheProvider::new(aws, cache_wait)),
-    );
     Ok(set)
 }
 

@@ -23,14 +23,9 @@ use serde_json::{Value, json};
 use super::{CreateMode, Provider, ProviderError};
 use crate::connect::ServiceError;
 use crate::connect::retry::RetryPolicy;
-use crate::resource::{
-    Attributes, Resource, ResourceAddress, ResourceType, attr_str, required_str, string_list,
-};
+use crate::resource::{Attributes, Resource, ResourceAddress, attr_str, required_str, string_list};
 
 const SERVICE: &str = "Grafana";
-
-/// The resource types this provider serves.
-pub const TYPES: &[ResourceType] = &[ResourceType::GrafanaDashboard];
 
 /// Appended to the title of a panel whose JSON differs from what tenantform wrote.
 pub const CHANGED_MARK: &str = " (changed outside tenantform)";

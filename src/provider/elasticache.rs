@@ -22,9 +22,6 @@ use crate::resource::{
 
 const SERVICE: &str = "ElastiCache";
 
-/// The resource types this provider serves.
-pub const TYPES: &[ResourceType] = &[ResourceType::ElasticacheCluster];
-
 /// How often a create looks at the cluster while it waits for it.
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
 

@@ -25,13 +25,6 @@ use crate::resource::{
 
 const SERVICE: &str = "IAM";
 
-/// The resource types this provider serves.
-pub const TYPES: &[ResourceType] = &[
-    ResourceType::IamPolicy,
-    ResourceType::IamRole,
-    ResourceType::IamRolePolicyAttachment,
-];
-
 fn iam_tags(attrs: &Attributes) -> Result<Vec<Tag>, ProviderError> {
     tags_of(attrs)
         .into_iter()

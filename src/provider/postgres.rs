@@ -21,16 +21,6 @@ use crate::secret::generate_password;
 
 const SERVICE: &str = "PostgreSQL";
 
-/// The resource types this provider serves.
-pub const TYPES: &[ResourceType] = &[
-    ResourceType::PostgresSchema,
-    ResourceType::PostgresRole,
-    ResourceType::PostgresSchemaGrant,
-    ResourceType::PostgresTable,
-    ResourceType::PostgresRowSecurity,
-    ResourceType::PostgresTableGrant,
-];
-
 fn is_duplicate(e: &ProviderError) -> bool {
     matches!(e, ProviderError::Api { code, .. }
         if [SqlState::DUPLICATE_OBJECT, SqlState::DUPLICATE_SCHEMA, SqlState::DUPLICATE_TABLE]

@@ -23,15 +23,11 @@ use crate::connect::ServiceError;
 use crate::connect::redis::{RedisConfig, redis_error};
 use crate::connect::retry::RetryPolicy;
 use crate::resource::{
-    Attributes, Resource, ResourceAddress, ResourceType, attr_bool, attr_str, required_str,
-    string_list,
+    Attributes, Resource, ResourceAddress, attr_bool, attr_str, required_str, string_list,
 };
 use crate::secret::generate_password;
 
 const SERVICE: &str = "Redis";
-
-/// The resource types this provider serves.
-pub const TYPES: &[ResourceType] = &[ResourceType::RedisAclUser];
 
 /// The SHA-256 of a password in hex, as `ACL SETUSER ... #<hash>` takes it and `ACL
 /// GETUSER` shows it.

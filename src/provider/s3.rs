@@ -27,9 +27,6 @@ use crate::resource::{
 
 const SERVICE: &str = "S3";
 
-/// The resource types this provider serves.
-pub const TYPES: &[ResourceType] = &[ResourceType::S3Bucket, ResourceType::S3BucketPolicy];
-
 pub struct S3Provider {
     aws: Arc<AwsClients>,
     retry: RetryPolicy,

@@ -14,9 +14,6 @@ use super::{CreateMode, Provider, ProviderError};
 use crate::connect::postgres::literal;
 use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType, required_str, schema};
 
-/// The resource types this provider serves.
-pub const TYPES: &[ResourceType] = &[ResourceType::TenantSettings];
-
 /// The registry table, schema-qualified.
 pub const TABLE: &str = "tenantform.tenant_settings";
 

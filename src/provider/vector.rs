@@ -4,7 +4,7 @@
 //! one dimension, searched by one distance, usable by the tenant's role only); the
 //! platform's `[vector] backend` says *which* provider serves it. Each backend is one
 //! provider behind the common [`Provider`] trait; the engine registers the one the
-//! platform names for [`TYPES`]. A collection per tenant in Qdrant, or a namespace in
+//! platform names for the vector family. A collection per tenant in Qdrant, or a namespace in
 //! Pinecone, would be another provider here (talking HTTP through `reqwest`), with the
 //! same attributes; `backend` is part of the resource, so switching backends plans a
 //! replacement rather than silently pointing at an empty store.
@@ -24,12 +24,7 @@ use tokio::sync::OnceCell;
 use super::postgres::PostgresProvider;
 use super::{CreateMode, Provider, ProviderError};
 use crate::connect::postgres::ident;
-use crate::resource::{
-    Attributes, Resource, ResourceAddress, ResourceType, required_int, required_str,
-};
-
-/// The resource types a vector provider serves.
-pub const TYPES: &[ResourceType] = &[ResourceType::VectorNamespace];
+use crate::resource::{Attributes, Resource, ResourceAddress, required_int, required_str};
 
 /// pgvector's operator class for a distance.
 fn opclass(distance: &str) -> Result<&'static str, ProviderError> {

@@ -13,19 +13,14 @@
 //! one file here (`postgres.rs`, `s3.rs`, ...) with its types' schemas and the shapes
 //! of the structured attributes that the blueprint writes and the provider reads
 //! (a table column, a lifecycle rule, an ARN with the account left out), so that the
-//! two sides agree by construction.
+//! two sides agree by construction. `resource_families!` below is the one table of
+//! families: it declares the family modules, [`Family`], [`ResourceType`] and
+//! [`schema`]. Adding a family is a file here, one in `blueprint/` and one in
+//! `provider/`, an entry in the table, and the lines the compiler then asks for (the
+//! engine's provider for the family, and the blueprint's call).
 //!
 //! Architecture invariant: this module imports nothing else of the crate. Every stage
 //! may use it; it uses none.
-
-pub mod dashboard;
-pub mod elasticache;
-pub mod iam;
-pub mod postgres;
-pub mod redis;
-pub mod s3;
-pub mod settings;
-pub mod vector;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -112,20 +107,57 @@ impl fmt::Display for TenantId {
     }
 }
 
-macro_rules! resource_types {
-    ($($variant:ident => $name:literal),+ $(,)?) => {
+/// The one table of resource families: per family, its module in `resource/` and its
+/// types, each with the name used in addresses, state and plans, and the name of its
+/// [`Schema`] static in the family's module. Declares the family modules, [`Family`],
+/// [`ResourceType`] and [`schema`]. The order is the order of types in plans and state.
+macro_rules! resource_families {
+    ($(
+        $(#[doc = $doc:literal])*
+        $family:ident => $module:ident {
+            $($variant:ident = $name:literal => $schema:ident,)+
+        }
+    )+) => {
+        $(pub mod $module;)+
+
+        /// A family of resource types: the types that one provider serves and one file
+        /// of `resource/` declares.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum Family {
+            $($(#[doc = $doc])* $family,)+
+        }
+
+        impl Family {
+            pub const ALL: &'static [Family] = &[$(Family::$family,)+];
+
+            /// The family's name: its module in `resource/`, `blueprint/` and `provider/`.
+            pub fn name(self) -> &'static str {
+                match self { $(Family::$family => stringify!($module),)+ }
+            }
+
+            /// The resource types of the family.
+            pub fn types(self) -> &'static [ResourceType] {
+                match self { $(Family::$family => &[$(ResourceType::$variant,)+],)+ }
+            }
+        }
+
         /// Every kind of resource the engine manages. The string form is the type part
         /// of an address, `tenant/TYPE.name`, and the `type` field in state and plans.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         pub enum ResourceType {
-            $(#[serde(rename = $name)] $variant,)+
+            $($(#[serde(rename = $name)] $variant,)+)+
         }
 
         impl ResourceType {
-            pub const ALL: &'static [ResourceType] = &[$(ResourceType::$variant,)+];
+            pub const ALL: &'static [ResourceType] = &[$($(ResourceType::$variant,)+)+];
 
             pub fn as_str(self) -> &'static str {
-                match self { $(ResourceType::$variant => $name,)+ }
+                match self { $($(ResourceType::$variant => $name,)+)+ }
+            }
+
+            /// The family the type belongs to, whose provider serves it.
+            pub fn family(self) -> Family {
+                match self { $($(ResourceType::$variant => Family::$family,)+)+ }
             }
         }
 
@@ -133,34 +165,70 @@ macro_rules! resource_types {
             type Err = String;
             fn from_str(s: &str) -> Result<Self, String> {
                 match s {
-                    $($name => Ok(ResourceType::$variant),)+
+                    $($($name => Ok(ResourceType::$variant),)+)+
                     _ => Err(format!(
                         "unknown resource type {s:?}; known types: {}",
-                        [$($name),+].join(", ")
+                        [$($($name,)+)+].join(", ")
                     )),
                 }
             }
         }
+
+        /// The schema of a resource type.
+        pub fn schema(resource_type: ResourceType) -> &'static Schema {
+            match resource_type { $($(ResourceType::$variant => &$module::$schema,)+)+ }
+        }
     };
 }
 
-resource_types! {
-    PostgresSchema => "postgres_schema",
-    PostgresRole => "postgres_role",
-    PostgresSchemaGrant => "postgres_schema_grant",
-    PostgresTable => "postgres_table",
-    PostgresRowSecurity => "postgres_row_security",
-    PostgresTableGrant => "postgres_table_grant",
-    S3Bucket => "s3_bucket",
-    S3BucketPolicy => "s3_bucket_policy",
-    IamPolicy => "iam_policy",
-    IamRole => "iam_role",
-    IamRolePolicyAttachment => "iam_role_policy_attachment",
-    ElasticacheCluster => "elasticache_cluster",
-    TenantSettings => "tenant_settings",
-    RedisAclUser => "redis_acl_user",
-    VectorNamespace => "vector_namespace",
-    GrafanaDashboard => "grafana_dashboard",
+resource_families! {
+    /// PostgreSQL: the tenant's schema, login role, grants, tables and row-level
+    /// security.
+    Postgres => postgres {
+        PostgresSchema = "postgres_schema" => SCHEMA,
+        PostgresRole = "postgres_role" => ROLE,
+        PostgresSchemaGrant = "postgres_schema_grant" => SCHEMA_GRANT,
+        PostgresTable = "postgres_table" => TABLE,
+        PostgresRowSecurity = "postgres_row_security" => ROW_SECURITY,
+        PostgresTableGrant = "postgres_table_grant" => TABLE_GRANT,
+    }
+    /// S3: the tenant's documents bucket and its policy.
+    S3 => s3 {
+        S3Bucket = "s3_bucket" => BUCKET,
+        S3BucketPolicy = "s3_bucket_policy" => BUCKET_POLICY,
+    }
+    /// IAM: the tenant's managed policy, application role and their attachment.
+    Iam => iam {
+        IamPolicy = "iam_policy" => POLICY,
+        IamRole = "iam_role" => ROLE,
+        IamRolePolicyAttachment = "iam_role_policy_attachment" => ROLE_POLICY_ATTACHMENT,
+    }
+    /// ElastiCache: a dedicated Redis cluster (tiers with a dedicated cache).
+    Elasticache => elasticache {
+        ElasticacheCluster = "elasticache_cluster" => CLUSTER,
+    }
+    /// The tier's settings, one row in the platform's registry table.
+    Settings => settings {
+        TenantSettings = "tenant_settings" => TENANT_SETTINGS,
+    }
+    /// The tenant's ACL user on the shared Redis.
+    Redis => redis {
+        RedisAclUser = "redis_acl_user" => ACL_USER,
+    }
+    /// Where the tenant's embeddings live, in the backend the platform names.
+    Vector => vector {
+        VectorNamespace = "vector_namespace" => NAMESPACE,
+    }
+    /// The tenant's monitoring dashboard.
+    Dashboard => dashboard {
+        GrafanaDashboard = "grafana_dashboard" => GRAFANA_DASHBOARD,
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 impl fmt::Display for ResourceType {
@@ -541,28 +609,6 @@ impl Schema {
     }
 }
 
-/// The schema of a resource type.
-pub fn schema(resource_type: ResourceType) -> &'static Schema {
-    match resource_type {
-        ResourceType::PostgresSchema => &postgres::SCHEMA,
-        ResourceType::PostgresRole => &postgres::ROLE,
-        ResourceType::PostgresSchemaGrant => &postgres::SCHEMA_GRANT,
-        ResourceType::PostgresTable => &postgres::TABLE,
-        ResourceType::PostgresRowSecurity => &postgres::ROW_SECURITY,
-        ResourceType::PostgresTableGrant => &postgres::TABLE_GRANT,
-        ResourceType::S3Bucket => &s3::BUCKET,
-        ResourceType::S3BucketPolicy => &s3::BUCKET_POLICY,
-        ResourceType::IamPolicy => &iam::POLICY,
-        ResourceType::IamRole => &iam::ROLE,
-        ResourceType::IamRolePolicyAttachment => &iam::ROLE_POLICY_ATTACHMENT,
-        ResourceType::ElasticacheCluster => &elasticache::CLUSTER,
-        ResourceType::TenantSettings => &settings::TENANT_SETTINGS,
-        ResourceType::RedisAclUser => &redis::ACL_USER,
-        ResourceType::VectorNamespace => &vector::NAMESPACE,
-        ResourceType::GrafanaDashboard => &dashboard::GRAFANA_DASHBOARD,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::AttributeSchema as A;
@@ -603,6 +649,20 @@ mod tests {
             assert_eq!(schema(*t).resource_type, *t);
             assert_eq!(t.as_str().parse::<ResourceType>().unwrap(), *t);
         }
+    }
+
+    #[test]
+    fn every_type_is_in_exactly_one_family() {
+        let mut seen = Vec::new();
+        for f in Family::ALL {
+            for t in f.types() {
+                assert_eq!(t.family(), *f);
+                assert!(!seen.contains(t), "{t} is in two families");
+                seen.push(*t);
+            }
+        }
+        assert_eq!(seen, ResourceType::ALL);
+        assert_eq!(Family::Postgres.to_string(), "postgres");
     }
 
     #[test]
