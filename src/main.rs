@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use tenantform::apply::{ApplyReport, Progress, ProgressSink, StepOutcome, TenantOutcome};
+use tenantform::connect::postgres::PostgresConfig;
 use tenantform::drift::render as drift_render;
 use tenantform::outputs::outputs_json;
 use tenantform::plan::graph::StepKind;
@@ -674,7 +675,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::ValidateTenant { id, json } => {
             let engine = Engine::new(config(None, Duration::ZERO));
-            let mut wf = Workflow::open(&engine).await?;
+            let mut wf = open_workflow(&engine).await?;
             let results = Box::pin(wf.validate_tenant(id)).await?;
             let failed = results.iter().filter(|r| !r.passed).count();
             if *json {
@@ -700,8 +701,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Serve { listen } => {
             let specs = tenantform::spec::Specs::load(&cli.specs)?;
-            let pg =
-                tenantform::connect::postgres::PostgresConfig::resolve(&specs.platform.postgres)?;
+            let pg = PostgresConfig::resolve(&specs.platform.postgres)?;
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("listening on {listen}"))?;
@@ -723,8 +723,25 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     }
 }
 
-async fn run_request(engine: &Engine, cmd: &RequestCommand) -> anyhow::Result<Outcome> {
+/// The workflow, with tenantform's own metrics served on a loopback port for its
+/// metrics check while this process runs, unless `[validation] metrics_url` names the
+/// platform's endpoint.
+async fn open_workflow(engine: &Engine) -> anyhow::Result<Workflow<'_>> {
     let mut wf = Workflow::open(engine).await?;
+    let specs = engine.specs()?;
+    if specs.platform.validation.metrics_url.is_none() {
+        let pg = PostgresConfig::resolve(&specs.platform.postgres)?;
+        // The handle is dropped, not aborted: the server runs until the process ends.
+        let (addr, _) = tenantform::server::serve_metrics_on_loopback(pg)
+            .await
+            .context("serving metrics on a loopback port for the validation checks")?;
+        wf.set_metrics_url(format!("http://{addr}/metrics"));
+    }
+    Ok(wf)
+}
+
+async fn run_request(engine: &Engine, cmd: &RequestCommand) -> anyhow::Result<Outcome> {
+    let mut wf = open_workflow(engine).await?;
     let print_outcome = |o: &tenantform::workflow::Outcome, json: bool| -> anyhow::Result<()> {
         if json {
             println!("{}", serde_json::to_string_pretty(o)?);

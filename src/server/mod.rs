@@ -92,8 +92,10 @@ pub async fn serve(listener: tokio::net::TcpListener, pg: PostgresConfig) -> std
     axum::serve(listener, router(pg)).await
 }
 
-/// Serves the routes on a free loopback port in the background; returns the address
-/// and the task (abort it to stop).
+/// Serves the routes on a free loopback port in the background, for a workflow's
+/// metrics check when the platform names no metrics endpoint of its own (the caller
+/// passes the URL to `Workflow::set_metrics_url`); returns the address and the task
+/// (abort it to stop; dropping it leaves the server running).
 pub async fn serve_metrics_on_loopback(
     pg: PostgresConfig,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {

@@ -115,6 +115,8 @@ pub struct Workflow<'a> {
     registry: Registry,
     notifier: Notifier,
     pg: PostgresConfig,
+    /// Where the metrics check scrapes when the platform file names no endpoint.
+    metrics_url: Option<String>,
 }
 
 impl<'a> Workflow<'a> {
@@ -130,7 +132,16 @@ impl<'a> Workflow<'a> {
             registry,
             notifier: Notifier::new(specs.platform.notifications.clone()),
             pg,
+            metrics_url: None,
         })
+    }
+
+    /// Where the metrics check scrapes the platform's metrics when `[validation]
+    /// metrics_url` is not set: the caller that serves them says where (the CLI
+    /// serves tenantform's own on a loopback port). Without either, validation is
+    /// refused with an error saying so.
+    pub fn set_metrics_url(&mut self, url: impl Into<String>) {
+        self.metrics_url = Some(url.into());
     }
 
     pub fn registry(&self) -> &Registry {
@@ -622,17 +633,19 @@ impl<'a> Workflow<'a> {
             .filter(|s| !s.is_empty())
             .map(String::into_bytes)
             .unwrap_or_else(|| crate::secret::generate_password(48).into_bytes());
-        // Without a configured metrics endpoint, serve our own on a loopback port for
-        // the duration of the suite, and check it over HTTP like a scraper would.
-        let (metrics_url, server) = match &specs.platform.validation.metrics_url {
-            Some(url) => (url.clone(), None),
-            None => {
-                let (addr, handle) = crate::server::serve_metrics_on_loopback(self.pg.clone())
-                    .await
-                    .map_err(|e| WorkflowError::Invalid(format!("cannot serve metrics: {e}")))?;
-                (format!("http://{addr}/metrics"), Some(handle))
-            }
-        };
+        // The platform's metrics endpoint, else the one the caller serves; checked over
+        // HTTP like a scraper would.
+        let metrics_url = specs
+            .platform
+            .validation
+            .metrics_url
+            .clone()
+            .or_else(|| self.metrics_url.clone())
+            .ok_or_else(|| {
+                WorkflowError::Invalid(
+                    "no metrics endpoint for the validation checks: set [validation] metrics_url in platform.toml, or serve tenantform's metrics and pass their URL to Workflow::set_metrics_url".into(),
+                )
+            })?;
         let cx = CheckContext {
             engine: self.engine,
             specs,
@@ -647,9 +660,6 @@ impl<'a> Workflow<'a> {
             latency_queries: specs.platform.validation.latency_queries,
         };
         let results = checks::run_suite(&cx).await;
-        if let Some(h) = server {
-            h.abort();
-        }
         let records: Vec<CheckRecord> = results.iter().map(CheckRecord::from).collect();
         self.registry
             .record_checks(spec.id.as_str(), uuid::Uuid::new_v4(), &records)
