@@ -1,6 +1,6 @@
 //! The structure ARCHITECTURE.md describes, as a test: which part of `src/` may use
 //! which. A part is a top-level module (`src/plan/`, `src/engine.rs`), `lib` (the
-//! crate root) or `main` (the binary).
+//! crate root) or `main` (the binary: `src/main.rs` and the modules it declares).
 //!
 //! The rules are the block under "Dependency rules" in ARCHITECTURE.md; this test reads
 //! them from there, so the list a reader finds is the list that is enforced. It scans
@@ -120,8 +120,9 @@ impl std::fmt::Display for Violation {
     }
 }
 
-/// The part a file under `src/` belongs to, and its module path inside the crate.
-fn part_and_module(path: &str) -> (String, Vec<String>) {
+/// The part a file under `src/` belongs to, and its module path inside its crate.
+/// `binary` names the modules `src/main.rs` declares: their files are the binary's.
+fn part_and_module(path: &str, binary: &BTreeSet<String>) -> (String, Vec<String>) {
     let rel = path.strip_prefix("src/").unwrap_or(path);
     let rel = rel.strip_suffix(".rs").unwrap_or(rel);
     let mut module: Vec<String> = rel.split('/').map(str::to_owned).collect();
@@ -129,11 +130,21 @@ fn part_and_module(path: &str) -> (String, Vec<String>) {
         module.pop();
     }
     match module.first().map(String::as_str) {
-        Some("lib") => ("lib".into(), Vec::new()),
+        Some("lib") | None => ("lib".into(), Vec::new()),
         Some("main") => ("main".into(), Vec::new()),
+        Some(p) if binary.contains(p) => ("main".into(), module),
         Some(p) => (p.to_owned(), module),
-        None => ("lib".into(), Vec::new()),
     }
+}
+
+/// The modules of the binary: those `src/main.rs` declares.
+fn binary_modules(sources: &[Source]) -> BTreeSet<String> {
+    sources
+        .iter()
+        .filter(|s| s.path == "src/main.rs")
+        .flat_map(|s| declared_modules(&code_only(&s.text)))
+        .map(|(name, _)| name)
+        .collect()
 }
 
 /// `src` with comments, string, char and byte literals replaced by spaces (newlines
@@ -445,7 +456,11 @@ fn declared_modules(code: &str) -> Vec<(String, Option<(usize, usize)>)> {
 
 /// The parts of the crate: top-level modules of `src/`, with `lib` and `main`.
 fn parts_of(sources: &[Source]) -> BTreeSet<String> {
-    sources.iter().map(|s| part_and_module(&s.path).0).collect()
+    let binary = binary_modules(sources);
+    sources
+        .iter()
+        .map(|s| part_and_module(&s.path, &binary).0)
+        .collect()
 }
 
 /// What the crate root re-exports (`pub use engine::{Engine, ...}` in lib.rs): item
@@ -467,10 +482,11 @@ fn root_reexports(sources: &[Source], parts: &BTreeSet<String>) -> BTreeMap<Stri
 /// Every use in `sources` that breaks `rules`.
 fn check(rules: &Rules, sources: &[Source]) -> Vec<Violation> {
     let parts = parts_of(sources);
+    let binary = binary_modules(sources);
     let reexports = root_reexports(sources, &parts);
     let mut out = Vec::new();
     for s in sources {
-        let (part, module) = part_and_module(&s.path);
+        let (part, module) = part_and_module(&s.path, &binary);
         let Some(rule) = rules.parts.get(&part) else {
             out.push(Violation {
                 file: s.path.clone(),
@@ -510,7 +526,8 @@ fn check(rules: &Rules, sources: &[Source]) -> Vec<Violation> {
             let internal: Option<Vec<String>> = match p.segments[0].as_str() {
                 "crate" if part != "main" => Some(p.segments[1..].to_vec()),
                 "tenantform" if part == "main" => Some(p.segments[1..].to_vec()),
-                "super" if p.in_use => {
+                // The binary's own modules are all one part.
+                "super" if p.in_use && part != "main" => {
                     let mut base = here;
                     let mut rest = p.segments.as_slice();
                     while rest.first().is_some_and(|s| s == "super") {
@@ -800,4 +817,24 @@ fn local_modules_and_inline_test_modules_are_not_taken_for_other_parts() {
             .starts_with("src/secret.rs:5: super::super::provider::X: secret may not use provider"),
         "{found:?}"
     );
+}
+
+#[test]
+fn the_binarys_own_modules_are_main_and_reach_the_library_as_tenantform() {
+    let rules = toy_rules();
+    let main = source("src/main.rs", "mod cli;\nfn main() { cli::run(); }\n");
+    let cli = source(
+        "src/cli/request.rs",
+        "use crate::cli::args::Args;\nuse tenantform::workflow::Workflow;\n\nfn f() { let _ = tenantform::provider::postgres::PostgresConfig::resolve; }\n",
+    );
+    let mut tree = toy_tree(main);
+    tree.push(cli);
+    let v = check(&rules, &tree);
+    let found: Vec<String> = v.iter().map(ToString::to_string).collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0].starts_with("src/cli/request.rs:4: tenantform::provider::postgres::PostgresConfig::resolve: main may not use provider"),
+        "{found:?}"
+    );
+    assert!(!parts_of(&tree).contains("cli"));
 }
