@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use crate::apply::ApplyError;
-use crate::connect::ServiceError;
 use crate::plan::PlanError;
 use crate::provider::ProviderError;
 use crate::resource::{ResourceAddress, TenantId};
@@ -73,11 +72,5 @@ pub enum Error {
 impl From<ProviderError> for Error {
     fn from(e: ProviderError) -> Self {
         Error::Provider(e)
-    }
-}
-
-impl From<ServiceError> for Error {
-    fn from(e: ServiceError) -> Self {
-        Error::Provider(e.into())
     }
 }

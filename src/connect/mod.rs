@@ -25,8 +25,15 @@ pub mod retry;
 use std::time::Duration;
 
 /// A failure of one call to a service (PostgreSQL, Redis, an AWS API, Grafana).
+/// Providers answer with the same type (`provider::ProviderError`).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ServiceError {
+    /// A create found the name taken by something tenantform does not manage. Only
+    /// providers answer this: they know what a create is.
+    #[error(
+        "{what} already exists and is not managed by tenantform; remove it, or adopt it with `tenantform import`"
+    )]
+    AlreadyExists { what: String },
     #[error("{service} refused the request ({code}): {message}")]
     Api {
         service: &'static str,
@@ -55,7 +62,7 @@ impl ServiceError {
         match self {
             ServiceError::Api { retryable, .. } => *retryable,
             ServiceError::Unreachable { .. } | ServiceError::Timeout { .. } => true,
-            ServiceError::Config(_) => false,
+            ServiceError::AlreadyExists { .. } | ServiceError::Config(_) => false,
         }
     }
 
@@ -63,6 +70,7 @@ impl ServiceError {
     pub fn code(&self) -> &str {
         match self {
             ServiceError::Api { code, .. } => code,
+            ServiceError::AlreadyExists { .. } => "AlreadyExists",
             ServiceError::Unreachable { .. } => "Unreachable",
             ServiceError::Timeout { .. } => "Timeout",
             ServiceError::Config(_) => "Config",

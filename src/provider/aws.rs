@@ -56,12 +56,12 @@ where
     Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {
-    Ok(retry
+    retry
         .run(service, || {
             let sent = send();
             async move { sent.await.map_err(|e| sdk_error(service, e)) }
         })
-        .await?)
+        .await
 }
 
 /// `value` with [`ACCOUNT_PLACEHOLDER`] replaced by `account` in every string.

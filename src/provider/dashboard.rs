@@ -21,7 +21,6 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 
 use super::{CreateMode, Provider, ProviderError};
-use crate::connect::ServiceError;
 use crate::connect::retry::RetryPolicy;
 use crate::resource::{Attributes, Resource, ResourceAddress, attr_str, required_str, string_list};
 
@@ -237,8 +236,7 @@ impl DashboardProvider {
         url: &str,
         body: Option<&Value>,
     ) -> Result<Option<Value>, ProviderError> {
-        Ok(self
-            .retry
+        self.retry
             .run(SERVICE, || async {
                 let mut request = self.http.request(method.clone(), url);
                 if let Some(t) = &self.token {
@@ -249,12 +247,12 @@ impl DashboardProvider {
                 }
                 let response = request.send().await.map_err(|e| {
                     if e.is_timeout() {
-                        ServiceError::Timeout {
+                        ProviderError::Timeout {
                             service: SERVICE,
                             timeout: Duration::from_secs(15),
                         }
                     } else {
-                        ServiceError::Unreachable {
+                        ProviderError::Unreachable {
                             service: SERVICE,
                             detail: e.without_url().to_string(),
                         }
@@ -268,14 +266,14 @@ impl DashboardProvider {
                 if status.is_success() {
                     return Ok(Some(body));
                 }
-                Err(ServiceError::Api {
+                Err(ProviderError::Api {
                     service: SERVICE,
                     code: status.as_u16().to_string(),
                     message: body["message"].as_str().unwrap_or("no message").to_owned(),
                     retryable: status.is_server_error() || status.as_u16() == 429,
                 })
             })
-            .await?)
+            .await
     }
 
     async fn upload(&self, base: &str, model: &Value) -> Result<(), ProviderError> {

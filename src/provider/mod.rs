@@ -29,7 +29,6 @@ pub mod vector;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -46,81 +45,10 @@ pub enum CreateMode {
     Resume,
 }
 
-/// A failure of one provider call.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ProviderError {
-    #[error(
-        "{what} already exists and is not managed by tenantform; remove it, or adopt it with `tenantform import`"
-    )]
-    AlreadyExists { what: String },
-    #[error("{service} refused the request ({code}): {message}")]
-    Api {
-        service: &'static str,
-        code: String,
-        message: String,
-        retryable: bool,
-    },
-    #[error("cannot reach {service}: {detail}")]
-    Unreachable {
-        service: &'static str,
-        detail: String,
-    },
-    #[error("{service} did not answer within {}s", timeout.as_secs_f32())]
-    Timeout {
-        service: &'static str,
-        timeout: Duration,
-    },
-    #[error("{0}")]
-    Config(String),
-}
-
-impl ProviderError {
-    /// Whether trying again may succeed (throttling, a dropped connection, a
-    /// serialization conflict), as opposed to a request that is wrong.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            ProviderError::Api { retryable, .. } => *retryable,
-            ProviderError::Unreachable { .. } | ProviderError::Timeout { .. } => true,
-            ProviderError::AlreadyExists { .. } | ProviderError::Config(_) => false,
-        }
-    }
-
-    /// A short machine-readable code: the API's error code, or the kind of failure.
-    pub fn code(&self) -> &str {
-        match self {
-            ProviderError::Api { code, .. } => code,
-            ProviderError::AlreadyExists { .. } => "AlreadyExists",
-            ProviderError::Unreachable { .. } => "Unreachable",
-            ProviderError::Timeout { .. } => "Timeout",
-            ProviderError::Config(_) => "Config",
-        }
-    }
-}
-
-impl From<ServiceError> for ProviderError {
-    fn from(e: ServiceError) -> Self {
-        match e {
-            ServiceError::Api {
-                service,
-                code,
-                message,
-                retryable,
-            } => ProviderError::Api {
-                service,
-                code,
-                message,
-                retryable,
-            },
-            ServiceError::Unreachable { service, detail } => {
-                ProviderError::Unreachable { service, detail }
-            }
-            ServiceError::Timeout { service, timeout } => {
-                ProviderError::Timeout { service, timeout }
-            }
-            ServiceError::Config(message) => ProviderError::Config(message),
-        }
-    }
-}
+/// A failure of one provider call: what a call to a service can fail with, including
+/// a create that finds the name taken ([`ProviderError::AlreadyExists`]). One type, so
+/// that what a connection reports passes through a provider unchanged.
+pub type ProviderError = ServiceError;
 
 impl From<AttributeError> for ProviderError {
     fn from(e: AttributeError) -> Self {

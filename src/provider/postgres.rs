@@ -51,13 +51,12 @@ impl PostgresProvider {
 
     /// Runs `sql` (one or more statements, as one implicit transaction) with retries.
     pub(crate) async fn batch(&self, sql: &str) -> Result<(), ProviderError> {
-        Ok(self
-            .retry
+        self.retry
             .run(SERVICE, || async {
                 let client = pooled(&self.pool).await?;
                 client.batch_execute(sql).await.map_err(|e| db_error(&e))
             })
-            .await?)
+            .await
     }
 
     /// Runs a query with text parameters and returns its rows, with retries.
@@ -66,8 +65,7 @@ impl PostgresProvider {
         sql: &str,
         params: &[&str],
     ) -> Result<Vec<tokio_postgres::Row>, ProviderError> {
-        Ok(self
-            .retry
+        self.retry
             .run(SERVICE, || async {
                 let client = pooled(&self.pool).await?;
                 let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
@@ -76,7 +74,7 @@ impl PostgresProvider {
                     .collect();
                 client.query(sql, &params).await.map_err(|e| db_error(&e))
             })
-            .await?)
+            .await
     }
 
     async fn exists(&self, sql: &str, params: &[&str]) -> Result<bool, ProviderError> {

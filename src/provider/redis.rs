@@ -19,7 +19,6 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{CreateMode, Provider, ProviderError};
-use crate::connect::ServiceError;
 use crate::connect::redis::{RedisConfig, redis_error};
 use crate::connect::retry::RetryPolicy;
 use crate::resource::{
@@ -158,7 +157,7 @@ impl RedisProvider {
         &self.config
     }
 
-    async fn connection(&self) -> Result<MultiplexedConnection, ServiceError> {
+    async fn connection(&self) -> Result<MultiplexedConnection, ProviderError> {
         let mut slot = self.connection.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
@@ -177,8 +176,7 @@ impl RedisProvider {
 
     /// Runs one command with retries; a broken connection is dropped and reopened.
     async fn call(&self, args: &[String]) -> Result<Value, ProviderError> {
-        Ok(self
-            .retry
+        self.retry
             .run(SERVICE, || async {
                 let mut c = self.connection().await?;
                 let mut cmd = redis::cmd(&args[0]);
@@ -189,14 +187,14 @@ impl RedisProvider {
                     Ok(v) => Ok(v),
                     Err(e) => {
                         let err = redis_error(&e);
-                        if matches!(err, ServiceError::Unreachable { .. }) {
+                        if matches!(err, ProviderError::Unreachable { .. }) {
                             *self.connection.lock().await = None;
                         }
                         Err(err)
                     }
                 }
             })
-            .await?)
+            .await
     }
 
     async fn get_user(&self, name: &str) -> Result<Option<Value>, ProviderError> {

@@ -260,8 +260,7 @@ impl S3Provider {
         s3: &aws_sdk_s3::Client,
         bucket: &str,
     ) -> Result<String, ProviderError> {
-        Ok(self
-            .retry
+        self.retry
             .run(SERVICE, || async {
                 match s3.get_bucket_versioning().bucket(bucket).send().await {
                     Ok(o) => Ok(o
@@ -281,7 +280,7 @@ impl S3Provider {
                     }
                 }
             })
-            .await?)
+            .await
     }
 
     async fn create_bucket(
@@ -323,7 +322,7 @@ impl S3Provider {
                         what: format!("S3 bucket {bucket:?}"),
                     });
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
         let all: Vec<String> = [
