@@ -40,6 +40,7 @@
 //! - Rollback applies only to tenants that had nothing before the run. Changes to an
 //!   existing tenant are not undone (as in Terraform); the next apply converges.
 
+pub mod queue;
 pub mod rollback;
 
 use std::collections::{BTreeMap, HashMap};
