@@ -69,6 +69,8 @@ mod drain;
 pub mod queue;
 pub mod rollback;
 mod step;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
