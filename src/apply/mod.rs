@@ -6,8 +6,8 @@
 //! The caller holds the lock of every tenant in the plan (a [`TenantRun`] each) and has
 //! checked that each state is the one the plan was made against. [`apply`] records the
 //! plan's protection flag and spec in each state, then walks the graph
-//! ([`drain`]): a ready-queue of steps ([`queue`]) says which step may start, workers
-//! make the provider calls ([`step`]), and one coordinator applies what they report
+//! (`drain.rs`): a ready-queue of steps ([`queue`]) says which step may start, workers
+//! make the provider calls (`step.rs`), and one coordinator applies what they report
 //! to the tenants' states and writes them. When the graph is drained, each *new*
 //! tenant in which a step failed is rolled back ([`rollback`]): a delete plan of
 //! everything its state now holds, walked the same way (all such tenants in one walk).
@@ -28,8 +28,9 @@
 //!   a create and accepts the resource it finds, so nothing is orphaned and nothing is
 //!   created twice.
 //! - Only the coordinator changes a state or writes it; a provider call never does.
-//!   A tenant's state is written once per finished step at most (a create: once for
-//!   `creating`, once when done), never more, whatever the parallelism.
+//!   A tenant's state is written at most twice per create (`creating`, then done) and
+//!   at most once per update or delete, whatever the parallelism; steps of one tenant
+//!   that finish together share a write.
 //! - A create that fails because the name is taken by something else leaves no record,
 //!   so that a rollback never deletes what is not ours.
 //! - A failed step skips everything that depends on it; independent steps go on
@@ -50,9 +51,6 @@
 //! - Providers keep the contract in [`crate::provider`]: idempotent deletes, "not
 //!   found" as an answer, `AlreadyExists` only when nothing was changed.
 //! - Nobody else changes the tenant's resources or state while the run holds its lock.
-//! - Steps of one plan have no dependency between tenants (a blueprint's resources
-//!   depend on resources of the same tenant only); the walk would honour one, but
-//!   rollback is decided per tenant.
 //!
 //! # Caveats
 //!
@@ -62,8 +60,9 @@
 //!   existing tenant are not undone (as in Terraform); the next apply converges.
 //! - Rollbacks start when the whole graph is drained, not as soon as the failed
 //!   tenant's own steps are over.
-//! - The address order is a tie-break for determinism, not a priority by cost: a
-//!   slow step early in the order is not started earlier than a cheap one.
+//! - Among ready steps the order is the address order, chosen for determinism, not by
+//!   how much work waits behind a step: a long chain whose first step comes late in
+//!   the order also starts late.
 
 mod drain;
 pub mod queue;
