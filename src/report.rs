@@ -82,3 +82,77 @@ impl Report for crate::DriftReport {
         Some(crate::drift::render::markdown(self))
     }
 }
+
+/// Snapshot tests of whole renderings: one `check` per report, comparing with an inline
+/// `expect![[..]]` or an `expect_file![..]` (`UPDATE_EXPECT=1 cargo test` rewrites them).
+#[cfg(test)]
+pub(crate) mod snapshot {
+    use super::{OutputFormat, Report, Style};
+
+    /// An inline or a file snapshot.
+    pub(crate) trait Snapshot {
+        fn assert_eq(&self, actual: &str);
+    }
+
+    impl Snapshot for expect_test::Expect {
+        fn assert_eq(&self, actual: &str) {
+            expect_test::Expect::assert_eq(self, actual)
+        }
+    }
+
+    impl Snapshot for expect_test::ExpectFile {
+        fn assert_eq(&self, actual: &str) {
+            expect_test::ExpectFile::assert_eq(self, actual)
+        }
+    }
+
+    /// `report` in `format`, without colours, with what differs from run to run
+    /// replaced (see [`stable`]).
+    pub(crate) fn rendered<R: Report>(report: &R, format: OutputFormat) -> String {
+        let text = match format {
+            // Through the JSON value, so that every string is seen whole.
+            OutputFormat::Json => {
+                let mut v = report.json();
+                stable(&mut v);
+                let mut text = serde_json::to_string_pretty(&v).expect("a JSON value prints");
+                text.push('\n');
+                text
+            }
+            _ => report
+                .render(format, Style { color: false })
+                .unwrap_or_else(|| panic!("{} has no {format:?} form", R::NAME)),
+        };
+        assert!(
+            !text.contains("s3cret"),
+            "a secret of the fixtures is in the output:\n{text}"
+        );
+        text
+    }
+
+    /// Replaces the values that differ from run to run: timestamps (`<timestamp>`),
+    /// UUIDs such as a state's lineage (`<uuid>`), and this build's version
+    /// (`<version>`).
+    pub(crate) fn stable(v: &mut serde_json::Value) {
+        use serde_json::Value;
+        match v {
+            Value::String(s) => {
+                if chrono::DateTime::parse_from_rfc3339(s).is_ok() {
+                    *s = "<timestamp>".into();
+                } else if uuid::Uuid::try_parse(s).is_ok() {
+                    *s = "<uuid>".into();
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(stable),
+            Value::Object(map) => {
+                for (k, item) in map.iter_mut() {
+                    if k == "tenantform_version" {
+                        *item = Value::String("<version>".into());
+                    } else {
+                        stable(item);
+                    }
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+}

@@ -206,3 +206,266 @@ impl Report for ResourceView {
         serde_json::to_value(self).expect("a view serializes")
     }
 }
+
+/// Whole renderings of the views as snapshots, one [`check`] for all; states are
+/// fabricated from the example specs.
+#[cfg(test)]
+mod tests {
+    use expect_test::{Expect, expect};
+
+    use super::*;
+    use crate::blueprint::tenant_blueprint;
+    use crate::outputs::tenant_outputs;
+    use crate::plan::tests::{applied, specs, tenant};
+    use crate::report::OutputFormat::{self, Human, Json};
+    use crate::report::snapshot::rendered;
+
+    fn check(view: &impl Report, format: OutputFormat, expect: Expect) {
+        expect.assert_eq(&rendered(view, format));
+    }
+
+    /// The retail chain as applied, protected, with its dashboard's create interrupted.
+    fn state() -> TenantState {
+        let specs = specs();
+        let t = tenant(&specs, "retail-chain");
+        let mut state = applied(&tenant_blueprint(&t, &specs.platform), true);
+        state.applied_spec = Some(t);
+        state
+            .resources
+            .get_mut("grafana_dashboard.main")
+            .unwrap()
+            .status = ResourceStatus::Creating;
+        state
+    }
+
+    fn tenants_view(states: &[TenantState], show_secrets: bool) -> TenantsView {
+        TenantsView {
+            tenants: states
+                .iter()
+                .map(|s| TenantView::new(s, &tenant_outputs(s, None, None), show_secrets))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn tenants() {
+        let view = tenants_view(&[state()], false);
+        check(
+            &view,
+            Human,
+            expect![[r#"
+            Tenant retail-chain: Retail Chain, silver, eu-west-1 (state serial 7, protected)
+              Resources:
+                grafana_dashboard.main  (create interrupted)
+                iam_policy.documents_access
+                iam_role.app
+                iam_role_policy_attachment.documents_access
+                postgres_role.app
+                postgres_row_security.documents
+                postgres_schema.main
+                postgres_schema_grant.app
+                postgres_table.documents
+                postgres_table_grant.documents
+                postgres_table_grant.embeddings
+                redis_acl_user.app
+                s3_bucket.documents
+                s3_bucket_policy.documents
+                tenant_settings.main
+                vector_namespace.embeddings
+              Outputs:
+                iam_role_arn       = null
+                llm_model          = gpt-4o-mini
+                postgres_password  = (sensitive value)
+                postgres_role      = tenant_retail_chain
+                postgres_schema    = tenant_retail_chain
+                queries_per_minute = 500
+                redis_key_patterns = ["tenant:retail-chain:*"]
+                redis_user         = tenant_retail_chain
+                s3_bucket          = rag-retail-chain-documents
+                s3_region          = eu-west-1
+                sla_latency_ms     = 1000
+                tier               = silver
+                vector_backend     = pgvector
+                vector_dimension   = 1536
+                vector_distance    = cosine
+                vector_table       = tenant_retail_chain.embeddings
+
+        "#]],
+        );
+        check(
+            &view,
+            Json,
+            expect![[r#"
+            {
+              "tenants": [
+                {
+                  "lineage": "<uuid>",
+                  "outputs": {
+                    "iam_role_arn": null,
+                    "llm_model": "gpt-4o-mini",
+                    "postgres_password": "(sensitive value)",
+                    "postgres_role": "tenant_retail_chain",
+                    "postgres_schema": "tenant_retail_chain",
+                    "queries_per_minute": 500,
+                    "redis_key_patterns": [
+                      "tenant:retail-chain:*"
+                    ],
+                    "redis_user": "tenant_retail_chain",
+                    "s3_bucket": "rag-retail-chain-documents",
+                    "s3_region": "eu-west-1",
+                    "sla_latency_ms": 1000,
+                    "tier": "silver",
+                    "vector_backend": "pgvector",
+                    "vector_dimension": 1536,
+                    "vector_distance": "cosine",
+                    "vector_table": "tenant_retail_chain.embeddings"
+                  },
+                  "protected": true,
+                  "resources": [
+                    "retail-chain/grafana_dashboard.main",
+                    "retail-chain/iam_policy.documents_access",
+                    "retail-chain/iam_role.app",
+                    "retail-chain/iam_role_policy_attachment.documents_access",
+                    "retail-chain/postgres_role.app",
+                    "retail-chain/postgres_row_security.documents",
+                    "retail-chain/postgres_schema.main",
+                    "retail-chain/postgres_schema_grant.app",
+                    "retail-chain/postgres_table.documents",
+                    "retail-chain/postgres_table_grant.documents",
+                    "retail-chain/postgres_table_grant.embeddings",
+                    "retail-chain/redis_acl_user.app",
+                    "retail-chain/s3_bucket.documents",
+                    "retail-chain/s3_bucket_policy.documents",
+                    "retail-chain/tenant_settings.main",
+                    "retail-chain/vector_namespace.embeddings"
+                  ],
+                  "serial": 7,
+                  "tenant": "retail-chain"
+                }
+              ]
+            }
+        "#]],
+        );
+        check(
+            &tenants_view(&[], false),
+            Human,
+            expect![[r#"
+            No tenant has any state yet. Run `tenantform apply` first.
+        "#]],
+        );
+        check(
+            &tenants_view(&[], false),
+            Json,
+            expect![[r#"
+            {
+              "tenants": []
+            }
+        "#]],
+        );
+        assert!(
+            view.render(OutputFormat::Markdown, Style { color: false })
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn secrets_are_shown_only_when_asked_for() {
+        let shown = tenants_view(&[state()], true);
+        assert_eq!(shown.tenants[0].outputs["postgres_password"], "s3cret-pw");
+        let address: ResourceAddress = "retail-chain/postgres_role.app".parse().unwrap();
+        let role = &state().resources["postgres_role.app"];
+        let view = ResourceView::new(&address, role, true);
+        assert_eq!(view.attributes["password"], "s3cret-pw");
+    }
+
+    #[test]
+    fn one_resource() {
+        let state = state();
+        let address: ResourceAddress = "retail-chain/postgres_role.app".parse().unwrap();
+        let view = ResourceView::new(&address, &state.resources["postgres_role.app"], false);
+        check(
+            &view,
+            Human,
+            expect![[r##"
+            # retail-chain/postgres_role.app (Created)
+            bypass_rls       = false
+            connection_limit = 20
+            create_db        = false
+            create_role      = false
+            inherit          = false
+            login            = true
+            name             = "tenant_retail_chain"
+            password         = "(sensitive value)"
+            superuser        = false
+        "##]],
+        );
+        check(
+            &view,
+            Json,
+            expect![[r#"
+            {
+              "address": "retail-chain/postgres_role.app",
+              "attributes": {
+                "bypass_rls": false,
+                "connection_limit": 20,
+                "create_db": false,
+                "create_role": false,
+                "inherit": false,
+                "login": true,
+                "name": "tenant_retail_chain",
+                "password": "(sensitive value)",
+                "superuser": false
+              },
+              "depends_on": [],
+              "status": "created"
+            }
+        "#]],
+        );
+    }
+
+    #[test]
+    fn one_resource_with_dependencies() {
+        let state = state();
+        let address: ResourceAddress = "retail-chain/postgres_schema_grant.app".parse().unwrap();
+        let grant = &state.resources["postgres_schema_grant.app"];
+        check(
+            &ResourceView::new(&address, grant, false),
+            Human,
+            expect![[r##"
+                # retail-chain/postgres_schema_grant.app (Created)
+                privileges = ["USAGE"]
+                role       = "tenant_retail_chain"
+                schema     = "tenant_retail_chain"
+                depends_on = retail-chain/postgres_schema.main, retail-chain/postgres_role.app
+            "##]],
+        );
+    }
+
+    #[test]
+    fn resource_list() {
+        let state = state();
+        let list = ResourceList::of([&state]);
+        check(
+            &list,
+            Human,
+            expect![[r#"
+            retail-chain/grafana_dashboard.main
+            retail-chain/iam_policy.documents_access
+            retail-chain/iam_role.app
+            retail-chain/iam_role_policy_attachment.documents_access
+            retail-chain/postgres_role.app
+            retail-chain/postgres_row_security.documents
+            retail-chain/postgres_schema.main
+            retail-chain/postgres_schema_grant.app
+            retail-chain/postgres_table.documents
+            retail-chain/postgres_table_grant.documents
+            retail-chain/postgres_table_grant.embeddings
+            retail-chain/redis_acl_user.app
+            retail-chain/s3_bucket.documents
+            retail-chain/s3_bucket_policy.documents
+            retail-chain/tenant_settings.main
+            retail-chain/vector_namespace.embeddings
+        "#]],
+        );
+    }
+}
