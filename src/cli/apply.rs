@@ -51,38 +51,29 @@ pub async fn cmd_plan(engine: &Engine, args: &PlanArgs, style: Style) -> anyhow:
 }
 
 pub async fn cmd_apply(engine: &Engine, args: &ApplyArgs, style: Style) -> anyhow::Result<Outcome> {
-    let (options, cancel) = apply_options(&args.run, &args.selection);
-    let progress = progress_sink(args.run.json);
-    if let Some(file) = &args.planfile {
-        if !args.selection.tenants.is_empty() || !args.replace.is_empty() {
-            bail!(
-                "a saved plan is applied as it is: --tenant and --replace belong to `tenantform plan`"
-            );
-        }
-        let plan = engine.load_plan(file)?;
-        if !plan.has_changes() {
-            println!("The saved plan has no changes. Nothing to do.");
-            return Ok(Outcome::Ok);
-        }
-        let report = engine.apply_plan(&plan, &options, Some(progress)).await?;
-        return print_apply_report(&plan, &report, args.run.json, &cancel);
-    }
-    let plan_options = PlanOptions {
-        tenants: args.selection.tenants.clone(),
-        refresh: args.refresh,
-        mode: PlanMode::Normal,
-        replace: args.replace.clone(),
+    let Some(file) = &args.planfile else {
+        let plan_options = PlanOptions {
+            tenants: args.selection.tenants.clone(),
+            refresh: args.refresh,
+            mode: PlanMode::Normal,
+            replace: args.replace.clone(),
+        };
+        return plan_confirm_apply(engine, plan_options, &args.run, &args.selection, style).await;
     };
-    plan_confirm_apply(
-        engine,
-        plan_options,
-        options,
-        &args.run,
-        progress,
-        style,
-        cancel,
-    )
-    .await
+    if !args.selection.tenants.is_empty() || !args.replace.is_empty() {
+        bail!(
+            "a saved plan is applied as it is: --tenant and --replace belong to `tenantform plan`"
+        );
+    }
+    let (options, cancel) = apply_options(&args.run, &args.selection);
+    let plan = engine.load_plan(file)?;
+    if !plan.has_changes() {
+        println!("The saved plan has no changes. Nothing to do.");
+        return Ok(Outcome::Ok);
+    }
+    let progress = progress_sink(args.run.json);
+    let report = engine.apply_plan(&plan, &options, Some(progress)).await?;
+    print_apply_report(&plan, &report, args.run.json, &cancel)
 }
 
 pub async fn cmd_destroy(
@@ -90,24 +81,13 @@ pub async fn cmd_destroy(
     args: &DestroyArgs,
     style: Style,
 ) -> anyhow::Result<Outcome> {
-    let (options, cancel) = apply_options(&args.run, &args.selection);
     let plan_options = PlanOptions {
         tenants: args.selection.tenants.clone(),
         refresh: false,
         mode: PlanMode::Destroy,
         replace: Vec::new(),
     };
-    let progress = progress_sink(args.run.json);
-    plan_confirm_apply(
-        engine,
-        plan_options,
-        options,
-        &args.run,
-        progress,
-        style,
-        cancel,
-    )
-    .await
+    plan_confirm_apply(engine, plan_options, &args.run, &args.selection, style).await
 }
 
 /// The apply options of the flags, and the token that Ctrl-C cancels: the first one
@@ -141,12 +121,12 @@ fn apply_options(run: &RunArgs, sel: &Selection) -> (ApplyOptions, CancellationT
 async fn plan_confirm_apply(
     engine: &Engine,
     plan_options: PlanOptions,
-    options: ApplyOptions,
     run: &RunArgs,
-    progress: ProgressSink,
+    selection: &Selection,
     style: Style,
-    cancel: CancellationToken,
 ) -> anyhow::Result<Outcome> {
+    let (options, cancel) = apply_options(run, selection);
+    let progress = progress_sink(run.json);
     let auto = run.auto_approve;
     let json = run.json;
     let destroy = plan_options.mode == PlanMode::Destroy;

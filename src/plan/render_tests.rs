@@ -38,6 +38,14 @@ fn plan_of(specs: &Specs, mode: PlanMode, refreshed: bool, cases: &[Case]) -> Pl
     }
 }
 
+/// The retail chain's spec and blueprint, and its state as applied.
+fn retail_chain(specs: &Specs) -> (TenantSpec, TenantBlueprint, TenantState) {
+    let t = tenant(specs, "retail-chain");
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let state = applied(&bp, false);
+    (t, bp, state)
+}
+
 fn check(plan: &Plan, format: OutputFormat, expect: impl Snapshot) {
     assert!(
         plan.render(format, crate::report::Style { color: false })
@@ -59,42 +67,7 @@ fn a_new_tenant() {
     );
     check(&plan, Human, expect_file!["snapshots/new_tenant.txt"]);
     check(&plan, Json, expect_file!["snapshots/new_tenant.json"]);
-    check(
-        &plan,
-        Markdown,
-        expect![[r#"
-        ### tenantform plan: 16 to add, 0 to change, 0 to destroy
-
-        | Tenant | Tier | Region | Add | Change | Destroy | Monthly cost | Note |
-        |---|---|---|---:|---:|---:|---:|---|
-        | `education-platform` | bronze | ap-south-1 | 16 | 0 | 0 | ₹15,300 | new tenant |
-
-        Estimated monthly cost of these tenants: **₹15,300** (tier prices × region multipliers).
-
-        <details><summary><code>education-platform</code>: 16 to add, 0 to change, 0 to destroy</summary>
-
-        ```diff
-        + postgres_schema.main   # new in the spec
-        + postgres_role.app   # new in the spec
-        + postgres_schema_grant.app   # new in the spec
-        + postgres_table.documents   # new in the spec
-        + postgres_row_security.documents   # new in the spec
-        + postgres_table_grant.documents   # new in the spec
-        + postgres_table_grant.embeddings   # new in the spec
-        + s3_bucket.documents   # new in the spec
-        + s3_bucket_policy.documents   # new in the spec
-        + iam_policy.documents_access   # new in the spec
-        + iam_role.app   # new in the spec
-        + iam_role_policy_attachment.documents_access   # new in the spec
-        + tenant_settings.main   # new in the spec
-        + redis_acl_user.app   # new in the spec
-        + vector_namespace.embeddings   # new in the spec
-        + grafana_dashboard.main   # new in the spec
-        ```
-
-        </details>
-    "#]],
-    );
+    // Its Markdown is part of `tenants_added_unchanged_and_removed`.
 }
 
 #[test]
@@ -145,9 +118,7 @@ fn a_tier_change() {
 #[test]
 fn a_replacement_with_its_dependents() {
     let specs = specs();
-    let t = tenant(&specs, "retail-chain");
-    let bp = tenant_blueprint(&t, &specs.platform);
-    let state = applied(&bp, false);
+    let (t, bp, state) = retail_chain(&specs);
     let mut case = Case::new(Some(&t), Some(&bp), Some(&state));
     case.replace
         .insert("retail-chain/postgres_role.app".parse().unwrap());
@@ -216,9 +187,7 @@ fn a_replacement_with_its_dependents() {
 #[test]
 fn drift_found_by_refresh() {
     let specs = specs();
-    let t = tenant(&specs, "retail-chain");
-    let bp = tenant_blueprint(&t, &specs.platform);
-    let state = applied(&bp, false);
+    let (t, bp, state) = retail_chain(&specs);
     let mut case = Case::new(Some(&t), Some(&bp), Some(&state));
     case.refreshed
         .insert("postgres_schema_grant.app".into(), None);
@@ -472,9 +441,7 @@ fn tenants_added_unchanged_and_removed() {
 #[test]
 fn no_changes() {
     let specs = specs();
-    let t = tenant(&specs, "retail-chain");
-    let bp = tenant_blueprint(&t, &specs.platform);
-    let state = applied(&bp, false);
+    let (t, bp, state) = retail_chain(&specs);
     let unrefreshed = plan_of(
         &specs,
         PlanMode::Normal,
@@ -558,9 +525,7 @@ fn no_changes() {
 #[test]
 fn a_destroy() {
     let specs = specs();
-    let t = tenant(&specs, "retail-chain");
-    let bp = tenant_blueprint(&t, &specs.platform);
-    let state = applied(&bp, false);
+    let (t, bp, state) = retail_chain(&specs);
     let mut case = Case::new(Some(&t), Some(&bp), Some(&state));
     case.mode = PlanMode::Destroy;
     let plan = plan_of(&specs, PlanMode::Destroy, false, &[case]);
