@@ -33,6 +33,7 @@ use crate::provider::settings::TenantSettingsProvider;
 use crate::provider::vector::PgvectorProvider;
 use crate::provider::{Provider, ProviderSet};
 use crate::resource::{Attributes, Family, ResourceAddress, TenantId, attr_str, schema};
+use crate::show::{ResourceList, ResourceView, TenantView, TenantsView};
 use crate::spec::{Specs, VectorBackend};
 use crate::state::{LockInfo, ResourceState, ResourceStatus, StateStore, TenantState};
 
@@ -448,6 +449,37 @@ impl Engine {
             .as_ref()
             .and_then(|s| RedisConfig::resolve(&s.platform.redis).ok());
         tenant_outputs(state, pg.as_ref(), redis.as_ref())
+    }
+
+    /// `show`: the selected tenants (every tenant with a state if none is named), with
+    /// their resources and outputs; sensitive outputs redacted unless `show_secrets`.
+    pub fn tenants_view(
+        &self,
+        only: &[TenantId],
+        show_secrets: bool,
+    ) -> Result<TenantsView, Error> {
+        let tenants = self
+            .states(only)?
+            .iter()
+            .map(|s| TenantView::new(s, &self.outputs(s), show_secrets))
+            .collect();
+        Ok(TenantsView { tenants })
+    }
+
+    /// `state list`: every resource address in the selected tenants' state.
+    pub fn resource_list(&self, only: &[TenantId]) -> Result<ResourceList, Error> {
+        Ok(ResourceList::of(&self.states(only)?))
+    }
+
+    /// `state show`: one resource as state records it; sensitive attributes redacted
+    /// unless `show_secrets`.
+    pub fn resource_view(
+        &self,
+        address: &ResourceAddress,
+        show_secrets: bool,
+    ) -> Result<ResourceView, Error> {
+        let r = self.state_resource(address)?;
+        Ok(ResourceView::new(address, &r, show_secrets))
     }
 
     /// Reads every managed resource of the selected tenants back and reports what

@@ -148,19 +148,20 @@ pub fn tenant_outputs(
     out
 }
 
-/// Outputs as JSON, with sensitive values redacted unless `show_secrets`.
-pub fn outputs_json(outputs: &BTreeMap<String, Output>, show_secrets: bool) -> Value {
-    Value::Object(
-        outputs
-            .iter()
-            .map(|(k, o)| {
-                let v = if o.sensitive && !show_secrets {
-                    json!(REDACTED)
-                } else {
-                    o.value.clone()
-                };
-                (k.clone(), v)
-            })
-            .collect(),
-    )
+/// Outputs as they may be shown: sensitive values redacted unless `show_secrets`.
+pub fn redact_outputs(
+    outputs: &BTreeMap<String, Output>,
+    show_secrets: bool,
+) -> BTreeMap<String, Value> {
+    outputs
+        .iter()
+        .map(|(k, o)| {
+            let v = if o.sensitive && !show_secrets {
+                json!(REDACTED)
+            } else {
+                o.value.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect()
 }

@@ -7,6 +7,8 @@
 //! every `use` and every `crate::` path in the code of every file under `src/`
 //! (comments and string literals are left out), and the `tenantform::` paths of
 //! `src/main.rs`, and fails naming file, line, path and the rule each broken use breaks.
+//! Test-only code (`#[cfg(test)]` modules, inline or in their own file) may use any
+//! part: a test reaches where it must.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -409,6 +411,15 @@ fn expand_tree(
 /// an inline one where its block starts and ends, so that `super` inside it is
 /// resolved from it.
 fn declared_modules(code: &str) -> Vec<(String, Option<(usize, usize)>)> {
+    declared_modules_with_cfg(code)
+        .into_iter()
+        .map(|(name, block, _)| (name, block))
+        .collect()
+}
+
+/// [`declared_modules`], each with whether it is compiled for tests only (`#[cfg(test)]`
+/// right before it): test code may reach any part, as tests must.
+fn declared_modules_with_cfg(code: &str) -> Vec<(String, Option<(usize, usize)>, bool)> {
     let b = code.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -429,8 +440,15 @@ fn declared_modules(code: &str) -> Vec<(String, Option<(usize, usize)>)> {
         if name.is_empty() {
             continue;
         }
+        let before = code[..at].trim_end();
+        let before = before
+            .strip_suffix("pub(crate)")
+            .or_else(|| before.strip_suffix("pub"))
+            .unwrap_or(before)
+            .trim_end();
+        let test_only = before.ends_with("#[cfg(test)]");
         if after.starts_with(';') {
-            out.push((name, None));
+            out.push((name, None, test_only));
         } else if after.starts_with('{') {
             let open = code.len() - after.len();
             let mut depth = 0;
@@ -448,7 +466,26 @@ fn declared_modules(code: &str) -> Vec<(String, Option<(usize, usize)>)> {
                     _ => {}
                 }
             }
-            out.push((name, Some((open, end))));
+            out.push((name, Some((open, end)), test_only));
+        }
+    }
+    out
+}
+
+/// The files that are test-only modules (`#[cfg(test)] mod tests;` in their parent).
+fn test_only_files(sources: &[Source]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for s in sources {
+        let dir = match s.path.strip_suffix("/mod.rs") {
+            Some(d) => d.to_owned(),
+            None if s.path == "src/lib.rs" || s.path == "src/main.rs" => "src".to_owned(),
+            None => s.path.strip_suffix(".rs").unwrap_or(&s.path).to_owned(),
+        };
+        for (name, block, test_only) in declared_modules_with_cfg(&code_only(&s.text)) {
+            if test_only && block.is_none() {
+                out.insert(format!("{dir}/{name}.rs"));
+                out.insert(format!("{dir}/{name}/mod.rs"));
+            }
         }
     }
     out
@@ -484,8 +521,12 @@ fn check(rules: &Rules, sources: &[Source]) -> Vec<Violation> {
     let parts = parts_of(sources);
     let binary = binary_modules(sources);
     let reexports = root_reexports(sources, &parts);
+    let test_files = test_only_files(sources);
     let mut out = Vec::new();
     for s in sources {
+        if test_files.contains(&s.path) {
+            continue;
+        }
         let (part, module) = part_and_module(&s.path, &binary);
         let Some(rule) = rules.parts.get(&part) else {
             out.push(Violation {
@@ -500,7 +541,14 @@ fn check(rules: &Rules, sources: &[Source]) -> Vec<Violation> {
         };
         let code = code_only(&s.text);
         let found = paths(&code);
-        let modules = declared_modules(&code);
+        let with_cfg = declared_modules_with_cfg(&code);
+        let test_blocks: Vec<(usize, usize)> = with_cfg
+            .iter()
+            .filter(|(_, _, test_only)| *test_only)
+            .filter_map(|(_, block, _)| *block)
+            .collect();
+        let modules: Vec<(String, Option<(usize, usize)>)> =
+            with_cfg.into_iter().map(|(n, b, _)| (n, b)).collect();
         let declared: BTreeSet<&str> = modules.iter().map(|(n, _)| n.as_str()).collect();
         // Names a path in code may start with that are not crates: declared modules
         // (one may share a crate's name, as `blueprint::redis` does) and what `use`s
@@ -513,6 +561,12 @@ fn check(rules: &Rules, sources: &[Source]) -> Vec<Violation> {
                 .filter_map(|p| p.segments.last().map(String::as_str)),
         );
         for p in &found {
+            if test_blocks
+                .iter()
+                .any(|(start, end)| *start < p.offset && p.offset < *end)
+            {
+                continue;
+            }
             let line = code[..p.offset].matches('\n').count() + 1;
             // The module the path is written in: the file's, and the inline modules
             // around the path.
@@ -794,7 +848,7 @@ fn a_part_without_a_rule_is_reported() {
 }
 
 #[test]
-fn local_modules_and_inline_test_modules_are_not_taken_for_other_parts() {
+fn local_modules_are_not_taken_for_other_parts_and_test_modules_may_use_any() {
     let rules = toy_rules();
     let blueprint = source(
         "src/blueprint/mod.rs",
@@ -802,7 +856,7 @@ fn local_modules_and_inline_test_modules_are_not_taken_for_other_parts() {
     );
     let secret = source(
         "src/secret.rs",
-        "pub struct Secret;\n#[cfg(test)]\nmod tests {\n    use super::Secret;\n    use super::super::provider::X;\n}\n",
+        "pub struct Secret;\nfn f() { crate::provider::Y; }\n#[cfg(test)]\nmod tests {\n    use super::Secret;\n    use super::super::provider::X;\n}\n",
     );
     let mut tree = toy_tree(blueprint);
     tree.retain(|s| {
@@ -813,8 +867,7 @@ fn local_modules_and_inline_test_modules_are_not_taken_for_other_parts() {
     let found: Vec<String> = v.iter().map(ToString::to_string).collect();
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(
-        found[0]
-            .starts_with("src/secret.rs:5: super::super::provider::X: secret may not use provider"),
+        found[0].starts_with("src/secret.rs:2: crate::provider::Y: secret may not use provider"),
         "{found:?}"
     );
 }

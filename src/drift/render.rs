@@ -224,3 +224,326 @@ pub fn json(report: &DriftReport) -> Value {
         "tenants": tenants,
     })
 }
+
+/// Whole renderings of drift reports as snapshots, one [`check`] for all. Reports are
+/// made in-process from fabricated states and read-backs.
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use expect_test::{Expect, expect};
+
+    use crate::blueprint::tenant_blueprint;
+    use crate::drift::{DRIFT_FORMAT_VERSION, DriftReport, tenant_drift};
+    use crate::plan::tests::{Case, applied, specs, tenant};
+    use crate::report::OutputFormat::{self, Human, Json, Markdown};
+    use crate::report::snapshot::rendered;
+    use crate::resource::Attributes;
+    use crate::state::TenantState;
+
+    fn check(report: &DriftReport, format: OutputFormat, expect: Expect) {
+        expect.assert_eq(&rendered(report, format));
+    }
+
+    /// Everything in `state` read back as recorded.
+    fn read_back(state: &TenantState) -> BTreeMap<String, Option<Attributes>> {
+        state
+            .resources
+            .iter()
+            .map(|(k, r)| (k.clone(), Some(r.attributes.clone())))
+            .collect()
+    }
+
+    fn report(tenants: Vec<crate::drift::TenantDrift>) -> DriftReport {
+        DriftReport {
+            format_version: DRIFT_FORMAT_VERSION.into(),
+            created_at: chrono::Utc::now(),
+            tenants,
+        }
+    }
+
+    /// Three tenants: one with a resource changed and one deleted outside tenantform,
+    /// one clean, one with a spec change not yet applied.
+    #[test]
+    fn drift_clean_and_pending() {
+        let specs = specs();
+        let drifted = tenant(&specs, "retail-chain");
+        let drifted_state = applied(&tenant_blueprint(&drifted, &specs.platform), false);
+        let mut drifted_read = read_back(&drifted_state);
+        drifted_read.insert("postgres_table_grant.documents".into(), None);
+        let role = drifted_read
+            .get_mut("postgres_role.app")
+            .and_then(Option::as_mut)
+            .unwrap();
+        role.insert("connection_limit".into(), 3.into());
+        role.insert("password".into(), "s3cret-changed".into());
+        let bucket = drifted_read
+            .get_mut("s3_bucket.documents")
+            .and_then(Option::as_mut)
+            .unwrap();
+        bucket.remove("versioning");
+
+        let clean = tenant(&specs, "education-platform");
+        let clean_state = applied(&tenant_blueprint(&clean, &specs.platform), false);
+
+        let mut pending = tenant(&specs, "healthcare-systems");
+        let pending_state = applied(&tenant_blueprint(&pending, &specs.platform), false);
+        pending.cost_center = "CC-HEALTH-900".into();
+        let pending_bp = tenant_blueprint(&pending, &specs.platform);
+        let pending_plan = Case::new(Some(&pending), Some(&pending_bp), Some(&pending_state))
+            .plan()
+            .unwrap();
+
+        let report = report(vec![
+            tenant_drift(
+                &clean.id,
+                Some(&clean_state),
+                &read_back(&clean_state),
+                None,
+            ),
+            tenant_drift(
+                &pending.id,
+                Some(&pending_state),
+                &read_back(&pending_state),
+                Some(&pending_plan),
+            ),
+            tenant_drift(&drifted.id, Some(&drifted_state), &drifted_read, None),
+        ]);
+        check(
+            &report,
+            Human,
+            expect![[r#"
+            education-platform: clean (16 resources checked)
+            healthcare-systems: no drift; spec changes not yet applied (17 resources checked)
+              spec changes not yet applied (not drift):
+                ~ healthcare-systems/s3_bucket.documents (the spec changed) [tags]
+                ~ healthcare-systems/iam_policy.documents_access (the spec changed) [tags]
+                ~ healthcare-systems/iam_role.app (the spec changed) [tags]
+                ~ healthcare-systems/elasticache_cluster.cache (the spec changed) [tags]
+            retail-chain: drifted (16 resources checked)
+              ~ retail-chain/postgres_role.app: changed outside tenantform
+                  connection_limit: 20 -> 3
+              - retail-chain/postgres_table_grant.documents: deleted outside tenantform
+              ~ retail-chain/s3_bucket.documents: changed outside tenantform
+                  versioning: "Enabled" -> (not set)
+
+            Drift in 1 of 3 tenants: 1 deleted, 2 changed outside tenantform (49 resources checked).
+            Repair it back to the spec with `tenantform apply --tenant retail-chain`, or accept it into state with `tenantform refresh --tenant retail-chain`.
+            4 spec changes are not yet applied (not drift): `tenantform plan` shows them.
+        "#]],
+        );
+        check(
+            &report,
+            Markdown,
+            expect![[r####"
+            ### tenantform drift: drift found
+
+            Drift in 1 of 3 tenants: 1 deleted, 2 changed outside tenantform (49 resources checked).
+
+            | Tenant | Status | Checked | Deleted | Changed | Pending spec changes |
+            |---|---|---:|---:|---:|---:|
+            | `education-platform` | clean | 16 | 0 | 0 | 0 |
+            | `healthcare-systems` | pending | 17 | 0 | 0 | 4 |
+            | `retail-chain` | drifted | 16 | 1 | 2 | 0 |
+
+            **`retail-chain`**
+
+            - `retail-chain/postgres_role.app`: changed outside tenantform
+              - `connection_limit`: `20` → `3`
+            - `retail-chain/postgres_table_grant.documents`: deleted outside tenantform
+            - `retail-chain/s3_bucket.documents`: changed outside tenantform
+              - `versioning`: `"Enabled"` → `(not set)`
+
+            Repair it back to the spec with `tenantform apply --tenant retail-chain`, or accept it into state with `tenantform refresh --tenant retail-chain`.
+        "####]],
+        );
+        check(
+            &report,
+            Json,
+            expect![[r#"
+            {
+              "created_at": "<timestamp>",
+              "format_version": "1.0",
+              "has_drift": true,
+              "has_pending_changes": true,
+              "summary": {
+                "changed": 2,
+                "deleted": 1,
+                "pending_changes": 4,
+                "resources_checked": 49,
+                "tenants": 3,
+                "tenants_with_drift": 1
+              },
+              "tenantform_version": "<version>",
+              "tenants": [
+                {
+                  "drift": [],
+                  "pending": [],
+                  "resources_checked": 16,
+                  "state_serial": 7,
+                  "status": "clean",
+                  "tenant": "education-platform"
+                },
+                {
+                  "drift": [],
+                  "pending": [
+                    {
+                      "actions": [
+                        "update"
+                      ],
+                      "address": "healthcare-systems/s3_bucket.documents",
+                      "changed_attributes": [
+                        "tags"
+                      ],
+                      "reason": "the spec changed"
+                    },
+                    {
+                      "actions": [
+                        "update"
+                      ],
+                      "address": "healthcare-systems/iam_policy.documents_access",
+                      "changed_attributes": [
+                        "tags"
+                      ],
+                      "reason": "the spec changed"
+                    },
+                    {
+                      "actions": [
+                        "update"
+                      ],
+                      "address": "healthcare-systems/iam_role.app",
+                      "changed_attributes": [
+                        "tags"
+                      ],
+                      "reason": "the spec changed"
+                    },
+                    {
+                      "actions": [
+                        "update"
+                      ],
+                      "address": "healthcare-systems/elasticache_cluster.cache",
+                      "changed_attributes": [
+                        "tags"
+                      ],
+                      "reason": "the spec changed"
+                    }
+                  ],
+                  "resources_checked": 17,
+                  "state_serial": 7,
+                  "status": "pending",
+                  "tenant": "healthcare-systems"
+                },
+                {
+                  "drift": [
+                    {
+                      "address": "retail-chain/postgres_role.app",
+                      "attributes": [
+                        {
+                          "actual": 3,
+                          "name": "connection_limit",
+                          "recorded": 20
+                        }
+                      ],
+                      "kind": "changed",
+                      "name": "app",
+                      "type": "postgres_role"
+                    },
+                    {
+                      "address": "retail-chain/postgres_table_grant.documents",
+                      "attributes": [],
+                      "kind": "deleted",
+                      "name": "documents",
+                      "type": "postgres_table_grant"
+                    },
+                    {
+                      "address": "retail-chain/s3_bucket.documents",
+                      "attributes": [
+                        {
+                          "actual": null,
+                          "name": "versioning",
+                          "recorded": "Enabled"
+                        }
+                      ],
+                      "kind": "changed",
+                      "name": "documents",
+                      "type": "s3_bucket"
+                    }
+                  ],
+                  "pending": [],
+                  "resources_checked": 16,
+                  "state_serial": 7,
+                  "status": "drifted",
+                  "tenant": "retail-chain"
+                }
+              ]
+            }
+        "#]],
+        );
+    }
+
+    #[test]
+    fn no_drift() {
+        let specs = specs();
+        let t = tenant(&specs, "retail-chain");
+        let state = applied(&tenant_blueprint(&t, &specs.platform), false);
+        let report = report(vec![tenant_drift(
+            &t.id,
+            Some(&state),
+            &read_back(&state),
+            None,
+        )]);
+        check(
+            &report,
+            Human,
+            expect![[r#"
+            retail-chain: clean (16 resources checked)
+
+            No drift: 16 resources of 1 tenant match their state.
+        "#]],
+        );
+        check(
+            &report,
+            Markdown,
+            expect![[r#"
+            ### tenantform drift: no drift
+
+            No drift: 16 resources of 1 tenant match their state.
+
+            | Tenant | Status | Checked | Deleted | Changed | Pending spec changes |
+            |---|---|---:|---:|---:|---:|
+            | `retail-chain` | clean | 16 | 0 | 0 | 0 |
+        "#]],
+        );
+        check(
+            &report,
+            Json,
+            expect![[r#"
+            {
+              "created_at": "<timestamp>",
+              "format_version": "1.0",
+              "has_drift": false,
+              "has_pending_changes": false,
+              "summary": {
+                "changed": 0,
+                "deleted": 0,
+                "pending_changes": 0,
+                "resources_checked": 16,
+                "tenants": 1,
+                "tenants_with_drift": 0
+              },
+              "tenantform_version": "<version>",
+              "tenants": [
+                {
+                  "drift": [],
+                  "pending": [],
+                  "resources_checked": 16,
+                  "state_serial": 7,
+                  "status": "clean",
+                  "tenant": "retail-chain"
+                }
+              ]
+            }
+        "#]],
+        );
+    }
+}

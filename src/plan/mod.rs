@@ -565,4 +565,6 @@ pub fn redact(attrs: &Attributes, t: crate::resource::ResourceType) -> Attribute
 }
 
 #[cfg(test)]
-mod tests;
+mod render_tests;
+#[cfg(test)]
+pub(crate) mod tests;

@@ -1,0 +1,287 @@
+//! `plan`, `apply` and `destroy`: make a plan, show it, ask, apply it, and say how
+//! it went.
+
+use std::sync::Arc;
+
+use anyhow::bail;
+use tokio_util::sync::CancellationToken;
+
+use tenantform::apply::{ApplyReport, Progress, ProgressSink, StepOutcome, TenantOutcome};
+use tenantform::plan::graph::StepKind;
+use tenantform::report::Style;
+use tenantform::{Action, ApplyOptions, Engine, OutputFormat, Plan, PlanMode, PlanOptions, Report};
+
+use super::args::{ApplyArgs, DestroyArgs, PlanArgs, RunArgs, Selection};
+use super::{Outcome, confirm, plural, print_report};
+
+pub async fn cmd_plan(engine: &Engine, args: &PlanArgs, style: Style) -> anyhow::Result<Outcome> {
+    let format = args.format.format();
+    let plan = engine
+        .plan(&PlanOptions {
+            tenants: args.selection.tenants.clone(),
+            refresh: args.refresh,
+            mode: if args.destroy {
+                PlanMode::Destroy
+            } else {
+                PlanMode::Normal
+            },
+            replace: args.replace.clone(),
+        })
+        .await?;
+    print_report(&plan, format, style)?;
+    if let Some(out) = &args.out {
+        engine.save_plan(&plan, out)?;
+        if format != OutputFormat::Json {
+            println!(
+                "Saved the plan to {}. Apply exactly this plan with:\n  tenantform apply {}",
+                out.display(),
+                out.display()
+            );
+        }
+    }
+    let changes = plan.has_changes();
+    // The process ends right after: freeing a plan of many thousand resources one
+    // allocation at a time would only delay the exit.
+    std::mem::forget(plan);
+    Ok(if args.detailed_exitcode && changes {
+        Outcome::Changes
+    } else {
+        Outcome::Ok
+    })
+}
+
+pub async fn cmd_apply(engine: &Engine, args: &ApplyArgs, style: Style) -> anyhow::Result<Outcome> {
+    let Some(file) = &args.planfile else {
+        let plan_options = PlanOptions {
+            tenants: args.selection.tenants.clone(),
+            refresh: args.refresh,
+            mode: PlanMode::Normal,
+            replace: args.replace.clone(),
+        };
+        return plan_confirm_apply(engine, plan_options, &args.run, &args.selection, style).await;
+    };
+    if !args.selection.tenants.is_empty() || !args.replace.is_empty() {
+        bail!(
+            "a saved plan is applied as it is: --tenant and --replace belong to `tenantform plan`"
+        );
+    }
+    let (options, cancel) = apply_options(&args.run, &args.selection);
+    let plan = engine.load_plan(file)?;
+    if !plan.has_changes() {
+        println!("The saved plan has no changes. Nothing to do.");
+        return Ok(Outcome::Ok);
+    }
+    let progress = progress_sink(args.run.json);
+    let report = engine.apply_plan(&plan, &options, Some(progress)).await?;
+    print_apply_report(&plan, &report, args.run.json, &cancel)
+}
+
+pub async fn cmd_destroy(
+    engine: &Engine,
+    args: &DestroyArgs,
+    style: Style,
+) -> anyhow::Result<Outcome> {
+    let plan_options = PlanOptions {
+        tenants: args.selection.tenants.clone(),
+        refresh: false,
+        mode: PlanMode::Destroy,
+        replace: Vec::new(),
+    };
+    plan_confirm_apply(engine, plan_options, &args.run, &args.selection, style).await
+}
+
+/// The apply options of the flags, and the token that Ctrl-C cancels: the first one
+/// lets the steps in flight finish, a second one quits at once.
+fn apply_options(run: &RunArgs, sel: &Selection) -> (ApplyOptions, CancellationToken) {
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!(
+                "\nInterrupt received: no new step starts; waiting for the steps in flight and saving state. Press Ctrl-C again to quit at once (state stays consistent)."
+            );
+            token.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("Second interrupt: quitting now.");
+                std::process::exit(130);
+            }
+        }
+    });
+    (
+        ApplyOptions {
+            parallelism: sel.parallelism as usize,
+            rollback: !run.no_rollback,
+            cancel: cancel.clone(),
+        },
+        cancel,
+    )
+}
+
+/// `apply` and `destroy` without a saved plan: lock, plan, show, ask, apply.
+async fn plan_confirm_apply(
+    engine: &Engine,
+    plan_options: PlanOptions,
+    run: &RunArgs,
+    selection: &Selection,
+    style: Style,
+) -> anyhow::Result<Outcome> {
+    let (options, cancel) = apply_options(run, selection);
+    let progress = progress_sink(run.json);
+    let auto = run.auto_approve;
+    let json = run.json;
+    let destroy = plan_options.mode == PlanMode::Destroy;
+    let mut refused = None;
+    let (plan, report) = engine
+        .plan_and_apply(
+            &plan_options,
+            &options,
+            |plan| {
+                if !json {
+                    print!("{}", plan.human(style));
+                }
+                if auto {
+                    return true;
+                }
+                let what = if destroy {
+                    "destroy these resources"
+                } else {
+                    "perform these actions"
+                };
+                match confirm(what) {
+                    Ok(yes) => yes,
+                    Err(e) => {
+                        refused = Some(e);
+                        false
+                    }
+                }
+            },
+            Some(progress),
+        )
+        .await?;
+    if let Some(e) = refused {
+        return Err(e);
+    }
+    match report {
+        Some(report) => print_apply_report(&plan, &report, json, &cancel),
+        None if !plan.has_changes() => {
+            if json {
+                println!("{}", serde_json::json!({"changes": false}));
+            } else {
+                print!("{}", plan.human(style));
+            }
+            Ok(Outcome::Ok)
+        }
+        None => {
+            println!("Cancelled: nothing was changed.");
+            Ok(Outcome::Ok)
+        }
+    }
+}
+
+/// Prints each step as it starts and ends (on stderr when stdout carries JSON).
+fn progress_sink(json: bool) -> ProgressSink {
+    Arc::new(move |p: &Progress| {
+        let line = match p {
+            Progress::Started { address, kind } => format!(
+                "{address}: {}...",
+                match kind {
+                    StepKind::Create => "Creating",
+                    StepKind::Update => "Modifying",
+                    StepKind::Delete => "Destroying",
+                }
+            ),
+            Progress::Finished {
+                address,
+                kind,
+                elapsed,
+            } => format!(
+                "{address}: {} complete after {:.2}s",
+                match kind {
+                    StepKind::Create => "Creation",
+                    StepKind::Update => "Modifications",
+                    StepKind::Delete => "Destruction",
+                },
+                elapsed.as_secs_f64()
+            ),
+            Progress::Failed { address, error, .. } => format!("{address}: failed: {error}"),
+            Progress::RollbackStarted { tenant, resources } => format!(
+                "{tenant}: provisioning failed; rolling back {resources} resource{} created by this run",
+                plural(*resources)
+            ),
+        };
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    })
+}
+
+/// Says how the apply went, per failed tenant, and maps it to the outcome: an error
+/// unless every tenant succeeded, `Interrupted` after Ctrl-C.
+fn print_apply_report(
+    plan: &Plan,
+    report: &ApplyReport,
+    json: bool,
+    cancel: &CancellationToken,
+) -> anyhow::Result<Outcome> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+    } else {
+        let done = |step: &str| report.count(step);
+        let replaced = plan.count(Action::Replace);
+        println!(
+            "\nApply {}! Resources: {} added, {} changed, {} destroyed.",
+            if report.succeeded() {
+                "complete"
+            } else {
+                "finished with errors"
+            },
+            done("create"),
+            done("update"),
+            done("delete"),
+        );
+        if replaced > 0 {
+            println!("({replaced} of them replaced: destroyed, then created.)");
+        }
+        for t in &report.tenants {
+            match t.outcome {
+                TenantOutcome::Failed => println!(
+                    "Tenant {} failed: {}",
+                    t.tenant,
+                    t.first_error().unwrap_or_default()
+                ),
+                TenantOutcome::RolledBack => println!(
+                    "Tenant {} failed and was rolled back completely: {}",
+                    t.tenant,
+                    t.first_error().unwrap_or_default()
+                ),
+                TenantOutcome::RollbackFailed => {
+                    println!(
+                        "Tenant {} failed and its rollback failed too; state keeps what is left, run `tenantform destroy --tenant {}` or apply again: {}",
+                        t.tenant,
+                        t.tenant,
+                        t.first_error().unwrap_or_default()
+                    );
+                    for s in &t.rollback {
+                        if let StepOutcome::Failed { error, .. } = &s.outcome {
+                            println!("  rollback of {} failed: {error}", s.address);
+                        }
+                    }
+                }
+                TenantOutcome::Interrupted => println!(
+                    "Tenant {} was interrupted; state is saved, apply again to finish.",
+                    t.tenant
+                ),
+                TenantOutcome::Applied | TenantOutcome::Unchanged => {}
+            }
+        }
+    }
+    if cancel.is_cancelled() {
+        return Ok(Outcome::Interrupted);
+    }
+    if !report.succeeded() {
+        bail!("the apply did not complete for every tenant (see above)");
+    }
+    Ok(Outcome::Ok)
+}

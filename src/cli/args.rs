@@ -1,0 +1,378 @@
+//! The command line: every command, flag and help text of `tenantform`, and the
+//! engine configuration each command runs with.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tenantform::{EngineConfig, OutputFormat, ResourceAddress, TenantId};
+
+const EXAMPLES: &str = "\
+Examples:
+  tenantform validate
+  tenantform plan --detailed-exitcode --out tenants.plan
+  tenantform plan --json > plan.json          # Terraform-style machine-readable plan
+  tenantform plan --markdown > comment.md     # for a pull-request comment
+  tenantform apply tenants.plan               # apply exactly what was reviewed
+  tenantform apply --tenant retail-chain --auto-approve
+  tenantform destroy --tenant retail-chain --auto-approve
+  tenantform show --tenant retail-chain
+  tenantform state list
+  tenantform force-unlock retail-chain 6c1f...
+  tenantform drift --detailed-exitcode --markdown   # scheduled drift run: exit 2 on drift
+  tenantform refresh --tenant retail-chain          # accept drift into state
+  tenantform import retail-chain/postgres_schema.main tenant_retail_chain
+
+Environment: PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE (admin connection), as printed
+by `scripts/stack env`. Log detail: TENANTFORM_LOG=info (or debug).";
+
+/// Declarative tenant infrastructure: plan, apply, destroy.
+#[derive(Parser)]
+#[command(name = "tenantform", version, after_help = EXAMPLES)]
+pub struct Cli {
+    /// Directory with platform.toml and tenants/*.toml.
+    #[arg(long, global = true, default_value = "specs", value_name = "DIR")]
+    pub specs: PathBuf,
+    /// Directory with the state files.
+    #[arg(long, global = true, default_value = "state", value_name = "DIR")]
+    pub state: PathBuf,
+    /// No ANSI colours in output (also when NO_COLOR is set or output is not a terminal).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Check every spec file; print every problem with its file, line, field and fix.
+    Validate,
+    /// Show what apply would do. Changes nothing.
+    Plan(PlanArgs),
+    /// Make the tenants match their specs (or apply a saved plan).
+    Apply(ApplyArgs),
+    /// Delete every resource of the selected tenants.
+    Destroy(DestroyArgs),
+    /// Show tenants' resources and outputs, or a saved plan.
+    Show(ShowArgs),
+    /// Inspect state.
+    #[command(subcommand)]
+    State(StateCommand),
+    /// Read every managed resource back and report what changed behind tenantform's
+    /// back (drift), apart from spec changes not yet applied. Changes nothing.
+    Drift(DriftArgs),
+    /// Accept reality into state (record drift instead of repairing it).
+    Refresh(RefreshArgs),
+    /// Adopt an existing resource (made by hand) into its tenant's state.
+    Import(ImportArgs),
+    /// Tenant requests: submit, approve, reject, status, list, retry.
+    #[command(subcommand)]
+    Request(RequestCommand),
+    /// Run the validation suite on an active tenant (a daily check of its configuration).
+    ValidateTenant {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve /metrics (Prometheus) and a read-only view of requests over HTTP.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: std::net::SocketAddr,
+    },
+    /// Break a tenant's lock held by a stuck process.
+    ForceUnlock {
+        tenant: TenantId,
+        /// The lock id shown in the "locked by" message.
+        lock_id: String,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct Selection {
+    /// Limit the run to this tenant (repeatable).
+    #[arg(long = "tenant", value_name = "ID")]
+    pub tenants: Vec<TenantId>,
+    /// Provider calls in flight at once.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallelism: u16,
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Read managed resources back first (default true), so that drift shows up.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub refresh: bool,
+    /// Save the plan for `tenantform apply FILE`.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub format: FormatArgs,
+    /// Exit 0 with no changes, 2 with changes, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Plan the deletion of the selected tenants.
+    #[arg(long)]
+    pub destroy: bool,
+    /// Replace this resource even if unchanged (repeatable), e.g. acme/postgres_role.app.
+    #[arg(long, value_name = "ADDR")]
+    pub replace: Vec<ResourceAddress>,
+}
+
+#[derive(Args)]
+pub struct ApplyArgs {
+    /// A plan saved with `plan --out`; applied exactly, if state has not moved on.
+    pub planfile: Option<PathBuf>,
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Read managed resources back first (default true), so that drift is repaired.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub refresh: bool,
+    /// Replace this resource even if unchanged (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    pub replace: Vec<ResourceAddress>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Args)]
+pub struct DestroyArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Wait this long for a tenant's lock (e.g. 30s, 2m); default: fail at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub lock_timeout: Duration,
+    /// Keep what a failed new tenant got, for debugging, instead of rolling it back.
+    #[arg(long)]
+    pub no_rollback: bool,
+    /// Print the apply report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct DriftArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    #[command(flatten)]
+    pub format: FormatArgs,
+    /// Exit 0 without drift, 2 with drift, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Args)]
+pub struct RefreshArgs {
+    #[command(flatten)]
+    pub selection: Selection,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    pub auto_approve: bool,
+    /// Wait this long for a tenant's lock (e.g. 30s, 2m); default: fail at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub lock_timeout: Duration,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// Where the resource goes, e.g. acme/postgres_schema.main.
+    pub address: ResourceAddress,
+    /// The real object's identity, e.g. tenant_acme (a schema) or rag-acme-documents (a bucket).
+    pub id: String,
+    /// Wait this long for the tenant's lock (e.g. 30s, 2m); default: fail at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub lock_timeout: Duration,
+}
+
+#[derive(Subcommand)]
+pub enum RequestCommand {
+    /// Submit a tenant request (a file in the format of specs/tenants/*.toml, or flags).
+    /// Submitting the same tenant again returns the existing request. Without required
+    /// approvals, provisioning starts at once.
+    Submit(SubmitArgs),
+    /// Record an approval; the last required one starts provisioning.
+    Approve(DecisionArgs),
+    /// Reject a request; this ends it and notifies the requester.
+    Reject(DecisionArgs),
+    /// Where a request stands: approvals, validation checks, audit trail.
+    Status {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every request, one line each.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Provision a rolled-back or failed request again.
+    Retry {
+        id: String,
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    /// The request as a tenant spec file.
+    #[arg(conflicts_with_all = ["id", "name"])]
+    pub file: Option<PathBuf>,
+    #[arg(long, required_unless_present = "file")]
+    pub id: Option<String>,
+    #[arg(long, required_unless_present = "file")]
+    pub name: Option<String>,
+    #[arg(long, required_unless_present = "file")]
+    pub tier: Option<String>,
+    #[arg(long, required_unless_present = "file")]
+    pub region: Option<String>,
+    /// Monthly budget in INR.
+    #[arg(long, required_unless_present = "file")]
+    pub budget_inr: Option<i64>,
+    #[arg(long, required_unless_present = "file")]
+    pub owner_email: Option<String>,
+    #[arg(long, required_unless_present = "file")]
+    pub cost_center: Option<String>,
+    #[arg(long, required_unless_present = "file")]
+    pub data_classification: Option<String>,
+    #[arg(long)]
+    pub protected: bool,
+    /// Who asks (a name or e-mail address; an address is notified of a rejection).
+    #[arg(long, env = "USER", default_value = "unknown")]
+    pub requester: String,
+    #[arg(long)]
+    pub notes: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct DecisionArgs {
+    pub id: String,
+    /// The approver role (cfo, cto, legal, compliance, dpo).
+    #[arg(long = "as", value_name = "ROLE")]
+    pub role: String,
+    /// Who decides.
+    #[arg(long, env = "USER", default_value = "unknown")]
+    pub by: String,
+    #[arg(long)]
+    pub note: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ShowArgs {
+    /// A saved plan to show instead of state.
+    pub planfile: Option<PathBuf>,
+    #[arg(long = "tenant", value_name = "ID")]
+    pub tenants: Vec<TenantId>,
+    #[command(flatten)]
+    pub format: FormatArgs,
+    /// Print sensitive outputs (passwords) instead of redacting them.
+    #[arg(long)]
+    pub show_secrets: bool,
+}
+
+#[derive(Subcommand)]
+pub enum StateCommand {
+    /// List the resources in state.
+    List {
+        #[arg(long = "tenant", value_name = "ID")]
+        tenants: Vec<TenantId>,
+    },
+    /// Show one resource's recorded attributes.
+    Show {
+        address: ResourceAddress,
+        #[arg(long)]
+        show_secrets: bool,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map(|i| s.split_at(i))
+        .unwrap_or((s, "s"));
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s, 2m or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit {unit:?} in {s:?}; use ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// How a report is printed: text for a terminal by default, or one of these. Shared
+/// by every command that prints a plan, a drift report or a view of state.
+#[derive(Args, Clone, Copy)]
+#[group(multiple = false)]
+pub struct FormatArgs {
+    /// Print as JSON (the shape is in the README), for tools and alerting.
+    #[arg(long)]
+    json: bool,
+    /// Print as Markdown, for a pull-request comment, a chat message or an issue.
+    #[arg(long)]
+    markdown: bool,
+}
+
+impl FormatArgs {
+    pub fn format(self) -> OutputFormat {
+        if self.json {
+            OutputFormat::Json
+        } else if self.markdown {
+            OutputFormat::Markdown
+        } else {
+            OutputFormat::Human
+        }
+    }
+}
+
+impl Cli {
+    /// The engine this command runs with: its parallelism and how long it waits for a
+    /// tenant's lock.
+    pub fn engine_config(&self) -> EngineConfig {
+        let defaults = EngineConfig::default();
+        let (selection, lock_timeout) = match &self.command {
+            Command::Plan(a) => (Some(&a.selection), Duration::ZERO),
+            Command::Apply(a) => (Some(&a.selection), a.run.lock_timeout),
+            Command::Destroy(a) => (Some(&a.selection), a.run.lock_timeout),
+            Command::Drift(a) => (Some(&a.selection), Duration::ZERO),
+            Command::Refresh(a) => (Some(&a.selection), a.lock_timeout),
+            Command::Import(a) => (None, a.lock_timeout),
+            // Provisioning a request waits a while for its tenant's lock rather than
+            // failing the request at once.
+            Command::Request(_) => (None, Duration::from_secs(60)),
+            Command::Validate
+            | Command::Show(_)
+            | Command::State(_)
+            | Command::ValidateTenant { .. }
+            | Command::Serve { .. }
+            | Command::ForceUnlock { .. } => (None, Duration::ZERO),
+        };
+        EngineConfig {
+            specs_dir: self.specs.clone(),
+            state_dir: self.state.clone(),
+            parallelism: selection.map_or(defaults.parallelism, |s| s.parallelism as usize),
+            lock_timeout,
+        }
+    }
+}
