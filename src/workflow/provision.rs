@@ -244,6 +244,7 @@ impl Workflow<'_> {
         run: &mut Provisioning<'_>,
         stage: Stage,
     ) -> Result<Next, WorkflowError> {
+        tracing::info!("stage started");
         match stage {
             Stage::Apply => self.apply(run).await,
             Stage::Configure => self.configure(run).await,
