@@ -9,7 +9,7 @@
 //! rules require. Submitting the same tenant again returns the existing request. When
 //! no approval is needed, or the last required one arrives, the request is approved and
 //! provisioned at once, in the same call. Provisioning writes the tenant's spec to
-//! `specs/tenants/<id>.toml` and runs its stages ([`provision`]):
+//! `specs/tenants/<id>.toml` and runs its stages (`provision.rs`):
 //!
 //! 1. apply: the engine applies that tenant (a new tenant is all-or-nothing: the engine
 //!    rolls a failed apply back);
