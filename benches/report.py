@@ -2,7 +2,7 @@
 """Summarises scripts/bench's measurements (runs.jsonl) into results.json and
 results.md, and prints the table.
 
-    report.py RUNS.jsonl OUT_DIR [--tenantform-aws true|false] [--sizes ..] [--reps ..]
+    report.py RUNS.jsonl OUT_DIR [--sizes ..] [--reps ..]
               [--tiers ..] [--parallelism ..] [--large ..]
 
 Per (N, scenario, tool): median, min and max wall time; median and max peak RSS; API
@@ -98,7 +98,6 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("runs")
     ap.add_argument("out")
-    ap.add_argument("--tenantform-aws", default="true")
     ap.add_argument("--sizes", default="")
     ap.add_argument("--reps", default="")
     ap.add_argument("--tiers", default="")
@@ -148,7 +147,6 @@ def main():
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "kernel": platform.release()},
         "sizes": a.sizes.split(), "reps": a.reps, "tiers": a.tiers,
         "parallelism": a.parallelism,
-        "tenantform_manages_aws": a.tenantform_aws == "true",
         "notes": [
             "tenantform also creates each tenant's PostgreSQL part; the Terraform side has the AWS part only.",
             "Terraform's destroy runs with -refresh=false and without the Gold ElastiCache clusters (removed from its state first: moto never finishes a deletion); tenantform deletes them.",
@@ -177,10 +175,6 @@ def main():
               f"{a.reps} repetition(s), alternating. Wall time in seconds: median (min–max); "
               "peak RSS of the process tree in MiB (median).")
     md.append("")
-    if not meta["tenantform_manages_aws"]:
-        md.append("**This tenantform build has no AWS providers: its side covers PostgreSQL only; "
-                  "the ratios below do not compare equal work.**")
-        md.append("")
     md.append("| N | scenario | tenantform s | Terraform s | Terraform / tenantform | floor s | tenantform / floor "
               "| RSS tenantform | RSS Terraform | RSS ratio | API calls tenantform / Terraform / floor |")
     md.append("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -3,14 +3,12 @@
 //! layers over it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
 
 use crate::apply::{self, ApplyOptions, ApplyReport, ProgressSink, TenantRun};
 use crate::blueprint::tenant_blueprint;
@@ -22,7 +20,9 @@ use crate::error::Error;
 use crate::outputs::{Output, tenant_outputs};
 use crate::plan::cost::CostEstimate;
 use crate::plan::graph::ActionGraph;
-use crate::plan::{PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, TenantPlan, plan_tenant};
+use crate::plan::{
+    PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, TenantPlan, plan_tenant, saved,
+};
 use crate::provider::dashboard::DashboardProvider;
 use crate::provider::elasticache::ElasticacheProvider;
 use crate::provider::iam::IamProvider;
@@ -83,15 +83,6 @@ impl Default for PlanOptions {
         }
     }
 }
-
-/// A plan written to a file by `plan --out`, for `apply PLANFILE`.
-#[derive(Serialize, Deserialize)]
-struct SavedPlan {
-    kind: String,
-    plan: Plan,
-}
-
-const SAVED_PLAN_KIND: &str = "tenantform-plan";
 
 /// The engine. Cheap to create; providers connect on first use.
 pub struct Engine {
@@ -365,23 +356,10 @@ impl Engine {
 
     /// Writes a plan for a later `apply PLANFILE` (mode 0600: it names resources).
     pub fn save_plan(&self, plan: &Plan, path: &Path) -> Result<(), Error> {
-        let saved = SavedPlan {
-            kind: SAVED_PLAN_KIND.into(),
-            plan: plan.clone(),
-        };
-        let bytes = serde_json::to_vec_pretty(&saved).expect("plan serializes");
-        let err = |e: std::io::Error| Error::PlanFile {
+        crate::state::write_atomically(path, &saved::encode(plan)).map_err(|e| Error::PlanFile {
             path: path.to_owned(),
             detail: e.to_string(),
-        };
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(err)?;
-        std::io::Write::write_all(&mut f, &bytes).map_err(err)
+        })
     }
 
     /// Reads a plan written by [`Engine::save_plan`].
@@ -391,26 +369,9 @@ impl Engine {
             detail,
         };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| err(format!("not a plan file (invalid JSON: {e})")))?;
-        if value.get("kind").and_then(|k| k.as_str()) != Some(SAVED_PLAN_KIND) {
-            return Err(err(
-                "not a plan file written by `tenantform plan --out`".into()
-            ));
-        }
-        let version = value
-            .pointer("/plan/format_version")
-            .and_then(|v| v.as_str())
-            .unwrap_or("");
-        if version != PLAN_FORMAT_VERSION {
-            return Err(err(format!(
-                "plan format {version:?} is not {PLAN_FORMAT_VERSION:?}; plan again with this tenantform"
-            )));
-        }
-        let saved: SavedPlan =
-            serde_json::from_value(value).map_err(|e| err(format!("unexpected content: {e}")))?;
-        ActionGraph::build(&saved.plan)?;
-        Ok(saved.plan)
+        let plan = saved::decode(&bytes).map_err(err)?;
+        ActionGraph::build(&plan)?;
+        Ok(plan)
     }
 
     /// The state of every selected tenant that has one.

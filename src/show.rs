@@ -229,7 +229,7 @@ mod tests {
         let specs = specs();
         let t = tenant(&specs, "retail-chain");
         let mut state = applied(&tenant_blueprint(&t, &specs.platform), true);
-        state.applied_spec = Some(t);
+        state.applied_spec = Some((&t).into());
         state
             .resources
             .get_mut("grafana_dashboard.main")

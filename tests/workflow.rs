@@ -275,6 +275,22 @@ async fn three_requests_go_through_approval_to_active_with_all_checks() {
     let v: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["checks"].as_array().unwrap().len(), 8);
     assert_eq!(status(&ws, &bronze.id)["status"], "active");
+
+    // The demo documents are rows of the tenant's `documents` table, not a resource of
+    // their own: destroying the tenant removes them with the table.
+    ws.run(&["destroy", "--tenant", &gold.id, "--auto-approve"])
+        .ok();
+    let table: Option<String> = ws
+        .admin()
+        .await
+        .query_one(
+            "SELECT to_regclass($1)::text",
+            &[&format!("{}.documents", gold.pg_name())],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(table, None, "the demo documents are gone with the tenant");
 }
 
 /// A ₹2.5 crore request waits for CFO, CTO and Legal; an approver it does not need is

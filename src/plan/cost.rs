@@ -11,6 +11,7 @@ use std::fmt::Write;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{PlatformSpec, TenantSpec};
+use crate::state::AppliedSpec;
 
 /// One tenant's estimated monthly cost, in INR.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,24 +36,18 @@ impl CostEstimate {
     pub fn of(
         spec: &TenantSpec,
         platform: &PlatformSpec,
-        before: Option<&TenantSpec>,
+        before: Option<&AppliedSpec>,
     ) -> Option<Self> {
-        let tier = platform.tiers.get(&spec.tier)?;
-        let region = platform.regions.get(&spec.region)?;
-        let components: BTreeMap<String, f64> = tier
-            .monthly_cost_inr
-            .iter()
-            .map(|(k, v)| (k.clone(), (v * region.cost_multiplier).round()))
-            .collect();
+        let (region_multiplier, components) = priced(platform, &spec.tier, &spec.region)?;
         let monthly_inr = components.values().sum();
         let before_monthly_inr = before
-            .and_then(|b| Self::of(b, platform, None))
-            .map(|b| b.monthly_inr)
+            .and_then(|b| priced(platform, &b.tier, &b.region))
+            .map(|(_, c)| c.values().sum::<f64>())
             .filter(|b| *b != monthly_inr);
         Some(CostEstimate {
             tier: spec.tier.clone(),
             region: spec.region.clone(),
-            region_multiplier: region.cost_multiplier,
+            region_multiplier,
             components,
             monthly_inr,
             budget_inr: spec.budget_inr,
@@ -75,6 +70,23 @@ impl CostEstimate {
             )
         })
     }
+}
+
+/// The region's multiplier and the tier's components priced for that region, rounded
+/// to rupees; `None` when the tier or the region is not in the catalog.
+fn priced(
+    platform: &PlatformSpec,
+    tier: &str,
+    region: &str,
+) -> Option<(f64, BTreeMap<String, f64>)> {
+    let tier = platform.tiers.get(tier)?;
+    let region = platform.regions.get(region)?;
+    let components = tier
+        .monthly_cost_inr
+        .iter()
+        .map(|(k, v)| (k.clone(), (v * region.cost_multiplier).round()))
+        .collect();
+    Some((region.cost_multiplier, components))
 }
 
 /// `₹1,48,000`: rupees, rounded, grouped the Indian way (lakh, crore).
@@ -138,8 +150,8 @@ mod tests {
         let mut upgraded = t("education-platform");
         upgraded.tier = "gold".into();
         upgraded.budget_inr = 100_000;
-        let up =
-            CostEstimate::of(&upgraded, &specs.platform, Some(&t("education-platform"))).unwrap();
+        let before = AppliedSpec::from(&t("education-platform"));
+        let up = CostEstimate::of(&upgraded, &specs.platform, Some(&before)).unwrap();
         assert_eq!(up.monthly_inr, 133_200.0); // 148,000 at 0.9x
         assert_eq!(up.before_monthly_inr, Some(15_300.0));
         assert!(up.over_budget());

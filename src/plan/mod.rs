@@ -21,6 +21,7 @@
 pub mod cost;
 pub mod graph;
 pub mod render;
+pub mod saved;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -33,7 +34,7 @@ use crate::blueprint::TenantBlueprint;
 use crate::resource::{Attributes, Resource, ResourceAddress, TenantId, schema};
 use crate::secret::REDACTED;
 use crate::spec::TenantSpec;
-use crate::state::{ResourceStatus, TenantState};
+use crate::state::{AppliedSpec, ResourceStatus, TenantState};
 
 /// The plan file format this build writes and reads.
 pub const PLAN_FORMAT_VERSION: &str = "1.0";
@@ -167,8 +168,9 @@ pub struct TenantPlan {
     pub state_lineage: Option<Uuid>,
     /// The tenant has nothing in state: its provisioning is all-or-nothing.
     pub new_tenant: bool,
-    /// The spec being applied; `None` when the spec file was removed.
-    pub spec: Option<TenantSpec>,
+    /// The spec being applied, as state will record it; `None` when the spec file was
+    /// removed.
+    pub spec: Option<AppliedSpec>,
     /// The protection flag to record: the spec's, or state's when the spec is gone.
     pub protected: bool,
     /// The protection flag recorded in state now.
@@ -409,7 +411,7 @@ pub fn plan_tenant(
         state_serial: input.state.map(|s| s.serial),
         state_lineage: input.state.map(|s| s.lineage),
         new_tenant: state.resources.is_empty(),
-        spec: input.spec.cloned(),
+        spec: input.spec.map(AppliedSpec::from),
         protected,
         protected_before: state.protected,
         changes: changes.into_values().collect(),

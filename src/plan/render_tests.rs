@@ -15,7 +15,7 @@ use crate::report::{OutputFormat, Report};
 use crate::spec::Specs;
 
 /// The plan of `cases` (one a tenant), with cost estimates as the engine makes them.
-fn plan_of(specs: &Specs, mode: PlanMode, refreshed: bool, cases: &[Case]) -> Plan {
+fn plan_of(specs: &Specs, mode: PlanMode, refreshed: bool, cases: &[Case<'_>]) -> Plan {
     let tenants = cases
         .iter()
         .map(|case| {
@@ -75,7 +75,7 @@ fn a_tier_change() {
     let specs = specs();
     let mut t = tenant(&specs, "retail-chain");
     let mut state = applied(&tenant_blueprint(&t, &specs.platform), false);
-    state.applied_spec = Some(t.clone());
+    state.applied_spec = Some((&t.clone()).into());
     t.tier = "gold".into();
     let bp = tenant_blueprint(&t, &specs.platform);
     let plan = plan_of(

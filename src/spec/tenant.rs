@@ -9,8 +9,10 @@ use super::diagnostic::{SpecDiagnostic, from_toml_error};
 use super::platform::PlatformSpec;
 use crate::resource::TenantId;
 
-/// One tenant as declared, after validation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// One tenant as declared, after validation. This is input: it is read only from spec
+/// files (through [`TenantSpec::parse`]) and written only as one (a request's spec file).
+/// State and saved plans record an [`AppliedSpec`](crate::state::AppliedSpec) instead.
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TenantSpec {
     pub id: TenantId,
     pub name: String,
@@ -23,7 +25,6 @@ pub struct TenantSpec {
     pub data_classification: String,
     /// Refuse to delete this tenant's resources. Recorded in state on apply, so that
     /// removing the spec file does not lift it.
-    #[serde(default)]
     pub protected: bool,
 }
 

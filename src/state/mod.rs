@@ -19,6 +19,7 @@
 //!
 //! Architecture invariant: only this module touches the state directory.
 
+mod applied_spec;
 mod lock;
 
 use std::collections::BTreeMap;
@@ -31,10 +32,10 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use applied_spec::{APPLIED_SPEC_VERSION, AppliedSpec};
 pub use lock::{LockInfo, StateLock};
 
 use crate::resource::{Attributes, ResourceAddress, ResourceType, TenantId};
-use crate::spec::TenantSpec;
 
 /// The state file format this build reads and writes.
 pub const STATE_FORMAT_VERSION: u32 = 1;
@@ -54,7 +55,7 @@ pub struct TenantState {
     pub updated_at: DateTime<Utc>,
     /// The spec as last applied, so that a removed spec still says what the tenant was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub applied_spec: Option<TenantSpec>,
+    pub applied_spec: Option<AppliedSpec>,
     /// Keyed by local address (`postgres_role.app`).
     pub resources: BTreeMap<String, ResourceState>,
 }
@@ -298,16 +299,7 @@ impl StateStore {
         fs::create_dir_all(&dir).map_err(|e| StateError::io("create", &dir, e))?;
         let tmp = dir.join(format!(".{}.json.tmp", state.tenant));
         let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(|e| StateError::io("create", &tmp, e))?;
-            f.write_all(&json)
-                .and_then(|_| f.sync_all())
-                .map_err(|e| StateError::io("write", &tmp, e))?;
+            write_temp(&tmp, &json)?;
             // Keep the current version as the backup: a hard link survives the rename
             // below, so there is no moment without a state file.
             if path.exists() {
@@ -319,8 +311,7 @@ impl StateStore {
                 fs::rename(&backup_tmp, &backup)
                     .map_err(|e| StateError::io("back up", &backup, e))?;
             }
-            fs::rename(&tmp, &path).map_err(|e| StateError::io("replace", &path, e))?;
-            sync_dir(&dir)
+            put_in_place(&tmp, &path)
         })();
         if result.is_err() {
             state.serial -= 1;
@@ -344,6 +335,48 @@ impl StateStore {
             sync_dir(&self.tenants_dir())?;
         }
         Ok(())
+    }
+}
+
+/// Replaces the file at `path` with `bytes` the way state files are written: a temp
+/// file beside it (mode 0600), fsync, rename over `path`, fsync of the directory. A
+/// reader sees the old content or the new, never a part, even after a crash. Saved plans
+/// are written this way too.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| StateError::io("write", path, std::io::ErrorKind::InvalidInput.into()))?
+        .to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let result = write_temp(&tmp, bytes).and_then(|()| put_in_place(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// The first half of an atomic replace: `tmp` created private (mode 0600) with
+/// `bytes`, on disk.
+fn write_temp(tmp: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(tmp)
+        .map_err(|e| StateError::io("create", tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| StateError::io("write", tmp, e))
+}
+
+/// The second half: `tmp` renamed over `path`, and the directory synced so that the
+/// rename survives a crash.
+fn put_in_place(tmp: &Path, path: &Path) -> Result<(), StateError> {
+    fs::rename(tmp, path).map_err(|e| StateError::io("replace", path, e))?;
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => sync_dir(dir),
+        _ => sync_dir(Path::new(".")),
     }
 }
 
@@ -428,6 +461,37 @@ mod tests {
         assert_eq!(store.tenants().unwrap(), vec![tenant()]);
     }
 
+    /// A state file as tenantform 0.1.0 wrote it (its applied spec has no version)
+    /// loads, and is written back in the current format.
+    #[test]
+    fn a_state_file_of_release_0_1_0_loads_and_is_written_back_current() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        fs::create_dir_all(store.tenants_dir()).unwrap();
+        fs::write(
+            store.path_of(&tenant()),
+            include_str!("testdata/acme-0.1.0.json"),
+        )
+        .unwrap();
+        let mut state = store.load(&tenant()).unwrap().unwrap();
+        assert_eq!(state.serial, 32);
+        let spec = state.applied_spec.clone().unwrap();
+        assert_eq!((spec.version, spec.name.as_str()), (1, "Acme"));
+        assert_eq!(spec.tier, "bronze");
+        assert_eq!(state.resources.len(), 3);
+        assert_eq!(
+            state.resources["postgres_role.app"].attributes["connection_limit"],
+            10
+        );
+
+        let lock = store.lock(&tenant(), "test", Duration::ZERO).unwrap();
+        store.write(&lock, &mut state).unwrap();
+        let written: serde_json::Value =
+            serde_json::from_slice(&fs::read(store.path_of(&tenant())).unwrap()).unwrap();
+        assert_eq!(written["applied_spec"]["version"], APPLIED_SPEC_VERSION);
+        assert_eq!(store.load(&tenant()).unwrap().unwrap(), state);
+    }
+
     #[test]
     fn corrupt_newer_and_misplaced_files_are_errors_and_stay_untouched() {
         let dir = tempfile::tempdir().unwrap();
@@ -450,6 +514,25 @@ mod tests {
         fs::write(&path, serde_json::to_vec(&other).unwrap()).unwrap();
         let err = store.load(&tenant()).unwrap_err().to_string();
         assert!(err.contains("holds tenant \"other\""), "{err}");
+    }
+
+    #[test]
+    fn an_atomic_write_replaces_the_whole_file_privately_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenants.plan");
+        fs::write(&path, "an older, longer content").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomically(&path, b"new").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new");
+        let mode = fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["tenants.plan"]);
+        let err = write_atomically(&dir.path().join("missing/x.plan"), b"x").unwrap_err();
+        assert!(err.to_string().contains("cannot create"), "{err}");
     }
 
     #[test]

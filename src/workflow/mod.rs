@@ -8,22 +8,26 @@
 //! a budget within the tier's range) and records it, with the approvals the platform's
 //! rules require. Submitting the same tenant again returns the existing request. When
 //! no approval is needed, or the last required one arrives, the request is approved and
-//! provisioned at once, in the same call:
+//! provisioned at once, in the same call. Provisioning writes the tenant's spec to
+//! `specs/tenants/<id>.toml` and runs its stages (`provision.rs`):
 //!
-//! 1. the tenant's spec is written to `specs/tenants/<id>.toml` and the engine applies
-//!    that tenant (a new tenant is all-or-nothing: the engine rolls back a failed apply);
-//! 2. configuration: Gold tenants get demo documents (tier settings, rate limits and the
-//!    model are resources of the tenant, applied in step 1);
-//! 3. the validation suite runs ([`checks`]); its results are stored;
-//! 4. by the failure policy: a security or integration failure rolls the tenant back; a
-//!    compliance failure blocks activation (status `failed`, resources kept for a fix); a
-//!    performance failure warns the platform team and the tenant is still activated;
+//! 1. apply: the engine applies that tenant (a new tenant is all-or-nothing: the engine
+//!    rolls a failed apply back);
+//! 2. configure: Gold tenants get demo documents (tier settings, rate limits and the
+//!    model are resources of the tenant, applied in step 1; why the documents are not
+//!    is written where they are seeded);
+//! 3. validate: the validation suite runs ([`checks`]); its results are stored. By the
+//!    failure policy, a security or integration failure rolls the tenant back; a
+//!    compliance failure blocks activation (status `failed`, resources kept for a fix);
+//! 4. activate: a performance failure warns the platform team and the tenant is still
+//!    activated;
 //! 5. notifications go out; they never fail or undo anything.
 //!
 //! # Guarantees
 //!
 //! - Every status change is a legal transition ([`status::check_transition`]), made
 //!   atomically with its audit entry; the audit trail is append-only.
+//! - A failure names its step ([`FailedStep`]) in the request and its audit entry.
 //! - After a rollback, the spec file written for the request is removed again and no
 //!   resource of the tenant remains; if the rollback itself fails, the request is
 //!   `failed`, state keeps what is left, and a P0 alert goes out.
@@ -33,9 +37,12 @@ pub mod approval;
 pub mod checks;
 pub mod metrics;
 pub mod notify;
+mod provision;
 pub mod registry;
 pub mod render;
 pub mod status;
+
+pub use provision::FailedStep;
 
 use std::path::{Path, PathBuf};
 
@@ -43,19 +50,16 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::Engine;
-use crate::apply::{StepOutcome, TenantOutcome};
 use crate::connect::aws::AwsClients;
-use crate::connect::postgres::{PostgresConfig, ident};
+use crate::connect::postgres::PostgresConfig;
 use crate::connect::redis::RedisConfig;
-use crate::engine::PlanOptions;
-use crate::plan::PlanMode;
 use crate::resource::TenantId;
 use crate::spec::{SpecErrors, Specs, TenantSpec};
 use crate::state::{ResourceStatus, TenantState};
 
-use checks::{CheckCategory, CheckContext, CheckResult};
+use checks::{CheckContext, CheckResult};
 use notify::{Audience, Notification, Notifier};
-use registry::{CheckRecord, Decision, Failure, Registry, Request};
+use registry::{CheckRecord, Decision, Registry, Request};
 use status::{IllegalTransition, RequestStatus};
 
 /// A failure of the workflow itself (not of a tenant's provisioning, which is a
@@ -372,208 +376,6 @@ impl<'a> Workflow<'a> {
         }
     }
 
-    /// Provisioning, configuration, validation and activation of an approved (or
-    /// retried) request.
-    async fn provision(&mut self, id: &str, actor: &str) -> Result<Outcome, WorkflowError> {
-        let request = self.registry.require(id).await?;
-        let request = self
-            .registry
-            .transition(
-                id,
-                request.status,
-                RequestStatus::Provisioning,
-                actor,
-                None,
-                json!({}),
-            )
-            .await?;
-        self.write_spec(&request)?;
-        let tenant: TenantId = request.spec()?.id;
-
-        // 1. Apply. A new tenant is all-or-nothing: the engine rolls a failed apply back.
-        let applied = self
-            .engine
-            .plan_and_apply(
-                &PlanOptions {
-                    tenants: vec![tenant.clone()],
-                    refresh: true,
-                    mode: PlanMode::Normal,
-                    replace: Vec::new(),
-                },
-                &crate::ApplyOptions::default(),
-                |_| true,
-                None,
-            )
-            .await;
-        let report = match applied {
-            Ok((_, report)) => report,
-            Err(e) => {
-                // Nothing was changed (planning or locking failed before any step).
-                self.remove_spec(id)?;
-                return self
-                    .fail(
-                        &request,
-                        RequestStatus::RolledBack,
-                        "apply",
-                        &e.to_string(),
-                        false,
-                    )
-                    .await;
-            }
-        };
-        if let Some(t) = report
-            .as_ref()
-            .and_then(|r| r.tenants.iter().find(|t| t.tenant == tenant))
-        {
-            let failed_step = t
-                .steps
-                .iter()
-                .find(|s| matches!(s.outcome, StepOutcome::Failed { .. }))
-                .map(|s| format!("apply:{}", s.address))
-                .unwrap_or_else(|| "apply".into());
-            let error = t.first_error().unwrap_or_else(|| "interrupted".into());
-            match t.outcome {
-                TenantOutcome::Applied | TenantOutcome::Unchanged => {}
-                TenantOutcome::RolledBack => {
-                    self.remove_spec(id)?;
-                    return self
-                        .fail(
-                            &request,
-                            RequestStatus::RolledBack,
-                            &failed_step,
-                            &error,
-                            false,
-                        )
-                        .await;
-                }
-                TenantOutcome::RollbackFailed
-                | TenantOutcome::Failed
-                | TenantOutcome::Interrupted => {
-                    self.remove_spec(id)?;
-                    return self
-                        .fail(&request, RequestStatus::Failed, &failed_step, &error, true)
-                        .await;
-                }
-            }
-        }
-
-        // 2. Configuration.
-        let specs = self.engine.specs()?;
-        let (spec, state) = self.spec_and_state(&specs, &tenant, "was just applied")?;
-        let mut configured = json!({"demo_documents": 0});
-        if specs.tier_of(&spec).demo_documents {
-            match seed_demo_documents(&self.pg, &state).await {
-                Ok(n) => configured = json!({"demo_documents": n}),
-                Err(e) => return self.roll_back(&request, &tenant, "configure", &e).await,
-            }
-        }
-        self.registry
-            .note(id, actor, "configured", configured)
-            .await?;
-
-        // 3. Validation.
-        let request = self
-            .registry
-            .transition(
-                id,
-                RequestStatus::Provisioning,
-                RequestStatus::Validating,
-                actor,
-                None,
-                json!({}),
-            )
-            .await?;
-        let results = self.run_checks(&specs, &spec, &state).await?;
-        let failed = |c: CheckCategory| {
-            results
-                .iter()
-                .filter(|r| !r.passed && r.category == c)
-                .collect::<Vec<_>>()
-        };
-        let critical: Vec<&CheckResult> = failed(CheckCategory::Security)
-            .into_iter()
-            .chain(failed(CheckCategory::Integration))
-            .collect();
-        if let Some(first) = critical.first() {
-            let mut outcome = self
-                .roll_back(
-                    &request,
-                    &tenant,
-                    &format!("validation:{}", first.name),
-                    &first.message,
-                )
-                .await?;
-            outcome.checks = results;
-            return Ok(outcome);
-        }
-        if let Some(first) = failed(CheckCategory::Compliance).first() {
-            let mut outcome = self
-                .fail(
-                    &request,
-                    RequestStatus::Failed,
-                    &format!("validation:{}", first.name),
-                    &format!(
-                        "activation blocked by a compliance check: {}",
-                        first.message
-                    ),
-                    false,
-                )
-                .await?;
-            outcome.checks = results;
-            return Ok(outcome);
-        }
-
-        // 4. Activation.
-        let slow = failed(CheckCategory::Performance);
-        let request = self
-            .registry
-            .transition(
-                id,
-                RequestStatus::Validating,
-                RequestStatus::Active,
-                actor,
-                None,
-                json!({"checks_passed": results.iter().filter(|r| r.passed).count(), "checks": results.len()}),
-            )
-            .await?;
-        if let Some(p) = slow.first() {
-            self.notify(
-                &request,
-                "performance_warning",
-                format!("Tenant {} is active but missed its latency SLA", request.id),
-                format!(
-                    "Check {} failed: {}. The tenant was activated; please look into it.",
-                    p.name, p.message
-                ),
-                vec![Audience::PlatformTeam],
-            )
-            .await?;
-        }
-        self.notify(
-            &request,
-            "activated",
-            format!("Tenant {} ({}) is active", request.id, request.name),
-            format!(
-                "Tenant {} ({}, {} tier in {}) is provisioned, validated ({} of {} checks passed) and active. Monthly budget: ₹{}. Cost center: {}.",
-                request.id,
-                request.name,
-                request.tier,
-                request.region,
-                results.iter().filter(|r| r.passed).count(),
-                results.len(),
-                request.budget_inr,
-                request.cost_center
-            ),
-            vec![Audience::Owner, Audience::PlatformTeam, Audience::Finance],
-        )
-        .await?;
-        Ok(Outcome {
-            request,
-            created: false,
-            checks: results,
-        })
-    }
-
     /// The spec and state of a tenant that must have both (`when` says why, for the
     /// message when one is missing).
     fn spec_and_state(
@@ -711,98 +513,6 @@ impl<'a> Workflow<'a> {
         Ok(results)
     }
 
-    /// Undoes a provisioned tenant: deletes everything its state holds, removes the
-    /// spec written for the request, and marks the request.
-    async fn roll_back(
-        &mut self,
-        request: &Request,
-        tenant: &TenantId,
-        step: &str,
-        error: &str,
-    ) -> Result<Outcome, WorkflowError> {
-        let report = self.engine.roll_back_tenant(tenant, None).await?;
-        let complete = report.succeeded()
-            && self
-                .engine
-                .state_store()
-                .load(tenant)
-                .map_err(crate::Error::from)?
-                .is_none_or(|s| s.resources.is_empty());
-        self.remove_spec(&request.id)?;
-        if complete {
-            self.fail(request, RequestStatus::RolledBack, step, error, false)
-                .await
-        } else {
-            let left = format!(
-                "{error}; the rollback did not complete: state keeps what is left, run `tenantform destroy --tenant {tenant}` or `tenantform request retry {}`",
-                request.id
-            );
-            self.fail(request, RequestStatus::Failed, step, &left, true)
-                .await
-        }
-    }
-
-    async fn fail(
-        &mut self,
-        request: &Request,
-        to: RequestStatus,
-        step: &str,
-        error: &str,
-        p0: bool,
-    ) -> Result<Outcome, WorkflowError> {
-        let current = self.registry.require(&request.id).await?;
-        let request = self
-            .registry
-            .transition(
-                &request.id,
-                current.status,
-                to,
-                "tenantform",
-                Some(&Failure {
-                    step: step.into(),
-                    reason: error.into(),
-                }),
-                json!({}),
-            )
-            .await?;
-        let (event, subject, audiences) = match (to, p0) {
-            (_, true) => (
-                "p0_rollback_failed",
-                format!(
-                    "P0: provisioning of tenant {} failed and was not fully undone",
-                    request.id
-                ),
-                vec![Audience::PlatformTeam, Audience::Owner],
-            ),
-            (RequestStatus::RolledBack, _) => (
-                "rolled_back",
-                format!(
-                    "Provisioning of tenant {} failed and was rolled back",
-                    request.id
-                ),
-                vec![Audience::Owner, Audience::PlatformTeam],
-            ),
-            _ => (
-                "activation_blocked",
-                format!("Tenant {} was provisioned but not activated", request.id),
-                vec![Audience::Owner, Audience::PlatformTeam],
-            ),
-        };
-        self.notify(
-            &request,
-            event,
-            subject,
-            format!("Step {step} failed: {error}"),
-            audiences,
-        )
-        .await?;
-        Ok(Outcome {
-            request,
-            created: false,
-            checks: Vec::new(),
-        })
-    }
-
     async fn notify(
         &mut self,
         request: &Request,
@@ -850,45 +560,4 @@ impl<'a> Workflow<'a> {
     pub async fn list(&self) -> Result<Vec<Request>, WorkflowError> {
         self.registry.list().await
     }
-}
-
-/// Seeds a Gold tenant's demo documents, as the tenant's own role (so row-level
-/// security stamps them as the tenant's). Idempotent: returns how many exist.
-async fn seed_demo_documents(pg: &PostgresConfig, state: &TenantState) -> Result<i64, String> {
-    let (db, _, schema) = checks::connect_as_tenant(pg, state).await?;
-    let table = format!("{}.documents", ident(&schema));
-    const DEMO: [(&str, &str); 3] = [
-        (
-            "Welcome to your RAG workspace",
-            "Upload documents to index them for retrieval and question answering.",
-        ),
-        (
-            "Using advanced search",
-            "Combine keyword filters with semantic search to find passages across documents.",
-        ),
-        (
-            "Custom models",
-            "Gold tenants may bring fine-tuned models; contact the platform team to register one.",
-        ),
-    ];
-    for (title, content) in DEMO {
-        db.execute(
-            &format!(
-                "INSERT INTO {table} (title, content, metadata) SELECT $1, $2, '{{\"demo\": true}}'::jsonb \
-                 WHERE NOT EXISTS (SELECT 1 FROM {table} WHERE title = $1 AND metadata->>'demo' = 'true')"
-            ),
-            &[&title, &content],
-        )
-        .await
-        .map_err(|e| format!("seeding {table}: {e}"))?;
-    }
-    let n: i64 = db
-        .query_one(
-            &format!("SELECT count(*) FROM {table} WHERE metadata->>'demo' = 'true'"),
-            &[],
-        )
-        .await
-        .map_err(|e| format!("counting demo documents: {e}"))?
-        .get(0);
-    Ok(n)
 }

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_postgres::{Client, Row, Transaction};
 
-use super::WorkflowError;
 use super::approval::RequiredApproval;
 use super::status::{RequestStatus, check_transition};
+use super::{FailedStep, WorkflowError};
 use crate::connect::postgres::{PostgresConfig, db_error};
 use crate::spec::TenantSpec;
 
@@ -212,10 +212,10 @@ impl From<&super::checks::CheckResult> for CheckRecord {
     }
 }
 
-/// What happens to a request's failure fields on a transition.
-#[derive(Clone, Debug, Default)]
+/// A failed step and why it failed, recorded with a request's transition.
+#[derive(Clone, Debug)]
 pub struct Failure {
-    pub step: String,
+    pub step: FailedStep,
     pub reason: String,
 }
 
@@ -509,7 +509,7 @@ impl Registry {
             )));
         }
         let (step, reason) = match failure {
-            Some(f) => (Some(f.step.as_str()), Some(f.reason.as_str())),
+            Some(f) => (Some(f.step.to_string()), Some(f.reason.as_str())),
             None => (None, None),
         };
         let clears_failure = matches!(to, RequestStatus::Provisioning | RequestStatus::Active);
@@ -528,7 +528,7 @@ impl Registry {
         .map_err(pg)?;
         let mut detail = detail;
         if let (Some(f), Some(obj)) = (failure, detail.as_object_mut()) {
-            obj.insert("failed_step".into(), json!(f.step));
+            obj.insert("failed_step".into(), json!(f.step.to_string()));
             obj.insert("error".into(), json!(f.reason));
         }
         audit(&tx, id, actor, "status", Some(from), Some(to), detail).await?;

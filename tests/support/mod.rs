@@ -519,7 +519,10 @@ pub async fn engine(ws: &Workspace, counter: Option<Arc<AtomicUsize>>) -> tenant
     // up by this process (not exported by scripts/test), export it here.
     if std::env::var_os("REDIS_URL").is_none() {
         // SAFETY: every test sets the same value, before its providers read it.
-        unsafe { std::env::set_var("REDIS_URL", env("REDIS_URL")) };
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("REDIS_URL", env("REDIS_URL"))
+        };
     }
     let set = tenantform::platform_providers(&specs.platform, pg, aws, 10)
         .expect("providers of the workspace");
