@@ -485,6 +485,89 @@ mod tests {
         store.lock(&tenant(), "plan", Duration::ZERO).unwrap();
     }
 
+    /// Fifty runs start at once, twenty times over: one wins, and every loser names
+    /// the winner (its id and pid), never an anonymous holder.
+    #[test]
+    fn simultaneous_lock_attempts_always_name_a_real_holder() {
+        use std::sync::{Arc, Barrier};
+        const RUNS: usize = 50;
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let mut refusals = 0;
+        for round in 0..20 {
+            let start = Arc::new(Barrier::new(RUNS));
+            let done = Arc::new(Barrier::new(RUNS));
+            let threads: Vec<_> = (0..RUNS)
+                .map(|i| {
+                    let (store, start, done) = (store.clone(), start.clone(), done.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        let result = store.lock(&tenant(), &format!("apply-{i}"), Duration::ZERO);
+                        // Keep the lock until every run has tried.
+                        done.wait();
+                        result.map(|l| l.info().clone())
+                    })
+                })
+                .collect();
+            let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            let winners: Vec<&LockInfo> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+            for r in &results {
+                match r {
+                    Ok(_) => {}
+                    Err(StateError::Locked { holder, .. }) => {
+                        refusals += 1;
+                        assert_eq!(**holder, *winners[0], "round {round}");
+                        assert_ne!(holder.pid, 0);
+                        assert!(!holder.id.is_nil());
+                        let text = r.as_ref().unwrap_err().to_string();
+                        assert!(!text.contains("not yet said who it is"), "{text}");
+                    }
+                    Err(e) => panic!("round {round}: {e}"),
+                }
+            }
+        }
+        assert_eq!(refusals, 20 * (RUNS - 1));
+        // No temp file is left behind.
+        let left: Vec<_> = fs::read_dir(store.tenants_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_lock_file_left_by_a_dead_process_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        fs::create_dir_all(store.tenants_dir()).unwrap();
+        // An unlocked file with a record, as a killed run leaves it.
+        let dead = LockInfo {
+            id: Uuid::new_v4(),
+            operation: "apply".into(),
+            pid: u32::MAX - 1,
+            host: "elsewhere".into(),
+            user: "x".into(),
+            since: Utc::now(),
+        };
+        fs::write(
+            store.lock_path(&tenant()),
+            serde_json::to_vec(&dead).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(store.lock_holder(&tenant()).unwrap(), None);
+        let lock = store.lock(&tenant(), "apply", Duration::ZERO).unwrap();
+        assert_eq!(
+            store.lock_holder(&tenant()).unwrap().as_ref(),
+            Some(lock.info())
+        );
+        let mode = fs::metadata(store.lock_path(&tenant()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
     #[test]
     fn a_released_lock_can_be_taken_again_and_waiting_works() {
         let dir = tempfile::tempdir().unwrap();
