@@ -143,6 +143,16 @@ pub enum StateError {
         found: String,
     },
     #[error(
+        "state file {} has a dependency cycle: {}; it was left untouched: restore it from {}.backup, or remove the depends_on entry that closes the cycle",
+        path.display(),
+        cycle.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" -> "),
+        path.display()
+    )]
+    Cycle {
+        path: PathBuf,
+        cycle: Vec<ResourceAddress>,
+    },
+    #[error(
         "tenant {tenant} is locked by {holder}; wait for it to finish (or pass --lock-timeout to wait), or if that process is stuck, run `tenantform force-unlock {tenant} {}`",
         holder.id
     )]
@@ -388,8 +398,53 @@ fn parse_state(path: &Path, bytes: &[u8], tenant: &TenantId) -> Result<TenantSta
                 "resource key {key:?} does not match its type and name ({expected})"
             )));
         }
+        if let Some(foreign) = r.depends_on.iter().find(|d| &d.tenant != tenant) {
+            return Err(corrupt(format!(
+                "{key} depends on {foreign}, a resource of another tenant"
+            )));
+        }
+    }
+    if let Some(cycle) = dependency_cycle(&state) {
+        return Err(StateError::Cycle {
+            path: path.to_owned(),
+            cycle,
+        });
     }
     Ok(state)
+}
+
+/// A cycle among the `depends_on` of a state's resources, if there is one: deleting
+/// them in reverse dependency order would be impossible. Dependencies on resources the
+/// state does not hold (already deleted) are no edges.
+fn dependency_cycle(state: &TenantState) -> Option<Vec<ResourceAddress>> {
+    use petgraph::algo::tarjan_scc;
+    use petgraph::graph::DiGraph;
+
+    let mut graph = DiGraph::<&str, ()>::new();
+    let nodes: BTreeMap<&str, _> = state
+        .resources
+        .keys()
+        .map(|k| (k.as_str(), graph.add_node(k.as_str())))
+        .collect();
+    for (key, r) in &state.resources {
+        for dep in &r.depends_on {
+            if let Some(&to) = nodes.get(dep.local().as_str()) {
+                graph.update_edge(nodes[key.as_str()], to, ());
+            }
+        }
+    }
+    tarjan_scc(&graph).into_iter().find_map(|scc| {
+        let cyclic = scc.len() > 1 || graph.contains_edge(scc[0], scc[0]);
+        cyclic.then(|| {
+            let mut cycle: Vec<ResourceAddress> = scc
+                .iter()
+                .rev()
+                .filter_map(|n| state.address_of(graph[*n]))
+                .collect();
+            cycle.push(cycle[0].clone());
+            cycle
+        })
+    })
 }
 
 #[cfg(test)]
@@ -450,6 +505,77 @@ mod tests {
         fs::write(&path, serde_json::to_vec(&other).unwrap()).unwrap();
         let err = store.load(&tenant()).unwrap_err().to_string();
         assert!(err.contains("holds tenant \"other\""), "{err}");
+    }
+
+    fn resource(t: ResourceType, name: &str, deps: &[&str]) -> ResourceState {
+        ResourceState {
+            resource_type: t,
+            name: name.into(),
+            status: ResourceStatus::Created,
+            attributes: Attributes::new(),
+            depends_on: deps.iter().map(|d| d.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_dependency_cycle_is_refused_at_load_naming_the_file_and_the_resources() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        fs::create_dir_all(store.tenants_dir()).unwrap();
+        let path = store.path_of(&tenant());
+        let mut s = TenantState::new(tenant());
+        for r in [
+            resource(
+                ResourceType::PostgresSchema,
+                "main",
+                &["acme/postgres_table.documents"],
+            ),
+            resource(
+                ResourceType::PostgresTable,
+                "documents",
+                &["acme/postgres_schema.main"],
+            ),
+            resource(
+                ResourceType::PostgresRole,
+                "app",
+                &["acme/postgres_role.gone"],
+            ),
+        ] {
+            s.resources
+                .insert(format!("{}.{}", r.resource_type, r.name), r);
+        }
+        let content = serde_json::to_vec(&s).unwrap();
+        fs::write(&path, &content).unwrap();
+        let err = store.load(&tenant()).unwrap_err();
+        assert!(matches!(err, StateError::Cycle { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("acme/postgres_schema.main"), "{text}");
+        assert!(text.contains("acme/postgres_table.documents"), "{text}");
+        assert_eq!(fs::read(&path).unwrap(), content);
+
+        // A self-loop is a cycle too; a dependency on another tenant is refused.
+        s.resources.clear();
+        let r = resource(
+            ResourceType::PostgresRole,
+            "app",
+            &["acme/postgres_role.app"],
+        );
+        s.resources.insert("postgres_role.app".into(), r);
+        fs::write(&path, serde_json::to_vec(&s).unwrap()).unwrap();
+        assert!(matches!(
+            store.load(&tenant()),
+            Err(StateError::Cycle { .. })
+        ));
+        let r = resource(
+            ResourceType::PostgresRole,
+            "app",
+            &["other/postgres_role.app"],
+        );
+        s.resources.insert("postgres_role.app".into(), r);
+        fs::write(&path, serde_json::to_vec(&s).unwrap()).unwrap();
+        let err = store.load(&tenant()).unwrap_err().to_string();
+        assert!(err.contains("another tenant"), "{err}");
     }
 
     #[test]
