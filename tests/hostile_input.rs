@@ -43,3 +43,75 @@ async fn a_state_with_a_dependency_cycle_is_refused_when_loaded() {
         assert_eq!(fs::read_to_string(&path).unwrap(), content);
     }
 }
+
+/// A tenant file with values that a service would refuse: a NUL in the name (PostgreSQL
+/// refuses it in the schema comment), a NUL and a semicolon in the cost center, one of
+/// 300 characters (AWS tags take 256), escape sequences in the name. `validate` reports
+/// each, with escapes instead of the raw characters.
+#[tokio::test]
+async fn values_a_service_would_refuse_are_caught_by_validate() {
+    let ws = Workspace::new(&[]).await;
+    let t = TenantDef::new("values", "bronze");
+    let with = |key: &str, value: &str| -> String {
+        t.toml()
+            .lines()
+            .map(|l| {
+                if l.starts_with(&format!("{key} =")) {
+                    format!("{key} = {value}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let long = "C".repeat(300);
+    for (key, value, says) in [
+        ("name", r#""Evil\u0000Corp""#, r"\u{0}"),
+        ("name", r#""Red\u001b[31m Corp""#, r"\u{1b}"),
+        ("cost_center", r#""CC\u0000-1""#, r"\u{0}"),
+        ("cost_center", r#""CC;1""#, "refuses in a tag value"),
+        ("cost_center", &format!("{long:?}"), "300 characters"),
+        ("owner_email", r#""a\u0007@b.example""#, r"\u{7}"),
+    ] {
+        fs::write(
+            ws.specs().join(format!("tenants/{}.toml", t.id)),
+            with(key, value),
+        )
+        .unwrap();
+        let run = ws.run(&["validate"]).code(1);
+        let err = &run.stderr;
+        assert!(err.contains(&format!("field `{key}`")), "{key}: {err}");
+        assert!(err.contains(says), "{key} {value}: {says:?} in {err}");
+        assert!(
+            !err.contains('\0') && !err.contains('\u{1b}') && !err.contains('\u{7}'),
+            "raw control characters in {err:?}"
+        );
+    }
+}
+
+/// Type errors name the key, not the value, and do not echo a 309-digit number.
+#[tokio::test]
+async fn type_errors_name_the_field() {
+    let ws = Workspace::new(&[]).await;
+    let t = TenantDef::new("types", "bronze");
+    let huge = "9".repeat(309);
+    for value in ["1.5", huge.as_str(), "\"lots\""] {
+        let toml = t
+            .toml()
+            .replace("budget_inr = 500000", &format!("budget_inr = {value}"));
+        fs::write(ws.specs().join(format!("tenants/{}.toml", t.id)), toml).unwrap();
+        let run = ws.run(&["validate"]).code(1);
+        assert!(
+            run.stderr.contains("field `budget_inr`"),
+            "{value}: {}",
+            run.stderr
+        );
+        assert!(!run.stderr.contains(&huge), "{}", run.stderr);
+        assert!(
+            run.stderr.contains(":5:"),
+            "the line of budget_inr: {}",
+            run.stderr
+        );
+    }
+}
