@@ -115,3 +115,83 @@ async fn type_errors_name_the_field() {
         );
     }
 }
+
+/// Platform values taken unchecked before: every one is reported at once, each with
+/// the file, the line, the field and a fix, and none is blamed on a tenant file.
+#[tokio::test]
+async fn platform_values_are_checked_all_at_once() {
+    let t = TenantDef::new("platform", "bronze");
+    let ws = Workspace::new(std::slice::from_ref(&t)).await;
+    let edits: &[(&str, &str, &str)] = &[
+        (
+            "dir = \"../dashboards\"",
+            "dir = \"/etc\"",
+            "dashboards.dir",
+        ),
+        (
+            "service_principal = \"ecs-tasks.amazonaws.com\"",
+            "service_principal = \"ecs\\\"}], \\\"x\\\": [{\\\"\"",
+            "aws.service_principal",
+        ),
+        (
+            "s3_glacier_days = 60",
+            "s3_glacier_days = 45",
+            "tiers.silver.s3_glacier_days",
+        ),
+        (
+            "latency_queries = 20",
+            "latency_queries = 0",
+            "validation.latency_queries",
+        ),
+        (
+            "postgres_schema = \"tenant_{id_}\"",
+            "postgres_schema = \"pg_{id_}\"",
+            "naming.postgres_schema",
+        ),
+        (
+            "postgres_role = \"tenant_{id_}\"",
+            "postgres_role = \"tenant_with_a_very_long_fixed_prefix_for_roles_{id_}\"",
+            "naming.postgres_role",
+        ),
+        (
+            "allowed_jurisdictions = [\"in\"]",
+            "allowed_jurisdictions = []",
+            "data_classifications.india-resident.allowed_jurisdictions",
+        ),
+        ("[tiers.bronze]", "[tiers.\"\"]", "tiers."),
+        ("[regions.ap-south-1]", "[regions.\"\"]", "regions."),
+    ];
+    ws.edit_platform(|p| {
+        let mut p = p;
+        for (from, to, _) in edits {
+            assert!(p.contains(from), "{from}");
+            p = p.replacen(from, to, 1);
+        }
+        p
+    });
+    let run = ws.run(&["validate"]).code(1);
+    let platform = ws.platform_path().display().to_string();
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    for (_, _, field) in edits {
+        let line = lines
+            .iter()
+            .find(|l| l.contains(&format!("field `{field}")))
+            .unwrap_or_else(|| panic!("no problem for {field} in:\n{}", run.stderr));
+        // file:line:column: field `...`: message; fix
+        assert!(
+            line.trim_start().starts_with(&format!("{platform}:")),
+            "{line}"
+        );
+        let after_file = &line.trim_start()[platform.len() + 1..];
+        assert!(
+            after_file.starts_with(|c: char| c.is_ascii_digit()),
+            "no line: {line}"
+        );
+        assert!(line.contains("; "), "no fix: {line}");
+    }
+    assert!(
+        !run.stderr.contains(&format!("{}.toml", t.id)),
+        "a platform problem blamed on the tenant:\n{}",
+        run.stderr
+    );
+}

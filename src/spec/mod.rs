@@ -22,8 +22,8 @@ pub use diagnostic::{
 pub use platform::{
     ApprovalRules, AwsSettings, DashboardSettings, DataClassification, LlmSettings, Naming,
     NotificationSettings, PlatformInfo, PlatformSpec, PostgresEndpoint, RateLimits, RedisEndpoint,
-    Region, Tier, TierFeatures, ValidationSettings, VectorBackend, VectorDistance, VectorSettings,
-    render_name, resolve_path,
+    Region, STANDARD_IA_DAYS, Tier, TierFeatures, ValidationSettings, VectorBackend,
+    VectorDistance, VectorSettings, render_name, resolve_path,
 };
 pub use tenant::TenantSpec;
 
