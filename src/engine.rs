@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::outputs::{Output, tenant_outputs};
 use crate::plan::cost::CostEstimate;
 use crate::plan::graph::ActionGraph;
+use crate::plan::identity::{self, TenantIdentity};
 use crate::plan::{PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, TenantPlan, plan_tenant};
 use crate::provider::ProviderSet;
 use crate::provider::aws::AwsClients;
@@ -171,7 +172,7 @@ impl Engine {
             let no_refresh = BTreeMap::new();
             let mut plans = Vec::with_capacity(tenants.len());
             for t in &tenants {
-                let state = self.store.load(t)?;
+                let state = self.load_checked(&specs, t)?;
                 plans.push(plan_one(
                     &specs,
                     t,
@@ -185,9 +186,34 @@ impl Engine {
         }
         let mut states = BTreeMap::new();
         for t in &tenants {
-            states.insert(t.clone(), self.store.load(t)?);
+            states.insert(t.clone(), self.load_checked(&specs, t)?);
         }
         self.plan_with(&specs, &states, options).await
+    }
+
+    /// A tenant's state, checked to name only that tenant's objects (see
+    /// [`crate::plan::identity`]): a state edited to name another tenant's role must
+    /// not make apply drop it.
+    fn load_checked(&self, specs: &Specs, tenant: &TenantId) -> Result<Option<TenantState>, Error> {
+        let state = self.store.load(tenant)?;
+        if let Some(state) = &state {
+            self.check_identity(specs, state)?;
+        }
+        Ok(state)
+    }
+
+    fn check_identity(&self, specs: &Specs, state: &TenantState) -> Result<(), Error> {
+        let tenant = &state.tenant;
+        let mismatches =
+            identity::state_mismatches(state, specs.tenants.get(tenant), &specs.platform);
+        if mismatches.is_empty() {
+            return Ok(());
+        }
+        Err(Error::NotTheTenants {
+            what: format!("state file {}", self.store.path_of(tenant).display()),
+            tenant: tenant.clone(),
+            mismatches,
+        })
     }
 
     async fn plan_with(
@@ -274,6 +300,7 @@ impl Engine {
     /// in a cycle) and loads their state.
     async fn lock_tenants(
         &self,
+        specs: &Specs,
         tenants: &[TenantId],
         operation: &str,
     ) -> Result<BTreeMap<TenantId, TenantRun>, Error> {
@@ -288,7 +315,7 @@ impl Engine {
             let lock = tokio::task::spawn_blocking(move || store.lock(&tenant, &op, timeout))
                 .await
                 .expect("lock task does not panic")?;
-            let state = self.store.load(&t)?;
+            let state = self.load_checked(specs, &t)?;
             runs.insert(t, TenantRun::new(lock, state));
         }
         Ok(runs)
@@ -303,7 +330,35 @@ impl Engine {
         progress: Option<ProgressSink>,
     ) -> Result<ApplyReport, Error> {
         let tenants: Vec<TenantId> = plan.tenants.iter().map(|t| t.tenant.clone()).collect();
-        let runs = self.lock_tenants(&tenants, "apply").await?;
+        let specs = self.specs()?;
+        // A saved plan is input too: what it creates must carry the tenant's own names.
+        for t in &plan.tenants {
+            let identity =
+                TenantIdentity::of(&t.tenant, specs.tenants.get(&t.tenant), &specs.platform);
+            let foreign = t.changes.iter().filter(|c| c.address.tenant != t.tenant);
+            if let Some(c) = foreign.clone().next() {
+                return Err(Error::PlanFile {
+                    path: "(the saved plan)".into(),
+                    detail: format!(
+                        "the changes of tenant {} include {}, a resource of another tenant; plan again",
+                        t.tenant, c.address
+                    ),
+                });
+            }
+            let mismatches = identity.mismatches(
+                t.changes
+                    .iter()
+                    .filter_map(|c| c.after.as_ref().map(|r| (c.address.clone(), &r.attributes))),
+            );
+            if !mismatches.is_empty() {
+                return Err(Error::NotTheTenants {
+                    what: "the saved plan".into(),
+                    tenant: t.tenant.clone(),
+                    mismatches,
+                });
+            }
+        }
+        let runs = self.lock_tenants(&specs, &tenants, "apply").await?;
         for t in &plan.tenants {
             let state = &runs[&t.tenant].state;
             let exists = self.store.path_of(&t.tenant).exists();
@@ -321,7 +376,6 @@ impl Engine {
                 });
             }
         }
-        let specs = self.specs()?;
         let providers = self.providers(&specs).await?;
         Ok(apply::apply(plan, runs, providers, &self.store, options, progress).await?)
     }
@@ -342,7 +396,7 @@ impl Engine {
             PlanMode::Normal => "apply",
             PlanMode::Destroy => "destroy",
         };
-        let runs = self.lock_tenants(&tenants, operation).await?;
+        let runs = self.lock_tenants(&specs, &tenants, operation).await?;
         let states: BTreeMap<TenantId, Option<TenantState>> = runs
             .iter()
             .map(|(t, r)| {
@@ -456,7 +510,7 @@ impl Engine {
         let tenants = self.select_tenants(&specs, only)?;
         let mut states = BTreeMap::new();
         for t in &tenants {
-            states.insert(t.clone(), self.store.load(t)?);
+            states.insert(t.clone(), self.load_checked(&specs, t)?);
         }
         let refreshed = self.refresh(&specs, &states).await?;
         self.drift_of(&specs, &states, &refreshed).await
@@ -522,7 +576,7 @@ impl Engine {
     ) -> Result<(DriftReport, bool), Error> {
         let specs = self.specs()?;
         let tenants = self.select_tenants(&specs, only)?;
-        let mut runs = self.lock_tenants(&tenants, "refresh").await?;
+        let mut runs = self.lock_tenants(&specs, &tenants, "refresh").await?;
         let states: BTreeMap<TenantId, Option<TenantState>> = runs
             .iter()
             .map(|(t, r)| {
@@ -595,7 +649,7 @@ impl Engine {
             });
         }
         let mut runs = self
-            .lock_tenants(std::slice::from_ref(tenant), "import")
+            .lock_tenants(&specs, std::slice::from_ref(tenant), "import")
             .await?;
         let run = runs.get_mut(tenant).expect("locked tenant");
         if let Some(existing) = run.state.resources.get(&address.local())
@@ -640,7 +694,7 @@ impl Engine {
     ) -> Result<ApplyReport, Error> {
         let specs = self.specs()?;
         let runs = self
-            .lock_tenants(std::slice::from_ref(tenant), "rollback")
+            .lock_tenants(&specs, std::slice::from_ref(tenant), "rollback")
             .await?;
         let plan = apply::rollback::rollback_plan(&runs[tenant].state);
         let providers = self.providers(&specs).await?;

@@ -9,6 +9,86 @@ use std::fs;
 
 use support::{TenantDef, Workspace};
 
+/// Counts the rows that say B is intact: its role, its grants and its RLS policy.
+async fn tenant_objects(ws: &Workspace, t: &TenantDef) -> (i64, i64, i64) {
+    let admin = ws.admin().await;
+    let role: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_roles WHERE rolname = $1",
+            &[&t.pg_name()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let grants: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM information_schema.role_table_grants WHERE grantee = $1",
+            &[&t.pg_name()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let policies: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_policies WHERE schemaname = $1",
+            &[&t.pg_name()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    (role, grants, policies)
+}
+
+/// A's state edited to carry B's role name: apply, plan and destroy of A are refused,
+/// naming the file, the resource, the attribute, the expected and the found value, and
+/// B keeps its role, grants and policy while A's state stays byte for byte.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_state_naming_another_tenants_role_is_refused_and_nothing_changes() {
+    let a = TenantDef::new("statea", "bronze");
+    let b = TenantDef::new("stateb", "bronze");
+    let ws = Workspace::new(&[a.clone(), b.clone()]).await;
+    ws.run(&["apply", "--auto-approve"]).ok();
+    let b_before = tenant_objects(&ws, &b).await;
+    assert_eq!(b_before.0, 1);
+    assert!(b_before.1 > 0 && b_before.2 == 1, "{b_before:?}");
+
+    let path = ws.state_file(&a.id);
+    let original = fs::read_to_string(&path).unwrap();
+    let edited = original.replace(
+        &format!("\"{}\"", a.pg_name()),
+        &format!("\"{}\"", b.pg_name()),
+    );
+    assert_ne!(edited, original);
+    fs::write(&path, &edited).unwrap();
+
+    for args in [
+        &["apply", "--tenant", &a.id, "--auto-approve"][..],
+        &["plan", "--tenant", &a.id],
+        &["destroy", "--tenant", &a.id, "--auto-approve"],
+    ] {
+        let run = ws.run(args).code(1);
+        for needle in [
+            path.display().to_string(),
+            format!("{}/postgres_role.app name", a.id),
+            format!("expected {}", a.pg_name()),
+            format!("found {}", b.pg_name()),
+            "nothing was changed".into(),
+        ] {
+            assert!(
+                run.stderr.contains(&needle),
+                "{args:?}: {needle:?} in:\n{}",
+                run.stderr
+            );
+        }
+        assert_eq!(fs::read_to_string(&path).unwrap(), edited, "{args:?}");
+    }
+    assert_eq!(tenant_objects(&ws, &b).await, b_before, "B is intact");
+
+    // Restored, A plans clean again.
+    fs::write(&path, &original).unwrap();
+    ws.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
 /// A `depends_on` cycle in a state file is found when the state is loaded, by every
 /// command, naming the file and the resources in the cycle; the file is not touched.
 #[tokio::test(flavor = "multi_thread")]
