@@ -460,7 +460,7 @@ impl Engine {
         }
         let saved: SavedPlan =
             serde_json::from_value(value).map_err(|e| err(format!("unexpected content: {e}")))?;
-        ActionGraph::build(&saved.plan)?;
+        ActionGraph::build(&saved.plan).map_err(|e| err(e.to_string()))?;
         Ok(saved.plan)
     }
 
