@@ -162,6 +162,40 @@ fn assert_names_file(text: &str, path: &Path) {
     );
 }
 
+/// Diagnostics of a refused spec file: at least one, each naming `path`.
+#[track_caller]
+fn assert_diagnostics_name(problems: Vec<tenantform::spec::SpecDiagnostic>, path: &Path) {
+    assert!(!problems.is_empty());
+    for p in problems {
+        assert_eq!(p.file, path);
+        assert_names_file(&p.to_string(), path);
+    }
+}
+
+/// Writes `doc` to `path`, loads it, and checks that an error names the file and that
+/// loading left the file as it was; the loaded value, if any.
+#[track_caller]
+fn load_untouched<T, E: std::fmt::Display>(
+    path: &Path,
+    doc: &[u8],
+    load: impl FnOnce() -> Result<T, E>,
+) -> Option<T> {
+    std::fs::write(path, doc).unwrap();
+    let loaded = load();
+    assert_eq!(
+        std::fs::read(path).unwrap(),
+        doc,
+        "the loader changed the file"
+    );
+    match loaded {
+        Ok(v) => Some(v),
+        Err(e) => {
+            assert_names_file(&e.to_string(), path);
+            None
+        }
+    }
+}
+
 #[test]
 fn tenant_spec() {
     let specs = example_specs();
@@ -185,13 +219,7 @@ fn tenant_spec() {
                     assert!(own.is_empty(), "{own:?}");
                     assert!(!parsed.spec.name.chars().any(is_unprintable));
                 }
-                Err(problems) => {
-                    assert!(!problems.is_empty());
-                    for p in problems {
-                        assert_eq!(p.file, path);
-                        assert_names_file(&p.to_string(), path);
-                    }
-                }
+                Err(problems) => assert_diagnostics_name(problems, path),
             }
         },
         bolero_engine!(),
@@ -230,13 +258,7 @@ fn platform_file() {
                         }
                     }
                 }
-                Err(problems) => {
-                    assert!(!problems.is_empty());
-                    for p in problems {
-                        assert_eq!(p.file, path);
-                        assert_names_file(&p.to_string(), &path);
-                    }
-                }
+                Err(problems) => assert_diagnostics_name(problems, &path),
             }
         },
         bolero_engine!(),
@@ -257,40 +279,32 @@ fn state_file() {
     run_target(
         "state_file",
         |doc| {
-            std::fs::write(&path, doc).unwrap();
-            match store.load(&tenant) {
-                Ok(state) => {
-                    let state = state.expect("the file exists");
-                    // What the engine does next with a state: check its names, plan it.
-                    let _ = identity.state_mismatches(&state);
-                    let no_refresh = Default::default();
-                    for mode in [PlanMode::Normal, PlanMode::Destroy] {
-                        let input = TenantInput {
-                            tenant: &tenant,
-                            spec: Some(spec),
-                            blueprint: Some(&blueprint),
-                            state: Some(&state),
-                            refreshed: &no_refresh,
-                        };
-                        if let Ok(p) = plan_tenant(input, mode, &Default::default()) {
-                            let plan = tenantform::Plan {
-                                format_version: tenantform::plan::PLAN_FORMAT_VERSION.into(),
-                                created_at: chrono::Utc::now(),
-                                mode,
-                                refreshed: false,
-                                tenants: vec![p],
-                            };
-                            let _ = tenantform::plan::graph::ActionGraph::build(&plan);
-                        }
-                    }
+            let Some(state) = load_untouched(&path, doc, || store.load(&tenant)) else {
+                return;
+            };
+            let state = state.expect("the file exists");
+            // What the engine does next with a state: check its names, plan it.
+            let _ = identity.state_mismatches(&state);
+            let no_refresh = Default::default();
+            for mode in [PlanMode::Normal, PlanMode::Destroy] {
+                let input = TenantInput {
+                    tenant: &tenant,
+                    spec: Some(spec),
+                    blueprint: Some(&blueprint),
+                    state: Some(&state),
+                    refreshed: &no_refresh,
+                };
+                if let Ok(p) = plan_tenant(input, mode, &Default::default()) {
+                    let plan = tenantform::Plan {
+                        format_version: tenantform::plan::PLAN_FORMAT_VERSION.into(),
+                        created_at: chrono::Utc::now(),
+                        mode,
+                        refreshed: false,
+                        tenants: vec![p],
+                    };
+                    let _ = tenantform::plan::graph::ActionGraph::build(&plan);
                 }
-                Err(e) => assert_names_file(&e.to_string(), &path),
             }
-            assert_eq!(
-                std::fs::read(&path).unwrap(),
-                doc,
-                "the loader changed the file"
-            );
         },
         bolero_engine!(),
     );
@@ -308,21 +322,14 @@ fn saved_plan() {
     run_target(
         "saved_plan",
         |doc| {
-            std::fs::write(&path, doc).unwrap();
-            match engine.load_plan(&path) {
-                Ok(plan) => {
-                    use tenantform::plan::render;
-                    let _ = render::human(&plan, render::Style { color: false });
-                    let _ = render::json(&plan);
-                    let _ = render::markdown(&plan);
-                }
-                Err(e) => assert_names_file(&e.to_string(), &path),
+            if let Some(plan) = load_untouched(&path, doc, || {
+                engine.load_plan(&path).map_err(|e| e.to_string())
+            }) {
+                use tenantform::plan::render;
+                let _ = render::human(&plan, render::Style { color: false });
+                let _ = render::json(&plan);
+                let _ = render::markdown(&plan);
             }
-            assert_eq!(
-                std::fs::read(&path).unwrap(),
-                doc,
-                "the loader changed the file"
-            );
         },
         bolero_engine!(),
     );

@@ -176,6 +176,22 @@ impl TenantDef {
         )
     }
 
+    /// The tenant file with the line of `key` set to `value` (TOML, as written).
+    pub fn toml_with(&self, key: &str, value: &str) -> String {
+        self.toml()
+            .lines()
+            .map(|l| {
+                if l.starts_with(&format!("{key} =")) {
+                    format!("{key} = {value}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    }
+
     /// The schema and role name (the default naming: `tenant_{id_}`).
     pub fn pg_name(&self) -> String {
         format!("tenant_{}", self.id.replace('-', "_"))
