@@ -96,7 +96,7 @@ pub fn text_problem(s: &str) -> Option<String> {
 }
 
 /// Why `s` is not a plain e-mail address a mail server accepts (RFC 5321 limits: 64
-/// characters before the `@`, 254 in all).
+/// characters before the `@`, 254 in all). The domain has a dot, or is `localhost`.
 pub fn email_problem(s: &str) -> Option<String> {
     if let Some(p) = text_problem(s) {
         return Some(p);
@@ -111,7 +111,7 @@ pub fn email_problem(s: &str) -> Option<String> {
         Some((local, domain)) => {
             !local.is_empty()
                 && local.len() <= 64
-                && domain.contains('.')
+                && (domain.contains('.') || domain == "localhost")
                 && !domain.starts_with('.')
                 && !domain.ends_with('.')
                 && !domain.contains("..")
@@ -161,6 +161,7 @@ mod tests {
         assert!(text_problem("a\u{1b}[31m").is_some());
         assert!(text_problem("a\u{202E}b").is_some());
         assert_eq!(email_problem("ops@retail.example"), None);
+        assert_eq!(email_problem("tenantform@localhost"), None);
         for bad in [
             "a@b", "@b.co", "a b@c.co", "a@b@c.co", "a@b..co", "a\0@b.co", "<a>@b.co",
         ] {

@@ -7,7 +7,9 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::diagnostic::{SourceMap, SpecDiagnostic, from_toml_error, is_unprintable};
-use super::limits::{POSTGRES_NAME_MAX, aws_tag_key_problem, aws_tag_value_problem, text_problem};
+use super::limits::{
+    POSTGRES_NAME_MAX, aws_tag_key_problem, aws_tag_value_problem, email_problem, text_problem,
+};
 
 /// The platform: everything that is the same for every tenant.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -710,6 +712,22 @@ impl PlatformSpec {
                 ),
             );
         }
+        if let Some(node_type) = &tier.cache_node_type
+            && !(node_type.starts_with("cache.")
+                && node_type.len() <= 64
+                && node_type
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.'))
+        {
+            p.push(
+                &at("cache_node_type"),
+                format!(
+                    "{:?} is not an ElastiCache node type",
+                    printable_short(node_type)
+                ),
+                "name a node type such as \"cache.r6g.large\"",
+            );
+        }
         let model = &tier.llm.model;
         if model.trim().is_empty() || text_problem(model).is_some() || model.len() > 200 {
             p.push(
@@ -933,6 +951,20 @@ impl PlatformSpec {
                 "set the uid of the Prometheus data source in Grafana",
             );
         }
+        // Notifications go to a mail server, which refuses what is not an address.
+        let n = &self.notifications;
+        let addresses = std::iter::once(("from", &n.from))
+            .chain(n.platform_team.iter().map(|a| ("platform_team", a)))
+            .chain(n.finance.iter().map(|a| ("finance", a)));
+        for (key, address) in addresses {
+            if let Some(problem) = email_problem(address) {
+                p.push(
+                    &["notifications", key],
+                    format!("{:?} {problem}", printable_short(address)),
+                    "write one address like \"platform-team@example.com\"",
+                );
+            }
+        }
         let q = self.validation.latency_queries;
         if !(1..=MAX_LATENCY_QUERIES).contains(&q) {
             p.push(
@@ -1072,6 +1104,33 @@ mod tests {
         let without = format!("{}{}", &source[..start], &source[end..]);
         let spec = PlatformSpec::parse(Path::new("platform.toml"), &without).unwrap();
         assert_eq!(spec.aws, AwsSettings::default());
+    }
+
+    #[test]
+    fn notification_addresses_and_node_types_are_checked() {
+        let source = example();
+        let edited = source
+            .replace(
+                "finance = [\"finance@rag-platform.example\"]",
+                "finance = [\"finance\\u0000@x.example\", \"nobody\"]",
+            )
+            .replace(
+                "cache_node_type = \"cache.r6g.large\"",
+                "cache_node_type = \"big; DROP\"",
+            );
+        assert_ne!(edited, source);
+        let problems = PlatformSpec::parse(Path::new("platform.toml"), &edited).unwrap_err();
+        let fields: Vec<&str> = problems.iter().filter_map(|p| p.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            [
+                "tiers.gold.cache_node_type",
+                "notifications.finance",
+                "notifications.finance"
+            ],
+            "{problems:?}"
+        );
+        assert!(problems.iter().all(|p| p.line.is_some()), "{problems:?}");
     }
 
     #[test]
