@@ -437,9 +437,10 @@ impl Engine {
 
     /// Reads a plan written by [`Engine::save_plan`].
     pub fn load_plan(&self, path: &Path) -> Result<Plan, Error> {
+        // The parser's messages quote the file's content: never pass a control character on.
         let err = |detail: String| Error::PlanFile {
             path: path.to_owned(),
-            detail,
+            detail: crate::spec::printable(&detail).into_owned(),
         };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         let value: serde_json::Value = serde_json::from_slice(&bytes)

@@ -366,9 +366,10 @@ fn sync_dir(dir: &Path) -> Result<(), StateError> {
 /// Parses a state file's bytes, checking the format version before the content so that
 /// a newer file is reported as newer, not as corrupt.
 fn parse_state(path: &Path, bytes: &[u8], tenant: &TenantId) -> Result<TenantState, StateError> {
+    // The parser's messages quote the file's content: never pass a control character on.
     let corrupt = |detail: String| StateError::Corrupt {
         path: path.to_owned(),
-        detail,
+        detail: crate::spec::printable(&detail).into_owned(),
     };
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
