@@ -8,8 +8,8 @@
 //! random inputs for `FUZZ_SECONDS` seconds (or `BOLERO_RANDOM_TEST_TIME_MS`). Half of
 //! the random inputs are seeds with random edits (bytes replaced, inserted, removed, or
 //! tokens that have broken parsers before), so that they get past the first line.
-//! `scripts/fuzz SECONDS` runs them longer, through cargo-bolero and libFuzzer when it
-//! is installed.
+//! `scripts/fuzz SECONDS` runs them longer (bolero's random engine, or libFuzzer through
+//! cargo-bolero with `FUZZ_ENGINE=libfuzzer`).
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
