@@ -20,6 +20,7 @@ use crate::error::Error;
 use crate::outputs::{Output, tenant_outputs};
 use crate::plan::cost::CostEstimate;
 use crate::plan::graph::ActionGraph;
+use crate::plan::identity::{self, TenantIdentity};
 use crate::plan::{
     PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, TenantPlan, plan_tenant, saved,
 };
@@ -165,7 +166,7 @@ impl Engine {
             let no_refresh = BTreeMap::new();
             let mut plans = Vec::with_capacity(tenants.len());
             for t in &tenants {
-                let state = self.store.load(t)?;
+                let state = self.load_checked(&specs, t)?;
                 plans.push(plan_one(
                     &specs,
                     t,
@@ -179,9 +180,34 @@ impl Engine {
         }
         let mut states = BTreeMap::new();
         for t in &tenants {
-            states.insert(t.clone(), self.store.load(t)?);
+            states.insert(t.clone(), self.load_checked(&specs, t)?);
         }
         self.plan_with(&specs, &states, options).await
+    }
+
+    /// A tenant's state, checked to name only that tenant's objects (see
+    /// [`crate::plan::identity`]): a state edited to name another tenant's role must
+    /// not make apply drop it.
+    fn load_checked(&self, specs: &Specs, tenant: &TenantId) -> Result<Option<TenantState>, Error> {
+        let state = self.store.load(tenant)?;
+        if let Some(state) = &state {
+            self.check_identity(specs, state)?;
+        }
+        Ok(state)
+    }
+
+    fn check_identity(&self, specs: &Specs, state: &TenantState) -> Result<(), Error> {
+        let tenant = &state.tenant;
+        let mismatches =
+            identity::state_mismatches(state, specs.tenants.get(tenant), &specs.platform);
+        if mismatches.is_empty() {
+            return Ok(());
+        }
+        Err(Error::NotTheTenants {
+            what: format!("state file {}", self.store.path_of(tenant).display()),
+            tenant: tenant.clone(),
+            mismatches,
+        })
     }
 
     async fn plan_with(
@@ -268,6 +294,7 @@ impl Engine {
     /// in a cycle) and loads their state.
     async fn lock_tenants(
         &self,
+        specs: &Specs,
         tenants: &[TenantId],
         operation: &str,
     ) -> Result<BTreeMap<TenantId, TenantRun>, Error> {
@@ -282,7 +309,7 @@ impl Engine {
             let lock = tokio::task::spawn_blocking(move || store.lock(&tenant, &op, timeout))
                 .await
                 .expect("lock task does not panic")?;
-            let state = self.store.load(&t)?;
+            let state = self.load_checked(specs, &t)?;
             runs.insert(t, TenantRun::new(lock, state));
         }
         Ok(runs)
@@ -297,7 +324,35 @@ impl Engine {
         progress: Option<ProgressSink>,
     ) -> Result<ApplyReport, Error> {
         let tenants: Vec<TenantId> = plan.tenants.iter().map(|t| t.tenant.clone()).collect();
-        let runs = self.lock_tenants(&tenants, "apply").await?;
+        let specs = self.specs()?;
+        // A saved plan is input too: what it creates must carry the tenant's own names.
+        for t in &plan.tenants {
+            let identity =
+                TenantIdentity::of(&t.tenant, specs.tenants.get(&t.tenant), &specs.platform);
+            let foreign = t.changes.iter().filter(|c| c.address.tenant != t.tenant);
+            if let Some(c) = foreign.clone().next() {
+                return Err(Error::PlanFile {
+                    path: "(the saved plan)".into(),
+                    detail: format!(
+                        "the changes of tenant {} include {}, a resource of another tenant; plan again",
+                        t.tenant, c.address
+                    ),
+                });
+            }
+            let mismatches = identity.mismatches(
+                t.changes
+                    .iter()
+                    .filter_map(|c| c.after.as_ref().map(|r| (c.address.clone(), &r.attributes))),
+            );
+            if !mismatches.is_empty() {
+                return Err(Error::NotTheTenants {
+                    what: "the saved plan".into(),
+                    tenant: t.tenant.clone(),
+                    mismatches,
+                });
+            }
+        }
+        let runs = self.lock_tenants(&specs, &tenants, "apply").await?;
         for t in &plan.tenants {
             let state = &runs[&t.tenant].state;
             let exists = self.store.path_of(&t.tenant).exists();
@@ -315,7 +370,6 @@ impl Engine {
                 });
             }
         }
-        let specs = self.specs()?;
         let providers = self.providers(&specs).await?;
         Ok(apply::apply(plan, runs, providers, &self.store, options, progress).await?)
     }
@@ -336,7 +390,7 @@ impl Engine {
             PlanMode::Normal => "apply",
             PlanMode::Destroy => "destroy",
         };
-        let runs = self.lock_tenants(&tenants, operation).await?;
+        let runs = self.lock_tenants(&specs, &tenants, operation).await?;
         let states: BTreeMap<TenantId, Option<TenantState>> = runs
             .iter()
             .map(|(t, r)| {
@@ -364,13 +418,14 @@ impl Engine {
 
     /// Reads a plan written by [`Engine::save_plan`].
     pub fn load_plan(&self, path: &Path) -> Result<Plan, Error> {
+        // The parser's messages quote the file's content: never pass a control character on.
         let err = |detail: String| Error::PlanFile {
             path: path.to_owned(),
-            detail,
+            detail: crate::spec::printable(&detail).into_owned(),
         };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         let plan = saved::decode(&bytes).map_err(err)?;
-        ActionGraph::build(&plan)?;
+        ActionGraph::build(&plan).map_err(|e| err(e.to_string()))?;
         Ok(plan)
     }
 
@@ -451,7 +506,7 @@ impl Engine {
         let tenants = self.select_tenants(&specs, only)?;
         let mut states = BTreeMap::new();
         for t in &tenants {
-            states.insert(t.clone(), self.store.load(t)?);
+            states.insert(t.clone(), self.load_checked(&specs, t)?);
         }
         let refreshed = self.refresh(&specs, &states).await?;
         self.drift_of(&specs, &states, &refreshed).await
@@ -517,7 +572,7 @@ impl Engine {
     ) -> Result<(DriftReport, bool), Error> {
         let specs = self.specs()?;
         let tenants = self.select_tenants(&specs, only)?;
-        let mut runs = self.lock_tenants(&tenants, "refresh").await?;
+        let mut runs = self.lock_tenants(&specs, &tenants, "refresh").await?;
         let states: BTreeMap<TenantId, Option<TenantState>> = runs
             .iter()
             .map(|(t, r)| {
@@ -590,7 +645,7 @@ impl Engine {
             });
         }
         let mut runs = self
-            .lock_tenants(std::slice::from_ref(tenant), "import")
+            .lock_tenants(&specs, std::slice::from_ref(tenant), "import")
             .await?;
         let run = runs.get_mut(tenant).expect("locked tenant");
         if let Some(existing) = run.state.resources.get(&address.local())
@@ -635,7 +690,7 @@ impl Engine {
     ) -> Result<ApplyReport, Error> {
         let specs = self.specs()?;
         let runs = self
-            .lock_tenants(std::slice::from_ref(tenant), "rollback")
+            .lock_tenants(&specs, std::slice::from_ref(tenant), "rollback")
             .await?;
         let plan = apply::rollback::rollback_plan(&runs[tenant].state);
         let providers = self.providers(&specs).await?;

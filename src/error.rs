@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::apply::ApplyError;
 use crate::plan::PlanError;
+use crate::plan::identity::IdentityMismatch;
 use crate::provider::ProviderError;
 use crate::resource::{ResourceAddress, TenantId};
 use crate::spec::SpecErrors;
@@ -40,6 +41,16 @@ pub enum Error {
         tenant: TenantId,
         planned: String,
         current: String,
+    },
+    #[error(
+        "{what} names objects that are not tenant {tenant}'s: {}; nothing was changed: if the file was edited, restore it (a state file from its .backup, a plan by planning again); if a [naming] template changed, list the old template under [naming] renamed_from",
+        mismatches.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("; ")
+    )]
+    NotTheTenants {
+        /// "state file PATH" or "the saved plan".
+        what: String,
+        tenant: TenantId,
+        mismatches: Vec<IdentityMismatch>,
     },
     #[error("cannot use plan file {}: {detail}", path.display())]
     PlanFile { path: PathBuf, detail: String },

@@ -36,7 +36,12 @@ fn main() -> ExitCode {
         Ok(Outcome::Changes) => ExitCode::from(2),
         Ok(Outcome::Interrupted) => ExitCode::from(130),
         Err(e) => {
-            eprintln!("Error: {e:#}");
+            // Errors quote input back (names, paths, values): never let a terminal act
+            // on a control character in them.
+            eprintln!(
+                "Error: {}",
+                tenantform::spec::printable_lines(&format!("{e:#}"))
+            );
             ExitCode::from(1)
         }
     }

@@ -744,7 +744,7 @@ async fn a_tier_change_updates_in_place_and_a_new_bucket_name_replaces_the_bucke
     ws.edit_platform(|p| {
         p.replace(
             "s3_bucket = \"rag-{id}-documents\"",
-            "s3_bucket = \"rag-{id}-docs\"",
+            "s3_bucket = \"rag-{id}-docs\"\nrenamed_from = { s3_bucket = [\"rag-{id}-documents\"] }",
         )
     });
     let p = plan(&engine).await;

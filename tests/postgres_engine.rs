@@ -257,11 +257,12 @@ async fn a_tier_change_updates_in_place_and_a_rename_replaces() {
     assert_eq!(n, 1, "an in-place update keeps the data");
 
     // Renaming the schema cannot be done in place: the schema and what is in it are
-    // replaced; the role stays.
+    // replaced; the role stays. The old template is declared, so that state naming the
+    // old schema is still taken as the tenant's own.
     ws.edit_platform(|p| {
         p.replace(
             "postgres_schema = \"tenant_{id_}\"",
-            "postgres_schema = \"docs_{id_}\"",
+            "postgres_schema = \"docs_{id_}\"\nrenamed_from = { postgres_schema = [\"tenant_{id_}\"] }",
         )
     });
     let plan = ws.run(&["plan", "--detailed-exitcode"]).code(2);

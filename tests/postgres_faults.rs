@@ -318,20 +318,7 @@ async fn bad_specs_are_rejected_with_file_line_field_and_fix_and_change_nothing(
 
     let base = TenantDef::new("bad", "bronze");
     let valid = base.toml();
-    let with = |key: &str, value: &str| -> String {
-        valid
-            .lines()
-            .map(|l| {
-                if l.starts_with(&format!("{key} =")) {
-                    format!("{key} = {value}")
-                } else {
-                    l.to_owned()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n")
-            + "\n"
-    };
+    let with = |key: &str, value: &str| base.toml_with(key, value);
     let file = format!("{}.toml", base.id);
     let duplicate = format!("tenant id \"{}\" is already declared in", good.id);
     // (file name, content, expected line:field, words of the message)

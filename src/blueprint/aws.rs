@@ -19,9 +19,10 @@ use crate::spec::{AwsSettings, Naming, PlatformInfo, TenantSpec, Tier, render_na
 /// What the tenant's role may do in its bucket.
 pub const OBJECT_ACTIONS: &[&str] = &["s3:DeleteObject", "s3:GetObject", "s3:PutObject"];
 
-/// S3 wants an object at least 30 days in Standard-IA before it moves to Glacier, so
-/// the Standard-IA step is there only when Glacier comes 60 days or more after upload.
-const STANDARD_IA_DAYS: u32 = 30;
+// S3 wants an object at least 30 days in Standard-IA before it moves to Glacier, so
+// the Standard-IA step is there only when Glacier comes 60 days or more after upload
+// (the platform file refuses Glacier days in between).
+use crate::spec::STANDARD_IA_DAYS;
 
 /// `TenantID`, `Tier`, `CostCenter` and the platform's tags, for every taggable
 /// resource. The tenant's own tags win over a platform tag of the same key.

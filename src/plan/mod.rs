@@ -20,6 +20,7 @@
 
 pub mod cost;
 pub mod graph;
+pub mod identity;
 pub mod render;
 pub mod saved;
 

@@ -8,17 +8,22 @@
 //! network; a spec is valid or not on its own.
 
 mod diagnostic;
+pub mod limits;
 mod platform;
 mod tenant;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use diagnostic::{SpecDiagnostic, SpecErrors, line_and_column};
+pub use diagnostic::{
+    SourceMap, SpecDiagnostic, SpecErrors, is_unprintable, line_and_column, printable,
+    printable_lines,
+};
 pub use platform::{
     ApprovalRules, AwsSettings, DashboardSettings, DataClassification, LlmSettings, Naming,
-    NotificationSettings, PlatformInfo, PlatformSpec, RateLimits, Region, Tier, TierFeatures,
-    ValidationSettings, VectorBackend, VectorDistance, VectorSettings, render_name, resolve_path,
+    NotificationSettings, PlatformInfo, PlatformSpec, RateLimits, Region, STANDARD_IA_DAYS, Tier,
+    TierFeatures, ValidationSettings, VectorBackend, VectorDistance, VectorSettings, render_name,
+    resolve_path,
 };
 pub use tenant::TenantSpec;
 

@@ -6,7 +6,10 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::diagnostic::{SpecDiagnostic, from_toml_error};
+use super::diagnostic::{SourceMap, SpecDiagnostic, from_toml_error, is_unprintable};
+use super::limits::{
+    POSTGRES_NAME_MAX, aws_tag_key_problem, aws_tag_value_problem, email_problem, text_problem,
+};
 use crate::connect::aws::AwsEndpoint;
 use crate::connect::postgres::PostgresEndpoint;
 use crate::connect::redis::RedisEndpoint;
@@ -167,6 +170,13 @@ pub struct Naming {
     pub cache_cluster: String,
     /// The tenant's ACL user on the shared Redis.
     pub redis_user: String,
+    /// Templates a key had before it was changed (`postgres_schema = ["tenant_{id_}"]`).
+    /// State is checked against the names the templates give each tenant; a name made
+    /// by a template listed here is still accepted as the tenant's own, so that the next
+    /// apply can replace it with the new name. Remove the entry once every tenant is
+    /// applied.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub renamed_from: BTreeMap<String, Vec<String>>,
 }
 
 impl Default for Naming {
@@ -179,11 +189,37 @@ impl Default for Naming {
             iam_policy: "rag-{id}-documents-access".into(),
             cache_cluster: "rag-{id}".into(),
             redis_user: "tenant_{id_}".into(),
+            renamed_from: BTreeMap::new(),
         }
     }
 }
 
 impl Naming {
+    /// The template keys, as written in `[naming]`.
+    pub const KEYS: &'static [&'static str] = &[
+        "postgres_schema",
+        "postgres_role",
+        "s3_bucket",
+        "iam_role",
+        "iam_policy",
+        "cache_cluster",
+        "redis_user",
+    ];
+
+    /// The template of `key`, mutable (one of [`Naming::KEYS`]).
+    pub fn template_mut(&mut self, key: &str) -> Option<&mut String> {
+        Some(match key {
+            "postgres_schema" => &mut self.postgres_schema,
+            "postgres_role" => &mut self.postgres_role,
+            "s3_bucket" => &mut self.s3_bucket,
+            "iam_role" => &mut self.iam_role,
+            "iam_policy" => &mut self.iam_policy,
+            "cache_cluster" => &mut self.cache_cluster,
+            "redis_user" => &mut self.redis_user,
+            _ => return None,
+        })
+    }
+
     fn templates(&self) -> [(&'static str, &str); 3] {
         [
             ("postgres_schema", &self.postgres_schema),
@@ -454,61 +490,42 @@ impl PlatformSpec {
     }
 
     fn check(&self, path: &Path, source: &str) -> Vec<SpecDiagnostic> {
-        let mut problems = Vec::new();
-        // Place a semantic problem at the line that defines the key, when we can find it.
-        let place = |d: SpecDiagnostic, needle: &str| match source.find(needle) {
-            Some(offset) => d.at(source, offset),
-            None => d,
-        };
+        let mut found = Problems::new(path, source);
+        let p = &mut found;
         if self.tiers.is_empty() {
-            problems.push(
-                SpecDiagnostic::new(path, "no tier is defined", "add at least one [tiers.NAME]")
-                    .field("tiers"),
+            p.push(
+                &["tiers"],
+                "no tier is defined",
+                "add at least one [tiers.NAME]",
             );
         }
+        self.check_tags(p);
         for (name, tier) in &self.tiers {
-            if tier.budget_min_inr < 0 || tier.budget_max_inr < tier.budget_min_inr {
-                problems.push(place(
-                    SpecDiagnostic::new(
-                        path,
-                        format!(
-                            "budget range {}..{} is empty or negative",
-                            tier.budget_min_inr, tier.budget_max_inr
-                        ),
-                        "set 0 <= budget_min_inr <= budget_max_inr",
-                    )
-                    .field(format!("tiers.{name}.budget_min_inr")),
-                    &format!("[tiers.{name}]"),
-                ));
-            }
-            if tier.dedicated_cache
-                && (tier.cache_node_type.is_none() || tier.cache_nodes.is_none())
-            {
-                problems.push(place(
-                    SpecDiagnostic::new(
-                        path,
-                        "a tier with a dedicated cache needs its node type and count",
-                        "set cache_node_type and cache_nodes",
-                    )
-                    .field(format!("tiers.{name}.dedicated_cache")),
-                    &format!("[tiers.{name}]"),
-                ));
-            }
-            if tier.postgres_connection_limit < 1 {
-                problems.push(place(
-                    SpecDiagnostic::new(path, "must be at least 1", "set a positive limit")
-                        .field(format!("tiers.{name}.postgres_connection_limit")),
-                    &format!("[tiers.{name}]"),
-                ));
-            }
+            self.check_tier(p, name, tier);
         }
         for (name, region) in &self.regions {
+            let at = |k: &'static str| ["regions", name.as_str(), k];
+            if !is_region_name(name) {
+                p.push(
+                    &["regions", name],
+                    format!("region key {name:?} is not an AWS region name"),
+                    "write the region as AWS names it, e.g. [regions.eu-west-1]",
+                );
+            }
             if !(region.cost_multiplier > 0.0 && region.cost_multiplier.is_finite()) {
-                problems.push(place(
-                    SpecDiagnostic::new(path, "must be a positive number", "e.g. 1.0 or 1.2")
-                        .field(format!("regions.{name}.cost_multiplier")),
-                    &format!("[regions.{name}]"),
-                ));
+                p.push(
+                    &at("cost_multiplier"),
+                    "must be a positive number",
+                    "e.g. 1.0 or 1.2",
+                );
+            }
+            if region.jurisdiction.trim().is_empty() || text_problem(&region.jurisdiction).is_some()
+            {
+                p.push(
+                    &at("jurisdiction"),
+                    "the jurisdiction is empty or unprintable",
+                    "name the legal area of the region, e.g. \"eu\"",
+                );
             }
         }
         let jurisdictions: Vec<&str> = self
@@ -517,108 +534,51 @@ impl PlatformSpec {
             .map(|r| r.jurisdiction.as_str())
             .collect();
         for (name, class) in &self.data_classifications {
+            let field = [
+                "data_classifications",
+                name.as_str(),
+                "allowed_jurisdictions",
+            ];
+            if name.trim().is_empty() || text_problem(name).is_some() {
+                p.push(
+                    &["data_classifications", name],
+                    format!("data classification key {name:?} is empty or unprintable"),
+                    "name the classification, e.g. [data_classifications.eu-personal]",
+                );
+            }
+            if class.allowed_jurisdictions.is_empty() {
+                p.push(
+                    &field,
+                    "no jurisdiction is allowed, so no tenant could use this classification",
+                    format!(
+                        "list the jurisdictions its data may live in, e.g. [{:?}]",
+                        jurisdictions.first().copied().unwrap_or("eu")
+                    ),
+                );
+            }
             for j in &class.allowed_jurisdictions {
                 if !jurisdictions.contains(&j.as_str()) {
-                    problems.push(place(
-                        SpecDiagnostic::new(
-                            path,
-                            format!("jurisdiction {j:?} has no region"),
-                            format!(
-                                "use a jurisdiction of a region in [regions] ({})",
-                                jurisdictions.join(", ")
-                            ),
-                        )
-                        .field(format!("data_classifications.{name}.allowed_jurisdictions")),
-                        &format!("[data_classifications.{name}]"),
-                    ));
+                    p.push(
+                        &field,
+                        format!("jurisdiction {j:?} has no region"),
+                        format!(
+                            "use a jurisdiction of a region in [regions] ({})",
+                            jurisdictions.join(", ")
+                        ),
+                    );
                 }
             }
         }
-        for (key, template) in self.naming.templates() {
-            if !template.contains("{id}") && !template.contains("{id_}") {
-                problems.push(place(
-                    SpecDiagnostic::new(
-                        path,
-                        format!("template {template:?} does not contain the tenant id"),
-                        "include {id} or {id_} so that every tenant gets its own name",
-                    )
-                    .field(format!("naming.{key}")),
-                    &format!("{key} ="),
-                ));
-            }
-            let sample = render_name(template, &"a-b".parse().expect("valid id"));
-            if sample
-                .chars()
-                .any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
-            {
-                problems.push(place(
-                    SpecDiagnostic::new(
-                        path,
-                        format!("template {template:?} yields characters PostgreSQL names would need quoting for"),
-                        "use only lowercase letters, digits, underscores and {id_}",
-                    )
-                    .field(format!("naming.{key}")),
-                    &format!("{key} ="),
-                ));
-            }
-        }
-        // The longest tenant id gives the longest names.
-        let longest: crate::resource::TenantId = "a"
-            .repeat(crate::resource::TenantId::MAX_LEN)
-            .parse()
-            .expect("valid id");
-        for (key, template, max_len) in self.naming.aws_templates() {
-            let sample = render_name(template, &longest);
-            let problem = if template.contains("{id_}") {
-                Some(format!(
-                    "template {template:?} uses {{id_}}; AWS names here take {{id}}"
-                ))
-            } else if !template.contains("{id}") {
-                Some(format!(
-                    "template {template:?} does not contain the tenant id {{id}}"
-                ))
-            } else if !sample.starts_with(|c: char| c.is_ascii_lowercase())
-                || sample.ends_with('-')
-                || sample.contains("--")
-                || sample
-                    .chars()
-                    .any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
-            {
-                Some(format!(
-                    "template {template:?} yields names AWS rejects for some tenants"
-                ))
-            } else if sample.len() > max_len {
-                Some(format!(
-                    "template {template:?} yields names of up to {} characters; the limit is {max_len}",
-                    sample.len()
-                ))
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
-                problems.push(place(
-                    SpecDiagnostic::new(
-                        path,
-                        problem,
-                        "start with a lowercase letter, use lowercase letters, digits, single hyphens and {id}, and keep it short",
-                    )
-                    .field(format!("naming.{key}")),
-                    &format!("{key} ="),
-                ));
-            }
-        }
-        problems.extend(self.check_stack(path, source));
+        self.check_naming(p);
+        self.check_aws(p);
+        self.check_stack(p);
         for tier in self.approval.tiers.keys() {
             if !self.tiers.contains_key(tier) {
-                problems.push(place(
-                    SpecDiagnostic::new(
-                        path,
-                        format!("approval rule for unknown tier {tier:?}"),
-                        format!("use one of: {}", self.tier_names()),
-                    )
-                    .field(format!("approval.tiers.{tier}")),
-                    "[approval",
-                ));
+                p.push(
+                    &["approval", "tiers", tier],
+                    format!("approval rule for unknown tier {tier:?}"),
+                    format!("use one of: {}", self.tier_names()),
+                );
             }
         }
         if let Some(home) = &self.approval.home_jurisdiction
@@ -629,132 +589,480 @@ impl PlatformSpec {
                 .values()
                 .map(|r| r.jurisdiction.as_str())
                 .collect();
-            problems.push(place(
-                SpecDiagnostic::new(
-                    path,
-                    format!("home jurisdiction {home:?} is not the jurisdiction of any region"),
-                    format!(
-                        "use one of: {}",
-                        known.into_iter().collect::<Vec<_>>().join(", ")
-                    ),
-                )
-                .field("approval.home_jurisdiction"),
-                "home_jurisdiction",
-            ));
+            p.push(
+                &["approval", "home_jurisdiction"],
+                format!("home jurisdiction {home:?} is not the jurisdiction of any region"),
+                format!(
+                    "use one of: {}",
+                    known.into_iter().collect::<Vec<_>>().join(", ")
+                ),
+            );
         }
-        problems
+        found.into_vec()
     }
 
-    /// The Redis, vector and dashboard sections.
-    fn check_stack(&self, path: &Path, source: &str) -> Vec<SpecDiagnostic> {
-        let mut problems = Vec::new();
-        let place = |d: SpecDiagnostic, needle: &str| match source.find(needle) {
-            Some(offset) => d.at(source, offset),
-            None => d,
+    /// `[platform] tags`: they go on every AWS resource, so AWS's tag rules apply.
+    fn check_tags(&self, p: &mut Problems<'_>) {
+        for (key, value) in &self.platform.tags {
+            let field = ["platform", "tags", key.as_str()];
+            if let Some(problem) = aws_tag_key_problem(key) {
+                p.push(
+                    &field,
+                    format!("the tag key {problem}"),
+                    "use a key of 1 to 128 letters, digits, spaces and _ . : / = + - @, not starting with aws:",
+                );
+            }
+            if let Some(problem) = aws_tag_value_problem(value) {
+                p.push(
+                    &field,
+                    format!("the tag value {problem}"),
+                    "use up to 256 letters, digits, spaces and _ . : / = + - @",
+                );
+            }
+        }
+    }
+
+    fn check_tier(&self, p: &mut Problems<'_>, name: &str, tier: &Tier) {
+        let at = |k: &'static str| ["tiers", name, k];
+        if !is_catalog_key(name) {
+            p.push(
+                &["tiers", name],
+                format!("tier key {name:?} is not usable"),
+                "name the tier with 1 to 32 lowercase letters, digits, hyphens or underscores, starting with a letter, e.g. [tiers.gold]",
+            );
+        }
+        if tier.budget_min_inr < 0 || tier.budget_max_inr < tier.budget_min_inr {
+            p.push(
+                &at("budget_min_inr"),
+                format!(
+                    "budget range {}..{} is empty or negative",
+                    tier.budget_min_inr, tier.budget_max_inr
+                ),
+                "set 0 <= budget_min_inr <= budget_max_inr",
+            );
+        }
+        if tier.dedicated_cache && (tier.cache_node_type.is_none() || tier.cache_nodes.is_none()) {
+            p.push(
+                &at("dedicated_cache"),
+                "a tier with a dedicated cache needs its node type and count",
+                "set cache_node_type and cache_nodes",
+            );
+        }
+        if tier.postgres_connection_limit < 1 {
+            p.push(
+                &at("postgres_connection_limit"),
+                "must be at least 1",
+                "set a positive limit",
+            );
+        }
+        // The display name is the value of the Tier tag on every AWS resource.
+        let display_problem = if tier.display_name.trim().is_empty() {
+            Some("is empty".to_owned())
+        } else {
+            aws_tag_value_problem(&tier.display_name)
         };
+        if let Some(problem) = display_problem {
+            p.push(
+                &at("display_name"),
+                format!("the display name {problem}"),
+                "use up to 256 letters, digits, spaces and _ . : / = + - @ (it becomes the Tier tag), e.g. \"Gold\"",
+            );
+        }
+        // The blueprint moves objects to Standard-IA at 30 days only when Glacier comes
+        // 30 days after that (S3 needs 30 days between the two transitions); in between,
+        // the tier would silently lose its Standard-IA step.
+        let glacier = tier.s3_glacier_days;
+        if glacier == 0 || glacier > MAX_LIFECYCLE_DAYS {
+            p.push(
+                &at("s3_glacier_days"),
+                format!("{glacier} days is out of range"),
+                format!("use 1 to {MAX_LIFECYCLE_DAYS} days"),
+            );
+        } else if glacier > STANDARD_IA_DAYS && glacier < 2 * STANDARD_IA_DAYS {
+            p.push(
+                &at("s3_glacier_days"),
+                format!(
+                    "Glacier at {glacier} days is only {} days after Standard-IA (at {STANDARD_IA_DAYS}); S3 needs {STANDARD_IA_DAYS} days between the two",
+                    glacier - STANDARD_IA_DAYS
+                ),
+                format!(
+                    "use {STANDARD_IA_DAYS} or fewer days (straight to Glacier, no Standard-IA step) or {} or more",
+                    2 * STANDARD_IA_DAYS
+                ),
+            );
+        }
+        if let Some(node_type) = &tier.cache_node_type
+            && !(node_type.starts_with("cache.")
+                && node_type.len() <= 64
+                && node_type
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.'))
+        {
+            p.push(
+                &at("cache_node_type"),
+                format!(
+                    "{:?} is not an ElastiCache node type",
+                    printable_short(node_type)
+                ),
+                "name a node type such as \"cache.r6g.large\"",
+            );
+        }
+        let model = &tier.llm.model;
+        if model.trim().is_empty() || text_problem(model).is_some() || model.len() > 200 {
+            p.push(
+                &["tiers", name, "llm"],
+                "the LLM model name is empty, too long or holds control characters",
+                "name the model, e.g. \"gpt-4o\"",
+            );
+        }
+    }
+
+    fn check_naming(&self, p: &mut Problems<'_>) {
+        for (key, template) in self.naming.templates() {
+            self.check_postgres_template(p, &["naming", key], key, template);
+        }
+        for (key, template, max_len) in self.naming.aws_templates() {
+            if let Some(problem) = aws_template_problem(template, max_len) {
+                p.push(
+                    &["naming", key],
+                    problem,
+                    "start with a lowercase letter, use lowercase letters, digits, single hyphens and {id}, and keep it short",
+                );
+            }
+        }
+        let postgres_keys: Vec<&str> = self.naming.templates().iter().map(|(k, _)| *k).collect();
+        for (key, olds) in &self.naming.renamed_from {
+            let field = ["naming", "renamed_from", key.as_str()];
+            let aws = self
+                .naming
+                .aws_templates()
+                .into_iter()
+                .find(|(k, ..)| k == key);
+            if !postgres_keys.contains(&key.as_str()) && aws.is_none() {
+                p.push(
+                    &field,
+                    format!("{key:?} is not a naming template"),
+                    format!("use one of: {}", Naming::KEYS.join(", ")),
+                );
+                continue;
+            }
+            for old in olds {
+                match aws {
+                    Some((_, _, max_len)) => {
+                        if let Some(problem) = aws_template_problem(old, max_len) {
+                            p.push(
+                                &field,
+                                problem,
+                                "list the template exactly as it was before the rename",
+                            );
+                        }
+                    }
+                    None => self.check_postgres_template(p, &field, key, old),
+                }
+            }
+        }
+    }
+
+    /// A template of a PostgreSQL schema or role, or a Redis user.
+    fn check_postgres_template(
+        &self,
+        p: &mut Problems<'_>,
+        field: &[&str],
+        key: &str,
+        template: &str,
+    ) {
+        if !template.contains("{id}") && !template.contains("{id_}") {
+            p.push(
+                field,
+                format!("template {template:?} does not contain the tenant id"),
+                "include {id} or {id_} so that every tenant gets its own name",
+            );
+            return;
+        }
+        let sample = render_name(template, &"a-b".parse().expect("valid id"));
+        if sample
+            .chars()
+            .any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            || !sample.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        {
+            p.push(
+                field,
+                format!("template {template:?} yields characters PostgreSQL names would need quoting for"),
+                "use only lowercase letters, digits, underscores and {id_}",
+            );
+            return;
+        }
+        let longest = render_name(template, &longest_tenant_id());
+        if key != "redis_user" && longest.len() > POSTGRES_NAME_MAX {
+            p.push(
+                field,
+                format!(
+                    "template {template:?} yields names of up to {} bytes; PostgreSQL cuts names at {POSTGRES_NAME_MAX}",
+                    longest.len()
+                ),
+                "shorten the fixed part of the template",
+            );
+        }
+        if key != "redis_user" && sample.starts_with("pg_") {
+            p.push(
+                field,
+                format!("template {template:?} yields names starting with pg_, which PostgreSQL reserves for itself"),
+                "use another prefix, e.g. \"tenant_{id_}\"",
+            );
+        }
+    }
+
+    fn check_aws(&self, p: &mut Problems<'_>) {
+        let sp = &self.aws.service_principal;
+        // It is written into every tenant role's trust policy (a JSON document).
+        let plain_service = !sp.is_empty()
+            && sp.len() <= 128
+            && sp.contains('.')
+            && sp.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && sp.ends_with(|c: char| c.is_ascii_lowercase())
+            && sp
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-');
+        if !plain_service {
+            p.push(
+                &["aws", "service_principal"],
+                format!("{:?} is not an AWS service principal", printable_short(sp)),
+                "name the service that runs the tenants' applications, e.g. \"ecs-tasks.amazonaws.com\"",
+            );
+        }
+        for arn in &self.aws.trusted_principals {
+            let plain_arn = arn.starts_with("arn:")
+                && arn.len() <= 2048
+                && !arn.contains(|c: char| {
+                    c.is_whitespace() || is_unprintable(c) || "\"\\".contains(c)
+                });
+            if !plain_arn {
+                p.push(
+                    &["aws", "trusted_principals"],
+                    format!("{:?} is not an IAM principal ARN", printable_short(arn)),
+                    "write an ARN such as \"arn:aws:iam::{aws_account_id}:role/validation\"",
+                );
+            }
+        }
+    }
+
+    /// The Redis, vector, dashboard and validation sections.
+    fn check_stack(&self, p: &mut Problems<'_>) {
         let v = &self.vector;
         // pgvector's HNSW index takes vectors of up to 2000 dimensions.
         if !(1..=2000).contains(&v.dimension) {
-            problems.push(place(
-                SpecDiagnostic::new(
-                    path,
-                    format!("dimension {} is out of range", v.dimension),
-                    "set the embedding model's output size, 1 to 2000 (an HNSW index takes no more)",
-                )
-                .field("vector.dimension"),
-                "dimension",
-            ));
+            p.push(
+                &["vector", "dimension"],
+                format!("dimension {} is out of range", v.dimension),
+                "set the embedding model's output size, 1 to 2000 (an HNSW index takes no more)",
+            );
         }
         if !(2..=100).contains(&v.hnsw_m) {
-            problems.push(place(
-                SpecDiagnostic::new(
-                    path,
-                    format!("hnsw_m {} is out of range", v.hnsw_m),
-                    "use 2 to 100 (default 16)",
-                )
-                .field("vector.hnsw_m"),
-                "hnsw_m",
-            ));
+            p.push(
+                &["vector", "hnsw_m"],
+                format!("hnsw_m {} is out of range", v.hnsw_m),
+                "use 2 to 100 (default 16)",
+            );
         }
         if !(4..=1000).contains(&v.hnsw_ef_construction) || v.hnsw_ef_construction < 2 * v.hnsw_m {
-            problems.push(place(
-                SpecDiagnostic::new(
-                    path,
-                    format!(
-                        "hnsw_ef_construction {} is out of range",
-                        v.hnsw_ef_construction
-                    ),
-                    "use 4 to 1000 and at least twice hnsw_m (default 64)",
-                )
-                .field("vector.hnsw_ef_construction"),
-                "hnsw_ef_construction",
-            ));
+            p.push(
+                &["vector", "hnsw_ef_construction"],
+                format!(
+                    "hnsw_ef_construction {} is out of range",
+                    v.hnsw_ef_construction
+                ),
+                "use 4 to 1000 and at least twice hnsw_m (default 64)",
+            );
         }
         let plain_identifier = |s: &str| {
             s.starts_with(|c: char| c.is_ascii_lowercase())
                 && s.len() <= 40
+                && !s.starts_with("pg_")
                 && s.chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         };
         if !plain_identifier(&v.table) || v.table == "documents" {
-            problems.push(place(
-                SpecDiagnostic::new(
-                    path,
-                    format!("table name {:?} is not usable", v.table),
-                    "use lowercase letters, digits and underscores, starting with a letter, other than \"documents\" (e.g. \"embeddings\")",
-                )
-                .field("vector.table"),
-                "table",
-            ));
+            p.push(
+                &["vector", "table"],
+                format!("table name {:?} is not usable", v.table),
+                "use up to 40 lowercase letters, digits and underscores, starting with a letter, not pg_, other than \"documents\" (e.g. \"embeddings\")",
+            );
         }
         if self.redis.url_env.trim().is_empty() {
-            problems.push(place(
-                SpecDiagnostic::new(
-                    path,
-                    "the variable name is empty",
-                    "name the environment variable holding the Redis URL, e.g. \"REDIS_URL\"",
-                )
-                .field("redis.url_env"),
-                "[redis]",
-            ));
+            p.push(
+                &["redis", "url_env"],
+                "the variable name is empty",
+                "name the environment variable holding the Redis URL, e.g. \"REDIS_URL\"",
+            );
         }
         let d = &self.dashboards;
         if d.dir.as_os_str().is_empty() {
-            problems.push(place(
-                SpecDiagnostic::new(
-                    path,
-                    "the dashboards directory is empty",
-                    "set dir, e.g. \"../dashboards\" (relative to this file)",
-                )
-                .field("dashboards.dir"),
-                "[dashboards]",
-            ));
+            p.push(
+                &["dashboards", "dir"],
+                "the dashboards directory is empty",
+                "set dir, e.g. \"../dashboards\" (relative to this file)",
+            );
+        } else if !d.resolved_dir.starts_with(&p.platform_root) {
+            p.push(
+                &["dashboards", "dir"],
+                format!(
+                    "{} resolves to {}, outside the platform directory {}",
+                    d.dir.display(),
+                    d.resolved_dir.display(),
+                    p.platform_root.display()
+                ),
+                "keep dashboards inside the directory that holds the specs, e.g. \"../dashboards\"; tenantform writes and deletes files there",
+            );
         }
         if let Some(url) = &d.grafana_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
-            problems.push(place(
-                SpecDiagnostic::new(
-                    path,
-                    format!("{url:?} is not an http(s) URL"),
-                    "write Grafana's base URL, e.g. \"http://grafana:3000\"",
-                )
-                .field("dashboards.grafana_url"),
-                "grafana_url",
-            ));
+            p.push(
+                &["dashboards", "grafana_url"],
+                format!("{:?} is not an http(s) URL", printable_short(url)),
+                "write Grafana's base URL, e.g. \"http://grafana:3000\"",
+            );
         }
         if d.datasource_uid.trim().is_empty() {
-            problems.push(place(
-                SpecDiagnostic::new(
-                    path,
-                    "the data source uid is empty",
-                    "set the uid of the Prometheus data source in Grafana",
-                )
-                .field("dashboards.datasource_uid"),
-                "datasource_uid",
-            ));
+            p.push(
+                &["dashboards", "datasource_uid"],
+                "the data source uid is empty",
+                "set the uid of the Prometheus data source in Grafana",
+            );
         }
-        problems
+        // Notifications go to a mail server, which refuses what is not an address.
+        let n = &self.notifications;
+        let addresses = std::iter::once(("from", &n.from))
+            .chain(n.platform_team.iter().map(|a| ("platform_team", a)))
+            .chain(n.finance.iter().map(|a| ("finance", a)));
+        for (key, address) in addresses {
+            if let Some(problem) = email_problem(address) {
+                p.push(
+                    &["notifications", key],
+                    format!("{:?} {problem}", printable_short(address)),
+                    "write one address like \"platform-team@example.com\"",
+                );
+            }
+        }
+        let q = self.validation.latency_queries;
+        if !(1..=MAX_LATENCY_QUERIES).contains(&q) {
+            p.push(
+                &["validation", "latency_queries"],
+                format!("{q} queries is out of range"),
+                format!("measure 1 to {MAX_LATENCY_QUERIES} queries (default 20)"),
+            );
+        }
+    }
+}
+
+/// Days S3 keeps an object before it may move to Standard-IA, and the least time between
+/// two transitions.
+pub const STANDARD_IA_DAYS: u32 = 30;
+/// A hundred years: S3 takes days as a 32-bit number; a lifecycle past this is a typo.
+const MAX_LIFECYCLE_DAYS: u32 = 36_500;
+/// The latency check runs its queries one after another, inside the validation run.
+const MAX_LATENCY_QUERIES: usize = 10_000;
+
+/// The tenant id that gives the longest names.
+fn longest_tenant_id() -> crate::resource::TenantId {
+    "a".repeat(crate::resource::TenantId::MAX_LEN)
+        .parse()
+        .expect("valid id")
+}
+
+/// Why an AWS name template would give some tenant a name AWS refuses.
+fn aws_template_problem(template: &str, max_len: usize) -> Option<String> {
+    let sample = render_name(template, &longest_tenant_id());
+    if template.contains("{id_}") {
+        Some(format!(
+            "template {template:?} uses {{id_}}; AWS names here take {{id}}"
+        ))
+    } else if !template.contains("{id}") {
+        Some(format!(
+            "template {template:?} does not contain the tenant id {{id}}"
+        ))
+    } else if !sample.starts_with(|c: char| c.is_ascii_lowercase())
+        || sample.ends_with('-')
+        || sample.contains("--")
+        || sample
+            .chars()
+            .any(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+    {
+        Some(format!(
+            "template {template:?} yields names AWS rejects for some tenants"
+        ))
+    } else if sample.len() > max_len {
+        Some(format!(
+            "template {template:?} yields names of up to {} characters; the limit is {max_len}",
+            sample.len()
+        ))
+    } else {
+        None
+    }
+}
+
+/// A tier or other catalog key: what the settings row, dashboard tags and messages carry.
+fn is_catalog_key(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.starts_with(|c: char| c.is_ascii_lowercase())
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// `us-east-1`, `eu-central-1`, `ap-south-2`, `us-gov-west-1`.
+fn is_region_name(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_lowercase()))
+        && parts[parts.len() - 1].chars().all(|c| c.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
+}
+
+/// A value quoted back in a message: at most 60 characters of it.
+fn printable_short(s: &str) -> String {
+    if s.chars().count() > 60 {
+        format!("{}…", s.chars().take(60).collect::<String>())
+    } else {
+        s.to_owned()
+    }
+}
+
+/// The problems of one platform file, each placed at the key it is about.
+struct Problems<'s> {
+    path: &'s Path,
+    source: &'s str,
+    map: SourceMap<'s>,
+    /// The directory that holds the specs directory: what the platform may write to.
+    platform_root: PathBuf,
+    found: Vec<SpecDiagnostic>,
+}
+
+impl<'s> Problems<'s> {
+    fn new(path: &'s Path, source: &'s str) -> Self {
+        let base = path.parent().unwrap_or(Path::new("."));
+        Problems {
+            path,
+            source,
+            map: SourceMap::new(source),
+            platform_root: resolve_path(base, Path::new("..")),
+            found: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, field: &[&str], message: impl Into<String>, fix: impl Into<String>) {
+        let d = SpecDiagnostic::new(self.path, message, fix).field(field.join("."));
+        let d = match self.map.offset_of(field) {
+            Some(offset) => d.at(self.source, offset),
+            None => d,
+        };
+        self.found.push(d);
+    }
+
+    fn into_vec(self) -> Vec<SpecDiagnostic> {
+        self.found
     }
 }
 
@@ -775,6 +1083,33 @@ mod tests {
         let without = format!("{}{}", &source[..start], &source[end..]);
         let spec = PlatformSpec::parse(Path::new("platform.toml"), &without).unwrap();
         assert_eq!(spec.aws, AwsSettings::default());
+    }
+
+    #[test]
+    fn notification_addresses_and_node_types_are_checked() {
+        let source = example();
+        let edited = source
+            .replace(
+                "finance = [\"finance@rag-platform.example\"]",
+                "finance = [\"finance\\u0000@x.example\", \"nobody\"]",
+            )
+            .replace(
+                "cache_node_type = \"cache.r6g.large\"",
+                "cache_node_type = \"big; DROP\"",
+            );
+        assert_ne!(edited, source);
+        let problems = PlatformSpec::parse(Path::new("platform.toml"), &edited).unwrap_err();
+        let fields: Vec<&str> = problems.iter().filter_map(|p| p.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            [
+                "tiers.gold.cache_node_type",
+                "notifications.finance",
+                "notifications.finance"
+            ],
+            "{problems:?}"
+        );
+        assert!(problems.iter().all(|p| p.line.is_some()), "{problems:?}");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::diagnostic::{SpecDiagnostic, from_toml_error};
+use super::limits::{aws_tag_value_problem, email_problem, text_problem};
 use super::platform::PlatformSpec;
 use crate::resource::TenantId;
 
@@ -83,12 +84,21 @@ impl TenantSpec {
             }
         };
         let name = file.name.get_ref().trim();
-        if name.is_empty() || name.len() > 100 {
+        // The name goes into a PostgreSQL comment and a Grafana title, and is printed.
+        let name_problem = match text_problem(name) {
+            Some(p) => Some(format!("the display name {p}")),
+            None if name.is_empty() || name.chars().count() > 100 => {
+                Some("the display name must be 1 to 100 characters".into())
+            }
+            None => None,
+        };
+        if let Some(p) = name_problem {
             problem(
                 "name",
                 file.name.span().start,
-                "the display name must be 1 to 100 characters".into(),
-                "give the tenant a readable name, e.g. \"Retail Chain\"".into(),
+                p,
+                "give the tenant a readable name of printable characters, e.g. \"Retail Chain\""
+                    .into(),
             );
         }
         let tier = file.tier.get_ref();
@@ -122,20 +132,28 @@ impl TenantSpec {
             );
         }
         let email = file.owner_email.get_ref();
-        if !looks_like_email(email) {
+        if let Some(p) = email_problem(email) {
             problem(
                 "owner_email",
                 file.owner_email.span().start,
-                format!("{email:?} is not an email address"),
+                format!("the owner's address {p}"),
                 "write one address like \"owner@example.com\"".into(),
             );
         }
-        if file.cost_center.get_ref().trim().is_empty() {
+        // The cost center is the value of the CostCenter tag on every AWS resource.
+        let cost_center = file.cost_center.get_ref();
+        let cost_center_problem = if cost_center.trim().is_empty() {
+            Some("the cost center is empty".to_owned())
+        } else {
+            aws_tag_value_problem(cost_center).map(|p| format!("the cost center {p}"))
+        };
+        if let Some(p) = cost_center_problem {
             problem(
                 "cost_center",
                 file.cost_center.span().start,
-                "the cost center is empty".into(),
-                "set the cost center that pays for this tenant, e.g. \"CC-1001\"".into(),
+                p,
+                "set the cost center that pays for this tenant, e.g. \"CC-1001\" (it becomes the CostCenter tag)"
+                    .into(),
             );
         }
         let class_name = file.data_classification.get_ref();
@@ -189,20 +207,6 @@ impl TenantSpec {
     }
 }
 
-fn looks_like_email(s: &str) -> bool {
-    match s.split_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && domain.contains('.')
-                && !domain.starts_with('.')
-                && !domain.ends_with('.')
-                && !s.contains(char::is_whitespace)
-                && !domain.contains('@')
-        }
-        None => false,
-    }
-}
-
 /// The regions of the given jurisdictions, for messages.
 fn regions_in(platform: &PlatformSpec, jurisdictions: &[String]) -> String {
     let names: Vec<&str> = platform
@@ -215,19 +219,5 @@ fn regions_in(platform: &PlatformSpec, jurisdictions: &[String]) -> String {
         "(no region of this platform qualifies)".into()
     } else {
         names.join(", ")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn email_check_accepts_plain_addresses_only() {
-        assert!(looks_like_email("a@b.co"));
-        assert!(!looks_like_email("a@b"));
-        assert!(!looks_like_email("@b.co"));
-        assert!(!looks_like_email("a b@c.co"));
-        assert!(!looks_like_email("a@b@c.co"));
     }
 }

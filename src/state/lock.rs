@@ -1,11 +1,16 @@
 //! The per-tenant lock: an advisory `flock` on `<id>.lock`, plus who holds it.
 //!
-//! The kernel releases an `flock` when its process dies, so a crashed or killed run
-//! never leaves a stale lock behind. `force-unlock` breaks a lock held by a live but
-//! stuck process by unlinking the file: the stuck process keeps a lock on a file that
-//! no longer has a name, and the next run creates a fresh one. Every acquirer checks,
-//! after locking, that the file it locked is still the one at the path, so two runs
-//! can never both believe they hold the lock.
+//! A lock file is complete before anyone can see it: the acquirer writes its holder
+//! record to a private temp file, locks it, and only then links it to `<id>.lock`
+//! (`link` fails when the name exists, so exactly one acquirer wins). A run that finds
+//! the lock taken therefore always reads a whole record and can name the holder.
+//!
+//! The kernel releases an `flock` when its process dies; the file of a dead holder is
+//! then unlocked, and the next acquirer removes it (holding its lock, so that two
+//! acquirers never both remove) and links its own. `force-unlock` breaks a lock held by
+//! a live but stuck process by unlinking the file: the stuck process keeps a lock on a
+//! file that no longer has a name, and the next run links a fresh one. A holder removes
+//! the file on release only while it is still the one at the path.
 
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -85,6 +90,9 @@ fn same_file(file: &File, path: &Path) -> bool {
 }
 
 const POLL: Duration = Duration::from_millis(50);
+/// How long a lock file may look odd (its holder's process gone while another run
+/// clears it away) before that is reported; it lasts microseconds.
+const SETTLE: Duration = Duration::from_secs(1);
 
 pub(super) fn acquire(
     path: &Path,
@@ -93,35 +101,27 @@ pub(super) fn acquire(
     timeout: Duration,
 ) -> Result<StateLock, StateError> {
     let started = Instant::now();
+    let id = Uuid::new_v4();
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{file_name}.{id}.tmp"));
     loop {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| StateError::io("open", path, e))?;
-        match file.try_lock() {
+        let info = LockInfo {
+            id,
+            operation: operation.to_owned(),
+            pid: std::process::id(),
+            host: host_name(),
+            user: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+            since: Utc::now(),
+        };
+        let file = write_locked_record(&tmp, &info)?;
+        let linked = fs::hard_link(&tmp, path);
+        let _ = fs::remove_file(&tmp);
+        match linked {
             Ok(()) => {
-                if !same_file(&file, path) {
-                    // The file was unlinked (released or broken) between open and lock.
-                    continue;
-                }
-                let info = LockInfo {
-                    id: Uuid::new_v4(),
-                    operation: operation.to_owned(),
-                    pid: std::process::id(),
-                    host: host_name(),
-                    user: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
-                    since: Utc::now(),
-                };
-                let json = serde_json::to_vec(&info).expect("lock info serializes");
-                file.set_len(0)
-                    .and_then(|_| file.rewind())
-                    .and_then(|_| file.write_all(&json))
-                    .and_then(|_| file.sync_data())
-                    .map_err(|e| StateError::io("write", path, e))?;
                 return Ok(StateLock {
                     file,
                     path: path.to_owned(),
@@ -129,26 +129,122 @@ pub(super) fn acquire(
                     info,
                 });
             }
-            Err(fs::TryLockError::WouldBlock) => {
-                if started.elapsed() >= timeout {
-                    let holder = read_info(&mut file).unwrap_or_else(|| LockInfo {
-                        id: Uuid::nil(),
-                        operation: "an operation that has not yet said who it is".into(),
-                        pid: 0,
-                        host: "unknown".into(),
-                        user: "unknown".into(),
-                        since: Utc::now(),
-                    });
-                    return Err(StateError::Locked {
-                        tenant: tenant.clone(),
-                        holder: Box::new(holder),
-                    });
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => drop(file),
+            Err(e) => return Err(StateError::io("link", path, e)),
+        }
+
+        // Another file holds the name: a holder's, or one left by a process that died.
+        let mut existing = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => f,
+            // Released in the meantime: try again.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StateError::io("open", path, e)),
+        };
+        match existing.try_lock() {
+            Ok(()) => {
+                // Nobody holds it: its holder died. Remove it while holding its lock,
+                // and only while it is still the file at the path.
+                if same_file(&existing, path) {
+                    let _ = fs::remove_file(path);
                 }
-                drop(file);
-                std::thread::sleep(POLL.min(timeout.saturating_sub(started.elapsed())));
+                drop(existing);
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                let holder = read_info(&mut existing)
+                    .filter(|h| same_file(&existing, path) && !holder_is_gone(h));
+                drop(existing);
+                let waited = started.elapsed();
+                match holder {
+                    Some(holder) if waited >= timeout => {
+                        return Err(StateError::Locked {
+                            tenant: tenant.clone(),
+                            holder: Box::new(holder),
+                        });
+                    }
+                    Some(_) => {
+                        std::thread::sleep(POLL.min(timeout.saturating_sub(waited)));
+                    }
+                    // The file changed under us, or a run is clearing a dead holder's
+                    // file: look again in a moment.
+                    None if waited < timeout.saturating_add(SETTLE) => {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    None => {
+                        return Err(StateError::Locked {
+                            tenant: tenant.clone(),
+                            holder: Box::new(holder_of(path).unwrap_or_else(unknown_holder)),
+                        });
+                    }
+                }
             }
             Err(fs::TryLockError::Error(e)) => return Err(StateError::io("lock", path, e)),
         }
+    }
+}
+
+/// Creates `tmp` (mode 0600) holding `info`, flushed and locked: ready to be linked.
+fn write_locked_record(tmp: &Path, info: &LockInfo) -> Result<File, StateError> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(tmp)
+        .or_else(|e| {
+            // Left by an attempt of ours that failed between create and remove.
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                let _ = fs::remove_file(tmp);
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(tmp)
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(|e| StateError::io("create", tmp, e))?;
+    let json = serde_json::to_vec(info).expect("lock info serializes");
+    let written = file
+        .write_all(&json)
+        .and_then(|_| file.sync_data())
+        .map_err(|e| StateError::io("write", tmp, e))
+        .and_then(|_| match file.try_lock() {
+            Ok(()) => Ok(()),
+            Err(fs::TryLockError::WouldBlock) => Err(StateError::io(
+                "lock",
+                tmp,
+                std::io::Error::other("a private temp file is locked by someone else"),
+            )),
+            Err(fs::TryLockError::Error(e)) => Err(StateError::io("lock", tmp, e)),
+        });
+    if let Err(e) = written {
+        let _ = fs::remove_file(tmp);
+        return Err(e);
+    }
+    Ok(file)
+}
+
+/// Whether the process that wrote `holder` has ended (known only on this host).
+fn holder_is_gone(holder: &LockInfo) -> bool {
+    holder.host == host_name()
+        && holder.pid != std::process::id()
+        && !Path::new(&format!("/proc/{}", holder.pid)).exists()
+}
+
+fn holder_of(path: &Path) -> Option<LockInfo> {
+    holder(path).ok().flatten()
+}
+
+fn unknown_holder() -> LockInfo {
+    LockInfo {
+        id: Uuid::nil(),
+        operation: "an operation that has not yet said who it is".into(),
+        pid: 0,
+        host: "unknown".into(),
+        user: "unknown".into(),
+        since: Utc::now(),
     }
 }
 

@@ -144,6 +144,16 @@ pub enum StateError {
         found: String,
     },
     #[error(
+        "state file {} has a dependency cycle: {}; it was left untouched: restore it from {}.backup, or remove the depends_on entry that closes the cycle",
+        path.display(),
+        cycle.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" -> "),
+        path.display()
+    )]
+    Cycle {
+        path: PathBuf,
+        cycle: Vec<ResourceAddress>,
+    },
+    #[error(
         "tenant {tenant} is locked by {holder}; wait for it to finish (or pass --lock-timeout to wait), or if that process is stuck, run `tenantform force-unlock {tenant} {}`",
         holder.id
     )]
@@ -389,9 +399,10 @@ fn sync_dir(dir: &Path) -> Result<(), StateError> {
 /// Parses a state file's bytes, checking the format version before the content so that
 /// a newer file is reported as newer, not as corrupt.
 fn parse_state(path: &Path, bytes: &[u8], tenant: &TenantId) -> Result<TenantState, StateError> {
+    // The parser's messages quote the file's content: never pass a control character on.
     let corrupt = |detail: String| StateError::Corrupt {
         path: path.to_owned(),
-        detail,
+        detail: crate::spec::printable(&detail).into_owned(),
     };
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
@@ -421,8 +432,53 @@ fn parse_state(path: &Path, bytes: &[u8], tenant: &TenantId) -> Result<TenantSta
                 "resource key {key:?} does not match its type and name ({expected})"
             )));
         }
+        if let Some(foreign) = r.depends_on.iter().find(|d| &d.tenant != tenant) {
+            return Err(corrupt(format!(
+                "{key} depends on {foreign}, a resource of another tenant"
+            )));
+        }
+    }
+    if let Some(cycle) = dependency_cycle(&state) {
+        return Err(StateError::Cycle {
+            path: path.to_owned(),
+            cycle,
+        });
     }
     Ok(state)
+}
+
+/// A cycle among the `depends_on` of a state's resources, if there is one: deleting
+/// them in reverse dependency order would be impossible. Dependencies on resources the
+/// state does not hold (already deleted) are no edges.
+fn dependency_cycle(state: &TenantState) -> Option<Vec<ResourceAddress>> {
+    use petgraph::algo::tarjan_scc;
+    use petgraph::graph::DiGraph;
+
+    let mut graph = DiGraph::<&str, ()>::new();
+    let nodes: BTreeMap<&str, _> = state
+        .resources
+        .keys()
+        .map(|k| (k.as_str(), graph.add_node(k.as_str())))
+        .collect();
+    for (key, r) in &state.resources {
+        for dep in &r.depends_on {
+            if let Some(&to) = nodes.get(dep.local().as_str()) {
+                graph.update_edge(nodes[key.as_str()], to, ());
+            }
+        }
+    }
+    tarjan_scc(&graph).into_iter().find_map(|scc| {
+        let cyclic = scc.len() > 1 || graph.contains_edge(scc[0], scc[0]);
+        cyclic.then(|| {
+            let mut cycle: Vec<ResourceAddress> = scc
+                .iter()
+                .rev()
+                .filter_map(|n| state.address_of(graph[*n]))
+                .collect();
+            cycle.push(cycle[0].clone());
+            cycle
+        })
+    })
 }
 
 #[cfg(test)]
@@ -516,6 +572,77 @@ mod tests {
         assert!(err.contains("holds tenant \"other\""), "{err}");
     }
 
+    fn resource(t: ResourceType, name: &str, deps: &[&str]) -> ResourceState {
+        ResourceState {
+            resource_type: t,
+            name: name.into(),
+            status: ResourceStatus::Created,
+            attributes: Attributes::new(),
+            depends_on: deps.iter().map(|d| d.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_dependency_cycle_is_refused_at_load_naming_the_file_and_the_resources() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        fs::create_dir_all(store.tenants_dir()).unwrap();
+        let path = store.path_of(&tenant());
+        let mut s = TenantState::new(tenant());
+        for r in [
+            resource(
+                ResourceType::PostgresSchema,
+                "main",
+                &["acme/postgres_table.documents"],
+            ),
+            resource(
+                ResourceType::PostgresTable,
+                "documents",
+                &["acme/postgres_schema.main"],
+            ),
+            resource(
+                ResourceType::PostgresRole,
+                "app",
+                &["acme/postgres_role.gone"],
+            ),
+        ] {
+            s.resources
+                .insert(format!("{}.{}", r.resource_type, r.name), r);
+        }
+        let content = serde_json::to_vec(&s).unwrap();
+        fs::write(&path, &content).unwrap();
+        let err = store.load(&tenant()).unwrap_err();
+        assert!(matches!(err, StateError::Cycle { .. }), "{err}");
+        let text = err.to_string();
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert!(text.contains("acme/postgres_schema.main"), "{text}");
+        assert!(text.contains("acme/postgres_table.documents"), "{text}");
+        assert_eq!(fs::read(&path).unwrap(), content);
+
+        // A self-loop is a cycle too; a dependency on another tenant is refused.
+        s.resources.clear();
+        let r = resource(
+            ResourceType::PostgresRole,
+            "app",
+            &["acme/postgres_role.app"],
+        );
+        s.resources.insert("postgres_role.app".into(), r);
+        fs::write(&path, serde_json::to_vec(&s).unwrap()).unwrap();
+        assert!(matches!(
+            store.load(&tenant()),
+            Err(StateError::Cycle { .. })
+        ));
+        let r = resource(
+            ResourceType::PostgresRole,
+            "app",
+            &["other/postgres_role.app"],
+        );
+        s.resources.insert("postgres_role.app".into(), r);
+        fs::write(&path, serde_json::to_vec(&s).unwrap()).unwrap();
+        let err = store.load(&tenant()).unwrap_err().to_string();
+        assert!(err.contains("another tenant"), "{err}");
+    }
+
     #[test]
     fn an_atomic_write_replaces_the_whole_file_privately_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -566,6 +693,89 @@ mod tests {
         assert!(store.lock(&tenant(), "plan", Duration::ZERO).is_err());
         drop(second);
         store.lock(&tenant(), "plan", Duration::ZERO).unwrap();
+    }
+
+    /// Fifty runs start at once, twenty times over: one wins, and every loser names
+    /// the winner (its id and pid), never an anonymous holder.
+    #[test]
+    fn simultaneous_lock_attempts_always_name_a_real_holder() {
+        use std::sync::{Arc, Barrier};
+        const RUNS: usize = 50;
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        let mut refusals = 0;
+        for round in 0..20 {
+            let start = Arc::new(Barrier::new(RUNS));
+            let done = Arc::new(Barrier::new(RUNS));
+            let threads: Vec<_> = (0..RUNS)
+                .map(|i| {
+                    let (store, start, done) = (store.clone(), start.clone(), done.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        let result = store.lock(&tenant(), &format!("apply-{i}"), Duration::ZERO);
+                        // Keep the lock until every run has tried.
+                        done.wait();
+                        result.map(|l| l.info().clone())
+                    })
+                })
+                .collect();
+            let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+            let winners: Vec<&LockInfo> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+            assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+            for r in &results {
+                match r {
+                    Ok(_) => {}
+                    Err(StateError::Locked { holder, .. }) => {
+                        refusals += 1;
+                        assert_eq!(**holder, *winners[0], "round {round}");
+                        assert_ne!(holder.pid, 0);
+                        assert!(!holder.id.is_nil());
+                        let text = r.as_ref().unwrap_err().to_string();
+                        assert!(!text.contains("not yet said who it is"), "{text}");
+                    }
+                    Err(e) => panic!("round {round}: {e}"),
+                }
+            }
+        }
+        assert_eq!(refusals, 20 * (RUNS - 1));
+        // No temp file is left behind.
+        let left: Vec<_> = fs::read_dir(store.tenants_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_lock_file_left_by_a_dead_process_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(dir.path());
+        fs::create_dir_all(store.tenants_dir()).unwrap();
+        // An unlocked file with a record, as a killed run leaves it.
+        let dead = LockInfo {
+            id: Uuid::new_v4(),
+            operation: "apply".into(),
+            pid: u32::MAX - 1,
+            host: "elsewhere".into(),
+            user: "x".into(),
+            since: Utc::now(),
+        };
+        fs::write(
+            store.lock_path(&tenant()),
+            serde_json::to_vec(&dead).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(store.lock_holder(&tenant()).unwrap(), None);
+        let lock = store.lock(&tenant(), "apply", Duration::ZERO).unwrap();
+        assert_eq!(
+            store.lock_holder(&tenant()).unwrap().as_ref(),
+            Some(lock.info())
+        );
+        let mode = fs::metadata(store.lock_path(&tenant()))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -176,6 +176,22 @@ impl TenantDef {
         )
     }
 
+    /// The tenant file with the line of `key` set to `value` (TOML, as written).
+    pub fn toml_with(&self, key: &str, value: &str) -> String {
+        self.toml()
+            .lines()
+            .map(|l| {
+                if l.starts_with(&format!("{key} =")) {
+                    format!("{key} = {value}")
+                } else {
+                    l.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n"
+    }
+
     /// The schema and role name (the default naming: `tenant_{id_}`).
     pub fn pg_name(&self) -> String {
         format!("tenant_{}", self.id.replace('-', "_"))
@@ -652,4 +668,97 @@ pub fn http_get(url: &str) -> Option<String> {
     let (head, body) = response.split_once("\r\n\r\n")?;
     let status = head.split_whitespace().nth(1)?;
     (status == "200").then(|| body.to_owned())
+}
+
+/// Every stdout and stderr of the CLI runs of a test, checked at the end for secrets:
+/// the generated passwords the states hold, the AWS secret key, the admin passwords of
+/// PostgreSQL and Redis. A run that asks for secrets (`--show-secrets`) is not one to
+/// record.
+#[derive(Default)]
+pub struct OutputScan {
+    outputs: Vec<(String, String)>,
+    secrets: std::collections::BTreeSet<String>,
+}
+
+impl OutputScan {
+    /// A scan that knows the stack's own secrets.
+    pub fn new() -> Self {
+        let mut scan = OutputScan::default();
+        scan.secrets.insert(env("AWS_SECRET_ACCESS_KEY"));
+        scan.secrets.insert(env("PGPASSWORD"));
+        let redis = env("REDIS_URL");
+        if let Some(password) = redis
+            .rsplit_once('@')
+            .and_then(|(creds, _)| creds.rsplit_once(':'))
+            .map(|(_, p)| p.to_owned())
+        {
+            scan.secrets.insert(password);
+        }
+        scan
+    }
+
+    /// Runs `tenantform ARGS` in `ws` and keeps what it printed.
+    pub fn run(&mut self, ws: &Workspace, args: &[&str]) -> Run {
+        assert!(
+            !args.contains(&"--show-secrets"),
+            "a run that shows secrets is not scanned"
+        );
+        let run = ws.run(args);
+        self.outputs.push((args.join(" "), run.all()));
+        run
+    }
+
+    /// Learns every sensitive attribute the workspace's states hold now (call it after
+    /// an apply, before a destroy removes them).
+    pub fn learn_state_secrets(&mut self, ws: &Workspace) {
+        let Ok(entries) = fs::read_dir(ws.state().join("tenants")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            let state: serde_json::Value =
+                serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+            let Some(resources) = state["resources"].as_object() else {
+                continue;
+            };
+            for r in resources.values() {
+                let Ok(t) = r["type"].as_str().unwrap_or("").parse() else {
+                    continue;
+                };
+                let schema = tenantform::resource::schema(t);
+                for (name, value) in r["attributes"].as_object().into_iter().flatten() {
+                    if schema.is_sensitive(name)
+                        && let Some(s) = value.as_str()
+                    {
+                        self.secrets.insert(s.to_owned());
+                    }
+                }
+            }
+        }
+    }
+
+    /// How many secrets the scan looks for.
+    pub fn secrets(&self) -> usize {
+        self.secrets.len()
+    }
+
+    /// Asserts that no recorded output holds a secret; returns how many outputs it read.
+    #[track_caller]
+    pub fn assert_clean(&self) -> usize {
+        for (command, output) in &self.outputs {
+            for (i, secret) in self.secrets.iter().enumerate() {
+                // Short values (an empty password) would match by chance.
+                if secret.len() >= 8 {
+                    assert!(
+                        !output.contains(secret.as_str()),
+                        "`tenantform {command}` printed secret #{i} of the scan"
+                    );
+                }
+            }
+        }
+        self.outputs.len()
+    }
 }
