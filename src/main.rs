@@ -30,6 +30,7 @@ Examples:
   tenantform validate
   tenantform plan --detailed-exitcode --out tenants.plan
   tenantform plan --json > plan.json          # Terraform-style machine-readable plan
+  tenantform plan --policy specs/policies     # check the plan against Rego policies
   tenantform plan --markdown > comment.md     # for a pull-request comment
   tenantform apply tenants.plan               # apply exactly what was reviewed
   tenantform apply --tenant retail-chain --auto-approve
@@ -57,6 +58,10 @@ struct Cli {
     /// No ANSI colours in output (also when NO_COLOR is set or output is not a terminal).
     #[arg(long, global = true)]
     no_color: bool,
+    /// Check plans (plan, apply, destroy) against the Rego policies in DIR: `deny`
+    /// rules refuse a plan, `warn` rules warn. Default: [policy] dir in platform.toml.
+    #[arg(long, global = true, value_name = "DIR")]
+    policy: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -389,6 +394,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         state_dir: cli.state.clone(),
         parallelism: sel.map_or(10, |s| s.parallelism as usize),
         lock_timeout,
+        policy_dir: cli.policy.clone(),
     };
     match &cli.command {
         Command::Validate => {
@@ -419,6 +425,9 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 })
                 .await?;
             print_plan(&plan, args.json, args.markdown, style);
+            if let Some(report) = &plan.policy {
+                report.enforce()?;
+            }
             if let Some(out) = &args.out {
                 engine.save_plan(&plan, out)?;
                 if !args.json {
@@ -958,10 +967,8 @@ fn confirm(what: &str) -> anyhow::Result<bool> {
 
 fn print_plan(plan: &Plan, json: bool, markdown: bool, style: Style) {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&render::json(plan)).expect("JSON")
-        );
+        // One line: terraform-compliance reads a multi-line file's second line only.
+        println!("{}", render::json(plan));
     } else if markdown {
         print!("{}", render::markdown(plan));
     } else {

@@ -41,6 +41,7 @@ pub fn rollback_plan(state: &TenantState) -> Plan {
         created_at: Utc::now(),
         mode: PlanMode::Destroy,
         refreshed: false,
+        policy: None,
         tenants: vec![TenantPlan {
             tenant: state.tenant.clone(),
             state_serial: Some(state.serial),

@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 pub use diagnostic::{SpecDiagnostic, SpecErrors, line_and_column};
 pub use platform::{
     ApprovalRules, AwsSettings, DashboardSettings, DataClassification, LlmSettings, Naming,
-    NotificationSettings, PlatformInfo, PlatformSpec, PostgresEndpoint, RateLimits, RedisEndpoint,
-    Region, Tier, TierFeatures, ValidationSettings, VectorBackend, VectorDistance, VectorSettings,
-    render_name, resolve_path,
+    NotificationSettings, PlatformInfo, PlatformSpec, PolicySettings, PostgresEndpoint, RateLimits,
+    RedisEndpoint, Region, Tier, TierFeatures, ValidationSettings, VectorBackend, VectorDistance,
+    VectorSettings, render_name, resolve_path,
 };
 pub use tenant::TenantSpec;
 
