@@ -381,15 +381,7 @@ fn aws_equivalents_of(t: ResourceType, name: &str, a: &Attributes) -> Vec<AwsEqu
                    "node_type": get("node_type"), "num_cache_nodes": get("num_nodes"),
                    "tags": tags()}),
         )],
-        ResourceType::PostgresSchema
-        | ResourceType::PostgresRole
-        | ResourceType::PostgresSchemaGrant
-        | ResourceType::PostgresTable
-        | ResourceType::PostgresRowSecurity
-        | ResourceType::PostgresTableGrant
-        | ResourceType::TenantSettings
-        | ResourceType::RedisAclUser
-        | ResourceType::VectorNamespace
-        | ResourceType::GrafanaDashboard => Vec::new(),
+        // Not AWS: none.
+        _ => Vec::new(),
     }
 }

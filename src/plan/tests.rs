@@ -689,6 +689,54 @@ fn the_json_view_carries_what_terraforms_consumers_read() {
     assert_eq!(bucket["name"], "documents");
     assert_eq!(bucket["provider_name"], "tenantform/aws");
     assert_eq!(bucket["values"]["tags"]["TenantID"], "healthcare-systems");
+    // The AWS resources again, as the AWS provider's, in a child module per tenant.
+    let aws = &modules[0]["child_modules"][0];
+    assert_eq!(
+        aws["address"],
+        r#"module.tenant["healthcare-systems"].module.aws"#
+    );
+    let aws_types: Vec<&str> = aws["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        aws_types,
+        vec![
+            "aws_s3_bucket",
+            "aws_s3_bucket_versioning",
+            "aws_s3_bucket_lifecycle_configuration",
+            "aws_s3_bucket_public_access_block",
+            "aws_s3_bucket_policy",
+            "aws_iam_policy",
+            "aws_iam_role",
+            "aws_iam_role_policy_attachment",
+            "aws_elasticache_cluster",
+        ]
+    );
+    let versioning = aws["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "aws_s3_bucket_versioning")
+        .unwrap();
+    assert_eq!(
+        versioning["values"]["versioning_configuration"][0]["status"],
+        "Enabled"
+    );
+    let aws_declared = json["configuration"]["root_module"]["module_calls"]["tenant"]["module"]
+        ["module_calls"]["aws"]["module"]["resources"]
+        .as_array()
+        .unwrap();
+    let block = aws_declared
+        .iter()
+        .find(|r| r["address"] == "aws_s3_bucket_public_access_block.documents")
+        .unwrap();
+    assert_eq!(
+        block["expressions"]["bucket"]["references"][1],
+        "aws_s3_bucket.documents"
+    );
     let role = planned
         .iter()
         .find(|r| r["address"] == "retail-chain/postgres_role.app")
