@@ -24,6 +24,7 @@ use crate::plan::identity::{self, TenantIdentity};
 use crate::plan::{
     PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, TenantPlan, plan_tenant, saved,
 };
+use crate::policy::{PolicyReport, PolicySet};
 use crate::provider::dashboard::DashboardProvider;
 use crate::provider::elasticache::ElasticacheProvider;
 use crate::provider::iam::IamProvider;
@@ -49,6 +50,9 @@ pub struct EngineConfig {
     pub parallelism: usize,
     /// How long to wait for a tenant's lock before giving up.
     pub lock_timeout: Duration,
+    /// Rego policies every plan is checked against (`--policy DIR`); `None`: those of
+    /// `[policy] dir` in platform.toml, if any.
+    pub policy_dir: Option<PathBuf>,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +62,7 @@ impl Default for EngineConfig {
             state_dir: "state".into(),
             parallelism: 10,
             lock_timeout: Duration::ZERO,
+            policy_dir: None,
         }
     }
 }
@@ -155,9 +160,24 @@ impl Engine {
         Ok(chosen.into_iter().collect())
     }
 
-    /// Plans without taking locks: a plan changes nothing.
+    /// The policies plans are checked against: [`EngineConfig::policy_dir`], else
+    /// `[policy] dir` of the platform; `None` when neither is set. Loading parses
+    /// every file, so a broken policy fails here, before anything else runs.
+    pub fn policies(&self, specs: &Specs) -> Result<Option<PolicySet>, Error> {
+        let dir = self
+            .config
+            .policy_dir
+            .clone()
+            .or_else(|| specs.platform.policy.resolved_dir.clone());
+        Ok(dir.map(|d| PolicySet::load(&d)).transpose()?)
+    }
+
+    /// Plans without taking locks: a plan changes nothing. With policies configured,
+    /// the plan carries their results ([`Plan::policy`]); a mandatory violation is
+    /// reported there, not as an error (see [`crate::policy::PolicyReport::enforce`]).
     pub async fn plan(&self, options: &PlanOptions) -> Result<Plan, Error> {
         let specs = self.specs()?;
+        let policies = self.policies(&specs)?;
         let tenants = self.select_tenants(&specs, &options.tenants)?;
         if !options.refresh {
             // Nothing to read back: one state in memory at a time, so that a plan over
@@ -176,13 +196,14 @@ impl Engine {
                     &replace,
                 )?);
             }
-            return assemble(options, plans);
+            return with_policy_results(policies.as_ref(), assemble(options, plans)?);
         }
         let mut states = BTreeMap::new();
         for t in &tenants {
             states.insert(t.clone(), self.load_checked(&specs, t)?);
         }
-        self.plan_with(&specs, &states, options).await
+        let plan = self.plan_with(&specs, &states, options).await?;
+        with_policy_results(policies.as_ref(), plan)
     }
 
     /// A tenant's state, checked to name only that tenant's objects (see
@@ -370,13 +391,28 @@ impl Engine {
                 });
             }
         }
+        // The policies as they are now, which may be stricter than when it was saved;
+        // a plan made with `--policy DIR` is checked against DIR again.
+        let policies = match self.policies(&specs)? {
+            Some(p) => Some(p),
+            None => plan
+                .policy
+                .as_ref()
+                .map(|r| PolicySet::load(&r.dir))
+                .transpose()?,
+        };
+        if let Some(policies) = policies {
+            evaluate_policies(&policies, plan)?.enforce()?;
+        }
         let providers = self.providers(&specs).await?;
         Ok(apply::apply(plan, runs, providers, &self.store, options, progress).await?)
     }
 
     /// Locks, plans, asks `confirm`, and applies: `apply` and `destroy` without a saved
     /// plan. Returns the plan, and the report unless there was nothing to do or
-    /// `confirm` said no.
+    /// `confirm` said no. A mandatory policy violation is an error
+    /// ([`Error::Policy`]) before `confirm` is asked and before anything is changed;
+    /// advisory ones are in the returned plan's [`Plan::policy`].
     pub async fn plan_and_apply(
         &self,
         plan_options: &PlanOptions,
@@ -385,6 +421,7 @@ impl Engine {
         progress: Option<ProgressSink>,
     ) -> Result<(Plan, Option<ApplyReport>), Error> {
         let specs = self.specs()?;
+        let policies = self.policies(&specs)?;
         let tenants = self.select_tenants(&specs, &plan_options.tenants)?;
         let operation = match plan_options.mode {
             PlanMode::Normal => "apply",
@@ -399,6 +436,10 @@ impl Engine {
             })
             .collect();
         let plan = self.plan_with(&specs, &states, plan_options).await?;
+        let plan = with_policy_results(policies.as_ref(), plan)?;
+        if let Some(report) = &plan.policy {
+            report.enforce()?;
+        }
         if !plan.has_changes() || !confirm(&plan) {
             return Ok((plan, None));
         }
@@ -739,6 +780,25 @@ fn plan_one(
     Ok(tenant_plan)
 }
 
+/// What `policies` say about `plan`. Their input is the plan's JSON view, as
+/// `plan --json` prints it, without the results of an earlier evaluation.
+fn evaluate_policies(policies: &PolicySet, plan: &Plan) -> Result<PolicyReport, Error> {
+    let mut input = crate::plan::render::json(plan);
+    if let Some(doc) = input.as_object_mut() {
+        doc.remove("policy");
+        doc.remove("policy_results");
+    }
+    Ok(policies.evaluate(&input)?)
+}
+
+/// `plan` with the results of `policies` in it, if there are policies.
+fn with_policy_results(policies: Option<&PolicySet>, mut plan: Plan) -> Result<Plan, Error> {
+    if let Some(policies) = policies {
+        plan.policy = Some(evaluate_policies(policies, &plan)?);
+    }
+    Ok(plan)
+}
+
 /// The plan of `tenants`, checked for dependency cycles.
 fn assemble(options: &PlanOptions, tenants: Vec<crate::plan::TenantPlan>) -> Result<Plan, Error> {
     let plan = Plan {
@@ -747,6 +807,7 @@ fn assemble(options: &PlanOptions, tenants: Vec<crate::plan::TenantPlan>) -> Res
         mode: options.mode,
         refreshed: options.refresh,
         tenants,
+        policy: None,
     };
     ActionGraph::build(&plan)?;
     Ok(plan)

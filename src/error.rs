@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::apply::ApplyError;
 use crate::plan::PlanError;
 use crate::plan::identity::IdentityMismatch;
+use crate::policy::PolicyError;
 use crate::provider::ProviderError;
 use crate::resource::{ResourceAddress, TenantId};
 use crate::spec::SpecErrors;
@@ -21,6 +22,8 @@ pub enum Error {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     #[error(
         "cannot read {address} back from its endpoint (pass --refresh=false to plan from state alone): {source}"
     )]

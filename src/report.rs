@@ -14,7 +14,8 @@ pub enum OutputFormat {
     /// Text for a terminal (coloured if the [`Style`] says so).
     #[default]
     Human,
-    /// The report's JSON view, pretty-printed; its shape is documented in the README.
+    /// The report's JSON view (pretty-printed, but a plan on one line); its shape is
+    /// documented in the README.
     Json,
     /// Markdown, for a pull-request comment, a chat message or an issue.
     Markdown,
@@ -24,6 +25,9 @@ pub enum OutputFormat {
 pub trait Report {
     /// What the report is, for a message saying it has no form asked for ("a plan").
     const NAME: &'static str;
+
+    /// Whether the JSON form is printed on one line rather than pretty-printed.
+    const ONE_LINE_JSON: bool = false;
 
     /// The text a person reads in a terminal.
     fn human(&self, style: Style) -> String;
@@ -41,8 +45,13 @@ pub trait Report {
         match format {
             OutputFormat::Human => Some(self.human(style)),
             OutputFormat::Json => {
-                let mut text =
-                    serde_json::to_string_pretty(&self.json()).expect("a JSON value prints");
+                let json = self.json();
+                let mut text = if Self::ONE_LINE_JSON {
+                    serde_json::to_string(&json)
+                } else {
+                    serde_json::to_string_pretty(&json)
+                }
+                .expect("a JSON value prints");
                 text.push('\n');
                 Some(text)
             }
@@ -53,6 +62,8 @@ pub trait Report {
 
 impl Report for crate::Plan {
     const NAME: &'static str = "a plan";
+    // terraform-compliance reads only the second line of a multi-line plan file.
+    const ONE_LINE_JSON: bool = true;
 
     fn human(&self, style: Style) -> String {
         crate::plan::render::human(self, style)

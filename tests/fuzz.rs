@@ -300,6 +300,7 @@ fn state_file() {
                         created_at: chrono::Utc::now(),
                         mode,
                         refreshed: false,
+                        policy: None,
                         tenants: vec![p],
                     };
                     let _ = tenantform::plan::graph::ActionGraph::build(&plan);

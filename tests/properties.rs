@@ -89,6 +89,7 @@ fn whole(mode: PlanMode, tenants: Vec<TenantPlan>) -> Plan {
         created_at: chrono::Utc::now(),
         mode,
         refreshed: false,
+        policy: None,
         tenants,
     }
 }

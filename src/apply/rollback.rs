@@ -56,6 +56,7 @@ fn delete_plan(tenants: Vec<TenantPlan>) -> Plan {
         created_at: Utc::now(),
         mode: PlanMode::Destroy,
         refreshed: false,
+        policy: None,
         tenants,
     }
 }

@@ -293,6 +293,7 @@ fn plan(tenants: Vec<TenantPlan>) -> Plan {
         created_at: chrono::Utc::now(),
         mode: PlanMode::Normal,
         refreshed: false,
+        policy: None,
         tenants,
     }
 }

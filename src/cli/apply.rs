@@ -29,6 +29,9 @@ pub async fn cmd_plan(engine: &Engine, args: &PlanArgs, style: Style) -> anyhow:
         })
         .await?;
     print_report(&plan, format, style)?;
+    if let Some(report) = &plan.policy {
+        report.enforce()?;
+    }
     if let Some(out) = &args.out {
         engine.save_plan(&plan, out)?;
         if format != OutputFormat::Json {

@@ -12,6 +12,7 @@ Examples:
   tenantform validate
   tenantform plan --detailed-exitcode --out tenants.plan
   tenantform plan --json > plan.json          # Terraform-style machine-readable plan
+  tenantform plan --policy specs/policies     # check the plan against Rego policies
   tenantform plan --markdown > comment.md     # for a pull-request comment
   tenantform apply tenants.plan               # apply exactly what was reviewed
   tenantform apply --tenant retail-chain --auto-approve
@@ -39,6 +40,10 @@ pub struct Cli {
     /// No ANSI colours in output (also when NO_COLOR is set or output is not a terminal).
     #[arg(long, global = true)]
     pub no_color: bool,
+    /// Check plans (plan, apply, destroy) against the Rego policies in DIR: `deny`
+    /// rules refuse a plan, `warn` rules warn. Default: [policy] dir in platform.toml.
+    #[arg(long, global = true, value_name = "DIR")]
+    pub policy: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -373,6 +378,7 @@ impl Cli {
             state_dir: self.state.clone(),
             parallelism: selection.map_or(defaults.parallelism, |s| s.parallelism as usize),
             lock_timeout,
+            policy_dir: self.policy.clone(),
         }
     }
 }

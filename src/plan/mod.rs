@@ -23,6 +23,7 @@ pub mod graph;
 pub mod identity;
 pub mod render;
 pub mod saved;
+pub mod terraform;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -103,6 +104,8 @@ pub enum ActionReason {
     DestroyRequested,
     /// A failed run of a new tenant is being undone.
     Rollback,
+    /// Nothing to do: the resource matches its spec (a no-op).
+    Unchanged,
 }
 
 impl fmt::Display for ActionReason {
@@ -122,6 +125,7 @@ impl fmt::Display for ActionReason {
             ActionReason::RemovedFromSpec => f.write_str("no longer in the spec"),
             ActionReason::DestroyRequested => f.write_str("destroy requested"),
             ActionReason::Rollback => f.write_str("rollback of a failed run"),
+            ActionReason::Unchanged => f.write_str("matches the spec"),
         }
     }
 }
@@ -213,6 +217,10 @@ pub struct Plan {
     /// Whether resources were read back from their endpoints before diffing.
     pub refreshed: bool,
     pub tenants: Vec<TenantPlan>,
+    /// What the policies said about this plan; `None` when no policy directory is
+    /// configured. Filled in while the plan is made (the policies read the plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::PolicyReport>,
 }
 
 impl Plan {
@@ -489,7 +497,7 @@ fn diff_existing(
     let (action, reason) = if replace.contains(&r.address) {
         (Action::Replace, ActionReason::ReplaceRequested)
     } else if attribute_changes.is_empty() {
-        (Action::NoOp, ActionReason::SpecChanged)
+        (Action::NoOp, ActionReason::Unchanged)
     } else {
         let action = if attribute_changes.iter().any(|c| c.forces_replacement) {
             Action::Replace

@@ -11,8 +11,9 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 
 use super::cost::{CostEstimate, inr};
-use super::{Action, ActionReason, Plan, PlanMode, ResourceChange, TenantPlan};
-use crate::resource::{Attributes, schema};
+use super::{Action, ActionReason, Plan, PlanMode, ResourceChange, TenantPlan, terraform};
+use crate::policy::PolicyLevel;
+use crate::resource::schema;
 use crate::secret::REDACTED;
 
 /// The version of the JSON view's shape. Additive changes keep the major number.
@@ -188,6 +189,27 @@ fn human_warnings(out: &mut String, plan: &Plan, style: Style) {
     for w in plan.budget_warnings() {
         let _ = writeln!(out, "{} {w}", style.paint("33;1", "Warning:"));
     }
+    if let Some(report) = &plan.policy {
+        let _ = writeln!(
+            out,
+            "\nPolicy check ({}): {}.",
+            report.dir.display(),
+            report.summary()
+        );
+        for v in &report.results {
+            let label = match v.level {
+                PolicyLevel::Mandatory => style.paint("31;1", "Policy violation (mandatory):"),
+                PolicyLevel::Advisory => style.paint("33;1", "Policy warning (advisory):"),
+            };
+            let _ = writeln!(out, "{label} {v}");
+        }
+        if report.enforce().is_err() {
+            let _ = writeln!(
+                out,
+                "This plan cannot be applied until the mandatory policies pass."
+            );
+        }
+    }
 }
 
 fn human_change(out: &mut String, c: &ResourceChange, style: Style) {
@@ -264,17 +286,6 @@ fn human_change(out: &mut String, c: &ResourceChange, style: Style) {
     }
 }
 
-fn sensitive_map(attrs: &Attributes, t: crate::resource::ResourceType) -> Value {
-    let s = schema(t);
-    Value::Object(
-        attrs
-            .keys()
-            .filter(|k| s.is_sensitive(k))
-            .map(|k| (k.clone(), Value::Bool(true)))
-            .collect(),
-    )
-}
-
 fn terraform_action_reason(c: &ResourceChange) -> Option<&'static str> {
     match (&c.action, &c.reason) {
         (Action::Replace, ActionReason::ReplaceRequested) => Some("replace_by_request"),
@@ -287,54 +298,72 @@ fn terraform_action_reason(c: &ResourceChange) -> Option<&'static str> {
     }
 }
 
+/// `{"kind": "dependency_replaced", "dependency": "...", "description": "..."}`.
+fn reason_json(reason: &ActionReason) -> Value {
+    let mut v = serde_json::to_value(reason).expect("a reason serializes");
+    v["description"] = json!(reason.to_string());
+    v
+}
+
+/// One entry of `resource_changes`.
+fn resource_change_json(c: &ResourceChange) -> Value {
+    let t = c.address.resource_type;
+    let after = c
+        .after
+        .as_ref()
+        .map(|r| terraform::values(&r.attributes, t));
+    let before = terraform::prior(c).map(|a| terraform::values(a, t));
+    let computed: serde_json::Map<String, Value> = schema(t)
+        .attributes
+        .iter()
+        .filter(|a| a.computed && matches!(c.action, Action::Create | Action::Replace))
+        .map(|a| (a.name.to_owned(), Value::Bool(true)))
+        .collect();
+    let replace_paths: Vec<Value> = c
+        .attribute_changes
+        .iter()
+        .filter(|a| a.forces_replacement)
+        .map(|a| json!([a.name]))
+        .collect();
+    let sensitive = |present: bool| {
+        if present {
+            terraform::sensitive_values(t)
+        } else {
+            Value::Bool(false)
+        }
+    };
+    let mut change = json!({
+        "actions": c.action.terraform_actions(),
+        "before_sensitive": sensitive(before.is_some()),
+        "after_sensitive": sensitive(after.is_some()),
+        "before": before,
+        "after": after,
+        "after_unknown": computed,
+    });
+    if !replace_paths.is_empty() {
+        change["replace_paths"] = Value::Array(replace_paths);
+    }
+    let mut rc = json!({
+        "address": c.address.to_string(),
+        "module_address": terraform::module_address(&c.address.tenant),
+        "mode": "managed",
+        "type": t.as_str(),
+        "name": c.address.name,
+        "provider_name": terraform::provider_name(t),
+        "tenant": c.address.tenant,
+        "change": change,
+        "reason": reason_json(&c.reason),
+        "changed_attributes": c.attribute_changes.iter().map(|a| &a.name).collect::<Vec<_>>(),
+    });
+    if let Some(r) = terraform_action_reason(c) {
+        rc["action_reason"] = json!(r);
+    }
+    rc
+}
+
 /// The machine-readable view of a plan (see the module docs).
 pub fn json(plan: &Plan) -> Value {
-    let resource_changes: Vec<Value> = plan
-        .changes()
-        .map(|c| {
-            let t = c.address.resource_type;
-            let after = c.after.as_ref().map(|r| {
-                let attrs = super::redact(&r.attributes, t);
-                json!(attrs)
-            });
-            let computed: serde_json::Map<String, Value> = schema(t)
-                .attributes
-                .iter()
-                .filter(|a| a.computed && matches!(c.action, Action::Create | Action::Replace))
-                .map(|a| (a.name.to_owned(), Value::Bool(true)))
-                .collect();
-            let replace_paths: Vec<Value> = c
-                .attribute_changes
-                .iter()
-                .filter(|a| a.forces_replacement)
-                .map(|a| json!([a.name]))
-                .collect();
-            let mut change = json!({
-                "actions": c.action.terraform_actions(),
-                "before": if c.action == Action::NoOp { json!(after) } else { json!(c.before) },
-                "after": after,
-                "after_unknown": computed,
-                "before_sensitive": c.before.as_ref().or(c.after.as_ref().filter(|_| c.action == Action::NoOp).map(|r| &r.attributes)).map(|b| sensitive_map(b, t)).unwrap_or(Value::Bool(false)),
-                "after_sensitive": c.after.as_ref().map(|r| sensitive_map(&r.attributes, t)).unwrap_or(Value::Bool(false)),
-            });
-            if !replace_paths.is_empty() {
-                change["replace_paths"] = Value::Array(replace_paths);
-            }
-            let mut rc = json!({
-                "address": c.address.to_string(),
-                "tenant": c.address.tenant,
-                "type": t.as_str(),
-                "name": c.address.name,
-                "change": change,
-                "reason": {"kind": &c.reason, "description": c.reason.to_string()},
-                "changed_attributes": c.attribute_changes.iter().map(|a| &a.name).collect::<Vec<_>>(),
-            });
-            if let Some(r) = terraform_action_reason(c) {
-                rc["action_reason"] = json!(r);
-            }
-            rc
-        })
-        .collect();
+    let resource_changes: Vec<Value> = plan.changes().map(resource_change_json).collect();
     let tenants: Vec<Value> = plan
         .tenants
         .iter()
@@ -342,6 +371,8 @@ pub fn json(plan: &Plan) -> Value {
             let s = Summary::of(&t.changes);
             json!({
                 "tenant": t.tenant,
+                "module_address": terraform::module_address(&t.tenant),
+                "spec": t.spec,
                 "new_tenant": t.new_tenant,
                 "spec_removed": t.spec.is_none(),
                 "protected": t.protected,
@@ -365,8 +396,9 @@ pub fn json(plan: &Plan) -> Value {
         })
         .collect();
     let s = Summary::of(plan.changes());
-    json!({
+    let mut doc = json!({
         "format_version": JSON_FORMAT_VERSION,
+        "terraform_version": terraform::TERRAFORM_VERSION,
         "tenantform_version": env!("CARGO_PKG_VERSION"),
         "mode": plan.mode,
         "refreshed": plan.refreshed,
@@ -374,10 +406,26 @@ pub fn json(plan: &Plan) -> Value {
         "has_changes": plan.has_changes(),
         "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
         "tenants": tenants,
+        "planned_values": terraform::planned_values(plan),
         "resource_changes": resource_changes,
+        "configuration": terraform::configuration(plan),
         "cost": {"currency": "INR", "monthly_inr": plan.monthly_cost_inr()},
         "warnings": plan.budget_warnings(),
-    })
+    });
+    if let Some(prior) = terraform::prior_state(plan) {
+        doc["prior_state"] = prior;
+    }
+    if let Some(report) = &plan.policy {
+        doc["policy"] = json!({
+            "dir": report.dir,
+            "files": report.files,
+            "mandatory_violations": report.mandatory().count(),
+            "advisory_warnings": report.advisory().count(),
+            "passed": report.enforce().is_ok(),
+        });
+        doc["policy_results"] = json!(report.results);
+    }
+    doc
 }
 
 /// The plan as a pull-request comment.
@@ -472,5 +520,31 @@ pub fn markdown(plan: &Plan) -> String {
 fn markdown_warnings(out: &mut String, plan: &Plan) {
     for w in plan.budget_warnings() {
         let _ = writeln!(out, "\n> **Warning:** {w}");
+    }
+    if let Some(report) = &plan.policy {
+        let verdict = if report.enforce().is_ok() {
+            "passed"
+        } else {
+            "**failed: this plan cannot be applied**"
+        };
+        let _ = writeln!(
+            out,
+            "\n#### Policy check: {verdict}\n\n{} in `{}`.\n",
+            report.summary(),
+            report.dir.display()
+        );
+        for v in &report.results {
+            let label = match v.level {
+                PolicyLevel::Mandatory => ":x: **mandatory**",
+                PolicyLevel::Advisory => ":warning: advisory",
+            };
+            let _ = writeln!(
+                out,
+                "- {label} `{}` ({}): {}",
+                v.policy,
+                v.files.join(", "),
+                v.message
+            );
+        }
     }
 }

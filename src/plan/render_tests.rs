@@ -34,6 +34,7 @@ fn plan_of(specs: &Specs, mode: PlanMode, refreshed: bool, cases: &[Case<'_>]) -
         created_at: chrono::Utc::now(),
         mode,
         refreshed,
+        policy: None,
         tenants,
     }
 }
@@ -370,9 +371,22 @@ fn tenants_added_unchanged_and_removed() {
                 "tier": "bronze"
               },
               "has_changes": true,
+              "module_address": "module.tenant[\"education-platform\"]",
               "new_tenant": true,
               "protected": false,
               "protected_before": false,
+              "spec": {
+                "budget_inr": 10000,
+                "cost_center": "CC-EDU-007",
+                "data_classification": "india-resident",
+                "id": "education-platform",
+                "name": "Education Platform",
+                "owner_email": "ops@education-platform.example",
+                "protected": false,
+                "region": "ap-south-1",
+                "tier": "bronze",
+                "version": 1
+              },
               "spec_removed": false,
               "state_lineage": null,
               "state_serial": null,
@@ -386,9 +400,11 @@ fn tenants_added_unchanged_and_removed() {
             {
               "cost": null,
               "has_changes": true,
+              "module_address": "module.tenant[\"healthcare-systems\"]",
               "new_tenant": false,
               "protected": false,
               "protected_before": false,
+              "spec": null,
               "spec_removed": true,
               "state_lineage": "<uuid>",
               "state_serial": 7,
@@ -418,9 +434,22 @@ fn tenants_added_unchanged_and_removed() {
                 "tier": "silver"
               },
               "has_changes": false,
+              "module_address": "module.tenant[\"retail-chain\"]",
               "new_tenant": false,
               "protected": false,
               "protected_before": false,
+              "spec": {
+                "budget_inr": 600000,
+                "cost_center": "CC-RETAIL-042",
+                "data_classification": "eu-personal",
+                "id": "retail-chain",
+                "name": "Retail Chain",
+                "owner_email": "cloud-team@retail-chain.example",
+                "protected": false,
+                "region": "eu-west-1",
+                "tier": "silver",
+                "version": 1
+              },
               "spec_removed": false,
               "state_lineage": "<uuid>",
               "state_serial": 7,
@@ -481,44 +510,84 @@ fn no_changes() {
         &nothing_to_destroy,
         Json,
         expect![[r#"
-        {
-          "cost": {
-            "currency": "INR",
-            "monthly_inr": -0.0
-          },
-          "created_at": "<timestamp>",
-          "format_version": "1.0",
-          "has_changes": false,
-          "mode": "destroy",
-          "refreshed": false,
-          "resource_changes": [],
-          "summary": {
-            "add": 0,
-            "change": 0,
-            "destroy": 0
-          },
-          "tenantform_version": "<version>",
-          "tenants": [
             {
-              "cost": null,
+              "configuration": {
+                "root_module": {
+                  "module_calls": {
+                    "tenant": {
+                      "module": {
+                        "module_calls": {
+                          "aws": {
+                            "module": {
+                              "resources": []
+                            },
+                            "source": "tenantform/blueprint"
+                          }
+                        },
+                        "resources": []
+                      },
+                      "source": "tenantform/blueprint"
+                    }
+                  }
+                }
+              },
+              "cost": {
+                "currency": "INR",
+                "monthly_inr": -0.0
+              },
+              "created_at": "<timestamp>",
+              "format_version": "1.0",
               "has_changes": false,
-              "new_tenant": true,
-              "protected": false,
-              "protected_before": false,
-              "spec_removed": false,
-              "state_lineage": null,
-              "state_serial": null,
+              "mode": "destroy",
+              "planned_values": {
+                "root_module": {
+                  "child_modules": [],
+                  "resources": []
+                }
+              },
+              "refreshed": false,
+              "resource_changes": [],
               "summary": {
                 "add": 0,
                 "change": 0,
                 "destroy": 0
               },
-              "tenant": "retail-chain"
+              "tenantform_version": "<version>",
+              "tenants": [
+                {
+                  "cost": null,
+                  "has_changes": false,
+                  "module_address": "module.tenant[\"retail-chain\"]",
+                  "new_tenant": true,
+                  "protected": false,
+                  "protected_before": false,
+                  "spec": {
+                    "budget_inr": 600000,
+                    "cost_center": "CC-RETAIL-042",
+                    "data_classification": "eu-personal",
+                    "id": "retail-chain",
+                    "name": "Retail Chain",
+                    "owner_email": "cloud-team@retail-chain.example",
+                    "protected": false,
+                    "region": "eu-west-1",
+                    "tier": "silver",
+                    "version": 1
+                  },
+                  "spec_removed": false,
+                  "state_lineage": null,
+                  "state_serial": null,
+                  "summary": {
+                    "add": 0,
+                    "change": 0,
+                    "destroy": 0
+                  },
+                  "tenant": "retail-chain"
+                }
+              ],
+              "terraform_version": "1.2.9",
+              "warnings": []
             }
-          ],
-          "warnings": []
-        }
-    "#]],
+        "#]],
     );
 }
 

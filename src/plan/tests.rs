@@ -4,6 +4,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
+use serde_json::Value;
+
 use super::graph::ActionGraph;
 use super::*;
 use crate::blueprint::tenant_blueprint;
@@ -106,6 +108,7 @@ fn whole(p: TenantPlan) -> Plan {
         created_at: chrono::Utc::now(),
         mode: PlanMode::Normal,
         refreshed: false,
+        policy: None,
         tenants: vec![p],
     }
 }
@@ -587,17 +590,40 @@ fn the_json_view_uses_terraforms_vocabulary_and_hides_secrets() {
         serde_json::json!(["delete", "create"])
     );
     assert_eq!(role["action_reason"], "replace_by_request");
-    assert_eq!(
-        role["change"]["before"]["password"],
-        crate::secret::REDACTED
-    );
+    // Sensitive values are left out and marked, never shown redacted.
+    assert_eq!(role["change"]["before"]["name"], "tenant_retail_chain");
+    assert!(role["change"]["before"].get("password").is_none(), "{role}");
     assert_eq!(role["change"]["before_sensitive"]["password"], true);
+    assert_eq!(role["change"]["after_sensitive"]["password"], true);
     assert_eq!(role["change"]["after_unknown"]["password"], true);
+    assert!(!json.to_string().contains(crate::secret::REDACTED));
+    assert_eq!(
+        role["reason"],
+        serde_json::json!({"kind": "replace_requested",
+                           "description": "replacement requested with --replace"})
+    );
+    assert_eq!(role["mode"], "managed");
+    assert_eq!(role["provider_name"], "tenantform/postgres");
+    assert_eq!(role["module_address"], r#"module.tenant["retail-chain"]"#);
+    let grant = rc
+        .iter()
+        .find(|c| c["address"] == "retail-chain/postgres_schema_grant.app")
+        .unwrap();
+    assert_eq!(grant["reason"]["kind"], "dependency_replaced");
+    assert_eq!(
+        grant["reason"]["dependency"],
+        "retail-chain/postgres_role.app"
+    );
     let schema = rc
         .iter()
         .find(|c| c["address"] == "retail-chain/postgres_schema.main")
         .unwrap();
     assert_eq!(schema["change"]["actions"], serde_json::json!(["no-op"]));
+    assert_eq!(
+        schema["reason"],
+        serde_json::json!({"kind": "unchanged", "description": "matches the spec"})
+    );
+    assert_eq!(schema["change"]["before"], schema["change"]["after"]);
     assert!(!json.to_string().contains("s3cret-pw"));
     assert_eq!(
         json["summary"],
@@ -605,4 +631,156 @@ fn the_json_view_uses_terraforms_vocabulary_and_hides_secrets() {
     );
 
     // The whole renderings of this plan are snapshots in `render_tests.rs`.
+}
+
+#[test]
+fn the_json_view_carries_what_terraforms_consumers_read() {
+    let specs = specs();
+    let gold = tenant(&specs, "healthcare-systems");
+    let gold_bp = tenant_blueprint(&gold, &specs.platform);
+    let silver = tenant(&specs, "retail-chain");
+    let silver_bp = tenant_blueprint(&silver, &specs.platform);
+    let silver_state = applied(&silver_bp, false);
+    let mut plan = whole(Case::new(Some(&gold), Some(&gold_bp), None).plan().unwrap());
+    plan.tenants.push(
+        Case::new(Some(&silver), Some(&silver_bp), Some(&silver_state))
+            .plan()
+            .unwrap(),
+    );
+    let json = render::json(&plan);
+    assert_eq!(json["terraform_version"], terraform::TERRAFORM_VERSION);
+    assert!(json["tenantform_version"].is_string());
+
+    let modules = json["planned_values"]["root_module"]["child_modules"]
+        .as_array()
+        .unwrap();
+    let addresses: Vec<&str> = modules
+        .iter()
+        .map(|m| m["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        addresses,
+        vec![
+            r#"module.tenant["healthcare-systems"]"#,
+            r#"module.tenant["retail-chain"]"#
+        ]
+    );
+    let planned: Vec<&Value> = modules
+        .iter()
+        .flat_map(|m| m["resources"].as_array().unwrap())
+        .collect();
+    assert_eq!(planned.len(), plan.changes().count());
+    let bucket = planned
+        .iter()
+        .find(|r| r["address"] == "healthcare-systems/s3_bucket.documents")
+        .unwrap();
+    assert_eq!(bucket["mode"], "managed");
+    assert_eq!(bucket["type"], "s3_bucket");
+    assert_eq!(bucket["name"], "documents");
+    assert_eq!(bucket["provider_name"], "tenantform/aws");
+    assert_eq!(bucket["values"]["tags"]["TenantID"], "healthcare-systems");
+    // The AWS resources again, as the AWS provider's, in a child module per tenant.
+    let aws = &modules[0]["child_modules"][0];
+    assert_eq!(
+        aws["address"],
+        r#"module.tenant["healthcare-systems"].module.aws"#
+    );
+    let aws_types: Vec<&str> = aws["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        aws_types,
+        vec![
+            "aws_s3_bucket",
+            "aws_s3_bucket_versioning",
+            "aws_s3_bucket_lifecycle_configuration",
+            "aws_s3_bucket_public_access_block",
+            "aws_s3_bucket_policy",
+            "aws_iam_policy",
+            "aws_iam_role",
+            "aws_iam_role_policy_attachment",
+            "aws_elasticache_cluster",
+        ]
+    );
+    let versioning = aws["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "aws_s3_bucket_versioning")
+        .unwrap();
+    assert_eq!(
+        versioning["values"]["versioning_configuration"][0]["status"],
+        "Enabled"
+    );
+    let aws_declared = json["configuration"]["root_module"]["module_calls"]["tenant"]["module"]
+        ["module_calls"]["aws"]["module"]["resources"]
+        .as_array()
+        .unwrap();
+    let block = aws_declared
+        .iter()
+        .find(|r| r["address"] == "aws_s3_bucket_public_access_block.documents")
+        .unwrap();
+    assert_eq!(
+        block["expressions"]["bucket"]["references"][1],
+        "aws_s3_bucket.documents"
+    );
+    let role = planned
+        .iter()
+        .find(|r| r["address"] == "retail-chain/postgres_role.app")
+        .unwrap();
+    assert!(role["values"].get("password").is_none(), "{role}");
+    assert_eq!(role["sensitive_values"]["password"], true);
+
+    // Prior state: only the tenant that has state, with its secrets left out.
+    let prior = &json["prior_state"]["values"]["root_module"]["child_modules"];
+    assert_eq!(prior.as_array().unwrap().len(), 1);
+    assert_eq!(prior[0]["address"], r#"module.tenant["retail-chain"]"#);
+    assert_eq!(
+        prior[0]["resources"].as_array().unwrap().len(),
+        silver_bp.resources.len()
+    );
+    assert!(!json.to_string().contains("s3cret-pw"));
+
+    let declared =
+        json["configuration"]["root_module"]["module_calls"]["tenant"]["module"]["resources"]
+            .as_array()
+            .unwrap();
+    assert_eq!(declared.len(), gold_bp.resources.len());
+    assert!(
+        declared
+            .iter()
+            .any(|r| r["address"] == "elasticache_cluster.cache")
+    );
+
+    for rc in json["resource_changes"].as_array().unwrap() {
+        assert_eq!(rc["mode"], "managed", "{rc}");
+        assert!(
+            rc["provider_name"]
+                .as_str()
+                .unwrap()
+                .starts_with("tenantform/")
+        );
+        assert!(
+            rc["module_address"]
+                .as_str()
+                .unwrap()
+                .starts_with("module.tenant[")
+        );
+    }
+    let create = json["resource_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "healthcare-systems/postgres_role.app")
+        .unwrap();
+    assert_eq!(create["change"]["before_sensitive"], false);
+    assert_eq!(create["change"]["after_sensitive"]["password"], true);
+    assert_eq!(create["reason"]["kind"], "new");
+
+    // Without state there is no prior state at all.
+    let fresh = whole(Case::new(Some(&gold), Some(&gold_bp), None).plan().unwrap());
+    assert!(render::json(&fresh).get("prior_state").is_none());
 }

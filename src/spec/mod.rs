@@ -21,9 +21,9 @@ pub use diagnostic::{
 };
 pub use platform::{
     ApprovalRules, AwsSettings, DashboardSettings, DataClassification, LlmSettings, Naming,
-    NotificationSettings, PlatformInfo, PlatformSpec, RateLimits, Region, STANDARD_IA_DAYS, Tier,
-    TierFeatures, ValidationSettings, VectorBackend, VectorDistance, VectorSettings, render_name,
-    resolve_path,
+    NotificationSettings, PlatformInfo, PlatformSpec, PolicySettings, RateLimits, Region,
+    STANDARD_IA_DAYS, Tier, TierFeatures, ValidationSettings, VectorBackend, VectorDistance,
+    VectorSettings, render_name, resolve_path,
 };
 pub use tenant::TenantSpec;
 

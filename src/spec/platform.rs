@@ -35,6 +35,8 @@ pub struct PlatformSpec {
     pub validation: ValidationSettings,
     #[serde(default)]
     pub naming: Naming,
+    #[serde(default)]
+    pub policy: PolicySettings,
     /// Tier name (`gold`) to what the tier gets.
     pub tiers: BTreeMap<String, Tier>,
     /// Region name (`eu-west-1`) to its properties. Only these regions are allowed.
@@ -335,6 +337,18 @@ impl Default for DashboardSettings {
     }
 }
 
+/// The Rego policies every plan is checked against (see `crate::policy`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySettings {
+    /// Directory of `.rego` files. A relative path is relative to the directory of
+    /// platform.toml. Unset: plans are checked only against `--policy DIR`.
+    pub dir: Option<PathBuf>,
+    /// `dir` made absolute (filled in when the file is loaded).
+    #[serde(skip)]
+    pub resolved_dir: Option<PathBuf>,
+}
+
 /// `base.join(path)`, absolute, with `.` and `..` removed without touching the disk
 /// (the directory need not exist yet).
 pub fn resolve_path(base: &Path, path: &Path) -> PathBuf {
@@ -464,6 +478,7 @@ impl PlatformSpec {
             toml::from_str(source).map_err(|e| vec![from_toml_error(path, source, &e)])?;
         let base = path.parent().unwrap_or(Path::new("."));
         spec.dashboards.resolved_dir = resolve_path(base, &spec.dashboards.dir);
+        spec.policy.resolved_dir = spec.policy.dir.as_deref().map(|d| resolve_path(base, d));
         let problems = spec.check(path, source);
         if problems.is_empty() {
             Ok(spec)
@@ -893,6 +908,18 @@ impl PlatformSpec {
                 &["redis", "url_env"],
                 "the variable name is empty",
                 "name the environment variable holding the Redis URL, e.g. \"REDIS_URL\"",
+            );
+        }
+        if self
+            .policy
+            .dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            p.push(
+                &["policy", "dir"],
+                "the policy directory is empty",
+                "set dir, e.g. \"policies\" (relative to this file), or remove [policy]",
             );
         }
         let d = &self.dashboards;
