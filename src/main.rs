@@ -18,6 +18,7 @@ use tenantform::outputs::outputs_json;
 use tenantform::plan::graph::StepKind;
 use tenantform::plan::render::{self, Style};
 use tenantform::secret::REDACTED;
+use tenantform::spec::StateBackendKind;
 use tenantform::workflow::Workflow;
 use tenantform::workflow::render as wf_render;
 use tenantform::workflow::status::RequestStatus;
@@ -36,13 +37,17 @@ Examples:
   tenantform destroy --tenant retail-chain --auto-approve
   tenantform show --tenant retail-chain
   tenantform state list
+  tenantform state history retail-chain             # versions kept, who wrote them
+  tenantform state rollback retail-chain --serial 12
+  tenantform state migrate --to postgres            # then set [state] backend = \"postgres\"
   tenantform force-unlock retail-chain 6c1f...
   tenantform drift --detailed-exitcode --markdown   # scheduled drift run: exit 2 on drift
   tenantform refresh --tenant retail-chain          # accept drift into state
   tenantform import retail-chain/postgres_schema.main tenant_retail_chain
 
 Environment: PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE (admin connection), as printed
-by `scripts/stack env`. Log detail: TENANTFORM_LOG=info (or debug).";
+by `scripts/stack env`. TENANTFORM_STATE_BACKEND=local|postgres overrides [state] backend.
+Log detail: TENANTFORM_LOG=info (or debug).";
 
 /// Declarative tenant infrastructure: plan, apply, destroy.
 #[derive(Parser)]
@@ -73,7 +78,7 @@ enum Command {
     Destroy(DestroyArgs),
     /// Show tenants' resources and outputs, or a saved plan.
     Show(ShowArgs),
-    /// Inspect state.
+    /// Inspect, recover and move state.
     #[command(subcommand)]
     State(StateCommand),
     /// Read every managed resource back and report what changed behind tenantform's
@@ -326,6 +331,43 @@ enum StateCommand {
         #[arg(long)]
         show_secrets: bool,
     },
+    /// Print a tenant's whole state document as JSON (sensitive values redacted
+    /// unless --show-secrets).
+    Pull {
+        tenant: TenantId,
+        #[arg(long)]
+        show_secrets: bool,
+    },
+    /// List the versions of a tenant's state that are kept: serial, lineage, when and
+    /// by whom each was written.
+    History {
+        tenant: TenantId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recover an earlier version of a tenant's state: its content is written as the
+    /// next serial, under the tenant's lock. No resource is changed.
+    Rollback {
+        tenant: TenantId,
+        /// The serial to recover (see `state history`).
+        #[arg(long)]
+        serial: u64,
+        /// Wait this long for the tenant's lock (e.g. 30s, 2m); default: fail at once.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+        lock_timeout: Duration,
+    },
+    /// Move every tenant's state (serial, lineage, history) to another backend, under
+    /// each tenant's lock. Nothing is moved when a tenant is locked.
+    Migrate {
+        /// The backend to move to: postgres or local (from the other one).
+        #[arg(long, value_name = "BACKEND")]
+        to: StateBackendKind,
+        /// Wait this long for each tenant's lock; default: fail at once.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+        lock_timeout: Duration,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -389,6 +431,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         state_dir: cli.state.clone(),
         parallelism: sel.map_or(10, |s| s.parallelism as usize),
         lock_timeout,
+        run: None,
     };
     match &cli.command {
         Command::Validate => {
@@ -502,7 +545,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
                 print_plan(&plan, args.json, false, style);
                 return Ok(Outcome::Ok);
             }
-            let states = engine.states(&args.tenants)?;
+            let states = engine.states(&args.tenants).await?;
             if args.json {
                 let tenants: Vec<_> = states
                     .iter()
@@ -564,7 +607,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::State(StateCommand::List { tenants }) => {
             let engine = Engine::new(config(None, Duration::ZERO));
-            for s in engine.states(tenants)? {
+            for s in engine.states(tenants).await? {
                 for a in s.addresses() {
                     println!("{a}");
                 }
@@ -576,7 +619,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             show_secrets,
         }) => {
             let engine = Engine::new(config(None, Duration::ZERO));
-            let r = engine.state_resource(address)?;
+            let r = engine.state_resource(address).await?;
             let attrs = if *show_secrets {
                 r.attributes.clone()
             } else {
@@ -593,6 +636,30 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             }
             Ok(Outcome::Ok)
         }
+        Command::State(StateCommand::Pull {
+            tenant,
+            show_secrets,
+        }) => {
+            state_pull(
+                &Engine::new(config(None, Duration::ZERO)),
+                tenant,
+                *show_secrets,
+            )
+            .await
+        }
+        Command::State(StateCommand::History { tenant, json }) => {
+            state_history(&Engine::new(config(None, Duration::ZERO)), tenant, *json).await
+        }
+        Command::State(StateCommand::Rollback {
+            tenant,
+            serial,
+            lock_timeout,
+        }) => state_rollback(&Engine::new(config(None, *lock_timeout)), tenant, *serial).await,
+        Command::State(StateCommand::Migrate {
+            to,
+            lock_timeout,
+            json,
+        }) => state_migrate(&Engine::new(config(None, *lock_timeout)), *to, *json).await,
         Command::Drift(args) => {
             let engine = Engine::new(config(Some(&args.selection), Duration::ZERO));
             let report = engine.drift(&args.selection.tenants).await?;
@@ -714,13 +781,129 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::ForceUnlock { tenant, lock_id } => {
             let engine = Engine::new(config(None, Duration::ZERO));
-            let holder = engine.force_unlock(tenant, lock_id)?;
+            let holder = engine.force_unlock(tenant, lock_id).await?;
             println!(
                 "Broke the lock of tenant {tenant}, held by {holder}. If that process is still running, it no longer excludes others: make sure it is gone."
             );
             Ok(Outcome::Ok)
         }
     }
+}
+
+/// `state pull`: the tenant's state document, as stored.
+async fn state_pull(
+    engine: &Engine,
+    tenant: &TenantId,
+    show_secrets: bool,
+) -> anyhow::Result<Outcome> {
+    let mut state = engine.states(std::slice::from_ref(tenant)).await?.remove(0);
+    if !show_secrets {
+        for r in state.resources.values_mut() {
+            r.attributes = tenantform::plan::redact(&r.attributes, r.resource_type);
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&state)?);
+    Ok(Outcome::Ok)
+}
+
+/// `state history`: the versions kept, newest first.
+async fn state_history(engine: &Engine, tenant: &TenantId, json: bool) -> anyhow::Result<Outcome> {
+    let versions = engine.state_history(tenant).await?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"tenant": tenant, "versions": versions})
+            )?
+        );
+        return Ok(Outcome::Ok);
+    }
+    if versions.is_empty() {
+        println!("Tenant {tenant} has no state versions.");
+        return Ok(Outcome::Ok);
+    }
+    println!(
+        "{:>7}  {:36}  {:20}  written by",
+        "serial", "lineage", "written at"
+    );
+    for v in &versions {
+        let by = v.written_by.as_ref().map_or_else(
+            || "(not recorded in local state)".to_owned(),
+            |w| w.to_string(),
+        );
+        println!(
+            "{:>7}  {:36}  {:20}  {by}{}",
+            v.serial,
+            v.lineage.to_string(),
+            v.written_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            if v.current { "  (current)" } else { "" }
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
+/// `state rollback`: an earlier version written as the next serial.
+async fn state_rollback(
+    engine: &Engine,
+    tenant: &TenantId,
+    serial: u64,
+) -> anyhow::Result<Outcome> {
+    let restored = engine.restore_state(tenant, serial).await?;
+    println!(
+        "Recovered version {serial} of tenant {tenant}: it is now serial {} (lineage {}), {} resource{}. No resource was changed; `tenantform plan --tenant {tenant}` shows what apply would do from here.",
+        restored.serial,
+        restored.lineage,
+        restored.resources.len(),
+        if restored.resources.len() == 1 {
+            ""
+        } else {
+            "s"
+        }
+    );
+    Ok(Outcome::Ok)
+}
+
+/// `state migrate`: every tenant's state to another backend.
+async fn state_migrate(
+    engine: &Engine,
+    to: StateBackendKind,
+    json: bool,
+) -> anyhow::Result<Outcome> {
+    let report = engine.migrate_state(to).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(Outcome::Ok);
+    }
+    println!(
+        "Moved the state of {} tenant{} from {} to {}:",
+        report.tenants.len(),
+        if report.tenants.len() == 1 { "" } else { "s" },
+        report.from,
+        report.to
+    );
+    for t in &report.tenants {
+        print!(
+            "  {}: serial {}, lineage {}, {} version{}",
+            t.tenant,
+            t.serial,
+            t.lineage,
+            t.versions,
+            if t.versions == 1 { "" } else { "s" }
+        );
+        if t.versions_left > 0 {
+            print!(
+                " ({} older version{} stay in the source: local state keeps one backup)",
+                t.versions_left,
+                if t.versions_left == 1 { "" } else { "s" }
+            );
+        }
+        println!();
+    }
+    println!(
+        "Use it from now on: set [state] backend = \"{to}\" in platform.toml (or export TENANTFORM_STATE_BACKEND={to})."
+    );
+    Ok(Outcome::Ok)
 }
 
 async fn run_request(engine: &Engine, cmd: &RequestCommand) -> anyhow::Result<Outcome> {

@@ -201,22 +201,24 @@ pub enum ApplyError {
 
 /// One tenant during an apply: its lock, its state, and how it is going.
 pub struct TenantRun {
-    pub lock: StateLock,
+    pub lock: Arc<StateLock>,
     pub state: TenantState,
     failed: bool,
     halted: bool,
-    wrote: bool,
+    /// Taken for each write of the state, so that a tenant's checkpoints land one at a
+    /// time, in order, without holding the run's mutex while the store works.
+    writing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl TenantRun {
     pub fn new(lock: StateLock, state: Option<TenantState>) -> Self {
         let tenant = lock.tenant().clone();
         TenantRun {
-            lock,
+            lock: Arc::new(lock),
             state: state.unwrap_or_else(|| TenantState::new(tenant)),
             failed: false,
             halted: false,
-            wrote: false,
+            writing: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 }
@@ -351,23 +353,18 @@ pub async fn apply(
     })
 }
 
-/// Removes the state file of a tenant left with nothing; returns the final serial.
+/// Removes the state of a tenant left with nothing; returns the final serial.
 async fn finish_tenant(store: &StateStore, run: &SharedRun) -> Result<Option<u64>, StateError> {
-    let store = store.clone();
-    let run = run.clone();
-    tokio::task::spawn_blocking(move || {
+    let (lock, state) = {
         let r = run.lock().expect("run lock");
-        if r.state.resources.is_empty() {
-            if r.wrote || store.path_of(&r.state.tenant).exists() {
-                store.remove(&r.lock, &r.state.tenant)?;
-            }
-            Ok(None)
-        } else {
-            Ok(Some(r.state.serial))
+        if !r.state.resources.is_empty() {
+            return Ok(Some(r.state.serial));
         }
-    })
-    .await
-    .expect("state task does not panic")
+        (r.lock.clone(), r.state.clone())
+    };
+    // Nothing stored is fine: removing is idempotent.
+    store.remove(&lock, &state).await?;
+    Ok(None)
 }
 
 /// Walks the graph; returns the step records per tenant index.
@@ -760,18 +757,22 @@ impl StepContext {
     }
 }
 
-/// Writes a tenant's in-memory state to its file, off the async threads.
+/// Writes a tenant's in-memory state to its store: what it holds when this write's turn
+/// comes, so that every change made before is in it. The run's mutex is not held while
+/// the store works (a step that touches the run never waits on the store's I/O).
 async fn write_state(store: &StateStore, run: &SharedRun) -> Result<(), StateError> {
-    let store = store.clone();
-    let run = run.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut r = run.lock().expect("run lock");
-        let r = &mut *r;
-        r.wrote = true;
-        store.write(&r.lock, &mut r.state)
-    })
-    .await
-    .expect("state task does not panic")
+    let (lock, writing) = {
+        let r = run.lock().expect("run lock");
+        (r.lock.clone(), r.writing.clone())
+    };
+    let _turn = writing.lock().await;
+    let mut state = run.lock().expect("run lock").state.clone();
+    store.write(&lock, &mut state).await?;
+    let mut r = run.lock().expect("run lock");
+    r.state.serial = state.serial;
+    r.state.updated_at = state.updated_at;
+    r.state.format_version = state.format_version;
+    Ok(())
 }
 
 /// The attributes to record after an update: the desired ones, the computed ones kept

@@ -132,14 +132,16 @@ impl PostgresConfig {
     }
 }
 
-/// A small pool of admin connections, opened on first use.
-struct Pool {
+/// A small pool of admin connections, opened on first use. Connections come back to
+/// it between statements, so nothing session-scoped (an advisory lock, a `SET`) may be
+/// left on one.
+pub(crate) struct Pool {
     config: PostgresConfig,
     idle: Mutex<Vec<Client>>,
     permits: Arc<Semaphore>,
 }
 
-struct PooledClient<'a> {
+pub(crate) struct PooledClient<'a> {
     client: Option<Client>,
     pool: &'a Pool,
     _permit: OwnedSemaphorePermit,
@@ -169,7 +171,16 @@ impl Drop for PooledClient<'_> {
 }
 
 impl Pool {
-    async fn get(&self) -> Result<PooledClient<'_>, ProviderError> {
+    /// At most `max_connections` connections at once to `config`'s database.
+    pub(crate) fn new(config: PostgresConfig, max_connections: usize) -> Pool {
+        Pool {
+            config,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(max_connections.max(1))),
+        }
+    }
+
+    pub(crate) async fn get(&self) -> Result<PooledClient<'_>, ProviderError> {
         let permit = self
             .permits
             .clone()
@@ -235,6 +246,55 @@ pub fn db_error(e: &tokio_postgres::Error) -> ProviderError {
     }
 }
 
+/// Brings `schema` up to date: creates it and its `versions_table` if missing, then
+/// runs each of `migrations` (version, SQL) newer than the last one applied, in order,
+/// in one transaction. One process migrates at a time (a transaction-scoped advisory
+/// lock, released at commit, so it is safe on a pooled connection); a schema newer than
+/// `migrations` knows is an error, never touched.
+pub(crate) async fn migrate_schema(
+    client: &mut Client,
+    schema: &str,
+    versions_table: &str,
+    migrations: &[(i32, &str)],
+) -> Result<(), ProviderError> {
+    let tx = client.transaction().await.map_err(|e| db_error(&e))?;
+    tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&schema])
+        .await
+        .map_err(|e| db_error(&e))?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}; \
+         CREATE TABLE IF NOT EXISTS {schema}.{versions_table} \
+           (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+    ))
+    .await
+    .map_err(|e| db_error(&e))?;
+    let applied: Option<i32> = tx
+        .query_one(
+            &format!("SELECT max(version) FROM {schema}.{versions_table}"),
+            &[],
+        )
+        .await
+        .map_err(|e| db_error(&e))?
+        .get(0);
+    let applied = applied.unwrap_or(0);
+    let newest = migrations.last().map_or(0, |m| m.0);
+    if applied > newest {
+        return Err(ProviderError::Config(format!(
+            "schema {schema} is at version {applied}, newer than this tenantform knows ({newest}); use a newer tenantform"
+        )));
+    }
+    for (version, sql) in migrations.iter().filter(|m| m.0 > applied) {
+        tx.batch_execute(sql).await.map_err(|e| db_error(&e))?;
+        tx.execute(
+            &format!("INSERT INTO {schema}.{versions_table} (version) VALUES ($1)"),
+            &[version],
+        )
+        .await
+        .map_err(|e| db_error(&e))?;
+    }
+    tx.commit().await.map_err(|e| db_error(&e))
+}
+
 fn is_duplicate(e: &ProviderError) -> bool {
     matches!(e, ProviderError::Api { code, .. }
         if [SqlState::DUPLICATE_OBJECT, SqlState::DUPLICATE_SCHEMA, SqlState::DUPLICATE_TABLE]
@@ -282,11 +342,7 @@ pub struct PostgresProvider {
 impl PostgresProvider {
     pub fn new(config: PostgresConfig, max_connections: usize) -> Self {
         PostgresProvider {
-            pool: Pool {
-                config,
-                idle: Mutex::new(Vec::new()),
-                permits: Arc::new(Semaphore::new(max_connections.max(1))),
-            },
+            pool: Pool::new(config, max_connections),
             retry: RetryPolicy::DEFAULT,
         }
     }

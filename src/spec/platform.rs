@@ -16,6 +16,8 @@ pub struct PlatformSpec {
     #[serde(default)]
     pub postgres: PostgresEndpoint,
     #[serde(default)]
+    pub state: StateSettings,
+    #[serde(default)]
     pub aws: AwsSettings,
     #[serde(default)]
     pub redis: RedisEndpoint,
@@ -60,6 +62,68 @@ pub struct PostgresEndpoint {
     /// password itself: spec files are committed).
     pub password_env: Option<String>,
     pub database: Option<String>,
+}
+
+/// Where tenants' state is kept, and how its locks behave.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSettings {
+    /// `local` (files under `--state`, locked with `flock`: one machine) or `postgres`
+    /// (schema `tenantform_state` of the platform database, reached like `[postgres]`:
+    /// any number of machines). `TENANTFORM_STATE_BACKEND` overrides it.
+    pub backend: StateBackendKind,
+    /// Versions of each tenant's state kept in PostgreSQL, the current one included
+    /// (`tenantform state history`). Local state keeps one backup.
+    pub history: u32,
+    /// How long a PostgreSQL lock outlives its holder's last heartbeat: a holder that
+    /// died is taken over this long after its last renewal (renewed every third of it).
+    pub lease_ttl_seconds: u64,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            backend: StateBackendKind::Local,
+            history: 10,
+            lease_ttl_seconds: 30,
+        }
+    }
+}
+
+/// A place tenants' state can be kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateBackendKind {
+    Local,
+    Postgres,
+}
+
+impl StateBackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateBackendKind::Local => "local",
+            StateBackendKind::Postgres => "postgres",
+        }
+    }
+}
+
+impl std::fmt::Display for StateBackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for StateBackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(StateBackendKind::Local),
+            "postgres" => Ok(StateBackendKind::Postgres),
+            other => Err(format!(
+                "{other:?} is not a state backend; use \"local\" or \"postgres\""
+            )),
+        }
+    }
 }
 
 /// How the engine reaches AWS (or an AWS-compatible endpoint). Every field is optional:
@@ -737,6 +801,29 @@ impl PlatformSpec {
                 )
                 .field("redis.url_env"),
                 "[redis]",
+            ));
+        }
+        let st = &self.state;
+        if !(1..=1000).contains(&st.history) {
+            problems.push(place(
+                SpecDiagnostic::new(
+                    path,
+                    format!("history {} is out of range", st.history),
+                    "keep 1 to 1000 versions of each tenant's state (default 10)",
+                )
+                .field("state.history"),
+                "history",
+            ));
+        }
+        if !(1..=3600).contains(&st.lease_ttl_seconds) {
+            problems.push(place(
+                SpecDiagnostic::new(
+                    path,
+                    format!("lease_ttl_seconds {} is out of range", st.lease_ttl_seconds),
+                    "use 1 to 3600 seconds (default 30): how long a dead holder keeps a tenant locked",
+                )
+                .field("state.lease_ttl_seconds"),
+                "lease_ttl_seconds",
             ));
         }
         let d = &self.dashboards;

@@ -190,7 +190,9 @@ impl<'a> Workflow<'a> {
                 || self
                     .engine
                     .state_store()
+                    .await?
                     .load(&spec.id)
+                    .await
                     .map_err(crate::Error::from)?
                     .is_some())
         {
@@ -448,7 +450,9 @@ impl<'a> Workflow<'a> {
 
         // 2. Configuration.
         let specs = self.engine.specs()?;
-        let (spec, state) = self.spec_and_state(&specs, &tenant, "was just applied")?;
+        let (spec, state) = self
+            .spec_and_state(&specs, &tenant, "was just applied")
+            .await?;
         let mut configured = json!({"demo_documents": 0});
         if specs.tier_of(&spec).demo_documents {
             match seed_demo_documents(&self.pg, &state).await {
@@ -565,7 +569,7 @@ impl<'a> Workflow<'a> {
 
     /// The spec and state of a tenant that must have both (`when` says why, for the
     /// message when one is missing).
-    fn spec_and_state(
+    async fn spec_and_state(
         &self,
         specs: &Specs,
         tenant: &TenantId,
@@ -579,7 +583,9 @@ impl<'a> Workflow<'a> {
         let state = self
             .engine
             .state_store()
+            .await?
             .load(tenant)
+            .await
             .map_err(crate::Error::from)?
             .ok_or_else(|| {
                 WorkflowError::Invalid(format!("tenant {tenant} {when} but has no state"))
@@ -596,13 +602,13 @@ impl<'a> Workflow<'a> {
     ) -> Result<Vec<CheckResult>, WorkflowError> {
         // The isolation check needs one other tenant to be refused: read states only
         // until one is found, not every tenant's on every provisioning.
-        let store = self.engine.state_store();
+        let store = self.engine.state_store().await?;
         let mut others: Vec<TenantState> = Vec::new();
-        for t in store.tenants().map_err(crate::Error::from)? {
+        for t in store.tenants().await.map_err(crate::Error::from)? {
             if t == spec.id {
                 continue;
             }
-            if let Some(s) = store.load(&t).map_err(crate::Error::from)?
+            if let Some(s) = store.load(&t).await.map_err(crate::Error::from)?
                 && s.resources
                     .values()
                     .any(|r| r.status == ResourceStatus::Created)
@@ -669,7 +675,7 @@ impl<'a> Workflow<'a> {
         }
         let specs = self.engine.specs()?;
         let tenant: TenantId = request.spec()?.id;
-        let (spec, state) = self.spec_and_state(&specs, &tenant, "is active")?;
+        let (spec, state) = self.spec_and_state(&specs, &tenant, "is active").await?;
         let results = self.run_checks(&specs, &spec, &state).await?;
         let failed: Vec<String> = results
             .iter()
@@ -715,7 +721,9 @@ impl<'a> Workflow<'a> {
             && self
                 .engine
                 .state_store()
+                .await?
                 .load(tenant)
+                .await
                 .map_err(crate::Error::from)?
                 .is_none_or(|s| s.resources.is_empty());
         self.remove_spec(&request.id)?;

@@ -136,6 +136,32 @@ pub async fn admin(database: &str) -> Client {
         .expect("admin connection")
 }
 
+/// Where a workspace keeps its state: files under `state/`, or schema `tenantform_state`
+/// of the workspace's database (`TENANTFORM_STATE_BACKEND=postgres`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Local,
+    Postgres,
+}
+
+/// Runs each named test, `async fn NAME(backend: Backend)`, once per state backend:
+/// as `NAME::local` and `NAME::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn local() {
+                super::$name(super::Backend::Local).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
 /// A tenant to put in a workspace.
 #[derive(Clone, Debug)]
 pub struct TenantDef {
@@ -193,6 +219,40 @@ pub struct Workspace {
 }
 
 impl Workspace {
+    /// A workspace whose state is kept by `backend`.
+    pub async fn with_backend(tenants: &[TenantDef], backend: Backend) -> Workspace {
+        let mut ws = Workspace::new(tenants).await;
+        if backend == Backend::Postgres {
+            ws.set_env("TENANTFORM_STATE_BACKEND", "postgres");
+            // The state schema now, before a test may slow every DDL statement down.
+            ws.run(&["state", "list"]).ok();
+        }
+        ws
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self
+            .extra_env
+            .get("TENANTFORM_STATE_BACKEND")
+            .map(String::as_str)
+        {
+            Some("postgres") => Backend::Postgres,
+            _ => Backend::Local,
+        }
+    }
+
+    /// Sets `[state] lease_ttl_seconds` in platform.toml.
+    pub fn set_lease_ttl(&self, seconds: u64) {
+        self.edit_platform(|s| {
+            let edited = s.replace(
+                "lease_ttl_seconds = 30",
+                &format!("lease_ttl_seconds = {seconds}"),
+            );
+            assert_ne!(edited, s, "platform.toml has lease_ttl_seconds = 30");
+            edited
+        });
+    }
+
     pub async fn new(tenants: &[TenantDef]) -> Workspace {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("specs/tenants")).unwrap();
@@ -293,9 +353,23 @@ impl Workspace {
         self.state().join(format!("tenants/{id}.json"))
     }
 
+    /// The tenant's state as its backend stores it (a local file's bytes, or the
+    /// document `state pull --show-secrets` prints); `None` when it has none.
+    pub fn state_bytes(&self, id: &str) -> Option<Vec<u8>> {
+        match self.backend() {
+            Backend::Local => fs::read(self.state_file(id)).ok(),
+            Backend::Postgres => {
+                let out = self
+                    .command(&["state", "pull", id, "--show-secrets"])
+                    .output()
+                    .expect("tenantform runs");
+                out.status.success().then_some(out.stdout)
+            }
+        }
+    }
+
     pub fn state_json(&self, id: &str) -> Option<serde_json::Value> {
-        fs::read(self.state_file(id))
-            .ok()
+        self.state_bytes(id)
             .map(|b| serde_json::from_slice(&b).expect("state is JSON"))
     }
 
@@ -339,6 +413,17 @@ impl Workspace {
 }
 
 impl Workspace {
+    /// The admin connection to this workspace's database, as the library takes it.
+    pub fn pg_config(&self) -> tenantform::provider::postgres::PostgresConfig {
+        tenantform::provider::postgres::PostgresConfig {
+            host: env("PGHOST"),
+            port: env("PGPORT").parse().unwrap(),
+            user: env("PGUSER"),
+            password: Some(tenantform::secret::Secret::new(env("PGPASSWORD"))),
+            database: self.database.clone(),
+        }
+    }
+
     /// The directory the dashboards go to (`../dashboards` from the specs).
     pub fn dashboards(&self) -> PathBuf {
         self.dir.path().join("dashboards")
@@ -485,6 +570,22 @@ impl Run {
     }
 }
 
+/// Sends `sig` (`STOP`, `CONT`, `KILL`...) to a child process.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {}", child.id());
+}
+
+/// Waits for a child started with [`Workspace::spawn`] and collects its output.
+pub fn finish(child: Child) -> Run {
+    Run::from(child.wait_with_output().unwrap())
+}
+
 /// Waits until `f` holds, polling; panics with `what` after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
@@ -504,16 +605,9 @@ pub fn exists(path: &Path) -> bool {
 /// counted.
 pub async fn engine(ws: &Workspace, counter: Option<Arc<AtomicUsize>>) -> tenantform::Engine {
     use tenantform::provider::aws::AwsClients;
-    use tenantform::provider::postgres::PostgresConfig;
 
     let specs = tenantform::spec::Specs::load(&ws.specs()).expect("workspace specs are valid");
-    let pg = PostgresConfig {
-        host: env("PGHOST"),
-        port: env("PGPORT").parse().unwrap(),
-        user: env("PGUSER"),
-        password: Some(tenantform::secret::Secret::new(env("PGPASSWORD"))),
-        database: ws.database.clone(),
-    };
+    let pg = ws.pg_config();
     let aws = Arc::new(AwsClients::new(aws_config().await, &specs.platform.aws));
     // Redis comes from REDIS_URL, as the platform file says. When the stack was brought
     // up by this process (not exported by scripts/test), export it here.
