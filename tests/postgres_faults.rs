@@ -150,7 +150,9 @@ async fn a_second_run_names_the_lock_holder_or_waits_for_it(backend: Backend) {
     let ws = Workspace::with_backend(std::slice::from_ref(&t), backend).await;
     ws.slow_down_ddl(0.3).await;
 
-    let first = ws.spawn(&["apply", "--auto-approve"]);
+    // One step at a time keeps the holder busy for seconds, long enough for the two
+    // refused runs below (each of which, with PostgreSQL state, logs in first).
+    let first = ws.spawn(&["apply", "--auto-approve", "--parallelism", "1"]);
     let pid = first.id();
     wait_until(
         "the first run to start creating",

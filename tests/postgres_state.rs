@@ -27,24 +27,12 @@ fn host() -> String {
         .to_owned()
 }
 
-/// The tenant's row: serial and document, read straight from the database (`None`
-/// also before the schema exists).
-async fn stored(ws: &Workspace, id: &str) -> Option<(i64, Value)> {
-    let row = ws
-        .admin()
-        .await
-        .query_opt(
-            "SELECT serial, document::text FROM tenantform_state.states WHERE tenant = $1",
-            &[&id],
-        )
-        .await;
-    match row {
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => None,
-        row => row.unwrap().map(|r| {
-            let doc: String = r.get(1);
-            (r.get(0), serde_json::from_str(&doc).unwrap())
-        }),
-    }
+/// The tenant's stored serial and document, read straight from the database.
+fn stored(ws: &Workspace, id: &str) -> Option<(i64, Value)> {
+    ws.stored_state(id).map(|bytes| {
+        let doc: Value = serde_json::from_slice(&bytes).unwrap();
+        (doc["serial"].as_i64().expect("a serial"), doc)
+    })
 }
 
 /// Resource statuses in the stored document.
@@ -63,7 +51,7 @@ fn statuses(doc: &Value) -> Vec<String> {
 async fn wait_for_state(ws: &Workspace, id: &str, what: &str, f: impl Fn(&Value) -> bool) {
     let t0 = Instant::now();
     loop {
-        if let Some((_, doc)) = stored(ws, id).await
+        if let Some((_, doc)) = stored(ws, id)
             && f(&doc)
         {
             return;
@@ -316,7 +304,7 @@ async fn a_killed_holder_is_taken_over_once_its_lease_expires() {
     );
     assert_eq!(lock_rows(&ws).await, 0, "the lock is released");
     ws.run(&["plan", "--detailed-exitcode"]).code(0);
-    let (_, doc) = stored(&ws, &t.id).await.unwrap();
+    let (_, doc) = stored(&ws, &t.id).unwrap();
     assert_eq!(
         statuses(&doc),
         vec!["created"; PER_TENANT],
@@ -342,7 +330,7 @@ async fn a_stopped_holder_is_fenced_out_when_it_resumes() {
     })
     .await;
     signal(&stopped, "STOP");
-    let (serial_at_stop, _) = stored(&ws, &t.id).await.unwrap();
+    let (serial_at_stop, _) = stored(&ws, &t.id).unwrap();
 
     // Past the lease (2 s); the stopped process cannot renew it.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -351,7 +339,7 @@ async fn a_stopped_holder_is_fenced_out_when_it_resumes() {
         .run(&["apply", "--auto-approve", "--lock-timeout", "30s"])
         .ok();
     assert!(taker.stderr.contains("took over a lock"), "{}", taker.all());
-    let (serial_after, doc_after) = stored(&ws, &t.id).await.unwrap();
+    let (serial_after, doc_after) = stored(&ws, &t.id).unwrap();
     assert!(serial_after > serial_at_stop);
 
     signal(&stopped, "CONT");
@@ -370,7 +358,7 @@ async fn a_stopped_holder_is_fenced_out_when_it_resumes() {
         resumed.all()
     );
 
-    let (serial_now, doc_now) = stored(&ws, &t.id).await.unwrap();
+    let (serial_now, doc_now) = stored(&ws, &t.id).unwrap();
     assert_eq!(serial_now, serial_after, "the stopped run wrote nothing");
     assert_eq!(doc_now, doc_after);
     let versions = history(&ws, &t.id);
@@ -400,7 +388,7 @@ async fn history_is_bounded_and_rollback_recovers_a_version() {
     ws.run(&["apply", "--auto-approve"]).ok();
 
     let versions = history(&ws, &t.id);
-    let (current, _) = stored(&ws, &t.id).await.unwrap();
+    let (current, _) = stored(&ws, &t.id).unwrap();
     let current = current as u64;
     assert_eq!(
         versions.iter().map(|v| v.0).collect::<Vec<_>>(),
@@ -425,7 +413,7 @@ async fn history_is_bounded_and_rollback_recovers_a_version() {
             t.id,
             current + 1
         ));
-    let (serial, doc) = stored(&ws, &t.id).await.unwrap();
+    let (serial, doc) = stored(&ws, &t.id).unwrap();
     assert_eq!(serial as u64, current + 1);
     assert!(
         statuses(&doc).iter().any(|s| s == "creating"),
@@ -483,8 +471,8 @@ async fn migrate_moves_state_to_postgres_and_back() {
             .code(1)
             .contains(&format!("tenant {} is locked by test-holder", a.id))
             .contains("nothing was moved");
-        assert!(stored(&ws, &a.id).await.is_none());
-        assert!(stored(&ws, &b.id).await.is_none());
+        assert!(stored(&ws, &a.id).is_none());
+        assert!(stored(&ws, &b.id).is_none());
         assert_eq!(ws.state_json(&b.id).unwrap(), before[1].0);
         held.release().await.unwrap();
     }
@@ -502,7 +490,7 @@ async fn migrate_moves_state_to_postgres_and_back() {
     ws.set_env("TENANTFORM_STATE_BACKEND", "postgres");
     ws.run(&["plan", "--detailed-exitcode"]).code(0);
     for (t, (state, backup)) in [&a, &b].iter().zip(&before) {
-        let (serial, doc) = stored(&ws, &t.id).await.unwrap();
+        let (serial, doc) = stored(&ws, &t.id).unwrap();
         assert_eq!(serial, state["serial"].as_i64().unwrap());
         assert_eq!(doc["lineage"], state["lineage"]);
         assert_eq!(&doc, state, "the document as it was");
@@ -518,7 +506,7 @@ async fn migrate_moves_state_to_postgres_and_back() {
     }
 
     ws.run(&["state", "migrate", "--to", "local"]).ok();
-    assert!(stored(&ws, &a.id).await.is_none(), "moved, not copied");
+    assert!(stored(&ws, &a.id).is_none(), "moved, not copied");
     ws.set_env("TENANTFORM_STATE_BACKEND", "local");
     ws.run(&["plan", "--detailed-exitcode"]).code(0);
     for (t, (state, old_backup)) in [&a, &b].iter().zip(&before) {

@@ -354,18 +354,35 @@ impl Workspace {
     }
 
     /// The tenant's state as its backend stores it (a local file's bytes, or the
-    /// document `state pull --show-secrets` prints); `None` when it has none.
+    /// document of its row in PostgreSQL); `None` when it has none.
     pub fn state_bytes(&self, id: &str) -> Option<Vec<u8>> {
         match self.backend() {
             Backend::Local => fs::read(self.state_file(id)).ok(),
-            Backend::Postgres => {
-                let out = self
-                    .command(&["state", "pull", id, "--show-secrets"])
-                    .output()
-                    .expect("tenantform runs");
-                out.status.success().then_some(out.stdout)
-            }
+            Backend::Postgres => self.stored_state(id),
         }
+    }
+
+    /// The document of the tenant's row in `tenantform_state.states`, whatever the
+    /// workspace's backend; `None` when there is none (or no schema yet).
+    pub fn stored_state(&self, id: &str) -> Option<Vec<u8>> {
+        let (database, id) = (self.database.clone(), id.to_owned());
+        on_own_runtime(async move {
+            let row = admin(&database)
+                .await
+                .query_opt(
+                    "SELECT document::text FROM tenantform_state.states WHERE tenant = $1",
+                    &[&id],
+                )
+                .await;
+            match row {
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                    None
+                }
+                row => row
+                    .expect("state row")
+                    .map(|r| r.get::<_, String>(0).into_bytes()),
+            }
+        })
     }
 
     pub fn state_json(&self, id: &str) -> Option<serde_json::Value> {
@@ -488,35 +505,44 @@ impl Drop for Workspace {
         let roles: Vec<String> = self.tenants.iter().map(|t| t.pg_name()).collect();
         let redis_users = roles.clone();
         // Drop runs inside the test's runtime: clean up on a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let Ok(c) = connect(&env("PGUSER"), &env("PGPASSWORD"), &env("PGDATABASE")).await
-                else {
-                    return;
-                };
+        on_own_runtime(async move {
+            let Ok(c) = connect(&env("PGUSER"), &env("PGPASSWORD"), &env("PGDATABASE")).await
+            else {
+                return;
+            };
+            let _ = c
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                .await;
+            for r in roles {
                 let _ = c
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                    .batch_execute(&format!("DROP ROLE IF EXISTS \"{r}\""))
                     .await;
-                for r in roles {
-                    let _ = c
-                        .batch_execute(&format!("DROP ROLE IF EXISTS \"{r}\""))
-                        .await;
+            }
+            if let Ok(client) = redis::Client::open(env("REDIS_URL"))
+                && let Ok(mut r) = client.get_multiplexed_async_connection().await
+            {
+                for u in redis_users {
+                    let _ = redis_cmd(&mut r, &["ACL", "DELUSER", &u]).await;
                 }
-                if let Ok(client) = redis::Client::open(env("REDIS_URL"))
-                    && let Ok(mut r) = client.get_multiplexed_async_connection().await
-                {
-                    for u in redis_users {
-                        let _ = redis_cmd(&mut r, &["ACL", "DELUSER", &u]).await;
-                    }
-                }
-            });
-        })
-        .join();
+            }
+        });
     }
+}
+
+/// Runs `work` to completion on a thread with a runtime of its own: async work from
+/// code that may not block the caller's runtime (a `Drop`, a synchronous helper).
+pub fn on_own_runtime<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work)
+    })
+    .join()
+    .expect("the work does not panic")
 }
 
 /// A finished run of the binary.
