@@ -173,6 +173,14 @@ impl StateLock {
         }
     }
 
+    /// The lease this lock is held as; a lock of the local backend cannot write to
+    /// PostgreSQL.
+    pub(super) fn held_lease(&self) -> Result<&super::postgres::Lease, StateError> {
+        self.lease().ok_or_else(|| StateError::ForeignLock {
+            tenant: self.tenant.clone(),
+        })
+    }
+
     /// Whether the lock is known to be lost: its lease was taken over after it expired,
     /// or broken with force-unlock. A lost lock's writes are refused; its holder should
     /// stop changing anything. Always false for a local lock.

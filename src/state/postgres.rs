@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
-use tokio_postgres::types::Json;
+use tokio_postgres::types::{Json, ToSql};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -113,6 +113,12 @@ const MAX_CONNECTIONS: usize = 4;
 
 /// How often a waiting lock request looks again.
 const LOCK_POLL: Duration = Duration::from_millis(200);
+
+/// The writer's lock, locked for the rest of the statement (`FOR SHARE`): a takeover
+/// waits for the statement, and the statement sees a takeover that committed before it.
+/// `$1` is the tenant, `$2` the writer's lock id.
+const FENCE: &str = "fence AS (SELECT lock_id FROM tenantform_state.locks \
+                     WHERE tenant = $1 AND lock_id = $2 FOR SHARE)";
 
 /// The columns a [`LockInfo`] is read from, in [`lock_info`]'s order.
 const LOCK_COLUMNS: &str =
@@ -190,15 +196,59 @@ impl PgStore {
         self.pool.get().await.map_err(|e| database("connect", e))
     }
 
-    pub async fn tenants(&self) -> Result<Vec<TenantId>, StateError> {
+    /// Runs one statement on a pooled connection; `action` says what it does, in errors.
+    async fn query(
+        &self,
+        action: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StateError> {
         let client = self.client().await?;
-        let rows = client
+        client.query(sql, params).await.map_err(query_error(action))
+    }
+
+    async fn query_opt(
+        &self,
+        action: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StateError> {
+        Ok(self.query(action, sql, params).await?.into_iter().next())
+    }
+
+    /// A statement that returns exactly one row (a `SELECT` of counts).
+    async fn query_one(
+        &self,
+        action: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, StateError> {
+        self.query_opt(action, sql, params)
+            .await?
+            .ok_or_else(|| database(action, "the statement returned no row"))
+    }
+
+    async fn execute(
+        &self,
+        action: &'static str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, StateError> {
+        let client = self.client().await?;
+        client
+            .execute(sql, params)
+            .await
+            .map_err(query_error(action))
+    }
+
+    pub async fn tenants(&self) -> Result<Vec<TenantId>, StateError> {
+        let rows = self
             .query(
+                "list the tenants",
                 &format!("SELECT tenant FROM {SCHEMA}.states ORDER BY tenant"),
                 &[],
             )
-            .await
-            .map_err(query_error("list the tenants"))?;
+            .await?;
         rows.iter()
             .map(|r| {
                 let name: String = r.get(0);
@@ -212,16 +262,15 @@ impl PgStore {
     }
 
     pub async fn load(&self, tenant: &TenantId) -> Result<Option<TenantState>, StateError> {
-        let client = self.client().await?;
-        let row = client
+        let row = self
             .query_opt(
+                "read the state",
                 &format!(
                     "SELECT format_version, document::text FROM {SCHEMA}.states WHERE tenant = $1"
                 ),
                 &[&tenant.as_str()],
             )
-            .await
-            .map_err(query_error("read the state"))?;
+            .await?;
         row.map(|r| stored_state(tenant, r.get(0), r.get(1)))
             .transpose()
     }
@@ -237,10 +286,9 @@ impl PgStore {
         let ttl = self.lease_ttl.as_secs_f64();
         let (run_id, run_attempt) = (request.run.map(|r| r.id), request.run.map(|r| r.attempt));
         loop {
-            let row = {
-                let client = self.client().await?;
-                client
-                    .query_opt(
+            let row = self
+                .query_opt(
+                    "take the lock",
                         &format!(
                             "WITH previous AS ( \
                                SELECT {LOCK_COLUMNS} FROM {SCHEMA}.locks WHERE tenant = $1 \
@@ -271,10 +319,8 @@ impl PgStore {
                             &run_attempt,
                             &ttl,
                         ],
-                    )
-                    .await
-                    .map_err(query_error("take the lock"))?
-            };
+                )
+                .await?;
             if let Some(row) = row {
                 info.since = row.get(0);
                 info.expires_at = Some(row.get(1));
@@ -307,14 +353,13 @@ impl PgStore {
     /// Who holds the tenant's lock; an expired lease still counts until it is taken
     /// over (its [`LockInfo::expires_at`] says so).
     pub async fn holder(&self, tenant: &TenantId) -> Result<Option<LockInfo>, StateError> {
-        let client = self.client().await?;
-        let row = client
+        let row = self
             .query_opt(
+                "read the lock",
                 &format!("SELECT {LOCK_COLUMNS} FROM {SCHEMA}.locks WHERE tenant = $1"),
                 &[&tenant.as_str()],
             )
-            .await
-            .map_err(query_error("read the lock"))?;
+            .await?;
         Ok(row.map(|r| lock_info(&r, 0)))
     }
 
@@ -338,16 +383,15 @@ impl PgStore {
         let Ok(id) = lock_id.parse::<Uuid>() else {
             return Err(mismatch(holder));
         };
-        let client = self.client().await?;
-        let row = client
+        let row = self
             .query_opt(
+                "break the lock",
                 &format!(
                     "DELETE FROM {SCHEMA}.locks WHERE tenant = $1 AND lock_id = $2 RETURNING {LOCK_COLUMNS}"
                 ),
                 &[&tenant.as_str(), &id],
             )
-            .await
-            .map_err(query_error("break the lock"))?;
+            .await?;
         match row {
             Some(r) => Ok(lock_info(&r, 0)),
             None => match self.holder(tenant).await? {
@@ -385,15 +429,11 @@ impl PgStore {
         read: u64,
     ) -> Result<(), StateError> {
         let tenant = &state.tenant;
-        let row = {
-            let client = self.client().await?;
-            client
-                .query_one(
+        let row = self
+            .query_one(
+                "write the state",
                     &format!(
-                        "WITH fence AS ( \
-                           SELECT lock_id FROM {SCHEMA}.locks \
-                           WHERE tenant = $1 AND lock_id = $2 FOR SHARE \
-                         ), written AS ( \
+                        "WITH {FENCE}, written AS ( \
                            INSERT INTO {SCHEMA}.states AS s \
                              (tenant, format_version, serial, lineage, document, written_at, written_by) \
                            SELECT $1::text, $3::integer, $4::bigint, $5::uuid, $6::jsonb, now(), $7::jsonb FROM fence \
@@ -428,10 +468,8 @@ impl PgStore {
                         &(read as i64),
                         &(i64::from(self.history) - 1),
                     ],
-                )
-                .await
-                .map_err(query_error("write the state"))?
-        };
+            )
+            .await?;
         let (fenced_in, written): (i64, i64) = (row.get(0), row.get(1));
         if written == 1 {
             return Ok(());
@@ -463,18 +501,15 @@ impl PgStore {
 
     /// The tenant's current state in words: serial, lineage, writer and time.
     async fn describe_current(&self, tenant: &TenantId) -> String {
-        let row = match self.client().await {
-            Ok(client) => client
-                .query_opt(
-                    &format!(
-                        "SELECT serial, lineage, written_at, written_by::text FROM {SCHEMA}.states WHERE tenant = $1"
-                    ),
-                    &[&tenant.as_str()],
-                )
-                .await
-                .map_err(query_error("read the state")),
-            Err(e) => Err(e),
-        };
+        let row = self
+            .query_opt(
+                "read the state",
+                &format!(
+                    "SELECT serial, lineage, written_at, written_by::text FROM {SCHEMA}.states WHERE tenant = $1"
+                ),
+                &[&tenant.as_str()],
+            )
+            .await;
         match row {
             Ok(Some(r)) => {
                 let serial: i64 = r.get(0);
@@ -497,30 +532,22 @@ impl PgStore {
     /// had), fenced like a write.
     pub async fn remove(&self, lock: &StateLock, state: &TenantState) -> Result<(), StateError> {
         let tenant = &state.tenant;
-        let lease = lock.lease().ok_or_else(|| StateError::ForeignLock {
-            tenant: tenant.clone(),
-        })?;
-        let row = {
-            let client = self.client().await?;
-            client
-                .query_one(
-                    &format!(
-                        "WITH fence AS ( \
-                           SELECT lock_id FROM {SCHEMA}.locks \
-                           WHERE tenant = $1 AND lock_id = $2 FOR SHARE \
-                         ), gone AS ( \
+        let lease = lock.held_lease()?;
+        let row = self
+            .query_one(
+                "remove the state",
+                &format!(
+                    "WITH {FENCE}, gone AS ( \
                            DELETE FROM {SCHEMA}.states \
                            WHERE tenant = $1 AND serial = $3 AND EXISTS (SELECT 1 FROM fence) \
                            RETURNING 1 \
                          ) \
                          SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM gone), \
                            (SELECT count(*) FROM {SCHEMA}.states WHERE tenant = $1)"
-                    ),
-                    &[&tenant.as_str(), &lock.info().id, &(state.serial as i64)],
-                )
-                .await
-                .map_err(query_error("remove the state"))?
-        };
+                ),
+                &[&tenant.as_str(), &lock.info().id, &(state.serial as i64)],
+            )
+            .await?;
         let (fenced_in, gone, existed): (i64, i64, i64) = (row.get(0), row.get(1), row.get(2));
         if fenced_in == 0 {
             return Err(self.fenced(tenant, lease).await);
@@ -540,9 +567,9 @@ impl PgStore {
         &self,
         tenant: &TenantId,
     ) -> Result<Vec<(StateVersion, TenantState)>, StateError> {
-        let client = self.client().await?;
-        let rows = client
+        let rows = self
             .query(
+                "read the state history",
                 &format!(
                     "SELECT v.serial, v.lineage, v.written_at, v.written_by::text, \
                        (s.serial = v.serial AND s.lineage = v.lineage) IS TRUE, \
@@ -552,8 +579,7 @@ impl PgStore {
                 ),
                 &[&tenant.as_str()],
             )
-            .await
-            .map_err(query_error("read the state history"))?;
+            .await?;
         rows.iter()
             .map(|r| {
                 let version = StateVersion {
@@ -581,9 +607,7 @@ impl PgStore {
             return Ok(());
         };
         let tenant = &current.tenant;
-        let lease = lock.lease().ok_or_else(|| StateError::ForeignLock {
-            tenant: tenant.clone(),
-        })?;
+        let lease = lock.held_lease()?;
         let fenced_in = self.import_fenced(lock, versions, current).await?;
         if !fenced_in {
             return Err(self.fenced(tenant, lease).await);
@@ -604,9 +628,7 @@ impl PgStore {
         let tx = client.transaction().await.map_err(&failed)?;
         let fence = tx
             .query_opt(
-                &format!(
-                    "SELECT 1 FROM {SCHEMA}.locks WHERE tenant = $1 AND lock_id = $2 FOR SHARE"
-                ),
+                &format!("WITH {FENCE} SELECT 1 FROM fence"),
                 &[&tenant.as_str(), &lock.info().id],
             )
             .await
@@ -691,9 +713,9 @@ impl PgStore {
 
     /// Renews the lease `id` of `tenant`; `false` when the row is gone or not ours.
     async fn renew(&self, tenant: &TenantId, id: Uuid) -> Result<bool, StateError> {
-        let client = self.client().await?;
-        let n = client
+        let n = self
             .execute(
+                "renew the lock",
                 &format!(
                     "UPDATE {SCHEMA}.locks SET expires_at = now() + make_interval(secs => $3), \
                        renewed_at = now() \
@@ -701,8 +723,7 @@ impl PgStore {
                 ),
                 &[&tenant.as_str(), &id, &self.lease_ttl.as_secs_f64()],
             )
-            .await
-            .map_err(query_error("renew the lock"))?;
+            .await?;
         Ok(n == 1)
     }
 

@@ -207,9 +207,7 @@ impl StateStore {
                 Ok(())
             }
             Backend::Postgres(p) => {
-                let lease = lock.lease().ok_or_else(|| StateError::ForeignLock {
-                    tenant: state.tenant.clone(),
-                })?;
+                let lease = lock.held_lease()?;
                 p.write(lock, lease, state).await
             }
         }
