@@ -886,6 +886,37 @@ mod tests {
     }
 
     #[test]
+    fn state_settings_default_to_local_and_bad_ones_are_reported() {
+        let source = example();
+        let spec = PlatformSpec::parse(Path::new("platform.toml"), &source).unwrap();
+        assert_eq!(spec.state, StateSettings::default());
+        for (from, to, says) in [
+            ("history = 10", "history = 0", "state.history"),
+            (
+                "lease_ttl_seconds = 30",
+                "lease_ttl_seconds = 0",
+                "state.lease_ttl_seconds",
+            ),
+            (
+                "backend = \"local\"",
+                "backend = \"mysql\"",
+                "unknown variant",
+            ),
+        ] {
+            let edited = source.replace(from, to);
+            assert_ne!(edited, source);
+            let problems = PlatformSpec::parse(Path::new("platform.toml"), &edited).unwrap_err();
+            let text = problems
+                .iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("\n");
+            assert!(text.contains(says), "{to}: {text}");
+            assert!(text.contains("platform.toml:"), "{text}");
+        }
+    }
+
+    #[test]
     fn aws_name_templates_that_aws_would_reject_are_reported() {
         let source = example();
         for (from, to, says) in [
