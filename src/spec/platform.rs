@@ -737,42 +737,38 @@ impl PlatformSpec {
             Some(offset) => d.at(source, offset),
             None => d,
         };
+        // `key` of `[section]` is `value`, outside what `fix` says.
+        let out_of_range = |section: &str, key: &str, value: u64, fix: &str| {
+            place(
+                SpecDiagnostic::new(path, format!("{key} {value} is out of range"), fix)
+                    .field(format!("{section}.{key}")),
+                key,
+            )
+        };
         let v = &self.vector;
         // pgvector's HNSW index takes vectors of up to 2000 dimensions.
         if !(1..=2000).contains(&v.dimension) {
-            problems.push(place(
-                SpecDiagnostic::new(
-                    path,
-                    format!("dimension {} is out of range", v.dimension),
-                    "set the embedding model's output size, 1 to 2000 (an HNSW index takes no more)",
-                )
-                .field("vector.dimension"),
+            problems.push(out_of_range(
+                "vector",
                 "dimension",
+                v.dimension.into(),
+                "set the embedding model's output size, 1 to 2000 (an HNSW index takes no more)",
             ));
         }
         if !(2..=100).contains(&v.hnsw_m) {
-            problems.push(place(
-                SpecDiagnostic::new(
-                    path,
-                    format!("hnsw_m {} is out of range", v.hnsw_m),
-                    "use 2 to 100 (default 16)",
-                )
-                .field("vector.hnsw_m"),
+            problems.push(out_of_range(
+                "vector",
                 "hnsw_m",
+                v.hnsw_m.into(),
+                "use 2 to 100 (default 16)",
             ));
         }
         if !(4..=1000).contains(&v.hnsw_ef_construction) || v.hnsw_ef_construction < 2 * v.hnsw_m {
-            problems.push(place(
-                SpecDiagnostic::new(
-                    path,
-                    format!(
-                        "hnsw_ef_construction {} is out of range",
-                        v.hnsw_ef_construction
-                    ),
-                    "use 4 to 1000 and at least twice hnsw_m (default 64)",
-                )
-                .field("vector.hnsw_ef_construction"),
+            problems.push(out_of_range(
+                "vector",
                 "hnsw_ef_construction",
+                v.hnsw_ef_construction.into(),
+                "use 4 to 1000 and at least twice hnsw_m (default 64)",
             ));
         }
         let plain_identifier = |s: &str| {
@@ -805,25 +801,19 @@ impl PlatformSpec {
         }
         let st = &self.state;
         if !(1..=1000).contains(&st.history) {
-            problems.push(place(
-                SpecDiagnostic::new(
-                    path,
-                    format!("history {} is out of range", st.history),
-                    "keep 1 to 1000 versions of each tenant's state (default 10)",
-                )
-                .field("state.history"),
+            problems.push(out_of_range(
+                "state",
                 "history",
+                st.history.into(),
+                "keep 1 to 1000 versions of each tenant's state (default 10)",
             ));
         }
         if !(1..=3600).contains(&st.lease_ttl_seconds) {
-            problems.push(place(
-                SpecDiagnostic::new(
-                    path,
-                    format!("lease_ttl_seconds {} is out of range", st.lease_ttl_seconds),
-                    "use 1 to 3600 seconds (default 30): how long a dead holder keeps a tenant locked",
-                )
-                .field("state.lease_ttl_seconds"),
+            problems.push(out_of_range(
+                "state",
                 "lease_ttl_seconds",
+                st.lease_ttl_seconds,
+                "use 1 to 3600 seconds (default 30): how long a dead holder keeps a tenant locked",
             ));
         }
         let d = &self.dashboards;
@@ -875,6 +865,18 @@ mod tests {
             .expect("example platform file")
     }
 
+    /// Every problem reported for the example with `from` replaced by `to`, one a line.
+    fn problems_after_edit(source: &str, from: &str, to: &str) -> String {
+        let edited = source.replace(from, to);
+        assert_ne!(edited, source);
+        PlatformSpec::parse(Path::new("platform.toml"), &edited)
+            .unwrap_err()
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     #[test]
     fn the_aws_section_is_optional_and_has_defaults() {
         let source = example();
@@ -903,14 +905,7 @@ mod tests {
                 "unknown variant",
             ),
         ] {
-            let edited = source.replace(from, to);
-            assert_ne!(edited, source);
-            let problems = PlatformSpec::parse(Path::new("platform.toml"), &edited).unwrap_err();
-            let text = problems
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("\n");
+            let text = problems_after_edit(&source, from, to);
             assert!(text.contains(says), "{to}: {text}");
             assert!(text.contains("platform.toml:"), "{text}");
         }
@@ -941,14 +936,7 @@ mod tests {
                 "take {id}",
             ),
         ] {
-            let edited = source.replace(from, to);
-            assert_ne!(edited, source);
-            let problems = PlatformSpec::parse(Path::new("platform.toml"), &edited).unwrap_err();
-            let text = problems
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("\n");
+            let text = problems_after_edit(&source, from, to);
             assert!(text.contains(says), "{to}: {text}");
         }
     }
