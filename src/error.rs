@@ -50,7 +50,7 @@ pub enum Error {
         mismatches.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("; ")
     )]
     NotTheTenants {
-        /// "state file PATH" or "the saved plan".
+        /// "state file PATH", the state's row in PostgreSQL, or "the saved plan".
         what: String,
         tenant: TenantId,
         mismatches: Vec<IdentityMismatch>,

@@ -372,13 +372,12 @@ async fn a_large_budget_waits_for_three_approvers_and_a_rejection_ends_it() {
 
 /// A grant that breaks isolation makes check 2 fail; the tenant is rolled back and
 /// nothing of it is left on any service. With the grant gone, a retry activates it.
-#[tokio::test]
-async fn broken_isolation_fails_the_check_and_rolls_everything_back() {
+async fn broken_isolation_fails_the_check_and_rolls_everything_back(backend: Backend) {
     let mut canary = TenantDef::new("wf-canary", "bronze");
     canary.region = "ap-south-1".into();
     let mut victim = TenantDef::new("wf-iso", "bronze");
     victim.region = "ap-south-1".into();
-    let mut ws = Workspace::new(&[]).await;
+    let mut ws = Workspace::with_backend(&[], backend).await;
     ws.tenants = vec![canary.clone(), victim.clone()];
     let file = request_file(&ws, &canary);
     ws.run(&["request", "submit", &file]).ok();
@@ -625,3 +624,5 @@ async fn duplicates_bad_requests_illegal_transitions_and_failing_notifications()
         "{e}"
     );
 }
+
+on_both_backends!(broken_isolation_fails_the_check_and_rolls_everything_back);

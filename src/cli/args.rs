@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use tenantform::spec::StateBackendKind;
 use tenantform::{EngineConfig, OutputFormat, ResourceAddress, TenantId};
 
 const EXAMPLES: &str = "\
@@ -19,13 +20,17 @@ Examples:
   tenantform destroy --tenant retail-chain --auto-approve
   tenantform show --tenant retail-chain
   tenantform state list
+  tenantform state history retail-chain             # versions kept, who wrote them
+  tenantform state rollback retail-chain --serial 12
+  tenantform state migrate --to postgres            # then set [state] backend = \"postgres\"
   tenantform force-unlock retail-chain 6c1f...
   tenantform drift --detailed-exitcode --markdown   # scheduled drift run: exit 2 on drift
   tenantform refresh --tenant retail-chain          # accept drift into state
   tenantform import retail-chain/postgres_schema.main tenant_retail_chain
 
 Environment: PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE (admin connection), as printed
-by `scripts/stack env`. Log detail: TENANTFORM_LOG=info (or debug).";
+by `scripts/stack env`. TENANTFORM_STATE_BACKEND=local|postgres overrides [state] backend.
+Log detail: TENANTFORM_LOG=info (or debug).";
 
 /// Declarative tenant infrastructure: plan, apply, destroy.
 #[derive(Parser)]
@@ -34,7 +39,7 @@ pub struct Cli {
     /// Directory with platform.toml and tenants/*.toml.
     #[arg(long, global = true, default_value = "specs", value_name = "DIR")]
     pub specs: PathBuf,
-    /// Directory with the state files.
+    /// Directory with the state files (the `local` state backend).
     #[arg(long, global = true, default_value = "state", value_name = "DIR")]
     pub state: PathBuf,
     /// No ANSI colours in output (also when NO_COLOR is set or output is not a terminal).
@@ -60,7 +65,7 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Show tenants' resources and outputs, or a saved plan.
     Show(ShowArgs),
-    /// Inspect state.
+    /// Inspect, recover and move state.
     #[command(subcommand)]
     State(StateCommand),
     /// Read every managed resource back and report what changed behind tenantform's
@@ -305,6 +310,43 @@ pub enum StateCommand {
         #[arg(long)]
         show_secrets: bool,
     },
+    /// Print a tenant's whole state document as JSON (sensitive values redacted
+    /// unless --show-secrets).
+    Pull {
+        tenant: TenantId,
+        #[arg(long)]
+        show_secrets: bool,
+    },
+    /// List the versions of a tenant's state that are kept: serial, lineage, when and
+    /// by whom each was written.
+    History {
+        tenant: TenantId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recover an earlier version of a tenant's state: its content is written as the
+    /// next serial, under the tenant's lock. No resource is changed.
+    Rollback {
+        tenant: TenantId,
+        /// The serial to recover (see `state history`).
+        #[arg(long)]
+        serial: u64,
+        /// Wait this long for the tenant's lock (e.g. 30s, 2m); default: fail at once.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+        lock_timeout: Duration,
+    },
+    /// Move every tenant's state (serial, lineage, history) to another backend, under
+    /// each tenant's lock. Nothing is moved when a tenant is locked.
+    Migrate {
+        /// The backend to move to: postgres or local (from the other one).
+        #[arg(long, value_name = "BACKEND")]
+        to: StateBackendKind,
+        /// Wait this long for each tenant's lock; default: fail at once.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+        lock_timeout: Duration,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -363,6 +405,8 @@ impl Cli {
             Command::Drift(a) => (Some(&a.selection), Duration::ZERO),
             Command::Refresh(a) => (Some(&a.selection), a.lock_timeout),
             Command::Import(a) => (None, a.lock_timeout),
+            Command::State(StateCommand::Rollback { lock_timeout, .. })
+            | Command::State(StateCommand::Migrate { lock_timeout, .. }) => (None, *lock_timeout),
             // Provisioning a request waits a while for its tenant's lock rather than
             // failing the request at once.
             Command::Request(_) => (None, Duration::from_secs(60)),
@@ -379,6 +423,7 @@ impl Cli {
             parallelism: selection.map_or(defaults.parallelism, |s| s.parallelism as usize),
             lock_timeout,
             policy_dir: self.policy.clone(),
+            run: None,
         }
     }
 }

@@ -22,7 +22,7 @@ pub use diagnostic::{
 pub use platform::{
     ApprovalRules, AwsSettings, DashboardSettings, DataClassification, LlmSettings, Naming,
     NotificationSettings, PlatformInfo, PlatformSpec, PolicySettings, RateLimits, Region,
-    STANDARD_IA_DAYS, Tier, TierFeatures, ValidationSettings, VectorBackend, VectorDistance,
+    STANDARD_IA_DAYS, StateBackendKind, StateSettings, Tier, TierFeatures, ValidationSettings, VectorBackend, VectorDistance,
     VectorSettings, render_name, resolve_path,
 };
 pub use tenant::TenantSpec;
@@ -40,9 +40,7 @@ pub struct Specs {
 impl Specs {
     /// Loads `DIR/platform.toml` and `DIR/tenants/*.toml`.
     pub fn load(dir: &Path) -> Result<Specs, SpecErrors> {
-        let platform_path = dir.join("platform.toml");
-        let source = read(&platform_path).map_err(|d| SpecErrors(vec![*d]))?;
-        let platform = PlatformSpec::parse(&platform_path, &source).map_err(SpecErrors)?;
+        let platform = load_platform(dir)?;
 
         let tenants_dir = dir.join("tenants");
         let mut files = Vec::new();
@@ -147,6 +145,14 @@ impl Specs {
     pub fn tier_of(&self, tenant: &TenantSpec) -> &Tier {
         &self.platform.tiers[&tenant.tier]
     }
+}
+
+/// Loads `DIR/platform.toml` alone: what is needed to reach the platform (its state,
+/// its database) when the tenants' specs do not matter.
+pub fn load_platform(dir: &Path) -> Result<PlatformSpec, SpecErrors> {
+    let platform_path = dir.join("platform.toml");
+    let source = read(&platform_path).map_err(|d| SpecErrors(vec![*d]))?;
+    PlatformSpec::parse(&platform_path, &source).map_err(SpecErrors)
 }
 
 fn read(path: &Path) -> Result<String, Box<SpecDiagnostic>> {

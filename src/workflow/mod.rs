@@ -205,7 +205,9 @@ impl<'a> Workflow<'a> {
                 || self
                     .engine
                     .state_store()
+                    .await?
                     .load(&spec.id)
+                    .await
                     .map_err(crate::Error::from)?
                     .is_some())
         {
@@ -378,7 +380,7 @@ impl<'a> Workflow<'a> {
 
     /// The spec and state of a tenant that must have both (`when` says why, for the
     /// message when one is missing).
-    fn spec_and_state(
+    async fn spec_and_state(
         &self,
         specs: &Specs,
         tenant: &TenantId,
@@ -392,7 +394,9 @@ impl<'a> Workflow<'a> {
         let state = self
             .engine
             .state_store()
+            .await?
             .load(tenant)
+            .await
             .map_err(crate::Error::from)?
             .ok_or_else(|| {
                 WorkflowError::Invalid(format!("tenant {tenant} {when} but has no state"))
@@ -409,13 +413,13 @@ impl<'a> Workflow<'a> {
     ) -> Result<Vec<CheckResult>, WorkflowError> {
         // The isolation check needs one other tenant to be refused: read states only
         // until one is found, not every tenant's on every provisioning.
-        let store = self.engine.state_store();
+        let store = self.engine.state_store().await?;
         let mut others: Vec<TenantState> = Vec::new();
-        for t in store.tenants().map_err(crate::Error::from)? {
+        for t in store.tenants().await.map_err(crate::Error::from)? {
             if t == spec.id {
                 continue;
             }
-            if let Some(s) = store.load(&t).map_err(crate::Error::from)?
+            if let Some(s) = store.load(&t).await.map_err(crate::Error::from)?
                 && s.resources
                     .values()
                     .any(|r| r.status == ResourceStatus::Created)
@@ -481,7 +485,7 @@ impl<'a> Workflow<'a> {
         }
         let specs = self.engine.specs()?;
         let tenant: TenantId = request.spec()?.id;
-        let (spec, state) = self.spec_and_state(&specs, &tenant, "is active")?;
+        let (spec, state) = self.spec_and_state(&specs, &tenant, "is active").await?;
         let results = self.run_checks(&specs, &spec, &state).await?;
         let failed: Vec<String> = results
             .iter()

@@ -305,7 +305,7 @@ impl Workflow<'_> {
     /// is left is seeding a Gold tenant's demo documents.
     async fn configure(&mut self, run: &Provisioning<'_>) -> Result<Next, WorkflowError> {
         let specs = self.engine.specs()?;
-        let (spec, state) = self.spec_and_state(&specs, &run.tenant, "was just applied")?;
+        let (spec, state) = self.spec_and_state(&specs, &run.tenant, "was just applied").await?;
         let mut configured = json!({"demo_documents": 0});
         if specs.tier_of(&spec).demo_documents {
             match seed_demo_documents(&self.pg, &state).await {
@@ -455,7 +455,9 @@ impl Workflow<'_> {
             && self
                 .engine
                 .state_store()
+                .await?
                 .load(&run.tenant)
+                .await
                 .map_err(crate::Error::from)?
                 .is_none_or(|s| s.resources.is_empty());
         if complete {

@@ -15,7 +15,7 @@ use tokio_postgres::{Client, Row, Transaction};
 use super::approval::RequiredApproval;
 use super::status::{RequestStatus, check_transition};
 use super::{FailedStep, WorkflowError};
-use crate::connect::postgres::{PostgresConfig, db_error};
+use crate::connect::postgres::{PostgresConfig, db_error, migrate};
 use crate::spec::TenantSpec;
 
 /// The schema the registry lives in.
@@ -254,40 +254,9 @@ impl Registry {
     }
 
     async fn migrate(&mut self) -> Result<(), WorkflowError> {
-        // One migrating process at a time, whichever process gets here first.
-        let tx = self.exclusive_transaction("tenantform.registry").await?;
-        tx.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {SCHEMA}; \
-             CREATE TABLE IF NOT EXISTS {SCHEMA}.registry_migrations \
-               (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        ))
-        .await
-        .map_err(pg)?;
-        let applied: Option<i32> = tx
-            .query_one(
-                &format!("SELECT max(version) FROM {SCHEMA}.registry_migrations"),
-                &[],
-            )
+        migrate(&mut self.client, SCHEMA, "registry_migrations", MIGRATIONS)
             .await
-            .map_err(pg)?
-            .get(0);
-        let applied = applied.unwrap_or(0);
-        let newest = MIGRATIONS.last().map_or(0, |m| m.0);
-        if applied > newest {
-            return Err(WorkflowError::Registry(format!(
-                "the registry schema is at version {applied}, newer than this tenantform knows ({newest}); use a newer tenantform"
-            )));
-        }
-        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
-            tx.batch_execute(sql).await.map_err(pg)?;
-            tx.execute(
-                &format!("INSERT INTO {SCHEMA}.registry_migrations (version) VALUES ($1)"),
-                &[version],
-            )
-            .await
-            .map_err(pg)?;
-        }
-        tx.commit().await.map_err(pg)
+            .map_err(|e| WorkflowError::Registry(e.to_string()))
     }
 
     /// Records a new request, or returns the existing one for the same tenant (same id
