@@ -417,9 +417,13 @@ fn declared_modules(code: &str) -> Vec<(String, Option<(usize, usize)>)> {
         .collect()
 }
 
+/// A module declaration: its name, where an inline one's block starts and ends, and
+/// whether it is compiled for tests only.
+type DeclaredModule = (String, Option<(usize, usize)>, bool);
+
 /// [`declared_modules`], each with whether it is compiled for tests only (`#[cfg(test)]`
 /// right before it): test code may reach any part, as tests must.
-fn declared_modules_with_cfg(code: &str) -> Vec<(String, Option<(usize, usize)>, bool)> {
+fn declared_modules_with_cfg(code: &str) -> Vec<DeclaredModule> {
     let b = code.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
