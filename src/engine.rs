@@ -31,7 +31,7 @@ use crate::provider::s3::{self, S3Provider};
 use crate::provider::settings::{self, TenantSettingsProvider};
 use crate::provider::vector::{self, PgvectorProvider};
 use crate::resource::{Attributes, ResourceAddress, TenantId, schema};
-use crate::spec::{Specs, VectorBackend};
+use crate::spec::{RegisteredSpec, Specs, VectorBackend};
 use crate::state::{LockInfo, ResourceState, ResourceStatus, StateStore, TenantState};
 
 /// Where the engine finds its input and keeps its state, and how hard it works.
@@ -90,11 +90,25 @@ struct SavedPlan {
 
 const SAVED_PLAN_KIND: &str = "tenantform-plan";
 
+/// A run (of `tenantform runs`) and the attempt at it that an engine works for. It goes
+/// into every lock the engine takes, so that a lock names the run that holds it and an
+/// attempt that was taken over can be told from the one that took over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunRef {
+    pub id: uuid::Uuid,
+    pub attempt: i32,
+}
+
 /// The engine. Cheap to create; providers connect on first use.
 pub struct Engine {
     config: EngineConfig,
     store: StateStore,
     providers: tokio::sync::OnceCell<ProviderSet>,
+    /// Set for an engine that executes a run: see [`Engine::for_run`].
+    run: Option<RunRef>,
+    /// Where the registry's tenant specs are read; `None`: the platform's database.
+    registry: Option<PostgresConfig>,
+    registry_client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
 }
 
 impl Engine {
@@ -104,7 +118,28 @@ impl Engine {
             config,
             store,
             providers: tokio::sync::OnceCell::new(),
+            run: None,
+            registry: None,
+            registry_client: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// This engine executes `run`: every lock it takes names the run and its attempt.
+    pub fn for_run(mut self, run: RunRef) -> Self {
+        self.run = Some(run);
+        self
+    }
+
+    /// The run this engine executes, if any.
+    pub fn run(&self) -> Option<RunRef> {
+        self.run
+    }
+
+    /// Reads the registry's tenant specs from this database instead of the one the
+    /// platform file names (a library user or a test with its own database).
+    pub fn with_registry(mut self, pg: PostgresConfig) -> Self {
+        self.registry = Some(pg);
+        self
     }
 
     /// An engine that uses `providers` instead of those the platform file describes
@@ -126,9 +161,36 @@ impl Engine {
         &self.store
     }
 
-    /// Loads and validates every spec.
-    pub fn specs(&self) -> Result<Specs, Error> {
-        Ok(Specs::load(&self.config.specs_dir)?)
+    /// Loads and validates every spec: the files, and the tenants provisioned from a
+    /// request, whose specs live in the registry (a file of the same id wins; see
+    /// [`Specs::add_registered`]). Reading the registry is not optional: a plan without
+    /// those tenants would delete them.
+    pub async fn specs(&self) -> Result<Specs, Error> {
+        let mut specs = Specs::load(&self.config.specs_dir)?;
+        let registered = self.registered_specs(&specs).await?;
+        specs.add_registered(&registered)?;
+        Ok(specs)
+    }
+
+    async fn registered_specs(&self, specs: &Specs) -> Result<Vec<RegisteredSpec>, Error> {
+        let unreadable = |detail: String| Error::RegisteredSpecs(detail);
+        let mut client = self.registry_client.lock().await;
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            let pg = match &self.registry {
+                Some(pg) => pg.clone(),
+                None => PostgresConfig::resolve(&specs.platform.postgres)
+                    .map_err(|e| unreadable(e.to_string()))?,
+            };
+            *client = Some(
+                pg.connect(None)
+                    .await
+                    .map_err(|e| unreadable(e.to_string()))?,
+            );
+        }
+        let c = client.as_ref().expect("connected above");
+        crate::workflow::registry::registered_specs(c)
+            .await
+            .map_err(unreadable)
     }
 
     /// The providers the platform file describes, set up once.
@@ -162,7 +224,7 @@ impl Engine {
 
     /// Plans without taking locks: a plan changes nothing.
     pub async fn plan(&self, options: &PlanOptions) -> Result<Plan, Error> {
-        let specs = self.specs()?;
+        let specs = self.specs().await?;
         let tenants = self.select_tenants(&specs, &options.tenants)?;
         if !options.refresh {
             // Nothing to read back: one state in memory at a time, so that a plan over
@@ -272,6 +334,11 @@ impl Engine {
 
     /// Locks the tenants in sorted order (so that two runs never wait on each other
     /// in a cycle) and loads their state.
+    ///
+    /// The one place where tenant locks are taken, for a CLI command and for a run
+    /// alike. An engine that executes a run ([`Engine::for_run`]) names the run and its
+    /// attempt in the lock, so that "locked by" messages and a run's "blocked by" can
+    /// tell a run's own lock from another holder's.
     async fn lock_tenants(
         &self,
         tenants: &[TenantId],
@@ -279,11 +346,19 @@ impl Engine {
     ) -> Result<BTreeMap<TenantId, TenantRun>, Error> {
         let mut sorted = tenants.to_vec();
         sorted.sort();
+        // RunRef: when the PostgreSQL state backend's `LockRequest` lands, pass
+        // `run: self.run` (id and attempt) with it here, so that the lock row carries the
+        // run, a takeover by the next attempt replaces it, and every state write of an
+        // attempt that was taken over is refused.
+        let operation = match &self.run {
+            Some(run) => format!("{operation} for {}", run_lock_label(run)),
+            None => operation.to_owned(),
+        };
         let mut runs = BTreeMap::new();
         for t in sorted {
             let store = self.store.clone();
             let timeout = self.config.lock_timeout;
-            let op = operation.to_owned();
+            let op = operation.clone();
             let tenant = t.clone();
             let lock = tokio::task::spawn_blocking(move || store.lock(&tenant, &op, timeout))
                 .await
@@ -321,7 +396,7 @@ impl Engine {
                 });
             }
         }
-        let specs = self.specs()?;
+        let specs = self.specs().await?;
         let providers = self.providers(&specs).await?;
         Ok(apply::apply(plan, runs, providers, &self.store, options, progress).await?)
     }
@@ -336,7 +411,7 @@ impl Engine {
         confirm: impl FnOnce(&Plan) -> bool,
         progress: Option<ProgressSink>,
     ) -> Result<(Plan, Option<ApplyReport>), Error> {
-        let specs = self.specs()?;
+        let specs = self.specs().await?;
         let tenants = self.select_tenants(&specs, &plan_options.tenants)?;
         let operation = match plan_options.mode {
             PlanMode::Normal => "apply",
@@ -438,7 +513,8 @@ impl Engine {
 
     /// A tenant's outputs (see [`crate::outputs`]).
     pub fn outputs(&self, state: &TenantState) -> BTreeMap<String, Output> {
-        let specs = self.specs().ok();
+        // Connection settings only: the platform file is enough.
+        let specs = Specs::load(&self.config.specs_dir).ok();
         let pg = specs
             .as_ref()
             .and_then(|s| PostgresConfig::resolve(&s.platform.postgres).ok());
@@ -452,7 +528,7 @@ impl Engine {
     /// differs from state (drift) and what the specs ask for that is not applied yet.
     /// Changes nothing and takes no lock.
     pub async fn drift(&self, only: &[TenantId]) -> Result<DriftReport, Error> {
-        let specs = self.specs()?;
+        let specs = self.specs().await?;
         let tenants = self.select_tenants(&specs, only)?;
         let mut states = BTreeMap::new();
         for t in &tenants {
@@ -520,7 +596,7 @@ impl Engine {
         only: &[TenantId],
         confirm: impl FnOnce(&DriftReport) -> bool,
     ) -> Result<(DriftReport, bool), Error> {
-        let specs = self.specs()?;
+        let specs = self.specs().await?;
         let tenants = self.select_tenants(&specs, only)?;
         let mut runs = self.lock_tenants(&tenants, "refresh").await?;
         let states: BTreeMap<TenantId, Option<TenantState>> = runs
@@ -566,7 +642,7 @@ impl Engine {
         address: &ResourceAddress,
         id: &str,
     ) -> Result<ResourceState, Error> {
-        let specs = self.specs()?;
+        let specs = self.specs().await?;
         let tenant = &address.tenant;
         let spec = specs
             .tenants
@@ -638,7 +714,7 @@ impl Engine {
         tenant: &TenantId,
         progress: Option<ProgressSink>,
     ) -> Result<ApplyReport, Error> {
-        let specs = self.specs()?;
+        let specs = self.specs().await?;
         let runs = self
             .lock_tenants(std::slice::from_ref(tenant), "rollback")
             .await?;
@@ -656,6 +732,12 @@ impl Engine {
     pub fn force_unlock(&self, tenant: &TenantId, lock_id: &str) -> Result<LockInfo, Error> {
         Ok(self.store.force_unlock(tenant, lock_id)?)
     }
+}
+
+/// How a lock held for a run names it (`run 6c1f… attempt 2`): the lock's operation
+/// text, which a run's "blocked by" compares with its own.
+pub fn run_lock_label(run: &RunRef) -> String {
+    format!("run {} attempt {}", run.id, run.attempt)
 }
 
 /// One tenant's plan: its blueprint diffed against its state and what was read back.

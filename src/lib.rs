@@ -40,6 +40,7 @@ pub mod outputs;
 pub mod plan;
 pub mod provider;
 pub mod resource;
+pub mod runs;
 pub mod secret;
 pub mod server;
 pub mod spec;
@@ -48,7 +49,9 @@ pub mod workflow;
 
 pub use apply::{ApplyOptions, ApplyReport, Progress, TenantOutcome};
 pub use drift::DriftReport;
-pub use engine::{Engine, EngineConfig, PlanOptions, import_id, platform_providers};
+pub use engine::{
+    Engine, EngineConfig, PlanOptions, RunRef, import_id, platform_providers, run_lock_label,
+};
 pub use error::Error;
 pub use plan::{Action, Plan, PlanMode};
 pub use resource::{ResourceAddress, ResourceType, TenantId};

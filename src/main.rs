@@ -17,7 +17,13 @@ use tenantform::drift::render as drift_render;
 use tenantform::outputs::outputs_json;
 use tenantform::plan::graph::StepKind;
 use tenantform::plan::render::{self, Style};
+use tenantform::runs::render as runs_render;
+use tenantform::runs::{
+    NewRun, ProvisionResult, Run, RunContext, RunEvent, RunFilter, RunQueue, RunStatus, RunView,
+    Shutdown, Worker, follow, view,
+};
 use tenantform::secret::REDACTED;
+use tenantform::spec::RunExecutor;
 use tenantform::workflow::Workflow;
 use tenantform::workflow::render as wf_render;
 use tenantform::workflow::status::RequestStatus;
@@ -40,6 +46,9 @@ Examples:
   tenantform drift --detailed-exitcode --markdown   # scheduled drift run: exit 2 on drift
   tenantform refresh --tenant retail-chain          # accept drift into state
   tenantform import retail-chain/postgres_schema.main tenant_retail_chain
+  tenantform worker --concurrency 2                 # execute queued runs ([runs] executor = \"workers\")
+  tenantform runs list                              # queue positions, who blocks whom
+  tenantform runs show 6c1f2a3b --follow            # a run's steps as they happen
 
 Environment: PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE (admin connection), as printed
 by `scripts/stack env`. Log detail: TENANTFORM_LOG=info (or debug).";
@@ -98,6 +107,14 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9464")]
         listen: std::net::SocketAddr,
     },
+    /// Execute queued runs (provisionings, plans, applies) from the platform database,
+    /// up to --concurrency at once; any number of workers on any machines. SIGTERM:
+    /// finish the runs in flight and exit; a second signal releases them at once.
+    Worker(WorkerArgs),
+    /// Runs: list, show (--follow), start, apply (a planned run), discard, cancel,
+    /// resume.
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// Break a tenant's lock held by a stuck process.
     ForceUnlock {
         tenant: TenantId,
@@ -221,13 +238,99 @@ struct ImportArgs {
     lock_timeout: Duration,
 }
 
+#[derive(Args)]
+struct WorkerArgs {
+    /// Runs executed at once by this worker (of different tenants).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    concurrency: u16,
+    /// Provider calls in flight at once within one run.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
+    parallelism: u16,
+}
+
+#[derive(Subcommand)]
+enum RunsCommand {
+    /// The newest runs, with queue positions and what blocks them, and the live workers.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only runs in this status (pending, planning, applied, errored, ...).
+        #[arg(long)]
+        status: Option<tenantform::runs::RunStatus>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: status, timestamps, lease, queue position, blocked by, result, events.
+    Show {
+        /// A run id, or its first characters.
+        id: String,
+        /// Print the run's events as they happen, until it is settled.
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a run on a tenant: plan, apply, destroy, drift or refresh.
+    Start {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        operation: tenantform::runs::Operation,
+        /// Apply the plan at once (apply, destroy) instead of stopping at `planned`.
+        #[arg(long)]
+        auto_apply: bool,
+        #[arg(long)]
+        message: Option<String>,
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+        /// Follow the run to its end (always so with the embedded executor).
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Confirm a planned run: apply exactly its plan, if the tenant's state has not
+    /// moved on since.
+    Apply {
+        id: String,
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+        #[arg(long)]
+        wait: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Discard a planned run: its plan is not applied.
+    Discard {
+        id: String,
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
+    /// Cancel a run: a queued one at once, a running one after its steps in flight.
+    Cancel {
+        id: String,
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Execute a run here: one whose executor was interrupted, or any queued run.
+    Resume {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Subcommand)]
 enum RequestCommand {
     /// Submit a tenant request (a file in the format of specs/tenants/*.toml, or flags).
     /// Submitting the same tenant again returns the existing request. Without required
     /// approvals, provisioning starts at once.
     Submit(SubmitArgs),
-    /// Record an approval; the last required one starts provisioning.
+    /// Record an approval; the last required one queues the provisioning.
     Approve(DecisionArgs),
     /// Reject a request; this ends it and notifies the requester.
     Reject(DecisionArgs),
@@ -247,8 +350,18 @@ enum RequestCommand {
         id: String,
         #[arg(long, env = "USER", default_value = "unknown")]
         by: String,
+        /// Follow the provisioning to its end (always so with the embedded executor).
+        #[arg(long)]
+        wait: bool,
         #[arg(long)]
         json: bool,
+    },
+    /// Write a provisioned tenant's spec from the registry to specs/tenants/<id>.toml,
+    /// to manage it as a file (in git) from now on.
+    Export {
+        id: String,
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
     },
 }
 
@@ -281,6 +394,9 @@ struct SubmitArgs {
     requester: String,
     #[arg(long)]
     notes: Option<String>,
+    /// Follow the provisioning to its end (always so with the embedded executor).
+    #[arg(long)]
+    wait: bool,
     #[arg(long)]
     json: bool,
 }
@@ -296,6 +412,9 @@ struct DecisionArgs {
     by: String,
     #[arg(long)]
     note: Option<String>,
+    /// Follow the provisioning, if this decision starts it, to its end.
+    #[arg(long)]
+    wait: bool,
     #[arg(long)]
     json: bool,
 }
@@ -392,8 +511,9 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     };
     match &cli.command {
         Command::Validate => {
-            let engine = Engine::new(config(None, Duration::ZERO));
-            let specs = engine.specs()?;
+            // The files: what a pull request changes. The registry's tenants are checked
+            // when they are submitted and whenever a plan reads them.
+            let specs = tenantform::spec::Specs::load(&cli.specs)?;
             println!(
                 "The specs are valid: {} tenant{} on platform {:?} ({} tiers, {} regions).",
                 specs.tenants.len(),
@@ -670,8 +790,11 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Request(cmd) => {
             let engine = Engine::new(config(None, Duration::from_secs(60)));
-            Box::pin(run_request(&engine, cmd)).await
+            let runs = RunsCli::load(&cli, 10)?;
+            Box::pin(run_request(&engine, &runs, cmd)).await
         }
+        Command::Worker(args) => Box::pin(run_worker(&cli, args)).await,
+        Command::Runs(cmd) => Box::pin(run_runs(&cli, cmd)).await,
         Command::ValidateTenant { id, json } => {
             let engine = Engine::new(config(None, Duration::ZERO));
             let mut wf = Workflow::open(&engine).await?;
@@ -723,39 +846,12 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     }
 }
 
-async fn run_request(engine: &Engine, cmd: &RequestCommand) -> anyhow::Result<Outcome> {
+async fn run_request(
+    engine: &Engine,
+    runs: &RunsCli,
+    cmd: &RequestCommand,
+) -> anyhow::Result<Outcome> {
     let mut wf = Workflow::open(engine).await?;
-    let print_outcome = |o: &tenantform::workflow::Outcome, json: bool| -> anyhow::Result<()> {
-        if json {
-            println!("{}", serde_json::to_string_pretty(o)?);
-        } else if !o.checks.is_empty() {
-            let records: Vec<tenantform::workflow::registry::CheckRecord> =
-                o.checks.iter().map(Into::into).collect();
-            println!(
-                "  validation: {} of {} checks passed",
-                records.iter().filter(|c| c.passed).count(),
-                records.len()
-            );
-            print!("{}", wf_render::checks_table(&records));
-        }
-        Ok(())
-    };
-    // A request that ended in a failure makes the command fail, so that scripts notice.
-    let finish = |o: &tenantform::workflow::Outcome| -> anyhow::Result<Outcome> {
-        let r = &o.request;
-        match r.status {
-            RequestStatus::RolledBack | RequestStatus::Failed => bail!(
-                "request {} is {}: {} failed: {}",
-                r.id,
-                r.status,
-                r.failure_step.as_deref().unwrap_or("a step"),
-                r.failure_reason
-                    .as_deref()
-                    .unwrap_or("see `tenantform request status`")
-            ),
-            _ => Ok(Outcome::Ok),
-        }
-    };
     match cmd {
         RequestCommand::Submit(a) => {
             let outcome = match &a.file {
@@ -780,7 +876,8 @@ async fn run_request(engine: &Engine, cmd: &RequestCommand) -> anyhow::Result<Ou
                     .await?
                 }
             };
-            let r = &outcome.request;
+            let settled = settle_request(runs, &wf, &outcome, a.wait, a.json).await?;
+            let r = &settled.request;
             if !a.json {
                 if outcome.created {
                     println!("Submitted request {} ({}): {}", r.id, r.name, r.status);
@@ -799,33 +896,40 @@ async fn run_request(engine: &Engine, cmd: &RequestCommand) -> anyhow::Result<Ou
                     println!("  waiting for: {}", roles.join(", "));
                 }
             }
-            print_outcome(&outcome, a.json)?;
-            finish(&outcome)
+            settled.print(outcome.created, a.json)
         }
         RequestCommand::Approve(d) | RequestCommand::Reject(d) => {
             let approve = matches!(cmd, RequestCommand::Approve(_));
             let outcome = wf
                 .decide(&d.id, &d.role, approve, &d.by, d.note.as_deref())
                 .await?;
+            let settled = settle_request(runs, &wf, &outcome, d.wait, d.json).await?;
             if !d.json {
                 println!(
                     "Recorded: {} {} request {}. It is now {}.",
                     d.role,
                     if approve { "approved" } else { "rejected" },
                     d.id,
-                    outcome.request.status
+                    settled.request.status
                 );
             }
-            print_outcome(&outcome, d.json)?;
-            finish(&outcome)
+            settled.print(false, d.json)
         }
-        RequestCommand::Retry { id, by, json } => {
+        RequestCommand::Retry { id, by, wait, json } => {
             let outcome = Box::pin(wf.retry(id, by)).await?;
+            let settled = settle_request(runs, &wf, &outcome, *wait, *json).await?;
             if !json {
-                println!("Request {id} is now {}.", outcome.request.status);
+                println!("Request {id} is now {}.", settled.request.status);
             }
-            print_outcome(&outcome, *json)?;
-            finish(&outcome)
+            settled.print(false, *json)
+        }
+        RequestCommand::Export { id, by } => {
+            let path = wf.export(id, by).await?;
+            println!(
+                "Wrote {}. From now on this file is tenant {id}'s spec (it wins over the registry's copy): commit it, and run workers and plans with this specs directory.",
+                path.display()
+            );
+            Ok(Outcome::Ok)
         }
         RequestCommand::Status { id, json } => {
             let view = wf.view(id).await?;
@@ -851,6 +955,427 @@ async fn run_request(engine: &Engine, cmd: &RequestCommand) -> anyhow::Result<Ou
                 }
             }
             Ok(Outcome::Ok)
+        }
+    }
+}
+
+/// A request after its command, and the provisioning run the command queued or found.
+struct SettledRequest {
+    request: tenantform::workflow::registry::Request,
+    run: Option<Run>,
+    /// The validation suite's results, when the run ran it.
+    checks: Vec<tenantform::workflow::registry::CheckRecord>,
+    interrupted: bool,
+}
+
+impl SettledRequest {
+    /// Prints the outcome (the checks table, or the JSON of the request, its checks and
+    /// its run) and says how the command exits: 1 when the request ended `rolled_back`
+    /// or `failed`, so that scripts notice.
+    fn print(&self, created: bool, json: bool) -> anyhow::Result<Outcome> {
+        let r = &self.request;
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&serde_json::json!({
+                    "request": r, "created": created, "checks": self.checks, "run": self.run,
+                }))?
+            );
+        } else {
+            if !self.checks.is_empty() {
+                println!(
+                    "  validation: {} of {} checks passed",
+                    self.checks.iter().filter(|c| c.passed).count(),
+                    self.checks.len()
+                );
+                print!("{}", wf_render::checks_table(&self.checks));
+            }
+            if let Some(run) = self.run.as_ref().filter(|run| !run.status.is_final()) {
+                println!(
+                    "  provisioning run {} is {}: follow it with `tenantform runs show {} --follow`",
+                    run.short_id(),
+                    run.status,
+                    run.short_id()
+                );
+            }
+        }
+        if self.interrupted {
+            return Ok(Outcome::Interrupted);
+        }
+        match r.status {
+            RequestStatus::RolledBack | RequestStatus::Failed => bail!(
+                "request {} is {}: {} failed: {}",
+                r.id,
+                r.status,
+                r.failure_step.as_deref().unwrap_or("a step"),
+                r.failure_reason
+                    .as_deref()
+                    .unwrap_or("see `tenantform request status`")
+            ),
+            _ => Ok(Outcome::Ok),
+        }
+    }
+}
+
+/// After a lifecycle command: when a provisioning run of the request is open, the
+/// embedded executor executes it here; with workers, `--wait` follows it to its end
+/// (its events on stderr) and otherwise the command returns at once.
+async fn settle_request(
+    runs: &RunsCli,
+    wf: &Workflow<'_>,
+    outcome: &tenantform::workflow::Outcome,
+    wait: bool,
+    json: bool,
+) -> anyhow::Result<SettledRequest> {
+    let id = outcome.request.id.clone();
+    let queue = RunQueue::open(&runs.pg).await?;
+    let mut interrupted = false;
+    let mut run = queue.open_provision(&id).await?;
+    if let Some(open) = &run {
+        if runs.executor == RunExecutor::Workers && !wait && !json {
+            warn_without_workers(runs, &queue).await?;
+        }
+        match execute_or_follow(runs, &queue, open.id, wait, wait.then_some(Print::Stderr)).await? {
+            Some(done) => run = Some(done),
+            None => interrupted = true,
+        }
+    }
+    let checks = run
+        .as_ref()
+        .filter(|r| r.status.is_final())
+        .and_then(|r| r.result.clone())
+        .and_then(|v| serde_json::from_value::<ProvisionResult>(v).ok())
+        .map(|p| p.checks)
+        .unwrap_or_default();
+    Ok(SettledRequest {
+        request: wf.registry().require(&id).await?,
+        run: match run {
+            Some(r) => Some(queue.require(r.id).await?),
+            None => None,
+        },
+        checks,
+        interrupted,
+    })
+}
+
+/// Where followed events go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Print {
+    Stdout,
+    Stderr,
+}
+
+/// What the runs commands need: where runs execute and how.
+struct RunsCli {
+    cx: RunContext,
+    pg: tenantform::provider::postgres::PostgresConfig,
+    executor: RunExecutor,
+    store: tenantform::state::StateStore,
+}
+
+impl RunsCli {
+    fn load(cli: &Cli, parallelism: usize) -> anyhow::Result<RunsCli> {
+        let specs = tenantform::spec::Specs::load(&cli.specs)?;
+        let pg = tenantform::provider::postgres::PostgresConfig::resolve(&specs.platform.postgres)?;
+        Ok(RunsCli {
+            executor: specs.platform.runs.executor,
+            cx: RunContext {
+                specs_dir: cli.specs.clone(),
+                state_dir: cli.state.clone(),
+                parallelism,
+                settings: specs.platform.runs.clone(),
+            },
+            pg,
+            store: tenantform::state::StateStore::new(&cli.state),
+        })
+    }
+}
+
+/// Settles a queued run: the embedded executor executes it here (Ctrl-C releases it
+/// for `runs resume` or a worker); with workers, `wait` follows it. Events are printed
+/// as they happen when `print` says where. Returns the run as it is then; `None` when
+/// interrupted.
+async fn execute_or_follow(
+    runs: &RunsCli,
+    queue: &RunQueue,
+    id: uuid::Uuid,
+    wait: bool,
+    print: Option<Print>,
+) -> anyhow::Result<Option<Run>> {
+    let on_event = move |e: &RunEvent| match print {
+        Some(Print::Stdout) => println!("{}", runs_render::event_line(e)),
+        Some(Print::Stderr) => eprintln!("{}", runs_render::event_line(e)),
+        None => {}
+    };
+    match runs.executor {
+        RunExecutor::Embedded => {
+            let worker = Worker::embedded(runs.cx.clone(), &runs.pg, id).await?;
+            let shutdown = Shutdown::default();
+            let interrupt = shutdown.clone();
+            let signals = tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("\nInterrupt received: stopping the run and releasing it.");
+                    interrupt.drain.cancel();
+                    interrupt.stop.cancel();
+                }
+            });
+            let stopped = shutdown.stop.clone();
+            let followed = async {
+                tokio::select! {
+                    run = follow(queue, id, on_event) => run.map(Some),
+                    () = stopped.cancelled() => Ok(None),
+                }
+            };
+            let (_, run) = tokio::try_join!(worker.run(shutdown.clone()), followed)?;
+            signals.abort();
+            if shutdown.stop.is_cancelled() {
+                eprintln!(
+                    "Run {id} was released: resume it with `tenantform runs resume {id}`, or a worker takes it over."
+                );
+                return Ok(None);
+            }
+            Ok(run)
+        }
+        RunExecutor::Workers if wait => Ok(Some(follow(queue, id, on_event).await?)),
+        RunExecutor::Workers => Ok(Some(queue.require(id).await?)),
+    }
+}
+
+/// With workers as the executor, says so when none is alive: the run waits.
+async fn warn_without_workers(runs: &RunsCli, queue: &RunQueue) -> anyhow::Result<()> {
+    let within = Duration::from_secs(runs.cx.settings.lease_secs);
+    if queue.live_workers(within).await?.is_empty() {
+        eprintln!(
+            "Note: no worker has been alive in the last {} s; the run waits until `tenantform worker` runs.",
+            within.as_secs()
+        );
+    }
+    Ok(())
+}
+
+/// `tenantform worker`: executes queued runs until SIGTERM (or Ctrl-C): the first
+/// signal finishes the runs in flight and exits 0, a second releases them at once.
+async fn run_worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<Outcome> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let runs = RunsCli::load(cli, args.parallelism as usize)?;
+    let worker = Worker::new(runs.cx.clone(), &runs.pg, args.concurrency as usize).await?;
+    eprintln!(
+        "Worker {} executing up to {} run(s) at once; SIGTERM finishes them and exits.",
+        worker.id(),
+        args.concurrency
+    );
+    let shutdown = Shutdown::default();
+    let signals = shutdown.clone();
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        for step in 0..2 {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            if step == 0 {
+                eprintln!(
+                    "Stopping: finishing the runs in flight, claiming no new one (signal again to release them at once)."
+                );
+                signals.drain.cancel();
+            } else {
+                eprintln!("Releasing the runs in flight for other workers.");
+                signals.stop.cancel();
+            }
+        }
+    });
+    worker.run(shutdown).await?;
+    eprintln!("Worker stopped.");
+    Ok(Outcome::Ok)
+}
+
+/// `tenantform runs ...`.
+async fn run_runs(cli: &Cli, cmd: &RunsCommand) -> anyhow::Result<Outcome> {
+    let runs = RunsCli::load(cli, 10)?;
+    let queue = RunQueue::open(&runs.pg).await?;
+    // A run that ended badly makes the command fail, so that scripts notice.
+    let ended = |run: &Run| -> anyhow::Result<Outcome> {
+        match run.status {
+            RunStatus::Errored | RunStatus::RolledBack | RunStatus::Canceled => bail!(
+                "run {} is {}: {}",
+                run.id,
+                run.status,
+                run.error.as_deref().unwrap_or("see `tenantform runs show`")
+            ),
+            _ => Ok(Outcome::Ok),
+        }
+    };
+    let show = |v: &RunView, json: bool| -> anyhow::Result<()> {
+        if json {
+            println!("{}", serde_json::to_string_pretty(v)?);
+        } else {
+            print!("{}", runs_render::run_details(v));
+        }
+        Ok(())
+    };
+    let settle = |id: uuid::Uuid, wait: bool, json: bool| {
+        let runs = &runs;
+        let queue = &queue;
+        async move {
+            let print = (!json && (wait || runs.executor == RunExecutor::Embedded))
+                .then_some(Print::Stdout);
+            execute_or_follow(runs, queue, id, wait, print).await
+        }
+    };
+    match cmd {
+        RunsCommand::List {
+            tenant,
+            status,
+            limit,
+            json,
+        } => {
+            let list = queue
+                .list(&RunFilter {
+                    tenant: tenant.clone(),
+                    status: *status,
+                    limit: *limit,
+                })
+                .await?;
+            let mut views = Vec::with_capacity(list.len());
+            for r in list {
+                views.push(view(&queue, &runs.store, r).await?);
+            }
+            let workers = queue
+                .live_workers(Duration::from_secs(runs.cx.settings.lease_secs))
+                .await?;
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"runs": views, "workers": workers})
+                    )?
+                );
+            } else {
+                if views.is_empty() {
+                    println!("No runs yet.");
+                } else {
+                    println!("{}", runs_render::list_header());
+                    for v in &views {
+                        println!("{}", runs_render::run_line(v));
+                    }
+                }
+                println!("{}", runs_render::workers_line(&workers));
+            }
+            Ok(Outcome::Ok)
+        }
+        RunsCommand::Show {
+            id,
+            follow: f,
+            json,
+        } => {
+            let run = queue.find(id).await?;
+            let run = if *f {
+                let print = if *json { Print::Stderr } else { Print::Stdout };
+                follow(&queue, run.id, |e| match print {
+                    Print::Stdout => println!("{}", runs_render::event_line(e)),
+                    Print::Stderr => eprintln!("{}", runs_render::event_line(e)),
+                })
+                .await?
+            } else {
+                run
+            };
+            let events = queue.events(run.id, 0).await?;
+            let v = view(&queue, &runs.store, run).await?;
+            if *json {
+                let mut value = serde_json::to_value(&v)?;
+                value["events"] = serde_json::to_value(&events)?;
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                show(&v, false)?;
+                if !*f {
+                    println!("  events:");
+                    for e in &events {
+                        println!("    {}", runs_render::event_line(e));
+                    }
+                }
+            }
+            Ok(Outcome::Ok)
+        }
+        RunsCommand::Start {
+            tenant,
+            operation,
+            auto_apply,
+            message,
+            by,
+            wait,
+            json,
+        } => {
+            let run = queue
+                .enqueue(&NewRun {
+                    tenant: tenant.clone(),
+                    operation: *operation,
+                    requested_by: by.clone(),
+                    message: message.clone(),
+                    auto_apply: *auto_apply,
+                })
+                .await?;
+            if !json {
+                println!("Queued run {} ({operation} of tenant {tenant}).", run.id);
+                if runs.executor == RunExecutor::Workers && !wait {
+                    warn_without_workers(&runs, &queue).await?;
+                }
+            }
+            let Some(run) = settle(run.id, *wait, *json).await? else {
+                return Ok(Outcome::Interrupted);
+            };
+            show(&view(&queue, &runs.store, run.clone()).await?, *json)?;
+            ended(&run)
+        }
+        RunsCommand::Apply { id, by, wait, json } => {
+            let run = queue.find(id).await?;
+            let run = queue.confirm(&run, by).await?;
+            if !json {
+                println!(
+                    "Confirmed run {}: its plan is queued to be applied.",
+                    run.id
+                );
+            }
+            let Some(run) = settle(run.id, *wait, *json).await? else {
+                return Ok(Outcome::Interrupted);
+            };
+            show(&view(&queue, &runs.store, run.clone()).await?, *json)?;
+            ended(&run)
+        }
+        RunsCommand::Discard { id, by } => {
+            let run = queue.find(id).await?;
+            let run = queue.discard(&run, by).await?;
+            println!("Discarded run {}: its plan will not be applied.", run.id);
+            Ok(Outcome::Ok)
+        }
+        RunsCommand::Cancel { id, by, json } => {
+            let run = queue.find(id).await?;
+            let run = queue.cancel(&run, by).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&run)?);
+            } else if run.status.is_active() {
+                println!(
+                    "Cancel requested for run {}: its worker starts no new step and ends it after the steps in flight.",
+                    run.id
+                );
+            } else {
+                println!("Run {} is {}.", run.id, run.status);
+            }
+            Ok(Outcome::Ok)
+        }
+        RunsCommand::Resume { id, json } => {
+            let run = queue.find(id).await?;
+            let here = RunsCli {
+                executor: RunExecutor::Embedded,
+                cx: runs.cx.clone(),
+                pg: runs.pg.clone(),
+                store: runs.store.clone(),
+            };
+            let print = (!json).then_some(Print::Stdout);
+            let Some(run) = execute_or_follow(&here, &queue, run.id, true, print).await? else {
+                return Ok(Outcome::Interrupted);
+            };
+            show(&view(&queue, &runs.store, run.clone()).await?, *json)?;
+            ended(&run)
         }
     }
 }

@@ -48,6 +48,19 @@ fn mail_to(needle: &str, to: &str) -> bool {
         .any(|m| m["to"].as_array().unwrap().iter().any(|a| a == to))
 }
 
+/// Whether the registry holds the tenant's spec (where every worker and plan reads it).
+async fn registered_spec(ws: &Workspace, id: &str) -> bool {
+    ws.admin()
+        .await
+        .query_opt(
+            "SELECT 1 FROM tenantform.tenant_specs WHERE tenant = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .is_some()
+}
+
 /// Transitions of the audit trail, as "from->to".
 fn transitions(view: &Value) -> Vec<String> {
     view["audit"]
@@ -220,8 +233,10 @@ async fn three_requests_go_through_approval_to_active_with_all_checks() {
             "{}: no webhook",
             t.id
         );
-        // The tenant's spec was written, and it matches its state: a plan is clean.
-        assert!(ws.specs().join(format!("tenants/{}.toml", t.id)).exists());
+        // The tenant's spec is in the registry (no file is written), and it matches its
+        // state: a plan is clean.
+        assert!(registered_spec(&ws, &t.id).await, "{}", t.id);
+        assert!(!ws.specs().join(format!("tenants/{}.toml", t.id)).exists());
     }
     ws.run(&["plan", "--detailed-exitcode"]).code(0);
 
@@ -351,7 +366,7 @@ async fn a_large_budget_waits_for_three_approvers_and_a_rejection_ends_it() {
             || mail_to(&big.id, "big-requester@wf.example")
     );
     assert!(ws.state_json(&big.id).is_none(), "nothing was provisioned");
-    assert!(!ws.specs().join(format!("tenants/{}.toml", big.id)).exists());
+    assert!(!registered_spec(&ws, &big.id).await);
 }
 
 /// A grant that breaks isolation makes check 2 fail; the tenant is rolled back and
@@ -457,12 +472,7 @@ async fn broken_isolation_fails_the_check_and_rolls_everything_back() {
         ws.state_json(&victim.id)
             .is_none_or(|s| s["resources"].as_object().unwrap().is_empty())
     );
-    assert!(
-        !ws.specs()
-            .join(format!("tenants/{}.toml", victim.id))
-            .exists(),
-        "spec removed"
-    );
+    assert!(!registered_spec(&ws, &victim.id).await, "spec removed");
     assert!(mail_to(
         &format!("tenant {} failed and was rolled back", victim.id),
         &format!("owner@{}.example", victim.id)

@@ -501,7 +501,8 @@ fn order_key(walk: &Walk, n: NodeIndex) -> (ResourceAddress, u8) {
     (step.change(&walk.plan).address.clone(), kind)
 }
 
-fn step_name(kind: StepKind) -> &'static str {
+/// The name of a step kind, as reports and run events say it.
+pub(crate) fn step_name(kind: StepKind) -> &'static str {
     match kind {
         StepKind::Create => "create",
         StepKind::Update => "update",

@@ -117,7 +117,7 @@ impl PostgresConfig {
         Ok(client)
     }
 
-    fn connect_config(&self) -> tokio_postgres::Config {
+    pub(crate) fn connect_config(&self) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
         c.host(&self.host)
             .port(self.port)

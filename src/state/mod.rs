@@ -31,6 +31,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub(crate) use lock::host_name;
 pub use lock::{LockInfo, StateLock};
 
 use crate::resource::{Attributes, ResourceAddress, ResourceType, TenantId};

@@ -8,10 +8,13 @@
 //! a budget within the tier's range) and records it, with the approvals the platform's
 //! rules require. Submitting the same tenant again returns the existing request. When
 //! no approval is needed, or the last required one arrives, the request is approved and
-//! provisioned at once, in the same call:
+//! a `provision` run is queued ([`crate::runs`]); the call returns at once. The run,
+//! executed by a worker or embedded in the command that queued it, calls
+//! [`Workflow::provision`]:
 //!
-//! 1. the tenant's spec is written to `specs/tenants/<id>.toml` and the engine applies
-//!    that tenant (a new tenant is all-or-nothing: the engine rolls back a failed apply);
+//! 1. the tenant's spec is written to the registry (`tenantform.tenant_specs`, where
+//!    every worker and every plan reads it) and the engine applies that tenant (a new
+//!    tenant is all-or-nothing: the engine rolls back a failed apply);
 //! 2. configuration: Gold tenants get demo documents (tier settings, rate limits and the
 //!    model are resources of the tenant, applied in step 1);
 //! 3. the validation suite runs ([`checks`]); its results are stored;
@@ -24,10 +27,13 @@
 //!
 //! - Every status change is a legal transition ([`status::check_transition`]), made
 //!   atomically with its audit entry; the audit trail is append-only.
-//! - After a rollback, the spec file written for the request is removed again and no
+//! - After a rollback, the spec written for the request is removed again and no
 //!   resource of the tenant remains; if the rollback itself fails, the request is
 //!   `failed`, state keeps what is left, and a P0 alert goes out.
 //! - A rolled-back or failed request can be retried (`request retry`).
+//! - A provisioning that a new attempt of its run takes over (its worker died) resumes
+//!   from the request's status: it applies again from the last state checkpoint (a
+//!   re-plan, not a replay) and goes on from there.
 
 pub mod approval;
 pub mod checks;
@@ -43,7 +49,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::Engine;
-use crate::apply::{StepOutcome, TenantOutcome};
+use crate::apply::{Progress, ProgressSink, StepOutcome, TenantOutcome};
 use crate::engine::PlanOptions;
 use crate::plan::PlanMode;
 use crate::provider::aws::AwsClients;
@@ -115,12 +121,14 @@ pub struct Workflow<'a> {
     registry: Registry,
     notifier: Notifier,
     pg: PostgresConfig,
+    progress: Option<ProgressSink>,
 }
 
 impl<'a> Workflow<'a> {
     /// Opens the registry (creating or migrating its schema).
     pub async fn open(engine: &'a Engine) -> Result<Workflow<'a>, WorkflowError> {
-        let specs = engine.specs()?;
+        // The platform file is enough here: connection and notification settings.
+        let specs = Specs::load(&engine.config().specs_dir)?;
         let pg = PostgresConfig::resolve(&specs.platform.postgres)
             .map_err(|e| WorkflowError::Registry(e.to_string()))?;
         let registry = Registry::open(&pg).await?;
@@ -130,7 +138,13 @@ impl<'a> Workflow<'a> {
             registry,
             notifier: Notifier::new(specs.platform.notifications.clone()),
             pg,
+            progress: None,
         })
+    }
+
+    /// Where provisioning reports its apply and rollback steps (a run's event log).
+    pub fn set_progress(&mut self, progress: ProgressSink) {
+        self.progress = Some(progress);
     }
 
     pub fn registry(&self) -> &Registry {
@@ -159,7 +173,7 @@ impl<'a> Workflow<'a> {
         requester: &str,
         notes: Option<&str>,
     ) -> Result<Outcome, WorkflowError> {
-        let specs = self.engine.specs()?;
+        let specs = self.engine.specs().await?;
         let spec = TenantSpec::parse(origin, source, &specs.platform)
             .map_err(SpecErrors)?
             .spec;
@@ -222,7 +236,9 @@ impl<'a> Workflow<'a> {
                     json!({"reason": "no approval required: budget below the automatic limit, no sensitive data, no cross-border transfer, no tier rule"}),
                 )
                 .await?;
-            let mut outcome = self.provision(&request.id, "approval-policy").await?;
+            let mut outcome = self
+                .enqueue_provision(&request.id, "approval-policy")
+                .await?;
             outcome.created = true;
             return Ok(outcome);
         }
@@ -288,7 +304,7 @@ impl<'a> Workflow<'a> {
                     json!({"reason": "every required approval is recorded"}),
                 )
                 .await?;
-            return self.provision(id, actor).await;
+            return self.enqueue_provision(id, actor).await;
         }
         Ok(Outcome {
             request,
@@ -311,7 +327,25 @@ impl<'a> Workflow<'a> {
             .collect())
     }
 
-    /// Provisions a rolled-back or failed request again.
+    /// Queues the `provision` run of an approved (or retried) request, unless one is
+    /// already open. Returns at once: a worker, or the caller ([`crate::runs`]'s
+    /// embedded executor), executes it.
+    async fn enqueue_provision(&mut self, id: &str, actor: &str) -> Result<Outcome, WorkflowError> {
+        let queue = crate::runs::RunQueue::open(&self.pg)
+            .await
+            .map_err(|e| WorkflowError::Registry(e.to_string()))?;
+        queue
+            .enqueue_provision(id, actor)
+            .await
+            .map_err(|e| WorkflowError::Registry(e.to_string()))?;
+        Ok(Outcome {
+            request: self.registry.require(id).await?,
+            created: false,
+            checks: Vec::new(),
+        })
+    }
+
+    /// Provisions a rolled-back or failed request again (queues its `provision` run).
     pub async fn retry(&mut self, id: &str, actor: &str) -> Result<Outcome, WorkflowError> {
         let request = self.registry.require(id).await?;
         if !matches!(
@@ -323,60 +357,99 @@ impl<'a> Workflow<'a> {
                 request.status
             )));
         }
-        self.provision(id, actor).await
+        self.enqueue_provision(id, actor).await
     }
 
     fn spec_path(&self, id: &str) -> PathBuf {
         self.specs_dir.join("tenants").join(format!("{id}.toml"))
     }
 
-    fn write_spec(&self, request: &Request) -> Result<(), WorkflowError> {
+    /// Makes the request's spec part of the desired specs, in the registry, where every
+    /// worker and every plan reads it.
+    async fn write_spec(&self, request: &Request) -> Result<(), WorkflowError> {
         let spec = request.spec()?;
-        let path = self.spec_path(&request.id);
         let text = format!(
             "# Written by `tenantform request` for request {} (requested by {}).\n{}",
             request.id,
             request.requester,
             toml::to_string(&spec).map_err(|e| WorkflowError::Invalid(format!("spec: {e}")))?
         );
+        self.registry.put_tenant_spec(&request.id, &text).await
+    }
+
+    async fn remove_spec(&self, id: &str) -> Result<(), WorkflowError> {
+        self.registry.remove_tenant_spec(id).await
+    }
+
+    /// Writes the registry's spec of a provisioned tenant to `specs/tenants/<id>.toml`,
+    /// to manage it as a file (in git) from now on: the file wins over the registry's
+    /// copy, which is kept, marked exported, so that a machine whose specs lack the file
+    /// refuses to plan the tenant instead of planning its deletion. Returns the path.
+    pub async fn export(&mut self, id: &str, actor: &str) -> Result<PathBuf, WorkflowError> {
+        let request = self.registry.require(id).await?;
+        let registered = self.registry.tenant_spec(id).await?.ok_or_else(|| {
+            WorkflowError::Conflict(format!(
+                "request {id} is {} and has no spec in the registry (it was never provisioned, or was rolled back); nothing to export",
+                request.status
+            ))
+        })?;
+        let path = self.spec_path(id);
         let io = |e: std::io::Error| WorkflowError::Io {
             path: path.clone(),
             detail: e.to_string(),
         };
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::create_dir_all(path.parent().expect("tenants dir")).map_err(io)?;
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
-    }
-
-    fn remove_spec(&self, id: &str) -> Result<(), WorkflowError> {
-        let path = self.spec_path(id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(WorkflowError::Io {
-                path,
-                detail: e.to_string(),
-            }),
+        match std::fs::read_to_string(&path) {
+            Ok(existing) if existing == registered.source => {}
+            Ok(_) => {
+                return Err(WorkflowError::Conflict(format!(
+                    "{} exists and differs from the registry's spec of {id}; nothing was written: it already wins over the registry's copy",
+                    path.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let tmp = path.with_extension("toml.tmp");
+                std::fs::create_dir_all(path.parent().expect("tenants dir")).map_err(io)?;
+                std::fs::write(&tmp, &registered.source).map_err(io)?;
+                std::fs::rename(&tmp, &path).map_err(io)?;
+            }
+            Err(e) => return Err(io(e)),
         }
+        self.registry
+            .mark_exported(id, actor, &path.display().to_string())
+            .await?;
+        Ok(path)
     }
 
     /// Provisioning, configuration, validation and activation of an approved (or
-    /// retried) request.
-    async fn provision(&mut self, id: &str, actor: &str) -> Result<Outcome, WorkflowError> {
+    /// retried) request: what its `provision` run executes. A request already
+    /// `provisioning` or `validating` is resumed (a new attempt of the run took over
+    /// from a worker that died): the apply re-plans from the last state checkpoint, so
+    /// nothing is done twice. An `active` request is left as it is.
+    pub async fn provision(&mut self, id: &str, actor: &str) -> Result<Outcome, WorkflowError> {
         let request = self.registry.require(id).await?;
-        let request = self
-            .registry
-            .transition(
-                id,
-                request.status,
-                RequestStatus::Provisioning,
-                actor,
-                None,
-                json!({}),
-            )
-            .await?;
-        self.write_spec(&request)?;
+        let request = match request.status {
+            RequestStatus::Provisioning | RequestStatus::Validating => request,
+            RequestStatus::Active => {
+                return Ok(Outcome {
+                    request,
+                    created: false,
+                    checks: Vec::new(),
+                });
+            }
+            from => {
+                self.registry
+                    .transition(
+                        id,
+                        from,
+                        RequestStatus::Provisioning,
+                        actor,
+                        None,
+                        json!({}),
+                    )
+                    .await?
+            }
+        };
+        self.write_spec(&request).await?;
         let tenant: TenantId = request.spec()?.id;
 
         // 1. Apply. A new tenant is all-or-nothing: the engine rolls a failed apply back.
@@ -391,14 +464,14 @@ impl<'a> Workflow<'a> {
                 },
                 &crate::ApplyOptions::default(),
                 |_| true,
-                None,
+                self.progress.clone(),
             )
             .await;
         let report = match applied {
             Ok((_, report)) => report,
             Err(e) => {
                 // Nothing was changed (planning or locking failed before any step).
-                self.remove_spec(id)?;
+                self.remove_spec(id).await?;
                 return self
                     .fail(
                         &request,
@@ -424,7 +497,7 @@ impl<'a> Workflow<'a> {
             match t.outcome {
                 TenantOutcome::Applied | TenantOutcome::Unchanged => {}
                 TenantOutcome::RolledBack => {
-                    self.remove_spec(id)?;
+                    self.remove_spec(id).await?;
                     return self
                         .fail(
                             &request,
@@ -438,7 +511,7 @@ impl<'a> Workflow<'a> {
                 TenantOutcome::RollbackFailed
                 | TenantOutcome::Failed
                 | TenantOutcome::Interrupted => {
-                    self.remove_spec(id)?;
+                    self.remove_spec(id).await?;
                     return self
                         .fail(&request, RequestStatus::Failed, &failed_step, &error, true)
                         .await;
@@ -447,7 +520,7 @@ impl<'a> Workflow<'a> {
         }
 
         // 2. Configuration.
-        let specs = self.engine.specs()?;
+        let specs = self.engine.specs().await?;
         let (spec, state) = self.spec_and_state(&specs, &tenant, "was just applied")?;
         let mut configured = json!({"demo_documents": 0});
         if specs.tier_of(&spec).demo_documents {
@@ -460,18 +533,22 @@ impl<'a> Workflow<'a> {
             .note(id, actor, "configured", configured)
             .await?;
 
-        // 3. Validation.
-        let request = self
-            .registry
-            .transition(
-                id,
-                RequestStatus::Provisioning,
-                RequestStatus::Validating,
-                actor,
-                None,
-                json!({}),
-            )
-            .await?;
+        // 3. Validation (again, when a resumed run finds the request validating).
+        let request = match self.registry.require(id).await? {
+            r if r.status == RequestStatus::Validating => r,
+            _ => {
+                self.registry
+                    .transition(
+                        id,
+                        RequestStatus::Provisioning,
+                        RequestStatus::Validating,
+                        actor,
+                        None,
+                        json!({}),
+                    )
+                    .await?
+            }
+        };
         let results = self.run_checks(&specs, &spec, &state).await?;
         let failed = |c: CheckCategory| {
             results
@@ -573,7 +650,7 @@ impl<'a> Workflow<'a> {
     ) -> Result<(TenantSpec, TenantState), WorkflowError> {
         let spec = specs.tenants.get(tenant).cloned().ok_or_else(|| {
             WorkflowError::Invalid(format!(
-                "tenant {tenant} {when} but specs/tenants/{tenant}.toml is missing"
+                "tenant {tenant} {when} but has no spec (neither specs/tenants/{tenant}.toml nor the registry's)"
             ))
         })?;
         let state = self
@@ -667,7 +744,7 @@ impl<'a> Workflow<'a> {
                 request.status
             )));
         }
-        let specs = self.engine.specs()?;
+        let specs = self.engine.specs().await?;
         let tenant: TenantId = request.spec()?.id;
         let (spec, state) = self.spec_and_state(&specs, &tenant, "is active")?;
         let results = self.run_checks(&specs, &spec, &state).await?;
@@ -710,7 +787,22 @@ impl<'a> Workflow<'a> {
         step: &str,
         error: &str,
     ) -> Result<Outcome, WorkflowError> {
-        let report = self.engine.roll_back_tenant(tenant, None).await?;
+        if let Some(p) = &self.progress {
+            let resources = self
+                .engine
+                .state_store()
+                .load(tenant)
+                .map_err(crate::Error::from)?
+                .map_or(0, |s| s.resources.len());
+            p(&Progress::RollbackStarted {
+                tenant: tenant.clone(),
+                resources,
+            });
+        }
+        let report = self
+            .engine
+            .roll_back_tenant(tenant, self.progress.clone())
+            .await?;
         let complete = report.succeeded()
             && self
                 .engine
@@ -718,7 +810,7 @@ impl<'a> Workflow<'a> {
                 .load(tenant)
                 .map_err(crate::Error::from)?
                 .is_none_or(|s| s.resources.is_empty());
-        self.remove_spec(&request.id)?;
+        self.remove_spec(&request.id).await?;
         if complete {
             self.fail(request, RequestStatus::RolledBack, step, error, false)
                 .await

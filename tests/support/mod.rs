@@ -521,7 +521,7 @@ pub async fn engine(ws: &Workspace, counter: Option<Arc<AtomicUsize>>) -> tenant
         // SAFETY: every test sets the same value, before its providers read it.
         unsafe { std::env::set_var("REDIS_URL", env("REDIS_URL")) };
     }
-    let set = tenantform::platform_providers(&specs.platform, pg, aws, 10)
+    let set = tenantform::platform_providers(&specs.platform, pg.clone(), aws, 10)
         .expect("providers of the workspace");
     let set = match &counter {
         Some(c) => set.map(|p| -> Arc<dyn Provider> {
@@ -540,6 +540,7 @@ pub async fn engine(ws: &Workspace, counter: Option<Arc<AtomicUsize>>) -> tenant
         },
         set,
     )
+    .with_registry(pg)
 }
 
 /// The SDK configuration of the stack's AWS endpoint (moto), with its test credentials.
