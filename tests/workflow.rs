@@ -420,54 +420,7 @@ async fn broken_isolation_fails_the_check_and_rolls_everything_back() {
     assert_eq!(failed, ["cross_tenant_isolation"]);
 
     // Nothing of the tenant is left, on any service.
-    let v = victim.pg_name();
-    let n: i64 = admin
-        .query_one("SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = $1) + (SELECT count(*) FROM pg_roles WHERE rolname = $1)", &[&v])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 0, "schema and role are gone");
-    let s3 = s3_client("ap-south-1").await;
-    assert!(
-        s3.head_bucket()
-            .bucket(format!("rag-{}-documents", victim.id))
-            .send()
-            .await
-            .is_err(),
-        "bucket gone"
-    );
-    let iam = iam_client().await;
-    assert!(
-        iam.get_role()
-            .role_name(format!("rag-{}-app", victim.id))
-            .send()
-            .await
-            .is_err(),
-        "role gone"
-    );
-    let policies = iam.list_policies().send().await.unwrap();
-    assert!(
-        !policies
-            .policies()
-            .iter()
-            .any(|p| p.policy_name().unwrap_or_default().contains(&victim.id)),
-        "policy gone"
-    );
-    let mut redis = redis_admin().await;
-    let users: Vec<String> = redis::cmd("ACL")
-        .arg("USERS")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert!(!users.contains(&v), "Redis user gone: {users:?}");
-    let dashboards = ws.specs().join("../dashboards");
-    let leftover = fs::read_dir(&dashboards)
-        .map(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().contains(&victim.id))
-        })
-        .unwrap_or(false);
-    assert!(!leftover, "dashboard gone");
+    assert_eq!(leftovers(&ws, &victim).await, Vec::<String>::new());
     assert!(
         ws.state_json(&victim.id)
             .is_none_or(|s| s["resources"].as_object().unwrap().is_empty())

@@ -718,10 +718,34 @@ pub(crate) async fn migrate(
     migrations: &[(i32, &str)],
 ) -> Result<(), String> {
     let failed = |e: tokio_postgres::Error| db_error(&e).to_string();
+    let newest = migrations.last().map_or(0, |m| m.0);
+    // Up to date (every open but the first): no lock, and no DDL, which event triggers
+    // and DDL locks would make costly.
+    let exists: bool = client
+        .query_one(
+            &format!("SELECT to_regclass('{SCHEMA}.{track}') IS NOT NULL"),
+            &[],
+        )
+        .await
+        .map_err(failed)?
+        .get(0);
+    let current: Option<i32> = if exists {
+        client
+            .query_one(&format!("SELECT max(version) FROM {SCHEMA}.{track}"), &[])
+            .await
+            .map_err(failed)?
+            .get(0)
+    } else {
+        None
+    };
+    if current == Some(newest) {
+        return Ok(());
+    }
     let tx = client.transaction().await.map_err(failed)?;
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext($1))",
-        &[&format!("{SCHEMA}.{track}")],
+        // One lock for every track: they share the schema they create.
+        &[&format!("{SCHEMA}.migrations")],
     )
     .await
     .map_err(failed)?;
@@ -738,7 +762,6 @@ pub(crate) async fn migrate(
         .map_err(failed)?
         .get(0);
     let applied = applied.unwrap_or(0);
-    let newest = migrations.last().map_or(0, |m| m.0);
     if applied > newest {
         return Err(format!(
             "schema {SCHEMA} is at version {applied} of {track}, newer than this tenantform knows ({newest}); use a newer tenantform"
