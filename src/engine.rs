@@ -182,7 +182,7 @@ impl Engine {
                     .map_err(|e| unreadable(e.to_string()))?,
             };
             *client = Some(
-                pg.connect(None)
+                pg.connect_as("tenantform registry")
                     .await
                     .map_err(|e| unreadable(e.to_string()))?,
             );

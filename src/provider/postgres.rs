@@ -108,6 +108,18 @@ impl PostgresConfig {
         if let Some((user, password)) = user {
             config.user(user).password(password);
         }
+        Self::open(config).await
+    }
+
+    /// One admin connection that `pg_stat_activity` shows as `application` (the
+    /// registry's reads, the runs queue), apart from the providers' connections.
+    pub async fn connect_as(&self, application: &str) -> Result<Client, ProviderError> {
+        let mut config = self.connect_config();
+        config.application_name(application);
+        Self::open(config).await
+    }
+
+    async fn open(config: tokio_postgres::Config) -> Result<Client, ProviderError> {
         let (client, connection) = config.connect(NoTls).await.map_err(|e| db_error(&e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {

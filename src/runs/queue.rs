@@ -326,7 +326,7 @@ impl RunQueue {
     /// Connects as the platform admin and brings the runs tables up to date.
     pub async fn open(pg: &PostgresConfig) -> Result<RunQueue, RunError> {
         let mut client = pg
-            .connect(None)
+            .connect_as("tenantform runs")
             .await
             .map_err(|e| RunError::Database(e.to_string()))?;
         migrate(&mut client, "runs_migrations", MIGRATIONS)

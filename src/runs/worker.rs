@@ -372,7 +372,9 @@ impl Listener {
         pg: &PostgresConfig,
         channels: &[&str],
     ) -> Result<Listener, tokio_postgres::Error> {
-        let (client, mut connection) = pg.connect_config().connect(NoTls).await?;
+        let mut config = pg.connect_config();
+        config.application_name("tenantform runs listener");
+        let (client, mut connection) = config.connect(NoTls).await?;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
