@@ -1305,6 +1305,14 @@ async fn run_runs(cli: &Cli, cmd: &RunsCommand) -> anyhow::Result<Outcome> {
             wait,
             json,
         } => {
+            // Refuse a tenant that has neither a spec (file or registry) nor state now,
+            // rather than when a worker gets to it.
+            let engine = Engine::new(EngineConfig {
+                specs_dir: cli.specs.clone(),
+                state_dir: cli.state.clone(),
+                ..EngineConfig::default()
+            });
+            engine.select_tenants(&engine.specs().await?, std::slice::from_ref(tenant))?;
             let run = queue
                 .enqueue(&NewRun {
                     tenant: tenant.clone(),

@@ -338,6 +338,12 @@ impl RunQueue {
         })
     }
 
+    /// Whether the queue's connection is gone for good (a worker then exits, for its
+    /// supervisor to start it again).
+    pub fn is_closed(&self) -> bool {
+        self.client.is_closed()
+    }
+
     /// The database the queue lives in (for listeners of its notifications).
     pub fn database(&self) -> &PostgresConfig {
         &self.pg
@@ -678,7 +684,9 @@ impl RunQueue {
     /// Candidates are locked `FOR UPDATE SKIP LOCKED`, so workers claiming at once
     /// never wait on each other or take the same run; the partial unique index turns
     /// a lost race for a tenant into a unique violation, which is "nothing claimed".
-    /// With `only`, just that run is considered (an embedded executor).
+    /// With `only` (an embedded executor), just that run and the runs of its tenant
+    /// that must go before it: waiting ones queued ahead, active ones whose executor
+    /// died. Without a worker, nobody else would ever execute those.
     pub async fn claim(
         &self,
         worker: &str,
@@ -695,7 +703,8 @@ impl RunQueue {
                                 OR (r.status = 'applying' AND r.plan IS NOT NULL AND r.status_timestamps ? 'confirmed_at') \
                               THEN 'applying' ELSE 'planning' END AS to_status \
                        FROM {SCHEMA}.runs r \
-                       WHERE ($3::uuid IS NULL OR r.id = $3) AND ( \
+                       WHERE ($3::uuid IS NULL OR r.tenant = (SELECT o.tenant FROM {SCHEMA}.runs o WHERE o.id = $3 \
+                                                       AND (r.id = o.id OR r.queue_seq < o.queue_seq OR r.status IN {ACTIVE_SQL}))) AND ( \
                          (r.status IN {WAITING_SQL} \
                           AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.runs a WHERE a.tenant = r.tenant AND a.status IN {ACTIVE_SQL}) \
                           AND NOT EXISTS (SELECT 1 FROM {SCHEMA}.runs e WHERE e.tenant = r.tenant \

@@ -122,8 +122,17 @@ impl Worker {
         let mut draining = false;
         loop {
             while !draining && tasks.len() < self.concurrency {
-                let Some(claim) = self.queue.claim(&self.id, lease, self.only).await? else {
-                    break;
+                let claim = match self.queue.claim(&self.id, lease, self.only).await {
+                    Ok(Some(claim)) => claim,
+                    Ok(None) => break,
+                    // A passing fault: try again at the next wake-up. A connection gone
+                    // for good ends the worker (its runs' leases expire, others take
+                    // them over).
+                    Err(e) if !self.queue.is_closed() => {
+                        tracing::warn!(worker = %self.id, error = %e, "cannot claim a run; trying again");
+                        break;
+                    }
+                    Err(e) => return Err(e),
                 };
                 tracing::info!(
                     worker = %self.id, run = %claim.run.id, tenant = %claim.run.tenant,
