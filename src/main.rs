@@ -283,24 +283,15 @@ enum RunsCommand {
         auto_apply: bool,
         #[arg(long)]
         message: Option<String>,
-        #[arg(long, env = "USER", default_value = "unknown")]
-        by: String,
-        /// Follow the run to its end (always so with the embedded executor).
-        #[arg(long)]
-        wait: bool,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        action: RunAction,
     },
     /// Confirm a planned run: apply exactly its plan, if the tenant's state has not
     /// moved on since.
     Apply {
         id: String,
-        #[arg(long, env = "USER", default_value = "unknown")]
-        by: String,
-        #[arg(long)]
-        wait: bool,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        action: RunAction,
     },
     /// Discard a planned run: its plan is not applied.
     Discard {
@@ -322,6 +313,18 @@ enum RunsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Who acts on a run, and how the command waits for it.
+#[derive(Args)]
+struct RunAction {
+    #[arg(long, env = "USER", default_value = "unknown")]
+    by: String,
+    /// Follow the run to its end (always so with the embedded executor).
+    #[arg(long)]
+    wait: bool,
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -348,13 +351,8 @@ enum RequestCommand {
     /// Provision a rolled-back or failed request again.
     Retry {
         id: String,
-        #[arg(long, env = "USER", default_value = "unknown")]
-        by: String,
-        /// Follow the provisioning to its end (always so with the embedded executor).
-        #[arg(long)]
-        wait: bool,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        action: RunAction,
     },
     /// Write a provisioned tenant's spec from the registry to specs/tenants/<id>.toml,
     /// to manage it as a file (in git) from now on.
@@ -915,7 +913,10 @@ async fn run_request(
             }
             settled.print(false, d.json)
         }
-        RequestCommand::Retry { id, by, wait, json } => {
+        RequestCommand::Retry {
+            id,
+            action: RunAction { by, wait, json },
+        } => {
             let outcome = Box::pin(wf.retry(id, by)).await?;
             let settled = settle_request(runs, &wf, &outcome, *wait, *json).await?;
             if !json {
@@ -975,12 +976,9 @@ impl SettledRequest {
     fn print(&self, created: bool, json: bool) -> anyhow::Result<Outcome> {
         let r = &self.request;
         if json {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "request": r, "created": created, "checks": self.checks, "run": self.run,
-                }))?
-            );
+            print_json(&serde_json::json!({
+                "request": r, "created": created, "checks": self.checks, "run": self.run,
+            }))?;
         } else {
             if !self.checks.is_empty() {
                 println!(
@@ -1207,7 +1205,7 @@ async fn run_runs(cli: &Cli, cmd: &RunsCommand) -> anyhow::Result<Outcome> {
     };
     let show = |v: &RunView, json: bool| -> anyhow::Result<()> {
         if json {
-            println!("{}", serde_json::to_string_pretty(v)?);
+            print_json(v)?;
         } else {
             print!("{}", runs_render::run_details(v));
         }
@@ -1244,12 +1242,7 @@ async fn run_runs(cli: &Cli, cmd: &RunsCommand) -> anyhow::Result<Outcome> {
                 .live_workers(Duration::from_secs(runs.cx.settings.lease_secs))
                 .await?;
             if *json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({"runs": views, "workers": workers})
-                    )?
-                );
+                print_json(&serde_json::json!({"runs": views, "workers": workers}))?;
             } else {
                 if views.is_empty() {
                     println!("No runs yet.");
@@ -1284,7 +1277,7 @@ async fn run_runs(cli: &Cli, cmd: &RunsCommand) -> anyhow::Result<Outcome> {
             if *json {
                 let mut value = serde_json::to_value(&v)?;
                 value["events"] = serde_json::to_value(&events)?;
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                print_json(&value)?;
             } else {
                 show(&v, false)?;
                 if !*f {
@@ -1301,9 +1294,7 @@ async fn run_runs(cli: &Cli, cmd: &RunsCommand) -> anyhow::Result<Outcome> {
             operation,
             auto_apply,
             message,
-            by,
-            wait,
-            json,
+            action: RunAction { by, wait, json },
         } => {
             // Refuse a tenant that has neither a spec (file or registry) nor state now,
             // rather than when a worker gets to it.
@@ -1334,7 +1325,10 @@ async fn run_runs(cli: &Cli, cmd: &RunsCommand) -> anyhow::Result<Outcome> {
             show(&view(&queue, &runs.store, run.clone()).await?, *json)?;
             ended(&run)
         }
-        RunsCommand::Apply { id, by, wait, json } => {
+        RunsCommand::Apply {
+            id,
+            action: RunAction { by, wait, json },
+        } => {
             let run = queue.find(id).await?;
             let run = queue.confirm(&run, by).await?;
             if !json {
@@ -1359,7 +1353,7 @@ async fn run_runs(cli: &Cli, cmd: &RunsCommand) -> anyhow::Result<Outcome> {
             let run = queue.find(id).await?;
             let run = queue.cancel(&run, by).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&run)?);
+                print_json(&run)?;
             } else if run.status.is_active() {
                 println!(
                     "Cancel requested for run {}: its worker starts no new step and ends it after the steps in flight.",
@@ -1487,6 +1481,12 @@ fn confirm(what: &str) -> anyhow::Result<bool> {
         .read_line(&mut line)
         .context("reading the answer")?;
     Ok(line.trim() == "yes")
+}
+
+/// Prints `value` as indented JSON on stdout.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
 }
 
 fn print_plan(plan: &Plan, json: bool, markdown: bool, style: Style) {

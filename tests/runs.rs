@@ -162,6 +162,12 @@ async fn wait_for_requests(
     }
 }
 
+/// Waits until every request of `tenants` is settled (active, rolled back or failed).
+async fn wait_for_settled(ws: &Workspace, tenants: &[TenantDef]) -> BTreeMap<String, String> {
+    let ends = ["active", "rolled_back", "failed"];
+    wait_for_requests(ws, tenants, &ends, Duration::from_secs(420)).await
+}
+
 /// Samples the runs table until stopped: the most runs active at once, and every
 /// moment a tenant had two active runs.
 fn sample_active_runs(
@@ -212,6 +218,26 @@ async fn interleaved_attempts(ws: &Workspace) -> Vec<String> {
         .collect()
 }
 
+/// `runs start` of `operation` on `tenant` (with `--auto-apply` when asked); the run's id.
+fn start_run(ws: &Workspace, tenant: &str, operation: &str, auto_apply: bool) -> String {
+    let mut args = vec![
+        "runs",
+        "start",
+        "--tenant",
+        tenant,
+        "--operation",
+        operation,
+        "--json",
+    ];
+    if auto_apply {
+        args.push("--auto-apply");
+    }
+    let out = ws.run(&args).ok();
+    let run: Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.all()));
+    run["id"].as_str().unwrap().to_owned()
+}
+
 /// `runs show ID --json`.
 fn show(ws: &Workspace, id: &str) -> Value {
     let run = ws.run(&["runs", "show", id, "--json"]).ok();
@@ -233,13 +259,7 @@ async fn requests_on_three_workers_are_provisioned_once_each() {
     let sampler = sample_active_runs(&ws, stop.clone());
     let t0 = Instant::now();
     submit_all(&ws, &tenants);
-    let statuses = wait_for_requests(
-        &ws,
-        &tenants,
-        &["active", "rolled_back", "failed"],
-        Duration::from_secs(420),
-    )
-    .await;
+    let statuses = wait_for_settled(&ws, &tenants).await;
     let elapsed = t0.elapsed();
     stop.store(true, Ordering::SeqCst);
     let (most_active, doubles) = sampler.await.unwrap();
@@ -353,13 +373,7 @@ async fn requests_survive_a_worker_killed_three_times() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let statuses = wait_for_requests(
-        &ws,
-        &tenants,
-        &["active", "rolled_back", "failed"],
-        Duration::from_secs(420),
-    )
-    .await;
+    let statuses = wait_for_settled(&ws, &tenants).await;
     stop.store(true, Ordering::SeqCst);
     let (_, doubles) = sampler.await.unwrap();
     assert!(
@@ -507,20 +521,7 @@ async fn a_cli_apply_and_a_run_on_one_tenant_exclude_each_other() {
     wait_until("the CLI to take the lock", Duration::from_secs(60), || {
         lock.exists()
     });
-    let queued = ws
-        .run(&[
-            "runs",
-            "start",
-            "--tenant",
-            &t.id,
-            "--operation",
-            "apply",
-            "--auto-apply",
-            "--json",
-        ])
-        .ok();
-    let run: Value = serde_json::from_str(&queued.stdout).unwrap();
-    let id = run["id"].as_str().unwrap().to_owned();
+    let id = start_run(&ws, &t.id, "apply", true);
     let cli_pid = cli.pid();
     let t0 = Instant::now();
     loop {
@@ -551,20 +552,7 @@ async fn a_cli_apply_and_a_run_on_one_tenant_exclude_each_other() {
     assert_eq!(ended["status"], "planned_and_finished", "{ended:#}");
 
     // Now a run holds the lock (a destroy, slowed down), and the CLI is refused.
-    let queued = ws
-        .run(&[
-            "runs",
-            "start",
-            "--tenant",
-            &t.id,
-            "--operation",
-            "destroy",
-            "--auto-apply",
-            "--json",
-        ])
-        .ok();
-    let destroy: Value = serde_json::from_str(&queued.stdout).unwrap();
-    let destroy_id = destroy["id"].as_str().unwrap().to_owned();
+    let destroy_id = start_run(&ws, &t.id, "destroy", true);
     wait_until(
         "the destroy run to take the lock",
         Duration::from_secs(60),
@@ -591,21 +579,7 @@ async fn planned_runs_are_applied_later_under_the_stale_plan_rule() {
     let a = bronze("rp");
     let b = bronze("rq");
     let ws = workers_workspace(&[a.clone(), b.clone()], 10).await;
-    let start = |tenant: &str, operation: &str| -> String {
-        let out = ws
-            .run(&[
-                "runs",
-                "start",
-                "--tenant",
-                tenant,
-                "--operation",
-                operation,
-                "--json",
-            ])
-            .ok();
-        let v: Value = serde_json::from_str(&out.stdout).unwrap();
-        v["id"].as_str().unwrap().to_owned()
-    };
+    let start = |tenant: &str, operation: &str| start_run(&ws, tenant, operation, false);
 
     // No worker yet: the queue shows positions and who waits for whom.
     let p1 = start(&a.id, "plan");

@@ -234,34 +234,19 @@ pub enum EventKind {
     Message,
 }
 
-impl EventKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EventKind::Status => "status",
-            EventKind::Started => "started",
-            EventKind::Finished => "finished",
-            EventKind::Failed => "failed",
-            EventKind::RollingBack => "rolling_back",
-            EventKind::RolledBack => "rolled_back",
-            EventKind::Message => "message",
-        }
-    }
-
-    fn parse(s: &str) -> Result<EventKind, RunError> {
-        [
-            EventKind::Status,
-            EventKind::Started,
-            EventKind::Finished,
-            EventKind::Failed,
-            EventKind::RollingBack,
-            EventKind::RolledBack,
-            EventKind::Message,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
-        .ok_or_else(|| RunError::Database(format!("unknown event kind {s:?}")))
-    }
-}
+super::status::names!(
+    EventKind,
+    "event kind",
+    [
+        Status = "status",
+        Started = "started",
+        Finished = "finished",
+        Failed = "failed",
+        RollingBack = "rolling_back",
+        RolledBack = "rolled_back",
+        Message = "message",
+    ]
+);
 
 impl RunEvent {
     fn from_row(row: &Row) -> Result<RunEvent, RunError> {
@@ -271,7 +256,7 @@ impl RunEvent {
             run_id: row.get("run_id"),
             attempt: row.get("attempt"),
             at: row.get("at"),
-            kind: EventKind::parse(&kind)?,
+            kind: kind.parse().map_err(RunError::Database)?,
             address: row.get("address"),
             detail: row.get("detail"),
         })
@@ -763,25 +748,20 @@ impl RunQueue {
         Ok(())
     }
 
+    /// Records that a worker is alive.
     pub async fn worker_heartbeat(&self, id: &str) -> Result<(), RunError> {
-        self.client
-            .execute(
-                &format!(
-                    "UPDATE {SCHEMA}.workers SET heartbeat_at = clock_timestamp() WHERE id = $1"
-                ),
-                &[&id],
-            )
-            .await
-            .map_err(pg)?;
-        Ok(())
+        self.stamp_worker(id, "heartbeat_at").await
     }
 
+    /// Records that a worker stopped.
     pub async fn worker_stopped(&self, id: &str) -> Result<(), RunError> {
+        self.stamp_worker(id, "stopped_at").await
+    }
+
+    async fn stamp_worker(&self, id: &str, column: &str) -> Result<(), RunError> {
         self.client
             .execute(
-                &format!(
-                    "UPDATE {SCHEMA}.workers SET stopped_at = clock_timestamp() WHERE id = $1"
-                ),
+                &format!("UPDATE {SCHEMA}.workers SET {column} = clock_timestamp() WHERE id = $1"),
                 &[&id],
             )
             .await

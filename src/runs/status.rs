@@ -16,10 +16,43 @@
 //! after its worker died goes back to `planning` (it re-plans from the last state
 //! checkpoint), except the apply of a confirmed plan, which stays `applying`.
 
-use std::fmt;
-use std::str::FromStr;
-
 use serde::{Deserialize, Serialize};
+
+/// The one name of each variant of an enum (also its serde name): `ALL`, `as_str`,
+/// `Display`, and `FromStr`, whose error lists the names.
+macro_rules! names {
+    ($ty:ident, $what:literal, [$($variant:ident = $name:literal),+ $(,)?]) => {
+        impl $ty {
+            pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $ty {
+            type Err = String;
+            fn from_str(s: &str) -> Result<Self, String> {
+                $ty::ALL.iter().copied().find(|v| v.as_str() == s).ok_or_else(|| {
+                    format!(
+                        "unknown {} {s:?}; use one of: {}",
+                        $what,
+                        $ty::ALL.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(", ")
+                    )
+                })
+            }
+        }
+    };
+}
+pub(crate) use names;
 
 /// What a run does to its tenant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -41,48 +74,18 @@ pub enum Operation {
     Provision,
 }
 
-impl Operation {
-    pub const ALL: [Operation; 6] = [
-        Operation::Plan,
-        Operation::Apply,
-        Operation::Destroy,
-        Operation::Drift,
-        Operation::Refresh,
-        Operation::Provision,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Plan => "plan",
-            Operation::Apply => "apply",
-            Operation::Destroy => "destroy",
-            Operation::Drift => "drift",
-            Operation::Refresh => "refresh",
-            Operation::Provision => "provision",
-        }
-    }
-}
-
-impl fmt::Display for Operation {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Operation {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Operation::ALL
-            .into_iter()
-            .find(|o| o.as_str() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown operation {s:?}; use one of: {}",
-                    Operation::ALL.map(|o| o.as_str()).join(", ")
-                )
-            })
-    }
-}
+names!(
+    Operation,
+    "operation",
+    [
+        Plan = "plan",
+        Apply = "apply",
+        Destroy = "destroy",
+        Drift = "drift",
+        Refresh = "refresh",
+        Provision = "provision",
+    ]
+);
 
 /// Where a run stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -109,22 +112,26 @@ pub enum RunStatus {
     Discarded,
 }
 
-impl RunStatus {
-    pub const ALL: [RunStatus; 12] = [
-        RunStatus::Pending,
-        RunStatus::Planning,
-        RunStatus::Planned,
-        RunStatus::PlannedAndFinished,
-        RunStatus::Confirmed,
-        RunStatus::Applying,
-        RunStatus::Applied,
-        RunStatus::RollingBack,
-        RunStatus::RolledBack,
-        RunStatus::Errored,
-        RunStatus::Canceled,
-        RunStatus::Discarded,
-    ];
+names!(
+    RunStatus,
+    "run status",
+    [
+        Pending = "pending",
+        Planning = "planning",
+        Planned = "planned",
+        PlannedAndFinished = "planned_and_finished",
+        Confirmed = "confirmed",
+        Applying = "applying",
+        Applied = "applied",
+        RollingBack = "rolling_back",
+        RolledBack = "rolled_back",
+        Errored = "errored",
+        Canceled = "canceled",
+        Discarded = "discarded",
+    ]
+);
 
+impl RunStatus {
     /// A worker holds the run; one such run per tenant at a time.
     pub const ACTIVE: [RunStatus; 3] = [
         RunStatus::Planning,
@@ -134,23 +141,6 @@ impl RunStatus {
 
     /// Queued for a worker.
     pub const WAITING: [RunStatus; 2] = [RunStatus::Pending, RunStatus::Confirmed];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Pending => "pending",
-            RunStatus::Planning => "planning",
-            RunStatus::Planned => "planned",
-            RunStatus::PlannedAndFinished => "planned_and_finished",
-            RunStatus::Confirmed => "confirmed",
-            RunStatus::Applying => "applying",
-            RunStatus::Applied => "applied",
-            RunStatus::RollingBack => "rolling_back",
-            RunStatus::RolledBack => "rolled_back",
-            RunStatus::Errored => "errored",
-            RunStatus::Canceled => "canceled",
-            RunStatus::Discarded => "discarded",
-        }
-    }
 
     pub fn is_active(self) -> bool {
         RunStatus::ACTIVE.contains(&self)
@@ -204,22 +194,6 @@ impl RunStatus {
     }
 }
 
-impl fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for RunStatus {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        RunStatus::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown run status {s:?}"))
-    }
-}
-
 /// A move between statuses that is not allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -255,12 +229,13 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for s in RunStatus::ALL {
+        for &s in RunStatus::ALL {
             assert_eq!(s.as_str().parse::<RunStatus>().unwrap(), s);
             assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
         }
-        for o in Operation::ALL {
+        for &o in Operation::ALL {
             assert_eq!(o.as_str().parse::<Operation>().unwrap(), o);
+            assert_eq!(serde_json::to_value(o).unwrap(), o.as_str());
         }
         assert!(
             "apply-all"
@@ -272,7 +247,7 @@ mod tests {
 
     #[test]
     fn active_waiting_and_final_do_not_overlap() {
-        for s in RunStatus::ALL {
+        for &s in RunStatus::ALL {
             let kinds = [s.is_active(), s.is_waiting(), s.is_final()];
             assert!(kinds.iter().filter(|k| **k).count() <= 1, "{s}");
         }

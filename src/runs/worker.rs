@@ -59,34 +59,41 @@ impl Worker {
         pg: &PostgresConfig,
         concurrency: usize,
     ) -> Result<Worker, RunError> {
-        Ok(Worker {
-            queue: Arc::new(RunQueue::open(pg).await?),
-            id: format!(
-                "{}:{}:{}",
-                host_name(),
-                std::process::id(),
-                &Uuid::new_v4().to_string()[..8]
-            ),
-            cx: Arc::new(cx),
-            concurrency: concurrency.max(1),
-            only: None,
-        })
+        let id = format!(
+            "{}:{}:{}",
+            host_name(),
+            std::process::id(),
+            &Uuid::new_v4().to_string()[..8]
+        );
+        Self::open(cx, pg, id, concurrency.max(1), None).await
     }
 
     /// The embedded executor of one run: it claims that run as soon as the run may
-    /// start (the tenant's earlier runs done), executes it here, and returns once the
-    /// run is settled, whoever executed it (a worker may have been faster).
+    /// start (executing first the runs of its tenant that must go before it), executes
+    /// it here, and returns once the run is settled, whoever executed it (a worker may
+    /// have been faster).
     pub async fn embedded(
         cx: RunContext,
         pg: &PostgresConfig,
         run: Uuid,
     ) -> Result<Worker, RunError> {
+        let id = format!("embedded:{}:{}", host_name(), std::process::id());
+        Self::open(cx, pg, id, 1, Some(run)).await
+    }
+
+    async fn open(
+        cx: RunContext,
+        pg: &PostgresConfig,
+        id: String,
+        concurrency: usize,
+        only: Option<Uuid>,
+    ) -> Result<Worker, RunError> {
         Ok(Worker {
             queue: Arc::new(RunQueue::open(pg).await?),
-            id: format!("embedded:{}:{}", host_name(), std::process::id()),
+            id,
             cx: Arc::new(cx),
-            concurrency: 1,
-            only: Some(run),
+            concurrency,
+            only,
         })
     }
 

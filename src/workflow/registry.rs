@@ -721,15 +721,7 @@ pub(crate) async fn migrate(
     let newest = migrations.last().map_or(0, |m| m.0);
     // Up to date (every open but the first): no lock, and no DDL, which event triggers
     // and DDL locks would make costly.
-    let exists: bool = client
-        .query_one(
-            &format!("SELECT to_regclass('{SCHEMA}.{track}') IS NOT NULL"),
-            &[],
-        )
-        .await
-        .map_err(failed)?
-        .get(0);
-    let current: Option<i32> = if exists {
+    let current: Option<i32> = if table_exists(client, track).await.map_err(failed)? {
         client
             .query_one(&format!("SELECT max(version) FROM {SCHEMA}.{track}"), &[])
             .await
@@ -779,19 +771,22 @@ pub(crate) async fn migrate(
     tx.commit().await.map_err(failed)
 }
 
+/// Whether table `tenantform.<table>` exists.
+async fn table_exists(client: &Client, table: &str) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            &format!("SELECT to_regclass('{SCHEMA}.{table}') IS NOT NULL"),
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
 /// The specs of every tenant provisioned from a request (none before the registry
 /// exists). The engine adds them to the files' tenants.
 pub async fn registered_specs(client: &Client) -> Result<Vec<RegisteredSpec>, String> {
     let failed = |e: tokio_postgres::Error| db_error(&e).to_string();
-    let exists: bool = client
-        .query_one(
-            &format!("SELECT to_regclass('{SCHEMA}.tenant_specs') IS NOT NULL"),
-            &[],
-        )
-        .await
-        .map_err(failed)?
-        .get(0);
-    if !exists {
+    if !table_exists(client, "tenant_specs").await.map_err(failed)? {
         return Ok(Vec::new());
     }
     let rows = client
