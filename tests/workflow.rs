@@ -290,6 +290,39 @@ async fn three_requests_go_through_approval_to_active_with_all_checks() {
     let v: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["checks"].as_array().unwrap().len(), 8);
     assert_eq!(status(&ws, &bronze.id)["status"], "active");
+
+    // Each provisioning was a run, executed by the command that queued it.
+    let runs = ws.run(&["runs", "list", "--json"]).ok();
+    let runs: Value = serde_json::from_str(&runs.stdout).unwrap();
+    let runs = runs["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{runs:#?}");
+    for r in runs {
+        assert_eq!(r["operation"], "provision");
+        assert_eq!(r["status"], "applied");
+        assert!(r["lease_owner"].is_null(), "the lease was released");
+    }
+
+    // Export moves a tenant from the registry to a file, which wins from then on; a
+    // specs directory without the file refuses to plan the tenant rather than fall
+    // back to the registry's copy.
+    let file = ws.specs().join(format!("tenants/{}.toml", bronze.id));
+    ws.run(&["request", "export", &bronze.id]).ok();
+    let exported = fs::read_to_string(&file).unwrap();
+    assert!(
+        exported.contains(&format!("id = \"{}\"", bronze.id)),
+        "{exported}"
+    );
+    ws.run(&["plan", "--detailed-exitcode"]).code(0);
+    fs::remove_file(&file).unwrap();
+    ws.run(&["plan", "--refresh=false"])
+        .code(1)
+        .contains(&format!(
+            "tenant {} was exported to specs/tenants/{}.toml",
+            bronze.id, bronze.id
+        ));
+    fs::write(&file, &exported).unwrap();
+    ws.run(&["plan", "--refresh=false", "--detailed-exitcode"])
+        .code(0);
 }
 
 /// A ₹2.5 crore request waits for CFO, CTO and Legal; an approver it does not need is
