@@ -20,7 +20,7 @@ use tenantform::plan::render::{self, Style};
 use tenantform::runs::render as runs_render;
 use tenantform::runs::{
     NewRun, ProvisionResult, Run, RunContext, RunEvent, RunFilter, RunQueue, RunStatus, RunView,
-    Shutdown, Worker, follow, view,
+    Shutdown, Worker, follow, settle, view,
 };
 use tenantform::secret::REDACTED;
 use tenantform::spec::RunExecutor;
@@ -1030,7 +1030,7 @@ async fn settle_request(
     let mut interrupted = false;
     let mut run = queue.open_provision(&id).await?;
     if let Some(open) = &run {
-        if runs.executor == RunExecutor::Workers && !wait && !json {
+        if runs.cx.settings.executor == RunExecutor::Workers && !wait && !json {
             warn_without_workers(runs, &queue).await?;
         }
         match execute_or_follow(runs, &queue, open.id, wait, wait.then_some(Print::Stderr)).await? {
@@ -1067,7 +1067,6 @@ enum Print {
 struct RunsCli {
     cx: RunContext,
     pg: tenantform::provider::postgres::PostgresConfig,
-    executor: RunExecutor,
     store: tenantform::state::StateStore,
 }
 
@@ -1076,7 +1075,6 @@ impl RunsCli {
         let specs = tenantform::spec::Specs::load(&cli.specs)?;
         let pg = tenantform::provider::postgres::PostgresConfig::resolve(&specs.platform.postgres)?;
         Ok(RunsCli {
-            executor: specs.platform.runs.executor,
             cx: RunContext {
                 specs_dir: cli.specs.clone(),
                 state_dir: cli.state.clone(),
@@ -1089,10 +1087,8 @@ impl RunsCli {
     }
 }
 
-/// Settles a queued run: the embedded executor executes it here (Ctrl-C releases it
-/// for `runs resume` or a worker); with workers, `wait` follows it. Events are printed
-/// as they happen when `print` says where. Returns the run as it is then; `None` when
-/// interrupted.
+/// Settles a queued run ([`settle`]; Ctrl-C releases an embedded run for `runs
+/// resume` or a worker). Events are printed as they happen when `print` says where.
 async fn execute_or_follow(
     runs: &RunsCli,
     queue: &RunQueue,
@@ -1105,38 +1101,24 @@ async fn execute_or_follow(
         Some(Print::Stderr) => eprintln!("{}", runs_render::event_line(e)),
         None => {}
     };
-    match runs.executor {
-        RunExecutor::Embedded => {
-            let worker = Worker::embedded(runs.cx.clone(), &runs.pg, id).await?;
-            let shutdown = Shutdown::default();
-            let interrupt = shutdown.clone();
-            let signals = tokio::spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!("\nInterrupt received: stopping the run and releasing it.");
-                    interrupt.drain.cancel();
-                    interrupt.stop.cancel();
-                }
-            });
-            let stopped = shutdown.stop.clone();
-            let followed = async {
-                tokio::select! {
-                    run = follow(queue, id, on_event) => run.map(Some),
-                    () = stopped.cancelled() => Ok(None),
-                }
-            };
-            let (_, run) = tokio::try_join!(worker.run(shutdown.clone()), followed)?;
-            signals.abort();
-            if shutdown.stop.is_cancelled() {
-                eprintln!(
-                    "Run {id} was released: resume it with `tenantform runs resume {id}`, or a worker takes it over."
-                );
-                return Ok(None);
-            }
-            Ok(run)
+    let shutdown = Shutdown::default();
+    let interrupt = shutdown.clone();
+    let signals = tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nInterrupt received: stopping the run and releasing it.");
+            interrupt.drain.cancel();
+            interrupt.stop.cancel();
         }
-        RunExecutor::Workers if wait => Ok(Some(follow(queue, id, on_event).await?)),
-        RunExecutor::Workers => Ok(Some(queue.require(id).await?)),
+    });
+    let settled = settle(&runs.cx, &runs.pg, queue, id, wait, shutdown, on_event).await;
+    signals.abort();
+    let settled = settled?;
+    if settled.is_none() {
+        eprintln!(
+            "Run {id} was released: resume it with `tenantform runs resume {id}`, or a worker takes it over."
+        );
     }
+    Ok(settled)
 }
 
 /// With workers as the executor, says so when none is alive: the run waits.
@@ -1215,7 +1197,7 @@ async fn run_runs(cli: &Cli, cmd: &RunsCommand) -> anyhow::Result<Outcome> {
         let runs = &runs;
         let queue = &queue;
         async move {
-            let print = (!json && (wait || runs.executor == RunExecutor::Embedded))
+            let print = (!json && (wait || runs.cx.settings.executor == RunExecutor::Embedded))
                 .then_some(Print::Stdout);
             execute_or_follow(runs, queue, id, wait, print).await
         }
@@ -1315,7 +1297,7 @@ async fn run_runs(cli: &Cli, cmd: &RunsCommand) -> anyhow::Result<Outcome> {
                 .await?;
             if !json {
                 println!("Queued run {} ({operation} of tenant {tenant}).", run.id);
-                if runs.executor == RunExecutor::Workers && !wait {
+                if runs.cx.settings.executor == RunExecutor::Workers && !wait {
                     warn_without_workers(&runs, &queue).await?;
                 }
             }
@@ -1366,9 +1348,10 @@ async fn run_runs(cli: &Cli, cmd: &RunsCommand) -> anyhow::Result<Outcome> {
         }
         RunsCommand::Resume { id, json } => {
             let run = queue.find(id).await?;
+            let mut cx = runs.cx.clone();
+            cx.settings.executor = RunExecutor::Embedded;
             let here = RunsCli {
-                executor: RunExecutor::Embedded,
-                cx: runs.cx.clone(),
+                cx,
                 pg: runs.pg.clone(),
                 store: runs.store.clone(),
             };

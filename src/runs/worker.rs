@@ -31,6 +31,7 @@ use super::queue::{
 };
 use super::status::{Operation, RunStatus};
 use crate::provider::postgres::PostgresConfig;
+use crate::spec::RunExecutor;
 use crate::state::{LockInfo, StateStore, host_name};
 
 /// How a worker is asked to stop.
@@ -307,6 +308,38 @@ pub async fn follow(
                 _ = &mut deadline => break,
             }
         }
+    }
+}
+
+/// Settles a run that was just queued, as `[runs] executor` says: embedded, it is
+/// executed here (with the runs of its tenant that must go before it) while `on_event`
+/// gets its events as they are written; with workers, `wait` follows it to its end,
+/// else it is returned as it stands. `None`: `shutdown.stop` interrupted the embedded
+/// execution, and the run was released for `runs resume` or a worker.
+pub async fn settle(
+    cx: &RunContext,
+    pg: &PostgresConfig,
+    queue: &RunQueue,
+    id: Uuid,
+    wait: bool,
+    shutdown: Shutdown,
+    on_event: impl FnMut(&RunEvent),
+) -> Result<Option<Run>, RunError> {
+    match cx.settings.executor {
+        RunExecutor::Embedded => {
+            let worker = Worker::embedded(cx.clone(), pg, id).await?;
+            let stopped = shutdown.stop.clone();
+            let followed = async {
+                tokio::select! {
+                    run = follow(queue, id, on_event) => run.map(Some),
+                    () = stopped.cancelled() => Ok(None),
+                }
+            };
+            let (_, run) = tokio::try_join!(worker.run(shutdown.clone()), followed)?;
+            Ok(run.filter(|_| !shutdown.stop.is_cancelled()))
+        }
+        RunExecutor::Workers if wait => Ok(Some(follow(queue, id, on_event).await?)),
+        RunExecutor::Workers => Ok(Some(queue.require(id).await?)),
     }
 }
 
