@@ -38,6 +38,7 @@ use crate::resource::{Attributes, Family, ResourceAddress, TenantId, attr_str, s
 use crate::show::{
     ResourceList, ResourceView, StateDocument, StateHistory, TenantView, TenantsView,
 };
+use crate::spec::RegisteredSpec;
 use crate::spec::{Specs, StateBackendKind, VectorBackend};
 use crate::state::{
     LockInfo, LockRequest, MigrationReport, ResourceState, ResourceStatus, RunRef, StateStore,
@@ -104,6 +105,9 @@ pub struct Engine {
     config: EngineConfig,
     store: tokio::sync::OnceCell<StateStore>,
     providers: tokio::sync::OnceCell<ProviderSet>,
+    /// Where the registry's tenant specs are read; `None`: the platform's database.
+    registry: Option<PostgresConfig>,
+    registry_client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
 }
 
 impl Engine {
@@ -112,6 +116,8 @@ impl Engine {
             config,
             store: tokio::sync::OnceCell::new(),
             providers: tokio::sync::OnceCell::new(),
+            registry: None,
+            registry_client: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -120,6 +126,13 @@ impl Engine {
         self.store
             .set(store)
             .unwrap_or_else(|_| unreachable!("fresh cell"));
+        self
+    }
+
+    /// Reads the registry's tenant specs from this database instead of the one the
+    /// platform file names (a library user or a test with its own database).
+    pub fn with_registry(mut self, pg: PostgresConfig) -> Self {
+        self.registry = Some(pg);
         self
     }
 
@@ -168,9 +181,36 @@ impl Engine {
         }
     }
 
-    /// Loads and validates every spec.
-    pub fn specs(&self) -> Result<Specs, Error> {
-        Ok(Specs::load(&self.config.specs_dir)?)
+    /// Loads and validates every spec: the files, and the tenants provisioned from a
+    /// request, whose specs live in the registry (a file of the same id wins; see
+    /// [`Specs::add_registered`]). Reading the registry is not optional: a plan without
+    /// those tenants would delete them.
+    pub async fn specs(&self) -> Result<Specs, Error> {
+        let mut specs = Specs::load(&self.config.specs_dir)?;
+        let registered = self.registered_specs(&specs).await?;
+        specs.add_registered(&registered)?;
+        Ok(specs)
+    }
+
+    async fn registered_specs(&self, specs: &Specs) -> Result<Vec<RegisteredSpec>, Error> {
+        let unreadable = |detail: String| Error::RegisteredSpecs(detail);
+        let mut client = self.registry_client.lock().await;
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            let pg = match &self.registry {
+                Some(pg) => pg.clone(),
+                None => PostgresConfig::resolve(&specs.platform.postgres)
+                    .map_err(|e| unreadable(e.to_string()))?,
+            };
+            *client = Some(
+                pg.connect_as("tenantform registry")
+                    .await
+                    .map_err(|e| unreadable(e.to_string()))?,
+            );
+        }
+        let c = client.as_ref().expect("connected above");
+        crate::workflow::registry::registered_specs(c)
+            .await
+            .map_err(unreadable)
     }
 
     /// The providers the platform file describes, set up once.
@@ -222,7 +262,7 @@ impl Engine {
     /// the plan carries their results ([`Plan::policy`]); a mandatory violation is
     /// reported there, not as an error (see [`crate::policy::PolicyReport::enforce`]).
     pub async fn plan(&self, options: &PlanOptions) -> Result<Plan, Error> {
-        let specs = self.specs()?;
+        let specs = self.specs().await?;
         let policies = self.policies(&specs)?;
         let tenants = self.select_tenants(&specs, &options.tenants).await?;
         if !options.refresh {
@@ -398,7 +438,7 @@ impl Engine {
         progress: Option<ProgressSink>,
     ) -> Result<ApplyReport, Error> {
         let tenants: Vec<TenantId> = plan.tenants.iter().map(|t| t.tenant.clone()).collect();
-        let specs = self.specs()?;
+        let specs = self.specs().await?;
         // A saved plan is input too: what it creates must carry the tenant's own names.
         for t in &plan.tenants {
             let identity =
@@ -485,7 +525,7 @@ impl Engine {
         confirm: impl FnOnce(&Plan) -> bool,
         progress: Option<ProgressSink>,
     ) -> Result<(Plan, Option<ApplyReport>), Error> {
-        let specs = self.specs()?;
+        let specs = self.specs().await?;
         let policies = self.policies(&specs)?;
         let tenants = self.select_tenants(&specs, &plan_options.tenants).await?;
         let operation = match plan_options.mode {
@@ -563,7 +603,8 @@ impl Engine {
 
     /// A tenant's outputs (see [`crate::outputs`]).
     pub fn outputs(&self, state: &TenantState) -> BTreeMap<String, Output> {
-        let specs = self.specs().ok();
+        // Connection settings only: the platform file is enough.
+        let specs = Specs::load(&self.config.specs_dir).ok();
         let pg = specs
             .as_ref()
             .and_then(|s| PostgresConfig::resolve(&s.platform.postgres).ok());
@@ -609,7 +650,7 @@ impl Engine {
     /// differs from state (drift) and what the specs ask for that is not applied yet.
     /// Changes nothing and takes no lock.
     pub async fn drift(&self, only: &[TenantId]) -> Result<DriftReport, Error> {
-        let specs = self.specs()?;
+        let specs = self.specs().await?;
         let tenants = self.select_tenants(&specs, only).await?;
         let mut states = BTreeMap::new();
         for t in &tenants {
@@ -685,7 +726,7 @@ impl Engine {
         only: &[TenantId],
         confirm: impl FnOnce(&DriftReport) -> bool,
     ) -> Result<(DriftReport, bool), Error> {
-        let specs = self.specs()?;
+        let specs = self.specs().await?;
         let tenants = self.select_tenants(&specs, only).await?;
         let (mut runs, stored) = self.lock_tenants(&specs, &tenants, "refresh").await?;
         let states: BTreeMap<TenantId, Option<TenantState>> = runs
@@ -735,7 +776,7 @@ impl Engine {
         address: &ResourceAddress,
         id: &str,
     ) -> Result<ResourceState, Error> {
-        let specs = self.specs()?;
+        let specs = self.specs().await?;
         let tenant = &address.tenant;
         let spec = specs
             .tenants
@@ -817,7 +858,7 @@ impl Engine {
         tenant: &TenantId,
         progress: Option<ProgressSink>,
     ) -> Result<ApplyReport, Error> {
-        let specs = self.specs()?;
+        let specs = self.specs().await?;
         let (runs, _) = self
             .lock_tenants(&specs, std::slice::from_ref(tenant), "rollback")
             .await?;

@@ -35,6 +35,10 @@ pub enum Error {
     // repeat it.
     #[error("cannot set up the providers: {0}")]
     Provider(ProviderError),
+    #[error(
+        "cannot read the specs of the tenants requested through the registry (table tenantform.tenant_specs in the platform database): {0}; nothing was done, since a plan without them would delete those tenants: check the [postgres] settings and that the database is up"
+    )]
+    RegisteredSpecs(String),
     #[error("unknown tenant {0}: there is no specs/tenants/{0}.toml and no state for it")]
     UnknownTenant(TenantId),
     #[error(

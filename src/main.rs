@@ -16,6 +16,7 @@ use cli::apply::{cmd_apply, cmd_destroy, cmd_plan};
 use cli::args::{Cli, Command};
 use cli::drift::{cmd_drift, cmd_import, cmd_refresh};
 use cli::request::{cmd_request, cmd_serve, cmd_validate_tenant};
+use cli::runs::{cmd_runs, cmd_worker};
 use cli::state::{cmd_force_unlock, cmd_show, cmd_state, cmd_validate};
 
 fn main() -> ExitCode {
@@ -64,9 +65,11 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Drift(args) => cmd_drift(&engine, args, style).await,
         Command::Refresh(args) => cmd_refresh(&engine, args, style).await,
         Command::Import(args) => cmd_import(&engine, args).await,
-        Command::Request(cmd) => Box::pin(cmd_request(&engine, cmd)).await,
+        Command::Request(cmd) => Box::pin(cmd_request(&cli, &engine, cmd)).await,
+        Command::Worker(args) => Box::pin(cmd_worker(&cli, args)).await,
+        Command::Runs(cmd) => Box::pin(cmd_runs(&cli, cmd)).await,
         Command::ValidateTenant { id, json } => {
-            Box::pin(cmd_validate_tenant(&engine, id, *json)).await
+            Box::pin(cmd_validate_tenant(&cli, &engine, id, *json)).await
         }
         Command::Serve { listen } => cmd_serve(&engine, *listen).await,
         Command::ForceUnlock { tenant, lock_id } => {

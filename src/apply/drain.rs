@@ -594,7 +594,8 @@ impl<'a> DrainState<'a> {
                         });
                     }
                     _ => {
-                        self.fatal.get_or_insert_with(|| Halt::Write(message.clone()));
+                        self.fatal
+                            .get_or_insert_with(|| Halt::Write(message.clone()));
                     }
                 }
                 Some(message)
@@ -722,7 +723,8 @@ fn start_rank(kind: StepKind) -> u8 {
     }
 }
 
-pub(super) fn step_name(kind: StepKind) -> &'static str {
+/// The name of a step kind, as reports and run events say it.
+pub(crate) fn step_name(kind: StepKind) -> &'static str {
     match kind {
         StepKind::Create => "create",
         StepKind::Update => "update",

@@ -89,6 +89,7 @@ use crate::plan::{Plan, PlanError};
 use crate::provider::ProviderSet;
 use crate::resource::{ResourceAddress, TenantId};
 use crate::state::{StateError, StateLock, StateStore, TenantState};
+pub(crate) use drain::step_name;
 use drain::{DrainState, TenantLedger, Walk};
 
 /// How an apply runs.
@@ -290,7 +291,10 @@ pub async fn apply(
     // Record the protection flag and the applied spec, even when no resource changes.
     for (t, ledger) in plan.tenants.iter().zip(&mut tenants) {
         if ledger.take_flags(t) {
-            ledger.write_now(store).await.map_err(ApplyError::from_write)?;
+            ledger
+                .write_now(store)
+                .await
+                .map_err(ApplyError::from_write)?;
         }
     }
 

@@ -898,7 +898,9 @@ async fn state_is_written_at_most_once_per_checkpoint_of_the_steps() {
             addr("vv", "u1"),
             addr("vv", "u2"),
         );
-        let before = h.seed("vv", &[(&x, &[]), (&y, &[]), (&u1, &[]), (&u2, &[])]).await;
+        let before = h
+            .seed("vv", &[(&x, &[]), (&y, &[]), (&u1, &[]), (&u2, &[])])
+            .await;
         let p = plan(vec![tenant(
             "vv",
             false,

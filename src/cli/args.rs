@@ -27,6 +27,9 @@ Examples:
   tenantform drift --detailed-exitcode --markdown   # scheduled drift run: exit 2 on drift
   tenantform refresh --tenant retail-chain          # accept drift into state
   tenantform import retail-chain/postgres_schema.main tenant_retail_chain
+  tenantform worker --concurrency 2                 # execute queued runs ([runs] executor = \"workers\")
+  tenantform runs list                              # queue positions, who blocks whom
+  tenantform runs show 6c1f2a3b --follow            # a run's steps as they happen
 
 Environment: PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE (admin connection), as printed
 by `scripts/stack env`. TENANTFORM_STATE_BACKEND=local|postgres overrides [state] backend.
@@ -90,6 +93,14 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9464")]
         listen: std::net::SocketAddr,
     },
+    /// Execute queued runs (provisionings, plans, applies) from the platform database,
+    /// up to --concurrency at once; any number of workers on any machines. SIGTERM:
+    /// finish the runs in flight and exit; a second signal releases them at once.
+    Worker(WorkerArgs),
+    /// Runs: list, show (--follow), start, apply (a planned run), discard, cancel,
+    /// resume.
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// Break a tenant's lock held by a stuck process.
     ForceUnlock {
         tenant: TenantId,
@@ -211,7 +222,7 @@ pub enum RequestCommand {
     /// Submitting the same tenant again returns the existing request. Without required
     /// approvals, provisioning starts at once.
     Submit(SubmitArgs),
-    /// Record an approval; the last required one starts provisioning.
+    /// Record an approval; the last required one queues the provisioning.
     Approve(DecisionArgs),
     /// Reject a request; this ends it and notifies the requester.
     Reject(DecisionArgs),
@@ -229,11 +240,105 @@ pub enum RequestCommand {
     /// Provision a rolled-back or failed request again.
     Retry {
         id: String,
+        #[command(flatten)]
+        action: RunAction,
+    },
+    /// Write a provisioned tenant's spec from the registry to specs/tenants/<id>.toml,
+    /// to manage it as a file (in git) from now on.
+    Export {
+        id: String,
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// Runs executed at once by this worker (of different tenants).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Provider calls in flight at once within one run.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallelism: u16,
+}
+
+#[derive(Subcommand)]
+pub enum RunsCommand {
+    /// The newest runs, with queue positions and what blocks them, and the live workers.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only runs in this status (pending, planning, applied, errored, ...).
+        #[arg(long)]
+        status: Option<tenantform::runs::RunStatus>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: status, timestamps, lease, queue position, blocked by, result, events.
+    Show {
+        /// A run id, or its first characters.
+        id: String,
+        /// Print the run's events as they happen, until it is settled.
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a run on a tenant: plan, apply, destroy, drift or refresh.
+    Start {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        operation: tenantform::runs::Operation,
+        /// Apply the plan at once (apply, destroy) instead of stopping at `planned`.
+        #[arg(long)]
+        auto_apply: bool,
+        #[arg(long)]
+        message: Option<String>,
+        #[command(flatten)]
+        action: RunAction,
+    },
+    /// Confirm a planned run: apply exactly its plan, if the tenant's state has not
+    /// moved on since.
+    Apply {
+        id: String,
+        #[command(flatten)]
+        action: RunAction,
+    },
+    /// Discard a planned run: its plan is not applied.
+    Discard {
+        id: String,
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
+    /// Cancel a run: a queued one at once, a running one after its steps in flight.
+    Cancel {
+        id: String,
         #[arg(long, env = "USER", default_value = "unknown")]
         by: String,
         #[arg(long)]
         json: bool,
     },
+    /// Execute a run here: one whose executor was interrupted, or any queued run.
+    Resume {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Who acts on a run, and how the command waits for it.
+#[derive(Args)]
+pub struct RunAction {
+    #[arg(long, env = "USER", default_value = "unknown")]
+    pub by: String,
+    /// Follow the run to its end (always so with the embedded executor).
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -265,6 +370,9 @@ pub struct SubmitArgs {
     pub requester: String,
     #[arg(long)]
     pub notes: Option<String>,
+    /// Follow the provisioning to its end (always so with the embedded executor).
+    #[arg(long)]
+    pub wait: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -280,6 +388,9 @@ pub struct DecisionArgs {
     pub by: String,
     #[arg(long)]
     pub note: Option<String>,
+    /// Follow the provisioning, if this decision starts it, to its end.
+    #[arg(long)]
+    pub wait: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -415,6 +526,8 @@ impl Cli {
             | Command::State(_)
             | Command::ValidateTenant { .. }
             | Command::Serve { .. }
+            | Command::Worker(_)
+            | Command::Runs(_)
             | Command::ForceUnlock { .. } => (None, Duration::ZERO),
         };
         EngineConfig {

@@ -9,8 +9,10 @@ use tenantform::{Engine, OutputFormat, ResourceAddress, TenantId};
 use super::args::{ShowArgs, StateCommand};
 use super::{Outcome, plural, print_report};
 
+/// The files: what a pull request changes. The registry's tenants are checked when
+/// they are submitted and whenever a plan reads them.
 pub fn cmd_validate(engine: &Engine) -> anyhow::Result<Outcome> {
-    let specs = engine.specs()?;
+    let specs = tenantform::spec::Specs::load(&engine.config().specs_dir)?;
     println!(
         "The specs are valid: {} tenant{} on platform {:?} ({} tiers, {} regions).",
         specs.tenants.len(),
@@ -38,7 +40,11 @@ pub async fn cmd_show(engine: &Engine, args: &ShowArgs, style: Style) -> anyhow:
 }
 
 /// `state ...`.
-pub async fn cmd_state(engine: &Engine, cmd: &StateCommand, style: Style) -> anyhow::Result<Outcome> {
+pub async fn cmd_state(
+    engine: &Engine,
+    cmd: &StateCommand,
+    style: Style,
+) -> anyhow::Result<Outcome> {
     match cmd {
         StateCommand::List { tenants } => cmd_state_list(engine, tenants, style).await,
         StateCommand::Show {
@@ -61,7 +67,9 @@ pub async fn cmd_state(engine: &Engine, cmd: &StateCommand, style: Style) -> any
         StateCommand::Rollback { tenant, serial, .. } => {
             cmd_state_rollback(engine, tenant, *serial).await
         }
-        StateCommand::Migrate { to, json, .. } => cmd_state_migrate(engine, *to, *json, style).await,
+        StateCommand::Migrate { to, json, .. } => {
+            cmd_state_migrate(engine, *to, *json, style).await
+        }
     }
 }
 

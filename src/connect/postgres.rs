@@ -137,7 +137,11 @@ impl PostgresConfig {
 
     /// [`PostgresConfig::pool`], its connections shown as `application` in
     /// `pg_stat_activity` (the state store's, apart from the providers').
-    pub fn pool_as(&self, application: &str, max_size: usize) -> Result<PostgresPool, ServiceError> {
+    pub fn pool_as(
+        &self,
+        application: &str,
+        max_size: usize,
+    ) -> Result<PostgresPool, ServiceError> {
         let manager = deadpool_postgres::Manager::from_config(
             self.connect_config(application),
             NoTls,
@@ -151,7 +155,9 @@ impl PostgresConfig {
             .map_err(|e| ServiceError::Config(format!("cannot set up the PostgreSQL pool: {e}")))
     }
 
-    fn connect_config(&self, application: &str) -> tokio_postgres::Config {
+    /// The driver's settings of a connection named `application`, for a caller that
+    /// drives the connection itself (a LISTEN loop).
+    pub fn connect_config(&self, application: &str) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
         c.host(&self.host)
             .port(self.port)

@@ -36,6 +36,8 @@ pub struct PlatformSpec {
     #[serde(default)]
     pub validation: ValidationSettings,
     #[serde(default)]
+    pub runs: RunSettings,
+    #[serde(default)]
     pub naming: Naming,
     #[serde(default)]
     pub policy: PolicySettings,
@@ -220,6 +222,46 @@ impl Default for ValidationSettings {
             latency_queries: 20,
         }
     }
+}
+
+/// Who executes runs (the queued provisionings, plans and applies of `tenantform runs`)
+/// and how workers hold them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSettings {
+    pub executor: RunExecutor,
+    /// A run whose worker has not renewed its lease for this long is taken over by
+    /// another worker.
+    pub lease_secs: u64,
+    /// How often a worker renews the leases of its runs; well under `lease_secs`.
+    pub heartbeat_secs: u64,
+    /// How often an idle worker looks for runs when no notification woke it.
+    pub poll_secs: u64,
+    /// How long a run waits for its tenant's state lock (held by a CLI `apply`, say)
+    /// before it fails naming the holder.
+    pub lock_timeout_secs: u64,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            executor: RunExecutor::Embedded,
+            lease_secs: 30,
+            heartbeat_secs: 10,
+            poll_secs: 5,
+            lock_timeout_secs: 300,
+        }
+    }
+}
+
+/// Who executes a queued run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunExecutor {
+    /// The command that queued the run executes it itself (one machine, no service).
+    Embedded,
+    /// `tenantform worker` processes execute it; the command returns at once.
+    Workers,
 }
 
 /// Name templates of what a tenant gets. `{id}` is the tenant id, `{id_}` the id with
@@ -581,6 +623,23 @@ impl PlatformSpec {
         self.check_tags(p);
         for (name, tier) in &self.tiers {
             self.check_tier(p, name, tier);
+        }
+        let runs = &self.runs;
+        if runs.lease_secs == 0 || runs.heartbeat_secs == 0 || runs.poll_secs == 0 {
+            p.push(
+                &["runs"],
+                "lease_secs, heartbeat_secs and poll_secs must be at least 1",
+                "e.g. lease_secs = 30, heartbeat_secs = 10, poll_secs = 5",
+            );
+        } else if runs.heartbeat_secs * 2 > runs.lease_secs {
+            p.push(
+                &["runs", "heartbeat_secs"],
+                format!(
+                    "a heartbeat every {} s does not renew a lease of {} s in time: a worker that misses one heartbeat would lose its runs",
+                    runs.heartbeat_secs, runs.lease_secs
+                ),
+                "set heartbeat_secs to at most half of lease_secs (a third is usual)",
+            );
         }
         for (name, region) in &self.regions {
             let at = |k: &'static str| ["regions", name.as_str(), k];

@@ -429,7 +429,8 @@ pub(super) fn break_lock(path: &Path) -> Result<(), StateError> {
     }
 }
 
-pub(super) fn host_name() -> String {
+/// This machine's name, for lock holders and worker ids.
+pub(crate) fn host_name() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .ok()

@@ -45,6 +45,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use applied_spec::{APPLIED_SPEC_VERSION, AppliedSpec};
+pub(crate) use lock::host_name;
 pub use lock::{LockInfo, LockRequest, RunRef, StateLock};
 pub use store::{
     BACKEND_ENV, MigratedTenant, MigrationReport, StateStore, StateVersion, configured_kind,
@@ -571,7 +572,8 @@ enum Unreadable {
 /// newer state is reported as newer, not as corrupt.
 fn decode_state(bytes: &[u8], tenant: &TenantId) -> Result<TenantState, Unreadable> {
     // The parser's messages quote the stored content: never pass a control character on.
-    let corrupt = |detail: String| Unreadable::Corrupt(crate::spec::printable(&detail).into_owned());
+    let corrupt =
+        |detail: String| Unreadable::Corrupt(crate::spec::printable(&detail).into_owned());
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
     let version = value

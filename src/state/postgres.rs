@@ -205,9 +205,7 @@ impl PgStore {
                     .map_err(|e| database("create or migrate the schema", e))
             })
             .await?;
-        pooled(&self.pool)
-            .await
-            .map_err(|e| database("connect", e))
+        pooled(&self.pool).await.map_err(|e| database("connect", e))
     }
 
     /// Runs one statement on a pooled connection; `action` says what it does, in errors.

@@ -16,15 +16,16 @@ use super::approval::RequiredApproval;
 use super::status::{RequestStatus, check_transition};
 use super::{FailedStep, WorkflowError};
 use crate::connect::postgres::{PostgresConfig, db_error, migrate};
-use crate::spec::TenantSpec;
+use crate::spec::{RegisteredSpec, TenantSpec};
 
 /// The schema the registry lives in.
 pub const SCHEMA: &str = "tenantform";
 
 /// Migrations, applied in order, each once. Never edit one that shipped: add another.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE TABLE tenantform.requests (
     id text PRIMARY KEY,
     name text NOT NULL,
@@ -93,7 +94,24 @@ CREATE TABLE tenantform.validation_checks (
 );
 CREATE INDEX checks_by_request ON tenantform.validation_checks (request_id, checked_at);
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- The specs of requested tenants: where every worker and every plan reads them (the
+-- TOML a tenant file would hold). A row exists while the tenant is provisioned from its
+-- request, as the spec file did before; `request export` writes it to a file.
+CREATE TABLE tenantform.tenant_specs (
+    tenant text PRIMARY KEY,
+    request_id text NOT NULL REFERENCES tenantform.requests (id),
+    source text NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    exported_at timestamptz,
+    exported_by text
+);
+"#,
+    ),
+];
 
 /// A tenant request as the registry holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -600,10 +618,130 @@ impl Registry {
             .collect())
     }
 
+    /// Makes `source` the spec of the request's tenant, where every worker and plan
+    /// reads it.
+    pub async fn put_tenant_spec(
+        &self,
+        request_id: &str,
+        source: &str,
+    ) -> Result<(), WorkflowError> {
+        self.client
+            .execute(
+                &format!(
+                    "INSERT INTO {SCHEMA}.tenant_specs (tenant, request_id, source) VALUES ($1, $1, $2) \
+                     ON CONFLICT (tenant) DO UPDATE SET source = EXCLUDED.source, written_at = clock_timestamp()"
+                ),
+                &[&request_id, &source],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    /// Takes the request's tenant out of the desired specs (after a rollback).
+    pub async fn remove_tenant_spec(&self, request_id: &str) -> Result<(), WorkflowError> {
+        self.client
+            .execute(
+                &format!("DELETE FROM {SCHEMA}.tenant_specs WHERE tenant = $1"),
+                &[&request_id],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    /// The registry's spec of a requested tenant, if it has one.
+    pub async fn tenant_spec(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<RegisteredSpec>, WorkflowError> {
+        let row = self
+            .client
+            .query_opt(
+                &format!(
+                    "SELECT tenant, source, exported_at IS NOT NULL FROM {SCHEMA}.tenant_specs WHERE tenant = $1"
+                ),
+                &[&request_id],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| RegisteredSpec {
+            tenant: r.get(0),
+            source: r.get(1),
+            exported: r.get(2),
+        }))
+    }
+
+    /// Records that the tenant's spec now lives in a file, with its audit entry.
+    pub async fn mark_exported(
+        &mut self,
+        request_id: &str,
+        actor: &str,
+        path: &str,
+    ) -> Result<(), WorkflowError> {
+        let tx = self.client.transaction().await.map_err(pg)?;
+        tx.execute(
+            &format!(
+                "UPDATE {SCHEMA}.tenant_specs SET exported_at = clock_timestamp(), exported_by = $2 WHERE tenant = $1"
+            ),
+            &[&request_id, &actor],
+        )
+        .await
+        .map_err(pg)?;
+        audit(
+            &tx,
+            request_id,
+            actor,
+            "exported",
+            None,
+            None,
+            json!({"file": path}),
+        )
+        .await?;
+        tx.commit().await.map_err(pg)
+    }
+
     /// The raw client, for metrics queries.
     pub fn client(&self) -> &Client {
         &self.client
     }
+}
+
+/// Whether table `tenantform.<table>` exists.
+async fn table_exists(client: &Client, table: &str) -> Result<bool, tokio_postgres::Error> {
+    Ok(client
+        .query_one(
+            &format!("SELECT to_regclass('{SCHEMA}.{table}') IS NOT NULL"),
+            &[],
+        )
+        .await?
+        .get(0))
+}
+
+/// The specs of every tenant provisioned from a request (none before the registry
+/// exists). The engine adds them to the files' tenants.
+pub async fn registered_specs(client: &Client) -> Result<Vec<RegisteredSpec>, String> {
+    let failed = |e: tokio_postgres::Error| db_error(&e).to_string();
+    if !table_exists(client, "tenant_specs").await.map_err(failed)? {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT tenant, source, exported_at IS NOT NULL FROM {SCHEMA}.tenant_specs ORDER BY tenant"
+            ),
+            &[],
+        )
+        .await
+        .map_err(failed)?;
+    Ok(rows
+        .iter()
+        .map(|r| RegisteredSpec {
+            tenant: r.get(0),
+            source: r.get(1),
+            exported: r.get(2),
+        })
+        .collect())
 }
 
 async fn get_in(tx: &Transaction<'_>, id: &str) -> Result<Option<Request>, WorkflowError> {

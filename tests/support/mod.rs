@@ -660,7 +660,7 @@ pub async fn engine(ws: &Workspace, counter: Option<Arc<AtomicUsize>>) -> tenant
             std::env::set_var("REDIS_URL", env("REDIS_URL"))
         };
     }
-    let set = tenantform::platform_providers(&specs.platform, pg, aws, 10)
+    let set = tenantform::platform_providers(&specs.platform, pg.clone(), aws, 10)
         .expect("providers of the workspace");
     let set = match &counter {
         Some(c) => set.map(|p| -> Arc<dyn Provider> {
@@ -679,6 +679,7 @@ pub async fn engine(ws: &Workspace, counter: Option<Arc<AtomicUsize>>) -> tenant
         },
         set,
     )
+    .with_registry(pg)
 }
 
 /// The SDK configuration of the stack's AWS endpoint (moto), with its test credentials.
@@ -881,4 +882,68 @@ impl OutputScan {
         }
         self.outputs.len()
     }
+}
+
+/// What is left of tenant `t` on each service: its PostgreSQL schema or role, its Redis
+/// user, its S3 bucket, its IAM role or policy, its dashboard file. Empty when nothing is.
+pub async fn leftovers(ws: &Workspace, t: &TenantDef) -> Vec<String> {
+    let mut left = Vec::new();
+    let name = t.pg_name();
+    let admin = ws.admin().await;
+    for (what, sql) in [
+        (
+            "schema",
+            "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+        ),
+        ("role", "SELECT count(*) FROM pg_roles WHERE rolname = $1"),
+    ] {
+        let n: i64 = admin.query_one(sql, &[&name]).await.unwrap().get(0);
+        if n > 0 {
+            left.push(format!("PostgreSQL {what} {name}"));
+        }
+    }
+    let users: Vec<String> = redis::cmd("ACL")
+        .arg("USERS")
+        .query_async(&mut redis_admin().await)
+        .await
+        .unwrap();
+    if users.contains(&name) {
+        left.push(format!("Redis user {name}"));
+    }
+    let bucket = format!("rag-{}-documents", t.id);
+    if s3_client(&t.region)
+        .await
+        .head_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .is_ok()
+    {
+        left.push(format!("S3 bucket {bucket}"));
+    }
+    let iam = iam_client().await;
+    let role = format!("rag-{}-app", t.id);
+    if iam.get_role().role_name(&role).send().await.is_ok() {
+        left.push(format!("IAM role {role}"));
+    }
+    let policy = format!("rag-{}-documents-access", t.id);
+    let mut pages = iam.list_policies().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        if page
+            .unwrap()
+            .policies()
+            .iter()
+            .any(|p| p.policy_name() == Some(policy.as_str()))
+        {
+            left.push(format!("IAM policy {policy}"));
+        }
+    }
+    let dashboards = ws.dashboards();
+    if fs::read_dir(&dashboards).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().contains(&t.id))
+    }) {
+        left.push(format!("dashboard of {}", t.id));
+    }
+    left
 }
