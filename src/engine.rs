@@ -208,9 +208,7 @@ impl Engine {
             );
         }
         let c = client.as_ref().expect("connected above");
-        crate::workflow::registry::registered_specs(c)
-            .await
-            .map_err(unreadable)
+        registered_specs(c).await.map_err(unreadable)
     }
 
     /// The providers the platform file describes, set up once.
@@ -963,6 +961,39 @@ fn check_identity(store: &StateStore, specs: &Specs, state: &TenantState) -> Res
         tenant: tenant.clone(),
         mismatches,
     })
+}
+
+/// The specs of every tenant provisioned from a request (none before the registry
+/// exists). The lifecycle writes them (`tenantform.tenant_specs`, a table of its
+/// registry); the engine only reads them, so that it does not depend on the lifecycle.
+async fn registered_specs(client: &tokio_postgres::Client) -> Result<Vec<RegisteredSpec>, String> {
+    let failed = |e: tokio_postgres::Error| crate::connect::postgres::db_error(&e).to_string();
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('tenantform.tenant_specs') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(failed)?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "SELECT tenant, source, exported_at IS NOT NULL FROM tenantform.tenant_specs ORDER BY tenant",
+            &[],
+        )
+        .await
+        .map_err(failed)?;
+    Ok(rows
+        .iter()
+        .map(|r| RegisteredSpec {
+            tenant: r.get(0),
+            source: r.get(1),
+            exported: r.get(2),
+        })
+        .collect())
 }
 
 /// One tenant's plan: its blueprint diffed against its state and what was read back.

@@ -4,7 +4,7 @@
 //! same tenant; plans stored and applied later under the stale-plan rule; queue
 //! positions and "blocked by".
 //!
-//! Sizes: `TENANTFORM_RUNS_TEST_REQUESTS` requests (default 20) on 3 workers; the
+//! Sizes: `TENANTFORM_RUNS_TEST_REQUESTS` requests (default 30) on 3 workers; the
 //! benchmark (`scripts/bench`) has the full figures.
 
 mod support;
@@ -55,7 +55,7 @@ fn requests() -> usize {
     std::env::var("TENANTFORM_RUNS_TEST_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20)
+        .unwrap_or(30)
 }
 
 /// A workspace whose runs go to workers, with short leases so that takeovers happen
@@ -498,6 +498,77 @@ async fn a_run_killed_mid_apply_is_taken_over_and_converges() {
     ws.run(&["plan", "--detailed-exitcode"]).code(0);
 }
 
+/// A worker stopped (SIGSTOP) past its lease mid-apply, with state in PostgreSQL: another
+/// worker takes the run over (attempt 2) and, through the run's reference in the state
+/// lock, the tenant's lock with it. When the stopped worker resumes, it finds itself
+/// fenced and writes nothing more: no event of attempt 1 after attempt 2's, the run
+/// applied once, and the tenant converges.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_is_fenced_out_when_it_resumes() {
+    let t = bronze("rs");
+    let mut ws = workers_workspace(&[], 3).await;
+    ws.set_env("TENANTFORM_STATE_BACKEND", "postgres");
+    ws.set_lease_ttl(2);
+    ws.run(&["state", "list"]).ok();
+    ws.tenants = vec![t.clone()];
+    ws.slow_down_ddl(0.4).await;
+    let first = start_worker(&ws, "stopped", 1);
+    submit_all(&ws, std::slice::from_ref(&t));
+    let db = ws.admin().await;
+    let t0 = Instant::now();
+    loop {
+        let finished: i64 = db
+            .query_one(
+                "SELECT count(*) FROM tenantform.run_events WHERE kind = 'finished'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if finished >= 2 {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "no step finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopped = first.0.as_ref().expect("running");
+    signal(stopped, "STOP");
+    // Past both leases (the run's 3 s, the state lock's 2 s).
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    ws.remove_slow_down().await;
+    let _second = start_worker(&ws, "second", 1);
+    wait_for_requests(
+        &ws,
+        std::slice::from_ref(&t),
+        &["active"],
+        Duration::from_secs(180),
+    )
+    .await;
+    signal(first.0.as_ref().expect("running"), "CONT");
+    // Time for the resumed worker's next heartbeat and writes to be refused.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let run_id: String = db
+        .query_one(
+            "SELECT id::text FROM tenantform.runs WHERE tenant = $1",
+            &[&t.id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let run = show(&ws, &run_id);
+    assert_eq!(run["status"], "applied", "{run:#}");
+    assert_eq!(run["attempt"], 2, "{run:#}");
+    assert!(
+        interleaved_attempts(&ws).await.is_empty(),
+        "a write of the stopped attempt got through after the takeover"
+    );
+    let log = fs::read_to_string(ws.dir.path().join("stopped.log")).unwrap();
+    assert!(log.contains("taken over"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+    ws.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
 /// A CLI `apply` and a run on the same tenant: the run waits for the CLI's lock and
 /// shows it as "blocked by"; then, while a run holds the lock, the CLI fails at once
 /// naming the run.
@@ -505,9 +576,10 @@ async fn a_run_killed_mid_apply_is_taken_over_and_converges() {
 async fn a_cli_apply_and_a_run_on_one_tenant_exclude_each_other() {
     let t = bronze("rl");
     let ws = workers_workspace(std::slice::from_ref(&t), 10).await;
-    // Every DDL statement takes half a second: the CLI's apply holds the lock for
-    // several.
-    ws.slow_down_ddl(0.5).await;
+    // Every DDL statement takes a second and the CLI's apply makes them one at a time:
+    // it holds the lock for well over ten seconds, long enough to be seen holding it by
+    // `runs show` processes on a loaded machine.
+    ws.slow_down_ddl(1.0).await;
     let _worker = start_worker(&ws, "worker", 1);
 
     // The CLI applies first and holds the lock for a while.
@@ -516,6 +588,8 @@ async fn a_cli_apply_and_a_run_on_one_tenant_exclude_each_other() {
         "--tenant",
         &t.id,
         "--auto-approve",
+        "--parallelism",
+        "1",
     ])));
     let lock = ws.state().join(format!("tenants/{}.lock", t.id));
     wait_until("the CLI to take the lock", Duration::from_secs(60), || {
@@ -560,9 +634,8 @@ async fn a_cli_apply_and_a_run_on_one_tenant_exclude_each_other() {
     );
     ws.run(&["apply", "--tenant", &t.id, "--auto-approve"])
         .code(1)
-        .contains(&format!(
-            "is locked by destroy for run {destroy_id} attempt 1"
-        ));
+        .contains("is locked by destroy (")
+        .contains(&format!("run {destroy_id} attempt 1"));
     let out = ws.run(&["runs", "show", &destroy_id, "--follow"]).ok();
     assert!(
         out.stdout.contains("status applying -> applied"),

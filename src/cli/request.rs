@@ -17,20 +17,13 @@ use super::Outcome;
 use super::args::{Cli, DecisionArgs, RequestCommand, RunAction, SubmitArgs};
 use super::runs::{Print, RunsCli, execute_or_follow, warn_without_workers};
 
-/// The workflow, with tenantform's own metrics served on a loopback port for its
-/// metrics check while this process runs, unless `[validation] metrics_url` names the
-/// platform's endpoint.
+/// The workflow, queuing provisionings as runs, with the metrics its checks scrape
+/// when `[validation] metrics_url` names no endpoint ([`RunsCli::load`]).
 async fn open_workflow<'a>(engine: &'a Engine, runs: &RunsCli) -> anyhow::Result<Workflow<'a>> {
     let mut wf = Workflow::open(engine).await?;
     wf.set_provisioning(std::sync::Arc::new(RunQueue::open(&runs.pg).await?));
-    let specs = engine.specs().await?;
-    if specs.platform.validation.metrics_url.is_none() {
-        let pg = PostgresConfig::resolve(&specs.platform.postgres)?;
-        // The handle is dropped, not aborted: the server runs until the process ends.
-        let (addr, _) = tenantform::server::serve_metrics_on_loopback(pg)
-            .await
-            .context("serving metrics on a loopback port for the validation checks")?;
-        wf.set_metrics_url(format!("http://{addr}/metrics"));
+    if let Some(url) = &runs.cx.metrics_url {
+        wf.set_metrics_url(url);
     }
     Ok(wf)
 }
@@ -40,7 +33,7 @@ pub async fn cmd_request(
     engine: &Engine,
     cmd: &RequestCommand,
 ) -> anyhow::Result<Outcome> {
-    let runs = RunsCli::load(cli, 10)?;
+    let runs = RunsCli::load(cli, 10, true).await?;
     let mut wf = open_workflow(engine, &runs).await?;
     match cmd {
         RequestCommand::Submit(a) => Box::pin(cmd_submit(&mut wf, &runs, a)).await,
@@ -266,7 +259,7 @@ pub async fn cmd_validate_tenant(
     id: &str,
     json: bool,
 ) -> anyhow::Result<Outcome> {
-    let mut wf = open_workflow(engine, &RunsCli::load(cli, 10)?).await?;
+    let mut wf = open_workflow(engine, &RunsCli::load(cli, 10, true).await?).await?;
     let results = Box::pin(wf.validate_tenant(id)).await?;
     let failed = results.iter().filter(|r| !r.passed).count();
     if json {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 use tenantform::Engine;
 use tenantform::connect::postgres::PostgresConfig;
@@ -33,21 +33,39 @@ pub struct RunsCli {
 }
 
 impl RunsCli {
-    pub fn load(cli: &Cli, parallelism: usize) -> anyhow::Result<RunsCli> {
+    /// `executes`: this command may execute runs (a provisioning's validation then
+    /// needs metrics to scrape: see [`loopback_metrics_url`]).
+    pub async fn load(cli: &Cli, parallelism: usize, executes: bool) -> anyhow::Result<RunsCli> {
         let platform = tenantform::spec::load_platform(&cli.specs)?;
         let pg = PostgresConfig::resolve(&platform.postgres)?;
         let store = StateStore::open(&platform, &cli.state)?;
+        let metrics_url = match (executes, &platform.validation.metrics_url) {
+            (true, None) => Some(loopback_metrics_url(&pg).await?),
+            _ => None,
+        };
         Ok(RunsCli {
             cx: RunContext {
                 specs_dir: cli.specs.clone(),
                 state_dir: cli.state.clone(),
                 parallelism,
                 settings: platform.runs.clone(),
+                metrics_url,
             },
             pg,
             store,
         })
     }
+}
+
+/// Serves tenantform's own metrics on a loopback port while this process runs, for the
+/// validation's metrics check when `[validation] metrics_url` names no endpoint of the
+/// platform; returns their URL.
+pub async fn loopback_metrics_url(pg: &PostgresConfig) -> anyhow::Result<String> {
+    // The handle is dropped, not aborted: the server runs until the process ends.
+    let (addr, _) = tenantform::server::serve_metrics_on_loopback(pg.clone())
+        .await
+        .context("serving metrics on a loopback port for the validation checks")?;
+    Ok(format!("http://{addr}/metrics"))
 }
 
 /// Settles a queued run ([`settle`]; Ctrl-C releases an embedded run for `runs
@@ -100,7 +118,7 @@ pub async fn warn_without_workers(runs: &RunsCli, queue: &RunQueue) -> anyhow::R
 /// signal finishes the runs in flight and exits 0, a second releases them at once.
 pub async fn cmd_worker(cli: &Cli, args: &WorkerArgs) -> anyhow::Result<Outcome> {
     use tokio::signal::unix::{SignalKind, signal};
-    let runs = RunsCli::load(cli, args.parallelism as usize)?;
+    let runs = RunsCli::load(cli, args.parallelism as usize, true).await?;
     let worker = Worker::new(runs.cx.clone(), &runs.pg, args.concurrency as usize).await?;
     eprintln!(
         "Worker {} executing up to {} run(s) at once; SIGTERM finishes them and exits.",
@@ -156,7 +174,11 @@ fn show(v: &RunView, json: bool) -> anyhow::Result<()> {
 
 /// `tenantform runs ...`.
 pub async fn cmd_runs(cli: &Cli, cmd: &RunsCommand) -> anyhow::Result<Outcome> {
-    let runs = RunsCli::load(cli, 10)?;
+    let executes = matches!(
+        cmd,
+        RunsCommand::Start { .. } | RunsCommand::Apply { .. } | RunsCommand::Resume { .. }
+    );
+    let runs = RunsCli::load(cli, 10, executes).await?;
     let queue = RunQueue::open(&runs.pg).await?;
     let settle = |id: uuid::Uuid, wait: bool, json: bool| {
         let runs = &runs;

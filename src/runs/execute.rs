@@ -34,6 +34,10 @@ pub struct RunContext {
     /// Provider calls in flight at once within one run.
     pub parallelism: usize,
     pub settings: RunSettings,
+    /// Where a provisioning's metrics check scrapes when `[validation] metrics_url` is
+    /// not set: the process that executes runs serves tenantform's own metrics and says
+    /// where ([`Workflow::set_metrics_url`]).
+    pub metrics_url: Option<String>,
 }
 
 impl RunContext {
@@ -83,6 +87,7 @@ pub async fn execute(
                 log: &log,
                 cancel: &cancel,
                 parallelism: cx.parallelism,
+                metrics_url: cx.metrics_url.as_deref(),
             };
             // Boxed: the lifecycle's future is deep enough to overflow the compiler's
             // layout query inside a worker's.
@@ -128,6 +133,7 @@ struct Step<'a> {
     log: &'a EventLog,
     cancel: &'a CancellationToken,
     parallelism: usize,
+    metrics_url: Option<&'a str>,
 }
 
 impl Step<'_> {
@@ -310,6 +316,9 @@ impl Step<'_> {
         let request_id = self.run.request_id.as_deref().unwrap_or(&self.run.tenant);
         let mut wf = Workflow::open(self.engine).await.map_err(workflow)?;
         wf.set_progress(self.log.progress_sink());
+        if let Some(url) = self.metrics_url {
+            wf.set_metrics_url(url);
+        }
         let outcome = wf
             .provision(request_id, &self.run.requested_by)
             .await

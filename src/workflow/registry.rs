@@ -707,43 +707,6 @@ impl Registry {
     }
 }
 
-/// Whether table `tenantform.<table>` exists.
-async fn table_exists(client: &Client, table: &str) -> Result<bool, tokio_postgres::Error> {
-    Ok(client
-        .query_one(
-            &format!("SELECT to_regclass('{SCHEMA}.{table}') IS NOT NULL"),
-            &[],
-        )
-        .await?
-        .get(0))
-}
-
-/// The specs of every tenant provisioned from a request (none before the registry
-/// exists). The engine adds them to the files' tenants.
-pub async fn registered_specs(client: &Client) -> Result<Vec<RegisteredSpec>, String> {
-    let failed = |e: tokio_postgres::Error| db_error(&e).to_string();
-    if !table_exists(client, "tenant_specs").await.map_err(failed)? {
-        return Ok(Vec::new());
-    }
-    let rows = client
-        .query(
-            &format!(
-                "SELECT tenant, source, exported_at IS NOT NULL FROM {SCHEMA}.tenant_specs ORDER BY tenant"
-            ),
-            &[],
-        )
-        .await
-        .map_err(failed)?;
-    Ok(rows
-        .iter()
-        .map(|r| RegisteredSpec {
-            tenant: r.get(0),
-            source: r.get(1),
-            exported: r.get(2),
-        })
-        .collect())
-}
-
 async fn get_in(tx: &Transaction<'_>, id: &str) -> Result<Option<Request>, WorkflowError> {
     let row = tx
         .query_opt(
