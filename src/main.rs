@@ -20,7 +20,20 @@ use cli::runs::{cmd_runs, cmd_worker};
 use cli::state::{cmd_force_unlock, cmd_show, cmd_state, cmd_validate};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // Help and version are answers; a usage error exits 1, as Terraform's do:
+            // with `--detailed-exitcode`, 2 means only "changes present".
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    quiet_on_closed_pipe();
     let filter = tracing_subscriber::EnvFilter::try_from_env("TENANTFORM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
@@ -76,4 +89,25 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             cmd_force_unlock(&engine, tenant, lock_id).await
         }
     }
+}
+
+/// A closed stdout (`tenantform state list | head -1`) ends the command quietly with
+/// 141 (128 + SIGPIPE: what a shell reports for a tool that the closed pipe stopped),
+/// instead of a panic message. Rust reports the closed pipe as a panic of `print!`;
+/// this hook recognizes it and exits, as the signal would. Every other panic is
+/// reported as before. State is safe either way: it is checkpointed after every step.
+fn quiet_on_closed_pipe() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let text = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.starts_with("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        report(info);
+    }));
 }

@@ -350,8 +350,9 @@ async fn destroy_removes_everything_and_twice_is_fine(backend: Backend) {
         .run(&["destroy", "--tenant", &gone.id, "--auto-approve"])
         .ok();
     assert!(
-        run.stdout
-            .contains(&format!("0 added, 0 changed, {PER_TENANT} destroyed")),
+        run.stdout.contains(&format!(
+            "Destroy complete! Resources: {PER_TENANT} destroyed."
+        )),
         "{}",
         run.all()
     );

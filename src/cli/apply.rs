@@ -174,10 +174,12 @@ async fn plan_confirm_apply(
             }
             Ok(Outcome::Ok)
         }
-        None => {
-            println!("Cancelled: nothing was changed.");
-            Ok(Outcome::Ok)
-        }
+        // Terraform exits 1 when the answer is not "yes": the run did not do what was
+        // asked, and a script must not read it as success.
+        None => bail!(
+            "{} cancelled: nothing was changed",
+            if destroy { "Destroy" } else { "Apply" }
+        ),
     }
 }
 
@@ -233,17 +235,26 @@ fn print_apply_report(
     } else {
         let done = |step: &str| report.count(step);
         let replaced = plan.count(Action::Replace);
-        println!(
-            "\nApply {}! Resources: {} added, {} changed, {} destroyed.",
-            if report.succeeded() {
-                "complete"
-            } else {
-                "finished with errors"
-            },
-            done("create"),
-            done("update"),
-            done("delete"),
-        );
+        let verb = if plan.mode == PlanMode::Destroy {
+            "Destroy"
+        } else {
+            "Apply"
+        };
+        let how = if report.succeeded() {
+            "complete"
+        } else {
+            "finished with errors"
+        };
+        if plan.mode == PlanMode::Destroy {
+            println!("\n{verb} {how}! Resources: {} destroyed.", done("delete"));
+        } else {
+            println!(
+                "\n{verb} {how}! Resources: {} added, {} changed, {} destroyed.",
+                done("create"),
+                done("update"),
+                done("delete"),
+            );
+        }
         if replaced > 0 {
             println!("({replaced} of them replaced: destroyed, then created.)");
         }

@@ -52,7 +52,7 @@ pub async fn cmd_refresh(
             plural(n)
         );
     } else {
-        println!("Cancelled: nothing was changed.");
+        anyhow::bail!("refresh cancelled: nothing was changed");
     }
     Ok(Outcome::Ok)
 }
