@@ -172,7 +172,7 @@ impl Provider for Cloud {
         }
         let result = if fails {
             Err(Cloud::injected(address))
-        } else if mode == CreateMode::Fresh && self.exists(address) {
+        } else if !mode.is_resume() && self.exists(address) {
             Err(ProviderError::AlreadyExists {
                 what: address.to_string(),
             })
@@ -350,6 +350,7 @@ impl Harness {
                     status: ResourceStatus::Created,
                     attributes: resource(a, deps, 1).attributes,
                     depends_on: deps.iter().map(|d| (*d).clone()).collect(),
+                    create_token: None,
                 },
             );
             self.cloud.existing.lock().unwrap().insert((*a).clone());

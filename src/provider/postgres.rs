@@ -1,7 +1,11 @@
 //! PostgreSQL: schemas, login roles, grants, tables and row-level security.
 //!
 //! Every statement that must not be half-done runs as one simple-query batch, which
-//! PostgreSQL executes as a single implicit transaction. Role passwords are sent as
+//! PostgreSQL executes as a single implicit transaction. A create's batch runs at most
+//! once however its answers are lost ([`execute_once`]: the next attempt asks whether
+//! the earlier transaction committed), so a create never fails on the object its own
+//! attempt made. A role carries the create's token in its comment, which tells a resumed
+//! create its role from someone else's. Role passwords are sent as
 //! SCRAM-SHA-256 verifiers computed here, so the plain password never reaches the
 //! server, its logs or `pg_stat_statements`.
 
@@ -10,16 +14,23 @@ use serde_json::{Value, json};
 use tokio_postgres::error::SqlState;
 
 use super::{CreateMode, Provider, ProviderError};
-use crate::connect::postgres::{PostgresConfig, PostgresPool, db_error, ident, literal, pooled};
+use crate::connect::postgres::{
+    PostgresConfig, PostgresPool, db_error, execute_once, ident, literal, pooled,
+};
 use crate::connect::retry::RetryPolicy;
 use crate::resource::postgres::column_json;
 use crate::resource::{
-    Attributes, Resource, ResourceAddress, ResourceType, attr_bool, attr_str, required_str,
-    string_list,
+    Attributes, CreateToken, Resource, ResourceAddress, ResourceType, attr_bool, attr_str,
+    required_str, string_list,
 };
 use crate::secret::generate_password;
 
 const SERVICE: &str = "PostgreSQL";
+
+/// The comment a role is created with: it carries the create's token.
+fn role_comment(token: CreateToken) -> String {
+    format!("created by tenantform (create {token})")
+}
 
 fn is_duplicate(e: &ProviderError) -> bool {
     matches!(e, ProviderError::Api { code, .. }
@@ -57,6 +68,13 @@ impl PostgresProvider {
                 client.batch_execute(sql).await.map_err(|e| db_error(&e))
             })
             .await
+    }
+
+    /// Runs `sql` (statements that must not run twice, such as a create) as one
+    /// transaction that takes effect at most once across the retries
+    /// ([`execute_once`]).
+    pub(crate) async fn batch_once(&self, sql: &str) -> Result<(), ProviderError> {
+        execute_once(&self.pool, &self.retry, sql).await
     }
 
     /// Runs a query with text parameters and returns its rows, with retries.
@@ -104,8 +122,10 @@ impl PostgresProvider {
         .await
     }
 
-    /// Runs a create batch; a duplicate object is ours in resume mode and someone
-    /// else's otherwise.
+    /// Runs a create batch once ([`Self::batch_once`], so an attempt whose answer was
+    /// lost is never mistaken for someone else's object); a resumed create runs
+    /// `resume_sql`, which takes an existing object of the name. A duplicate object is
+    /// someone else's.
     async fn create_batch(
         &self,
         sql: &str,
@@ -113,11 +133,8 @@ impl PostgresProvider {
         mode: CreateMode,
         what: impl FnOnce() -> String,
     ) -> Result<(), ProviderError> {
-        let sql = match mode {
-            CreateMode::Fresh => sql,
-            CreateMode::Resume => resume_sql,
-        };
-        match self.batch(sql).await {
+        let sql = if mode.is_resume() { resume_sql } else { sql };
+        match self.batch_once(sql).await {
             Err(e) if is_duplicate(&e) => Err(ProviderError::AlreadyExists { what: what() }),
             other => other,
         }
@@ -205,26 +222,48 @@ impl PostgresProvider {
         let password = generate_password(32);
         let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
         let options = Self::role_options(attrs);
+        let what = || format!("PostgreSQL role {name:?}");
+        if mode.is_resume() {
+            match self.role_comment(name).await? {
+                None => {}
+                // The interrupted run made it, with a password nobody recorded: set a
+                // new one.
+                Some(comment) if comment.contains(&mode.token().to_string()) => {
+                    self.batch(&format!(
+                        "ALTER ROLE {} {options} PASSWORD {};",
+                        ident(name),
+                        literal(&verifier)
+                    ))
+                    .await?;
+                    return Ok(Attributes::from([("password".into(), json!(password))]));
+                }
+                Some(_) => return Err(ProviderError::AlreadyExists { what: what() }),
+            }
+        }
+        // The comment carries the create's token, in the transaction that creates the
+        // role, so that a resumed create can tell its role from someone else's.
         let create = format!(
-            "CREATE ROLE {} {options} PASSWORD {}",
-            ident(name),
-            literal(&verifier)
-        );
-        // Resume: the role may exist from the interrupted run, with a password nobody
-        // recorded; set a new one.
-        let resume = format!(
-            "DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {lit}) THEN \
-             EXECUTE {create_lit}; END IF; END$$; ALTER ROLE {id} {options} PASSWORD {pw};",
-            lit = literal(name),
-            create_lit = literal(&format!("CREATE ROLE {}", ident(name))),
+            "CREATE ROLE {id} {options} PASSWORD {pw}; COMMENT ON ROLE {id} IS {comment};",
             id = ident(name),
             pw = literal(&verifier),
+            comment = literal(&role_comment(mode.token())),
         );
-        self.create_batch(&create, &resume, mode, || {
-            format!("PostgreSQL role {name:?}")
-        })
-        .await?;
+        match self.batch_once(&create).await {
+            Err(e) if is_duplicate(&e) => return Err(ProviderError::AlreadyExists { what: what() }),
+            other => other?,
+        }
         Ok(Attributes::from([("password".into(), json!(password))]))
+    }
+
+    /// The role's comment (`Some("")` for none), or `None` when there is no such role.
+    async fn role_comment(&self, role: &str) -> Result<Option<String>, ProviderError> {
+        let rows = self
+            .query(
+                "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1",
+                &[role],
+            )
+            .await?;
+        Ok(rows.first().map(|r| r.get(0)))
     }
 
     async fn delete_role(&self, current: &Attributes) -> Result<(), ProviderError> {
@@ -760,7 +799,7 @@ impl Provider for PostgresProvider {
                     || format!("PostgreSQL table {name:?}"),
                 )
                 .await?;
-                if mode == CreateMode::Resume {
+                if mode.is_resume() {
                     // The table may predate a change of its columns.
                     self.update_table(a, a).await?;
                 }

@@ -247,7 +247,7 @@ impl Provider for RedisProvider {
     ) -> Result<Attributes, ProviderError> {
         let a = &resource.attributes;
         let name = required_str(a, "name")?;
-        if mode == CreateMode::Fresh && self.get_user(name).await?.is_some() {
+        if !mode.is_resume() && self.get_user(name).await?.is_some() {
             return Err(ProviderError::AlreadyExists {
                 what: format!("Redis ACL user {name:?}"),
             });

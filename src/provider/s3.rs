@@ -1,11 +1,17 @@
 //! S3: a tenant's bucket (with its versioning, lifecycle, public access block and tags)
 //! and the bucket's policy.
 //!
+//! CreateBucket takes no tag that could carry a create's token, so a bucket is this
+//! create's when S3 says so: `BucketAlreadyOwnedByYou` on a retry of a call that found
+//! no bucket of that name when it began (the lost attempt made it); any other existing
+//! bucket is someone else's, unless the create resumes an interrupted run.
+//!
 //! The bucket's sub-configurations are attributes of `s3_bucket`, each set with its
 //! own API call, so that an update touches only what changed. The policy is its own
 //! resource because it names the tenant's role and so must wait for it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
 use aws_sdk_s3::types::{
@@ -294,15 +300,17 @@ impl S3Provider {
         // CreateBucket by the owner of an existing bucket succeeds in us-east-1, so ask
         // first: in a fresh create an existing bucket is never ours.
         let exists = self.bucket_exists(&s3, &bucket).await?;
-        if exists && mode == CreateMode::Fresh {
+        if exists && !mode.is_resume() {
             return Err(ProviderError::AlreadyExists {
                 what: format!("S3 bucket {bucket:?}"),
             });
         }
         if !exists {
+            let attempts = AtomicU32::new(0);
             let created = self
                 .retry
                 .run(SERVICE, || async {
+                    attempts.fetch_add(1, Ordering::Relaxed);
                     let mut call = s3.create_bucket().bucket(&bucket);
                     if region != "us-east-1" {
                         call = call.create_bucket_configuration(
@@ -314,9 +322,15 @@ impl S3Provider {
                     call.send().await.map_err(|e| sdk_error(SERVICE, e))
                 })
                 .await;
+            // A bucket of this account that was not there when this call began: an
+            // earlier attempt of the call made it and its answer was lost. (In
+            // us-east-1 S3 answers such a CreateBucket with success instead.)
+            let lost_answer = attempts.load(Ordering::Relaxed) > 1;
             match created {
                 Ok(_) => {}
-                Err(e) if e.code() == "BucketAlreadyOwnedByYou" && mode == CreateMode::Resume => {}
+                Err(e)
+                    if e.code() == "BucketAlreadyOwnedByYou"
+                        && (mode.is_resume() || lost_answer) => {}
                 Err(e) if matches!(e.code(), "BucketAlreadyExists" | "BucketAlreadyOwnedByYou") => {
                     return Err(ProviderError::AlreadyExists {
                         what: format!("S3 bucket {bucket:?}"),

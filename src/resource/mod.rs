@@ -336,6 +336,43 @@ impl Resource {
     }
 }
 
+/// Names one create of one resource, across its attempts and across runs: state records
+/// it with the `creating` record before the provider is called, and the provider writes
+/// it with the object where the service takes it in the creating call itself (an IAM or
+/// ElastiCache tag, a PostgreSQL role's comment). An object of the resource's name that
+/// carries the token is the one this create made, whatever answers were lost on the
+/// way; one that does not is someone else's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CreateToken(uuid::Uuid);
+
+impl CreateToken {
+    /// A token no other create has.
+    pub fn new() -> Self {
+        CreateToken(uuid::Uuid::new_v4())
+    }
+}
+
+impl Default for CreateToken {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for CreateToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for CreateToken {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(CreateToken)
+    }
+}
+
 /// An attribute a provider needs is missing or not of its kind: a blueprint bug, or a
 /// state file edited by hand.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

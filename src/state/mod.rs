@@ -35,7 +35,7 @@ use uuid::Uuid;
 pub use applied_spec::{APPLIED_SPEC_VERSION, AppliedSpec};
 pub use lock::{LockInfo, StateLock};
 
-use crate::resource::{Attributes, ResourceAddress, ResourceType, TenantId};
+use crate::resource::{Attributes, CreateToken, ResourceAddress, ResourceType, TenantId};
 
 /// The state file format this build reads and writes.
 pub const STATE_FORMAT_VERSION: u32 = 1;
@@ -70,6 +70,12 @@ pub struct ResourceState {
     /// All attributes, computed and sensitive ones included.
     pub attributes: Attributes,
     pub depends_on: Vec<ResourceAddress>,
+    /// While `creating`: the token of the create under way, which the provider writes
+    /// with the object where the service allows, so that the next attempt can tell the
+    /// object this create made from someone else's. Absent once created, and in records
+    /// written before tokens existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_token: Option<CreateToken>,
 }
 
 /// Whether a resource is known to exist.
@@ -80,7 +86,8 @@ pub enum ResourceStatus {
     Created,
     /// A create was started and not confirmed (the run died or the call failed with an
     /// unknown outcome). The resource may or may not exist; the next run finishes the
-    /// create, accepting an existing resource of that name as its own.
+    /// create, accepting an existing resource of that name as its own when it carries
+    /// the record's `create_token` (or, for a service that cannot store one, by name).
     Creating,
 }
 
@@ -579,6 +586,7 @@ mod tests {
             status: ResourceStatus::Created,
             attributes: Attributes::new(),
             depends_on: deps.iter().map(|d| d.parse().unwrap()).collect(),
+            create_token: None,
         }
     }
 
