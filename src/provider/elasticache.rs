@@ -108,7 +108,9 @@ impl ElasticacheProvider {
         })
         .await?;
         let pairs = tag_pairs(tags.tag_list());
-        Ok(create_token_in(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))))
+        Ok(create_token_in(
+            pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ))
     }
 
     async fn arn(&self, a: &Attributes) -> Result<String, ProviderError> {

@@ -4,8 +4,9 @@
 //! PostgreSQL executes as a single implicit transaction. A create's batch runs at most
 //! once however its answers are lost ([`execute_once`]: the next attempt asks whether
 //! the earlier transaction committed), so a create never fails on the object its own
-//! attempt made. A role carries the create's token in its comment, which tells a resumed
-//! create its role from someone else's. Role passwords are sent as
+//! attempt made. A schema or role carries the create's token in its comment, written in
+//! the creating transaction, which tells a resumed create its object from someone
+//! else's. Role passwords are sent as
 //! SCRAM-SHA-256 verifiers computed here, so the plain password never reaches the
 //! server, its logs or `pg_stat_statements`.
 
@@ -27,9 +28,20 @@ use crate::secret::generate_password;
 
 const SERVICE: &str = "PostgreSQL";
 
-/// The comment a role is created with: it carries the create's token.
-fn role_comment(token: CreateToken) -> String {
-    format!("created by tenantform (create {token})")
+/// What a create appends to the comment it writes with a schema or role, in the
+/// creating transaction: the create's token, which tells a resumed create its object
+/// from someone else's. Reads leave it out, so it is never drift.
+const CREATE_MARK: &str = " [tenantform create ";
+
+fn with_create_mark(comment: &str, token: CreateToken) -> String {
+    format!("{comment}{CREATE_MARK}{token}]")
+}
+
+/// A comment as the resource sees it: without a create's mark.
+fn without_create_mark(comment: &str) -> &str {
+    comment
+        .find(CREATE_MARK)
+        .map_or(comment, |at| &comment[..at])
 }
 
 fn is_duplicate(e: &ProviderError) -> bool {
@@ -122,6 +134,46 @@ impl PostgresProvider {
         .await
     }
 
+    /// Creates an object whose `create` batch writes its comment with the create's mark
+    /// ([`with_create_mark`]). `comment` is the comment of the object of that name now
+    /// (`None`: there is none), asked only in a resumed create: an object whose comment
+    /// carries this create's token is the one the interrupted run made, and `adopt`
+    /// brings it to the desired state; any other is someone else's. The create runs
+    /// once however its answers are lost ([`Self::batch_once`]).
+    async fn create_marked(
+        &self,
+        mode: CreateMode,
+        comment: Option<String>,
+        create: &str,
+        adopt: &str,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), ProviderError> {
+        match comment {
+            Some(c) if mode.token().is_in(&c) => self.batch(adopt).await,
+            Some(_) => Err(ProviderError::AlreadyExists { what: what() }),
+            None => match self.batch_once(create).await {
+                Err(e) if is_duplicate(&e) => Err(ProviderError::AlreadyExists { what: what() }),
+                other => other,
+            },
+        }
+    }
+
+    /// The comment of the object that `sql` (with `$1` = its name) finds (`Some("")`
+    /// for none), or `None` when there is no such object; asked only by a resumed
+    /// create, which alone may find its own object.
+    async fn comment_if_resumed(
+        &self,
+        mode: CreateMode,
+        sql: &str,
+        name: &str,
+    ) -> Result<Option<String>, ProviderError> {
+        if !mode.is_resume() {
+            return Ok(None);
+        }
+        let rows = self.query(sql, &[name]).await?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
     /// Runs a create batch once ([`Self::batch_once`], so an attempt whose answer was
     /// lost is never mistaken for someone else's object); a resumed create runs
     /// `resume_sql`, which takes an existing object of the name. A duplicate object is
@@ -154,18 +206,30 @@ impl PostgresProvider {
             let comment: String = row.get(0);
             Attributes::from([
                 ("name".into(), json!(name)),
-                ("comment".into(), json!(comment)),
+                ("comment".into(), json!(without_create_mark(&comment))),
             ])
         }))
     }
 
-    fn schema_sql(attrs: &Attributes, if_not_exists: bool) -> Result<String, ProviderError> {
-        let name = ident(required_str(attrs, "name")?);
-        Ok(format!(
-            "CREATE SCHEMA {}{name}; COMMENT ON SCHEMA {name} IS {};",
-            if if_not_exists { "IF NOT EXISTS " } else { "" },
-            literal(required_str(attrs, "comment")?)
-        ))
+    async fn create_schema(&self, a: &Attributes, mode: CreateMode) -> Result<(), ProviderError> {
+        let name = required_str(a, "name")?;
+        let comment = literal(&with_create_mark(required_str(a, "comment")?, mode.token()));
+        let id = ident(name);
+        let now = self
+            .comment_if_resumed(
+                mode,
+                "SELECT coalesce(obj_description(oid, 'pg_namespace'), '') FROM pg_namespace WHERE nspname = $1",
+                name,
+            )
+            .await?;
+        self.create_marked(
+            mode,
+            now,
+            &format!("CREATE SCHEMA {id}; COMMENT ON SCHEMA {id} IS {comment};"),
+            &format!("COMMENT ON SCHEMA {id} IS {comment};"),
+            || format!("PostgreSQL schema {name:?}"),
+        )
+        .await
     }
 
     // --- role ---------------------------------------------------------------------
@@ -222,48 +286,29 @@ impl PostgresProvider {
         let password = generate_password(32);
         let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
         let options = Self::role_options(attrs);
-        let what = || format!("PostgreSQL role {name:?}");
-        if mode.is_resume() {
-            match self.role_comment(name).await? {
-                None => {}
-                // The interrupted run made it, with a password nobody recorded: set a
-                // new one.
-                Some(comment) if comment.contains(&mode.token().to_string()) => {
-                    self.batch(&format!(
-                        "ALTER ROLE {} {options} PASSWORD {};",
-                        ident(name),
-                        literal(&verifier)
-                    ))
-                    .await?;
-                    return Ok(Attributes::from([("password".into(), json!(password))]));
-                }
-                Some(_) => return Err(ProviderError::AlreadyExists { what: what() }),
-            }
-        }
-        // The comment carries the create's token, in the transaction that creates the
-        // role, so that a resumed create can tell its role from someone else's.
-        let create = format!(
-            "CREATE ROLE {id} {options} PASSWORD {pw}; COMMENT ON ROLE {id} IS {comment};",
-            id = ident(name),
-            pw = literal(&verifier),
-            comment = literal(&role_comment(mode.token())),
-        );
-        match self.batch_once(&create).await {
-            Err(e) if is_duplicate(&e) => return Err(ProviderError::AlreadyExists { what: what() }),
-            other => other?,
-        }
-        Ok(Attributes::from([("password".into(), json!(password))]))
-    }
-
-    /// The role's comment (`Some("")` for none), or `None` when there is no such role.
-    async fn role_comment(&self, role: &str) -> Result<Option<String>, ProviderError> {
-        let rows = self
-            .query(
+        let id = ident(name);
+        let pw = literal(&verifier);
+        // A role has no comment of its own: the comment is the create's mark alone.
+        let comment = literal(&with_create_mark("created by tenantform", mode.token()));
+        let now = self
+            .comment_if_resumed(
+                mode,
                 "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1",
-                &[role],
+                name,
             )
             .await?;
-        Ok(rows.first().map(|r| r.get(0)))
+        // Adopted from the interrupted run, with a password nobody recorded: set a new one.
+        self.create_marked(
+            mode,
+            now,
+            &format!(
+                "CREATE ROLE {id} {options} PASSWORD {pw}; COMMENT ON ROLE {id} IS {comment};"
+            ),
+            &format!("ALTER ROLE {id} {options} PASSWORD {pw};"),
+            || format!("PostgreSQL role {name:?}"),
+        )
+        .await?;
+        Ok(Attributes::from([("password".into(), json!(password))]))
     }
 
     async fn delete_role(&self, current: &Attributes) -> Result<(), ProviderError> {
@@ -772,16 +817,7 @@ impl Provider for PostgresProvider {
             )
         };
         match resource.address.resource_type {
-            ResourceType::PostgresSchema => {
-                let name = required_str(a, "name")?;
-                self.create_batch(
-                    &Self::schema_sql(a, false)?,
-                    &Self::schema_sql(a, true)?,
-                    mode,
-                    || format!("PostgreSQL schema {name:?}"),
-                )
-                .await?;
-            }
+            ResourceType::PostgresSchema => self.create_schema(a, mode).await?,
             ResourceType::PostgresRole => return self.create_role(a, mode).await,
             t @ (ResourceType::PostgresSchemaGrant | ResourceType::PostgresTableGrant) => {
                 self.converge_grant(t, a).await?
@@ -914,6 +950,16 @@ fn unsupported(t: ResourceType) -> ProviderError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_create_mark_is_found_by_its_token_only_and_left_out_of_the_comment() {
+        let token = CreateToken::new();
+        let marked = with_create_mark("Tenant a's data", token);
+        assert!(token.is_in(&marked));
+        assert!(!CreateToken::new().is_in(&marked));
+        assert_eq!(without_create_mark(&marked), "Tenant a's data");
+        assert_eq!(without_create_mark("plain"), "plain");
+    }
 
     #[test]
     fn grant_sql_grants_the_missing_and_revokes_the_extra() {

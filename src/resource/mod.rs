@@ -347,9 +347,23 @@ impl Resource {
 pub struct CreateToken(uuid::Uuid);
 
 impl CreateToken {
-    /// A token no other create has.
+    /// A token no other create has. It holds the instant it was made (a UUIDv7), which
+    /// is before the create's first call: an object made earlier is not this create's.
     pub fn new() -> Self {
-        CreateToken(uuid::Uuid::new_v4())
+        CreateToken(uuid::Uuid::now_v7())
+    }
+
+    /// When the token was made, in milliseconds since the Unix epoch (`None` for a
+    /// token of another form, which no create of this build wrote).
+    pub fn issued_at_millis(self) -> Option<u64> {
+        let ts = self.0.get_timestamp()?;
+        let (secs, nanos) = ts.to_unix();
+        Some(secs * 1000 + u64::from(nanos) / 1_000_000)
+    }
+
+    /// Whether `text` (a comment, a tag value, an ACL rule) carries this token.
+    pub fn is_in(self, text: &str) -> bool {
+        text.contains(&self.0.to_string())
     }
 }
 
