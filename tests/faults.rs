@@ -409,8 +409,10 @@ async fn a_lost_answer_to_any_create_is_adopted_not_orphaned() {
     proxies
         .aws
         .on_first("<CreateBucketConfiguration", Fault::LostAnswer);
-    proxies.pg.on_first("CREATE SCHEMA", Fault::LostAnswer);
-    proxies.pg.on_first("CREATE ROLE", Fault::LostAnswer);
+    let schema = format!("CREATE SCHEMA \"{}\"", t.pg_name());
+    proxies.pg.on_first(&schema, Fault::LostAnswer);
+    let role = format!("CREATE ROLE \"{}\"", t.pg_name());
+    proxies.pg.on_first(&role, Fault::LostAnswer);
     proxies.redis.on_first("SETUSER", Fault::LostAnswer);
     proxies.point(&mut ws);
     let run = ws.run(&["apply", "--auto-approve"]);
@@ -438,4 +440,107 @@ async fn a_lost_answer_to_any_create_is_adopted_not_orphaned() {
     ws.run(&["plan", "--detailed-exitcode"]).code(0);
     ws.run(&["destroy", "--auto-approve"]).ok();
     assert!(objects_of(&ws, &t).await.is_empty());
+}
+
+/// A create that never reached the service stays `creating` in state (its outcome was
+/// unknown). If someone else then takes the name, the next run must not adopt their
+/// object because state says "creating": the object does not carry the create's token,
+/// so the create fails with "already exists" and the foreign object survives untouched.
+#[tokio::test]
+async fn a_resumed_create_never_adopts_a_foreign_object_of_its_name() {
+    let t = TenantDef::new("foreign", "bronze");
+    let mut ws = Workspace::new(std::slice::from_ref(&t)).await;
+    let proxies = Proxies::start(0.0, 1);
+    // Every attempt of these creates is cut before the service sees it.
+    let schema = format!("CREATE SCHEMA \"{}\"", t.pg_name());
+    for _ in 0..5 {
+        proxies.aws.on_first("Action=CreateRole", Fault::DropBefore);
+        proxies.pg.on_first(&schema, Fault::DropBefore);
+        proxies.redis.on_first("SETUSER", Fault::DropBefore);
+    }
+    proxies.point(&mut ws);
+    let first = ws.run(&["apply", "--auto-approve", "--no-rollback"]);
+    drop(proxies);
+    assert_eq!(first.code, 1, "{}", first.all());
+    let state = ws.state_json(&t.id).expect("state");
+    for key in ["iam_role.app", "postgres_schema.main", "redis_acl_user.app"] {
+        assert_eq!(
+            state["resources"][key]["status"],
+            "creating",
+            "{key}: {}",
+            first.all()
+        );
+    }
+
+    // Someone else takes the three names.
+    let iam = iam_client().await;
+    iam.create_role()
+        .role_name(role_of(&t))
+        .assume_role_policy_document(
+            r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ec2.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    ws.admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE SCHEMA {0}; COMMENT ON SCHEMA {0} IS 'theirs'",
+            t.pg_name()
+        ))
+        .await
+        .unwrap();
+    let mut redis = redis_admin().await;
+    redis_cmd(&mut redis, &["ACL", "SETUSER", &t.pg_name(), "off"])
+        .await
+        .unwrap();
+
+    point_at_stack(&mut ws);
+    let second = ws.run(&["apply", "--auto-approve"]).code(1);
+    for what in [
+        format!(
+            "IAM role {:?} already exists and is not managed",
+            role_of(&t)
+        ),
+        format!(
+            "PostgreSQL schema {:?} already exists and is not managed",
+            t.pg_name()
+        ),
+        format!(
+            "Redis ACL user {:?} already exists and is not managed",
+            t.pg_name()
+        ),
+    ] {
+        assert!(second.all().contains(&what), "{what}:\n{}", second.all());
+    }
+    // The foreign objects are as their owner left them.
+    let role = iam
+        .get_role()
+        .role_name(role_of(&t))
+        .send()
+        .await
+        .expect("the foreign role survives");
+    assert!(role.role().unwrap().tags().is_empty());
+    let comment: String = ws
+        .admin()
+        .await
+        .query_one(
+            "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1",
+            &[&t.pg_name()],
+        )
+        .await
+        .expect("the foreign schema survives")
+        .get(0);
+    assert_eq!(comment, "theirs");
+    let user = redis_cmd(&mut redis, &["ACL", "GETUSER", &t.pg_name()])
+        .await
+        .unwrap();
+    assert_ne!(user, redis::Value::Nil, "the foreign Redis user survives");
+
+    iam.delete_role()
+        .role_name(role_of(&t))
+        .send()
+        .await
+        .unwrap();
+    ws.run(&["destroy", "--auto-approve"]).ok();
 }

@@ -192,8 +192,9 @@ impl FaultProxy {
         format!("http://{}", self.addr)
     }
 
-    /// Gives `fault` to the first request (HTTP) or client bytes (TCP, where it takes
-    /// effect at the server's next answer) that contain `needle`.
+    /// Gives `fault` to the first request (HTTP) or client bytes (TCP) that contain
+    /// `needle`. On TCP, `DropBefore` closes the connection without passing the bytes
+    /// on; the other faults take effect at the server's next answer.
     pub fn on_first(&self, needle: &str, fault: Fault) {
         self.shared
             .script
@@ -447,9 +448,14 @@ async fn serve_tcp(
                 if n == 0 {
                     return Ok(());
                 }
-                if let Some(f) = shared.scripted(&up[..n]) {
-                    fault = Some(if f == Fault::LostAnswer { Fault::Close } else { f });
-                    break_at = answers + 1;
+                match shared.scripted(&up[..n]) {
+                    // The bytes never reach the server.
+                    Some(Fault::DropBefore) => return Ok(()),
+                    Some(f) => {
+                        fault = Some(if f == Fault::LostAnswer { Fault::Close } else { f });
+                        break_at = answers + 1;
+                    }
+                    None => {}
                 }
                 server.write_all(&up[..n]).await?;
             }
