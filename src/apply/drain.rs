@@ -370,7 +370,7 @@ impl<'a> DrainState<'a> {
                 // A resumed create keeps its token, which the object it made carries.
                 let token = interrupted
                     .and_then(|e| e.create_token)
-                    .unwrap_or_else(CreateToken::new);
+                    .unwrap_or_else(CreateToken::issue);
                 let mode = if interrupted.is_some() || change.resumes() {
                     CreateMode::Resume(token)
                 } else {

@@ -200,7 +200,7 @@ mod tests {
 
     #[test]
     fn the_create_token_tag_is_written_found_and_left_out_of_the_resource_tags() {
-        let token = CreateToken::new();
+        let token = CreateToken::issue();
         let attrs = Attributes::from([("tags".into(), json!({"TenantID": "a"}))]);
         let written = tags_with_token(&attrs, token);
         assert_eq!(written.len(), 2);

@@ -953,10 +953,10 @@ mod tests {
 
     #[test]
     fn a_create_mark_is_found_by_its_token_only_and_left_out_of_the_comment() {
-        let token = CreateToken::new();
+        let token = CreateToken::issue();
         let marked = with_create_mark("Tenant a's data", token);
         assert!(token.is_in(&marked));
-        assert!(!CreateToken::new().is_in(&marked));
+        assert!(!CreateToken::issue().is_in(&marked));
         assert_eq!(without_create_mark(&marked), "Tenant a's data");
         assert_eq!(without_create_mark("plain"), "plain");
     }

@@ -336,7 +336,7 @@ mod tests {
 
     #[test]
     fn a_users_create_mark_proves_its_create_and_is_not_a_channel_of_the_resource() {
-        let token = CreateToken::new();
+        let token = CreateToken::issue();
         let reply = Value::Array(vec![
             Value::BulkString(b"flags".to_vec()),
             Value::Array(vec![Value::BulkString(b"on".to_vec())]),
@@ -344,7 +344,7 @@ mod tests {
             Value::BulkString(format!("&app:* &{CREATE_MARK}{token}").into_bytes()),
         ]);
         assert!(made_by(&reply, token));
-        assert!(!made_by(&reply, CreateToken::new()));
+        assert!(!made_by(&reply, CreateToken::issue()));
         assert_eq!(user_attributes("u", &reply)["channels"], json!(["app:*"]));
     }
 

@@ -349,7 +349,7 @@ pub struct CreateToken(uuid::Uuid);
 impl CreateToken {
     /// A token no other create has. It holds the instant it was made (a UUIDv7), which
     /// is before the create's first call: an object made earlier is not this create's.
-    pub fn new() -> Self {
+    pub fn issue() -> Self {
         CreateToken(uuid::Uuid::now_v7())
     }
 
@@ -364,12 +364,6 @@ impl CreateToken {
     /// Whether `text` (a comment, a tag value, an ACL rule) carries this token.
     pub fn is_in(self, text: &str) -> bool {
         text.contains(&self.0.to_string())
-    }
-}
-
-impl Default for CreateToken {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
