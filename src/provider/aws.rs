@@ -90,11 +90,14 @@ fn map_strings(value: &Value, f: &dyn Fn(&str) -> String) -> Value {
     }
 }
 
-/// The tag that carries a create's [`CreateToken`] on the objects whose creating call
-/// takes tags (IAM roles and policies, ElastiCache clusters). It is written in that
-/// call, so it is on the object from its first instant; an object of the resource's name
+/// The tag that carries a create's [`CreateToken`]: on IAM roles and policies and
+/// ElastiCache clusters it is written in the creating call, so it is on the object from
+/// its first instant; on an S3 bucket it is the first thing set after CreateBucket. An
+/// object of the resource's name
 /// without it (or with another create's) is not this create's. It is not one of the
-/// resource's tags: reads leave it out and tag updates never remove it.
+/// resource's tags: reads leave it out, and IAM and ElastiCache tag updates never
+/// remove it (S3's tagging is replaced whole, so a bucket's first tag update drops it,
+/// long after its create was confirmed).
 pub const CREATE_TOKEN_TAG: &str = "tenantform:create-token";
 
 /// `tags` as the resource's `tags` attribute sees them: without [`CREATE_TOKEN_TAG`].

@@ -9,18 +9,19 @@
 //! - `create` is idempotent across its own attempts: an attempt whose answer was lost
 //!   (a dropped connection, a timeout) may have made the object, and the next attempt
 //!   must take that object as its own, not fail on its name. What proves it is written
-//!   by the create itself: the mode's [`CreateToken`], stored with the object in the
-//!   creating call where the service allows (IAM and ElastiCache tags, a PostgreSQL
-//!   role's comment), or the commit status of the creating transaction (PostgreSQL), or
-//!   the service's own word (S3's `BucketAlreadyOwnedByYou` for a bucket that was
-//!   absent when the call began).
+//!   by the create itself: the mode's [`CreateToken`], stored with the object (IAM and
+//!   ElastiCache tags in the creating call, an S3 bucket's tags before anything else is
+//!   set, a PostgreSQL schema's or role's comment in the creating transaction, a Redis
+//!   user's channel rule in the creating `ACL SETUSER`), or the commit status of the
+//!   creating transaction (PostgreSQL), or the service's own word (S3's
+//!   `BucketAlreadyOwnedByYou` for a bucket that was absent when the call began).
 //! - An existing object of the name that the create cannot prove its own is someone
 //!   else's: `create` fails with [`ProviderError::AlreadyExists`] and must then have
 //!   changed nothing. In [`CreateMode::Resume`] (state says a run started this create
-//!   and did not see it finish) the same holds where the service stores the token;
-//!   where it cannot, an existing object of that name is taken as the one the
-//!   interrupted run was creating. A resumed object is brought to the desired
-//!   attributes.
+//!   and did not see it finish) the same holds: state saying `creating` is no proof.
+//!   Only what lives inside an object already proven the tenant's (a table in its
+//!   schema, its row of the settings table, its dashboard file) is taken by name. A
+//!   resumed object is brought to the desired attributes.
 //! - Every call has a timeout; transient failures are retried by
 //!   [`crate::connect::retry`], not by the caller.
 //! - Connections come from [`crate::connect`], with the configuration the engine
@@ -57,8 +58,8 @@ pub enum CreateMode {
     /// whose answer was lost.
     Fresh(CreateToken),
     /// A previous run started this create and did not see it finish: an existing
-    /// resource of that name is ours if it carries the token (or, where the service
-    /// cannot store one, by its name alone).
+    /// resource of that name is ours if it carries the token (or, for what lives inside
+    /// an object already proven the tenant's, by its name).
     Resume(CreateToken),
 }
 

@@ -338,10 +338,10 @@ impl Resource {
 
 /// Names one create of one resource, across its attempts and across runs: state records
 /// it with the `creating` record before the provider is called, and the provider writes
-/// it with the object where the service takes it in the creating call itself (an IAM or
-/// ElastiCache tag, a PostgreSQL role's comment). An object of the resource's name that
-/// carries the token is the one this create made, whatever answers were lost on the
-/// way; one that does not is someone else's.
+/// it with the object (an IAM, ElastiCache or S3 tag, a PostgreSQL schema's or role's
+/// comment, a Redis user's channel rule, as the provider module says). An object of the
+/// resource's name that carries the token is the one this create made, whatever answers
+/// were lost on the way; one that does not is someone else's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct CreateToken(uuid::Uuid);

@@ -86,8 +86,8 @@ pub enum ResourceStatus {
     Created,
     /// A create was started and not confirmed (the run died or the call failed with an
     /// unknown outcome). The resource may or may not exist; the next run finishes the
-    /// create, accepting an existing resource of that name as its own when it carries
-    /// the record's `create_token` (or, for a service that cannot store one, by name).
+    /// create, accepting an existing resource of that name as its own only when it
+    /// carries the record's `create_token` (as the provider module says).
     Creating,
 }
 
