@@ -29,6 +29,26 @@ fn policy_of(t: &TenantDef) -> String {
     format!("rag-{}-documents-access", t.id)
 }
 
+fn cluster_of(t: &TenantDef) -> String {
+    format!("rag-{}", t.id)
+}
+
+/// The objects a complete tenant has on the services (a Gold one adds its cluster).
+fn expected_objects(t: &TenantDef) -> usize {
+    if t.tier == "gold" { 7 } else { 6 }
+}
+
+/// The resources a complete tenant's state holds.
+fn expected_resources(t: &TenantDef) -> usize {
+    PER_TENANT + usize::from(t.tier == "gold")
+}
+
+fn gold(prefix: &str) -> TenantDef {
+    let mut t = TenantDef::new(prefix, "gold");
+    t.budget_inr = 5_000_000;
+    t
+}
+
 fn socket(host_port: &str) -> SocketAddr {
     host_port
         .parse()
@@ -126,15 +146,23 @@ async fn objects_of(ws: &Workspace, t: &TenantDef) -> Vec<(&'static str, String)
     if iam.get_role().role_name(role_of(t)).send().await.is_ok() {
         found.push(("iam_role", role_of(t)));
     }
-    let policies = iam
-        .list_policies()
-        .scope(aws_sdk_iam::types::PolicyScopeType::Local)
+    // moto's account; IAM keeps one policy per name and path.
+    let policy_arn = format!("arn:aws:iam::123456789012:policy/{}", policy_of(t));
+    if iam.get_policy().policy_arn(policy_arn).send().await.is_ok() {
+        found.push(("iam_policy", policy_of(t)));
+    }
+    let ec = elasticache_client(&t.region).await;
+    if let Ok(o) = ec
+        .describe_cache_clusters()
+        .cache_cluster_id(cluster_of(t))
         .send()
         .await
-        .unwrap();
-    for p in policies.policies() {
-        if p.policy_name() == Some(policy_of(t).as_str()) {
-            found.push(("iam_policy", policy_of(t)));
+    {
+        for c in o.cache_clusters() {
+            let status = c.cache_cluster_status().unwrap_or("");
+            if !tenantform::connect::aws::moto_quirks::cluster_status_means_gone(status) {
+                found.push(("elasticache_cluster", cluster_of(t)));
+            }
         }
     }
     found
@@ -214,11 +242,16 @@ impl Figures {
 /// on the clean endpoints, checked, and destroyed. What breaks a promise is counted and
 /// described in `figures.problems`, so that a long run reports every one.
 async fn trial(rate: f64, seed: u64, tenants: usize, figures: &mut Figures) {
-    // Buckets outside us-east-1 too: there S3 refuses a second CreateBucket.
+    // Buckets outside us-east-1 too (there S3 refuses a second CreateBucket), and a
+    // Gold tenant with its cache cluster in every three.
     let regions = ["us-east-1", "eu-west-1", "us-west-2"];
     let defs: Vec<TenantDef> = (0..tenants)
         .map(|i| {
-            let mut t = TenantDef::new("flt", if i % 2 == 0 { "silver" } else { "bronze" });
+            let mut t = match i % 3 {
+                0 => TenantDef::new("flt", "silver"),
+                1 => TenantDef::new("flt", "bronze"),
+                _ => gold("flt"),
+            };
             t.region = regions[i % regions.len()].into();
             t
         })
@@ -264,7 +297,9 @@ async fn trial(rate: f64, seed: u64, tenants: usize, figures: &mut Figures) {
             .state_json(&t.id)
             .and_then(|s| s["resources"].as_object().cloned())
             .unwrap_or_default();
-        if created.len() == PER_TENANT && created.values().all(|r| r["status"] == "created") {
+        if created.len() == expected_resources(t)
+            && created.values().all(|r| r["status"] == "created")
+        {
             figures.complete += 1;
         } else if created.is_empty() {
             figures.rolled_back += 1;
@@ -291,7 +326,9 @@ async fn trial(rate: f64, seed: u64, tenants: usize, figures: &mut Figures) {
         for t in &defs {
             let found = objects_of(&ws, t).await;
             let listed = state_types(&ws, t);
-            if found.len() == 6 && found.iter().all(|(k, _)| listed.iter().any(|l| l == k)) {
+            if found.len() == expected_objects(t)
+                && found.iter().all(|(k, _)| listed.iter().any(|l| l == k))
+            {
                 figures.converged += 1;
             } else {
                 problem(format!(
@@ -392,12 +429,12 @@ async fn trials() {
 
 /// The answer to each creating call is lost once (the server acted, the connection
 /// dropped before the client heard it): IAM's CreateRole and CreatePolicy, S3's
-/// CreateBucket outside us-east-1, PostgreSQL's CREATE SCHEMA and CREATE ROLE, Redis's
+/// CreateBucket outside us-east-1, ElastiCache's CreateCacheCluster, PostgreSQL's CREATE SCHEMA and CREATE ROLE, Redis's
 /// ACL SETUSER. Each create's retry must find its own object and adopt it, not fail on
 /// "already exists" and leave it behind.
 #[tokio::test]
 async fn a_lost_answer_to_any_create_is_adopted_not_orphaned() {
-    let mut t = TenantDef::new("lost", "silver");
+    let mut t = gold("lost");
     t.region = "eu-west-1".into();
     let mut ws = Workspace::new(std::slice::from_ref(&t)).await;
     let proxies = Proxies::start(0.0, 1);
@@ -429,7 +466,7 @@ async fn a_lost_answer_to_any_create_is_adopted_not_orphaned() {
         "lost answers that did not happen: {unmet:?}"
     );
     let found = objects_of(&ws, &t).await;
-    assert_eq!(found.len(), 6, "{found:?}");
+    assert_eq!(found.len(), expected_objects(&t), "{found:?}");
     let listed = state_types(&ws, &t);
     assert!(
         found
