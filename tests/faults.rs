@@ -35,7 +35,7 @@ fn cluster_of(t: &TenantDef) -> String {
 
 /// The objects a complete tenant has on the services (a Gold one adds its cluster).
 fn expected_objects(t: &TenantDef) -> usize {
-    if t.tier == "gold" { 7 } else { 6 }
+    if t.tier == "gold" { 8 } else { 7 }
 }
 
 /// The resources a complete tenant's state holds.
@@ -129,6 +129,18 @@ async fn objects_of(ws: &Workspace, t: &TenantDef) -> Vec<(&'static str, String)
     ] {
         for row in pg.query(sql, &[&name]).await.unwrap() {
             found.push((kind, row.get::<_, String>(0)));
+        }
+    }
+    // The tenant's row in the platform's settings table (absent before the first one).
+    if let Ok(rows) = pg
+        .query(
+            "SELECT tenant FROM tenantform.tenant_settings WHERE tenant = $1",
+            &[&t.id],
+        )
+        .await
+    {
+        for row in rows {
+            found.push(("tenant_settings", row.get::<_, String>(0)));
         }
     }
     let mut redis = redis_admin().await;
@@ -429,7 +441,8 @@ async fn trials() {
 
 /// The answer to each creating call is lost once (the server acted, the connection
 /// dropped before the client heard it): IAM's CreateRole and CreatePolicy, S3's
-/// CreateBucket outside us-east-1, ElastiCache's CreateCacheCluster, PostgreSQL's CREATE SCHEMA and CREATE ROLE, Redis's
+/// CreateBucket outside us-east-1, ElastiCache's CreateCacheCluster, PostgreSQL's CREATE
+/// SCHEMA and CREATE ROLE and the settings row's INSERT, Redis's
 /// ACL SETUSER. Each create's retry must find its own object and adopt it, not fail on
 /// "already exists" and leave it behind.
 #[tokio::test]
@@ -450,6 +463,9 @@ async fn a_lost_answer_to_any_create_is_adopted_not_orphaned() {
     proxies.pg.on_first(&schema, Fault::LostAnswer);
     let role = format!("CREATE ROLE \"{}\"", t.pg_name());
     proxies.pg.on_first(&role, Fault::LostAnswer);
+    proxies
+        .pg
+        .on_first("INSERT INTO tenantform.tenant_settings", Fault::LostAnswer);
     proxies.redis.on_first("SETUSER", Fault::LostAnswer);
     proxies.point(&mut ws);
     let run = ws.run(&["apply", "--auto-approve"]);
