@@ -830,6 +830,7 @@ impl Engine {
             status: ResourceStatus::Created,
             attributes: read,
             depends_on: desired.depends_on.clone(),
+            create_token: None,
         };
         run.state
             .resources

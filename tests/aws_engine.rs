@@ -72,9 +72,17 @@ fn change<'a>(plan: &'a Plan, address: &str) -> &'a tenantform::plan::ResourceCh
         .unwrap_or_else(|| panic!("{address} not in the plan"))
 }
 
-/// Tags as a map, from any SDK's tag list.
+/// Tags as a map, from any SDK's tag list, without the tag that carries the token of
+/// the create that made the object (not one of the resource's tags).
 fn tags<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> BTreeMap<String, String> {
-    pairs.map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+    let mut all: BTreeMap<String, String> =
+        pairs.map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+    let token = all.remove(tenantform::provider::aws::CREATE_TOKEN_TAG);
+    assert!(
+        token.is_none_or(|t| t.parse::<uuid::Uuid>().is_ok()),
+        "a create token that is not one among the tags {all:?}"
+    );
+    all
 }
 
 fn expected_tags(t: &TenantDef, tier: &str) -> BTreeMap<String, String> {

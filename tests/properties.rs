@@ -121,6 +121,7 @@ fn apply_to(state: &mut TenantState, plan: &TenantPlan) {
                         status: ResourceStatus::Created,
                         attributes,
                         depends_on: after.depends_on.clone(),
+                        create_token: None,
                     },
                 );
             }

@@ -75,7 +75,7 @@ use super::{ApplyError, ApplyOptions, Progress, ProgressSink, StepOutcome, StepR
 use crate::plan::graph::{ActionGraph, StepKind};
 use crate::plan::{Plan, PlanError, TenantPlan};
 use crate::provider::{CreateMode, Provider, ProviderError, ProviderSet};
-use crate::resource::{Attributes, ResourceAddress, TenantId, schema};
+use crate::resource::{Attributes, CreateToken, ResourceAddress, TenantId, schema};
 use crate::state::{ResourceState, ResourceStatus, StateError, StateLock, StateStore, TenantState};
 
 /// What every walk of one apply shares: where calls go, where state goes, how to run.
@@ -402,14 +402,18 @@ impl<'a> DrainState<'a> {
                     .after
                     .clone()
                     .expect("a create has a desired resource");
-                let resuming = state
+                let interrupted = state
                     .resources
                     .get(&key)
-                    .is_some_and(|e| e.status == ResourceStatus::Creating);
-                let mode = if resuming || change.resumes() {
-                    CreateMode::Resume
+                    .filter(|e| e.status == ResourceStatus::Creating);
+                // A resumed create keeps its token, which the object it made carries.
+                let token = interrupted
+                    .and_then(|e| e.create_token)
+                    .unwrap_or_else(CreateToken::issue);
+                let mode = if interrupted.is_some() || change.resumes() {
+                    CreateMode::Resume(token)
                 } else {
-                    CreateMode::Fresh
+                    CreateMode::Fresh(token)
                 };
                 running.mode = Some(mode);
                 state.resources.insert(
@@ -420,6 +424,7 @@ impl<'a> DrainState<'a> {
                         status: ResourceStatus::Creating,
                         attributes: resource.attributes.clone(),
                         depends_on: resource.depends_on.clone(),
+                        create_token: Some(token),
                     },
                 );
                 self.running[node.index()] = Some(running);
@@ -501,6 +506,7 @@ impl<'a> DrainState<'a> {
                     StepKind::Create => {
                         if let Some(e) = state.resources.get_mut(&key) {
                             e.status = ResourceStatus::Created;
+                            e.create_token = None;
                             e.attributes.extend(computed);
                         }
                     }
@@ -530,12 +536,13 @@ impl<'a> DrainState<'a> {
                 self.checkpoint(step.tenant, then);
             }
             StepEvent::Failed { error, .. } => {
-                let fresh = self.running[node.index()]
+                let create = self.running[node.index()]
                     .as_ref()
-                    .is_some_and(|r| r.mode == Some(CreateMode::Fresh));
-                if fresh && matches!(error, ProviderError::AlreadyExists { .. }) {
-                    // Nothing was created: forget the record so that a rollback
-                    // leaves the existing resource alone.
+                    .is_some_and(|r| r.mode.is_some());
+                if create && matches!(error, ProviderError::AlreadyExists { .. }) {
+                    // The name is someone else's and nothing was created (in a resumed
+                    // create too: the object does not carry the token): forget the
+                    // record so that a rollback leaves the existing resource alone.
                     state.resources.remove(&key);
                     let then = AfterCheckpoint::Settle {
                         node,

@@ -24,9 +24,12 @@
 //!   that record is on disk before the call starts. After every finished step, its
 //!   outcome is on disk before the step counts as done. So after a crash at any
 //!   instant (`kill -9`), state names every resource that may exist: created ones as
-//!   `created`, ones whose create was under way as `creating`. The next run resumes such
-//!   a create and accepts the resource it finds, so nothing is orphaned and nothing is
-//!   created twice.
+//!   `created`, ones whose create was under way as `creating`, with the create's token
+//!   ([`crate::resource::CreateToken`]). The next run resumes such a create with the
+//!   same token and accepts the resource it finds only if that carries the token (see
+//!   [`crate::provider`]), so nothing is orphaned, nothing is created twice, and nothing
+//!   foreign is adopted. A create's own attempts are held to the same rule by the provider:
+//!   an answer lost on the way is not a reason to disown what the call made.
 //! - Only the coordinator changes a state or writes it; a provider call never does.
 //!   A tenant's state is written at most twice per create (`creating`, then done) and
 //!   at most once per update or delete, whatever the parallelism; steps of one tenant

@@ -54,6 +54,8 @@ struct Cloud {
     jitter: bool,
     /// Runs inside every create call, before it returns.
     during_create: Mutex<Option<CreateHook>>,
+    /// The mode of every create call, in the order they started.
+    modes: Mutex<Vec<(ResourceAddress, CreateMode)>>,
 }
 
 impl Cloud {
@@ -166,13 +168,14 @@ impl Provider for Cloud {
         mode: CreateMode,
     ) -> Result<Attributes, ProviderError> {
         let address = &resource.address;
+        self.modes.lock().unwrap().push((address.clone(), mode));
         let (started, fails) = self.enter("create", address).await;
         if let Some(hook) = &*self.during_create.lock().unwrap() {
             hook(address);
         }
         let result = if fails {
             Err(Cloud::injected(address))
-        } else if mode == CreateMode::Fresh && self.exists(address) {
+        } else if !mode.is_resume() && self.exists(address) {
             Err(ProviderError::AlreadyExists {
                 what: address.to_string(),
             })
@@ -360,6 +363,7 @@ impl Harness {
                     status: ResourceStatus::Created,
                     attributes: resource(a, deps, 1).attributes,
                     depends_on: deps.iter().map(|d| (*d).clone()).collect(),
+                    create_token: None,
                 },
             );
             self.cloud.existing.lock().unwrap().insert((*a).clone());
@@ -870,6 +874,39 @@ async fn a_create_is_recorded_as_creating_on_disk_before_its_call() {
     assert!(report.succeeded());
     assert_eq!(h.cloud.calls().len(), 12);
     assert_eq!(violations.lock().unwrap().clone(), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_creating_record_holds_its_creates_token_and_the_resumed_create_gets_it_back() {
+    let (base, a) = (addr("old", "base"), addr("old", "a"));
+    let h = Harness::new(Cloud::new());
+    h.seed("old", &[(&base, &[])]).await;
+    h.cloud.fail("create", &a);
+    let p = plan(vec![tenant("old", false, vec![create(&a, &[])])]);
+    h.apply(&p, &parallelism(1)).await.unwrap();
+    async fn record(h: &Harness, a: &ResourceAddress) -> ResourceState {
+        let state = h.store.load(&a.tenant).await.unwrap().unwrap();
+        state.get(a).cloned().unwrap()
+    }
+    let failed = record(&h, &a).await;
+    assert_eq!(failed.status, ResourceStatus::Creating);
+    let token = failed
+        .create_token
+        .expect("a create of unknown outcome keeps its token on disk");
+    h.cloud.failing.lock().unwrap().clear();
+    let report = h.apply(&p, &parallelism(1)).await.unwrap();
+    assert!(report.succeeded());
+    assert_eq!(
+        h.cloud.modes.lock().unwrap().clone(),
+        [
+            (a.clone(), CreateMode::Fresh(token)),
+            (a.clone(), CreateMode::Resume(token)),
+        ],
+        "the resumed create looks for the object by the token the first one wrote"
+    );
+    let done = record(&h, &a).await;
+    assert_eq!(done.status, ResourceStatus::Created);
+    assert_eq!(done.create_token, None, "a created record needs no token");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,6 +12,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 use super::ServiceError;
+use super::retry::RetryPolicy;
 use crate::secret::Secret;
 
 const SERVICE: &str = "PostgreSQL";
@@ -181,6 +182,127 @@ pub async fn pooled(pool: &PostgresPool) -> Result<deadpool_postgres::Object, Se
             detail: other.to_string(),
         },
     })
+}
+
+/// Runs `sql` (one or more statements) as one transaction that takes effect at most
+/// once, however many attempts `retry` makes: for statements that must not run again
+/// after an attempt whose answer was lost (a `CREATE` would then fail on its own
+/// object, a `DROP OWNED BY` on a role the lost attempt dropped).
+///
+/// Each attempt opens a transaction and learns its id (`txid_current()`) before it
+/// sends the statements and the `COMMIT`. If that answer does not come back (the
+/// connection drops, the attempt times out), the next attempt asks the server what
+/// became of that transaction (`txid_status`) instead of running the statements again:
+/// committed is success, aborted runs them again, still in progress waits and asks
+/// again. A statement the server refuses aborts the transaction, so its error is
+/// returned as the outcome, with nothing changed.
+pub async fn execute_once(
+    pool: &PostgresPool,
+    retry: &RetryPolicy,
+    sql: &str,
+) -> Result<(), ServiceError> {
+    // The transaction of an attempt whose outcome is not known.
+    let unsure: std::sync::Mutex<Option<i64>> = std::sync::Mutex::new(None);
+    let unsure = &unsure;
+    retry
+        .run(SERVICE, || async move {
+            let earlier = *unsure.lock().expect("not poisoned");
+            if let Some(xid) = earlier {
+                match transaction_status(pool, xid).await?.as_deref() {
+                    Some("committed") => return Ok(()),
+                    Some("in progress") => {
+                        return Err(ServiceError::Api {
+                            service: SERVICE,
+                            code: "TransactionInProgress".into(),
+                            message: format!(
+                                "transaction {xid} of an earlier attempt has not ended yet"
+                            ),
+                            retryable: true,
+                        });
+                    }
+                    // Aborted (or forgotten, which only an aborted one can be this soon).
+                    _ => *unsure.lock().expect("not poisoned") = None,
+                }
+            }
+            let mut connection = Detachable::new(pooled(pool).await?);
+            let client = connection.client();
+            let xid = begin(client).await?;
+            *unsure.lock().expect("not poisoned") = Some(xid);
+            match client.batch_execute(&format!("{sql};COMMIT")).await {
+                Ok(()) => {
+                    *unsure.lock().expect("not poisoned") = None;
+                    connection.keep();
+                    Ok(())
+                }
+                Err(e) if e.as_db_error().is_some() => {
+                    // The server refused a statement: the transaction is aborted.
+                    *unsure.lock().expect("not poisoned") = None;
+                    if client.batch_execute("ROLLBACK").await.is_ok() {
+                        connection.keep();
+                    }
+                    Err(db_error(&e))
+                }
+                Err(e) => Err(db_error(&e)),
+            }
+        })
+        .await
+}
+
+/// Opens a transaction on `client` and returns its id.
+async fn begin(client: &Client) -> Result<i64, ServiceError> {
+    let messages = client
+        .simple_query("BEGIN; SELECT txid_current()")
+        .await
+        .map_err(|e| db_error(&e))?;
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+            _ => None,
+        })
+        .ok_or_else(|| ServiceError::Unreachable {
+            service: SERVICE,
+            detail: "the server did not say which transaction was opened".into(),
+        })
+}
+
+/// `committed`, `aborted`, `in progress`, or `None` for a transaction too old to know.
+async fn transaction_status(pool: &PostgresPool, xid: i64) -> Result<Option<String>, ServiceError> {
+    let client = pooled(pool).await?;
+    let row = client
+        .query_one("SELECT txid_status($1)", &[&xid])
+        .await
+        .map_err(|e| db_error(&e))?;
+    Ok(row.get(0))
+}
+
+/// A pooled connection that goes back to the pool only when [`Detachable::keep`] says
+/// it is clean. An attempt that ends any other way (an error, a timeout that drops the
+/// attempt) closes it instead, so that no transaction it left open is handed to the
+/// next user of the pool; the server aborts such a transaction when the connection
+/// closes.
+struct Detachable(Option<deadpool_postgres::Object>);
+
+impl Detachable {
+    fn new(object: deadpool_postgres::Object) -> Self {
+        Detachable(Some(object))
+    }
+
+    fn client(&self) -> &Client {
+        self.0.as_ref().expect("held until dropped")
+    }
+
+    fn keep(&mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for Detachable {
+    fn drop(&mut self) {
+        if let Some(object) = self.0.take() {
+            drop(deadpool_postgres::Object::take(object));
+        }
+    }
 }
 
 /// Maps a driver error to a service error; serialization conflicts, dropped

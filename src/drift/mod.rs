@@ -260,6 +260,7 @@ mod tests {
                     status: ResourceStatus::Created,
                     attributes: attrs.clone(),
                     depends_on: Vec::new(),
+                    create_token: None,
                 },
             );
         }

@@ -268,6 +268,7 @@ mod tests {
                     status: ResourceStatus::Created,
                     attributes: r.attributes.clone(),
                     depends_on: r.depends_on.clone(),
+                    create_token: None,
                 },
             );
         }

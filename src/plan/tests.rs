@@ -39,6 +39,7 @@ pub(crate) fn applied(bp: &TenantBlueprint, protected: bool) -> TenantState {
                 status: ResourceStatus::Created,
                 attributes: attrs,
                 depends_on: r.depends_on.clone(),
+                create_token: None,
             },
         );
     }

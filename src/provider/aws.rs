@@ -1,7 +1,7 @@
 //! What the AWS providers ([`super::s3`], [`super::iam`], [`super::elasticache`])
 //! share beyond the clients of [`crate::connect::aws`]: one SDK call under the retry
 //! policy, "not found" across services, policy documents with the account id put in
-//! and taken out, and tag changes.
+//! and taken out, tag changes, and the tag that carries a create's token.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,8 +13,8 @@ use serde_json::Value;
 use super::ProviderError;
 use crate::connect::aws::sdk_error;
 use crate::connect::retry::RetryPolicy;
-use crate::resource::Attributes;
 use crate::resource::iam::ACCOUNT_PLACEHOLDER;
+use crate::resource::{Attributes, CreateToken, tags_of};
 
 /// Retries for IAM's eventual consistency: a role or policy just created may be
 /// unknown to other services (and to IAM itself) for some seconds.
@@ -90,6 +90,44 @@ fn map_strings(value: &Value, f: &dyn Fn(&str) -> String) -> Value {
     }
 }
 
+/// The tag that carries a create's [`CreateToken`]: on IAM roles and policies and
+/// ElastiCache clusters it is written in the creating call, so it is on the object from
+/// its first instant; on an S3 bucket it is the first thing set after CreateBucket. An
+/// object of the resource's name
+/// without it (or with another create's) is not this create's. It is not one of the
+/// resource's tags: reads leave it out, and IAM and ElastiCache tag updates never
+/// remove it (S3's tagging is replaced whole, so a bucket's first tag update drops it,
+/// long after its create was confirmed).
+pub const CREATE_TOKEN_TAG: &str = "tenantform:create-token";
+
+/// `tags` as the resource's `tags` attribute sees them: without [`CREATE_TOKEN_TAG`].
+pub fn resource_tags<K, V>(tags: impl IntoIterator<Item = (K, V)>) -> BTreeMap<String, String>
+where
+    K: Into<String>,
+    V: Into<String>,
+{
+    tags.into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .filter(|(k, _)| k != CREATE_TOKEN_TAG)
+        .collect()
+}
+
+/// The create token among `tags`, if one is there and well formed.
+pub fn create_token_in<'a>(
+    tags: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Option<CreateToken> {
+    tags.into_iter()
+        .find(|(k, _)| *k == CREATE_TOKEN_TAG)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// The tags a creating call writes: the resource's, and the create's token.
+pub fn tags_with_token(attrs: &Attributes, token: CreateToken) -> BTreeMap<String, String> {
+    let mut tags = tags_of(attrs);
+    tags.insert(CREATE_TOKEN_TAG.to_owned(), token.to_string());
+    tags
+}
+
 /// What to change to turn the tags `have` into `want`: tags to set, keys to remove.
 pub fn tag_changes(
     want: &BTreeMap<String, String>,
@@ -161,6 +199,22 @@ mod tests {
         let v = policy_value("%7B%22Version%22%3A%222012-10-17%22%7D", "1");
         assert_eq!(v, json!({"Version": "2012-10-17"}));
         assert_eq!(policy_value("not json", "1"), json!("not json"));
+    }
+
+    #[test]
+    fn the_create_token_tag_is_written_found_and_left_out_of_the_resource_tags() {
+        let token = CreateToken::issue();
+        let attrs = Attributes::from([("tags".into(), json!({"TenantID": "a"}))]);
+        let written = tags_with_token(&attrs, token);
+        assert_eq!(written.len(), 2);
+        let pairs = written.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        assert_eq!(create_token_in(pairs), Some(token));
+        assert_eq!(
+            resource_tags(written.clone()),
+            BTreeMap::from([("TenantID".to_owned(), "a".to_owned())])
+        );
+        assert_eq!(create_token_in([("TenantID", "a")]), None);
+        assert_eq!(create_token_in([(CREATE_TOKEN_TAG, "not a uuid")]), None);
     }
 
     #[test]

@@ -335,7 +335,7 @@ impl Provider for DashboardProvider {
     ) -> Result<Attributes, ProviderError> {
         let a = &resource.attributes;
         let path = Self::file(a)?;
-        if mode == CreateMode::Fresh && path.exists() {
+        if !mode.is_resume() && path.exists() {
             return Err(ProviderError::AlreadyExists {
                 what: format!("dashboard file {}", path.display()),
             });

@@ -1,5 +1,9 @@
 //! ElastiCache: a Gold tenant's dedicated Redis cluster.
 //!
+//! A cluster is created with the create's token as a tag
+//! ([`super::aws::CREATE_TOKEN_TAG`]): when CreateCacheCluster answers that the id
+//! exists, the cluster is this create's only if it carries the token.
+//!
 //! A create returns only once the cluster is `available` (or fails after the
 //! platform's `cache_wait_timeout_secs`), logging its status while it waits, and
 //! records the endpoint as a computed attribute. A cluster in `deleting` counts as
@@ -12,12 +16,15 @@ use async_trait::async_trait;
 use aws_sdk_elasticache::types::{CacheCluster, Tag};
 use serde_json::{Value, json};
 
-use super::aws::{call, is_not_found, tag_changes};
+use super::aws::{
+    call, create_token_in, is_not_found, resource_tags, tag_changes, tags_with_token,
+};
 use super::{CreateMode, Provider, ProviderError};
 use crate::connect::aws::{AwsClients, moto_quirks};
 use crate::connect::retry::RetryPolicy;
 use crate::resource::{
-    Attributes, Resource, ResourceAddress, ResourceType, required_str, tags_of, tags_value,
+    Attributes, CreateToken, Resource, ResourceAddress, ResourceType, required_str, tags_of,
+    tags_value,
 };
 
 const SERVICE: &str = "ElastiCache";
@@ -29,6 +36,13 @@ pub struct ElasticacheProvider {
     aws: Arc<AwsClients>,
     retry: RetryPolicy,
     wait_timeout: Duration,
+}
+
+/// ElastiCache's tags as key-value pairs (a tag without a key is no tag).
+fn tag_pairs(tags: &[Tag]) -> Vec<(String, String)> {
+    tags.iter()
+        .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
+        .collect()
 }
 
 fn endpoint_of(c: &CacheCluster) -> Value {
@@ -82,6 +96,23 @@ impl ElasticacheProvider {
         }
     }
 
+    /// The create token the cluster carries, if any.
+    async fn token(
+        &self,
+        client: &aws_sdk_elasticache::Client,
+        a: &Attributes,
+    ) -> Result<Option<CreateToken>, ProviderError> {
+        let arn = self.arn(a).await?;
+        let tags = call(&self.retry, SERVICE, || {
+            client.list_tags_for_resource().resource_name(&arn).send()
+        })
+        .await?;
+        let pairs = tag_pairs(tags.tag_list());
+        Ok(create_token_in(
+            pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ))
+    }
+
     async fn arn(&self, a: &Attributes) -> Result<String, ProviderError> {
         let account = self.aws.account_id().await?;
         Ok(format!(
@@ -108,11 +139,7 @@ impl ElasticacheProvider {
             client.list_tags_for_resource().resource_name(&arn).send()
         })
         .await?;
-        let tags = tags_value(
-            tags.tag_list()
-                .iter()
-                .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned()))),
-        );
+        let tags = tags_value(resource_tags(tag_pairs(tags.tag_list())));
         Ok(Some(Attributes::from([
             ("cluster_id".into(), json!(id)),
             (
@@ -141,7 +168,7 @@ impl ElasticacheProvider {
             .and_then(Value::as_i64)
             .and_then(|n| i32::try_from(n).ok())
             .unwrap_or(1);
-        let tags: Vec<Tag> = tags_of(a)
+        let tags: Vec<Tag> = tags_with_token(a, mode.token())
             .into_iter()
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect();
@@ -161,19 +188,23 @@ impl ElasticacheProvider {
             Ok(_) => {}
             Err(e) if e.code() == "CacheClusterAlreadyExists" => {
                 let existing = self.describe(&client, id).await?;
-                match (mode, existing) {
-                    (CreateMode::Resume, Some(_)) => {
-                        let all = ["node_type", "tags"].map(String::from);
-                        self.update_cluster(a, &all).await?;
-                    }
-                    (CreateMode::Fresh, Some(_)) => {
+                match existing {
+                    // Ours only if it carries this create's token: made by an attempt
+                    // whose answer was lost, or by the run that this one resumes.
+                    Some(_) if self.token(&client, a).await? != Some(mode.token()) => {
                         return Err(ProviderError::AlreadyExists {
                             what: format!("ElastiCache cluster {id:?}"),
                         });
                     }
+                    Some(_) => {
+                        if mode.is_resume() {
+                            let all = ["node_type", "tags"].map(String::from);
+                            self.update_cluster(a, &all).await?;
+                        }
+                    }
                     // Still being deleted (a replacement, or a tenant re-created
                     // right after its destroy): AWS frees the id when it is done.
-                    (_, None) => {
+                    None => {
                         return Err(ProviderError::Api {
                             service: SERVICE,
                             code: e.code().to_owned(),
@@ -289,11 +320,7 @@ impl ElasticacheProvider {
                 client.list_tags_for_resource().resource_name(&arn).send()
             })
             .await?;
-            let have = have
-                .tag_list()
-                .iter()
-                .filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or("").to_owned())))
-                .collect();
+            let have = resource_tags(tag_pairs(have.tag_list()));
             let (set, remove) = tag_changes(&tags_of(a), &have);
             if !remove.is_empty() {
                 call(&self.retry, SERVICE, || {

@@ -1,6 +1,11 @@
 //! IAM: a tenant's managed policy, its application role, and the attachment of one
 //! to the other.
 //!
+//! A role or policy is created with the create's token as a tag
+//! ([`super::aws::CREATE_TOKEN_TAG`]); when CreateRole or CreatePolicy answers that the
+//! name exists, the object is this create's if it carries that token (an attempt whose
+//! answer was lost made it) and someone else's otherwise.
+//!
 //! IAM is eventually consistent: a role or policy just created may be unknown for a
 //! few seconds to other calls. Calls that name something created earlier in the same
 //! run (the attachment) retry "no such entity" with [`PROPAGATION`]. Documents come
@@ -14,20 +19,23 @@ use async_trait::async_trait;
 use aws_sdk_iam::types::Tag;
 use serde_json::{Value, json};
 
-use super::aws::{PROPAGATION, call, is_not_found, policy_text, policy_value, tag_changes};
+use super::aws::{
+    PROPAGATION, call, create_token_in, is_not_found, policy_text, policy_value, resource_tags,
+    tag_changes, tags_with_token,
+};
 use super::{CreateMode, Provider, ProviderError};
 use crate::connect::aws::{AwsClients, sdk_error};
 use crate::connect::retry::RetryPolicy;
 use crate::resource::iam::{ACCOUNT_PLACEHOLDER, policy_arn, role_arn};
 use crate::resource::{
-    Attributes, Resource, ResourceAddress, ResourceType, required_str, tags_of, tags_value,
+    Attributes, CreateToken, Resource, ResourceAddress, ResourceType, required_str, tags_of,
+    tags_value,
 };
 
 const SERVICE: &str = "IAM";
 
-fn iam_tags(attrs: &Attributes) -> Result<Vec<Tag>, ProviderError> {
-    tags_of(attrs)
-        .into_iter()
+fn iam_tags(tags: BTreeMap<String, String>) -> Result<Vec<Tag>, ProviderError> {
+    tags.into_iter()
         .map(|(k, v)| {
             Tag::builder()
                 .key(k)
@@ -38,10 +46,13 @@ fn iam_tags(attrs: &Attributes) -> Result<Vec<Tag>, ProviderError> {
         .collect()
 }
 
+/// Tags as the resource's `tags` attribute sees them (the create token left out).
 fn tag_map(tags: &[Tag]) -> BTreeMap<String, String> {
-    tags.iter()
-        .map(|t| (t.key().to_owned(), t.value().to_owned()))
-        .collect()
+    resource_tags(tags.iter().map(|t| (t.key(), t.value())))
+}
+
+fn token_of(tags: &[Tag]) -> Option<CreateToken> {
+    create_token_in(tags.iter().map(|t| (t.key(), t.value())))
 }
 
 pub struct IamProvider {
@@ -109,11 +120,16 @@ impl IamProvider {
     }
 
     async fn policy_tags(&self, arn: &str) -> Result<BTreeMap<String, String>, ProviderError> {
+        Ok(tag_map(&self.raw_policy_tags(arn).await?))
+    }
+
+    /// Every tag of the policy, the create token included.
+    async fn raw_policy_tags(&self, arn: &str) -> Result<Vec<Tag>, ProviderError> {
         let out = call(&self.retry, SERVICE, || {
             self.iam().list_policy_tags().policy_arn(arn).send()
         })
         .await?;
-        Ok(tag_map(out.tags()))
+        Ok(out.tags().to_vec())
     }
 
     async fn create_policy(
@@ -125,7 +141,7 @@ impl IamProvider {
         let name = required_str(a, "name")?;
         let account = self.aws.account_id().await?;
         let document = policy_text(a, "document", account)?;
-        let tags = iam_tags(a)?;
+        let tags = iam_tags(tags_with_token(a, mode.token()))?;
         let description = required_str(a, "description")?;
         let created = call(&self.retry, SERVICE, || {
             self.iam()
@@ -141,13 +157,19 @@ impl IamProvider {
         match created {
             Ok(_) => {}
             Err(e) if e.code() == "EntityAlreadyExists" => {
-                if mode == CreateMode::Fresh {
+                // Ours only if it carries this create's token: made by an attempt
+                // whose answer was lost, or by the run that this one resumes.
+                let tags = self.raw_policy_tags(&arn).await?;
+                if token_of(&tags) != Some(mode.token()) {
                     return Err(ProviderError::AlreadyExists {
                         what: format!("IAM policy {name:?}"),
                     });
                 }
-                self.set_policy_document(&arn, &document).await?;
-                self.converge_policy_tags(&arn, a).await?;
+                if mode.is_resume() {
+                    // The spec may have changed since the interrupted run.
+                    self.set_policy_document(&arn, &document).await?;
+                    self.converge_policy_tags(&arn, a).await?;
+                }
             }
             Err(e) => return Err(e),
         }
@@ -214,7 +236,7 @@ impl IamProvider {
             .await?;
         }
         if !set.is_empty() {
-            let tags = iam_tags(&Attributes::from([("tags".into(), tags_value(set))]))?;
+            let tags = iam_tags(set)?;
             call(&self.retry, SERVICE, || {
                 self.iam()
                     .tag_policy()
@@ -293,11 +315,16 @@ impl IamProvider {
     }
 
     async fn role_tags(&self, name: &str) -> Result<BTreeMap<String, String>, ProviderError> {
+        Ok(tag_map(&self.raw_role_tags(name).await?))
+    }
+
+    /// Every tag of the role, the create token included.
+    async fn raw_role_tags(&self, name: &str) -> Result<Vec<Tag>, ProviderError> {
         let out = call(&self.retry, SERVICE, || {
             self.iam().list_role_tags().role_name(name).send()
         })
         .await?;
-        Ok(tag_map(out.tags()))
+        Ok(out.tags().to_vec())
     }
 
     async fn create_role(
@@ -309,7 +336,7 @@ impl IamProvider {
         let name = required_str(a, "name")?;
         let account = self.aws.account_id().await?;
         let trust = policy_text(a, "assume_role_policy", account)?;
-        let tags = iam_tags(a)?;
+        let tags = iam_tags(tags_with_token(a, mode.token()))?;
         let description = required_str(a, "description")?;
         let created = call(&self.retry, SERVICE, || {
             self.iam()
@@ -327,13 +354,17 @@ impl IamProvider {
                 json!(o.role().map(|r| r.arn().to_owned())),
             )])),
             Err(e) if e.code() == "EntityAlreadyExists" => {
-                if mode == CreateMode::Fresh {
+                // Ours only if it carries this create's token (see the policy).
+                let tags = self.raw_role_tags(name).await?;
+                if token_of(&tags) != Some(mode.token()) {
                     return Err(ProviderError::AlreadyExists {
                         what: format!("IAM role {name:?}"),
                     });
                 }
-                let all = ["description", "assume_role_policy", "tags"].map(String::from);
-                self.update_role(a, &all).await?;
+                if mode.is_resume() {
+                    let all = ["description", "assume_role_policy", "tags"].map(String::from);
+                    self.update_role(a, &all).await?;
+                }
                 Ok(Attributes::from([(
                     "arn".into(),
                     json!(self.real_arn(&role_arn(name)).await?),
@@ -383,7 +414,7 @@ impl IamProvider {
                 .await?;
             }
             if !set.is_empty() {
-                let tags = iam_tags(&Attributes::from([("tags".into(), tags_value(set))]))?;
+                let tags = iam_tags(set)?;
                 call(&self.retry, SERVICE, || {
                     self.iam()
                         .tag_role()

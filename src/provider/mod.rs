@@ -6,10 +6,22 @@
 //! Contract every provider keeps:
 //! - "Not found" is an answer: `read` returns `Ok(None)`, `delete` of a missing
 //!   resource returns `Ok(())`.
-//! - `create` in [`CreateMode::Fresh`] fails with [`ProviderError::AlreadyExists`] when
-//!   the name is taken (and must then have changed nothing); in
-//!   [`CreateMode::Resume`] an existing resource of that name is taken as the one an
-//!   interrupted run was creating, and brought to the desired attributes.
+//! - `create` is idempotent across its own attempts: an attempt whose answer was lost
+//!   (a dropped connection, a timeout) may have made the object, and the next attempt
+//!   must take that object as its own, not fail on its name. What proves it is written
+//!   by the create itself: the mode's [`CreateToken`], stored with the object (IAM and
+//!   ElastiCache tags in the creating call, an S3 bucket's tags before anything else is
+//!   set, a PostgreSQL schema's or role's comment in the creating transaction, a Redis
+//!   user's channel rule in the creating `ACL SETUSER`), or the commit status of the
+//!   creating transaction (PostgreSQL), or the service's own word (S3's
+//!   `BucketAlreadyOwnedByYou` for a bucket that was absent when the call began).
+//! - An existing object of the name that the create cannot prove its own is someone
+//!   else's: `create` fails with [`ProviderError::AlreadyExists`] and must then have
+//!   changed nothing. In [`CreateMode::Resume`] (state says a run started this create
+//!   and did not see it finish) the same holds: state saying `creating` is no proof.
+//!   Only what lives inside an object already proven the tenant's (a table in its
+//!   schema, its row of the settings table, its dashboard file) is taken by name. A
+//!   resumed object is brought to the desired attributes.
 //! - Every call has a timeout; transient failures are retried by
 //!   [`crate::connect::retry`], not by the caller.
 //! - Connections come from [`crate::connect`], with the configuration the engine
@@ -33,16 +45,35 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::connect::ServiceError;
-use crate::resource::{AttributeError, Attributes, Resource, ResourceAddress, ResourceType};
+use crate::resource::{
+    AttributeError, Attributes, CreateToken, Resource, ResourceAddress, ResourceType,
+};
 
-/// How a create treats an existing resource of the same name.
+/// How a create treats an existing resource of the same name, with the token of the
+/// create (see [`CreateToken`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CreateMode {
-    /// An existing resource belongs to someone else: fail with `AlreadyExists`.
-    Fresh,
+    /// Nothing of this name was ours before the call: an existing resource belongs to
+    /// someone else (fail with `AlreadyExists`) unless this create made it in an attempt
+    /// whose answer was lost.
+    Fresh(CreateToken),
     /// A previous run started this create and did not see it finish: an existing
-    /// resource of that name is ours.
-    Resume,
+    /// resource of that name is ours if it carries the token (or, for what lives inside
+    /// an object already proven the tenant's, by its name).
+    Resume(CreateToken),
+}
+
+impl CreateMode {
+    /// The token to write with the object, and to look for on an existing one.
+    pub fn token(self) -> CreateToken {
+        match self {
+            CreateMode::Fresh(t) | CreateMode::Resume(t) => t,
+        }
+    }
+
+    pub fn is_resume(self) -> bool {
+        matches!(self, CreateMode::Resume(_))
+    }
 }
 
 /// A failure of one provider call: what a call to a service can fail with, including
@@ -68,7 +99,8 @@ pub trait Provider: Send + Sync {
     ) -> Result<Option<Attributes>, ProviderError>;
 
     /// Creates the resource; returns its computed attributes (a generated password,
-    /// an ARN).
+    /// an ARN). Writes `mode`'s token with the object where the service takes it, and
+    /// takes an existing object of that name only as the contract above says.
     async fn create(
         &self,
         resource: &Resource,

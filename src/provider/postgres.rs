@@ -1,7 +1,12 @@
 //! PostgreSQL: schemas, login roles, grants, tables and row-level security.
 //!
 //! Every statement that must not be half-done runs as one simple-query batch, which
-//! PostgreSQL executes as a single implicit transaction. Role passwords are sent as
+//! PostgreSQL executes as a single implicit transaction. A create's batch runs at most
+//! once however its answers are lost ([`execute_once`]: the next attempt asks whether
+//! the earlier transaction committed), so a create never fails on the object its own
+//! attempt made. A schema or role carries the create's token in its comment, written in
+//! the creating transaction, which tells a resumed create its object from someone
+//! else's. Role passwords are sent as
 //! SCRAM-SHA-256 verifiers computed here, so the plain password never reaches the
 //! server, its logs or `pg_stat_statements`.
 
@@ -10,16 +15,34 @@ use serde_json::{Value, json};
 use tokio_postgres::error::SqlState;
 
 use super::{CreateMode, Provider, ProviderError};
-use crate::connect::postgres::{PostgresConfig, PostgresPool, db_error, ident, literal, pooled};
+use crate::connect::postgres::{
+    PostgresConfig, PostgresPool, db_error, execute_once, ident, literal, pooled,
+};
 use crate::connect::retry::RetryPolicy;
 use crate::resource::postgres::column_json;
 use crate::resource::{
-    Attributes, Resource, ResourceAddress, ResourceType, attr_bool, attr_str, required_str,
-    string_list,
+    Attributes, CreateToken, Resource, ResourceAddress, ResourceType, attr_bool, attr_str,
+    required_str, string_list,
 };
 use crate::secret::generate_password;
 
 const SERVICE: &str = "PostgreSQL";
+
+/// What a create appends to the comment it writes with a schema or role, in the
+/// creating transaction: the create's token, which tells a resumed create its object
+/// from someone else's. Reads leave it out, so it is never drift.
+const CREATE_MARK: &str = " [tenantform create ";
+
+fn with_create_mark(comment: &str, token: CreateToken) -> String {
+    format!("{comment}{CREATE_MARK}{token}]")
+}
+
+/// A comment as the resource sees it: without a create's mark.
+fn without_create_mark(comment: &str) -> &str {
+    comment
+        .find(CREATE_MARK)
+        .map_or(comment, |at| &comment[..at])
+}
 
 fn is_duplicate(e: &ProviderError) -> bool {
     matches!(e, ProviderError::Api { code, .. }
@@ -57,6 +80,13 @@ impl PostgresProvider {
                 client.batch_execute(sql).await.map_err(|e| db_error(&e))
             })
             .await
+    }
+
+    /// Runs `sql` (statements that must not run twice, such as a create) as one
+    /// transaction that takes effect at most once across the retries
+    /// ([`execute_once`]).
+    pub(crate) async fn batch_once(&self, sql: &str) -> Result<(), ProviderError> {
+        execute_once(&self.pool, &self.retry, sql).await
     }
 
     /// Runs a query with text parameters and returns its rows, with retries.
@@ -104,8 +134,50 @@ impl PostgresProvider {
         .await
     }
 
-    /// Runs a create batch; a duplicate object is ours in resume mode and someone
-    /// else's otherwise.
+    /// Creates an object whose `create` batch writes its comment with the create's mark
+    /// ([`with_create_mark`]). `comment` is the comment of the object of that name now
+    /// (`None`: there is none), asked only in a resumed create: an object whose comment
+    /// carries this create's token is the one the interrupted run made, and `adopt`
+    /// brings it to the desired state; any other is someone else's. The create runs
+    /// once however its answers are lost ([`Self::batch_once`]).
+    async fn create_marked(
+        &self,
+        mode: CreateMode,
+        comment: Option<String>,
+        create: &str,
+        adopt: &str,
+        what: impl FnOnce() -> String,
+    ) -> Result<(), ProviderError> {
+        match comment {
+            Some(c) if mode.token().is_in(&c) => self.batch(adopt).await,
+            Some(_) => Err(ProviderError::AlreadyExists { what: what() }),
+            None => match self.batch_once(create).await {
+                Err(e) if is_duplicate(&e) => Err(ProviderError::AlreadyExists { what: what() }),
+                other => other,
+            },
+        }
+    }
+
+    /// The comment of the object that `sql` (with `$1` = its name) finds (`Some("")`
+    /// for none), or `None` when there is no such object; asked only by a resumed
+    /// create, which alone may find its own object.
+    async fn comment_if_resumed(
+        &self,
+        mode: CreateMode,
+        sql: &str,
+        name: &str,
+    ) -> Result<Option<String>, ProviderError> {
+        if !mode.is_resume() {
+            return Ok(None);
+        }
+        let rows = self.query(sql, &[name]).await?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    /// Runs a create batch once ([`Self::batch_once`], so an attempt whose answer was
+    /// lost is never mistaken for someone else's object); a resumed create runs
+    /// `resume_sql`, which takes an existing object of the name. A duplicate object is
+    /// someone else's.
     async fn create_batch(
         &self,
         sql: &str,
@@ -113,11 +185,8 @@ impl PostgresProvider {
         mode: CreateMode,
         what: impl FnOnce() -> String,
     ) -> Result<(), ProviderError> {
-        let sql = match mode {
-            CreateMode::Fresh => sql,
-            CreateMode::Resume => resume_sql,
-        };
-        match self.batch(sql).await {
+        let sql = if mode.is_resume() { resume_sql } else { sql };
+        match self.batch_once(sql).await {
             Err(e) if is_duplicate(&e) => Err(ProviderError::AlreadyExists { what: what() }),
             other => other,
         }
@@ -137,18 +206,30 @@ impl PostgresProvider {
             let comment: String = row.get(0);
             Attributes::from([
                 ("name".into(), json!(name)),
-                ("comment".into(), json!(comment)),
+                ("comment".into(), json!(without_create_mark(&comment))),
             ])
         }))
     }
 
-    fn schema_sql(attrs: &Attributes, if_not_exists: bool) -> Result<String, ProviderError> {
-        let name = ident(required_str(attrs, "name")?);
-        Ok(format!(
-            "CREATE SCHEMA {}{name}; COMMENT ON SCHEMA {name} IS {};",
-            if if_not_exists { "IF NOT EXISTS " } else { "" },
-            literal(required_str(attrs, "comment")?)
-        ))
+    async fn create_schema(&self, a: &Attributes, mode: CreateMode) -> Result<(), ProviderError> {
+        let name = required_str(a, "name")?;
+        let comment = literal(&with_create_mark(required_str(a, "comment")?, mode.token()));
+        let id = ident(name);
+        let now = self
+            .comment_if_resumed(
+                mode,
+                "SELECT coalesce(obj_description(oid, 'pg_namespace'), '') FROM pg_namespace WHERE nspname = $1",
+                name,
+            )
+            .await?;
+        self.create_marked(
+            mode,
+            now,
+            &format!("CREATE SCHEMA {id}; COMMENT ON SCHEMA {id} IS {comment};"),
+            &format!("COMMENT ON SCHEMA {id} IS {comment};"),
+            || format!("PostgreSQL schema {name:?}"),
+        )
+        .await
     }
 
     // --- role ---------------------------------------------------------------------
@@ -205,24 +286,27 @@ impl PostgresProvider {
         let password = generate_password(32);
         let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
         let options = Self::role_options(attrs);
-        let create = format!(
-            "CREATE ROLE {} {options} PASSWORD {}",
-            ident(name),
-            literal(&verifier)
-        );
-        // Resume: the role may exist from the interrupted run, with a password nobody
-        // recorded; set a new one.
-        let resume = format!(
-            "DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = {lit}) THEN \
-             EXECUTE {create_lit}; END IF; END$$; ALTER ROLE {id} {options} PASSWORD {pw};",
-            lit = literal(name),
-            create_lit = literal(&format!("CREATE ROLE {}", ident(name))),
-            id = ident(name),
-            pw = literal(&verifier),
-        );
-        self.create_batch(&create, &resume, mode, || {
-            format!("PostgreSQL role {name:?}")
-        })
+        let id = ident(name);
+        let pw = literal(&verifier);
+        // A role has no comment of its own: the comment is the create's mark alone.
+        let comment = literal(&with_create_mark("created by tenantform", mode.token()));
+        let now = self
+            .comment_if_resumed(
+                mode,
+                "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1",
+                name,
+            )
+            .await?;
+        // Adopted from the interrupted run, with a password nobody recorded: set a new one.
+        self.create_marked(
+            mode,
+            now,
+            &format!(
+                "CREATE ROLE {id} {options} PASSWORD {pw}; COMMENT ON ROLE {id} IS {comment};"
+            ),
+            &format!("ALTER ROLE {id} {options} PASSWORD {pw};"),
+            || format!("PostgreSQL role {name:?}"),
+        )
         .await?;
         Ok(Attributes::from([("password".into(), json!(password))]))
     }
@@ -733,16 +817,7 @@ impl Provider for PostgresProvider {
             )
         };
         match resource.address.resource_type {
-            ResourceType::PostgresSchema => {
-                let name = required_str(a, "name")?;
-                self.create_batch(
-                    &Self::schema_sql(a, false)?,
-                    &Self::schema_sql(a, true)?,
-                    mode,
-                    || format!("PostgreSQL schema {name:?}"),
-                )
-                .await?;
-            }
+            ResourceType::PostgresSchema => self.create_schema(a, mode).await?,
             ResourceType::PostgresRole => return self.create_role(a, mode).await,
             t @ (ResourceType::PostgresSchemaGrant | ResourceType::PostgresTableGrant) => {
                 self.converge_grant(t, a).await?
@@ -760,7 +835,7 @@ impl Provider for PostgresProvider {
                     || format!("PostgreSQL table {name:?}"),
                 )
                 .await?;
-                if mode == CreateMode::Resume {
+                if mode.is_resume() {
                     // The table may predate a change of its columns.
                     self.update_table(a, a).await?;
                 }
@@ -875,6 +950,16 @@ fn unsupported(t: ResourceType) -> ProviderError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_create_mark_is_found_by_its_token_only_and_left_out_of_the_comment() {
+        let token = CreateToken::issue();
+        let marked = with_create_mark("Tenant a's data", token);
+        assert!(token.is_in(&marked));
+        assert!(!CreateToken::issue().is_in(&marked));
+        assert_eq!(without_create_mark(&marked), "Tenant a's data");
+        assert_eq!(without_create_mark("plain"), "plain");
+    }
 
     #[test]
     fn grant_sql_grants_the_missing_and_revokes_the_extra() {

@@ -5,6 +5,9 @@
 //! user back; its command rules come back in Redis's own normal form, which the
 //! blueprint states in the same way.
 //!
+//! A user is created in one `ACL SETUSER` with a mark that carries the create's token
+//! (see `CREATE_MARK`), which tells a resumed create its user from someone else's.
+//!
 //! Users set with `ACL SETUSER` live in the server's memory. With `acl_save = true`
 //! (and an `aclfile` configured on the server) every change is followed by `ACL
 //! SAVE`; otherwise a restarted Redis shows up as drift and the next apply re-creates
@@ -22,7 +25,8 @@ use super::{CreateMode, Provider, ProviderError};
 use crate::connect::redis::{RedisConfig, redis_error};
 use crate::connect::retry::RetryPolicy;
 use crate::resource::{
-    Attributes, Resource, ResourceAddress, attr_bool, attr_str, required_str, string_list,
+    Attributes, CreateToken, Resource, ResourceAddress, attr_bool, attr_str, required_str,
+    string_list,
 };
 use crate::secret::generate_password;
 
@@ -99,6 +103,7 @@ fn user_attributes(name: &str, reply: &Value) -> Attributes {
                 channels = words(v)
                     .into_iter()
                     .map(|c| c.strip_prefix('&').map(str::to_owned).unwrap_or(c))
+                    .filter(|c| !c.starts_with(CREATE_MARK))
                     .collect()
             }
             "commands" => commands = words(v),
@@ -112,6 +117,28 @@ fn user_attributes(name: &str, reply: &Value) -> Attributes {
         ("channels".into(), json!(channels)),
         ("commands".into(), json!(commands)),
     ])
+}
+
+/// The channel pattern a create adds to the user's rules, followed by the create's
+/// token: Redis stores no comment, and this rule is set in the same `ACL SETUSER` that
+/// creates the user, so a user that has it is the one this create made. It names a
+/// channel nobody uses; reads leave it out, and the next update's `resetchannels`
+/// removes it.
+const CREATE_MARK: &str = "tenantform-create:";
+
+/// Whether the `ACL GETUSER` reply carries the mark of the create of `token`.
+fn made_by(reply: &Value, token: CreateToken) -> bool {
+    fields(reply)
+        .into_iter()
+        .filter(|(field, _)| field == "channels")
+        .any(|(_, v)| {
+            let mark = format!("{CREATE_MARK}{token}");
+            text(v).is_some_and(|t| t.contains(&mark))
+                || items(v)
+                    .iter()
+                    .filter_map(|i| text(i))
+                    .any(|t| t.contains(&mark))
+        })
 }
 
 /// The `ACL SETUSER` arguments after the name that set everything but the password.
@@ -247,16 +274,20 @@ impl Provider for RedisProvider {
     ) -> Result<Attributes, ProviderError> {
         let a = &resource.attributes;
         let name = required_str(a, "name")?;
-        if mode == CreateMode::Fresh && self.get_user(name).await?.is_some() {
+        // Resume: the user may exist from the interrupted run (it has this create's
+        // mark), with a password nobody recorded; `reset` gives it a new one along with
+        // the rules. Any other user of the name is someone else's.
+        if let Some(reply) = self.get_user(name).await?
+            && !(mode.is_resume() && made_by(&reply, mode.token()))
+        {
             return Err(ProviderError::AlreadyExists {
                 what: format!("Redis ACL user {name:?}"),
             });
         }
-        // Resume: the user may exist from the interrupted run, with a password nobody
-        // recorded; `reset` gives it a new one along with the rules.
         let password = generate_password(32);
         let mut args = vec!["reset".to_owned(), format!("#{}", password_hash(&password))];
         args.extend(rule_args(a));
+        args.push(format!("&{CREATE_MARK}{}", mode.token()));
         self.set_user(name, args).await?;
         Ok(Attributes::from([("password".into(), json!(password))]))
     }
@@ -302,6 +333,20 @@ impl Provider for RedisProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_users_create_mark_proves_its_create_and_is_not_a_channel_of_the_resource() {
+        let token = CreateToken::issue();
+        let reply = Value::Array(vec![
+            Value::BulkString(b"flags".to_vec()),
+            Value::Array(vec![Value::BulkString(b"on".to_vec())]),
+            Value::BulkString(b"channels".to_vec()),
+            Value::BulkString(format!("&app:* &{CREATE_MARK}{token}").into_bytes()),
+        ]);
+        assert!(made_by(&reply, token));
+        assert!(!made_by(&reply, CreateToken::issue()));
+        assert_eq!(user_attributes("u", &reply)["channels"], json!(["app:*"]));
+    }
 
     #[test]
     fn password_hash_is_hex_sha256() {

@@ -1,11 +1,21 @@
 //! S3: a tenant's bucket (with its versioning, lifecycle, public access block and tags)
 //! and the bucket's policy.
 //!
+//! CreateBucket takes no tag, so a bucket is proven this create's in two ways: within
+//! one create, S3's `BucketAlreadyOwnedByYou` on a retry of a call that found no bucket
+//! of that name when it began (the attempt whose answer was lost made it); across runs,
+//! the create's token ([`super::aws::CREATE_TOKEN_TAG`]), which the create tags the
+//! bucket with before anything else, or, for a bucket with no tags at all, a creation
+//! time after the token was made (the run died between CreateBucket and the tagging).
+//! Any other existing bucket is someone else's.
+//!
 //! The bucket's sub-configurations are attributes of `s3_bucket`, each set with its
 //! own API call, so that an update touches only what changed. The policy is its own
 //! resource because it names the tenant's role and so must wait for it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use async_trait::async_trait;
 use aws_sdk_s3::types::{
@@ -16,13 +26,17 @@ use aws_sdk_s3::types::{
 };
 use serde_json::{Value, json};
 
-use super::aws::{PROPAGATION, call, is_not_found, policy_text, policy_value};
+use super::aws::{
+    PROPAGATION, call, create_token_in, is_not_found, policy_text, policy_value, resource_tags,
+    tags_with_token,
+};
 use super::{CreateMode, Provider, ProviderError};
 use crate::connect::aws::{AwsClients, moto_quirks, sdk_error};
 use crate::connect::retry::RetryPolicy;
 use crate::resource::s3::lifecycle_rule_json;
 use crate::resource::{
-    Attributes, Resource, ResourceAddress, ResourceType, required_str, tags_of, tags_value,
+    Attributes, CreateToken, Resource, ResourceAddress, ResourceType, required_str, tags_of,
+    tags_value,
 };
 
 const SERVICE: &str = "S3";
@@ -239,7 +253,9 @@ impl S3Provider {
         })
         .await;
         let tags = match tags {
-            Ok(o) => tags_value(o.tag_set().iter().map(|t| (t.key(), t.value()))),
+            Ok(o) => tags_value(resource_tags(
+                o.tag_set().iter().map(|t| (t.key(), t.value())),
+            )),
             Err(e) if is_not_found(e.code()) => tags_value(Vec::<(String, String)>::new()),
             Err(e) => return Err(e),
         };
@@ -294,15 +310,17 @@ impl S3Provider {
         // CreateBucket by the owner of an existing bucket succeeds in us-east-1, so ask
         // first: in a fresh create an existing bucket is never ours.
         let exists = self.bucket_exists(&s3, &bucket).await?;
-        if exists && mode == CreateMode::Fresh {
+        if exists && !(mode.is_resume() && self.made_by(&s3, &bucket, mode.token()).await?) {
             return Err(ProviderError::AlreadyExists {
                 what: format!("S3 bucket {bucket:?}"),
             });
         }
         if !exists {
+            let attempts = AtomicU32::new(0);
             let created = self
                 .retry
                 .run(SERVICE, || async {
+                    attempts.fetch_add(1, Ordering::Relaxed);
                     let mut call = s3.create_bucket().bucket(&bucket);
                     if region != "us-east-1" {
                         call = call.create_bucket_configuration(
@@ -314,9 +332,15 @@ impl S3Provider {
                     call.send().await.map_err(|e| sdk_error(SERVICE, e))
                 })
                 .await;
+            // A bucket of this account that was not there when this call began: an
+            // earlier attempt of the call made it and its answer was lost. (In
+            // us-east-1 S3 answers such a CreateBucket with success instead.)
+            let lost_answer = attempts.load(Ordering::Relaxed) > 1;
             match created {
                 Ok(_) => {}
-                Err(e) if e.code() == "BucketAlreadyOwnedByYou" && mode == CreateMode::Resume => {}
+                Err(e)
+                    if e.code() == "BucketAlreadyOwnedByYou"
+                        && (mode.is_resume() || lost_answer) => {}
                 Err(e) if matches!(e.code(), "BucketAlreadyExists" | "BucketAlreadyOwnedByYou") => {
                     return Err(ProviderError::AlreadyExists {
                         what: format!("S3 bucket {bucket:?}"),
@@ -325,16 +349,12 @@ impl S3Provider {
                 Err(e) => return Err(e),
             }
         }
-        let all: Vec<String> = [
-            "public_access_block",
-            "versioning",
-            "lifecycle_rules",
-            "tags",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        self.configure_bucket(&s3, &bucket, a, &all).await?;
+        // The token's tag goes on first: from then on the bucket is provably this
+        // create's, whatever happens before state says it is created.
+        self.put_tags(&s3, &bucket, tags_with_token(a, mode.token()))
+            .await?;
+        let rest = ["public_access_block", "versioning", "lifecycle_rules"].map(String::from);
+        self.configure_bucket(&s3, &bucket, a, &rest).await?;
         Ok(Attributes::from([(
             "arn".into(),
             json!(format!("arn:aws:s3:::{bucket}")),
@@ -408,31 +428,76 @@ impl S3Provider {
             }
         }
         if wants("tags") {
-            let tags = tags_of(a);
-            if tags.is_empty() {
-                call(&self.retry, SERVICE, || {
-                    s3.delete_bucket_tagging().bucket(bucket).send()
-                })
-                .await?;
-            } else {
-                let tag_set = tags
-                    .iter()
-                    .map(|(k, v)| Tag::builder().key(k).value(v).build().map_err(build_error))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let tagging = Tagging::builder()
-                    .set_tag_set(Some(tag_set))
-                    .build()
-                    .map_err(build_error)?;
-                call(&self.retry, SERVICE, || {
-                    s3.put_bucket_tagging()
-                        .bucket(bucket)
-                        .tagging(tagging.clone())
-                        .send()
-                })
-                .await?;
-            }
+            self.put_tags(s3, bucket, tags_of(a)).await?;
         }
         Ok(())
+    }
+
+    /// Replaces the bucket's tags with `tags` (none: removes them).
+    async fn put_tags(
+        &self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        tags: BTreeMap<String, String>,
+    ) -> Result<(), ProviderError> {
+        if tags.is_empty() {
+            call(&self.retry, SERVICE, || {
+                s3.delete_bucket_tagging().bucket(bucket).send()
+            })
+            .await?;
+            return Ok(());
+        }
+        let tag_set = tags
+            .iter()
+            .map(|(k, v)| Tag::builder().key(k).value(v).build().map_err(build_error))
+            .collect::<Result<Vec<_>, _>>()?;
+        let tagging = Tagging::builder()
+            .set_tag_set(Some(tag_set))
+            .build()
+            .map_err(build_error)?;
+        call(&self.retry, SERVICE, || {
+            s3.put_bucket_tagging()
+                .bucket(bucket)
+                .tagging(tagging.clone())
+                .send()
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Whether the existing `bucket` is the one the create of `token` made: it carries
+    /// the token's tag, or, having no tags at all, it was made after the token (the
+    /// interrupted create made it and died before it could tag it).
+    async fn made_by(
+        &self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        token: CreateToken,
+    ) -> Result<bool, ProviderError> {
+        let tags = call(&self.retry, SERVICE, || {
+            s3.get_bucket_tagging().bucket(bucket).send()
+        })
+        .await;
+        match tags {
+            Ok(o) => {
+                let found = create_token_in(o.tag_set().iter().map(|t| (t.key(), t.value())));
+                return Ok(found == Some(token));
+            }
+            Err(e) if is_not_found(e.code()) => {}
+            Err(e) => return Err(e),
+        }
+        let Some(issued) = token.issued_at_millis() else {
+            return Ok(false);
+        };
+        let listed = call(&self.retry, SERVICE, || s3.list_buckets().send()).await?;
+        let created = listed
+            .buckets()
+            .iter()
+            .find(|b| b.name() == Some(bucket))
+            .and_then(|b| b.creation_date())
+            .and_then(|d| d.to_millis().ok());
+        // S3 gives the creation time to the second.
+        Ok(created.is_some_and(|c| c >= i64::try_from(issued).unwrap_or(i64::MAX) - 1000))
     }
 
     /// Deletes every object version and delete marker, then the bucket. A bucket

@@ -14,6 +14,9 @@ use super::{CreateMode, Provider, ProviderError};
 use crate::connect::postgres::literal;
 use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType, required_str, schema};
 
+/// SQLSTATE of a duplicate key: the tenant already has a row.
+const UNIQUE_VIOLATION: &str = "23505";
+
 /// The registry table, schema-qualified.
 pub const TABLE: &str = "tenantform.tenant_settings";
 
@@ -73,26 +76,21 @@ impl TenantSettingsProvider {
         )
     }
 
-    async fn upsert(&self, attrs: &Attributes, insert_only: bool) -> Result<u64, ProviderError> {
+    async fn upsert(&self, attrs: &Attributes) -> Result<(), ProviderError> {
         self.ensure_table().await?;
         let tenant = required_str(attrs, "tenant")?;
         let doc = Self::document(attrs).to_string();
-        let conflict = if insert_only {
-            "DO NOTHING".to_owned()
-        } else {
-            "DO UPDATE SET settings = EXCLUDED.settings, updated_at = now()".to_owned()
-        };
-        let rows = self
-            .pg
+        self.pg
             .query(
                 &format!(
-                    "INSERT INTO {TABLE} (tenant, settings) VALUES ($1, {}::jsonb) ON CONFLICT (tenant) {conflict} RETURNING 1",
+                    "INSERT INTO {TABLE} (tenant, settings) VALUES ($1, {}::jsonb) \
+                     ON CONFLICT (tenant) DO UPDATE SET settings = EXCLUDED.settings, updated_at = now()",
                     literal(&doc)
                 ),
                 &[tenant],
             )
-            .await?;
-        Ok(rows.len() as u64)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -136,16 +134,27 @@ impl Provider for TenantSettingsProvider {
         mode: CreateMode,
     ) -> Result<Attributes, ProviderError> {
         let a = &resource.attributes;
-        let inserted = self.upsert(a, mode == CreateMode::Fresh).await?;
-        if inserted == 0 {
-            return Err(ProviderError::AlreadyExists {
-                what: format!(
-                    "the settings row of tenant {:?} in {TABLE}",
-                    required_str(a, "tenant")?
-                ),
-            });
+        if mode.is_resume() {
+            self.upsert(a).await?;
+            return Ok(Attributes::new());
         }
-        Ok(Attributes::new())
+        self.ensure_table().await?;
+        let tenant = required_str(a, "tenant")?;
+        // Inserted at most once, so that a retry after a lost answer does not find
+        // its own row and take it for someone else's.
+        let insert = format!(
+            "INSERT INTO {TABLE} (tenant, settings) VALUES ({}, {}::jsonb)",
+            literal(tenant),
+            literal(&Self::document(a).to_string())
+        );
+        match self.pg.batch_once(&insert).await {
+            Err(ProviderError::Api { code, .. }) if code == UNIQUE_VIOLATION => {
+                Err(ProviderError::AlreadyExists {
+                    what: format!("the settings row of tenant {tenant:?} in {TABLE}"),
+                })
+            }
+            other => other.map(|()| Attributes::new()),
+        }
     }
 
     async fn update(
@@ -154,7 +163,7 @@ impl Provider for TenantSettingsProvider {
         _current: &Attributes,
         _changed: &[String],
     ) -> Result<Attributes, ProviderError> {
-        self.upsert(&resource.attributes, false).await?;
+        self.upsert(&resource.attributes).await?;
         Ok(Attributes::new())
     }
 

@@ -216,8 +216,8 @@ impl Provider for PgvectorProvider {
         let a = &resource.attributes;
         Self::check_backend(a)?;
         self.ensure_extension().await?;
-        let resume = mode == CreateMode::Resume;
-        match self.pg.batch(&Self::create_sql(a, resume)?).await {
+        let resume = mode.is_resume();
+        match self.pg.batch_once(&Self::create_sql(a, resume)?).await {
             Err(ProviderError::Api { code, .. }) if code == "42P07" && !resume => {
                 return Err(ProviderError::AlreadyExists {
                     what: format!(

@@ -336,6 +336,51 @@ impl Resource {
     }
 }
 
+/// Names one create of one resource, across its attempts and across runs: state records
+/// it with the `creating` record before the provider is called, and the provider writes
+/// it with the object (an IAM, ElastiCache or S3 tag, a PostgreSQL schema's or role's
+/// comment, a Redis user's channel rule, as the provider module says). An object of the
+/// resource's name that carries the token is the one this create made, whatever answers
+/// were lost on the way; one that does not is someone else's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CreateToken(uuid::Uuid);
+
+impl CreateToken {
+    /// A token no other create has. It holds the instant it was made (a UUIDv7), which
+    /// is before the create's first call: an object made earlier is not this create's.
+    pub fn issue() -> Self {
+        CreateToken(uuid::Uuid::now_v7())
+    }
+
+    /// When the token was made, in milliseconds since the Unix epoch (`None` for a
+    /// token of another form, which no create of this build wrote).
+    pub fn issued_at_millis(self) -> Option<u64> {
+        let ts = self.0.get_timestamp()?;
+        let (secs, nanos) = ts.to_unix();
+        Some(secs * 1000 + u64::from(nanos) / 1_000_000)
+    }
+
+    /// Whether `text` (a comment, a tag value, an ACL rule) carries this token.
+    pub fn is_in(self, text: &str) -> bool {
+        text.contains(&self.0.to_string())
+    }
+}
+
+impl fmt::Display for CreateToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for CreateToken {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        s.parse().map(CreateToken)
+    }
+}
+
 /// An attribute a provider needs is missing or not of its kind: a blueprint bug, or a
 /// state file edited by hand.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -52,7 +52,7 @@ pub use store::{
     migrate,
 };
 
-use crate::resource::{Attributes, ResourceAddress, ResourceType, TenantId};
+use crate::resource::{Attributes, CreateToken, ResourceAddress, ResourceType, TenantId};
 
 /// The state file format this build reads and writes.
 pub const STATE_FORMAT_VERSION: u32 = 1;
@@ -87,6 +87,12 @@ pub struct ResourceState {
     /// All attributes, computed and sensitive ones included.
     pub attributes: Attributes,
     pub depends_on: Vec<ResourceAddress>,
+    /// While `creating`: the token of the create under way, which the provider writes
+    /// with the object where the service allows, so that the next attempt can tell the
+    /// object this create made from someone else's. Absent once created, and in records
+    /// written before tokens existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_token: Option<CreateToken>,
 }
 
 /// Whether a resource is known to exist.
@@ -97,7 +103,8 @@ pub enum ResourceStatus {
     Created,
     /// A create was started and not confirmed (the run died or the call failed with an
     /// unknown outcome). The resource may or may not exist; the next run finishes the
-    /// create, accepting an existing resource of that name as its own.
+    /// create, accepting an existing resource of that name as its own only when it
+    /// carries the record's `create_token` (as the provider module says).
     Creating,
 }
 
@@ -766,6 +773,7 @@ mod tests {
             status: ResourceStatus::Created,
             attributes: Attributes::new(),
             depends_on: deps.iter().map(|d| d.parse().unwrap()).collect(),
+            create_token: None,
         }
     }
 
