@@ -3,12 +3,13 @@
 
 use anyhow::{Context, bail};
 
-use tenantform::Engine;
 use tenantform::connect::postgres::PostgresConfig;
+use tenantform::resource::TenantId;
 use tenantform::workflow::registry::CheckRecord;
 use tenantform::workflow::render as wf_render;
 use tenantform::workflow::status::RequestStatus;
 use tenantform::workflow::{self, Workflow};
+use tenantform::{Engine, Plan};
 
 use super::Outcome;
 use super::args::{DecisionArgs, RequestCommand, SubmitArgs};
@@ -168,6 +169,50 @@ fn finish(o: &workflow::Outcome) -> anyhow::Result<Outcome> {
         ),
         _ => Ok(Outcome::Ok),
     }
+}
+
+/// After a destroy: the request of each tenant of `plan` that has no state any more
+/// says `destroyed` ([`Workflow::record_destroyed`]). Opens the registry only when a
+/// tenant is gone, and never creates one. A failure here is an error although the
+/// destroy itself succeeded; running the destroy again records it.
+pub async fn record_destroyed(engine: &Engine, plan: &Plan, json: bool) -> anyhow::Result<()> {
+    let store = engine.state_store();
+    let gone: Vec<&TenantId> = plan
+        .tenants
+        .iter()
+        .map(|t| &t.tenant)
+        .filter(|t| matches!(store.load(t), Ok(None)))
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let Some(mut wf) = Workflow::open_existing(engine).await? else {
+        return Ok(());
+    };
+    for tenant in gone {
+        let moved = wf
+            .record_destroyed(tenant, "tenantform destroy")
+            .await
+            .with_context(|| {
+                format!(
+                    "tenant {tenant} was destroyed, but its request could not be marked destroyed; \
+                     run `tenantform destroy --tenant {tenant}` again to record it"
+                )
+            })?;
+        if let Some(r) = moved {
+            let line = format!(
+                "Request {} is now destroyed; specs/tenants/{}.toml, which it had written, was removed.",
+                r.id, r.id
+            );
+            // stdout carries JSON with --json.
+            if json {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs the validation suite on an active tenant; an error if a check failed.

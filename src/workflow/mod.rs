@@ -32,9 +32,13 @@
 //!   resource of the tenant remains; if the rollback itself fails, the request is
 //!   `failed`, state keeps what is left, and a P0 alert goes out.
 //! - A rolled-back or failed request can be retried (`request retry`).
+//! - A tenant that a destroy left with nothing is `destroyed` in the registry, in the
+//!   same transaction as its audit entry ([`Workflow::record_destroyed`], which
+//!   `tenantform destroy` calls); a new request for its id then starts over.
 
 pub mod approval;
 pub mod checks;
+mod destroyed;
 pub mod metrics;
 pub mod notify;
 mod provision;
@@ -126,18 +130,40 @@ pub struct Workflow<'a> {
 impl<'a> Workflow<'a> {
     /// Opens the registry (creating or migrating its schema).
     pub async fn open(engine: &'a Engine) -> Result<Workflow<'a>, WorkflowError> {
+        let (specs, pg) = Self::platform_database(engine)?;
+        let registry = Registry::open(&pg).await?;
+        Ok(Self::with_registry(engine, &specs, pg, registry))
+    }
+
+    /// The workflow over the registry that exists, or `None` when the platform's
+    /// database has none: nothing was ever requested, and nothing is created.
+    pub async fn open_existing(engine: &'a Engine) -> Result<Option<Workflow<'a>>, WorkflowError> {
+        let (specs, pg) = Self::platform_database(engine)?;
+        let registry = Registry::open_existing(&pg).await?;
+        Ok(registry.map(|r| Self::with_registry(engine, &specs, pg, r)))
+    }
+
+    fn platform_database(engine: &Engine) -> Result<(Specs, PostgresConfig), WorkflowError> {
         let specs = engine.specs()?;
         let pg = PostgresConfig::resolve(&specs.platform.postgres)
             .map_err(|e| WorkflowError::Registry(e.to_string()))?;
-        let registry = Registry::open(&pg).await?;
-        Ok(Workflow {
+        Ok((specs, pg))
+    }
+
+    fn with_registry(
+        engine: &'a Engine,
+        specs: &Specs,
+        pg: PostgresConfig,
+        registry: Registry,
+    ) -> Workflow<'a> {
+        Workflow {
             engine,
             specs_dir: engine.config().specs_dir.clone(),
             registry,
             notifier: Notifier::new(specs.platform.notifications.clone()),
             pg,
             metrics_url: None,
-        })
+        }
     }
 
     /// Where the metrics check scrapes the platform's metrics when `[validation]

@@ -1,15 +1,19 @@
 //! The statuses of a tenant request and the transitions between them, in one place.
 //!
 //! ```text
-//! pending_approval ─┬─> approved ─> provisioning ─> validating ─> active
-//!                   └─> rejected        │   ▲            │  │
-//!                                       │   │ retry      │  └─> failed (activation blocked)
-//!                                       ▼   │            ▼
-//!                          rolled_back / failed <────────┘
+//! pending_approval ─┬─> approved ─> provisioning ─> validating ─> active ─> destroyed
+//!      ▲            └─> rejected        │   ▲            │  │                 │
+//!      │                                │   │ retry      │  └─> failed ──────>┤
+//!      │                                ▼   │            ▼     (activation    │
+//!      │                   rolled_back / failed <────────┘      blocked)      │
+//!      └──────────────────────── a new request for the same id ───────────────┘
 //! ```
 //!
 //! `rolled_back` and `failed` may be retried (back to `provisioning`). Re-validating an
-//! active tenant (`validate-tenant`) records checks without changing its status.
+//! active tenant (`validate-tenant`) records checks without changing its status. A
+//! tenant that `destroy` left with nothing is `destroyed` (from `active`, or from
+//! `failed` when its resources were kept); a new request for its id starts over at
+//! `pending_approval`, in the same record and audit trail.
 
 use std::fmt;
 use std::str::FromStr;
@@ -28,10 +32,11 @@ pub enum RequestStatus {
     Active,
     Failed,
     RolledBack,
+    Destroyed,
 }
 
 impl RequestStatus {
-    pub const ALL: [RequestStatus; 8] = [
+    pub const ALL: [RequestStatus; 9] = [
         RequestStatus::PendingApproval,
         RequestStatus::Approved,
         RequestStatus::Rejected,
@@ -40,6 +45,7 @@ impl RequestStatus {
         RequestStatus::Active,
         RequestStatus::Failed,
         RequestStatus::RolledBack,
+        RequestStatus::Destroyed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +58,7 @@ impl RequestStatus {
             RequestStatus::Active => "active",
             RequestStatus::Failed => "failed",
             RequestStatus::RolledBack => "rolled_back",
+            RequestStatus::Destroyed => "destroyed",
         }
     }
 
@@ -64,9 +71,10 @@ impl RequestStatus {
             Rejected => &[],
             Provisioning => &[Validating, RolledBack, Failed],
             Validating => &[Active, RolledBack, Failed],
-            Active => &[],
-            Failed => &[Provisioning],
+            Active => &[Destroyed],
+            Failed => &[Provisioning, Destroyed],
             RolledBack => &[Provisioning],
+            Destroyed => &[PendingApproval],
         }
     }
 
@@ -78,6 +86,7 @@ impl RequestStatus {
                 | RequestStatus::Active
                 | RequestStatus::Failed
                 | RequestStatus::RolledBack
+                | RequestStatus::Destroyed
                 | RequestStatus::PendingApproval
         )
     }
@@ -135,7 +144,15 @@ mod tests {
     #[test]
     fn the_happy_path_is_legal_and_shortcuts_are_not() {
         use RequestStatus::*;
-        let path = [PendingApproval, Approved, Provisioning, Validating, Active];
+        let path = [
+            PendingApproval,
+            Approved,
+            Provisioning,
+            Validating,
+            Active,
+            Destroyed,
+            PendingApproval,
+        ];
         for w in path.windows(2) {
             check_transition("r", w[0], w[1]).unwrap();
         }
@@ -148,6 +165,9 @@ mod tests {
             (Provisioning, Active),
             (Active, RolledBack),
             (RolledBack, Active),
+            (Destroyed, Provisioning),
+            (Destroyed, Active),
+            (Provisioning, Destroyed),
         ] {
             let e = check_transition("r", from, to).unwrap_err();
             assert!(
