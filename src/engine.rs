@@ -440,13 +440,30 @@ impl Engine {
         if let Some(report) = &plan.policy {
             report.enforce()?;
         }
-        if !plan.has_changes() || !confirm(&plan) {
+        if !plan.has_changes() {
+            self.remove_empty_states(runs)?;
+            return Ok((plan, None));
+        }
+        if !confirm(&plan) {
             return Ok((plan, None));
         }
         let providers = self.providers(&specs).await?;
         let report =
             apply::apply(&plan, runs, providers, &self.store, apply_options, progress).await?;
         Ok((plan, Some(report)))
+    }
+
+    /// Removes the state of each locked tenant that holds no resource. An apply removes
+    /// such a state when it ends, but a run stopped dead between its last delete's
+    /// checkpoint and that removal leaves one behind: the next run, finding nothing to
+    /// do, finishes the job, so that a destroyed tenant has no state.
+    fn remove_empty_states(&self, runs: BTreeMap<TenantId, TenantRun>) -> Result<(), Error> {
+        for (tenant, run) in runs {
+            if run.state.resources.is_empty() && self.store.path_of(&tenant).exists() {
+                self.store.remove(&run.lock, &tenant)?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes a plan for a later `apply PLANFILE` (mode 0600: it names resources).
