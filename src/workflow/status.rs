@@ -1,12 +1,15 @@
 //! The statuses of a tenant request and the transitions between them, in one place.
 //!
 //! ```text
-//! pending_approval ─┬─> approved ─> provisioning ─> validating ─> active ─> destroyed
-//!      ▲            └─> rejected        │   ▲            │  │                 │
-//!      │                                │   │ retry      │  └─> failed ──────>┤
-//!      │                                ▼   │            ▼     (activation    │
-//!      │                   rolled_back / failed <────────┘      blocked)      │
-//!      └──────────────────────── a new request for the same id ───────────────┘
+//! pending_approval ─┬─> approved ─> provisioning ─> validating ─> active
+//!                   └─> rejected        │   ▲            │  │
+//!                                       │   │ retry      │  └─> failed (activation blocked)
+//!                                       ▼   │            ▼
+//!                          rolled_back / failed <────────┘
+//!
+//! active ───> destroyed           (destroy left the tenant with nothing)
+//! failed ───> destroyed           (the same, for a failed tenant whose resources were kept)
+//! destroyed ─> pending_approval   (a new request for the same id)
 //! ```
 //!
 //! `rolled_back` and `failed` may be retried (back to `provisioning`). Re-validating an
