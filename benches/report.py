@@ -3,12 +3,16 @@
 results.md, and prints the table.
 
     report.py RUNS.jsonl OUT_DIR [--sizes ..] [--reps ..]
-              [--tiers ..] [--parallelism ..] [--large ..]
+              [--tiers ..] [--parallelism ..] [--large ..] [--tools ..]
 
 Per (N, scenario, tool): median, min and max wall time; median and max peak RSS; API
 calls (median). Ratios use medians: Terraform / tenantform (time and peak RSS) and
 tenantform / floor (time; plan and drift against the floor's reads). A figure whose
 command ended unexpectedly is left out and counted in "failed".
+
+State backends: tenantform's apply and destroy with its state in PostgreSQL
+(apply-pgstate, destroy-pgstate) against the same commands with local state, as
+"PostgreSQL / local" (target for the apply: at most 1.3x).
 """
 
 import argparse
@@ -29,6 +33,9 @@ LABEL = {
     "destroy": "destroy",
     "plan-norefresh-large": "no-op plan, no refresh",
 }
+# Scenario with the state in PostgreSQL -> the same scenario with local state.
+PGSTATE_OF = {"apply-pgstate": "apply", "destroy-pgstate": "destroy"}
+PGSTATE_TARGET = {"apply-pgstate": 1.3}
 
 
 def summary(runs):
@@ -103,6 +110,7 @@ def main():
     ap.add_argument("--tiers", default="")
     ap.add_argument("--parallelism", default="10")
     ap.add_argument("--large", default="0")
+    ap.add_argument("--tools", default="tenantform terraform floor")
     a = ap.parse_args()
 
     with open(a.runs) as f:
@@ -126,6 +134,17 @@ def main():
                 "terraform_over_tenantform": ratio(tf, t),
                 "tenantform_over_floor": ratio(t, fl),
                 "rss_terraform_over_tenantform": rss_ratio(tf, t),
+            })
+    state_rows = []
+    for n in sorted({r["n"] for r in runs if r["scenario"] in PGSTATE_OF}):
+        for sc, local_sc in PGSTATE_OF.items():
+            pg = sums.get((n, sc, "tenantform"))
+            local = sums.get((n, local_sc, "tenantform"))
+            if not pg and not local:
+                continue
+            state_rows.append({
+                "n": n, "scenario": local_sc, "local": local, "postgres": pg,
+                "postgres_over_local": ratio(pg, local), "target": PGSTATE_TARGET.get(sc),
             })
     large = None
     large_path = os.path.join(a.out, "large-state.json")
@@ -154,7 +173,7 @@ def main():
             "Floor: tenantform's AWS calls through the SDK at the same parallelism, no engine, no PostgreSQL.",
         ],
     }
-    result = {"meta": meta, "scenarios": rows, "large": large}
+    result = {"meta": meta, "scenarios": rows, "state_backends": state_rows, "large": large}
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
@@ -167,6 +186,8 @@ def main():
         env.append(f"BENCH_REPS={a.reps}")
     if a.large and a.large != "2000":
         env.append(f"BENCH_LARGE={a.large}")
+    if a.tools and a.tools.split() != ["tenantform", "terraform", "floor"]:
+        env.append(f'BENCH_TOOLS="{a.tools}"')
     if env:
         cmd = " ".join(env) + " " + cmd
     md = []
@@ -187,6 +208,17 @@ def main():
             f"{fmt_x(r['tenantform_over_floor'])} | {fmt_mib(t)} | {fmt_mib(tf)} | "
             f"{fmt_x(r['rss_terraform_over_tenantform'])} | {calls} |"
         )
+    if state_rows:
+        md.append("")
+        md.append("tenantform with its state in PostgreSQL (`TENANTFORM_STATE_BACKEND=postgres`) "
+                  "against local state files, same commands:")
+        md.append("")
+        md.append("| N | scenario | local state s | PostgreSQL state s | PostgreSQL / local | target |")
+        md.append("|---|---|---|---|---|---|")
+        for r in state_rows:
+            target = f"≤ {r['target']:g}×" if r["target"] else "–"
+            md.append(f"| {r['n']} | {LABEL[r['scenario']]} | {fmt_time(r['local'])} | "
+                      f"{fmt_time(r['postgres'])} | {fmt_x(r['postgres_over_local'])} | {target} |")
     if large:
         md.append("")
         md.append(f"Scenario 5, engine overhead without a cloud: {large['n']} tenants, no-op plan without refresh.")

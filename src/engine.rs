@@ -35,9 +35,15 @@ use crate::provider::settings::TenantSettingsProvider;
 use crate::provider::vector::PgvectorProvider;
 use crate::provider::{Provider, ProviderSet};
 use crate::resource::{Attributes, Family, ResourceAddress, TenantId, attr_str, schema};
-use crate::show::{ResourceList, ResourceView, TenantView, TenantsView};
-use crate::spec::{Specs, VectorBackend};
-use crate::state::{LockInfo, ResourceState, ResourceStatus, StateStore, TenantState};
+use crate::show::{
+    ResourceList, ResourceView, StateDocument, StateHistory, TenantView, TenantsView,
+};
+use crate::spec::RegisteredSpec;
+use crate::spec::{Specs, StateBackendKind, VectorBackend};
+use crate::state::{
+    LockInfo, LockRequest, MigrationReport, ResourceState, ResourceStatus, RunRef, StateStore,
+    StateVersion, TenantState,
+};
 
 /// Where the engine finds its input and keeps its state, and how hard it works.
 #[derive(Clone, Debug)]
@@ -53,6 +59,9 @@ pub struct EngineConfig {
     /// Rego policies every plan is checked against (`--policy DIR`); `None`: those of
     /// `[policy] dir` in platform.toml, if any.
     pub policy_dir: Option<PathBuf>,
+    /// The run this engine acts for, recorded with every lock it takes (and so with
+    /// every state version written under it).
+    pub run: Option<RunRef>,
 }
 
 impl Default for EngineConfig {
@@ -63,6 +72,7 @@ impl Default for EngineConfig {
             parallelism: 10,
             lock_timeout: Duration::ZERO,
             policy_dir: None,
+            run: None,
         }
     }
 }
@@ -90,21 +100,40 @@ impl Default for PlanOptions {
     }
 }
 
-/// The engine. Cheap to create; providers connect on first use.
+/// The engine. Cheap to create; providers and the state store connect on first use.
 pub struct Engine {
     config: EngineConfig,
-    store: StateStore,
+    store: tokio::sync::OnceCell<StateStore>,
     providers: tokio::sync::OnceCell<ProviderSet>,
+    /// Where the registry's tenant specs are read; `None`: the platform's database.
+    registry: Option<PostgresConfig>,
+    registry_client: tokio::sync::Mutex<Option<tokio_postgres::Client>>,
 }
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Self {
-        let store = StateStore::new(&config.state_dir);
         Engine {
             config,
-            store,
+            store: tokio::sync::OnceCell::new(),
             providers: tokio::sync::OnceCell::new(),
+            registry: None,
+            registry_client: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The engine with `store` as its state, instead of the one platform.toml chooses.
+    pub fn with_state_store(self, store: StateStore) -> Self {
+        self.store
+            .set(store)
+            .unwrap_or_else(|_| unreachable!("fresh cell"));
+        self
+    }
+
+    /// Reads the registry's tenant specs from this database instead of the one the
+    /// platform file names (a library user or a test with its own database).
+    pub fn with_registry(mut self, pg: PostgresConfig) -> Self {
+        self.registry = Some(pg);
+        self
     }
 
     /// An engine that uses `providers` instead of those the platform file describes
@@ -122,13 +151,64 @@ impl Engine {
         &self.config
     }
 
-    pub fn state_store(&self) -> &StateStore {
-        &self.store
+    /// Where the tenants' state is: the backend `[state]` of platform.toml chooses (or
+    /// `TENANTFORM_STATE_BACKEND`), set up once.
+    pub async fn state_store(&self) -> Result<&StateStore, Error> {
+        self.store
+            .get_or_try_init(|| async {
+                let platform = crate::spec::load_platform(&self.config.specs_dir)?;
+                Ok::<_, Error>(StateStore::open(&platform, &self.config.state_dir)?)
+            })
+            .await
     }
 
-    /// Loads and validates every spec.
-    pub fn specs(&self) -> Result<Specs, Error> {
-        Ok(Specs::load(&self.config.specs_dir)?)
+    /// Runs `work`, then waits until the locks it dropped are released, so that the
+    /// next operation (maybe another process, right after this one exits) finds them
+    /// free instead of waiting for their leases to expire.
+    async fn settled<T>(&self, work: impl Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        let result = work.await;
+        if let Some(store) = self.store.get() {
+            store.settle().await;
+        }
+        result
+    }
+
+    fn lock_request(&self, operation: &str) -> LockRequest {
+        LockRequest {
+            operation: operation.to_owned(),
+            timeout: self.config.lock_timeout,
+            run: self.config.run,
+        }
+    }
+
+    /// Loads and validates every spec: the files, and the tenants provisioned from a
+    /// request, whose specs live in the registry (a file of the same id wins; see
+    /// [`Specs::add_registered`]). Reading the registry is not optional: a plan without
+    /// those tenants would delete them.
+    pub async fn specs(&self) -> Result<Specs, Error> {
+        let mut specs = Specs::load(&self.config.specs_dir)?;
+        let registered = self.registered_specs(&specs).await?;
+        specs.add_registered(&registered)?;
+        Ok(specs)
+    }
+
+    async fn registered_specs(&self, specs: &Specs) -> Result<Vec<RegisteredSpec>, Error> {
+        let unreadable = |detail: String| Error::RegisteredSpecs(detail);
+        let mut client = self.registry_client.lock().await;
+        if client.as_ref().is_none_or(|c| c.is_closed()) {
+            let pg = match &self.registry {
+                Some(pg) => pg.clone(),
+                None => PostgresConfig::resolve(&specs.platform.postgres)
+                    .map_err(|e| unreadable(e.to_string()))?,
+            };
+            *client = Some(
+                pg.connect_as("tenantform registry")
+                    .await
+                    .map_err(|e| unreadable(e.to_string()))?,
+            );
+        }
+        let c = client.as_ref().expect("connected above");
+        registered_specs(c).await.map_err(unreadable)
     }
 
     /// The providers the platform file describes, set up once.
@@ -144,9 +224,13 @@ impl Engine {
     }
 
     /// The tenants a run covers: those with a spec or a state, or the ones named.
-    pub fn select_tenants(&self, specs: &Specs, only: &[TenantId]) -> Result<Vec<TenantId>, Error> {
+    pub async fn select_tenants(
+        &self,
+        specs: &Specs,
+        only: &[TenantId],
+    ) -> Result<Vec<TenantId>, Error> {
         let mut all: BTreeSet<TenantId> = specs.tenants.keys().cloned().collect();
-        all.extend(self.store.tenants()?);
+        all.extend(self.state_store().await?.tenants().await?);
         if only.is_empty() {
             return Ok(all.into_iter().collect());
         }
@@ -176,9 +260,9 @@ impl Engine {
     /// the plan carries their results ([`Plan::policy`]); a mandatory violation is
     /// reported there, not as an error (see [`crate::policy::PolicyReport::enforce`]).
     pub async fn plan(&self, options: &PlanOptions) -> Result<Plan, Error> {
-        let specs = self.specs()?;
+        let specs = self.specs().await?;
         let policies = self.policies(&specs)?;
-        let tenants = self.select_tenants(&specs, &options.tenants)?;
+        let tenants = self.select_tenants(&specs, &options.tenants).await?;
         if !options.refresh {
             // Nothing to read back: one state in memory at a time, so that a plan over
             // thousands of tenants holds the plan and not every state besides.
@@ -186,7 +270,7 @@ impl Engine {
             let no_refresh = BTreeMap::new();
             let mut plans = Vec::with_capacity(tenants.len());
             for t in &tenants {
-                let state = self.load_checked(&specs, t)?;
+                let state = self.load_checked(&specs, t).await?;
                 plans.push(plan_one(
                     &specs,
                     t,
@@ -200,7 +284,7 @@ impl Engine {
         }
         let mut states = BTreeMap::new();
         for t in &tenants {
-            states.insert(t.clone(), self.load_checked(&specs, t)?);
+            states.insert(t.clone(), self.load_checked(&specs, t).await?);
         }
         let plan = self.plan_with(&specs, &states, options).await?;
         with_policy_results(policies.as_ref(), plan)
@@ -209,26 +293,17 @@ impl Engine {
     /// A tenant's state, checked to name only that tenant's objects (see
     /// [`crate::plan::identity`]): a state edited to name another tenant's role must
     /// not make apply drop it.
-    fn load_checked(&self, specs: &Specs, tenant: &TenantId) -> Result<Option<TenantState>, Error> {
-        let state = self.store.load(tenant)?;
+    async fn load_checked(
+        &self,
+        specs: &Specs,
+        tenant: &TenantId,
+    ) -> Result<Option<TenantState>, Error> {
+        let store = self.state_store().await?;
+        let state = store.load(tenant).await?;
         if let Some(state) = &state {
-            self.check_identity(specs, state)?;
+            check_identity(store, specs, state)?;
         }
         Ok(state)
-    }
-
-    fn check_identity(&self, specs: &Specs, state: &TenantState) -> Result<(), Error> {
-        let tenant = &state.tenant;
-        let mismatches =
-            identity::state_mismatches(state, specs.tenants.get(tenant), &specs.platform);
-        if mismatches.is_empty() {
-            return Ok(());
-        }
-        Err(Error::NotTheTenants {
-            what: format!("state file {}", self.store.path_of(tenant).display()),
-            tenant: tenant.clone(),
-            mismatches,
-        })
     }
 
     async fn plan_with(
@@ -312,28 +387,34 @@ impl Engine {
     }
 
     /// Locks the tenants in sorted order (so that two runs never wait on each other
-    /// in a cycle) and loads their state.
+    /// in a cycle) and loads their state. Returns the runs and the tenants that have a
+    /// stored state.
+    ///
+    /// The one place where tenant locks are taken, for a CLI command and for a run
+    /// alike. An engine that acts for a run ([`EngineConfig::run`]) names the run and
+    /// its attempt in the lock, so that with PostgreSQL state a later attempt takes the
+    /// lock over and every state write of an earlier attempt is refused.
     async fn lock_tenants(
         &self,
         specs: &Specs,
         tenants: &[TenantId],
         operation: &str,
-    ) -> Result<BTreeMap<TenantId, TenantRun>, Error> {
+    ) -> Result<(BTreeMap<TenantId, TenantRun>, BTreeSet<TenantId>), Error> {
+        let store = self.state_store().await?;
+        let request = self.lock_request(operation);
         let mut sorted = tenants.to_vec();
         sorted.sort();
         let mut runs = BTreeMap::new();
+        let mut stored = BTreeSet::new();
         for t in sorted {
-            let store = self.store.clone();
-            let timeout = self.config.lock_timeout;
-            let op = operation.to_owned();
-            let tenant = t.clone();
-            let lock = tokio::task::spawn_blocking(move || store.lock(&tenant, &op, timeout))
-                .await
-                .expect("lock task does not panic")?;
-            let state = self.load_checked(specs, &t)?;
+            let lock = store.lock(&t, &request).await?;
+            let state = self.load_checked(specs, &t).await?;
+            if state.is_some() {
+                stored.insert(t.clone());
+            }
             runs.insert(t, TenantRun::new(lock, state));
         }
-        Ok(runs)
+        Ok((runs, stored))
     }
 
     /// Applies a saved plan: locks its tenants, checks that every state is still the one
@@ -344,8 +425,18 @@ impl Engine {
         options: &ApplyOptions,
         progress: Option<ProgressSink>,
     ) -> Result<ApplyReport, Error> {
+        self.settled(self.apply_plan_locked(plan, options, progress))
+            .await
+    }
+
+    async fn apply_plan_locked(
+        &self,
+        plan: &Plan,
+        options: &ApplyOptions,
+        progress: Option<ProgressSink>,
+    ) -> Result<ApplyReport, Error> {
         let tenants: Vec<TenantId> = plan.tenants.iter().map(|t| t.tenant.clone()).collect();
-        let specs = self.specs()?;
+        let specs = self.specs().await?;
         // A saved plan is input too: what it creates must carry the tenant's own names.
         for t in &plan.tenants {
             let identity =
@@ -373,10 +464,10 @@ impl Engine {
                 });
             }
         }
-        let runs = self.lock_tenants(&specs, &tenants, "apply").await?;
+        let (runs, stored) = self.lock_tenants(&specs, &tenants, "apply").await?;
         for t in &plan.tenants {
             let state = &runs[&t.tenant].state;
-            let exists = self.store.path_of(&t.tenant).exists();
+            let exists = stored.contains(&t.tenant);
             let current = exists.then_some((state.serial, state.lineage));
             let planned = t.state_serial.zip(t.state_lineage);
             if current != planned {
@@ -405,7 +496,8 @@ impl Engine {
             evaluate_policies(&policies, plan)?.enforce()?;
         }
         let providers = self.providers(&specs).await?;
-        Ok(apply::apply(plan, runs, providers, &self.store, options, progress).await?)
+        let store = self.state_store().await?;
+        Ok(apply::apply(plan, runs, providers, store, options, progress).await?)
     }
 
     /// Locks, plans, asks `confirm`, and applies: `apply` and `destroy` without a saved
@@ -420,20 +512,28 @@ impl Engine {
         confirm: impl FnOnce(&Plan) -> bool,
         progress: Option<ProgressSink>,
     ) -> Result<(Plan, Option<ApplyReport>), Error> {
-        let specs = self.specs()?;
+        self.settled(self.plan_and_apply_locked(plan_options, apply_options, confirm, progress))
+            .await
+    }
+
+    async fn plan_and_apply_locked(
+        &self,
+        plan_options: &PlanOptions,
+        apply_options: &ApplyOptions,
+        confirm: impl FnOnce(&Plan) -> bool,
+        progress: Option<ProgressSink>,
+    ) -> Result<(Plan, Option<ApplyReport>), Error> {
+        let specs = self.specs().await?;
         let policies = self.policies(&specs)?;
-        let tenants = self.select_tenants(&specs, &plan_options.tenants)?;
+        let tenants = self.select_tenants(&specs, &plan_options.tenants).await?;
         let operation = match plan_options.mode {
             PlanMode::Normal => "apply",
             PlanMode::Destroy => "destroy",
         };
-        let runs = self.lock_tenants(&specs, &tenants, operation).await?;
+        let (runs, stored) = self.lock_tenants(&specs, &tenants, operation).await?;
         let states: BTreeMap<TenantId, Option<TenantState>> = runs
             .iter()
-            .map(|(t, r)| {
-                let exists = self.store.path_of(t).exists();
-                (t.clone(), exists.then(|| r.state.clone()))
-            })
+            .map(|(t, r)| (t.clone(), stored.contains(t).then(|| r.state.clone())))
             .collect();
         let plan = self.plan_with(&specs, &states, plan_options).await?;
         let plan = with_policy_results(policies.as_ref(), plan)?;
@@ -441,15 +541,15 @@ impl Engine {
             report.enforce()?;
         }
         if !plan.has_changes() {
-            self.remove_empty_states(runs)?;
+            self.remove_empty_states(runs, &stored).await?;
             return Ok((plan, None));
         }
         if !confirm(&plan) {
             return Ok((plan, None));
         }
         let providers = self.providers(&specs).await?;
-        let report =
-            apply::apply(&plan, runs, providers, &self.store, apply_options, progress).await?;
+        let store = self.state_store().await?;
+        let report = apply::apply(&plan, runs, providers, store, apply_options, progress).await?;
         Ok((plan, Some(report)))
     }
 
@@ -457,10 +557,15 @@ impl Engine {
     /// such a state when it ends, but a run stopped dead between its last delete's
     /// checkpoint and that removal leaves one behind: the next run, finding nothing to
     /// do, finishes the job, so that a destroyed tenant has no state.
-    fn remove_empty_states(&self, runs: BTreeMap<TenantId, TenantRun>) -> Result<(), Error> {
+    async fn remove_empty_states(
+        &self,
+        runs: BTreeMap<TenantId, TenantRun>,
+        stored: &BTreeSet<TenantId>,
+    ) -> Result<(), Error> {
+        let store = self.state_store().await?;
         for (tenant, run) in runs {
-            if run.state.resources.is_empty() && self.store.path_of(&tenant).exists() {
-                self.store.remove(&run.lock, &tenant)?;
+            if run.state.resources.is_empty() && stored.contains(&tenant) {
+                store.remove(&run.lock, &run.state).await?;
             }
         }
         Ok(())
@@ -488,15 +593,16 @@ impl Engine {
     }
 
     /// The state of every selected tenant that has one.
-    pub fn states(&self, only: &[TenantId]) -> Result<Vec<TenantState>, Error> {
+    pub async fn states(&self, only: &[TenantId]) -> Result<Vec<TenantState>, Error> {
+        let store = self.state_store().await?;
         let mut out = Vec::new();
         let ids = if only.is_empty() {
-            self.store.tenants()?
+            store.tenants().await?
         } else {
             only.to_vec()
         };
         for t in ids {
-            match self.store.load(&t)? {
+            match store.load(&t).await? {
                 Some(s) => out.push(s),
                 None if only.is_empty() => {}
                 None => return Err(Error::UnknownTenant(t)),
@@ -506,16 +612,19 @@ impl Engine {
     }
 
     /// One resource as state records it.
-    pub fn state_resource(&self, address: &ResourceAddress) -> Result<ResourceState, Error> {
-        self.store
-            .load(&address.tenant)?
+    pub async fn state_resource(&self, address: &ResourceAddress) -> Result<ResourceState, Error> {
+        self.state_store()
+            .await?
+            .load(&address.tenant)
+            .await?
             .and_then(|s| s.get(address).cloned())
             .ok_or_else(|| Error::UnknownResource(address.clone()))
     }
 
     /// A tenant's outputs (see [`crate::outputs`]).
     pub fn outputs(&self, state: &TenantState) -> BTreeMap<String, Output> {
-        let specs = self.specs().ok();
+        // Connection settings only: the platform file is enough.
+        let specs = Specs::load(&self.config.specs_dir).ok();
         let pg = specs
             .as_ref()
             .and_then(|s| PostgresConfig::resolve(&s.platform.postgres).ok());
@@ -527,13 +636,14 @@ impl Engine {
 
     /// `show`: the selected tenants (every tenant with a state if none is named), with
     /// their resources and outputs; sensitive outputs redacted unless `show_secrets`.
-    pub fn tenants_view(
+    pub async fn tenants_view(
         &self,
         only: &[TenantId],
         show_secrets: bool,
     ) -> Result<TenantsView, Error> {
         let tenants = self
-            .states(only)?
+            .states(only)
+            .await?
             .iter()
             .map(|s| TenantView::new(s, &self.outputs(s), show_secrets))
             .collect();
@@ -541,18 +651,18 @@ impl Engine {
     }
 
     /// `state list`: every resource address in the selected tenants' state.
-    pub fn resource_list(&self, only: &[TenantId]) -> Result<ResourceList, Error> {
-        Ok(ResourceList::of(&self.states(only)?))
+    pub async fn resource_list(&self, only: &[TenantId]) -> Result<ResourceList, Error> {
+        Ok(ResourceList::of(&self.states(only).await?))
     }
 
     /// `state show`: one resource as state records it; sensitive attributes redacted
     /// unless `show_secrets`.
-    pub fn resource_view(
+    pub async fn resource_view(
         &self,
         address: &ResourceAddress,
         show_secrets: bool,
     ) -> Result<ResourceView, Error> {
-        let r = self.state_resource(address)?;
+        let r = self.state_resource(address).await?;
         Ok(ResourceView::new(address, &r, show_secrets))
     }
 
@@ -560,11 +670,11 @@ impl Engine {
     /// differs from state (drift) and what the specs ask for that is not applied yet.
     /// Changes nothing and takes no lock.
     pub async fn drift(&self, only: &[TenantId]) -> Result<DriftReport, Error> {
-        let specs = self.specs()?;
-        let tenants = self.select_tenants(&specs, only)?;
+        let specs = self.specs().await?;
+        let tenants = self.select_tenants(&specs, only).await?;
         let mut states = BTreeMap::new();
         for t in &tenants {
-            states.insert(t.clone(), self.load_checked(&specs, t)?);
+            states.insert(t.clone(), self.load_checked(&specs, t).await?);
         }
         let refreshed = self.refresh(&specs, &states).await?;
         self.drift_of(&specs, &states, &refreshed).await
@@ -628,17 +738,20 @@ impl Engine {
         only: &[TenantId],
         confirm: impl FnOnce(&DriftReport) -> bool,
     ) -> Result<(DriftReport, bool), Error> {
-        let specs = self.specs()?;
-        let tenants = self.select_tenants(&specs, only)?;
-        let mut runs = self.lock_tenants(&specs, &tenants, "refresh").await?;
+        self.settled(self.refresh_state_locked(only, confirm)).await
+    }
+
+    async fn refresh_state_locked(
+        &self,
+        only: &[TenantId],
+        confirm: impl FnOnce(&DriftReport) -> bool,
+    ) -> Result<(DriftReport, bool), Error> {
+        let specs = self.specs().await?;
+        let tenants = self.select_tenants(&specs, only).await?;
+        let (mut runs, stored) = self.lock_tenants(&specs, &tenants, "refresh").await?;
         let states: BTreeMap<TenantId, Option<TenantState>> = runs
             .iter()
-            .map(|(t, r)| {
-                (
-                    t.clone(),
-                    self.store.path_of(t).exists().then(|| r.state.clone()),
-                )
-            })
+            .map(|(t, r)| (t.clone(), stored.contains(t).then(|| r.state.clone())))
             .collect();
         let refreshed = self.refresh(&specs, &states).await?;
         let report = self.drift_of(&specs, &states, &refreshed).await?;
@@ -661,7 +774,8 @@ impl Engine {
                     }
                 }
             }
-            self.store.write(&run.lock, &mut run.state)?;
+            let store = self.state_store().await?;
+            store.write(&run.lock, &mut run.state).await?;
         }
         Ok((report, true))
     }
@@ -674,7 +788,15 @@ impl Engine {
         address: &ResourceAddress,
         id: &str,
     ) -> Result<ResourceState, Error> {
-        let specs = self.specs()?;
+        self.settled(self.import_locked(address, id)).await
+    }
+
+    async fn import_locked(
+        &self,
+        address: &ResourceAddress,
+        id: &str,
+    ) -> Result<ResourceState, Error> {
+        let specs = self.specs().await?;
         let tenant = &address.tenant;
         let spec = specs
             .tenants
@@ -702,7 +824,7 @@ impl Engine {
                 expected,
             });
         }
-        let mut runs = self
+        let (mut runs, _) = self
             .lock_tenants(&specs, std::slice::from_ref(tenant), "import")
             .await?;
         let run = runs.get_mut(tenant).expect("locked tenant");
@@ -734,7 +856,8 @@ impl Engine {
         run.state
             .resources
             .insert(address.local(), resource.clone());
-        self.store.write(&run.lock, &mut run.state)?;
+        let store = self.state_store().await?;
+        store.write(&run.lock, &mut run.state).await?;
         Ok(resource)
     }
 
@@ -746,8 +869,17 @@ impl Engine {
         tenant: &TenantId,
         progress: Option<ProgressSink>,
     ) -> Result<ApplyReport, Error> {
-        let specs = self.specs()?;
-        let runs = self
+        self.settled(self.roll_back_tenant_locked(tenant, progress))
+            .await
+    }
+
+    async fn roll_back_tenant_locked(
+        &self,
+        tenant: &TenantId,
+        progress: Option<ProgressSink>,
+    ) -> Result<ApplyReport, Error> {
+        let specs = self.specs().await?;
+        let (runs, _) = self
             .lock_tenants(&specs, std::slice::from_ref(tenant), "rollback")
             .await?;
         let plan = apply::rollback::rollback_plan(&runs[tenant].state);
@@ -757,13 +889,133 @@ impl Engine {
             rollback: false,
             ..ApplyOptions::default()
         };
-        Ok(apply::apply(&plan, runs, providers, &self.store, &options, progress).await?)
+        let store = self.state_store().await?;
+        Ok(apply::apply(&plan, runs, providers, store, &options, progress).await?)
     }
 
     /// Breaks a tenant's lock; `lock_id` must be the holder's id.
-    pub fn force_unlock(&self, tenant: &TenantId, lock_id: &str) -> Result<LockInfo, Error> {
-        Ok(self.store.force_unlock(tenant, lock_id)?)
+    pub async fn force_unlock(&self, tenant: &TenantId, lock_id: &str) -> Result<LockInfo, Error> {
+        Ok(self
+            .state_store()
+            .await?
+            .force_unlock(tenant, lock_id)
+            .await?)
     }
+
+    /// The versions of a tenant's state that are kept, newest first.
+    pub async fn state_history(&self, tenant: &TenantId) -> Result<Vec<StateVersion>, Error> {
+        Ok(self.state_store().await?.history(tenant).await?)
+    }
+
+    /// `state history`: [`Engine::state_history`] as a view.
+    pub async fn history_view(&self, tenant: &TenantId) -> Result<StateHistory, Error> {
+        Ok(StateHistory {
+            tenant: tenant.clone(),
+            versions: self.state_history(tenant).await?,
+        })
+    }
+
+    /// `state pull`: a tenant's whole state document; sensitive attributes redacted
+    /// unless `show_secrets`.
+    pub async fn state_document(
+        &self,
+        tenant: &TenantId,
+        show_secrets: bool,
+    ) -> Result<StateDocument, Error> {
+        let state = self
+            .states(std::slice::from_ref(tenant))
+            .await?
+            .pop()
+            .ok_or_else(|| Error::UnknownTenant(tenant.clone()))?;
+        Ok(StateDocument::new(state, show_secrets))
+    }
+
+    /// Recovers version `serial` of a tenant's state: under the tenant's lock, writes
+    /// its content as the next serial. Changes no resource; `plan` then shows what
+    /// apply would do from there.
+    pub async fn restore_state(
+        &self,
+        tenant: &TenantId,
+        serial: u64,
+    ) -> Result<TenantState, Error> {
+        self.settled(async {
+            let store = self.state_store().await?;
+            let lock = store
+                .lock(tenant, &self.lock_request("state rollback"))
+                .await?;
+            let restored = store.restore(&lock, serial).await;
+            lock.release().await?;
+            Ok(restored?)
+        })
+        .await
+    }
+
+    /// Moves every tenant's state to the `to` backend from the other one (both
+    /// configured as platform.toml says), with serials, lineages and history, under
+    /// every tenant's lock; nothing is moved when a tenant is locked or the destination
+    /// holds a diverging state (see [`crate::state::migrate`]).
+    pub async fn migrate_state(&self, to: StateBackendKind) -> Result<MigrationReport, Error> {
+        let platform = crate::spec::load_platform(&self.config.specs_dir)?;
+        let from = match to {
+            StateBackendKind::Local => StateBackendKind::Postgres,
+            StateBackendKind::Postgres => StateBackendKind::Local,
+        };
+        let source = StateStore::open_kind(from, &platform, &self.config.state_dir)?;
+        let target = StateStore::open_kind(to, &platform, &self.config.state_dir)?;
+        let report =
+            crate::state::migrate(&source, &target, &self.lock_request("state migrate")).await;
+        source.settle().await;
+        target.settle().await;
+        Ok(report?)
+    }
+}
+
+/// Refuses a state that names another tenant's objects (see [`crate::plan::identity`]):
+/// a state edited to name another tenant's role must not make apply drop it.
+fn check_identity(store: &StateStore, specs: &Specs, state: &TenantState) -> Result<(), Error> {
+    let tenant = &state.tenant;
+    let mismatches = identity::state_mismatches(state, specs.tenants.get(tenant), &specs.platform);
+    if mismatches.is_empty() {
+        return Ok(());
+    }
+    Err(Error::NotTheTenants {
+        what: store.state_name(tenant),
+        tenant: tenant.clone(),
+        mismatches,
+    })
+}
+
+/// The specs of every tenant provisioned from a request (none before the registry
+/// exists). The lifecycle writes them (`tenantform.tenant_specs`, a table of its
+/// registry); the engine only reads them, so that it does not depend on the lifecycle.
+async fn registered_specs(client: &tokio_postgres::Client) -> Result<Vec<RegisteredSpec>, String> {
+    let failed = |e: tokio_postgres::Error| crate::connect::postgres::db_error(&e).to_string();
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('tenantform.tenant_specs') IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(failed)?
+        .get(0);
+    if !exists {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "SELECT tenant, source, exported_at IS NOT NULL FROM tenantform.tenant_specs ORDER BY tenant",
+            &[],
+        )
+        .await
+        .map_err(failed)?;
+    Ok(rows
+        .iter()
+        .map(|r| RegisteredSpec {
+            tenant: r.get(0),
+            source: r.get(1),
+            exported: r.get(2),
+        })
+        .collect())
 }
 
 /// One tenant's plan: its blueprint diffed against its state and what was read back.

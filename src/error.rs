@@ -35,6 +35,10 @@ pub enum Error {
     // repeat it.
     #[error("cannot set up the providers: {0}")]
     Provider(ProviderError),
+    #[error(
+        "cannot read the specs of the tenants requested through the registry (table tenantform.tenant_specs in the platform database): {0}; nothing was done, since a plan without them would delete those tenants: check the [postgres] settings and that the database is up"
+    )]
+    RegisteredSpecs(String),
     #[error("unknown tenant {0}: there is no specs/tenants/{0}.toml and no state for it")]
     UnknownTenant(TenantId),
     #[error(
@@ -50,7 +54,7 @@ pub enum Error {
         mismatches.iter().map(|m| m.to_string()).collect::<Vec<_>>().join("; ")
     )]
     NotTheTenants {
-        /// "state file PATH" or "the saved plan".
+        /// "state file PATH", the state's row in PostgreSQL, or "the saved plan".
         what: String,
         tenant: TenantId,
         mismatches: Vec<IdentityMismatch>,

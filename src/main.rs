@@ -13,10 +13,11 @@ use tenantform::report::Style;
 
 use cli::Outcome;
 use cli::apply::{cmd_apply, cmd_destroy, cmd_plan};
-use cli::args::{Cli, Command, StateCommand};
+use cli::args::{Cli, Command};
 use cli::drift::{cmd_drift, cmd_import, cmd_refresh};
 use cli::request::{cmd_request, cmd_serve, cmd_validate_tenant};
-use cli::state::{cmd_force_unlock, cmd_show, cmd_state_list, cmd_state_show, cmd_validate};
+use cli::runs::{cmd_runs, cmd_worker};
+use cli::state::{cmd_force_unlock, cmd_show, cmd_state, cmd_validate};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -62,20 +63,20 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Plan(args) => cmd_plan(&engine, args, style).await,
         Command::Apply(args) => cmd_apply(&engine, args, style).await,
         Command::Destroy(args) => cmd_destroy(&engine, args, style).await,
-        Command::Show(args) => cmd_show(&engine, args, style),
-        Command::State(StateCommand::List { tenants }) => cmd_state_list(&engine, tenants, style),
-        Command::State(StateCommand::Show {
-            address,
-            show_secrets,
-        }) => cmd_state_show(&engine, address, *show_secrets, style),
+        Command::Show(args) => cmd_show(&engine, args, style).await,
+        Command::State(cmd) => cmd_state(&engine, cmd, style).await,
         Command::Drift(args) => cmd_drift(&engine, args, style).await,
         Command::Refresh(args) => cmd_refresh(&engine, args, style).await,
         Command::Import(args) => cmd_import(&engine, args).await,
-        Command::Request(cmd) => Box::pin(cmd_request(&engine, cmd)).await,
+        Command::Request(cmd) => Box::pin(cmd_request(&cli, &engine, cmd)).await,
+        Command::Worker(args) => Box::pin(cmd_worker(&cli, args)).await,
+        Command::Runs(cmd) => Box::pin(cmd_runs(&cli, cmd)).await,
         Command::ValidateTenant { id, json } => {
-            Box::pin(cmd_validate_tenant(&engine, id, *json)).await
+            Box::pin(cmd_validate_tenant(&cli, &engine, id, *json)).await
         }
         Command::Serve { listen } => cmd_serve(&engine, *listen).await,
-        Command::ForceUnlock { tenant, lock_id } => cmd_force_unlock(&engine, tenant, lock_id),
+        Command::ForceUnlock { tenant, lock_id } => {
+            cmd_force_unlock(&engine, tenant, lock_id).await
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! Views of state: what `show`, `state list` and `state show` print, as values.
+//! Views of state: what `show`, `state list`, `state show`, `state pull`, `state
+//! history` and `state migrate` print, as values.
 //!
 //! A view is built from state (and a tenant's outputs) by the [`crate::Engine`]
 //! (`tenants_view`, `resource_list`, `resource_view`) and rendered through
@@ -16,7 +17,7 @@ use uuid::Uuid;
 use crate::outputs::{Output, redact_outputs};
 use crate::report::{Report, Style};
 use crate::resource::{Attributes, ResourceAddress, TenantId};
-use crate::state::{ResourceState, ResourceStatus, TenantState};
+use crate::state::{MigrationReport, ResourceState, ResourceStatus, StateVersion, TenantState};
 
 /// `show`: the selected tenants, each with its resources and outputs.
 ///
@@ -204,6 +205,122 @@ impl Report for ResourceView {
 
     fn json(&self) -> Value {
         serde_json::to_value(self).expect("a view serializes")
+    }
+}
+
+/// `state pull`: a tenant's whole state document, as stored; sensitive attributes
+/// redacted unless the view was built with secrets. Its text form is its JSON.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct StateDocument {
+    pub state: TenantState,
+}
+
+impl StateDocument {
+    pub fn new(mut state: TenantState, show_secrets: bool) -> Self {
+        if !show_secrets {
+            for r in state.resources.values_mut() {
+                r.attributes = crate::plan::redact(&r.attributes, r.resource_type);
+            }
+        }
+        StateDocument { state }
+    }
+}
+
+impl Report for StateDocument {
+    const NAME: &'static str = "a state document";
+
+    fn human(&self, _style: Style) -> String {
+        let mut text = serde_json::to_string_pretty(&self.state).expect("a state serializes");
+        text.push('\n');
+        text
+    }
+
+    fn json(&self) -> Value {
+        serde_json::to_value(&self.state).expect("a state serializes")
+    }
+}
+
+/// `state history`: the versions of a tenant's state that are kept, newest first.
+///
+/// JSON: `{"tenant", "versions": [{"serial", "lineage", "written_at", "written_by",
+/// "current"}]}`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StateHistory {
+    pub tenant: TenantId,
+    pub versions: Vec<StateVersion>,
+}
+
+impl Report for StateHistory {
+    const NAME: &'static str = "a state history";
+
+    fn human(&self, _style: Style) -> String {
+        if self.versions.is_empty() {
+            return format!("Tenant {} has no state versions.\n", self.tenant);
+        }
+        let mut out = format!(
+            "{:>7}  {:36}  {:20}  written by\n",
+            "serial", "lineage", "written at"
+        );
+        for v in &self.versions {
+            let by = v.written_by.as_ref().map_or_else(
+                || "(not recorded in local state)".to_owned(),
+                |w| w.to_string(),
+            );
+            let _ = writeln!(
+                out,
+                "{:>7}  {:36}  {:20}  {by}{}",
+                v.serial,
+                v.lineage.to_string(),
+                v.written_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                if v.current { "  (current)" } else { "" }
+            );
+        }
+        out
+    }
+
+    fn json(&self) -> Value {
+        serde_json::to_value(self).expect("a view serializes")
+    }
+}
+
+impl Report for MigrationReport {
+    const NAME: &'static str = "a migration report";
+
+    fn human(&self, _style: Style) -> String {
+        let n = self.tenants.len();
+        let mut out = format!(
+            "Moved the state of {n} tenant{} from {} to {}:\n",
+            if n == 1 { "" } else { "s" },
+            self.from,
+            self.to
+        );
+        for t in &self.tenants {
+            let _ = write!(
+                out,
+                "  {}: serial {}, lineage {}, {} version{}",
+                t.tenant,
+                t.serial,
+                t.lineage,
+                t.versions,
+                if t.versions == 1 { "" } else { "s" }
+            );
+            if t.versions_left > 0 {
+                let _ = write!(
+                    out,
+                    " ({} older version{} stay in the source: local state keeps one backup)",
+                    t.versions_left,
+                    if t.versions_left == 1 { "" } else { "s" }
+                );
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    fn json(&self) -> Value {
+        serde_json::to_value(self).expect("a report serializes")
     }
 }
 

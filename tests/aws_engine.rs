@@ -367,7 +367,11 @@ async fn apply_creates_the_aws_part_and_a_second_run_changes_nothing() {
         ),
         expected_tags(&g, "Gold")
     );
-    let state = engine.states(&[g.id.parse().unwrap()]).unwrap().remove(0);
+    let state = engine
+        .states(&[g.id.parse().unwrap()])
+        .await
+        .unwrap()
+        .remove(0);
     let outputs = engine.outputs(&state);
     assert_eq!(outputs["cache_cluster_id"].value, json!(cluster_id));
     assert!(outputs.contains_key("cache_endpoint"), "{outputs:?}");

@@ -312,10 +312,9 @@ async fn unapplied_spec_changes_are_pending_not_drift() {
 
 /// refresh accepts reality into state: a changed attribute is recorded, a deleted
 /// resource leaves state; then drift is clean and plan shows what the spec still wants.
-#[tokio::test]
-async fn refresh_records_reality_in_state() {
+async fn refresh_records_reality_in_state(backend: Backend) {
     let t = TenantDef::new("refresh", "bronze");
-    let ws = Workspace::new(std::slice::from_ref(&t)).await;
+    let ws = Workspace::with_backend(std::slice::from_ref(&t), backend).await;
     ws.run(&["apply", "--auto-approve"]).ok();
     let s = t.pg_name();
     ws.admin()
@@ -327,9 +326,9 @@ async fn refresh_records_reality_in_state() {
         .unwrap();
 
     // Without a terminal and without --auto-approve nothing is written.
-    let before = fs::read(ws.state_file(&t.id)).unwrap();
+    let before = ws.state_bytes(&t.id).unwrap();
     ws.run(&["refresh"]).code(1).contains("pass --auto-approve");
-    assert_eq!(fs::read(ws.state_file(&t.id)).unwrap(), before);
+    assert_eq!(ws.state_bytes(&t.id).unwrap(), before);
 
     let run = ws.run(&["refresh", "--auto-approve"]).ok();
     assert!(
@@ -376,10 +375,9 @@ async fn refresh_records_reality_in_state() {
 
 /// A schema made by hand collides with a new tenant's apply; imported, it is managed:
 /// plan shows no create for it and apply converges without recreating it.
-#[tokio::test]
-async fn import_adopts_a_hand_made_schema() {
+async fn import_adopts_a_hand_made_schema(backend: Backend) {
     let t = TenantDef::new("import", "bronze");
-    let ws = Workspace::new(std::slice::from_ref(&t)).await;
+    let ws = Workspace::with_backend(std::slice::from_ref(&t), backend).await;
     let s = t.pg_name();
     let admin = ws.admin().await;
     admin
@@ -696,3 +694,8 @@ async fn aws_redis_and_dashboard_kinds_changed_or_deleted_are_reported_and_repai
     assert_eq!(code, 0, "{after:#}");
     ws.run(&["plan", "--detailed-exitcode"]).code(0);
 }
+
+on_both_backends!(
+    refresh_records_reality_in_state,
+    import_adopts_a_hand_made_schema,
+);

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tenantform::plan::identity::TenantIdentity;
 use tenantform::plan::{PlanMode, TenantInput, plan_tenant};
 use tenantform::spec::{PlatformSpec, Specs, TenantSpec, is_unprintable};
-use tenantform::state::StateStore;
+use tenantform::state::LocalStore;
 use tenantform::{Engine, EngineConfig, TenantId};
 
 /// Seconds of random inputs per target in the bounded run.
@@ -269,7 +269,7 @@ fn platform_file() {
 fn state_file() {
     let specs = example_specs();
     let dir = tempfile::tempdir().unwrap();
-    let store = StateStore::new(dir.path());
+    let store = LocalStore::new(dir.path());
     let tenant: TenantId = "retail-chain".parse().unwrap();
     let path = store.path_of(&tenant);
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -176,10 +176,9 @@ async fn apply_creates_everything_and_tenants_are_isolated() {
     );
 }
 
-#[tokio::test]
-async fn a_clean_plan_after_apply_and_a_second_apply_change_nothing() {
+async fn a_clean_plan_after_apply_and_a_second_apply_change_nothing(backend: Backend) {
     let t = TenantDef::new("noop", "gold");
-    let ws = Workspace::new(std::slice::from_ref(&t)).await;
+    let ws = Workspace::with_backend(std::slice::from_ref(&t), backend).await;
     ws.run(&["apply", "--auto-approve"]).ok();
 
     ws.run(&["plan", "--detailed-exitcode"])
@@ -342,11 +341,10 @@ async fn drift_is_planned_and_repaired_by_apply() {
         .expect("the recreated table is usable, grants and policy included");
 }
 
-#[tokio::test]
-async fn destroy_removes_everything_and_twice_is_fine() {
+async fn destroy_removes_everything_and_twice_is_fine(backend: Backend) {
     let keep = TenantDef::new("keep", "bronze");
     let gone = TenantDef::new("gone", "silver");
-    let ws = Workspace::new(&[keep.clone(), gone.clone()]).await;
+    let ws = Workspace::with_backend(&[keep.clone(), gone.clone()], backend).await;
     ws.run(&["apply", "--auto-approve"]).ok();
     let run = ws
         .run(&["destroy", "--tenant", &gone.id, "--auto-approve"])
@@ -361,7 +359,7 @@ async fn destroy_removes_everything_and_twice_is_fine() {
         catalog(&ws, &gone).await.is_empty(),
         "nothing of the tenant is left"
     );
-    assert!(!ws.state_file(&gone.id).exists(), "empty state is removed");
+    assert!(ws.state_json(&gone.id).is_none(), "empty state is removed");
     assert_eq!(
         catalog(&ws, &keep).await.len(),
         5,
@@ -381,11 +379,10 @@ async fn destroy_removes_everything_and_twice_is_fine() {
     assert!(catalog(&ws, &keep).await.is_empty());
 }
 
-#[tokio::test]
-async fn a_removed_spec_is_planned_as_deletes_and_protection_survives_it() {
+async fn a_removed_spec_is_planned_as_deletes_and_protection_survives_it(backend: Backend) {
     let mut p = TenantDef::new("prot", "bronze");
     p.protected = true;
-    let ws = Workspace::new(&[p.clone()]).await;
+    let ws = Workspace::with_backend(&[p.clone()], backend).await;
     ws.run(&["apply", "--auto-approve"]).ok();
     ws.run(&["destroy", "--auto-approve"])
         .code(1)
@@ -428,10 +425,9 @@ async fn a_removed_spec_is_planned_as_deletes_and_protection_survives_it() {
     assert!(catalog(&ws, &p).await.is_empty());
 }
 
-#[tokio::test]
-async fn a_saved_plan_applies_once_and_is_refused_when_state_moved_on() {
+async fn a_saved_plan_applies_once_and_is_refused_when_state_moved_on(backend: Backend) {
     let t = TenantDef::new("saved", "bronze");
-    let ws = Workspace::new(std::slice::from_ref(&t)).await;
+    let ws = Workspace::with_backend(std::slice::from_ref(&t), backend).await;
     let file = ws.dir.path().join("tenants.plan");
     let file = file.to_str().unwrap();
     ws.run(&["plan", "--out", file]).ok();
@@ -459,13 +455,9 @@ async fn a_saved_plan_applies_once_and_is_refused_when_state_moved_on() {
         &format!("{}/postgres_schema.main", t.id),
     ])
     .ok();
-    let before = std::fs::read(ws.state_file(&t.id)).unwrap();
+    let before = ws.state_bytes(&t.id).unwrap();
     ws.run(&["apply", file]).code(1).contains("stale");
-    assert_eq!(
-        std::fs::read(ws.state_file(&t.id)).unwrap(),
-        before,
-        "nothing changed"
-    );
+    assert_eq!(ws.state_bytes(&t.id).unwrap(), before, "nothing changed");
 }
 
 #[tokio::test]
@@ -515,3 +507,10 @@ async fn plan_output_formats_are_machine_readable() {
         .code(1)
         .contains("no resource");
 }
+
+on_both_backends!(
+    a_clean_plan_after_apply_and_a_second_apply_change_nothing,
+    destroy_removes_everything_and_twice_is_fine,
+    a_removed_spec_is_planned_as_deletes_and_protection_survives_it,
+    a_saved_plan_applies_once_and_is_refused_when_state_moved_on,
+);

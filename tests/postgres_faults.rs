@@ -4,7 +4,6 @@
 mod support;
 
 use std::fs;
-use std::process::{Child, Command};
 use std::time::Duration;
 
 use support::*;
@@ -64,20 +63,6 @@ fn complete(t: &TenantDef) -> Vec<String> {
     ];
     v.sort();
     v
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -{sig} {}", child.id());
-}
-
-fn finish(child: Child) -> Run {
-    Run::from(child.wait_with_output().unwrap())
 }
 
 /// A run killed with SIGKILL at several moments of its work (while a create is in
@@ -160,13 +145,14 @@ async fn apply_killed_at_any_moment_converges_on_the_next_run() {
 
 /// A second run on a locked tenant fails at once naming the holder; with
 /// `--lock-timeout` it waits for the holder and then finds nothing to do.
-#[tokio::test]
-async fn a_second_run_names_the_lock_holder_or_waits_for_it() {
+async fn a_second_run_names_the_lock_holder_or_waits_for_it(backend: Backend) {
     let t = TenantDef::new("lock", "silver");
-    let ws = Workspace::new(std::slice::from_ref(&t)).await;
+    let ws = Workspace::with_backend(std::slice::from_ref(&t), backend).await;
     ws.slow_down_ddl(0.3).await;
 
-    let first = ws.spawn(&["apply", "--auto-approve"]);
+    // One step at a time keeps the holder busy for seconds, long enough for the two
+    // refused runs below (each of which, with PostgreSQL state, logs in first).
+    let first = ws.spawn(&["apply", "--auto-approve", "--parallelism", "1"]);
     let pid = first.id();
     wait_until(
         "the first run to start creating",
@@ -212,10 +198,9 @@ async fn a_second_run_names_the_lock_holder_or_waits_for_it() {
 }
 
 /// force-unlock breaks a lock held by a live but stuck process, only with the right id.
-#[tokio::test]
-async fn force_unlock_breaks_a_stuck_holder_with_its_lock_id() {
+async fn force_unlock_breaks_a_stuck_holder_with_its_lock_id(backend: Backend) {
     let t = TenantDef::new("stuck", "bronze");
-    let ws = Workspace::new(std::slice::from_ref(&t)).await;
+    let ws = Workspace::with_backend(std::slice::from_ref(&t), backend).await;
     ws.slow_down_ddl(0.3).await;
 
     let stuck = ws.spawn(&["apply", "--auto-approve", "--parallelism", "1"]);
@@ -590,3 +575,8 @@ async fn a_name_taken_by_someone_else_fails_and_the_foreign_object_survives() {
     );
     assert!(statuses(&ws, &t.id).is_empty());
 }
+
+on_both_backends!(
+    a_second_run_names_the_lock_holder_or_waits_for_it,
+    force_unlock_breaks_a_stuck_holder_with_its_lock_id,
+);

@@ -299,13 +299,13 @@ async fn a_tenants_own_credentials_reach_nothing_of_another_tenant() {
         .ok();
     out.run(&ws, &["apply", "--auto-approve", "--tenant", &a.id])
         .ok();
-    let store = tenantform::state::StateStore::new(ws.state());
+    let store = tenantform::state::StateStore::local(ws.state());
     let lock = store
         .lock(
             &a.id.parse().unwrap(),
-            "security-test",
-            std::time::Duration::ZERO,
+            &tenantform::state::LockRequest::new("security-test", std::time::Duration::ZERO),
         )
+        .await
         .unwrap();
     let mut private = vec![
         plan_file.clone(),

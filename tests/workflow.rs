@@ -48,6 +48,19 @@ fn mail_to(needle: &str, to: &str) -> bool {
         .any(|m| m["to"].as_array().unwrap().iter().any(|a| a == to))
 }
 
+/// Whether the registry holds the tenant's spec (where every worker and plan reads it).
+async fn registered_spec(ws: &Workspace, id: &str) -> bool {
+    ws.admin()
+        .await
+        .query_opt(
+            "SELECT 1 FROM tenantform.tenant_specs WHERE tenant = $1",
+            &[&id],
+        )
+        .await
+        .unwrap()
+        .is_some()
+}
+
 /// Transitions of the audit trail, as "from->to".
 fn transitions(view: &Value) -> Vec<String> {
     view["audit"]
@@ -220,8 +233,10 @@ async fn three_requests_go_through_approval_to_active_with_all_checks() {
             "{}: no webhook",
             t.id
         );
-        // The tenant's spec was written, and it matches its state: a plan is clean.
-        assert!(ws.specs().join(format!("tenants/{}.toml", t.id)).exists());
+        // The tenant's spec is in the registry (no file is written), and it matches its
+        // state: a plan is clean.
+        assert!(registered_spec(&ws, &t.id).await, "{}", t.id);
+        assert!(!ws.specs().join(format!("tenants/{}.toml", t.id)).exists());
     }
     ws.run(&["plan", "--detailed-exitcode"]).code(0);
 
@@ -275,6 +290,39 @@ async fn three_requests_go_through_approval_to_active_with_all_checks() {
     let v: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(v["checks"].as_array().unwrap().len(), 8);
     assert_eq!(status(&ws, &bronze.id)["status"], "active");
+
+    // Each provisioning was a run, executed by the command that queued it.
+    let runs = ws.run(&["runs", "list", "--json"]).ok();
+    let runs: Value = serde_json::from_str(&runs.stdout).unwrap();
+    let runs = runs["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 3, "{runs:#?}");
+    for r in runs {
+        assert_eq!(r["operation"], "provision");
+        assert_eq!(r["status"], "applied");
+        assert!(r["lease_owner"].is_null(), "the lease was released");
+    }
+
+    // Export moves a tenant from the registry to a file, which wins from then on; a
+    // specs directory without the file refuses to plan the tenant rather than fall
+    // back to the registry's copy.
+    let file = ws.specs().join(format!("tenants/{}.toml", bronze.id));
+    ws.run(&["request", "export", &bronze.id]).ok();
+    let exported = fs::read_to_string(&file).unwrap();
+    assert!(
+        exported.contains(&format!("id = \"{}\"", bronze.id)),
+        "{exported}"
+    );
+    ws.run(&["plan", "--detailed-exitcode"]).code(0);
+    fs::remove_file(&file).unwrap();
+    ws.run(&["plan", "--refresh=false"])
+        .code(1)
+        .contains(&format!(
+            "tenant {} was exported to specs/tenants/{}.toml",
+            bronze.id, bronze.id
+        ));
+    fs::write(&file, &exported).unwrap();
+    ws.run(&["plan", "--refresh=false", "--detailed-exitcode"])
+        .code(0);
 
     // The demo documents are rows of the tenant's `documents` table, not a resource of
     // their own: destroying the tenant removes them with the table.
@@ -367,18 +415,17 @@ async fn a_large_budget_waits_for_three_approvers_and_a_rejection_ends_it() {
             || mail_to(&big.id, "big-requester@wf.example")
     );
     assert!(ws.state_json(&big.id).is_none(), "nothing was provisioned");
-    assert!(!ws.specs().join(format!("tenants/{}.toml", big.id)).exists());
+    assert!(!registered_spec(&ws, &big.id).await);
 }
 
 /// A grant that breaks isolation makes check 2 fail; the tenant is rolled back and
 /// nothing of it is left on any service. With the grant gone, a retry activates it.
-#[tokio::test]
-async fn broken_isolation_fails_the_check_and_rolls_everything_back() {
+async fn broken_isolation_fails_the_check_and_rolls_everything_back(backend: Backend) {
     let mut canary = TenantDef::new("wf-canary", "bronze");
     canary.region = "ap-south-1".into();
     let mut victim = TenantDef::new("wf-iso", "bronze");
     victim.region = "ap-south-1".into();
-    let mut ws = Workspace::new(&[]).await;
+    let mut ws = Workspace::with_backend(&[], backend).await;
     ws.tenants = vec![canary.clone(), victim.clone()];
     let file = request_file(&ws, &canary);
     ws.run(&["request", "submit", &file]).ok();
@@ -421,64 +468,12 @@ async fn broken_isolation_fails_the_check_and_rolls_everything_back() {
     assert_eq!(failed, ["cross_tenant_isolation"]);
 
     // Nothing of the tenant is left, on any service.
-    let v = victim.pg_name();
-    let n: i64 = admin
-        .query_one("SELECT (SELECT count(*) FROM pg_namespace WHERE nspname = $1) + (SELECT count(*) FROM pg_roles WHERE rolname = $1)", &[&v])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 0, "schema and role are gone");
-    let s3 = s3_client("ap-south-1").await;
-    assert!(
-        s3.head_bucket()
-            .bucket(format!("rag-{}-documents", victim.id))
-            .send()
-            .await
-            .is_err(),
-        "bucket gone"
-    );
-    let iam = iam_client().await;
-    assert!(
-        iam.get_role()
-            .role_name(format!("rag-{}-app", victim.id))
-            .send()
-            .await
-            .is_err(),
-        "role gone"
-    );
-    let policies = iam.list_policies().send().await.unwrap();
-    assert!(
-        !policies
-            .policies()
-            .iter()
-            .any(|p| p.policy_name().unwrap_or_default().contains(&victim.id)),
-        "policy gone"
-    );
-    let mut redis = redis_admin().await;
-    let users: Vec<String> = redis::cmd("ACL")
-        .arg("USERS")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert!(!users.contains(&v), "Redis user gone: {users:?}");
-    let dashboards = ws.specs().join("../dashboards");
-    let leftover = fs::read_dir(&dashboards)
-        .map(|d| {
-            d.flatten()
-                .any(|e| e.file_name().to_string_lossy().contains(&victim.id))
-        })
-        .unwrap_or(false);
-    assert!(!leftover, "dashboard gone");
+    assert_eq!(leftovers(&ws, &victim).await, Vec::<String>::new());
     assert!(
         ws.state_json(&victim.id)
             .is_none_or(|s| s["resources"].as_object().unwrap().is_empty())
     );
-    assert!(
-        !ws.specs()
-            .join(format!("tenants/{}.toml", victim.id))
-            .exists(),
-        "spec removed"
-    );
+    assert!(!registered_spec(&ws, &victim.id).await, "spec removed");
     assert!(mail_to(
         &format!("tenant {} failed and was rolled back", victim.id),
         &format!("owner@{}.example", victim.id)
@@ -627,7 +622,7 @@ async fn duplicates_bad_requests_illegal_transitions_and_failing_notifications()
 }
 
 /// `destroy` ends a requested tenant in the registry: its request says `destroyed`
-/// (status and audit trail), the spec file it wrote is gone, and the id can be
+/// (status and audit trail), its spec is out of the registry, and the id can be
 /// requested again, with other values, through approval to `active`. The destroyed
 /// tenant's name is free for another request.
 #[tokio::test]
@@ -637,7 +632,6 @@ async fn a_destroyed_tenant_is_destroyed_in_the_registry_and_its_id_can_be_reque
     t.budget_inr = 200_000;
     let mut ws = Workspace::new(&[]).await;
     ws.tenants = vec![t.clone()];
-    let spec_file = ws.specs().join(format!("tenants/{}.toml", t.id));
     let file = request_file(&ws, &t);
     ws.run(&[
         "request",
@@ -648,7 +642,7 @@ async fn a_destroyed_tenant_is_destroyed_in_the_registry_and_its_id_can_be_reque
     ])
     .ok();
     assert_eq!(status(&ws, &t.id)["status"], "active");
-    assert!(spec_file.exists());
+    assert!(registered_spec(&ws, &t.id).await);
 
     ws.run(&["destroy", "--auto-approve", "--tenant", &t.id])
         .ok()
@@ -660,7 +654,10 @@ async fn a_destroyed_tenant_is_destroyed_in_the_registry_and_its_id_can_be_reque
         Some("active->destroyed")
     );
     assert!(ws.state_json(&t.id).is_none());
-    assert!(!spec_file.exists(), "a later apply must not bring it back");
+    assert!(
+        !registered_spec(&ws, &t.id).await,
+        "a later apply must not bring it back"
+    );
     ws.run(&["validate-tenant", &t.id])
         .code(1)
         .contains("is destroyed");
@@ -736,3 +733,5 @@ async fn a_destroyed_tenant_is_destroyed_in_the_registry_and_its_id_can_be_reque
     );
     ws.run(&["validate-tenant", &t.id]).ok();
 }
+
+on_both_backends!(broken_isolation_fails_the_check_and_rolls_everything_back);

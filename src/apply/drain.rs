@@ -7,7 +7,7 @@
 //! only copy that changes during the walk), its lock, and how its steps went. It is the
 //! only code that changes a state or asks for it to be written. Around it run two kinds
 //! of task: *workers*, each making one provider call ([`super::step`]), and *state
-//! writes* on the blocking pool.
+//! writes*, each awaiting the store with a snapshot of one tenant's state.
 //!
 //! The coordinator runs one loop: start the steps that may start, then wait for a
 //! worker's [`StepEvent`] or a finished state write, and act on it. Everything it does
@@ -48,6 +48,19 @@
 //! ends with; a state write ends with its tenant and the written state (for its serial)
 //! or the error. The coordinator hands a worker copies of what its call needs, so a
 //! worker never reads or changes a state.
+//!
+//! Nothing is shared behind a mutex: a write task owns its snapshot and a handle to the
+//! tenant's lock, so the coordinator never waits on a lock while the store works (with
+//! PostgreSQL, a write is a network round trip, and a lease's heartbeat runs beside it).
+//!
+//! # Losing a tenant
+//!
+//! With PostgreSQL state, a lock is a lease. A process paused past it (a stopped VM,
+//! `SIGSTOP`) finds on waking that another process took the tenant over: the store
+//! refuses its writes (the fence) and the lease's heartbeat marks the lock lost. Either
+//! stops the walk at once, like a failed write, but as [`ApplyError::Fenced`]: no step
+//! of any tenant starts any more (a delete or update would otherwise reach its endpoint
+//! before any write could be refused), and no rollback follows.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -62,7 +75,7 @@ use super::{ApplyError, ApplyOptions, Progress, ProgressSink, StepOutcome, StepR
 use crate::plan::graph::{ActionGraph, StepKind};
 use crate::plan::{Plan, PlanError, TenantPlan};
 use crate::provider::{CreateMode, Provider, ProviderError, ProviderSet};
-use crate::resource::{Attributes, ResourceAddress, schema};
+use crate::resource::{Attributes, ResourceAddress, TenantId, schema};
 use crate::state::{ResourceState, ResourceStatus, StateError, StateLock, StateStore, TenantState};
 
 /// What every walk of one apply shares: where calls go, where state goes, how to run.
@@ -83,7 +96,7 @@ pub(super) struct TenantLedger {
     pub failed: bool,
     /// Steps that have not started are skipped: a new tenant that will be rolled back.
     pub halted: bool,
-    /// A write was attempted, so a state file may exist even if the state is empty.
+    /// A write was attempted, so a stored state may exist even if this one is empty.
     wrote: bool,
     /// What waits for the write under way; `None` when no write is under way.
     writing: Option<Vec<AfterCheckpoint>>,
@@ -120,30 +133,32 @@ impl TenantLedger {
     /// Writes the state now, outside a walk.
     pub async fn write_now(&mut self, store: &StateStore) -> Result<(), StateError> {
         self.wrote = true;
-        let (store, lock, snapshot) = (store.clone(), self.lock.clone(), self.state.clone());
-        let written = tokio::task::spawn_blocking(move || write_snapshot(&store, &lock, snapshot))
-            .await
-            .expect("a state write does not panic")?;
+        let written = write_snapshot(store.clone(), self.lock.clone(), self.state.clone()).await?;
         self.adopt(&written);
         Ok(())
     }
 
-    /// Ends the tenant's part in the apply, releasing its lock: removes the state file
+    /// Ends the tenant's part in the apply, releasing its lock: removes the stored state
     /// of a tenant left with nothing. Returns the final serial.
     pub async fn close(self, store: &StateStore) -> Result<Option<u64>, StateError> {
-        if !self.state.resources.is_empty() {
-            return Ok(Some(self.state.serial));
-        }
-        let store = store.clone();
-        tokio::task::spawn_blocking(move || {
-            let tenant = &self.state.tenant;
-            if self.wrote || store.path_of(tenant).exists() {
-                store.remove(&self.lock, tenant)?;
+        let serial = if self.state.resources.is_empty() {
+            // A state of serial 0 was never stored: nothing to remove.
+            if self.wrote || self.state.serial > 0 {
+                store.remove(&self.lock, &self.state).await?;
             }
-            Ok(None)
-        })
-        .await
-        .expect("a state task does not panic")
+            None
+        } else {
+            Some(self.state.serial)
+        };
+        let tenant = self.state.tenant;
+        // No write task holds the lock any more; were one to, the lock would be released
+        // when it is dropped.
+        if let Ok(lock) = Arc::try_unwrap(self.lock)
+            && let Err(e) = lock.release().await
+        {
+            tracing::warn!(%tenant, error = %e, "cannot release the lock; it ends with its lease");
+        }
+        Ok(serial)
     }
 
     /// Takes what a write changed in the state it wrote (serial, time, format).
@@ -154,13 +169,14 @@ impl TenantLedger {
     }
 }
 
-/// Writes `snapshot` as the tenant's next state; returns it as written.
-fn write_snapshot(
-    store: &StateStore,
-    lock: &StateLock,
+/// Writes `snapshot` as the tenant's next state; returns it as written. Owns what it
+/// needs, so that it runs as a task of its own.
+async fn write_snapshot(
+    store: StateStore,
+    lock: Arc<StateLock>,
     mut snapshot: TenantState,
 ) -> Result<TenantState, StateError> {
-    store.write(lock, &mut snapshot).map(|()| snapshot)
+    store.write(&lock, &mut snapshot).await.map(|()| snapshot)
 }
 
 /// What happens once a tenant's state is on disk.
@@ -234,8 +250,16 @@ pub(super) struct DrainState<'a> {
     records: Vec<Option<StepRecord>>,
     /// Provider calls that change something.
     calls: usize,
-    /// A state write failed: no step starts any more.
-    fatal: Option<String>,
+    /// A state write failed or a tenant was lost: no step starts any more.
+    fatal: Option<Halt>,
+}
+
+/// Why a walk starts no step any more.
+enum Halt {
+    /// A state write failed.
+    Write(String),
+    /// A tenant's lock was lost: the tenant is another process's now.
+    Fenced { tenant: TenantId, detail: String },
 }
 
 impl<'a> DrainState<'a> {
@@ -265,7 +289,8 @@ impl<'a> DrainState<'a> {
     }
 
     /// Runs the walk to its end. A failed state write ends it with
-    /// [`ApplyError::Checkpoint`] once the steps in flight are over.
+    /// [`ApplyError::Checkpoint`], a lost tenant with [`ApplyError::Fenced`], once the
+    /// steps in flight are over.
     pub async fn run(mut self) -> Result<Drained, ApplyError> {
         let cancel = self.walk.options.cancel.clone();
         let mut cancel_seen = false;
@@ -290,8 +315,12 @@ impl<'a> DrainState<'a> {
         for n in self.queue.skip_rest() {
             self.record(n, StepOutcome::Skipped, Duration::ZERO);
         }
-        if let Some(e) = self.fatal {
-            return Err(ApplyError::Checkpoint(e));
+        match self.fatal {
+            Some(Halt::Write(e)) => return Err(ApplyError::Checkpoint(e)),
+            Some(Halt::Fenced { tenant, detail }) => {
+                return Err(ApplyError::Fenced { tenant, detail });
+            }
+            None => {}
         }
         let mut steps: Vec<Vec<StepRecord>> = vec![Vec::new(); self.plan.tenants.len()];
         for n in self.queue.nodes() {
@@ -317,7 +346,17 @@ impl<'a> DrainState<'a> {
             let Some(&node) = self.queue.peek() else {
                 break;
             };
-            if self.tenants[self.graph.graph[node].tenant].halted {
+            let ledger = &self.tenants[self.graph.graph[node].tenant];
+            if ledger.lock.is_lost() {
+                let tenant = ledger.state.tenant.clone();
+                tracing::error!(%tenant, "the tenant's lock was lost: no step starts any more");
+                self.fatal = Some(Halt::Fenced {
+                    tenant,
+                    detail: "its lock was taken over by another process after this one let the lease lapse, or broken with force-unlock".into(),
+                });
+                break;
+            }
+            if ledger.halted {
                 for n in self.queue.skip(&node) {
                     self.record(n, StepOutcome::Skipped, Duration::ZERO);
                 }
@@ -525,11 +564,12 @@ impl<'a> DrainState<'a> {
     fn start_write(&mut self, tenant: usize) {
         let ledger = &mut self.tenants[tenant];
         ledger.wrote = true;
-        let store = self.walk.store.clone();
-        let lock = ledger.lock.clone();
-        let snapshot = ledger.state.clone();
-        self.writes
-            .spawn_blocking(move || (tenant, write_snapshot(&store, &lock, snapshot)));
+        let write = write_snapshot(
+            self.walk.store.clone(),
+            ledger.lock.clone(),
+            ledger.state.clone(),
+        );
+        self.writes.spawn(async move { (tenant, write.await) });
     }
 
     /// A write of `tenant`'s state is over: starts the next one if wanted, and lets
@@ -549,7 +589,19 @@ impl<'a> DrainState<'a> {
             Err(e) => {
                 let message = e.to_string();
                 tracing::error!(tenant = %ledger.state.tenant, error = %message, "cannot write state");
-                self.fatal.get_or_insert_with(|| message.clone());
+                match e {
+                    // Takes precedence: it decides that nothing is undone.
+                    StateError::Fenced { tenant, .. } => {
+                        self.fatal = Some(Halt::Fenced {
+                            tenant,
+                            detail: message.clone(),
+                        });
+                    }
+                    _ => {
+                        self.fatal
+                            .get_or_insert_with(|| Halt::Write(message.clone()));
+                    }
+                }
                 Some(message)
             }
         };
@@ -675,7 +727,8 @@ fn start_rank(kind: StepKind) -> u8 {
     }
 }
 
-pub(super) fn step_name(kind: StepKind) -> &'static str {
+/// The name of a step kind, as reports and run events say it.
+pub(crate) fn step_name(kind: StepKind) -> &'static str {
     match kind {
         StepKind::Create => "create",
         StepKind::Update => "update",

@@ -45,6 +45,12 @@
 //!   finish (their checkpoints are still attempted), and the apply returns
 //!   [`ApplyError::Checkpoint`]. A create whose `creating` record could not be written
 //!   never calls its provider.
+//! - A tenant whose lock this apply lost (PostgreSQL state: its lease was taken over
+//!   after this process paused past it, or force-unlock broke it) is another process's
+//!   now: the store refuses the write ([`StateError::Fenced`]), and the apply stops as
+//!   after a failed write, with [`ApplyError::Fenced`] and no rollback (undoing would
+//!   delete what the new holder may be working on). A lock known to be lost
+//!   ([`StateLock::is_lost`]) starts no further step, rollback steps included.
 //!
 //! # Assumptions
 //!
@@ -83,6 +89,7 @@ use crate::plan::{Plan, PlanError};
 use crate::provider::ProviderSet;
 use crate::resource::{ResourceAddress, TenantId};
 use crate::state::{StateError, StateLock, StateStore, TenantState};
+pub(crate) use drain::step_name;
 use drain::{DrainState, TenantLedger, Walk};
 
 /// How an apply runs.
@@ -221,8 +228,25 @@ pub enum ApplyError {
     State(#[from] StateError),
     #[error("cannot record progress in state, so the apply stopped after the steps in flight: {0}")]
     Checkpoint(String),
+    #[error(
+        "tenant {tenant} is no longer this apply's to change ({detail}); the apply stopped after the steps in flight, without rollback: the process that holds the tenant's lock now carries on from the last checkpoint"
+    )]
+    Fenced { tenant: TenantId, detail: String },
     #[error(transparent)]
     Plan(#[from] PlanError),
+}
+
+impl ApplyError {
+    /// What a refused or failed state write means for the apply.
+    fn from_write(e: StateError) -> ApplyError {
+        match e {
+            StateError::Fenced { ref tenant, .. } => ApplyError::Fenced {
+                tenant: tenant.clone(),
+                detail: e.to_string(),
+            },
+            e => ApplyError::State(e),
+        }
+    }
 }
 
 /// One tenant given to an apply: its lock, and the state the plan was made against.
@@ -267,7 +291,10 @@ pub async fn apply(
     // Record the protection flag and the applied spec, even when no resource changes.
     for (t, ledger) in plan.tenants.iter().zip(&mut tenants) {
         if ledger.take_flags(t) {
-            ledger.write_now(store).await?;
+            ledger
+                .write_now(store)
+                .await
+                .map_err(ApplyError::from_write)?;
         }
     }
 
@@ -308,7 +335,7 @@ pub async fn apply(
             };
             rollback_steps = r.steps;
         }
-        let serial = ledger.close(store).await?;
+        let serial = ledger.close(store).await.map_err(ApplyError::from_write)?;
         reports.push(TenantReport {
             tenant: t.tenant.clone(),
             outcome,

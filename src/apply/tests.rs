@@ -18,7 +18,7 @@ use crate::plan::{
 };
 use crate::provider::{CreateMode, Provider, ProviderError};
 use crate::resource::{Attributes, Resource, ResourceType};
-use crate::state::{ResourceState, ResourceStatus};
+use crate::state::{LocalStore, LockRequest, ResourceState, ResourceStatus};
 
 // ---------------------------------------------------------------------------------
 // The in-memory cloud
@@ -315,7 +315,7 @@ fn scratch_dir() -> TempDir {
 }
 
 struct Harness {
-    _dir: TempDir,
+    dir: TempDir,
     store: StateStore,
     cloud: Arc<Cloud>,
     providers: ProviderSet,
@@ -324,22 +324,32 @@ struct Harness {
 impl Harness {
     fn new(cloud: Arc<Cloud>) -> Self {
         let dir = scratch_dir();
-        let store = StateStore::new(dir.path());
+        let store = StateStore::local(dir.path());
         let mut providers = ProviderSet::new();
         providers.register(ResourceType::ALL, cloud.clone());
         Harness {
-            _dir: dir,
+            dir,
             store,
             cloud,
             providers,
         }
     }
 
+    /// The state directory, read synchronously (from inside a provider call) by
+    /// [`LocalStore`], the same code the store uses: what is on disk.
+    fn disk(&self) -> LocalStore {
+        LocalStore::new(self.dir.path())
+    }
+
     /// Records `resources` (address, dependencies) as created in the tenant's state,
     /// and makes them exist in the cloud. Returns the serial written.
-    fn seed(&self, id: &str, resources: &[(&ResourceAddress, &[&ResourceAddress])]) -> u64 {
+    async fn seed(&self, id: &str, resources: &[(&ResourceAddress, &[&ResourceAddress])]) -> u64 {
         let t: TenantId = id.parse().unwrap();
-        let lock = self.store.lock(&t, "seed", Duration::ZERO).unwrap();
+        let lock = self
+            .store
+            .lock(&t, &LockRequest::new("seed", Duration::ZERO))
+            .await
+            .unwrap();
         let mut state = TenantState::new(t);
         for (a, deps) in resources {
             state.resources.insert(
@@ -354,29 +364,32 @@ impl Harness {
             );
             self.cloud.existing.lock().unwrap().insert((*a).clone());
         }
-        self.store.write(&lock, &mut state).unwrap();
+        self.store.write(&lock, &mut state).await.unwrap();
         state.serial
     }
 
-    fn runs(&self, plan: &Plan) -> BTreeMap<TenantId, TenantRun> {
-        plan.tenants
-            .iter()
-            .map(|t| {
-                let lock = self.store.lock(&t.tenant, "apply", Duration::ZERO).unwrap();
-                let state = self.store.load(&t.tenant).unwrap();
-                (t.tenant.clone(), TenantRun::new(lock, state))
-            })
-            .collect()
+    async fn runs(&self, plan: &Plan) -> BTreeMap<TenantId, TenantRun> {
+        let mut runs = BTreeMap::new();
+        for t in &plan.tenants {
+            let lock = self
+                .store
+                .lock(&t.tenant, &LockRequest::new("apply", Duration::ZERO))
+                .await
+                .unwrap();
+            let state = self.store.load(&t.tenant).await.unwrap();
+            runs.insert(t.tenant.clone(), TenantRun::new(lock, state));
+        }
+        runs
     }
 
     async fn apply(&self, plan: &Plan, options: &ApplyOptions) -> Result<ApplyReport, ApplyError> {
-        let runs = self.runs(plan);
+        let runs = self.runs(plan).await;
         apply(plan, runs, &self.providers, &self.store, options, None).await
     }
 
     /// `type.name status` of each resource on disk.
     fn on_disk(&self, id: &str) -> Vec<String> {
-        self.store
+        self.disk()
             .load(&id.parse().unwrap())
             .unwrap()
             .map(|s| {
@@ -466,7 +479,7 @@ async fn steps_start_only_after_their_dependencies_finished_and_were_checkpointe
     );
     let h = Harness::new(Cloud::with(Duration::from_millis(2), true));
     // While a create runs, each of its dependencies is `created` on disk.
-    let store = h.store.clone();
+    let disk = h.disk();
     let p = plan(vec![tenant(
         "acme",
         true,
@@ -485,7 +498,7 @@ async fn steps_start_only_after_their_dependencies_finished_and_were_checkpointe
     let violations = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen = violations.clone();
     *h.cloud.during_create.lock().unwrap() = Some(Box::new(move |address| {
-        let state = store.load(&address.tenant).unwrap().unwrap();
+        let state = disk.load(&address.tenant).unwrap().unwrap();
         for dep in &deps[address] {
             let status = state.get(dep).map(|r| r.status);
             if status != Some(ResourceStatus::Created) {
@@ -537,7 +550,7 @@ async fn with_parallelism_one_steps_start_in_address_order_delete_before_create_
     );
     let (z, y) = (addr("beta", "z"), addr("beta", "y"));
     let h = Harness::new(Cloud::new());
-    h.seed("alpha", &[(&a, &[]), (&b, &[]), (&c, &[])]);
+    h.seed("alpha", &[(&a, &[]), (&b, &[]), (&c, &[])]).await;
     let p = plan(vec![
         // Listed out of order on purpose: the order is the addresses'.
         tenant("beta", true, vec![create(&z, &[]), create(&y, &[&z])]),
@@ -591,7 +604,7 @@ async fn a_failure_skips_its_dependents_while_independent_steps_and_other_tenant
     );
     let (p1, p2) = (addr("other", "p1"), addr("other", "p2"));
     let h = Harness::new(Cloud::with(Duration::ZERO, true));
-    h.seed("old", &[(&base, &[])]);
+    h.seed("old", &[(&base, &[])]).await;
     h.cloud.fail("create", &a);
     let p = plan(vec![
         tenant(
@@ -702,7 +715,7 @@ async fn a_failed_new_tenant_halts_and_is_rolled_back_in_reverse_dependency_orde
         ]
     );
     assert_eq!(fresh.state_serial, None);
-    assert!(!h.store.path_of(&fresh.tenant).exists(), "no state left");
+    assert!(!h.disk().path_of(&fresh.tenant).exists(), "no state left");
     assert_eq!(
         tenant_report(&report, "zeta").outcome,
         TenantOutcome::Applied
@@ -823,11 +836,11 @@ async fn an_interrupt_starts_nothing_new_and_checkpoints_the_steps_in_flight() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_is_recorded_as_creating_on_disk_before_its_call() {
     let h = Harness::new(Cloud::with(Duration::ZERO, true));
-    let store = h.store.clone();
+    let disk = h.disk();
     let violations = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen = violations.clone();
     *h.cloud.during_create.lock().unwrap() = Some(Box::new(move |address| {
-        let status = store
+        let status = disk
             .load(&address.tenant)
             .unwrap()
             .and_then(|s| s.get(address).map(|r| r.status));
@@ -885,7 +898,9 @@ async fn state_is_written_at_most_once_per_checkpoint_of_the_steps() {
             addr("vv", "u1"),
             addr("vv", "u2"),
         );
-        let before = h.seed("vv", &[(&x, &[]), (&y, &[]), (&u1, &[]), (&u2, &[])]);
+        let before = h
+            .seed("vv", &[(&x, &[]), (&y, &[]), (&u1, &[]), (&u2, &[])])
+            .await;
         let p = plan(vec![tenant(
             "vv",
             false,
@@ -912,7 +927,7 @@ async fn a_failed_state_write_stops_the_apply_after_the_steps_in_flight() {
     let h = Harness::new(Cloud::new());
     // While b is created, the state directory becomes unwritable: a file stands where
     // the tenants' directory was.
-    let dir = h.store.dir().to_owned();
+    let dir = h.dir.path().to_owned();
     *h.cloud.during_create.lock().unwrap() = Some(Box::new(move |address| {
         if address.name == "b" {
             std::fs::rename(dir.join("tenants"), dir.join("moved")).unwrap();
@@ -1066,7 +1081,7 @@ async fn random_plans_apply_like_a_serial_walk() {
         // Delete everything that state holds, all tenants in one plan.
         let mut tenants = Vec::new();
         for t in &p.tenants {
-            if let Some(state) = h.store.load(&t.tenant).unwrap() {
+            if let Some(state) = h.store.load(&t.tenant).await.unwrap() {
                 tenants.extend(rollback::rollback_plan(&state).tenants);
             }
         }
@@ -1108,7 +1123,7 @@ async fn random_plans_apply_like_a_serial_walk() {
         }
         for t in &p.tenants {
             assert!(
-                !h.store.path_of(&t.tenant).exists(),
+                !h.disk().path_of(&t.tenant).exists(),
                 "round {round}: no state left"
             );
         }

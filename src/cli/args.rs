@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use tenantform::spec::StateBackendKind;
 use tenantform::{EngineConfig, OutputFormat, ResourceAddress, TenantId};
 
 const EXAMPLES: &str = "\
@@ -19,13 +20,20 @@ Examples:
   tenantform destroy --tenant retail-chain --auto-approve
   tenantform show --tenant retail-chain
   tenantform state list
+  tenantform state history retail-chain             # versions kept, who wrote them
+  tenantform state rollback retail-chain --serial 12
+  tenantform state migrate --to postgres            # then set [state] backend = \"postgres\"
   tenantform force-unlock retail-chain 6c1f...
   tenantform drift --detailed-exitcode --markdown   # scheduled drift run: exit 2 on drift
   tenantform refresh --tenant retail-chain          # accept drift into state
   tenantform import retail-chain/postgres_schema.main tenant_retail_chain
+  tenantform worker --concurrency 2                 # execute queued runs ([runs] executor = \"workers\")
+  tenantform runs list                              # queue positions, who blocks whom
+  tenantform runs show 6c1f2a3b --follow            # a run's steps as they happen
 
 Environment: PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE (admin connection), as printed
-by `scripts/stack env`. Log detail: TENANTFORM_LOG=info (or debug).";
+by `scripts/stack env`. TENANTFORM_STATE_BACKEND=local|postgres overrides [state] backend.
+Log detail: TENANTFORM_LOG=info (or debug).";
 
 /// Declarative tenant infrastructure: plan, apply, destroy.
 #[derive(Parser)]
@@ -34,7 +42,7 @@ pub struct Cli {
     /// Directory with platform.toml and tenants/*.toml.
     #[arg(long, global = true, default_value = "specs", value_name = "DIR")]
     pub specs: PathBuf,
-    /// Directory with the state files.
+    /// Directory with the state files (the `local` state backend).
     #[arg(long, global = true, default_value = "state", value_name = "DIR")]
     pub state: PathBuf,
     /// No ANSI colours in output (also when NO_COLOR is set or output is not a terminal).
@@ -60,7 +68,7 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Show tenants' resources and outputs, or a saved plan.
     Show(ShowArgs),
-    /// Inspect state.
+    /// Inspect, recover and move state.
     #[command(subcommand)]
     State(StateCommand),
     /// Read every managed resource back and report what changed behind tenantform's
@@ -85,6 +93,14 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:9464")]
         listen: std::net::SocketAddr,
     },
+    /// Execute queued runs (provisionings, plans, applies) from the platform database,
+    /// up to --concurrency at once; any number of workers on any machines. SIGTERM:
+    /// finish the runs in flight and exit; a second signal releases them at once.
+    Worker(WorkerArgs),
+    /// Runs: list, show (--follow), start, apply (a planned run), discard, cancel,
+    /// resume.
+    #[command(subcommand)]
+    Runs(RunsCommand),
     /// Break a tenant's lock held by a stuck process.
     ForceUnlock {
         tenant: TenantId,
@@ -206,7 +222,7 @@ pub enum RequestCommand {
     /// Submitting the same tenant again returns the existing request. Without required
     /// approvals, provisioning starts at once.
     Submit(SubmitArgs),
-    /// Record an approval; the last required one starts provisioning.
+    /// Record an approval; the last required one queues the provisioning.
     Approve(DecisionArgs),
     /// Reject a request; this ends it and notifies the requester.
     Reject(DecisionArgs),
@@ -224,11 +240,105 @@ pub enum RequestCommand {
     /// Provision a rolled-back or failed request again.
     Retry {
         id: String,
+        #[command(flatten)]
+        action: RunAction,
+    },
+    /// Write a provisioned tenant's spec from the registry to specs/tenants/<id>.toml,
+    /// to manage it as a file (in git) from now on.
+    Export {
+        id: String,
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// Runs executed at once by this worker (of different tenants).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Provider calls in flight at once within one run.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallelism: u16,
+}
+
+#[derive(Subcommand)]
+pub enum RunsCommand {
+    /// The newest runs, with queue positions and what blocks them, and the live workers.
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only runs in this status (pending, planning, applied, errored, ...).
+        #[arg(long)]
+        status: Option<tenantform::runs::RunStatus>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One run: status, timestamps, lease, queue position, blocked by, result, events.
+    Show {
+        /// A run id, or its first characters.
+        id: String,
+        /// Print the run's events as they happen, until it is settled.
+        #[arg(long)]
+        follow: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a run on a tenant: plan, apply, destroy, drift or refresh.
+    Start {
+        #[arg(long)]
+        tenant: TenantId,
+        #[arg(long)]
+        operation: tenantform::runs::Operation,
+        /// Apply the plan at once (apply, destroy) instead of stopping at `planned`.
+        #[arg(long)]
+        auto_apply: bool,
+        #[arg(long)]
+        message: Option<String>,
+        #[command(flatten)]
+        action: RunAction,
+    },
+    /// Confirm a planned run: apply exactly its plan, if the tenant's state has not
+    /// moved on since.
+    Apply {
+        id: String,
+        #[command(flatten)]
+        action: RunAction,
+    },
+    /// Discard a planned run: its plan is not applied.
+    Discard {
+        id: String,
+        #[arg(long, env = "USER", default_value = "unknown")]
+        by: String,
+    },
+    /// Cancel a run: a queued one at once, a running one after its steps in flight.
+    Cancel {
+        id: String,
         #[arg(long, env = "USER", default_value = "unknown")]
         by: String,
         #[arg(long)]
         json: bool,
     },
+    /// Execute a run here: one whose executor was interrupted, or any queued run.
+    Resume {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Who acts on a run, and how the command waits for it.
+#[derive(Args)]
+pub struct RunAction {
+    #[arg(long, env = "USER", default_value = "unknown")]
+    pub by: String,
+    /// Follow the run to its end (always so with the embedded executor).
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -260,6 +370,9 @@ pub struct SubmitArgs {
     pub requester: String,
     #[arg(long)]
     pub notes: Option<String>,
+    /// Follow the provisioning to its end (always so with the embedded executor).
+    #[arg(long)]
+    pub wait: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -275,6 +388,9 @@ pub struct DecisionArgs {
     pub by: String,
     #[arg(long)]
     pub note: Option<String>,
+    /// Follow the provisioning, if this decision starts it, to its end.
+    #[arg(long)]
+    pub wait: bool,
     #[arg(long)]
     pub json: bool,
 }
@@ -304,6 +420,43 @@ pub enum StateCommand {
         address: ResourceAddress,
         #[arg(long)]
         show_secrets: bool,
+    },
+    /// Print a tenant's whole state document as JSON (sensitive values redacted
+    /// unless --show-secrets).
+    Pull {
+        tenant: TenantId,
+        #[arg(long)]
+        show_secrets: bool,
+    },
+    /// List the versions of a tenant's state that are kept: serial, lineage, when and
+    /// by whom each was written.
+    History {
+        tenant: TenantId,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recover an earlier version of a tenant's state: its content is written as the
+    /// next serial, under the tenant's lock. No resource is changed.
+    Rollback {
+        tenant: TenantId,
+        /// The serial to recover (see `state history`).
+        #[arg(long)]
+        serial: u64,
+        /// Wait this long for the tenant's lock (e.g. 30s, 2m); default: fail at once.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+        lock_timeout: Duration,
+    },
+    /// Move every tenant's state (serial, lineage, history) to another backend, under
+    /// each tenant's lock. Nothing is moved when a tenant is locked.
+    Migrate {
+        /// The backend to move to: postgres or local (from the other one).
+        #[arg(long, value_name = "BACKEND")]
+        to: StateBackendKind,
+        /// Wait this long for each tenant's lock; default: fail at once.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+        lock_timeout: Duration,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -363,6 +516,8 @@ impl Cli {
             Command::Drift(a) => (Some(&a.selection), Duration::ZERO),
             Command::Refresh(a) => (Some(&a.selection), a.lock_timeout),
             Command::Import(a) => (None, a.lock_timeout),
+            Command::State(StateCommand::Rollback { lock_timeout, .. })
+            | Command::State(StateCommand::Migrate { lock_timeout, .. }) => (None, *lock_timeout),
             // Provisioning a request waits a while for its tenant's lock rather than
             // failing the request at once.
             Command::Request(_) => (None, Duration::from_secs(60)),
@@ -371,6 +526,8 @@ impl Cli {
             | Command::State(_)
             | Command::ValidateTenant { .. }
             | Command::Serve { .. }
+            | Command::Worker(_)
+            | Command::Runs(_)
             | Command::ForceUnlock { .. } => (None, Duration::ZERO),
         };
         EngineConfig {
@@ -379,6 +536,7 @@ impl Cli {
             parallelism: selection.map_or(defaults.parallelism, |s| s.parallelism as usize),
             lock_timeout,
             policy_dir: self.policy.clone(),
+            run: None,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod apply;
 pub mod args;
 pub mod drift;
 pub mod request;
+pub mod runs;
 pub mod state;
 
 use std::io::{BufRead, IsTerminal, Write};
@@ -60,6 +61,12 @@ pub fn confirm(what: &str) -> anyhow::Result<bool> {
         .read_line(&mut line)
         .context("reading the answer")?;
     Ok(line.trim() == "yes")
+}
+
+/// Prints `value` as indented JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
 }
 
 /// "s" unless there is one.

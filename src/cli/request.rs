@@ -1,49 +1,63 @@
-//! The tenant lifecycle: `request submit|approve|reject|status|list|retry`,
-//! `validate-tenant`, and `serve`.
+//! The tenant lifecycle: `request submit|approve|reject|status|list|retry|export`,
+//! `validate-tenant`, and `serve`. A command that queues a provisioning run settles it
+//! ([`settle_request`]): executes it here with the embedded executor, or follows it.
 
 use anyhow::{Context, bail};
 
 use tenantform::connect::postgres::PostgresConfig;
 use tenantform::resource::TenantId;
-use tenantform::workflow::registry::CheckRecord;
+use tenantform::runs::{ProvisionResult, Run, RunQueue};
+use tenantform::spec::RunExecutor;
+use tenantform::workflow::registry::{CheckRecord, Request};
 use tenantform::workflow::render as wf_render;
 use tenantform::workflow::status::RequestStatus;
 use tenantform::workflow::{self, Workflow};
 use tenantform::{Engine, Plan};
 
 use super::Outcome;
-use super::args::{DecisionArgs, RequestCommand, SubmitArgs};
+use super::args::{Cli, DecisionArgs, RequestCommand, RunAction, SubmitArgs};
+use super::runs::{Print, RunsCli, execute_or_follow, warn_without_workers};
 
-/// The workflow, with tenantform's own metrics served on a loopback port for its
-/// metrics check while this process runs, unless `[validation] metrics_url` names the
-/// platform's endpoint.
-async fn open_workflow(engine: &Engine) -> anyhow::Result<Workflow<'_>> {
+/// The workflow, queuing provisionings as runs, with the metrics its checks scrape
+/// when `[validation] metrics_url` names no endpoint ([`RunsCli::load`]).
+async fn open_workflow<'a>(engine: &'a Engine, runs: &RunsCli) -> anyhow::Result<Workflow<'a>> {
     let mut wf = Workflow::open(engine).await?;
-    let specs = engine.specs()?;
-    if specs.platform.validation.metrics_url.is_none() {
-        let pg = PostgresConfig::resolve(&specs.platform.postgres)?;
-        // The handle is dropped, not aborted: the server runs until the process ends.
-        let (addr, _) = tenantform::server::serve_metrics_on_loopback(pg)
-            .await
-            .context("serving metrics on a loopback port for the validation checks")?;
-        wf.set_metrics_url(format!("http://{addr}/metrics"));
+    wf.set_provisioning(std::sync::Arc::new(RunQueue::open(&runs.pg).await?));
+    if let Some(url) = &runs.cx.metrics_url {
+        wf.set_metrics_url(url);
     }
     Ok(wf)
 }
 
-pub async fn cmd_request(engine: &Engine, cmd: &RequestCommand) -> anyhow::Result<Outcome> {
-    let mut wf = open_workflow(engine).await?;
+pub async fn cmd_request(
+    cli: &Cli,
+    engine: &Engine,
+    cmd: &RequestCommand,
+) -> anyhow::Result<Outcome> {
+    let runs = RunsCli::load(cli, 10, true).await?;
+    let mut wf = open_workflow(engine, &runs).await?;
     match cmd {
-        RequestCommand::Submit(a) => Box::pin(cmd_submit(&mut wf, a)).await,
-        RequestCommand::Approve(d) => Box::pin(cmd_decide(&mut wf, d, true)).await,
-        RequestCommand::Reject(d) => Box::pin(cmd_decide(&mut wf, d, false)).await,
-        RequestCommand::Retry { id, by, json } => {
+        RequestCommand::Submit(a) => Box::pin(cmd_submit(&mut wf, &runs, a)).await,
+        RequestCommand::Approve(d) => Box::pin(cmd_decide(&mut wf, &runs, d, true)).await,
+        RequestCommand::Reject(d) => Box::pin(cmd_decide(&mut wf, &runs, d, false)).await,
+        RequestCommand::Retry {
+            id,
+            action: RunAction { by, wait, json },
+        } => {
             let outcome = Box::pin(wf.retry(id, by)).await?;
+            let settled = settle_request(&runs, &wf, &outcome, *wait, *json).await?;
             if !json {
-                println!("Request {id} is now {}.", outcome.request.status);
+                println!("Request {id} is now {}.", settled.request.status);
             }
-            print_outcome(&outcome, *json)?;
-            finish(&outcome)
+            settled.print(false, *json)
+        }
+        RequestCommand::Export { id, by } => {
+            let path = wf.export(id, by).await?;
+            println!(
+                "Wrote {}. From now on this file is tenant {id}'s spec (it wins over the registry's copy): commit it, and run workers and plans with this specs directory.",
+                path.display()
+            );
+            Ok(Outcome::Ok)
         }
         RequestCommand::Status { id, json } => {
             let view = wf.view(id).await?;
@@ -73,7 +87,11 @@ pub async fn cmd_request(engine: &Engine, cmd: &RequestCommand) -> anyhow::Resul
     }
 }
 
-async fn cmd_submit(wf: &mut Workflow<'_>, a: &SubmitArgs) -> anyhow::Result<Outcome> {
+async fn cmd_submit(
+    wf: &mut Workflow<'_>,
+    runs: &RunsCli,
+    a: &SubmitArgs,
+) -> anyhow::Result<Outcome> {
     let outcome = match &a.file {
         Some(file) => Box::pin(wf.submit_file(file, &a.requester, a.notes.as_deref())).await?,
         None => {
@@ -94,7 +112,8 @@ async fn cmd_submit(wf: &mut Workflow<'_>, a: &SubmitArgs) -> anyhow::Result<Out
             .await?
         }
     };
-    let r = &outcome.request;
+    let settled = settle_request(runs, wf, &outcome, a.wait, a.json).await?;
+    let r = &settled.request;
     if !a.json {
         if outcome.created {
             println!("Submitted request {} ({}): {}", r.id, r.name, r.status);
@@ -113,61 +132,83 @@ async fn cmd_submit(wf: &mut Workflow<'_>, a: &SubmitArgs) -> anyhow::Result<Out
             println!("  waiting for: {}", roles.join(", "));
         }
     }
-    print_outcome(&outcome, a.json)?;
-    finish(&outcome)
+    settled.print(outcome.created, a.json)
 }
 
 async fn cmd_decide(
     wf: &mut Workflow<'_>,
+    runs: &RunsCli,
     d: &DecisionArgs,
     approve: bool,
 ) -> anyhow::Result<Outcome> {
     let outcome = wf
         .decide(&d.id, &d.role, approve, &d.by, d.note.as_deref())
         .await?;
+    let settled = settle_request(runs, wf, &outcome, d.wait, d.json).await?;
     if !d.json {
         println!(
             "Recorded: {} {} request {}. It is now {}.",
             d.role,
             if approve { "approved" } else { "rejected" },
             d.id,
-            outcome.request.status
+            settled.request.status
         );
     }
-    print_outcome(&outcome, d.json)?;
-    finish(&outcome)
+    settled.print(false, d.json)
 }
 
-/// The outcome as JSON, or its validation checks as a table.
-fn print_outcome(o: &workflow::Outcome, json: bool) -> anyhow::Result<()> {
-    if json {
-        println!("{}", serde_json::to_string_pretty(o)?);
-    } else if !o.checks.is_empty() {
-        let records: Vec<CheckRecord> = o.checks.iter().map(Into::into).collect();
-        println!(
-            "  validation: {} of {} checks passed",
-            records.iter().filter(|c| c.passed).count(),
-            records.len()
-        );
-        print!("{}", wf_render::checks_table(&records));
-    }
-    Ok(())
+/// A request after its command, and the provisioning run the command queued or found.
+struct SettledRequest {
+    request: Request,
+    run: Option<Run>,
+    /// The validation suite's results, when the run ran it.
+    checks: Vec<CheckRecord>,
+    interrupted: bool,
 }
 
-/// A request that ended in a failure makes the command fail, so that scripts notice.
-fn finish(o: &workflow::Outcome) -> anyhow::Result<Outcome> {
-    let r = &o.request;
-    match r.status {
-        RequestStatus::RolledBack | RequestStatus::Failed => bail!(
-            "request {} is {}: {} failed: {}",
-            r.id,
-            r.status,
-            r.failure_step.as_deref().unwrap_or("a step"),
-            r.failure_reason
-                .as_deref()
-                .unwrap_or("see `tenantform request status`")
-        ),
-        _ => Ok(Outcome::Ok),
+impl SettledRequest {
+    /// Prints the outcome (the checks table, or the JSON of the request, its checks and
+    /// its run) and says how the command exits: 1 when the request ended `rolled_back`
+    /// or `failed`, so that scripts notice.
+    fn print(&self, created: bool, json: bool) -> anyhow::Result<Outcome> {
+        let r = &self.request;
+        if json {
+            super::print_json(&serde_json::json!({
+                "request": r, "created": created, "checks": self.checks, "run": self.run,
+            }))?;
+        } else {
+            if !self.checks.is_empty() {
+                println!(
+                    "  validation: {} of {} checks passed",
+                    self.checks.iter().filter(|c| c.passed).count(),
+                    self.checks.len()
+                );
+                print!("{}", wf_render::checks_table(&self.checks));
+            }
+            if let Some(run) = self.run.as_ref().filter(|run| !run.status.is_final()) {
+                println!(
+                    "  provisioning run {} is {}: follow it with `tenantform runs show {} --follow`",
+                    run.short_id(),
+                    run.status,
+                    run.short_id()
+                );
+            }
+        }
+        if self.interrupted {
+            return Ok(Outcome::Interrupted);
+        }
+        match r.status {
+            RequestStatus::RolledBack | RequestStatus::Failed => bail!(
+                "request {} is {}: {} failed: {}",
+                r.id,
+                r.status,
+                r.failure_step.as_deref().unwrap_or("a step"),
+                r.failure_reason
+                    .as_deref()
+                    .unwrap_or("see `tenantform request status`")
+            ),
+            _ => Ok(Outcome::Ok),
+        }
     }
 }
 
@@ -176,13 +217,13 @@ fn finish(o: &workflow::Outcome) -> anyhow::Result<Outcome> {
 /// tenant is gone, and never creates one. A failure here is an error although the
 /// destroy itself succeeded; running the destroy again records it.
 pub async fn record_destroyed(engine: &Engine, plan: &Plan, json: bool) -> anyhow::Result<()> {
-    let store = engine.state_store();
-    let gone: Vec<&TenantId> = plan
-        .tenants
-        .iter()
-        .map(|t| &t.tenant)
-        .filter(|t| matches!(store.load(t), Ok(None)))
-        .collect();
+    let store = engine.state_store().await?;
+    let mut gone: Vec<&TenantId> = Vec::new();
+    for t in plan.tenants.iter().map(|t| &t.tenant) {
+        if matches!(store.load(t).await, Ok(None)) {
+            gone.push(t);
+        }
+    }
     if gone.is_empty() {
         return Ok(());
     }
@@ -201,8 +242,8 @@ pub async fn record_destroyed(engine: &Engine, plan: &Plan, json: bool) -> anyho
             })?;
         if let Some(r) = moved {
             let line = format!(
-                "Request {} is now destroyed; specs/tenants/{}.toml, which it had written, was removed.",
-                r.id, r.id
+                "Request {} is now destroyed; its spec is out of the registry.",
+                r.id
             );
             // stdout carries JSON with --json.
             if json {
@@ -215,9 +256,55 @@ pub async fn record_destroyed(engine: &Engine, plan: &Plan, json: bool) -> anyho
     Ok(())
 }
 
+/// After a lifecycle command: when a provisioning run of the request is open, the
+/// embedded executor executes it here; with workers, `--wait` follows it to its end
+/// (its events on stderr) and otherwise the command returns at once.
+async fn settle_request(
+    runs: &RunsCli,
+    wf: &Workflow<'_>,
+    outcome: &workflow::Outcome,
+    wait: bool,
+    json: bool,
+) -> anyhow::Result<SettledRequest> {
+    let id = outcome.request.id.clone();
+    let queue = RunQueue::open(&runs.pg).await?;
+    let mut interrupted = false;
+    let mut run = queue.open_provision(&id).await?;
+    if let Some(open) = &run {
+        if runs.cx.settings.executor == RunExecutor::Workers && !wait && !json {
+            warn_without_workers(runs, &queue).await?;
+        }
+        match execute_or_follow(runs, &queue, open.id, wait, wait.then_some(Print::Stderr)).await? {
+            Some(done) => run = Some(done),
+            None => interrupted = true,
+        }
+    }
+    let checks = run
+        .as_ref()
+        .filter(|r| r.status.is_final())
+        .and_then(|r| r.result.clone())
+        .and_then(|v| serde_json::from_value::<ProvisionResult>(v).ok())
+        .map(|p| p.checks)
+        .unwrap_or_default();
+    Ok(SettledRequest {
+        request: wf.registry().require(&id).await?,
+        run: match run {
+            Some(r) => Some(queue.require(r.id).await?),
+            None => None,
+        },
+        checks,
+        interrupted,
+    })
+}
+
 /// Runs the validation suite on an active tenant; an error if a check failed.
-pub async fn cmd_validate_tenant(engine: &Engine, id: &str, json: bool) -> anyhow::Result<Outcome> {
-    let mut wf = open_workflow(engine).await?;
+pub async fn cmd_validate_tenant(
+    cli: &Cli,
+    engine: &Engine,
+    id: &str,
+    json: bool,
+) -> anyhow::Result<Outcome> {
+    let mut wf = open_workflow(engine, &RunsCli::load(cli, 10, true).await?).await?;
     let results = Box::pin(wf.validate_tenant(id)).await?;
     let failed = results.iter().filter(|r| !r.passed).count();
     if json {
@@ -241,7 +328,7 @@ pub async fn cmd_validate_tenant(engine: &Engine, id: &str, json: bool) -> anyho
 }
 
 pub async fn cmd_serve(engine: &Engine, listen: std::net::SocketAddr) -> anyhow::Result<Outcome> {
-    let specs = engine.specs()?;
+    let specs = engine.specs().await?;
     let pg = PostgresConfig::resolve(&specs.platform.postgres)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

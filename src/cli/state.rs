@@ -1,14 +1,18 @@
-//! Commands that read specs and state and change nothing but a lock: `validate`,
-//! `show`, `state list`, `state show`, `force-unlock`.
+//! Commands that read specs and state, and those that change state but no resource:
+//! `validate`, `show`, `state list|show|pull|history|rollback|migrate`,
+//! `force-unlock`.
 
 use tenantform::report::Style;
+use tenantform::spec::StateBackendKind;
 use tenantform::{Engine, OutputFormat, ResourceAddress, TenantId};
 
-use super::args::ShowArgs;
+use super::args::{ShowArgs, StateCommand};
 use super::{Outcome, plural, print_report};
 
+/// The files: what a pull request changes. The registry's tenants are checked when
+/// they are submitted and whenever a plan reads them.
 pub fn cmd_validate(engine: &Engine) -> anyhow::Result<Outcome> {
-    let specs = engine.specs()?;
+    let specs = tenantform::spec::Specs::load(&engine.config().specs_dir)?;
     println!(
         "The specs are valid: {} tenant{} on platform {:?} ({} tiers, {} regions).",
         specs.tenants.len(),
@@ -21,45 +25,123 @@ pub fn cmd_validate(engine: &Engine) -> anyhow::Result<Outcome> {
 }
 
 /// A saved plan, or the selected tenants' resources and outputs.
-pub fn cmd_show(engine: &Engine, args: &ShowArgs, style: Style) -> anyhow::Result<Outcome> {
+pub async fn cmd_show(engine: &Engine, args: &ShowArgs, style: Style) -> anyhow::Result<Outcome> {
     let format = args.format.format();
     if let Some(file) = &args.planfile {
         let plan = engine.load_plan(file)?;
         print_report(&plan, format, style)?;
     } else {
-        let view = engine.tenants_view(&args.tenants, args.show_secrets)?;
+        let view = engine
+            .tenants_view(&args.tenants, args.show_secrets)
+            .await?;
         print_report(&view, format, style)?;
     }
     Ok(Outcome::Ok)
 }
 
-pub fn cmd_state_list(
+/// `state ...`.
+pub async fn cmd_state(
+    engine: &Engine,
+    cmd: &StateCommand,
+    style: Style,
+) -> anyhow::Result<Outcome> {
+    match cmd {
+        StateCommand::List { tenants } => cmd_state_list(engine, tenants, style).await,
+        StateCommand::Show {
+            address,
+            show_secrets,
+        } => cmd_state_show(engine, address, *show_secrets, style).await,
+        StateCommand::Pull {
+            tenant,
+            show_secrets,
+        } => {
+            let document = engine.state_document(tenant, *show_secrets).await?;
+            print_report(&document, OutputFormat::Json, style)?;
+            Ok(Outcome::Ok)
+        }
+        StateCommand::History { tenant, json } => {
+            let history = engine.history_view(tenant).await?;
+            print_report(&history, format(*json), style)?;
+            Ok(Outcome::Ok)
+        }
+        StateCommand::Rollback { tenant, serial, .. } => {
+            cmd_state_rollback(engine, tenant, *serial).await
+        }
+        StateCommand::Migrate { to, json, .. } => {
+            cmd_state_migrate(engine, *to, *json, style).await
+        }
+    }
+}
+
+fn format(json: bool) -> OutputFormat {
+    if json {
+        OutputFormat::Json
+    } else {
+        OutputFormat::Human
+    }
+}
+
+async fn cmd_state_list(
     engine: &Engine,
     tenants: &[TenantId],
     style: Style,
 ) -> anyhow::Result<Outcome> {
-    let list = engine.resource_list(tenants)?;
+    let list = engine.resource_list(tenants).await?;
     print_report(&list, OutputFormat::Human, style)?;
     Ok(Outcome::Ok)
 }
 
-pub fn cmd_state_show(
+async fn cmd_state_show(
     engine: &Engine,
     address: &ResourceAddress,
     show_secrets: bool,
     style: Style,
 ) -> anyhow::Result<Outcome> {
-    let view = engine.resource_view(address, show_secrets)?;
+    let view = engine.resource_view(address, show_secrets).await?;
     print_report(&view, OutputFormat::Human, style)?;
     Ok(Outcome::Ok)
 }
 
-pub fn cmd_force_unlock(
+/// `state rollback`: an earlier version written as the next serial.
+async fn cmd_state_rollback(
+    engine: &Engine,
+    tenant: &TenantId,
+    serial: u64,
+) -> anyhow::Result<Outcome> {
+    let restored = engine.restore_state(tenant, serial).await?;
+    let n = restored.resources.len();
+    println!(
+        "Recovered version {serial} of tenant {tenant}: it is now serial {} (lineage {}), {n} resource{}. No resource was changed; `tenantform plan --tenant {tenant}` shows what apply would do from here.",
+        restored.serial,
+        restored.lineage,
+        plural(n)
+    );
+    Ok(Outcome::Ok)
+}
+
+/// `state migrate`: every tenant's state to another backend.
+async fn cmd_state_migrate(
+    engine: &Engine,
+    to: StateBackendKind,
+    json: bool,
+    style: Style,
+) -> anyhow::Result<Outcome> {
+    let report = engine.migrate_state(to).await?;
+    print_report(&report, format(json), style)?;
+    if !json {
+        println!(
+            "Use it from now on: set [state] backend = \"{to}\" in platform.toml (or export TENANTFORM_STATE_BACKEND={to})."
+        );
+    }
+    Ok(Outcome::Ok)
+}
+
+pub async fn cmd_force_unlock(
     engine: &Engine,
     tenant: &TenantId,
     lock_id: &str,
 ) -> anyhow::Result<Outcome> {
-    let holder = engine.force_unlock(tenant, lock_id)?;
+    let holder = engine.force_unlock(tenant, lock_id).await?;
     println!(
         "Broke the lock of tenant {tenant}, held by {holder}. If that process is still running, it no longer excludes others: make sure it is gone."
     );

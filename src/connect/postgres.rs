@@ -105,10 +105,20 @@ impl PostgresConfig {
     /// One connection as `user` (the admin when `None`), for code that needs the
     /// platform database outside the providers' pool: the registry, validation checks.
     pub async fn connect(&self, user: Option<(&str, &str)>) -> Result<Client, ServiceError> {
-        let mut config = self.connect_config();
+        let mut config = self.connect_config("tenantform");
         if let Some((user, password)) = user {
             config.user(user).password(password);
         }
+        Self::open(config).await
+    }
+
+    /// One admin connection that `pg_stat_activity` shows as `application` (the
+    /// registry's reads, the runs queue), apart from the providers' connections.
+    pub async fn connect_as(&self, application: &str) -> Result<Client, ServiceError> {
+        Self::open(self.connect_config(application)).await
+    }
+
+    async fn open(config: tokio_postgres::Config) -> Result<Client, ServiceError> {
         let (client, connection) = config.connect(NoTls).await.map_err(|e| db_error(&e))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
@@ -122,8 +132,18 @@ impl PostgresConfig {
     /// connection that closed (a restarted server, an idle timeout) is dropped when it
     /// is next handed out, and a new one opened in its place.
     pub fn pool(&self, max_size: usize) -> Result<PostgresPool, ServiceError> {
+        self.pool_as("tenantform", max_size)
+    }
+
+    /// [`PostgresConfig::pool`], its connections shown as `application` in
+    /// `pg_stat_activity` (the state store's, apart from the providers').
+    pub fn pool_as(
+        &self,
+        application: &str,
+        max_size: usize,
+    ) -> Result<PostgresPool, ServiceError> {
         let manager = deadpool_postgres::Manager::from_config(
-            self.connect_config(),
+            self.connect_config(application),
             NoTls,
             deadpool_postgres::ManagerConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
@@ -135,13 +155,15 @@ impl PostgresConfig {
             .map_err(|e| ServiceError::Config(format!("cannot set up the PostgreSQL pool: {e}")))
     }
 
-    fn connect_config(&self) -> tokio_postgres::Config {
+    /// The driver's settings of a connection named `application`, for a caller that
+    /// drives the connection itself (a LISTEN loop).
+    pub fn connect_config(&self, application: &str) -> tokio_postgres::Config {
         let mut c = tokio_postgres::Config::new();
         c.host(&self.host)
             .port(self.port)
             .user(&self.user)
             .dbname(&self.database)
-            .application_name("tenantform")
+            .application_name(application)
             .connect_timeout(Duration::from_secs(10));
         if let Some(p) = &self.password {
             c.password(p.expose());
@@ -189,6 +211,77 @@ pub fn db_error(e: &tokio_postgres::Error) -> ServiceError {
             detail: e.to_string(),
         }
     }
+}
+
+/// Brings one migration track of `schema` up to date: applies the `migrations`
+/// (version, SQL) that table `<schema>.<track>` does not record yet, in order, in one
+/// transaction. The one migration routine of every schema tenantform owns (the
+/// registry's and the runs' tracks in `tenantform`, the state's in `tenantform_state`).
+///
+/// - Up to date (every call but the first of a database): one read, no lock and no
+///   DDL, which DDL locks and event triggers would make costly.
+/// - Otherwise one process migrates at a time: the transaction holds an advisory lock
+///   named after the schema (one for every track of it: they share the schema they
+///   create), released at commit, so it is safe on a pooled connection.
+/// - A track newer than `migrations` knows is an error and is never touched.
+pub async fn migrate(
+    client: &mut Client,
+    schema: &str,
+    track: &str,
+    migrations: &[(i32, &str)],
+) -> Result<(), ServiceError> {
+    let newest = migrations.last().map_or(0, |m| m.0);
+    let table = format!("{schema}.{track}");
+    let exists: bool = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await
+        .map_err(|e| db_error(&e))?
+        .get(0);
+    if exists {
+        let current: Option<i32> = client
+            .query_one(&format!("SELECT max(version) FROM {table}"), &[])
+            .await
+            .map_err(|e| db_error(&e))?
+            .get(0);
+        if current == Some(newest) {
+            return Ok(());
+        }
+    }
+    let tx = client.transaction().await.map_err(|e| db_error(&e))?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))",
+        &[&format!("{schema}.migrations")],
+    )
+    .await
+    .map_err(|e| db_error(&e))?;
+    tx.batch_execute(&format!(
+        "CREATE SCHEMA IF NOT EXISTS {schema}; \
+         CREATE TABLE IF NOT EXISTS {table} \
+           (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+    ))
+    .await
+    .map_err(|e| db_error(&e))?;
+    let applied: Option<i32> = tx
+        .query_one(&format!("SELECT max(version) FROM {table}"), &[])
+        .await
+        .map_err(|e| db_error(&e))?
+        .get(0);
+    let applied = applied.unwrap_or(0);
+    if applied > newest {
+        return Err(ServiceError::Config(format!(
+            "schema {schema} is at version {applied} of {track}, newer than this tenantform knows ({newest}); use a newer tenantform"
+        )));
+    }
+    for (version, sql) in migrations.iter().filter(|m| m.0 > applied) {
+        tx.batch_execute(sql).await.map_err(|e| db_error(&e))?;
+        tx.execute(
+            &format!("INSERT INTO {table} (version) VALUES ($1)"),
+            &[version],
+        )
+        .await
+        .map_err(|e| db_error(&e))?;
+    }
+    tx.commit().await.map_err(|e| db_error(&e))
 }
 
 /// `"name"` with embedded quotes doubled.

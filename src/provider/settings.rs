@@ -41,12 +41,20 @@ impl TenantSettingsProvider {
                        settings jsonb NOT NULL, \
                        updated_at timestamptz NOT NULL DEFAULT now());"
                 );
-                match self.pg.batch(&sql).await {
-                    // Two engines creating it at once: the other one won.
-                    Err(ProviderError::Api { code, .. }) if code == "23505" || code == "42P07" => {
-                        Ok(())
+                // Another process creating the schema or the table at the same moment
+                // (another engine, a registry or runs migration) makes this batch fail
+                // half-way: both exist then, and the batch (all IF NOT EXISTS) goes
+                // through when it is run again.
+                let mut tries = 0;
+                loop {
+                    match self.pg.batch(&sql).await {
+                        Err(ProviderError::Api { code, .. })
+                            if (code == "23505" || code == "42P07") && tries < 3 =>
+                        {
+                            tries += 1;
+                        }
+                        other => break other,
                     }
-                    other => other,
                 }
             })
             .await

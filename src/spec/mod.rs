@@ -4,6 +4,11 @@
 //! consistent [`Specs`] or every problem found ([`SpecErrors`]). Nothing downstream
 //! runs on a spec with a problem, so bad input never half-applies.
 //!
+//! Tenants also come from the registry (requested through `tenantform request`): the
+//! engine reads their TOML text from the platform database and hands it to
+//! [`Specs::add_registered`], which checks it exactly like a file. A file of the same id
+//! wins.
+//!
 //! Architecture invariant: this module reads files but never touches state or the
 //! network; a spec is valid or not on its own.
 
@@ -22,8 +27,9 @@ pub use diagnostic::{
 pub use platform::{
     ApprovalRules, AwsSettings, DashboardSettings, DataClassification, LlmSettings, Naming,
     NotificationSettings, PlatformInfo, PlatformSpec, PolicySettings, RateLimits, Region,
-    STANDARD_IA_DAYS, Tier, TierFeatures, ValidationSettings, VectorBackend, VectorDistance,
-    VectorSettings, render_name, resolve_path,
+    RunExecutor, RunSettings, STANDARD_IA_DAYS, StateBackendKind, StateSettings, Tier,
+    TierFeatures, ValidationSettings, VectorBackend, VectorDistance, VectorSettings, render_name,
+    resolve_path,
 };
 pub use tenant::TenantSpec;
 
@@ -40,9 +46,7 @@ pub struct Specs {
 impl Specs {
     /// Loads `DIR/platform.toml` and `DIR/tenants/*.toml`.
     pub fn load(dir: &Path) -> Result<Specs, SpecErrors> {
-        let platform_path = dir.join("platform.toml");
-        let source = read(&platform_path).map_err(|d| SpecErrors(vec![*d]))?;
-        let platform = PlatformSpec::parse(&platform_path, &source).map_err(SpecErrors)?;
+        let platform = load_platform(dir)?;
 
         let tenants_dir = dir.join("tenants");
         let mut files = Vec::new();
@@ -143,9 +147,89 @@ impl Specs {
         }
     }
 
+    /// Adds the tenants requested through the registry, each checked like a file.
+    ///
+    /// A tenant file of the same id wins: the files (in git) are the reviewed truth, and
+    /// `tenantform request export` moves a registered tenant there. A registered tenant
+    /// that was exported but has no file in this directory is an error, not a silent
+    /// fallback: this machine's specs are not the ones the tenant now lives in, and
+    /// planning from the registry's older copy would undo what was changed in git.
+    pub fn add_registered(&mut self, registered: &[RegisteredSpec]) -> Result<(), SpecErrors> {
+        let mut problems = Vec::new();
+        for r in registered {
+            let origin = r.origin();
+            if let Ok(id) = r.tenant.parse::<TenantId>()
+                && self.tenants.contains_key(&id)
+            {
+                continue;
+            }
+            if r.exported {
+                problems.push(SpecDiagnostic::new(
+                    &origin,
+                    format!(
+                        "tenant {} was exported to specs/tenants/{}.toml, which is not in {}",
+                        r.tenant,
+                        r.tenant,
+                        self.dir.display()
+                    ),
+                    "run with the specs directory the tenant was exported to (its git checkout)",
+                ));
+                continue;
+            }
+            match TenantSpec::parse(&origin, &r.source, &self.platform) {
+                Ok(parsed) if parsed.spec.id.as_str() == r.tenant => {
+                    self.tenants.insert(parsed.spec.id.clone(), parsed.spec);
+                }
+                Ok(parsed) => problems.push(
+                    SpecDiagnostic::new(
+                        &origin,
+                        format!(
+                            "the registry's spec of tenant {} declares id {:?}",
+                            r.tenant,
+                            parsed.spec.id.as_str()
+                        ),
+                        "the registry was changed by hand: restore the id",
+                    )
+                    .field("id"),
+                ),
+                Err(mut ds) => problems.append(&mut ds),
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecErrors(problems))
+        }
+    }
+
     /// The tier of a validated tenant.
     pub fn tier_of(&self, tenant: &TenantSpec) -> &Tier {
         &self.platform.tiers[&tenant.tier]
+    }
+}
+
+/// Loads `DIR/platform.toml` alone: what is needed to reach the platform (its state,
+/// its database) when the tenants' specs do not matter.
+pub fn load_platform(dir: &Path) -> Result<PlatformSpec, SpecErrors> {
+    let platform_path = dir.join("platform.toml");
+    let source = read(&platform_path).map_err(|d| SpecErrors(vec![*d]))?;
+    PlatformSpec::parse(&platform_path, &source).map_err(SpecErrors)
+}
+
+/// A tenant spec kept in the registry: the TOML text a tenant file would hold.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegisteredSpec {
+    pub tenant: String,
+    pub source: String,
+    /// Written to `specs/tenants/<id>.toml` by `tenantform request export`: from then on
+    /// the file is the tenant's spec.
+    pub exported: bool,
+}
+
+impl RegisteredSpec {
+    /// How messages name it (in place of a file path).
+    pub fn origin(&self) -> PathBuf {
+        PathBuf::from(format!("registry:tenantform.tenant_specs/{}", self.tenant))
     }
 }
 

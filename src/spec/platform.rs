@@ -22,6 +22,8 @@ pub struct PlatformSpec {
     #[serde(default)]
     pub postgres: PostgresEndpoint,
     #[serde(default)]
+    pub state: StateSettings,
+    #[serde(default)]
     pub aws: AwsSettings,
     #[serde(default)]
     pub redis: RedisEndpoint,
@@ -33,6 +35,8 @@ pub struct PlatformSpec {
     pub notifications: NotificationSettings,
     #[serde(default)]
     pub validation: ValidationSettings,
+    #[serde(default)]
+    pub runs: RunSettings,
     #[serde(default)]
     pub naming: Naming,
     #[serde(default)]
@@ -53,6 +57,68 @@ pub struct PlatformInfo {
     /// Tags put on every taggable resource of every tenant, besides the tenant's own.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+}
+
+/// Where tenants' state is kept, and how its locks behave.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateSettings {
+    /// `local` (files under `--state`, locked with `flock`: one machine) or `postgres`
+    /// (schema `tenantform_state` of the platform database, reached like `[postgres]`:
+    /// any number of machines). `TENANTFORM_STATE_BACKEND` overrides it.
+    pub backend: StateBackendKind,
+    /// Versions of each tenant's state kept in PostgreSQL, the current one included
+    /// (`tenantform state history`). Local state keeps one backup.
+    pub history: u32,
+    /// How long a PostgreSQL lock outlives its holder's last heartbeat: a holder that
+    /// died is taken over this long after its last renewal (renewed every third of it).
+    pub lease_ttl_seconds: u64,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            backend: StateBackendKind::Local,
+            history: 10,
+            lease_ttl_seconds: 30,
+        }
+    }
+}
+
+/// A place tenants' state can be kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StateBackendKind {
+    Local,
+    Postgres,
+}
+
+impl StateBackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StateBackendKind::Local => "local",
+            StateBackendKind::Postgres => "postgres",
+        }
+    }
+}
+
+impl std::fmt::Display for StateBackendKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for StateBackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "local" => Ok(StateBackendKind::Local),
+            "postgres" => Ok(StateBackendKind::Postgres),
+            other => Err(format!(
+                "{other:?} is not a state backend; use \"local\" or \"postgres\""
+            )),
+        }
+    }
 }
 
 /// `[aws]`: how the engine reaches AWS (or an AWS-compatible endpoint), and what
@@ -156,6 +222,46 @@ impl Default for ValidationSettings {
             latency_queries: 20,
         }
     }
+}
+
+/// Who executes runs (the queued provisionings, plans and applies of `tenantform runs`)
+/// and how workers hold them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunSettings {
+    pub executor: RunExecutor,
+    /// A run whose worker has not renewed its lease for this long is taken over by
+    /// another worker.
+    pub lease_secs: u64,
+    /// How often a worker renews the leases of its runs; well under `lease_secs`.
+    pub heartbeat_secs: u64,
+    /// How often an idle worker looks for runs when no notification woke it.
+    pub poll_secs: u64,
+    /// How long a run waits for its tenant's state lock (held by a CLI `apply`, say)
+    /// before it fails naming the holder.
+    pub lock_timeout_secs: u64,
+}
+
+impl Default for RunSettings {
+    fn default() -> Self {
+        RunSettings {
+            executor: RunExecutor::Embedded,
+            lease_secs: 30,
+            heartbeat_secs: 10,
+            poll_secs: 5,
+            lock_timeout_secs: 300,
+        }
+    }
+}
+
+/// Who executes a queued run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunExecutor {
+    /// The command that queued the run executes it itself (one machine, no service).
+    Embedded,
+    /// `tenantform worker` processes execute it; the command returns at once.
+    Workers,
 }
 
 /// Name templates of what a tenant gets. `{id}` is the tenant id, `{id_}` the id with
@@ -517,6 +623,23 @@ impl PlatformSpec {
         self.check_tags(p);
         for (name, tier) in &self.tiers {
             self.check_tier(p, name, tier);
+        }
+        let runs = &self.runs;
+        if runs.lease_secs == 0 || runs.heartbeat_secs == 0 || runs.poll_secs == 0 {
+            p.push(
+                &["runs"],
+                "lease_secs, heartbeat_secs and poll_secs must be at least 1",
+                "e.g. lease_secs = 30, heartbeat_secs = 10, poll_secs = 5",
+            );
+        } else if runs.heartbeat_secs * 2 > runs.lease_secs {
+            p.push(
+                &["runs", "heartbeat_secs"],
+                format!(
+                    "a heartbeat every {} s does not renew a lease of {} s in time: a worker that misses one heartbeat would lose its runs",
+                    runs.heartbeat_secs, runs.lease_secs
+                ),
+                "set heartbeat_secs to at most half of lease_secs (a third is usual)",
+            );
         }
         for (name, region) in &self.regions {
             let at = |k: &'static str| ["regions", name.as_str(), k];
@@ -922,6 +1045,21 @@ impl PlatformSpec {
                 "set dir, e.g. \"policies\" (relative to this file), or remove [policy]",
             );
         }
+        let st = &self.state;
+        if !(1..=1000).contains(&st.history) {
+            p.push(
+                &["state", "history"],
+                format!("history {} is out of range", st.history),
+                "keep 1 to 1000 versions of each tenant's state (default 10)",
+            );
+        }
+        if !(1..=3600).contains(&st.lease_ttl_seconds) {
+            p.push(
+                &["state", "lease_ttl_seconds"],
+                format!("lease_ttl_seconds {} is out of range", st.lease_ttl_seconds),
+                "use 1 to 3600 seconds (default 30): how long a dead holder keeps a tenant locked",
+            );
+        }
         let d = &self.dashboards;
         if d.dir.as_os_str().is_empty() {
             p.push(
@@ -1102,6 +1240,18 @@ mod tests {
             .expect("example platform file")
     }
 
+    /// Every problem reported for the example with `from` replaced by `to`, one a line.
+    fn problems_after_edit(source: &str, from: &str, to: &str) -> String {
+        let edited = source.replace(from, to);
+        assert_ne!(edited, source);
+        PlatformSpec::parse(Path::new("platform.toml"), &edited)
+            .unwrap_err()
+            .iter()
+            .map(|p| p.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     #[test]
     fn the_aws_section_is_optional_and_has_defaults() {
         let source = example();
@@ -1140,6 +1290,30 @@ mod tests {
     }
 
     #[test]
+    fn state_settings_default_to_local_and_bad_ones_are_reported() {
+        let source = example();
+        let spec = PlatformSpec::parse(Path::new("platform.toml"), &source).unwrap();
+        assert_eq!(spec.state, StateSettings::default());
+        for (from, to, says) in [
+            ("history = 10", "history = 0", "state.history"),
+            (
+                "lease_ttl_seconds = 30",
+                "lease_ttl_seconds = 0",
+                "state.lease_ttl_seconds",
+            ),
+            (
+                "backend = \"local\"",
+                "backend = \"mysql\"",
+                "unknown variant",
+            ),
+        ] {
+            let text = problems_after_edit(&source, from, to);
+            assert!(text.contains(says), "{to}: {text}");
+            assert!(text.contains("platform.toml:"), "{text}");
+        }
+    }
+
+    #[test]
     fn aws_name_templates_that_aws_would_reject_are_reported() {
         let source = example();
         for (from, to, says) in [
@@ -1164,14 +1338,7 @@ mod tests {
                 "take {id}",
             ),
         ] {
-            let edited = source.replace(from, to);
-            assert_ne!(edited, source);
-            let problems = PlatformSpec::parse(Path::new("platform.toml"), &edited).unwrap_err();
-            let text = problems
-                .iter()
-                .map(|p| p.to_string())
-                .collect::<Vec<_>>()
-                .join("\n");
+            let text = problems_after_edit(&source, from, to);
             assert!(text.contains(says), "{to}: {text}");
         }
     }

@@ -1,6 +1,7 @@
-//! What the engine believes exists: one state file per tenant.
+//! What the engine believes exists: one state per tenant, kept in files (`local`) or in
+//! PostgreSQL (`postgres`), behind one handle, [`StateStore`].
 //!
-//! Layout of a state directory:
+//! Layout of a local state directory:
 //!
 //! ```text
 //! state/tenants/<id>.json         the tenant's state (mode 0600)
@@ -8,19 +9,30 @@
 //! state/tenants/<id>.lock         held (flock) while an operation writes the state
 //! ```
 //!
-//! Guarantees:
-//! - A write is atomic: a reader sees the old file or the new one, never a mix, even
-//!   after a crash or `kill -9` (temp file, fsync, rename, fsync of the directory).
+//! In PostgreSQL (schema `tenantform_state`, see [`postgres`]): one row per tenant with
+//! its format version, serial, lineage and the document (jsonb), the last versions
+//! (`[state] history`), and the locks as lease rows.
+//!
+//! Guarantees, on both backends:
+//! - A write is atomic: a reader sees the old state or the new one, never a mix, even
+//!   after a crash or `kill -9` (local: temp file, fsync, rename, fsync of the
+//!   directory; PostgreSQL: one statement).
 //! - Every write increases `serial`; `lineage` is fixed when the state is first
 //!   created. A saved plan records both and refuses to apply on anything else.
-//! - A file that cannot be read (corrupt JSON, a newer format, another tenant's
+//! - A state that cannot be read (corrupt JSON, a newer format, another tenant's
 //!   state) is an error that names it, and is never overwritten.
 //! - Writing requires a [`StateLock`] of the same tenant: only a lock holder writes.
+//!   In PostgreSQL every write is also a compare-and-swap on the serial it read and on
+//!   its lock still being the tenant's lock (the fence), so a holder that lost its lock
+//!   (paused past its lease and taken over) cannot write.
 //!
-//! Architecture invariant: only this module touches the state directory.
+//! Architecture invariant: only this module touches the state directory and the
+//! `tenantform_state` schema.
 
 mod applied_spec;
 mod lock;
+pub mod postgres;
+mod store;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -33,7 +45,12 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use applied_spec::{APPLIED_SPEC_VERSION, AppliedSpec};
-pub use lock::{LockInfo, StateLock};
+pub(crate) use lock::host_name;
+pub use lock::{LockInfo, LockRequest, RunRef, StateLock};
+pub use store::{
+    BACKEND_ENV, MigratedTenant, MigrationReport, StateStore, StateVersion, configured_kind,
+    migrate,
+};
 
 use crate::resource::{Attributes, ResourceAddress, ResourceType, TenantId};
 
@@ -164,6 +181,71 @@ pub enum StateError {
     #[error("tenant {tenant} is not locked; nothing to unlock")]
     NotLocked { tenant: TenantId },
     #[error(
+        "the state of tenant {tenant} moved on: this operation read serial {read}, but it is now {current}; nothing was written: run the operation again"
+    )]
+    Moved {
+        tenant: TenantId,
+        read: u64,
+        current: String,
+    },
+    #[error(
+        "this operation no longer holds the lock of tenant {tenant} (its lock id {lock_id}): {now}; its write was refused and the state is as the current holder left it: make sure this process stops, then run again"
+    )]
+    Fenced {
+        tenant: TenantId,
+        lock_id: Uuid,
+        now: String,
+    },
+    #[error(
+        "cannot {action} in PostgreSQL (schema {}): {detail}",
+        postgres::SCHEMA
+    )]
+    Database { action: String, detail: String },
+    #[error(
+        "the state of tenant {tenant} in PostgreSQL ({}.states) cannot be read ({detail}); it was left untouched: recover a good version with `tenantform state history {tenant}` and `tenantform state rollback {tenant} --serial N`, or repair the row",
+        postgres::SCHEMA
+    )]
+    StoredCorrupt { tenant: TenantId, detail: String },
+    #[error(
+        "the state of tenant {tenant} in PostgreSQL has format version {found}, newer than this tenantform understands ({STATE_FORMAT_VERSION}); it was left untouched: use a newer tenantform"
+    )]
+    StoredNewerFormat { tenant: TenantId, found: u64 },
+    #[error("cannot set up the {backend} state backend: {detail}")]
+    Config {
+        backend: &'static str,
+        detail: String,
+    },
+    #[error(
+        "tenant {tenant} has no state version with serial {serial}; the versions kept are: {available}"
+    )]
+    NoSuchVersion {
+        tenant: TenantId,
+        serial: u64,
+        available: String,
+    },
+    #[error(
+        "version {serial} of tenant {tenant} belongs to lineage {version_lineage}, but the state is lineage {current_lineage} (the tenant was destroyed and created again since); nothing was changed: recover a version of the current lineage"
+    )]
+    OtherLineage {
+        tenant: TenantId,
+        serial: u64,
+        version_lineage: Uuid,
+        current_lineage: Uuid,
+    },
+    #[error(
+        "tenant {tenant} already has state in {place} ({existing}) that is not an earlier copy of the state being moved ({incoming}); nothing was moved: remove one of the two, or migrate the other way"
+    )]
+    MigrateConflict {
+        tenant: TenantId,
+        place: String,
+        existing: String,
+        incoming: String,
+    },
+    #[error("{0}; nothing was moved")]
+    NothingMoved(Box<StateError>),
+    #[error("a lock of tenant {tenant} taken from another state backend cannot write here")]
+    ForeignLock { tenant: TenantId },
+    #[error(
         "lock id {given} does not match the lock on tenant {tenant} (held by {holder}); pass the id shown in the lock message"
     )]
     LockIdMismatch {
@@ -183,15 +265,15 @@ impl StateError {
     }
 }
 
-/// A directory of tenant state files.
+/// A directory of tenant state files (the `local` backend).
 #[derive(Clone, Debug)]
-pub struct StateStore {
+pub struct LocalStore {
     dir: PathBuf,
 }
 
-impl StateStore {
+impl LocalStore {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        StateStore { dir: dir.into() }
+        LocalStore { dir: dir.into() }
     }
 
     pub fn dir(&self) -> &Path {
@@ -254,17 +336,12 @@ impl StateStore {
         parse_state(&path, &bytes, tenant).map(Some)
     }
 
-    /// Takes the tenant's lock for `operation`, waiting up to `timeout` for a holder to
+    /// Takes the tenant's lock, waiting up to `request.timeout` for a holder to
     /// release it.
-    pub fn lock(
-        &self,
-        tenant: &TenantId,
-        operation: &str,
-        timeout: std::time::Duration,
-    ) -> Result<StateLock, StateError> {
+    pub fn lock(&self, tenant: &TenantId, request: &LockRequest) -> Result<StateLock, StateError> {
         let dir = self.tenants_dir();
         fs::create_dir_all(&dir).map_err(|e| StateError::io("create", &dir, e))?;
-        lock::acquire(&self.lock_path(tenant), tenant, operation, timeout)
+        lock::acquire(&self.lock_path(tenant), tenant, request)
     }
 
     /// Who holds the tenant's lock, if anyone.
@@ -291,25 +368,25 @@ impl StateStore {
     }
 
     /// Writes `state` atomically as the next serial, keeping the previous file as the
-    /// backup. The caller must hold the tenant's lock.
-    pub fn write(&self, lock: &StateLock, state: &mut TenantState) -> Result<(), StateError> {
+    /// backup. The caller must hold the lock of `locked`, the state's tenant.
+    pub(super) fn write(
+        &self,
+        locked: &TenantId,
+        state: &mut TenantState,
+    ) -> Result<(), StateError> {
         assert_eq!(
-            lock.tenant(),
-            &state.tenant,
+            locked, &state.tenant,
             "state written under another tenant's lock"
         );
         let path = self.path_of(&state.tenant);
         state.serial += 1;
         state.updated_at = Utc::now();
         state.format_version = STATE_FORMAT_VERSION;
-        let mut json = serde_json::to_vec_pretty(state).expect("state serializes");
-        json.push(b'\n');
-
         let dir = self.tenants_dir();
         fs::create_dir_all(&dir).map_err(|e| StateError::io("create", &dir, e))?;
         let tmp = dir.join(format!(".{}.json.tmp", state.tenant));
         let result = (|| {
-            write_temp(&tmp, &json)?;
+            write_temp(&tmp, &state_json(state))?;
             // Keep the current version as the backup: a hard link survives the rename
             // below, so there is no moment without a state file.
             if path.exists() {
@@ -330,14 +407,66 @@ impl StateStore {
         result
     }
 
+    /// The versions kept: the current state and its backup, newest first.
+    pub fn history(
+        &self,
+        tenant: &TenantId,
+    ) -> Result<Vec<(StateVersion, TenantState)>, StateError> {
+        let mut out = Vec::new();
+        if let Some(current) = self.load(tenant)? {
+            out.push((StateVersion::local(&current, true), current));
+        }
+        let backup = self.backup_path(tenant);
+        match fs::read(&backup) {
+            Ok(bytes) => {
+                let state = parse_state(&backup, &bytes, tenant)?;
+                out.push((StateVersion::local(&state, false), state));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StateError::io("read", &backup, e)),
+        }
+        Ok(out)
+    }
+
+    /// Writes states moved here from elsewhere, oldest first, with their own serials:
+    /// the last becomes the state, the one before it the backup. The tenant must have no
+    /// state here, or an earlier one of the same lineage.
+    pub(super) fn import(
+        &self,
+        locked: &TenantId,
+        versions: &[TenantState],
+    ) -> Result<(), StateError> {
+        let Some(current) = versions.last() else {
+            return Ok(());
+        };
+        let tenant = &current.tenant;
+        assert_eq!(locked, tenant, "state moved under another tenant's lock");
+        if let Some(existing) = self.load(tenant)? {
+            check_earlier_copy(
+                tenant,
+                &existing,
+                current,
+                &format!("{}", self.dir.display()),
+            )?;
+        }
+        let dir = self.tenants_dir();
+        if let Some(before) = versions.len().checked_sub(2).map(|i| &versions[i]) {
+            let tmp = dir.join(format!(".{tenant}.json.backup.tmp"));
+            write_private(&tmp, before)?;
+            let backup = self.backup_path(tenant);
+            fs::rename(&tmp, &backup).map_err(|e| StateError::io("replace", &backup, e))?;
+        }
+        let tmp = dir.join(format!(".{tenant}.json.tmp"));
+        write_private(&tmp, current)?;
+        let path = self.path_of(tenant);
+        fs::rename(&tmp, &path).map_err(|e| StateError::io("replace", &path, e))?;
+        sync_dir(&dir)
+    }
+
     /// Removes the state file of a tenant that no longer has any resource. The backup
     /// stays, as the last record of what the tenant had.
-    pub fn remove(&self, lock: &StateLock, tenant: &TenantId) -> Result<(), StateError> {
-        assert_eq!(
-            lock.tenant(),
-            tenant,
-            "state removed under another tenant's lock"
-        );
+    pub(super) fn remove(&self, locked: &TenantId, tenant: &TenantId) -> Result<(), StateError> {
+        assert_eq!(locked, tenant, "state removed under another tenant's lock");
         let path = self.path_of(tenant);
         if path.exists() {
             let backup = self.backup_path(tenant);
@@ -390,20 +519,61 @@ fn put_in_place(tmp: &Path, path: &Path) -> Result<(), StateError> {
     }
 }
 
+/// Writes `state` to a new private file (mode 0600) at `path` and syncs it.
+fn write_private(path: &Path, state: &TenantState) -> Result<(), StateError> {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).map_err(|e| StateError::io("create", dir, e))?;
+    }
+    write_temp(path, &state_json(state))
+}
+
+/// A state as its file holds it.
+fn state_json(state: &TenantState) -> Vec<u8> {
+    let mut json = serde_json::to_vec_pretty(state).expect("state serializes");
+    json.push(b'\n');
+    json
+}
+
+/// Refuses to move `incoming` over `existing` unless `existing` is an earlier (or the
+/// same) version of the same lineage: a copy left by an earlier move.
+fn check_earlier_copy(
+    tenant: &TenantId,
+    existing: &TenantState,
+    incoming: &TenantState,
+    place: &str,
+) -> Result<(), StateError> {
+    if existing.lineage == incoming.lineage && existing.serial <= incoming.serial {
+        return Ok(());
+    }
+    let describe = |s: &TenantState| format!("serial {} of lineage {}", s.serial, s.lineage);
+    Err(StateError::MigrateConflict {
+        tenant: tenant.clone(),
+        place: place.to_owned(),
+        existing: describe(existing),
+        incoming: describe(incoming),
+    })
+}
+
 fn sync_dir(dir: &Path) -> Result<(), StateError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| StateError::io("sync", dir, e))
 }
 
-/// Parses a state file's bytes, checking the format version before the content so that
-/// a newer file is reported as newer, not as corrupt.
-fn parse_state(path: &Path, bytes: &[u8], tenant: &TenantId) -> Result<TenantState, StateError> {
-    // The parser's messages quote the file's content: never pass a control character on.
-    let corrupt = |detail: String| StateError::Corrupt {
-        path: path.to_owned(),
-        detail: crate::spec::printable(&detail).into_owned(),
-    };
+/// Why stored bytes are not a usable state.
+enum Unreadable {
+    Corrupt(String),
+    Newer(u64),
+    OtherTenant(String),
+    Cycle(Vec<ResourceAddress>),
+}
+
+/// Decodes a stored state, checking the format version before the content so that a
+/// newer state is reported as newer, not as corrupt.
+fn decode_state(bytes: &[u8], tenant: &TenantId) -> Result<TenantState, Unreadable> {
+    // The parser's messages quote the stored content: never pass a control character on.
+    let corrupt =
+        |detail: String| Unreadable::Corrupt(crate::spec::printable(&detail).into_owned());
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| corrupt(format!("invalid JSON: {e}")))?;
     let version = value
@@ -411,19 +581,12 @@ fn parse_state(path: &Path, bytes: &[u8], tenant: &TenantId) -> Result<TenantSta
         .and_then(|v| v.as_u64())
         .ok_or_else(|| corrupt("no format_version".into()))?;
     if version > u64::from(STATE_FORMAT_VERSION) {
-        return Err(StateError::NewerFormat {
-            path: path.to_owned(),
-            found: version,
-        });
+        return Err(Unreadable::Newer(version));
     }
     let state: TenantState =
         serde_json::from_value(value).map_err(|e| corrupt(format!("unexpected content: {e}")))?;
     if &state.tenant != tenant {
-        return Err(StateError::WrongTenant {
-            path: path.to_owned(),
-            expected: tenant.to_string(),
-            found: state.tenant.to_string(),
-        });
+        return Err(Unreadable::OtherTenant(state.tenant.to_string()));
     }
     for (key, r) in &state.resources {
         let expected = format!("{}.{}", r.resource_type, r.name);
@@ -439,12 +602,32 @@ fn parse_state(path: &Path, bytes: &[u8], tenant: &TenantId) -> Result<TenantSta
         }
     }
     if let Some(cycle) = dependency_cycle(&state) {
-        return Err(StateError::Cycle {
-            path: path.to_owned(),
-            cycle,
-        });
+        return Err(Unreadable::Cycle(cycle));
     }
     Ok(state)
+}
+
+/// Parses a state file's bytes.
+fn parse_state(path: &Path, bytes: &[u8], tenant: &TenantId) -> Result<TenantState, StateError> {
+    decode_state(bytes, tenant).map_err(|u| match u {
+        Unreadable::Corrupt(detail) => StateError::Corrupt {
+            path: path.to_owned(),
+            detail,
+        },
+        Unreadable::Newer(found) => StateError::NewerFormat {
+            path: path.to_owned(),
+            found,
+        },
+        Unreadable::OtherTenant(found) => StateError::WrongTenant {
+            path: path.to_owned(),
+            expected: tenant.to_string(),
+            found,
+        },
+        Unreadable::Cycle(cycle) => StateError::Cycle {
+            path: path.to_owned(),
+            cycle,
+        },
+    })
 }
 
 /// A cycle among the `depends_on` of a state's resources, if there is one: deleting
@@ -494,13 +677,15 @@ mod tests {
     #[test]
     fn writes_bump_the_serial_keep_a_backup_and_are_private() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
-        let lock = store.lock(&tenant(), "test", Duration::ZERO).unwrap();
+        let store = LocalStore::new(dir.path());
+        let lock = store
+            .lock(&tenant(), &LockRequest::new("test", Duration::ZERO))
+            .unwrap();
         let mut s = TenantState::new(tenant());
-        store.write(&lock, &mut s).unwrap();
+        store.write(lock.tenant(), &mut s).unwrap();
         assert_eq!(s.serial, 1);
         s.protected = true;
-        store.write(&lock, &mut s).unwrap();
+        store.write(lock.tenant(), &mut s).unwrap();
         assert_eq!(s.serial, 2);
 
         let loaded = store.load(&tenant()).unwrap().unwrap();
@@ -522,7 +707,7 @@ mod tests {
     #[test]
     fn a_state_file_of_release_0_1_0_loads_and_is_written_back_current() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
+        let store = LocalStore::new(dir.path());
         fs::create_dir_all(store.tenants_dir()).unwrap();
         fs::write(
             store.path_of(&tenant()),
@@ -540,8 +725,10 @@ mod tests {
             10
         );
 
-        let lock = store.lock(&tenant(), "test", Duration::ZERO).unwrap();
-        store.write(&lock, &mut state).unwrap();
+        let lock = store
+            .lock(&tenant(), &LockRequest::new("test", Duration::ZERO))
+            .unwrap();
+        store.write(lock.tenant(), &mut state).unwrap();
         let written: serde_json::Value =
             serde_json::from_slice(&fs::read(store.path_of(&tenant())).unwrap()).unwrap();
         assert_eq!(written["applied_spec"]["version"], APPLIED_SPEC_VERSION);
@@ -551,7 +738,7 @@ mod tests {
     #[test]
     fn corrupt_newer_and_misplaced_files_are_errors_and_stay_untouched() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
+        let store = LocalStore::new(dir.path());
         fs::create_dir_all(store.tenants_dir()).unwrap();
         let path = store.path_of(&tenant());
         for (content, want) in [
@@ -585,7 +772,7 @@ mod tests {
     #[test]
     fn a_dependency_cycle_is_refused_at_load_naming_the_file_and_the_resources() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
+        let store = LocalStore::new(dir.path());
         fs::create_dir_all(store.tenants_dir()).unwrap();
         let path = store.path_of(&tenant());
         let mut s = TenantState::new(tenant());
@@ -665,10 +852,15 @@ mod tests {
     #[test]
     fn a_second_lock_names_the_holder_and_force_unlock_needs_its_id() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
-        let first = store.lock(&tenant(), "apply", Duration::ZERO).unwrap();
+        let store = LocalStore::new(dir.path());
+        let first = store
+            .lock(&tenant(), &LockRequest::new("apply", Duration::ZERO))
+            .unwrap();
         let err = store
-            .lock(&tenant(), "destroy", Duration::from_millis(200))
+            .lock(
+                &tenant(),
+                &LockRequest::new("destroy", Duration::from_millis(200)),
+            )
             .unwrap_err();
         let text = err.to_string();
         assert!(text.contains("locked by apply"), "{text}");
@@ -687,12 +879,20 @@ mod tests {
             .force_unlock(&tenant(), &holder.id.to_string())
             .unwrap();
         // The broken lock no longer excludes anyone.
-        let second = store.lock(&tenant(), "destroy", Duration::ZERO).unwrap();
+        let second = store
+            .lock(&tenant(), &LockRequest::new("destroy", Duration::ZERO))
+            .unwrap();
         drop(first);
         // Dropping the broken lock must not release the new holder's lock.
-        assert!(store.lock(&tenant(), "plan", Duration::ZERO).is_err());
+        assert!(
+            store
+                .lock(&tenant(), &LockRequest::new("plan", Duration::ZERO))
+                .is_err()
+        );
         drop(second);
-        store.lock(&tenant(), "plan", Duration::ZERO).unwrap();
+        store
+            .lock(&tenant(), &LockRequest::new("plan", Duration::ZERO))
+            .unwrap();
     }
 
     /// Fifty runs start at once, twenty times over: one wins, and every loser names
@@ -702,7 +902,7 @@ mod tests {
         use std::sync::{Arc, Barrier};
         const RUNS: usize = 50;
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
+        let store = LocalStore::new(dir.path());
         let mut refusals = 0;
         for round in 0..20 {
             let start = Arc::new(Barrier::new(RUNS));
@@ -712,7 +912,10 @@ mod tests {
                     let (store, start, done) = (store.clone(), start.clone(), done.clone());
                     std::thread::spawn(move || {
                         start.wait();
-                        let result = store.lock(&tenant(), &format!("apply-{i}"), Duration::ZERO);
+                        let result = store.lock(
+                            &tenant(),
+                            &LockRequest::new(format!("apply-{i}"), Duration::ZERO),
+                        );
                         // Keep the lock until every run has tried.
                         done.wait();
                         result.map(|l| l.info().clone())
@@ -749,7 +952,7 @@ mod tests {
     #[test]
     fn a_lock_file_left_by_a_dead_process_is_taken_over() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
+        let store = LocalStore::new(dir.path());
         fs::create_dir_all(store.tenants_dir()).unwrap();
         // An unlocked file with a record, as a killed run leaves it.
         let dead = LockInfo {
@@ -759,6 +962,8 @@ mod tests {
             host: "elsewhere".into(),
             user: "x".into(),
             since: Utc::now(),
+            run: None,
+            expires_at: None,
         };
         fs::write(
             store.lock_path(&tenant()),
@@ -766,7 +971,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(store.lock_holder(&tenant()).unwrap(), None);
-        let lock = store.lock(&tenant(), "apply", Duration::ZERO).unwrap();
+        let lock = store
+            .lock(&tenant(), &LockRequest::new("apply", Duration::ZERO))
+            .unwrap();
         assert_eq!(
             store.lock_holder(&tenant()).unwrap().as_ref(),
             Some(lock.info())
@@ -781,12 +988,17 @@ mod tests {
     #[test]
     fn a_released_lock_can_be_taken_again_and_waiting_works() {
         let dir = tempfile::tempdir().unwrap();
-        let store = StateStore::new(dir.path());
-        let first = store.lock(&tenant(), "apply", Duration::ZERO).unwrap();
+        let store = LocalStore::new(dir.path());
+        let first = store
+            .lock(&tenant(), &LockRequest::new("apply", Duration::ZERO))
+            .unwrap();
         let store2 = store.clone();
         let waiter = std::thread::spawn(move || {
             store2
-                .lock(&tenant(), "apply", Duration::from_secs(10))
+                .lock(
+                    &tenant(),
+                    &LockRequest::new("apply", Duration::from_secs(10)),
+                )
                 .map(|_| ())
         });
         std::thread::sleep(Duration::from_millis(300));

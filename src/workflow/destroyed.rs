@@ -16,8 +16,8 @@ use crate::resource::TenantId;
 impl Workflow<'_> {
     /// Records that `tenant` was destroyed: its request (if the tenant came from one)
     /// moves from `active` or `failed` to `destroyed`, with its audit entry, and the
-    /// spec file the request wrote is removed, so that a later apply does not bring the
-    /// tenant back. Returns the request when it moved; `None` when there is no request,
+    /// request's spec leaves the registry, so that a later apply does not bring the
+    /// tenant back (an exported spec file is the user's, and stays). Returns the request when it moved; `None` when there is no request,
     /// it is already `destroyed`, or it is in a status a destroy does not end
     /// (a rolled-back request has nothing to destroy and stays retriable).
     pub async fn record_destroyed(
@@ -34,7 +34,9 @@ impl Workflow<'_> {
         if self
             .engine
             .state_store()
+            .await?
             .load(tenant)
+            .await
             .map_err(crate::Error::from)?
             .is_some()
         {
@@ -55,7 +57,7 @@ impl Workflow<'_> {
                 json!({"reason": "destroy removed every resource of the tenant"}),
             )
             .await?;
-        self.remove_spec(&request.id)?;
+        self.remove_spec(&request.id).await?;
         Ok(Some(request))
     }
 }

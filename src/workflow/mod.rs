@@ -8,8 +8,11 @@
 //! a budget within the tier's range) and records it, with the approvals the platform's
 //! rules require. Submitting the same tenant again returns the existing request. When
 //! no approval is needed, or the last required one arrives, the request is approved and
-//! provisioned at once, in the same call. Provisioning writes the tenant's spec to
-//! `specs/tenants/<id>.toml` and runs its stages (`provision.rs`):
+//! a `provision` run is queued ([`crate::runs`]); the call returns at once. The run,
+//! executed by a worker or embedded in the command that queued it, calls
+//! [`Workflow::provision`], which writes the tenant's spec to the registry
+//! (`tenantform.tenant_specs`, where every worker and every plan reads it) and runs its
+//! stages (`provision.rs`):
 //!
 //! 1. apply: the engine applies that tenant (a new tenant is all-or-nothing: the engine
 //!    rolls a failed apply back);
@@ -28,10 +31,13 @@
 //! - Every status change is a legal transition ([`status::check_transition`]), made
 //!   atomically with its audit entry; the audit trail is append-only.
 //! - A failure names its step ([`FailedStep`]) in the request and its audit entry.
-//! - After a rollback, the spec file written for the request is removed again and no
+//! - After a rollback, the spec written for the request is removed again and no
 //!   resource of the tenant remains; if the rollback itself fails, the request is
 //!   `failed`, state keeps what is left, and a P0 alert goes out.
 //! - A rolled-back or failed request can be retried (`request retry`).
+//! - A provisioning that a new attempt of its run takes over (its worker died) resumes
+//!   from the request's status: it applies again from the last state checkpoint (a
+//!   re-plan, not a replay) and goes on from there.
 //! - A tenant that a destroy left with nothing is `destroyed` in the registry, in the
 //!   same transaction as its audit entry ([`Workflow::record_destroyed`], which
 //!   `tenantform destroy` calls); a new request for its id then starts over.
@@ -49,16 +55,19 @@ pub mod status;
 pub use provision::FailedStep;
 
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::json;
 
 use crate::Engine;
+use crate::apply::ProgressSink;
 use crate::connect::aws::AwsClients;
 use crate::connect::postgres::PostgresConfig;
 use crate::connect::redis::RedisConfig;
 use crate::resource::TenantId;
-use crate::spec::{SpecErrors, Specs, TenantSpec};
+use crate::spec::{PlatformSpec, SpecErrors, Specs, TenantSpec};
 use crate::state::{ResourceStatus, TenantState};
 
 use checks::{CheckContext, CheckResult};
@@ -125,34 +134,51 @@ pub struct Workflow<'a> {
     pg: PostgresConfig,
     /// Where the metrics check scrapes when the platform file names no endpoint.
     metrics_url: Option<String>,
+    progress: Option<ProgressSink>,
+    /// Where an approved request's provisioning goes.
+    provisioning: Option<Arc<dyn ProvisionQueue>>,
+}
+
+/// Where the provisioning of an approved or retried request is queued: the runs queue
+/// ([`crate::runs`] implements it), so that a worker (or the command, embedded)
+/// executes [`Workflow::provision`]. A trait, so that the lifecycle does not depend on
+/// the runs that execute it.
+pub trait ProvisionQueue: Send + Sync {
+    /// Queues the provisioning of request `id`, unless one is open already.
+    fn enqueue_provision<'a>(
+        &'a self,
+        id: &'a str,
+        actor: &'a str,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 }
 
 impl<'a> Workflow<'a> {
     /// Opens the registry (creating or migrating its schema).
     pub async fn open(engine: &'a Engine) -> Result<Workflow<'a>, WorkflowError> {
-        let (specs, pg) = Self::platform_database(engine)?;
+        let (platform, pg) = Self::platform_database(engine)?;
         let registry = Registry::open(&pg).await?;
-        Ok(Self::with_registry(engine, &specs, pg, registry))
+        Ok(Self::with_registry(engine, &platform, pg, registry))
     }
 
     /// The workflow over the registry that exists, or `None` when the platform's
     /// database has none: nothing was ever requested, and nothing is created.
     pub async fn open_existing(engine: &'a Engine) -> Result<Option<Workflow<'a>>, WorkflowError> {
-        let (specs, pg) = Self::platform_database(engine)?;
+        let (platform, pg) = Self::platform_database(engine)?;
         let registry = Registry::open_existing(&pg).await?;
-        Ok(registry.map(|r| Self::with_registry(engine, &specs, pg, r)))
+        Ok(registry.map(|r| Self::with_registry(engine, &platform, pg, r)))
     }
 
-    fn platform_database(engine: &Engine) -> Result<(Specs, PostgresConfig), WorkflowError> {
-        let specs = engine.specs()?;
-        let pg = PostgresConfig::resolve(&specs.platform.postgres)
+    fn platform_database(engine: &Engine) -> Result<(PlatformSpec, PostgresConfig), WorkflowError> {
+        // The platform file is enough here: connection and notification settings.
+        let platform = crate::spec::load_platform(&engine.config().specs_dir)?;
+        let pg = PostgresConfig::resolve(&platform.postgres)
             .map_err(|e| WorkflowError::Registry(e.to_string()))?;
-        Ok((specs, pg))
+        Ok((platform, pg))
     }
 
     fn with_registry(
         engine: &'a Engine,
-        specs: &Specs,
+        platform: &PlatformSpec,
         pg: PostgresConfig,
         registry: Registry,
     ) -> Workflow<'a> {
@@ -160,9 +186,11 @@ impl<'a> Workflow<'a> {
             engine,
             specs_dir: engine.config().specs_dir.clone(),
             registry,
-            notifier: Notifier::new(specs.platform.notifications.clone()),
+            notifier: Notifier::new(platform.notifications.clone()),
             pg,
             metrics_url: None,
+            progress: None,
+            provisioning: None,
         }
     }
 
@@ -172,6 +200,16 @@ impl<'a> Workflow<'a> {
     /// refused with an error saying so.
     pub fn set_metrics_url(&mut self, url: impl Into<String>) {
         self.metrics_url = Some(url.into());
+    }
+
+    /// Where approved and retried requests' provisionings are queued.
+    pub fn set_provisioning(&mut self, queue: Arc<dyn ProvisionQueue>) {
+        self.provisioning = Some(queue);
+    }
+
+    /// Where provisioning reports its apply and rollback steps (a run's event log).
+    pub fn set_progress(&mut self, progress: ProgressSink) {
+        self.progress = Some(progress);
     }
 
     pub fn registry(&self) -> &Registry {
@@ -200,7 +238,7 @@ impl<'a> Workflow<'a> {
         requester: &str,
         notes: Option<&str>,
     ) -> Result<Outcome, WorkflowError> {
-        let specs = self.engine.specs()?;
+        let specs = self.engine.specs().await?;
         let spec = TenantSpec::parse(origin, source, &specs.platform)
             .map_err(SpecErrors)?
             .spec;
@@ -231,7 +269,9 @@ impl<'a> Workflow<'a> {
                 || self
                     .engine
                     .state_store()
+                    .await?
                     .load(&spec.id)
+                    .await
                     .map_err(crate::Error::from)?
                     .is_some())
         {
@@ -263,7 +303,9 @@ impl<'a> Workflow<'a> {
                     json!({"reason": "no approval required: budget below the automatic limit, no sensitive data, no cross-border transfer, no tier rule"}),
                 )
                 .await?;
-            let mut outcome = self.provision(&request.id, "approval-policy").await?;
+            let mut outcome = self
+                .enqueue_provision(&request.id, "approval-policy")
+                .await?;
             outcome.created = true;
             return Ok(outcome);
         }
@@ -329,7 +371,7 @@ impl<'a> Workflow<'a> {
                     json!({"reason": "every required approval is recorded"}),
                 )
                 .await?;
-            return self.provision(id, actor).await;
+            return self.enqueue_provision(id, actor).await;
         }
         Ok(Outcome {
             request,
@@ -352,7 +394,26 @@ impl<'a> Workflow<'a> {
             .collect())
     }
 
-    /// Provisions a rolled-back or failed request again.
+    /// Hands an approved (or retried) request's provisioning to the queue. Returns at
+    /// once: a worker, or the caller (the embedded executor), executes it.
+    async fn enqueue_provision(&mut self, id: &str, actor: &str) -> Result<Outcome, WorkflowError> {
+        let queue = self.provisioning.as_ref().ok_or_else(|| {
+            WorkflowError::Registry(
+                "no provisioning queue: open the workflow with one (`runs::open_workflow`) to approve or retry requests".into(),
+            )
+        })?;
+        queue
+            .enqueue_provision(id, actor)
+            .await
+            .map_err(WorkflowError::Registry)?;
+        Ok(Outcome {
+            request: self.registry.require(id).await?,
+            created: false,
+            checks: Vec::new(),
+        })
+    }
+
+    /// Provisions a rolled-back or failed request again (queues its `provision` run).
     pub async fn retry(&mut self, id: &str, actor: &str) -> Result<Outcome, WorkflowError> {
         let request = self.registry.require(id).await?;
         if !matches!(
@@ -364,47 +425,72 @@ impl<'a> Workflow<'a> {
                 request.status
             )));
         }
-        self.provision(id, actor).await
+        self.enqueue_provision(id, actor).await
     }
 
     fn spec_path(&self, id: &str) -> PathBuf {
         self.specs_dir.join("tenants").join(format!("{id}.toml"))
     }
 
-    fn write_spec(&self, request: &Request) -> Result<(), WorkflowError> {
+    /// Makes the request's spec part of the desired specs, in the registry, where every
+    /// worker and every plan reads it.
+    async fn write_spec(&self, request: &Request) -> Result<(), WorkflowError> {
         let spec = request.spec()?;
-        let path = self.spec_path(&request.id);
         let text = format!(
             "# Written by `tenantform request` for request {} (requested by {}).\n{}",
             request.id,
             request.requester,
             toml::to_string(&spec).map_err(|e| WorkflowError::Invalid(format!("spec: {e}")))?
         );
+        self.registry.put_tenant_spec(&request.id, &text).await
+    }
+
+    async fn remove_spec(&self, id: &str) -> Result<(), WorkflowError> {
+        self.registry.remove_tenant_spec(id).await
+    }
+
+    /// Writes the registry's spec of a provisioned tenant to `specs/tenants/<id>.toml`,
+    /// to manage it as a file (in git) from now on: the file wins over the registry's
+    /// copy, which is kept, marked exported, so that a machine whose specs lack the file
+    /// refuses to plan the tenant instead of planning its deletion. Returns the path.
+    pub async fn export(&mut self, id: &str, actor: &str) -> Result<PathBuf, WorkflowError> {
+        let request = self.registry.require(id).await?;
+        let registered = self.registry.tenant_spec(id).await?.ok_or_else(|| {
+            WorkflowError::Conflict(format!(
+                "request {id} is {} and has no spec in the registry (it was never provisioned, or was rolled back); nothing to export",
+                request.status
+            ))
+        })?;
+        let path = self.spec_path(id);
         let io = |e: std::io::Error| WorkflowError::Io {
             path: path.clone(),
             detail: e.to_string(),
         };
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::create_dir_all(path.parent().expect("tenants dir")).map_err(io)?;
-        std::fs::write(&tmp, text).map_err(io)?;
-        std::fs::rename(&tmp, &path).map_err(io)
-    }
-
-    fn remove_spec(&self, id: &str) -> Result<(), WorkflowError> {
-        let path = self.spec_path(id);
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(WorkflowError::Io {
-                path,
-                detail: e.to_string(),
-            }),
+        match std::fs::read_to_string(&path) {
+            Ok(existing) if existing == registered.source => {}
+            Ok(_) => {
+                return Err(WorkflowError::Conflict(format!(
+                    "{} exists and differs from the registry's spec of {id}; nothing was written: it already wins over the registry's copy",
+                    path.display()
+                )));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let tmp = path.with_extension("toml.tmp");
+                std::fs::create_dir_all(path.parent().expect("tenants dir")).map_err(io)?;
+                std::fs::write(&tmp, &registered.source).map_err(io)?;
+                std::fs::rename(&tmp, &path).map_err(io)?;
+            }
+            Err(e) => return Err(io(e)),
         }
+        self.registry
+            .mark_exported(id, actor, &path.display().to_string())
+            .await?;
+        Ok(path)
     }
 
     /// The spec and state of a tenant that must have both (`when` says why, for the
     /// message when one is missing).
-    fn spec_and_state(
+    async fn spec_and_state(
         &self,
         specs: &Specs,
         tenant: &TenantId,
@@ -412,13 +498,15 @@ impl<'a> Workflow<'a> {
     ) -> Result<(TenantSpec, TenantState), WorkflowError> {
         let spec = specs.tenants.get(tenant).cloned().ok_or_else(|| {
             WorkflowError::Invalid(format!(
-                "tenant {tenant} {when} but specs/tenants/{tenant}.toml is missing"
+                "tenant {tenant} {when} but has no spec (neither specs/tenants/{tenant}.toml nor the registry's)"
             ))
         })?;
         let state = self
             .engine
             .state_store()
+            .await?
             .load(tenant)
+            .await
             .map_err(crate::Error::from)?
             .ok_or_else(|| {
                 WorkflowError::Invalid(format!("tenant {tenant} {when} but has no state"))
@@ -435,13 +523,13 @@ impl<'a> Workflow<'a> {
     ) -> Result<Vec<CheckResult>, WorkflowError> {
         // The isolation check needs one other tenant to be refused: read states only
         // until one is found, not every tenant's on every provisioning.
-        let store = self.engine.state_store();
+        let store = self.engine.state_store().await?;
         let mut others: Vec<TenantState> = Vec::new();
-        for t in store.tenants().map_err(crate::Error::from)? {
+        for t in store.tenants().await.map_err(crate::Error::from)? {
             if t == spec.id {
                 continue;
             }
-            if let Some(s) = store.load(&t).map_err(crate::Error::from)?
+            if let Some(s) = store.load(&t).await.map_err(crate::Error::from)?
                 && s.resources
                     .values()
                     .any(|r| r.status == ResourceStatus::Created)
@@ -505,9 +593,9 @@ impl<'a> Workflow<'a> {
                 request.status
             )));
         }
-        let specs = self.engine.specs()?;
+        let specs = self.engine.specs().await?;
         let tenant: TenantId = request.spec()?.id;
-        let (spec, state) = self.spec_and_state(&specs, &tenant, "is active")?;
+        let (spec, state) = self.spec_and_state(&specs, &tenant, "is active").await?;
         let results = self.run_checks(&specs, &spec, &state).await?;
         let failed: Vec<String> = results
             .iter()

@@ -28,7 +28,7 @@ use super::notify::Audience;
 use super::registry::{Failure, Request};
 use super::status::RequestStatus;
 use super::{Outcome, Workflow, WorkflowError};
-use crate::apply::{StepOutcome, TenantOutcome};
+use crate::apply::{Progress, StepOutcome, TenantOutcome};
 use crate::connect::postgres::{PostgresConfig, ident};
 use crate::engine::PlanOptions;
 use crate::plan::PlanMode;
@@ -182,25 +182,35 @@ struct Provisioning<'a> {
 
 impl Workflow<'_> {
     /// Provisioning, configuration, validation and activation of an approved (or
-    /// retried) request.
-    pub(super) async fn provision(
-        &mut self,
-        id: &str,
-        actor: &str,
-    ) -> Result<Outcome, WorkflowError> {
+    /// retried) request: what its `provision` run executes. A request already
+    /// `provisioning` or `validating` is resumed (a new attempt of the run took over
+    /// from a worker that died): the apply re-plans from the last state checkpoint, so
+    /// nothing is done twice. An `active` request is left as it is.
+    pub async fn provision(&mut self, id: &str, actor: &str) -> Result<Outcome, WorkflowError> {
         let request = self.registry.require(id).await?;
-        let request = self
-            .registry
-            .transition(
-                id,
-                request.status,
-                RequestStatus::Provisioning,
-                actor,
-                None,
-                json!({}),
-            )
-            .await?;
-        self.write_spec(&request)?;
+        let request = match request.status {
+            RequestStatus::Provisioning | RequestStatus::Validating => request,
+            RequestStatus::Active => {
+                return Ok(Outcome {
+                    request,
+                    created: false,
+                    checks: Vec::new(),
+                });
+            }
+            from => {
+                self.registry
+                    .transition(
+                        id,
+                        from,
+                        RequestStatus::Provisioning,
+                        actor,
+                        None,
+                        json!({}),
+                    )
+                    .await?
+            }
+        };
+        self.write_spec(&request).await?;
         let tenant = request.spec()?.id;
         let mut run = Provisioning {
             request,
@@ -267,7 +277,7 @@ impl Workflow<'_> {
                 },
                 &crate::ApplyOptions::default(),
                 |_| true,
-                None,
+                self.progress.clone(),
             )
             .await;
         let report = match applied {
@@ -304,8 +314,10 @@ impl Workflow<'_> {
     /// The tier's settings, rate limits and model are resources, applied already; what
     /// is left is seeding a Gold tenant's demo documents.
     async fn configure(&mut self, run: &Provisioning<'_>) -> Result<Next, WorkflowError> {
-        let specs = self.engine.specs()?;
-        let (spec, state) = self.spec_and_state(&specs, &run.tenant, "was just applied")?;
+        let specs = self.engine.specs().await?;
+        let (spec, state) = self
+            .spec_and_state(&specs, &run.tenant, "was just applied")
+            .await?;
         let mut configured = json!({"demo_documents": 0});
         if specs.tier_of(&spec).demo_documents {
             match seed_demo_documents(&self.pg, &state).await {
@@ -339,17 +351,22 @@ impl Workflow<'_> {
         run: &mut Provisioning<'_>,
         applied: Applied,
     ) -> Result<Next, WorkflowError> {
-        run.request = self
-            .registry
-            .transition(
-                &run.request.id,
-                RequestStatus::Provisioning,
-                RequestStatus::Validating,
-                run.actor,
-                None,
-                json!({}),
-            )
-            .await?;
+        // A resumed run may find the request validating already.
+        let current = self.registry.require(&run.request.id).await?;
+        run.request = if current.status == RequestStatus::Validating {
+            current
+        } else {
+            self.registry
+                .transition(
+                    &run.request.id,
+                    RequestStatus::Provisioning,
+                    RequestStatus::Validating,
+                    run.actor,
+                    None,
+                    json!({}),
+                )
+                .await?
+        };
         let results = self
             .run_checks(&applied.specs, &applied.spec, &applied.state)
             .await?;
@@ -450,12 +467,31 @@ impl Workflow<'_> {
         failure: Failure,
         checks: Vec<CheckResult>,
     ) -> Result<Outcome, WorkflowError> {
-        let report = self.engine.roll_back_tenant(&run.tenant, None).await?;
+        if let Some(p) = &self.progress {
+            let resources = self
+                .engine
+                .state_store()
+                .await?
+                .load(&run.tenant)
+                .await
+                .map_err(crate::Error::from)?
+                .map_or(0, |s| s.resources.len());
+            p(&Progress::RollbackStarted {
+                tenant: run.tenant.clone(),
+                resources,
+            });
+        }
+        let report = self
+            .engine
+            .roll_back_tenant(&run.tenant, self.progress.clone())
+            .await?;
         let complete = report.succeeded()
             && self
                 .engine
                 .state_store()
+                .await?
                 .load(&run.tenant)
+                .await
                 .map_err(crate::Error::from)?
                 .is_none_or(|s| s.resources.is_empty());
         if complete {
@@ -485,7 +521,7 @@ impl Workflow<'_> {
         checks: Vec<CheckResult>,
     ) -> Result<Outcome, WorkflowError> {
         if !kind.keeps_spec() {
-            self.remove_spec(&request.id)?;
+            self.remove_spec(&request.id).await?;
         }
         let current = self.registry.require(&request.id).await?;
         let request = self

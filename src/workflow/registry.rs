@@ -15,8 +15,8 @@ use tokio_postgres::{Client, Row, Transaction};
 use super::approval::RequiredApproval;
 use super::status::{RequestStatus, check_transition};
 use super::{FailedStep, WorkflowError};
-use crate::connect::postgres::{PostgresConfig, db_error};
-use crate::spec::TenantSpec;
+use crate::connect::postgres::{PostgresConfig, db_error, migrate};
+use crate::spec::{RegisteredSpec, TenantSpec};
 
 /// The schema the registry lives in.
 pub const SCHEMA: &str = "tenantform";
@@ -95,9 +95,25 @@ CREATE TABLE tenantform.validation_checks (
 CREATE INDEX checks_by_request ON tenantform.validation_checks (request_id, checked_at);
 "#,
     ),
-    // A destroyed tenant's name is free again: another request may take it.
     (
         2,
+        r#"
+-- The specs of requested tenants: where every worker and every plan reads them (the
+-- TOML a tenant file would hold). A row exists while the tenant is provisioned from its
+-- request, as the spec file did before; `request export` writes it to a file.
+CREATE TABLE tenantform.tenant_specs (
+    tenant text PRIMARY KEY,
+    request_id text NOT NULL REFERENCES tenantform.requests (id),
+    source text NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    exported_at timestamptz,
+    exported_by text
+);
+"#,
+    ),
+    // A destroyed tenant's name is free again: another request may take it.
+    (
+        3,
         r#"
 DROP INDEX tenantform.requests_name_unique;
 CREATE UNIQUE INDEX requests_name_unique ON tenantform.requests (lower(name))
@@ -290,40 +306,9 @@ impl Registry {
     }
 
     async fn migrate(&mut self) -> Result<(), WorkflowError> {
-        // One migrating process at a time, whichever process gets here first.
-        let tx = self.exclusive_transaction("tenantform.registry").await?;
-        tx.batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {SCHEMA}; \
-             CREATE TABLE IF NOT EXISTS {SCHEMA}.registry_migrations \
-               (version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        ))
-        .await
-        .map_err(pg)?;
-        let applied: Option<i32> = tx
-            .query_one(
-                &format!("SELECT max(version) FROM {SCHEMA}.registry_migrations"),
-                &[],
-            )
+        migrate(&mut self.client, SCHEMA, "registry_migrations", MIGRATIONS)
             .await
-            .map_err(pg)?
-            .get(0);
-        let applied = applied.unwrap_or(0);
-        let newest = MIGRATIONS.last().map_or(0, |m| m.0);
-        if applied > newest {
-            return Err(WorkflowError::Registry(format!(
-                "the registry schema is at version {applied}, newer than this tenantform knows ({newest}); use a newer tenantform"
-            )));
-        }
-        for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > applied) {
-            tx.batch_execute(sql).await.map_err(pg)?;
-            tx.execute(
-                &format!("INSERT INTO {SCHEMA}.registry_migrations (version) VALUES ($1)"),
-                &[version],
-            )
-            .await
-            .map_err(pg)?;
-        }
-        tx.commit().await.map_err(pg)
+            .map_err(|e| WorkflowError::Registry(e.to_string()))
     }
 
     /// Records a new request, or returns the existing one for the same tenant (same id
@@ -691,6 +676,89 @@ impl Registry {
                 duration_ms: r.get(4),
             })
             .collect())
+    }
+
+    /// Makes `source` the spec of the request's tenant, where every worker and plan
+    /// reads it.
+    pub async fn put_tenant_spec(
+        &self,
+        request_id: &str,
+        source: &str,
+    ) -> Result<(), WorkflowError> {
+        self.client
+            .execute(
+                &format!(
+                    "INSERT INTO {SCHEMA}.tenant_specs (tenant, request_id, source) VALUES ($1, $1, $2) \
+                     ON CONFLICT (tenant) DO UPDATE SET source = EXCLUDED.source, written_at = clock_timestamp()"
+                ),
+                &[&request_id, &source],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    /// Takes the request's tenant out of the desired specs (after a rollback).
+    pub async fn remove_tenant_spec(&self, request_id: &str) -> Result<(), WorkflowError> {
+        self.client
+            .execute(
+                &format!("DELETE FROM {SCHEMA}.tenant_specs WHERE tenant = $1"),
+                &[&request_id],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    /// The registry's spec of a requested tenant, if it has one.
+    pub async fn tenant_spec(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<RegisteredSpec>, WorkflowError> {
+        let row = self
+            .client
+            .query_opt(
+                &format!(
+                    "SELECT tenant, source, exported_at IS NOT NULL FROM {SCHEMA}.tenant_specs WHERE tenant = $1"
+                ),
+                &[&request_id],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| RegisteredSpec {
+            tenant: r.get(0),
+            source: r.get(1),
+            exported: r.get(2),
+        }))
+    }
+
+    /// Records that the tenant's spec now lives in a file, with its audit entry.
+    pub async fn mark_exported(
+        &mut self,
+        request_id: &str,
+        actor: &str,
+        path: &str,
+    ) -> Result<(), WorkflowError> {
+        let tx = self.client.transaction().await.map_err(pg)?;
+        tx.execute(
+            &format!(
+                "UPDATE {SCHEMA}.tenant_specs SET exported_at = clock_timestamp(), exported_by = $2 WHERE tenant = $1"
+            ),
+            &[&request_id, &actor],
+        )
+        .await
+        .map_err(pg)?;
+        audit(
+            &tx,
+            request_id,
+            actor,
+            "exported",
+            None,
+            None,
+            json!({"file": path}),
+        )
+        .await?;
+        tx.commit().await.map_err(pg)
     }
 
     /// The raw client, for metrics queries.

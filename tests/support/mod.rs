@@ -136,6 +136,32 @@ pub async fn admin(database: &str) -> Client {
         .expect("admin connection")
 }
 
+/// Where a workspace keeps its state: files under `state/`, or schema `tenantform_state`
+/// of the workspace's database (`TENANTFORM_STATE_BACKEND=postgres`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Local,
+    Postgres,
+}
+
+/// Runs each named test, `async fn NAME(backend: Backend)`, once per state backend:
+/// as `NAME::local` and `NAME::postgres`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn local() {
+                super::$name(super::Backend::Local).await
+            }
+            #[tokio::test]
+            async fn postgres() {
+                super::$name(super::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
 /// A tenant to put in a workspace.
 #[derive(Clone, Debug)]
 pub struct TenantDef {
@@ -209,6 +235,40 @@ pub struct Workspace {
 }
 
 impl Workspace {
+    /// A workspace whose state is kept by `backend`.
+    pub async fn with_backend(tenants: &[TenantDef], backend: Backend) -> Workspace {
+        let mut ws = Workspace::new(tenants).await;
+        if backend == Backend::Postgres {
+            ws.set_env("TENANTFORM_STATE_BACKEND", "postgres");
+            // The state schema now, before a test may slow every DDL statement down.
+            ws.run(&["state", "list"]).ok();
+        }
+        ws
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self
+            .extra_env
+            .get("TENANTFORM_STATE_BACKEND")
+            .map(String::as_str)
+        {
+            Some("postgres") => Backend::Postgres,
+            _ => Backend::Local,
+        }
+    }
+
+    /// Sets `[state] lease_ttl_seconds` in platform.toml.
+    pub fn set_lease_ttl(&self, seconds: u64) {
+        self.edit_platform(|s| {
+            let edited = s.replace(
+                "lease_ttl_seconds = 30",
+                &format!("lease_ttl_seconds = {seconds}"),
+            );
+            assert_ne!(edited, s, "platform.toml has lease_ttl_seconds = 30");
+            edited
+        });
+    }
+
     pub async fn new(tenants: &[TenantDef]) -> Workspace {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("specs/tenants")).unwrap();
@@ -309,9 +369,40 @@ impl Workspace {
         self.state().join(format!("tenants/{id}.json"))
     }
 
+    /// The tenant's state as its backend stores it (a local file's bytes, or the
+    /// document of its row in PostgreSQL); `None` when it has none.
+    pub fn state_bytes(&self, id: &str) -> Option<Vec<u8>> {
+        match self.backend() {
+            Backend::Local => fs::read(self.state_file(id)).ok(),
+            Backend::Postgres => self.stored_state(id),
+        }
+    }
+
+    /// The document of the tenant's row in `tenantform_state.states`, whatever the
+    /// workspace's backend; `None` when there is none (or no schema yet).
+    pub fn stored_state(&self, id: &str) -> Option<Vec<u8>> {
+        let (database, id) = (self.database.clone(), id.to_owned());
+        on_own_runtime(async move {
+            let row = admin(&database)
+                .await
+                .query_opt(
+                    "SELECT document::text FROM tenantform_state.states WHERE tenant = $1",
+                    &[&id],
+                )
+                .await;
+            match row {
+                Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                    None
+                }
+                row => row
+                    .expect("state row")
+                    .map(|r| r.get::<_, String>(0).into_bytes()),
+            }
+        })
+    }
+
     pub fn state_json(&self, id: &str) -> Option<serde_json::Value> {
-        fs::read(self.state_file(id))
-            .ok()
+        self.state_bytes(id)
             .map(|b| serde_json::from_slice(&b).expect("state is JSON"))
     }
 
@@ -355,6 +446,17 @@ impl Workspace {
 }
 
 impl Workspace {
+    /// The admin connection to this workspace's database, as the library takes it.
+    pub fn pg_config(&self) -> tenantform::connect::postgres::PostgresConfig {
+        tenantform::connect::postgres::PostgresConfig {
+            host: env("PGHOST"),
+            port: env("PGPORT").parse().unwrap(),
+            user: env("PGUSER"),
+            password: Some(tenantform::secret::Secret::new(env("PGPASSWORD"))),
+            database: self.database.clone(),
+        }
+    }
+
     /// The directory the dashboards go to (`../dashboards` from the specs).
     pub fn dashboards(&self) -> PathBuf {
         self.dir.path().join("dashboards")
@@ -419,35 +521,44 @@ impl Drop for Workspace {
         let roles: Vec<String> = self.tenants.iter().map(|t| t.pg_name()).collect();
         let redis_users = roles.clone();
         // Drop runs inside the test's runtime: clean up on a thread with its own.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                let Ok(c) = connect(&env("PGUSER"), &env("PGPASSWORD"), &env("PGDATABASE")).await
-                else {
-                    return;
-                };
+        on_own_runtime(async move {
+            let Ok(c) = connect(&env("PGUSER"), &env("PGPASSWORD"), &env("PGDATABASE")).await
+            else {
+                return;
+            };
+            let _ = c
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                .await;
+            for r in roles {
                 let _ = c
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
+                    .batch_execute(&format!("DROP ROLE IF EXISTS \"{r}\""))
                     .await;
-                for r in roles {
-                    let _ = c
-                        .batch_execute(&format!("DROP ROLE IF EXISTS \"{r}\""))
-                        .await;
+            }
+            if let Ok(client) = redis::Client::open(env("REDIS_URL"))
+                && let Ok(mut r) = client.get_multiplexed_async_connection().await
+            {
+                for u in redis_users {
+                    let _ = redis_cmd(&mut r, &["ACL", "DELUSER", &u]).await;
                 }
-                if let Ok(client) = redis::Client::open(env("REDIS_URL"))
-                    && let Ok(mut r) = client.get_multiplexed_async_connection().await
-                {
-                    for u in redis_users {
-                        let _ = redis_cmd(&mut r, &["ACL", "DELUSER", &u]).await;
-                    }
-                }
-            });
-        })
-        .join();
+            }
+        });
     }
+}
+
+/// Runs `work` to completion on a thread with a runtime of its own: async work from
+/// code that may not block the caller's runtime (a `Drop`, a synchronous helper).
+pub fn on_own_runtime<T: Send + 'static>(
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(work)
+    })
+    .join()
+    .expect("the work does not panic")
 }
 
 /// A finished run of the binary.
@@ -501,6 +612,22 @@ impl Run {
     }
 }
 
+/// Sends `sig` (`STOP`, `CONT`, `KILL`...) to a child process.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig} {}", child.id());
+}
+
+/// Waits for a child started with [`Workspace::spawn`] and collects its output.
+pub fn finish(child: Child) -> Run {
+    Run::from(child.wait_with_output().unwrap())
+}
+
 /// Waits until `f` holds, polling; panics with `what` after `timeout`.
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
@@ -520,16 +647,9 @@ pub fn exists(path: &Path) -> bool {
 /// counted.
 pub async fn engine(ws: &Workspace, counter: Option<Arc<AtomicUsize>>) -> tenantform::Engine {
     use tenantform::connect::aws::AwsClients;
-    use tenantform::connect::postgres::PostgresConfig;
 
     let specs = tenantform::spec::Specs::load(&ws.specs()).expect("workspace specs are valid");
-    let pg = PostgresConfig {
-        host: env("PGHOST"),
-        port: env("PGPORT").parse().unwrap(),
-        user: env("PGUSER"),
-        password: Some(tenantform::secret::Secret::new(env("PGPASSWORD"))),
-        database: ws.database.clone(),
-    };
+    let pg = ws.pg_config();
     let aws = Arc::new(AwsClients::new(aws_config().await));
     // Redis comes from REDIS_URL, as the platform file says. When the stack was brought
     // up by this process (not exported by scripts/test), export it here.
@@ -540,7 +660,7 @@ pub async fn engine(ws: &Workspace, counter: Option<Arc<AtomicUsize>>) -> tenant
             std::env::set_var("REDIS_URL", env("REDIS_URL"))
         };
     }
-    let set = tenantform::platform_providers(&specs.platform, pg, aws, 10)
+    let set = tenantform::platform_providers(&specs.platform, pg.clone(), aws, 10)
         .expect("providers of the workspace");
     let set = match &counter {
         Some(c) => set.map(|p| -> Arc<dyn Provider> {
@@ -559,6 +679,7 @@ pub async fn engine(ws: &Workspace, counter: Option<Arc<AtomicUsize>>) -> tenant
         },
         set,
     )
+    .with_registry(pg)
 }
 
 /// The SDK configuration of the stack's AWS endpoint (moto), with its test credentials.
@@ -761,4 +882,68 @@ impl OutputScan {
         }
         self.outputs.len()
     }
+}
+
+/// What is left of tenant `t` on each service: its PostgreSQL schema or role, its Redis
+/// user, its S3 bucket, its IAM role or policy, its dashboard file. Empty when nothing is.
+pub async fn leftovers(ws: &Workspace, t: &TenantDef) -> Vec<String> {
+    let mut left = Vec::new();
+    let name = t.pg_name();
+    let admin = ws.admin().await;
+    for (what, sql) in [
+        (
+            "schema",
+            "SELECT count(*) FROM pg_namespace WHERE nspname = $1",
+        ),
+        ("role", "SELECT count(*) FROM pg_roles WHERE rolname = $1"),
+    ] {
+        let n: i64 = admin.query_one(sql, &[&name]).await.unwrap().get(0);
+        if n > 0 {
+            left.push(format!("PostgreSQL {what} {name}"));
+        }
+    }
+    let users: Vec<String> = redis::cmd("ACL")
+        .arg("USERS")
+        .query_async(&mut redis_admin().await)
+        .await
+        .unwrap();
+    if users.contains(&name) {
+        left.push(format!("Redis user {name}"));
+    }
+    let bucket = format!("rag-{}-documents", t.id);
+    if s3_client(&t.region)
+        .await
+        .head_bucket()
+        .bucket(&bucket)
+        .send()
+        .await
+        .is_ok()
+    {
+        left.push(format!("S3 bucket {bucket}"));
+    }
+    let iam = iam_client().await;
+    let role = format!("rag-{}-app", t.id);
+    if iam.get_role().role_name(&role).send().await.is_ok() {
+        left.push(format!("IAM role {role}"));
+    }
+    let policy = format!("rag-{}-documents-access", t.id);
+    let mut pages = iam.list_policies().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        if page
+            .unwrap()
+            .policies()
+            .iter()
+            .any(|p| p.policy_name() == Some(policy.as_str()))
+        {
+            left.push(format!("IAM policy {policy}"));
+        }
+    }
+    let dashboards = ws.dashboards();
+    if fs::read_dir(&dashboards).is_ok_and(|d| {
+        d.flatten()
+            .any(|e| e.file_name().to_string_lossy().contains(&t.id))
+    }) {
+        left.push(format!("dashboard of {}", t.id));
+    }
+    left
 }
