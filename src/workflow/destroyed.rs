@@ -17,9 +17,10 @@ impl Workflow<'_> {
     /// Records that `tenant` was destroyed: its request (if the tenant came from one)
     /// moves from `active` or `failed` to `destroyed`, with its audit entry, and the
     /// request's spec leaves the registry, so that a later apply does not bring the
-    /// tenant back (an exported spec file is the user's, and stays). Returns the request when it moved; `None` when there is no request,
-    /// it is already `destroyed`, or it is in a status a destroy does not end
-    /// (a rolled-back request has nothing to destroy and stays retriable).
+    /// tenant back (an exported spec file is the user's, and stays). Returns the
+    /// request when it moved; `None` when there is no request, it is already
+    /// `destroyed`, or it is in a status a destroy does not end (a rolled-back request
+    /// has nothing to destroy and stays retriable).
     pub async fn record_destroyed(
         &mut self,
         tenant: &TenantId,
