@@ -161,13 +161,23 @@ async fn inventory(ws: &Workspace, t: &TenantDef) -> Inventory {
     found
 }
 
-/// Redis's ACL users. Tried again on an error: on a loaded machine a reply can take
-/// longer than the client waits, and the inventory must not fail for that.
+/// Redis's ACL users. Patient, and tried again on an error: on a loaded machine a
+/// connection or a reply can take longer than the client's default waits, and the
+/// inventory must not fail for that.
 async fn acl_users() -> Vec<String> {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(10)))
+        .set_response_timeout(Some(Duration::from_secs(10)));
     let mut tries = 0;
     loop {
         tries += 1;
-        match redis_cmd(&mut redis_admin().await, &["ACL", "USERS"]).await {
+        let users = async {
+            let mut c = redis::Client::open(env("REDIS_URL"))?
+                .get_multiplexed_async_connection_with_config(&config)
+                .await?;
+            redis_cmd(&mut c, &["ACL", "USERS"]).await
+        };
+        match users.await {
             Ok(users) => return redis::from_redis_value(users).unwrap(),
             Err(e) if tries < 5 => {
                 eprintln!("ACL USERS failed ({e}); trying again");
