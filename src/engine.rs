@@ -540,13 +540,35 @@ impl Engine {
         if let Some(report) = &plan.policy {
             report.enforce()?;
         }
-        if !plan.has_changes() || !confirm(&plan) {
+        if !plan.has_changes() {
+            self.remove_empty_states(runs, &stored).await?;
+            return Ok((plan, None));
+        }
+        if !confirm(&plan) {
             return Ok((plan, None));
         }
         let providers = self.providers(&specs).await?;
         let store = self.state_store().await?;
         let report = apply::apply(&plan, runs, providers, store, apply_options, progress).await?;
         Ok((plan, Some(report)))
+    }
+
+    /// Removes the state of each locked tenant that holds no resource. An apply removes
+    /// such a state when it ends, but a run stopped dead between its last delete's
+    /// checkpoint and that removal leaves one behind: the next run, finding nothing to
+    /// do, finishes the job, so that a destroyed tenant has no state.
+    async fn remove_empty_states(
+        &self,
+        runs: BTreeMap<TenantId, TenantRun>,
+        stored: &BTreeSet<TenantId>,
+    ) -> Result<(), Error> {
+        let store = self.state_store().await?;
+        for (tenant, run) in runs {
+            if run.state.resources.is_empty() && stored.contains(&tenant) {
+                store.remove(&run.lock, &run.state).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Writes a plan for a later `apply PLANFILE` (mode 0600: it names resources).

@@ -41,6 +41,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Test builds only: `FAILPOINTS` arms the crash harness's failpoints (tests/crash.rs).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -621,4 +621,117 @@ async fn duplicates_bad_requests_illegal_transitions_and_failing_notifications()
     );
 }
 
+/// `destroy` ends a requested tenant in the registry: its request says `destroyed`
+/// (status and audit trail), its spec is out of the registry, and the id can be
+/// requested again, with other values, through approval to `active`. The destroyed
+/// tenant's name is free for another request.
+#[tokio::test]
+async fn a_destroyed_tenant_is_destroyed_in_the_registry_and_its_id_can_be_requested_again() {
+    let mut t = TenantDef::new("wf-again", "bronze");
+    t.region = "ap-south-1".into();
+    t.budget_inr = 200_000;
+    let mut ws = Workspace::new(&[]).await;
+    ws.tenants = vec![t.clone()];
+    let file = request_file(&ws, &t);
+    ws.run(&[
+        "request",
+        "submit",
+        &file,
+        "--requester",
+        "again@wf.example",
+    ])
+    .ok();
+    assert_eq!(status(&ws, &t.id)["status"], "active");
+    assert!(registered_spec(&ws, &t.id).await);
+
+    ws.run(&["destroy", "--auto-approve", "--tenant", &t.id])
+        .ok()
+        .contains(&format!("Request {} is now destroyed", t.id));
+    let view = status(&ws, &t.id);
+    assert_eq!(view["status"], "destroyed", "{view:#}");
+    assert_eq!(
+        transitions(&view).last().map(String::as_str),
+        Some("active->destroyed")
+    );
+    assert!(ws.state_json(&t.id).is_none());
+    assert!(
+        !registered_spec(&ws, &t.id).await,
+        "a later apply must not bring it back"
+    );
+    ws.run(&["validate-tenant", &t.id])
+        .code(1)
+        .contains("is destroyed");
+    ws.run(&["request", "retry", &t.id])
+        .code(1)
+        .contains("only a rolled_back or failed request can be retried");
+    // Nothing of it is left to destroy, and the registry does not move again.
+    ws.run(&["destroy", "--auto-approve", "--tenant", &t.id])
+        .code(1)
+        .contains("unknown tenant");
+    assert_eq!(transitions(&status(&ws, &t.id)).len(), 5);
+
+    // The destroyed tenant's name is free: another id may take it (this one waits for
+    // approval, so nothing is provisioned for it).
+    let old_name = t.name.clone();
+    let mut other = TenantDef::new("wf-namesake", "silver");
+    other.name = old_name.clone();
+    other.region = "ap-south-1".into();
+    other.budget_inr = 1_500_000;
+    ws.run(&[
+        "request",
+        "submit",
+        &request_file(&ws, &other),
+        "--requester",
+        "other@wf.example",
+    ])
+    .ok();
+    assert_eq!(status(&ws, &other.id)["status"], "pending_approval");
+
+    // A new request for the id, under another name, goes all the way again.
+    t.name = format!("Again {}", t.id);
+    let file = request_file(&ws, &t);
+    ws.run(&[
+        "request",
+        "submit",
+        &file,
+        "--requester",
+        "again@wf.example",
+    ])
+    .ok()
+    .contains(&format!("Submitted request {}", t.id));
+    let view = status(&ws, &t.id);
+    assert_eq!(view["status"], "active", "{view:#}");
+    assert_eq!(view["name"], t.name.as_str());
+    assert_eq!(
+        transitions(&view),
+        [
+            "pending_approval->approved",
+            "approved->provisioning",
+            "provisioning->validating",
+            "validating->active",
+            "active->destroyed",
+            "pending_approval->approved",
+            "approved->provisioning",
+            "provisioning->validating",
+            "validating->active",
+        ]
+    );
+    let resubmitted = view["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "submitted")
+        .map(|e| e["from_status"].as_str().unwrap_or("-").to_owned())
+        .collect::<Vec<_>>();
+    assert_eq!(resubmitted, ["-", "destroyed"]);
+    assert_eq!(
+        ws.state_json(&t.id).expect("state")["resources"]
+            .as_object()
+            .unwrap()
+            .len(),
+        PER_TENANT
+    );
+    ws.run(&["validate-tenant", &t.id]).ok();
+}
+
 on_both_backends!(broken_isolation_fails_the_check_and_rolls_everything_back);

@@ -587,6 +587,10 @@ impl<'a> DrainState<'a> {
         let failure = match result {
             Ok(written) => {
                 ledger.adopt(&written);
+                // The crash harness (tests/crash.rs) stops the process dead here, after
+                // the k-th checkpoint: `FAILPOINTS=apply::checkpoint=K*off->return`.
+                #[cfg(feature = "failpoints")]
+                fail::fail_point!("apply::checkpoint", |_| std::process::abort());
                 None
             }
             Err(e) => {

@@ -12,6 +12,7 @@ use tenantform::report::Style;
 use tenantform::{Action, ApplyOptions, Engine, OutputFormat, Plan, PlanMode, PlanOptions, Report};
 
 use super::args::{ApplyArgs, DestroyArgs, PlanArgs, RunArgs, Selection};
+use super::request::record_destroyed;
 use super::{Outcome, confirm, plural, print_report};
 
 pub async fn cmd_plan(engine: &Engine, args: &PlanArgs, style: Style) -> anyhow::Result<Outcome> {
@@ -76,7 +77,11 @@ pub async fn cmd_apply(engine: &Engine, args: &ApplyArgs, style: Style) -> anyho
     }
     let progress = progress_sink(args.run.json);
     let report = engine.apply_plan(&plan, &options, Some(progress)).await?;
-    print_apply_report(&plan, &report, args.run.json, &cancel)
+    let outcome = print_apply_report(&plan, &report, args.run.json, &cancel)?;
+    if plan.mode == PlanMode::Destroy {
+        record_destroyed(engine, &plan, args.run.json).await?;
+    }
+    Ok(outcome)
 }
 
 pub async fn cmd_destroy(
@@ -164,7 +169,7 @@ async fn plan_confirm_apply(
     if let Some(e) = refused {
         return Err(e);
     }
-    match report {
+    let outcome = match report {
         Some(report) => print_apply_report(&plan, &report, json, &cancel),
         None if !plan.has_changes() => {
             if json {
@@ -176,11 +181,15 @@ async fn plan_confirm_apply(
         }
         // Terraform exits 1 when the answer is not "yes": the run did not do what was
         // asked, and a script must not read it as success.
-        None => bail!(
+        None => Err(anyhow::anyhow!(
             "{} cancelled: nothing was changed",
             if destroy { "Destroy" } else { "Apply" }
-        ),
+        )),
+    }?;
+    if destroy {
+        record_destroyed(engine, &plan, json).await?;
     }
+    Ok(outcome)
 }
 
 /// Prints each step as it starts and ends (on stderr when stdout carries JSON).

@@ -4,14 +4,15 @@
 
 use anyhow::{Context, bail};
 
-use tenantform::Engine;
 use tenantform::connect::postgres::PostgresConfig;
+use tenantform::resource::TenantId;
 use tenantform::runs::{ProvisionResult, Run, RunQueue};
 use tenantform::spec::RunExecutor;
 use tenantform::workflow::registry::{CheckRecord, Request};
 use tenantform::workflow::render as wf_render;
 use tenantform::workflow::status::RequestStatus;
 use tenantform::workflow::{self, Workflow};
+use tenantform::{Engine, Plan};
 
 use super::Outcome;
 use super::args::{Cli, DecisionArgs, RequestCommand, RunAction, SubmitArgs};
@@ -209,6 +210,50 @@ impl SettledRequest {
             _ => Ok(Outcome::Ok),
         }
     }
+}
+
+/// After a destroy: the request of each tenant of `plan` that has no state any more
+/// says `destroyed` ([`Workflow::record_destroyed`]). Opens the registry only when a
+/// tenant is gone, and never creates one. A failure here is an error although the
+/// destroy itself succeeded; running the destroy again records it.
+pub async fn record_destroyed(engine: &Engine, plan: &Plan, json: bool) -> anyhow::Result<()> {
+    let store = engine.state_store().await?;
+    let mut gone: Vec<&TenantId> = Vec::new();
+    for t in plan.tenants.iter().map(|t| &t.tenant) {
+        if matches!(store.load(t).await, Ok(None)) {
+            gone.push(t);
+        }
+    }
+    if gone.is_empty() {
+        return Ok(());
+    }
+    let Some(mut wf) = Workflow::open_existing(engine).await? else {
+        return Ok(());
+    };
+    for tenant in gone {
+        let moved = wf
+            .record_destroyed(tenant, "tenantform destroy")
+            .await
+            .with_context(|| {
+                format!(
+                    "tenant {tenant} was destroyed, but its request could not be marked destroyed; \
+                     run `tenantform destroy --tenant {tenant}` again to record it"
+                )
+            })?;
+        if let Some(r) = moved {
+            let line = format!(
+                "Request {} is now destroyed; its spec is out of the registry.",
+                r.id
+            );
+            // stdout carries JSON with --json.
+            if json {
+                eprintln!("{line}");
+            } else {
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// After a lifecycle command: when a provisioning run of the request is open, the

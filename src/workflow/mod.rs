@@ -38,9 +38,13 @@
 //! - A provisioning that a new attempt of its run takes over (its worker died) resumes
 //!   from the request's status: it applies again from the last state checkpoint (a
 //!   re-plan, not a replay) and goes on from there.
+//! - A tenant that a destroy left with nothing is `destroyed` in the registry, in the
+//!   same transaction as its audit entry ([`Workflow::record_destroyed`], which
+//!   `tenantform destroy` calls); a new request for its id then starts over.
 
 pub mod approval;
 pub mod checks;
+mod destroyed;
 pub mod metrics;
 pub mod notify;
 mod provision;
@@ -63,7 +67,7 @@ use crate::connect::aws::AwsClients;
 use crate::connect::postgres::PostgresConfig;
 use crate::connect::redis::RedisConfig;
 use crate::resource::TenantId;
-use crate::spec::{SpecErrors, Specs, TenantSpec};
+use crate::spec::{PlatformSpec, SpecErrors, Specs, TenantSpec};
 use crate::state::{ResourceStatus, TenantState};
 
 use checks::{CheckContext, CheckResult};
@@ -151,12 +155,34 @@ pub trait ProvisionQueue: Send + Sync {
 impl<'a> Workflow<'a> {
     /// Opens the registry (creating or migrating its schema).
     pub async fn open(engine: &'a Engine) -> Result<Workflow<'a>, WorkflowError> {
+        let (platform, pg) = Self::platform_database(engine)?;
+        let registry = Registry::open(&pg).await?;
+        Ok(Self::with_registry(engine, &platform, pg, registry))
+    }
+
+    /// The workflow over the registry that exists, or `None` when the platform's
+    /// database has none: nothing was ever requested, and nothing is created.
+    pub async fn open_existing(engine: &'a Engine) -> Result<Option<Workflow<'a>>, WorkflowError> {
+        let (platform, pg) = Self::platform_database(engine)?;
+        let registry = Registry::open_existing(&pg).await?;
+        Ok(registry.map(|r| Self::with_registry(engine, &platform, pg, r)))
+    }
+
+    fn platform_database(engine: &Engine) -> Result<(PlatformSpec, PostgresConfig), WorkflowError> {
         // The platform file is enough here: connection and notification settings.
         let platform = crate::spec::load_platform(&engine.config().specs_dir)?;
         let pg = PostgresConfig::resolve(&platform.postgres)
             .map_err(|e| WorkflowError::Registry(e.to_string()))?;
-        let registry = Registry::open(&pg).await?;
-        Ok(Workflow {
+        Ok((platform, pg))
+    }
+
+    fn with_registry(
+        engine: &'a Engine,
+        platform: &PlatformSpec,
+        pg: PostgresConfig,
+        registry: Registry,
+    ) -> Workflow<'a> {
+        Workflow {
             engine,
             specs_dir: engine.config().specs_dir.clone(),
             registry,
@@ -165,7 +191,7 @@ impl<'a> Workflow<'a> {
             metrics_url: None,
             progress: None,
             provisioning: None,
-        })
+        }
     }
 
     /// Where the metrics check scrapes the platform's metrics when `[validation]

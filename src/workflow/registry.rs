@@ -111,6 +111,15 @@ CREATE TABLE tenantform.tenant_specs (
 );
 "#,
     ),
+    // A destroyed tenant's name is free again: another request may take it.
+    (
+        3,
+        r#"
+DROP INDEX tenantform.requests_name_unique;
+CREATE UNIQUE INDEX requests_name_unique ON tenantform.requests (lower(name))
+    WHERE status <> 'destroyed';
+"#,
+    ),
 ];
 
 /// A tenant request as the registry holds it.
@@ -249,13 +258,38 @@ fn pg(e: tokio_postgres::Error) -> WorkflowError {
 impl Registry {
     /// Connects as the platform admin and brings the registry schema up to date.
     pub async fn open(config: &PostgresConfig) -> Result<Registry, WorkflowError> {
+        let mut registry = Registry::connect(config).await?;
+        registry.migrate().await?;
+        Ok(registry)
+    }
+
+    /// Like [`Registry::open`], but `None` when the database has no registry yet: for
+    /// callers that only update requests that exist (a destroy), so that they never
+    /// create the registry's tables as a side effect.
+    pub async fn open_existing(config: &PostgresConfig) -> Result<Option<Registry>, WorkflowError> {
+        let mut registry = Registry::connect(config).await?;
+        let exists: bool = registry
+            .client
+            .query_one(
+                &format!("SELECT to_regclass('{SCHEMA}.requests') IS NOT NULL"),
+                &[],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        if !exists {
+            return Ok(None);
+        }
+        registry.migrate().await?;
+        Ok(Some(registry))
+    }
+
+    async fn connect(config: &PostgresConfig) -> Result<Registry, WorkflowError> {
         let client = config
             .connect(None)
             .await
             .map_err(|e| WorkflowError::Registry(e.to_string()))?;
-        let mut registry = Registry { client };
-        registry.migrate().await?;
-        Ok(registry)
+        Ok(Registry { client })
     }
 
     /// A transaction that holds the advisory lock named `name` until it ends: one such
@@ -279,7 +313,9 @@ impl Registry {
 
     /// Records a new request, or returns the existing one for the same tenant (same id
     /// and the same values): submitting twice never makes two requests. Returns the
-    /// request and whether it is new.
+    /// request and whether it is new. A request for the id of a destroyed tenant is
+    /// new: it takes the destroyed request's record (its values, status, approvals and
+    /// times start over; the audit trail keeps the whole history).
     pub async fn submit(
         &mut self,
         spec: &TenantSpec,
@@ -288,9 +324,12 @@ impl Registry {
         approvals: &[RequiredApproval],
     ) -> Result<(Request, bool), WorkflowError> {
         let tx = self.exclusive_transaction("tenantform.submit").await?;
-        if let Some(existing) = get_in(&tx, spec.id.as_str()).await? {
+        let previous = get_in(&tx, spec.id.as_str()).await?;
+        if let Some(existing) = &previous
+            && existing.status != RequestStatus::Destroyed
+        {
             if existing.same_tenant(spec) {
-                return Ok((existing, false));
+                return Ok((existing.clone(), false));
             }
             return Err(WorkflowError::Conflict(format!(
                 "a request for tenant {} already exists ({}, status {}) with other values; \
@@ -300,8 +339,11 @@ impl Registry {
         }
         if let Some(row) = tx
             .query_opt(
-                &format!("SELECT id FROM {SCHEMA}.requests WHERE lower(name) = lower($1)"),
-                &[&spec.name],
+                &format!(
+                    "SELECT id FROM {SCHEMA}.requests \
+                     WHERE lower(name) = lower($1) AND id <> $2 AND status <> 'destroyed'"
+                ),
+                &[&spec.name, &spec.id.as_str()],
             )
             .await
             .map_err(pg)?
@@ -313,6 +355,24 @@ impl Registry {
             )));
         }
         let approvals_json = serde_json::to_value(approvals).expect("approvals serialize");
+        let from = previous.map(|p| p.status);
+        if let Some(from) = from {
+            check_transition(spec.id.as_str(), from, RequestStatus::PendingApproval)?;
+            // The destroyed request's decisions are in the audit trail; the new request
+            // needs its own.
+            tx.execute(
+                &format!("DELETE FROM {SCHEMA}.approvals WHERE request_id = $1"),
+                &[&spec.id.as_str()],
+            )
+            .await
+            .map_err(pg)?;
+            tx.execute(
+                &format!("DELETE FROM {SCHEMA}.requests WHERE id = $1"),
+                &[&spec.id.as_str()],
+            )
+            .await
+            .map_err(pg)?;
+        }
         tx.execute(
             &format!(
                 "INSERT INTO {SCHEMA}.requests (id, name, tier, region, budget_inr, data_classification, \
@@ -342,7 +402,7 @@ impl Registry {
             spec.id.as_str(),
             requester,
             "submitted",
-            None,
+            from,
             Some(RequestStatus::PendingApproval),
             json!({
                 "tier": spec.tier, "region": spec.region, "budget_inr": spec.budget_inr,

@@ -6,10 +6,17 @@
 //!                                       │   │ retry      │  └─> failed (activation blocked)
 //!                                       ▼   │            ▼
 //!                          rolled_back / failed <────────┘
+//!
+//! active ───> destroyed           (destroy left the tenant with nothing)
+//! failed ───> destroyed           (the same, for a failed tenant whose resources were kept)
+//! destroyed ─> pending_approval   (a new request for the same id)
 //! ```
 //!
 //! `rolled_back` and `failed` may be retried (back to `provisioning`). Re-validating an
-//! active tenant (`validate-tenant`) records checks without changing its status.
+//! active tenant (`validate-tenant`) records checks without changing its status. A
+//! tenant that `destroy` left with nothing is `destroyed` (from `active`, or from
+//! `failed` when its resources were kept); a new request for its id starts over at
+//! `pending_approval`, in the same record and audit trail.
 
 use std::fmt;
 use std::str::FromStr;
@@ -28,10 +35,11 @@ pub enum RequestStatus {
     Active,
     Failed,
     RolledBack,
+    Destroyed,
 }
 
 impl RequestStatus {
-    pub const ALL: [RequestStatus; 8] = [
+    pub const ALL: [RequestStatus; 9] = [
         RequestStatus::PendingApproval,
         RequestStatus::Approved,
         RequestStatus::Rejected,
@@ -40,6 +48,7 @@ impl RequestStatus {
         RequestStatus::Active,
         RequestStatus::Failed,
         RequestStatus::RolledBack,
+        RequestStatus::Destroyed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +61,7 @@ impl RequestStatus {
             RequestStatus::Active => "active",
             RequestStatus::Failed => "failed",
             RequestStatus::RolledBack => "rolled_back",
+            RequestStatus::Destroyed => "destroyed",
         }
     }
 
@@ -64,9 +74,10 @@ impl RequestStatus {
             Rejected => &[],
             Provisioning => &[Validating, RolledBack, Failed],
             Validating => &[Active, RolledBack, Failed],
-            Active => &[],
-            Failed => &[Provisioning],
+            Active => &[Destroyed],
+            Failed => &[Provisioning, Destroyed],
             RolledBack => &[Provisioning],
+            Destroyed => &[PendingApproval],
         }
     }
 
@@ -78,6 +89,7 @@ impl RequestStatus {
                 | RequestStatus::Active
                 | RequestStatus::Failed
                 | RequestStatus::RolledBack
+                | RequestStatus::Destroyed
                 | RequestStatus::PendingApproval
         )
     }
@@ -135,7 +147,15 @@ mod tests {
     #[test]
     fn the_happy_path_is_legal_and_shortcuts_are_not() {
         use RequestStatus::*;
-        let path = [PendingApproval, Approved, Provisioning, Validating, Active];
+        let path = [
+            PendingApproval,
+            Approved,
+            Provisioning,
+            Validating,
+            Active,
+            Destroyed,
+            PendingApproval,
+        ];
         for w in path.windows(2) {
             check_transition("r", w[0], w[1]).unwrap();
         }
@@ -148,6 +168,9 @@ mod tests {
             (Provisioning, Active),
             (Active, RolledBack),
             (RolledBack, Active),
+            (Destroyed, Provisioning),
+            (Destroyed, Active),
+            (Provisioning, Destroyed),
         ] {
             let e = check_transition("r", from, to).unwrap_err();
             assert!(
