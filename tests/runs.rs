@@ -218,6 +218,26 @@ async fn interleaved_attempts(ws: &Workspace) -> Vec<String> {
         .collect()
 }
 
+/// Waits until `n` steps of runs have finished (mid-apply, when a tenant has more).
+async fn wait_for_finished_steps(db: &tokio_postgres::Client, n: i64) {
+    let t0 = Instant::now();
+    loop {
+        let finished: i64 = db
+            .query_one(
+                "SELECT count(*) FROM tenantform.run_events WHERE kind = 'finished'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if finished >= n {
+            return;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "no step finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// `runs start` of `operation` on `tenant` (with `--auto-apply` when asked); the run's id.
 fn start_run(ws: &Workspace, tenant: &str, operation: &str, auto_apply: bool) -> String {
     let mut args = vec![
@@ -440,22 +460,7 @@ async fn a_run_killed_mid_apply_is_taken_over_and_converges() {
     submit_all(&ws, std::slice::from_ref(&t));
     let db = ws.admin().await;
     // Mid-apply: some steps finished, the tenant not yet complete.
-    let t0 = Instant::now();
-    loop {
-        let finished: i64 = db
-            .query_one(
-                "SELECT count(*) FROM tenantform.run_events WHERE kind = 'finished'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if finished >= 2 {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(120), "no step finished");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_finished_steps(&db, 2).await;
     first.kill();
     ws.remove_slow_down().await;
     let _second = start_worker(&ws, "second", 1);
@@ -515,22 +520,7 @@ async fn a_stopped_worker_is_fenced_out_when_it_resumes() {
     let first = start_worker(&ws, "stopped", 1);
     submit_all(&ws, std::slice::from_ref(&t));
     let db = ws.admin().await;
-    let t0 = Instant::now();
-    loop {
-        let finished: i64 = db
-            .query_one(
-                "SELECT count(*) FROM tenantform.run_events WHERE kind = 'finished'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if finished >= 2 {
-            break;
-        }
-        assert!(t0.elapsed() < Duration::from_secs(120), "no step finished");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_finished_steps(&db, 2).await;
     let stopped = first.0.as_ref().expect("running");
     signal(stopped, "STOP");
     // Past both leases (the run's 3 s, the state lock's 2 s).

@@ -32,15 +32,7 @@ impl Workflow<'_> {
         if !request.status.next().contains(&RequestStatus::Destroyed) {
             return Ok(None);
         }
-        if self
-            .engine
-            .state_store()
-            .await?
-            .load(tenant)
-            .await
-            .map_err(crate::Error::from)?
-            .is_some()
-        {
+        if self.load_state(tenant).await?.is_some() {
             return Err(WorkflowError::Conflict(format!(
                 "tenant {tenant} still has resources in its state, so request {} stays {}; \
                  finish the destroy with `tenantform destroy --tenant {tenant}`",

@@ -490,6 +490,12 @@ impl<'a> Workflow<'a> {
 
     /// The spec and state of a tenant that must have both (`when` says why, for the
     /// message when one is missing).
+    /// The tenant's state as the engine's store holds it now.
+    async fn load_state(&self, tenant: &TenantId) -> Result<Option<TenantState>, WorkflowError> {
+        let store = self.engine.state_store().await?;
+        Ok(store.load(tenant).await.map_err(crate::Error::from)?)
+    }
+
     async fn spec_and_state(
         &self,
         specs: &Specs,
@@ -501,16 +507,9 @@ impl<'a> Workflow<'a> {
                 "tenant {tenant} {when} but has no spec (neither specs/tenants/{tenant}.toml nor the registry's)"
             ))
         })?;
-        let state = self
-            .engine
-            .state_store()
-            .await?
-            .load(tenant)
-            .await
-            .map_err(crate::Error::from)?
-            .ok_or_else(|| {
-                WorkflowError::Invalid(format!("tenant {tenant} {when} but has no state"))
-            })?;
+        let state = self.load_state(tenant).await?.ok_or_else(|| {
+            WorkflowError::Invalid(format!("tenant {tenant} {when} but has no state"))
+        })?;
         Ok((spec, state))
     }
 

@@ -469,12 +469,8 @@ impl Workflow<'_> {
     ) -> Result<Outcome, WorkflowError> {
         if let Some(p) = &self.progress {
             let resources = self
-                .engine
-                .state_store()
+                .load_state(&run.tenant)
                 .await?
-                .load(&run.tenant)
-                .await
-                .map_err(crate::Error::from)?
                 .map_or(0, |s| s.resources.len());
             p(&Progress::RollbackStarted {
                 tenant: run.tenant.clone(),
@@ -487,12 +483,8 @@ impl Workflow<'_> {
             .await?;
         let complete = report.succeeded()
             && self
-                .engine
-                .state_store()
+                .load_state(&run.tenant)
                 .await?
-                .load(&run.tenant)
-                .await
-                .map_err(crate::Error::from)?
                 .is_none_or(|s| s.resources.is_empty());
         if complete {
             return self
