@@ -605,6 +605,15 @@ async fn destroy_removes_everything_even_a_versioned_bucket_with_objects_and_twi
         "cluster gone"
     );
     assert!(!ws.state_file(&t.id).exists());
+    // A later bucket of the same name starts without tags: none of the destroyed
+    // bucket's (moto would otherwise hand them on, its create token among them).
+    s3.create_bucket().bucket(&bucket).send().await.unwrap();
+    let inherited = s3.get_bucket_tagging().bucket(&bucket).send().await;
+    assert!(
+        inherited.is_err(),
+        "the new bucket carries the old one's tags: {inherited:?}"
+    );
+    s3.delete_bucket().bucket(&bucket).send().await.unwrap();
     // The other tenant is untouched.
     assert!(bucket_exists(&s3, &bucket_of(&keep)).await);
     assert!(role_exists(&iam, &role_of(&keep)).await);

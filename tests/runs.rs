@@ -486,19 +486,22 @@ async fn a_run_killed_mid_apply_is_taken_over_and_converges() {
     let events = run["events"].as_array().unwrap();
     assert!(
         events.iter().any(|e| e["detail"]["takeover"] == true),
-        "the takeover is in the events"
+        "the takeover is in the events: {run:#}"
     );
     assert!(
         events
             .iter()
-            .any(|e| e["attempt"] == 1 && e["kind"] == "finished")
+            .any(|e| e["attempt"] == 1 && e["kind"] == "finished"),
+        "{run:#}"
     );
     assert!(
         events
             .iter()
-            .any(|e| e["attempt"] == 2 && e["kind"] == "status")
+            .any(|e| e["attempt"] == 2 && e["kind"] == "status"),
+        "{run:#}"
     );
-    assert!(interleaved_attempts(&ws).await.is_empty());
+    let interleaved = interleaved_attempts(&ws).await;
+    assert!(interleaved.is_empty(), "{interleaved:?}");
     ws.run(&["plan", "--detailed-exitcode"]).code(0);
     ws.run(&["plan", "--detailed-exitcode"]).code(0);
 }

@@ -504,6 +504,14 @@ impl S3Provider {
     /// that is already gone is fine.
     async fn delete_bucket(&self, current: &Attributes) -> Result<(), ProviderError> {
         let (s3, bucket) = self.client(current)?;
+        // The tags go first: moto keeps a deleted bucket's tags and gives them to the
+        // next bucket of that name, where an old create's token would contradict the
+        // new one's (see `made_by`). On AWS it is one more call on a bucket that goes.
+        match self.put_tags(&s3, &bucket, BTreeMap::new()).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(e.code()) => return Ok(()),
+            Err(e) => return Err(e),
+        }
         // A writer racing the delete can refill the bucket; a few rounds settle it.
         for _ in 0..5 {
             match self.empty_bucket(&s3, &bucket).await {
