@@ -509,7 +509,102 @@ async fn plan_output_formats_are_machine_readable() {
         .contains("no resource");
 }
 
+/// `output`, `state rm` and `state mv` as a Terraform user expects them: outputs with
+/// the password redacted unless asked for, a forgotten resource planned anew, a moved
+/// one planned as a delete and a create until it is moved back, and every refused edit
+/// leaving the state as it was.
+async fn outputs_and_state_edits_behave_as_terraforms(backend: Backend) {
+    let t = TenantDef::new("edit", "bronze");
+    let ws = Workspace::with_backend(std::slice::from_ref(&t), backend).await;
+    ws.run(&["apply", "--auto-approve"]).ok();
+    let id = t.id.as_str();
+
+    let all = ws.run(&["output", "--tenant", id]).ok();
+    let schema = format!("tenant_{}", id.replace('-', "_"));
+    assert!(
+        all.stdout
+            .contains(&format!("postgres_schema = \"{schema}\"")),
+        "{}",
+        all.stdout
+    );
+    assert!(
+        all.stdout
+            .contains("postgres_password = \"(sensitive value)\""),
+        "{}",
+        all.stdout
+    );
+    let raw = ws
+        .run(&["output", "--tenant", id, "postgres_schema", "--raw"])
+        .ok();
+    assert_eq!(raw.stdout.trim(), schema);
+    ws.run(&["output", "--tenant", id, "postgres_password"])
+        .code(1)
+        .contains("pass --show-secrets");
+    let password = ws
+        .run(&[
+            "output",
+            "--tenant",
+            id,
+            "postgres_password",
+            "--raw",
+            "--show-secrets",
+        ])
+        .ok();
+    let stored = ws.password(id);
+    assert_eq!(password.stdout.trim(), stored);
+    let json: serde_json::Value =
+        serde_json::from_str(&ws.run(&["output", "--tenant", id, "--json"]).ok().stdout).unwrap();
+    assert_eq!(json["postgres_password"]["sensitive"], true);
+    assert_ne!(json["postgres_password"]["value"], stored.as_str());
+    ws.run(&["output", "--tenant", id, "nope"])
+        .code(1)
+        .contains("has no output \"nope\"");
+
+    let serial = || ws.state_json(id).unwrap()["serial"].clone();
+    let grant = format!("{id}/postgres_table_grant.documents");
+    let renamed = format!("{id}/postgres_table_grant.renamed");
+    let before = serial();
+    // Refused edits write nothing.
+    ws.run(&["state", "rm", &grant, &format!("{id}/postgres_role.nope")])
+        .code(1)
+        .contains("no resource");
+    ws.run(&["state", "mv", &grant, &format!("{id}/postgres_role.app")])
+        .code(1)
+        .contains("keeps the resource's type");
+    ws.run(&[
+        "state",
+        "mv",
+        &grant,
+        &format!("{id}/postgres_table_grant.embeddings"),
+    ])
+    .code(1)
+    .contains("already in state");
+    ws.run(&["state", "rm", &grant, "--dry-run"])
+        .ok()
+        .contains(&format!("Would remove {grant}"));
+    assert_eq!(serial(), before, "nothing written");
+
+    ws.run(&["state", "mv", &grant, &renamed])
+        .ok()
+        .contains("Successfully moved 1 object.");
+    let moved = ws.run(&["plan", "--detailed-exitcode"]).code(2);
+    moved.contains("Plan: 1 to add, 0 to change, 1 to destroy.");
+    ws.run(&["state", "mv", &renamed, &grant]).ok();
+    ws.run(&["plan", "--detailed-exitcode"]).code(0);
+
+    ws.run(&["state", "rm", &grant])
+        .ok()
+        .contains(&format!("Removed {grant}"));
+    assert!(ws.state_json(id).unwrap()["resources"]["postgres_table_grant.documents"].is_null());
+    ws.run(&["plan", "--detailed-exitcode"])
+        .code(2)
+        .contains("Plan: 1 to add, 0 to change, 0 to destroy.");
+    ws.run(&["apply", "--auto-approve"]).ok();
+    ws.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
 on_both_backends!(
+    outputs_and_state_edits_behave_as_terraforms,
     a_clean_plan_after_apply_and_a_second_apply_change_nothing,
     destroy_removes_everything_and_twice_is_fine,
     a_removed_spec_is_planned_as_deletes_and_protection_survives_it,

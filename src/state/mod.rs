@@ -30,6 +30,7 @@
 //! `tenantform_state` schema.
 
 mod applied_spec;
+mod edit;
 mod lock;
 pub mod postgres;
 mod store;
@@ -45,6 +46,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use applied_spec::{APPLIED_SPEC_VERSION, AppliedSpec};
+pub use edit::{StateEditError, move_resource, remove_resources};
 pub(crate) use lock::host_name;
 pub use lock::{LockInfo, LockRequest, RunRef, StateLock};
 pub use store::{
