@@ -603,6 +603,55 @@ async fn outputs_and_state_edits_behave_as_terraforms(backend: Backend) {
     ws.run(&["plan", "--detailed-exitcode"]).code(0);
 }
 
+/// A step that runs long says so every ten seconds, as Terraform does, between its
+/// "Creating..." and its "Creation complete" (on stderr when stdout carries JSON).
+#[tokio::test]
+async fn a_long_step_shows_life_every_ten_seconds() {
+    let t = TenantDef::new("beat", "bronze");
+    let ws = Workspace::new(std::slice::from_ref(&t)).await;
+    // CREATE SCHEMA takes 11 s, and nothing else is slowed.
+    ws.admin()
+        .await
+        .batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS vector; \
+             CREATE FUNCTION slow_schema() RETURNS event_trigger LANGUAGE plpgsql AS $$ \
+             BEGIN PERFORM pg_sleep(11); END $$; \
+             CREATE EVENT TRIGGER slow_schema ON ddl_command_end WHEN TAG IN ('CREATE SCHEMA') \
+             EXECUTE FUNCTION slow_schema();",
+        )
+        .await
+        .unwrap();
+    let run = ws.run(&["apply", "--auto-approve", "--json"]).ok();
+    let address = format!("{}/postgres_schema.main", t.id);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let at = |needle: String| {
+        lines
+            .iter()
+            .position(|l| *l == needle)
+            .unwrap_or_else(|| panic!("no line {needle:?} in:\n{}", run.stderr))
+    };
+    let started = at(format!("{address}: Creating..."));
+    let beat = at(format!("{address}: Still creating... [10s elapsed]"));
+    let done = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("{address}: Creation complete after 1")))
+        .unwrap_or_else(|| panic!("no completion in:\n{}", run.stderr));
+    assert!(started < beat && beat < done, "{}", run.stderr);
+    assert!(!run.stderr.contains("[20s elapsed]"), "{}", run.stderr);
+    // Only steps that ran ten seconds or more had a heartbeat.
+    for l in lines.iter().filter(|l| l.contains(": Still creating...")) {
+        let address = l.split(": Still").next().unwrap();
+        let took: f64 = lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{address}: Creation complete after ")))
+            .and_then(|s| s.trim_end_matches('s').parse().ok())
+            .unwrap_or_else(|| panic!("{address} did not complete:\n{}", run.stderr));
+        assert!(took >= 10.0, "{address} took {took} s:\n{}", run.stderr);
+    }
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("stdout is JSON");
+    assert!(report.is_object(), "{}", run.stdout);
+}
+
 on_both_backends!(
     outputs_and_state_edits_behave_as_terraforms,
     a_clean_plan_after_apply_and_a_second_apply_change_nothing,
