@@ -649,7 +649,7 @@ async fn a_long_step_shows_life_every_ten_seconds() {
         assert!(took >= 10.0, "{address} took {took} s:\n{}", run.stderr);
     }
     let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("stdout is JSON");
-    assert!(report.is_object(), "{}", run.stdout);
+    assert_eq!(report["format_version"], "1.0", "{}", run.stdout);
 }
 
 on_both_backends!(

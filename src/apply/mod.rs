@@ -196,9 +196,15 @@ impl TenantReport {
     }
 }
 
+/// The version of the apply report's JSON (`apply --json`): the minor part grows with
+/// fields added, the major part changes when a field changes meaning or goes.
+pub const APPLY_REPORT_FORMAT_VERSION: &str = "1.0";
+
 /// What an apply did.
 #[derive(Clone, Debug, Serialize)]
 pub struct ApplyReport {
+    /// [`APPLY_REPORT_FORMAT_VERSION`].
+    pub format_version: &'static str,
     pub tenants: Vec<TenantReport>,
     pub duration_ms: u64,
     pub interrupted: bool,
@@ -348,6 +354,7 @@ pub async fn apply(
         });
     }
     Ok(ApplyReport {
+        format_version: APPLY_REPORT_FORMAT_VERSION,
         tenants: reports,
         duration_ms: started.elapsed().as_millis() as u64,
         interrupted: options.cancel.is_cancelled(),
