@@ -52,6 +52,7 @@ fn main() -> ExitCode {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::Changes) => ExitCode::from(2),
         Ok(Outcome::Interrupted) => ExitCode::from(130),
+        Ok(Outcome::Failed) => ExitCode::from(1),
         Err(e) => {
             // Errors quote input back (names, paths, values): never let a terminal act
             // on a control character in them.
@@ -72,7 +73,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     };
     let engine = Engine::new(cli.engine_config());
     match &cli.command {
-        Command::Validate => cmd_validate(&engine),
+        Command::Validate { json } => cmd_validate(&engine, *json),
         Command::Plan(args) => cmd_plan(&engine, args, style).await,
         Command::Apply(args) => cmd_apply(&engine, args, style).await,
         Command::Destroy(args) => cmd_destroy(&engine, args, style).await,

@@ -54,3 +54,62 @@ fn validate_with_an_open_stdout_still_succeeds() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stdout).contains("The specs are valid"));
 }
+
+/// `validate --json`: Terraform's `validate -json` shape on stdout, exit 1 when a spec
+/// is wrong, with the file, line, field and fix of each problem, and nothing on stderr.
+#[test]
+fn validate_json_reports_each_problem_with_its_place_and_fix() {
+    let ok = tenantform().args(["validate", "--json"]).output().unwrap();
+    assert_eq!(ok.status.code(), Some(0), "{ok:?}");
+    let report: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(report["valid"], true);
+    assert_eq!(report["error_count"], 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("specs");
+    std::fs::copy(
+        source.join("platform.toml"),
+        dir.path().join("platform.toml"),
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("tenants")).unwrap();
+    let tenant = std::fs::read_dir(source.join("tenants"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "toml"))
+        .unwrap();
+    let text = std::fs::read_to_string(&tenant).unwrap();
+    let tier_line = text.lines().position(|l| l.starts_with("tier")).unwrap() + 1;
+    let broken: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("tier") {
+                "tier = \"platinum\"".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let file = dir.path().join("tenants").join(tenant.file_name().unwrap());
+    std::fs::write(&file, broken).unwrap();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tenantform"))
+        .arg("--specs")
+        .arg(dir.path())
+        .args(["validate", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["valid"], false);
+    assert_eq!(report["error_count"], 1, "{report:#}");
+    let d = &report["diagnostics"][0];
+    assert_eq!(d["severity"], "error");
+    assert_eq!(d["field"], "tier", "{d:#}");
+    assert_eq!(d["range"]["filename"], file.display().to_string());
+    assert_eq!(d["range"]["start"]["line"], tier_line, "{d:#}");
+    assert!(d["summary"].as_str().unwrap().contains("platinum"), "{d:#}");
+    assert!(!d["fix"].as_str().unwrap().is_empty(), "{d:#}");
+}

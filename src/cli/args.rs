@@ -59,7 +59,11 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Check every spec file; print every problem with its file, line, field and fix.
-    Validate,
+    Validate {
+        /// Print the result as JSON (the shape of `terraform validate -json`) on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what apply would do. Changes nothing.
     Plan(PlanArgs),
     /// Make the tenants match their specs (or apply a saved plan).
@@ -573,7 +577,7 @@ impl Cli {
             // Provisioning a request waits a while for its tenant's lock rather than
             // failing the request at once.
             Command::Request(_) => (None, Duration::from_secs(60)),
-            Command::Validate
+            Command::Validate { .. }
             | Command::Show(_)
             | Command::Output(_)
             | Command::State(_)

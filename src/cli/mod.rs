@@ -26,6 +26,8 @@ pub enum Outcome {
     Changes,
     /// Exit 130: interrupted; state is saved.
     Interrupted,
+    /// Exit 1, the failure already reported on stdout (`validate --json`).
+    Failed,
 }
 
 /// Prints `report` in `format`; an error if the report has no such form.

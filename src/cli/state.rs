@@ -11,8 +11,18 @@ use super::{Outcome, plural, print_report};
 
 /// The files: what a pull request changes. The registry's tenants are checked when
 /// they are submitted and whenever a plan reads them.
-pub fn cmd_validate(engine: &Engine) -> anyhow::Result<Outcome> {
-    let specs = tenantform::spec::Specs::load(&engine.config().specs_dir)?;
+pub fn cmd_validate(engine: &Engine, json: bool) -> anyhow::Result<Outcome> {
+    let loaded = tenantform::spec::Specs::load(&engine.config().specs_dir);
+    if json {
+        let report = tenantform::spec::ValidationReport::new(loaded.as_ref().map(|_| ()));
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(if report.valid {
+            Outcome::Ok
+        } else {
+            Outcome::Failed
+        });
+    }
+    let specs = loaded?;
     println!(
         "The specs are valid: {} tenant{} on platform {:?} ({} tiers, {} regions).",
         specs.tenants.len(),

@@ -107,6 +107,54 @@ fn escape(s: &str, keep_newlines: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The result of `validate --json`, in the shape of `terraform validate -json`
+/// (`format_version`, `valid`, `error_count`, `warning_count`, `diagnostics` with
+/// `severity`, `summary`, `detail` and `range`), each diagnostic also with its `field`
+/// and `fix`, so that an editor or a CI annotator reads it as it reads Terraform's.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ValidationReport {
+    pub format_version: &'static str,
+    pub valid: bool,
+    pub error_count: usize,
+    pub warning_count: usize,
+    pub diagnostics: Vec<serde_json::Value>,
+}
+
+impl ValidationReport {
+    /// The report of specs that loaded (`Ok`) or of the problems found.
+    pub fn new(result: Result<(), &SpecErrors>) -> Self {
+        let diagnostics: Vec<serde_json::Value> = match result {
+            Ok(()) => Vec::new(),
+            Err(errors) => errors.0.iter().map(SpecDiagnostic::to_json).collect(),
+        };
+        ValidationReport {
+            format_version: "1.0",
+            valid: diagnostics.is_empty(),
+            error_count: diagnostics.len(),
+            warning_count: 0,
+            diagnostics,
+        }
+    }
+}
+
+impl SpecDiagnostic {
+    fn to_json(&self) -> serde_json::Value {
+        let file = self.file.display().to_string();
+        let mut d = serde_json::json!({
+            "severity": "error",
+            "summary": self.message,
+            "detail": self.fix,
+            "field": self.field,
+            "fix": self.fix,
+            "range": {"filename": file},
+        });
+        if let Some(line) = self.line {
+            d["range"]["start"] = serde_json::json!({"line": line, "column": self.column});
+        }
+        d
+    }
+}
+
 /// All the problems found in a set of spec files. Loading reports every problem it
 /// can find in one go, so that a person fixes them all before the next run.
 #[derive(Clone, Debug, PartialEq, Eq)]

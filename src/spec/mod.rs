@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use diagnostic::{
-    SourceMap, SpecDiagnostic, SpecErrors, is_unprintable, line_and_column, printable,
-    printable_lines,
+    SourceMap, SpecDiagnostic, SpecErrors, ValidationReport, is_unprintable, line_and_column,
+    printable, printable_lines,
 };
 pub use platform::{
     ApprovalRules, AwsSettings, DashboardSettings, DataClassification, LlmSettings, Naming,
