@@ -458,6 +458,14 @@ pub enum StateCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Write every tenant's state again under the current [encryption] key: after a
+    /// rotation (the previous passphrase as fallback_passphrase_env), or to encrypt
+    /// states written as plain text. Each under its tenant's lock.
+    Rekey {
+        /// Wait this long for each tenant's lock; default: fail at once.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+        lock_timeout: Duration,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -517,7 +525,8 @@ impl Cli {
             Command::Refresh(a) => (Some(&a.selection), a.lock_timeout),
             Command::Import(a) => (None, a.lock_timeout),
             Command::State(StateCommand::Rollback { lock_timeout, .. })
-            | Command::State(StateCommand::Migrate { lock_timeout, .. }) => (None, *lock_timeout),
+            | Command::State(StateCommand::Migrate { lock_timeout, .. })
+            | Command::State(StateCommand::Rekey { lock_timeout }) => (None, *lock_timeout),
             // Provisioning a request waits a while for its tenant's lock rather than
             // failing the request at once.
             Command::Request(_) => (None, Duration::from_secs(60)),

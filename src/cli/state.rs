@@ -1,5 +1,5 @@
 //! Commands that read specs and state, and those that change state but no resource:
-//! `validate`, `show`, `state list|show|pull|history|rollback|migrate`,
+//! `validate`, `show`, `state list|show|pull|history|rollback|migrate|rekey`,
 //! `force-unlock`.
 
 use tenantform::report::Style;
@@ -69,6 +69,18 @@ pub async fn cmd_state(
         }
         StateCommand::Migrate { to, json, .. } => {
             cmd_state_migrate(engine, *to, *json, style).await
+        }
+        StateCommand::Rekey { .. } => {
+            let tenants = engine.rekey_states().await?;
+            let names: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
+            println!(
+                "Wrote the state of {} tenant{} again under the current key{}{}.",
+                tenants.len(),
+                plural(tenants.len()),
+                if names.is_empty() { "" } else { ": " },
+                names.join(", ")
+            );
+            Ok(Outcome::Ok)
         }
     }
 }

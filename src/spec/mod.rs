@@ -25,7 +25,7 @@ pub use diagnostic::{
     printable_lines,
 };
 pub use platform::{
-    ApprovalRules, AwsSettings, DashboardSettings, DataClassification, LlmSettings, Naming,
+    ApprovalRules, AwsSettings, DashboardSettings, DataClassification, EncryptionSettings, KeyProviderKind, LlmSettings, Naming,
     NotificationSettings, PlatformInfo, PlatformSpec, PolicySettings, RateLimits, Region,
     RunExecutor, RunSettings, STANDARD_IA_DAYS, StateBackendKind, StateSettings, Tier,
     TierFeatures, ValidationSettings, VectorBackend, VectorDistance, VectorSettings, render_name,
