@@ -42,8 +42,8 @@ use crate::spec::RegisteredSpec;
 use crate::spec::{Specs, StateBackendKind, VectorBackend};
 use crate::state::encryption::{Binding, Expected};
 use crate::state::{
-    Encryption, LockInfo, LockRequest, MigrationReport, ResourceState, ResourceStatus, RunRef, StateStore,
-    StateError, StateVersion, TenantState,
+    Encryption, LockInfo, LockRequest, MigrationReport, ResourceState, ResourceStatus, RunRef,
+    StateError, StateStore, StateVersion, TenantState,
 };
 
 /// Where the engine finds its input and keeps its state, and how hard it works.

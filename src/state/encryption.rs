@@ -122,7 +122,7 @@ pub enum EncryptionError {
         keys: String,
     },
     #[error(
-        "{what} holds an encrypted {found}, not {expected}: a record was put in another's place; it was left untouched: put back the right record (an older state goes back with `tenantform state rollback`, not by copying)"
+        "{what} holds an encrypted {found}, not {expected}: a record was put in another's place (another tenant's, or an older state); it was left untouched: put back the right record (to go back to an older state, use `tenantform state rollback`, not a copy)"
     )]
     Misplaced {
         what: String,
@@ -198,7 +198,10 @@ pub struct Encryption {
 impl std::fmt::Debug for Encryption {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Encryption")
-            .field("keys", &self.keys.iter().map(|k| &k.env).collect::<Vec<_>>())
+            .field(
+                "keys",
+                &self.keys.iter().map(|k| &k.env).collect::<Vec<_>>(),
+            )
             .field("seals", &self.seals)
             .field("enforced", &self.enforced)
             .finish_non_exhaustive()
@@ -402,7 +405,9 @@ impl Encryption {
         }
         // An envelope from elsewhere must not make the reader derive for ever.
         if envelope.kdf.iterations > 100 * MIN_ITERATIONS.max(self.iterations) {
-            return Err(malformed("kdf.iterations beyond any this tenantform writes"));
+            return Err(malformed(
+                "kdf.iterations beyond any this tenantform writes",
+            ));
         }
         let aad = envelope.aad();
         let (wrap_nonce, wrapped_key) = wrapped.split_at(NONCE_LEN);
@@ -507,7 +512,9 @@ fn check_binding(
         s
     };
     let same = found.content == expected.content
-        && expected.tenant.is_none_or(|t| found.tenant.as_deref() == Some(t))
+        && expected
+            .tenant
+            .is_none_or(|t| found.tenant.as_deref() == Some(t))
         && expected.lineage.is_none_or(|l| found.lineage == Some(l))
         && expected.serial.is_none_or(|s| found.serial == Some(s));
     if same {
@@ -539,7 +546,11 @@ fn unseal(key: &[u8], nonce: [u8; NONCE_LEN], aad: &[u8], sealed: &[u8]) -> Opti
     let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).ok()?);
     let mut buf = sealed.to_vec();
     let plain = key
-        .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad), &mut buf)
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut buf,
+        )
         .ok()?;
     Some(plain.to_vec())
 }
@@ -629,8 +640,14 @@ mod tests {
             content: "plan",
             ..Expected::default()
         };
-        assert_eq!(&rotated.open("r", &expected, &sealed).unwrap().0[..], b"plan");
-        assert_eq!(&rotated.open("r", &expected, b"plain").unwrap().0[..], b"plain");
+        assert_eq!(
+            &rotated.open("r", &expected, &sealed).unwrap().0[..],
+            b"plan"
+        );
+        assert_eq!(
+            &rotated.open("r", &expected, b"plain").unwrap().0[..],
+            b"plain"
+        );
         let enforced = with(Some(PASS), None, true);
         assert!(matches!(
             enforced.open("r", &expected, b"plain"),

@@ -343,7 +343,8 @@ impl LocalStore {
     /// A state file's bytes as stored: its JSON, sealed when encryption is on.
     fn encode(&self, path: &Path, state: &TenantState) -> Result<Vec<u8>, StateError> {
         let json = state_json(state);
-        let binding = encryption::Binding::state(state.tenant.as_str(), state.lineage, state.serial);
+        let binding =
+            encryption::Binding::state(state.tenant.as_str(), state.lineage, state.serial);
         Ok(self
             .encryption
             .seal(&file_name(path, &state.tenant), binding, &json)?
@@ -390,7 +391,9 @@ impl LocalStore {
         let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
             return Ok(());
         };
-        let lineage = record["lineage"].as_str().and_then(|l| l.parse::<Uuid>().ok());
+        let lineage = record["lineage"]
+            .as_str()
+            .and_then(|l| l.parse::<Uuid>().ok());
         match (lineage, record["serial"].as_u64()) {
             (Some(lineage), Some(newest)) if lineage == state.lineage && state.serial < newest => {
                 Err(StateError::RolledBack {
