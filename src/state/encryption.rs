@@ -176,6 +176,9 @@ impl Envelope {
     }
 }
 
+/// Which KEK: key index, salt, iterations.
+type KekId = (usize, Vec<u8>, u32);
+
 /// One passphrase, and where it came from (for messages).
 struct PassphraseKey {
     env: String,
@@ -191,7 +194,7 @@ pub struct Encryption {
     iterations: u32,
     write_salt: [u8; SALT_LEN],
     /// KEKs derived so far, by (key index, salt, iterations).
-    derived: Mutex<HashMap<(usize, Vec<u8>, u32), [u8; KEY_LEN]>>,
+    derived: Mutex<HashMap<KekId, [u8; KEY_LEN]>>,
     random: SystemRandom,
 }
 
