@@ -74,7 +74,7 @@ pub async fn cmd_state(
             let tenants = engine.rekey_states().await?;
             let names: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
             println!(
-                "Wrote the state of {} tenant{} again under the current key{}{}.",
+                "Wrote the state of {} tenant{} again under the current [encryption] settings{}{}.",
                 tenants.len(),
                 plural(tenants.len()),
                 if names.is_empty() { "" } else { ": " },
