@@ -43,7 +43,7 @@ use crate::spec::{Specs, StateBackendKind, VectorBackend};
 use crate::state::encryption::{Binding, Expected};
 use crate::state::{
     Encryption, LockInfo, LockRequest, MigrationReport, ResourceState, ResourceStatus, RunRef,
-    StateError, StateStore, StateVersion, TenantState,
+    StateEditError, StateError, StateStore, StateVersion, TenantState,
 };
 
 /// Where the engine finds its input and keeps its state, and how hard it works.
@@ -640,7 +640,7 @@ impl Engine {
             .load(&address.tenant)
             .await?
             .and_then(|s| s.get(address).cloned())
-            .ok_or_else(|| Error::UnknownResource(address.clone()))
+            .ok_or_else(|| StateEditError::NotInState(address.clone()).into())
     }
 
     /// A tenant's outputs (see [`crate::outputs`]).
@@ -969,6 +969,73 @@ impl Engine {
             let restored = store.restore(&lock, serial).await;
             lock.release().await?;
             Ok(restored?)
+        })
+        .await
+    }
+
+    /// `state rm`: forgets `addresses` without touching the resources, which go on
+    /// existing unmanaged (a later plan would create them anew; `import` adopts them
+    /// again). Every tenant named is locked and edited, each as its next serial, or
+    /// none is when an address is not in state. With `dry_run`, only checks.
+    pub async fn remove_from_state(
+        &self,
+        addresses: &[ResourceAddress],
+        dry_run: bool,
+    ) -> Result<Vec<ResourceAddress>, Error> {
+        let tenants: BTreeSet<TenantId> = addresses.iter().map(|a| a.tenant.clone()).collect();
+        let mut removed = Vec::new();
+        self.edit_states(&tenants, "state rm", dry_run, |state| {
+            let mine: Vec<ResourceAddress> = addresses
+                .iter()
+                .filter(|a| a.tenant == state.tenant)
+                .cloned()
+                .collect();
+            removed.extend(crate::state::remove_resources(state, &mine)?);
+            Ok(())
+        })
+        .await?;
+        Ok(removed)
+    }
+
+    /// `state mv`: records the resource at `from` under `to` (see
+    /// [`crate::state::move_resource`]), under the tenant's lock, as its next serial.
+    pub async fn move_in_state(
+        &self,
+        from: &ResourceAddress,
+        to: &ResourceAddress,
+        dry_run: bool,
+    ) -> Result<(), Error> {
+        let tenants = BTreeSet::from([from.tenant.clone()]);
+        self.edit_states(&tenants, "state mv", dry_run, |state| {
+            Ok(crate::state::move_resource(state, from, to)?)
+        })
+        .await
+    }
+
+    /// Locks `tenants` (in order), applies `edit` to each one's state, and writes them
+    /// all only when every edit succeeded. A tenant without state has nothing to edit.
+    async fn edit_states(
+        &self,
+        tenants: &BTreeSet<TenantId>,
+        operation: &str,
+        dry_run: bool,
+        mut edit: impl FnMut(&mut TenantState) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        self.settled(async {
+            let specs = self.specs().await?;
+            let names: Vec<TenantId> = tenants.iter().cloned().collect();
+            let (mut runs, _) = self.lock_tenants(&specs, &names, operation).await?;
+            for run in runs.values_mut() {
+                edit(&mut run.state)?;
+            }
+            if dry_run {
+                return Ok(());
+            }
+            let store = self.state_store().await?;
+            for run in runs.values_mut() {
+                store.write(&run.lock, &mut run.state).await?;
+            }
+            Ok(())
         })
         .await
     }

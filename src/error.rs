@@ -10,7 +10,7 @@ use crate::policy::PolicyError;
 use crate::provider::ProviderError;
 use crate::resource::{ResourceAddress, TenantId};
 use crate::spec::SpecErrors;
-use crate::state::StateError;
+use crate::state::{StateEditError, StateError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -61,8 +61,8 @@ pub enum Error {
     },
     #[error("cannot use plan file {}: {detail}", path.display())]
     PlanFile { path: PathBuf, detail: String },
-    #[error("no resource {0} in state; `tenantform state list` shows what exists")]
-    UnknownResource(ResourceAddress),
+    #[error(transparent)]
+    StateEdit(#[from] StateEditError),
     #[error(
         "{address} is not in the spec of tenant {}: import adopts only what the spec declares ({known})", address.tenant
     )]

@@ -17,7 +17,7 @@ use cli::args::{Cli, Command};
 use cli::drift::{cmd_drift, cmd_import, cmd_refresh};
 use cli::request::{cmd_request, cmd_serve, cmd_validate_tenant};
 use cli::runs::{cmd_runs, cmd_worker};
-use cli::state::{cmd_force_unlock, cmd_show, cmd_state, cmd_validate};
+use cli::state::{cmd_force_unlock, cmd_output, cmd_show, cmd_state, cmd_validate};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -77,6 +77,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Apply(args) => cmd_apply(&engine, args, style).await,
         Command::Destroy(args) => cmd_destroy(&engine, args, style).await,
         Command::Show(args) => cmd_show(&engine, args, style).await,
+        Command::Output(args) => cmd_output(&engine, args).await,
         Command::State(cmd) => cmd_state(&engine, cmd, style).await,
         Command::Drift(args) => cmd_drift(&engine, args, style).await,
         Command::Refresh(args) => cmd_refresh(&engine, args, style).await,

@@ -509,7 +509,151 @@ async fn plan_output_formats_are_machine_readable() {
         .contains("no resource");
 }
 
+/// `output`, `state rm` and `state mv` as a Terraform user expects them: outputs with
+/// the password redacted unless asked for, a forgotten resource planned anew, a moved
+/// one planned as a delete and a create until it is moved back, and every refused edit
+/// leaving the state as it was.
+async fn outputs_and_state_edits_behave_as_terraforms(backend: Backend) {
+    let t = TenantDef::new("edit", "bronze");
+    let ws = Workspace::with_backend(std::slice::from_ref(&t), backend).await;
+    ws.run(&["apply", "--auto-approve"]).ok();
+    let id = t.id.as_str();
+
+    let all = ws.run(&["output", "--tenant", id]).ok();
+    let schema = format!("tenant_{}", id.replace('-', "_"));
+    assert!(
+        all.stdout
+            .contains(&format!("postgres_schema = \"{schema}\"")),
+        "{}",
+        all.stdout
+    );
+    assert!(
+        all.stdout
+            .contains("postgres_password = \"(sensitive value)\""),
+        "{}",
+        all.stdout
+    );
+    let raw = ws
+        .run(&["output", "--tenant", id, "postgres_schema", "--raw"])
+        .ok();
+    assert_eq!(raw.stdout.trim(), schema);
+    ws.run(&["output", "--tenant", id, "postgres_password"])
+        .code(1)
+        .contains("pass --show-secrets");
+    let password = ws
+        .run(&[
+            "output",
+            "--tenant",
+            id,
+            "postgres_password",
+            "--raw",
+            "--show-secrets",
+        ])
+        .ok();
+    let stored = ws.password(id);
+    assert_eq!(password.stdout.trim(), stored);
+    let json: serde_json::Value =
+        serde_json::from_str(&ws.run(&["output", "--tenant", id, "--json"]).ok().stdout).unwrap();
+    assert_eq!(json["postgres_password"]["sensitive"], true);
+    assert_ne!(json["postgres_password"]["value"], stored.as_str());
+    ws.run(&["output", "--tenant", id, "nope"])
+        .code(1)
+        .contains("has no output \"nope\"");
+
+    let serial = || ws.state_json(id).unwrap()["serial"].clone();
+    let grant = format!("{id}/postgres_table_grant.documents");
+    let renamed = format!("{id}/postgres_table_grant.renamed");
+    let before = serial();
+    // Refused edits write nothing.
+    ws.run(&["state", "rm", &grant, &format!("{id}/postgres_role.nope")])
+        .code(1)
+        .contains("no resource");
+    ws.run(&["state", "mv", &grant, &format!("{id}/postgres_role.app")])
+        .code(1)
+        .contains("keeps the resource's type");
+    ws.run(&[
+        "state",
+        "mv",
+        &grant,
+        &format!("{id}/postgres_table_grant.embeddings"),
+    ])
+    .code(1)
+    .contains("already in state");
+    ws.run(&["state", "rm", &grant, "--dry-run"])
+        .ok()
+        .contains(&format!("Would remove {grant}"));
+    assert_eq!(serial(), before, "nothing written");
+
+    ws.run(&["state", "mv", &grant, &renamed])
+        .ok()
+        .contains("Successfully moved 1 object.");
+    let moved = ws.run(&["plan", "--detailed-exitcode"]).code(2);
+    moved.contains("Plan: 1 to add, 0 to change, 1 to destroy.");
+    ws.run(&["state", "mv", &renamed, &grant]).ok();
+    ws.run(&["plan", "--detailed-exitcode"]).code(0);
+
+    ws.run(&["state", "rm", &grant])
+        .ok()
+        .contains(&format!("Removed {grant}"));
+    assert!(ws.state_json(id).unwrap()["resources"]["postgres_table_grant.documents"].is_null());
+    ws.run(&["plan", "--detailed-exitcode"])
+        .code(2)
+        .contains("Plan: 1 to add, 0 to change, 0 to destroy.");
+    ws.run(&["apply", "--auto-approve"]).ok();
+    ws.run(&["plan", "--detailed-exitcode"]).code(0);
+}
+
+/// A step that runs long says so every ten seconds, as Terraform does, between its
+/// "Creating..." and its "Creation complete" (on stderr when stdout carries JSON).
+#[tokio::test]
+async fn a_long_step_shows_life_every_ten_seconds() {
+    let t = TenantDef::new("beat", "bronze");
+    let ws = Workspace::new(std::slice::from_ref(&t)).await;
+    // CREATE SCHEMA takes 11 s, and nothing else is slowed.
+    ws.admin()
+        .await
+        .batch_execute(
+            "CREATE EXTENSION IF NOT EXISTS vector; \
+             CREATE FUNCTION slow_schema() RETURNS event_trigger LANGUAGE plpgsql AS $$ \
+             BEGIN PERFORM pg_sleep(11); END $$; \
+             CREATE EVENT TRIGGER slow_schema ON ddl_command_end WHEN TAG IN ('CREATE SCHEMA') \
+             EXECUTE FUNCTION slow_schema();",
+        )
+        .await
+        .unwrap();
+    let run = ws.run(&["apply", "--auto-approve", "--json"]).ok();
+    let address = format!("{}/postgres_schema.main", t.id);
+    let lines: Vec<&str> = run.stderr.lines().collect();
+    let at = |needle: String| {
+        lines
+            .iter()
+            .position(|l| *l == needle)
+            .unwrap_or_else(|| panic!("no line {needle:?} in:\n{}", run.stderr))
+    };
+    let started = at(format!("{address}: Creating..."));
+    let beat = at(format!("{address}: Still creating... [10s elapsed]"));
+    let done = lines
+        .iter()
+        .position(|l| l.starts_with(&format!("{address}: Creation complete after 1")))
+        .unwrap_or_else(|| panic!("no completion in:\n{}", run.stderr));
+    assert!(started < beat && beat < done, "{}", run.stderr);
+    assert!(!run.stderr.contains("[20s elapsed]"), "{}", run.stderr);
+    // Only steps that ran ten seconds or more had a heartbeat.
+    for l in lines.iter().filter(|l| l.contains(": Still creating...")) {
+        let address = l.split(": Still").next().unwrap();
+        let took: f64 = lines
+            .iter()
+            .find_map(|l| l.strip_prefix(&format!("{address}: Creation complete after ")))
+            .and_then(|s| s.trim_end_matches('s').parse().ok())
+            .unwrap_or_else(|| panic!("{address} did not complete:\n{}", run.stderr));
+        assert!(took >= 10.0, "{address} took {took} s:\n{}", run.stderr);
+    }
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("stdout is JSON");
+    assert!(report.is_object(), "{}", run.stdout);
+}
+
 on_both_backends!(
+    outputs_and_state_edits_behave_as_terraforms,
     a_clean_plan_after_apply_and_a_second_apply_change_nothing,
     destroy_removes_everything_and_twice_is_fine,
     a_removed_spec_is_planned_as_deletes_and_protection_survives_it,

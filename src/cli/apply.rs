@@ -1,19 +1,17 @@
 //! `plan`, `apply` and `destroy`: make a plan, show it, ask, apply it, and say how
 //! it went.
 
-use std::sync::Arc;
-
 use anyhow::bail;
 use tokio_util::sync::CancellationToken;
 
-use tenantform::apply::{ApplyReport, Progress, ProgressSink, StepOutcome, TenantOutcome};
-use tenantform::plan::graph::StepKind;
+use tenantform::apply::{ApplyReport, StepOutcome, TenantOutcome};
 use tenantform::report::Style;
 use tenantform::{Action, ApplyOptions, Engine, OutputFormat, Plan, PlanMode, PlanOptions, Report};
 
 use super::args::{ApplyArgs, DestroyArgs, PlanArgs, RunArgs, Selection};
+use super::progress::progress_sink;
 use super::request::record_destroyed;
-use super::{Outcome, confirm, plural, print_report};
+use super::{Outcome, confirm, print_report};
 
 pub async fn cmd_plan(engine: &Engine, args: &PlanArgs, style: Style) -> anyhow::Result<Outcome> {
     let format = args.format.format();
@@ -75,7 +73,7 @@ pub async fn cmd_apply(engine: &Engine, args: &ApplyArgs, style: Style) -> anyho
         println!("The saved plan has no changes. Nothing to do.");
         return Ok(Outcome::Ok);
     }
-    let progress = progress_sink(args.run.json);
+    let (progress, _heartbeat) = progress_sink(args.run.json);
     let report = engine.apply_plan(&plan, &options, Some(progress)).await?;
     let outcome = print_apply_report(&plan, &report, args.run.json, &cancel)?;
     if plan.mode == PlanMode::Destroy {
@@ -134,7 +132,7 @@ async fn plan_confirm_apply(
     style: Style,
 ) -> anyhow::Result<Outcome> {
     let (options, cancel) = apply_options(run, selection);
-    let progress = progress_sink(run.json);
+    let (progress, _heartbeat) = progress_sink(run.json);
     let auto = run.auto_approve;
     let json = run.json;
     let destroy = plan_options.mode == PlanMode::Destroy;
@@ -190,45 +188,6 @@ async fn plan_confirm_apply(
         record_destroyed(engine, &plan, json).await?;
     }
     Ok(outcome)
-}
-
-/// Prints each step as it starts and ends (on stderr when stdout carries JSON).
-fn progress_sink(json: bool) -> ProgressSink {
-    Arc::new(move |p: &Progress| {
-        let line = match p {
-            Progress::Started { address, kind } => format!(
-                "{address}: {}...",
-                match kind {
-                    StepKind::Create => "Creating",
-                    StepKind::Update => "Modifying",
-                    StepKind::Delete => "Destroying",
-                }
-            ),
-            Progress::Finished {
-                address,
-                kind,
-                elapsed,
-            } => format!(
-                "{address}: {} complete after {:.2}s",
-                match kind {
-                    StepKind::Create => "Creation",
-                    StepKind::Update => "Modifications",
-                    StepKind::Delete => "Destruction",
-                },
-                elapsed.as_secs_f64()
-            ),
-            Progress::Failed { address, error, .. } => format!("{address}: failed: {error}"),
-            Progress::RollbackStarted { tenant, resources } => format!(
-                "{tenant}: provisioning failed; rolling back {resources} resource{} created by this run",
-                plural(*resources)
-            ),
-        };
-        if json {
-            eprintln!("{line}");
-        } else {
-            println!("{line}");
-        }
-    })
 }
 
 /// Says how the apply went, per failed tenant, and maps it to the outcome: an error

@@ -68,6 +68,8 @@ pub enum Command {
     Destroy(DestroyArgs),
     /// Show tenants' resources and outputs, or a saved plan.
     Show(ShowArgs),
+    /// Print a tenant's outputs (endpoints, names, credentials redacted).
+    Output(OutputArgs),
     /// Inspect, recover and move state.
     #[command(subcommand)]
     State(StateCommand),
@@ -458,6 +460,33 @@ pub enum StateCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Forget resources without deleting them: they go on existing, unmanaged, until
+    /// `tenantform import` adopts them again (a plan would create them anew).
+    Rm {
+        /// Addresses (TENANT/TYPE.NAME), as `state list` shows them.
+        #[arg(required = true, value_name = "ADDRESS")]
+        addresses: Vec<ResourceAddress>,
+        /// Only check and say what would be removed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait this long for the tenant's lock; default: fail at once.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+        lock_timeout: Duration,
+    },
+    /// Record a resource under another name of the same tenant and type (after a
+    /// rename in the blueprint), so that apply neither deletes nor re-creates it.
+    Mv {
+        #[arg(value_name = "SOURCE")]
+        from: ResourceAddress,
+        #[arg(value_name = "DESTINATION")]
+        to: ResourceAddress,
+        /// Only check and say what would be moved.
+        #[arg(long)]
+        dry_run: bool,
+        /// Wait this long for the tenant's lock; default: fail at once.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+        lock_timeout: Duration,
+    },
     /// Write every tenant's state again under the current [encryption] key: after a
     /// rotation (the previous passphrase as fallback_passphrase_env), or to encrypt
     /// states written as plain text. Each under its tenant's lock.
@@ -466,6 +495,25 @@ pub enum StateCommand {
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
         lock_timeout: Duration,
     },
+}
+
+/// `output`: a tenant's outputs.
+#[derive(Args)]
+pub struct OutputArgs {
+    #[arg(long, value_name = "ID")]
+    pub tenant: TenantId,
+    /// One output only (all of them if none is named).
+    pub name: Option<String>,
+    /// All outputs as one JSON object (`{name: {value, sensitive}}`), or the named
+    /// one's value as JSON.
+    #[arg(long, conflicts_with = "raw")]
+    pub json: bool,
+    /// The named output's value as plain text, for a shell variable.
+    #[arg(long, requires = "name")]
+    pub raw: bool,
+    /// Print sensitive values (passwords) instead of redacting them.
+    #[arg(long)]
+    pub show_secrets: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -524,14 +572,19 @@ impl Cli {
             Command::Drift(a) => (Some(&a.selection), Duration::ZERO),
             Command::Refresh(a) => (Some(&a.selection), a.lock_timeout),
             Command::Import(a) => (None, a.lock_timeout),
-            Command::State(StateCommand::Rollback { lock_timeout, .. })
-            | Command::State(StateCommand::Migrate { lock_timeout, .. })
-            | Command::State(StateCommand::Rekey { lock_timeout }) => (None, *lock_timeout),
+            Command::State(
+                StateCommand::Rollback { lock_timeout, .. }
+                | StateCommand::Migrate { lock_timeout, .. }
+                | StateCommand::Rm { lock_timeout, .. }
+                | StateCommand::Mv { lock_timeout, .. }
+                | StateCommand::Rekey { lock_timeout },
+            ) => (None, *lock_timeout),
             // Provisioning a request waits a while for its tenant's lock rather than
             // failing the request at once.
             Command::Request(_) => (None, Duration::from_secs(60)),
             Command::Validate
             | Command::Show(_)
+            | Command::Output(_)
             | Command::State(_)
             | Command::ValidateTenant { .. }
             | Command::Serve { .. }

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod args;
 pub mod drift;
+pub mod progress;
 pub mod request;
 pub mod runs;
 pub mod state;

@@ -1,12 +1,12 @@
 //! Commands that read specs and state, and those that change state but no resource:
-//! `validate`, `show`, `state list|show|pull|history|rollback|migrate|rekey`,
+//! `validate`, `show`, `output`, `state list|show|pull|history|rollback|migrate|rm|mv|rekey`,
 //! `force-unlock`.
 
 use tenantform::report::Style;
 use tenantform::spec::StateBackendKind;
 use tenantform::{Engine, OutputFormat, ResourceAddress, TenantId};
 
-use super::args::{ShowArgs, StateCommand};
+use super::args::{OutputArgs, ShowArgs, StateCommand};
 use super::{Outcome, plural, print_report};
 
 /// The files: what a pull request changes. The registry's tenants are checked when
@@ -82,7 +82,91 @@ pub async fn cmd_state(
             );
             Ok(Outcome::Ok)
         }
+        StateCommand::Rm {
+            addresses, dry_run, ..
+        } => {
+            let removed = engine.remove_from_state(addresses, *dry_run).await?;
+            let verb = if *dry_run { "Would remove" } else { "Removed" };
+            for a in &removed {
+                println!("{verb} {a}");
+            }
+            if !*dry_run {
+                println!(
+                    "Successfully removed {} resource instance{}. They still exist; `tenantform import` adopts them again.",
+                    removed.len(),
+                    plural(removed.len())
+                );
+            }
+            Ok(Outcome::Ok)
+        }
+        StateCommand::Mv {
+            from, to, dry_run, ..
+        } => {
+            engine.move_in_state(from, to, *dry_run).await?;
+            let (from, to) = (from.to_string(), to.to_string());
+            if *dry_run {
+                println!("Would move {from:?} to {to:?}");
+            } else {
+                println!("Move {from:?} to {to:?}\nSuccessfully moved 1 object.");
+            }
+            Ok(Outcome::Ok)
+        }
     }
+}
+
+/// `output`: a tenant's outputs, all of them (`name = value`, as Terraform prints
+/// them) or one. A sensitive value is redacted unless `--show-secrets`; asked for by
+/// name it is refused instead, so that a script never takes the redaction for the value.
+pub async fn cmd_output(engine: &Engine, args: &OutputArgs) -> anyhow::Result<Outcome> {
+    let state = engine
+        .states(std::slice::from_ref(&args.tenant))
+        .await?
+        .pop()
+        .expect("states of a named tenant, or an error");
+    let outputs = engine.outputs(&state);
+    let Some(name) = &args.name else {
+        let shown = tenantform::outputs::redact_outputs(&outputs, args.show_secrets);
+        if args.json {
+            let document: serde_json::Map<String, serde_json::Value> = outputs
+                .iter()
+                .map(|(k, o)| {
+                    let value = shown[k].clone();
+                    (
+                        k.clone(),
+                        serde_json::json!({"sensitive": o.sensitive, "value": value}),
+                    )
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&document)?);
+        } else {
+            for (k, v) in &shown {
+                println!("{k} = {v}");
+            }
+        }
+        return Ok(Outcome::Ok);
+    };
+    let output = outputs.get(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "tenant {} has no output {name:?}; its outputs are: {}",
+            args.tenant,
+            outputs.keys().cloned().collect::<Vec<_>>().join(", ")
+        )
+    })?;
+    if output.sensitive && !args.show_secrets {
+        anyhow::bail!(
+            "output {name:?} of tenant {} is sensitive: pass --show-secrets to print it",
+            args.tenant
+        );
+    }
+    match (&output.value, args.raw) {
+        (serde_json::Value::String(s), true) => println!("{s}"),
+        (v @ (serde_json::Value::Number(_) | serde_json::Value::Bool(_)), true) => println!("{v}"),
+        (_, true) => anyhow::bail!(
+            "--raw prints strings, numbers and booleans only; output {name:?} is a list or an object: use --json"
+        ),
+        (v, false) => println!("{v}"),
+    }
+    Ok(Outcome::Ok)
 }
 
 fn format(json: bool) -> OutputFormat {

@@ -38,6 +38,7 @@
 //! `tenantform_state` schema.
 
 mod applied_spec;
+mod edit;
 pub mod encryption;
 mod lock;
 pub mod postgres;
@@ -55,6 +56,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub use applied_spec::{APPLIED_SPEC_VERSION, AppliedSpec};
+pub use edit::{StateEditError, move_resource, remove_resources};
 pub use encryption::{Encryption, EncryptionError};
 pub(crate) use lock::host_name;
 pub use lock::{LockInfo, LockRequest, RunRef, StateLock};
