@@ -40,9 +40,10 @@ use crate::show::{
 };
 use crate::spec::RegisteredSpec;
 use crate::spec::{Specs, StateBackendKind, VectorBackend};
+use crate::state::encryption::{Binding, Expected};
 use crate::state::{
-    LockInfo, LockRequest, MigrationReport, ResourceState, ResourceStatus, RunRef, StateEditError,
-    StateStore, StateVersion, TenantState,
+    Encryption, LockInfo, LockRequest, MigrationReport, ResourceState, ResourceStatus, RunRef,
+    StateEditError, StateError, StateStore, StateVersion, TenantState,
 };
 
 /// Where the engine finds its input and keeps its state, and how hard it works.
@@ -572,8 +573,16 @@ impl Engine {
     }
 
     /// Writes a plan for a later `apply PLANFILE` (mode 0600: it names resources).
+    /// Sealed with the state's key when `[encryption]` configures one.
     pub fn save_plan(&self, plan: &Plan, path: &Path) -> Result<(), Error> {
-        crate::state::write_atomically(path, &saved::encode(plan)).map_err(|e| Error::PlanFile {
+        let platform = crate::spec::load_platform(&self.config.specs_dir)?;
+        let encryption = Encryption::from_platform(&platform).map_err(StateError::from)?;
+        let bytes = saved::encode(plan);
+        let what = format!("plan file {}", path.display());
+        let stored = encryption
+            .seal(&what, Binding::plan(), &bytes)
+            .map_err(StateError::from)?;
+        crate::state::write_atomically(path, &stored).map_err(|e| Error::PlanFile {
             path: path.to_owned(),
             detail: e.to_string(),
         })
@@ -587,6 +596,19 @@ impl Engine {
             detail: crate::spec::printable(&detail).into_owned(),
         };
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        // Without a platform file there is no `[encryption]`: a plain plan still reads.
+        let encryption = match crate::spec::load_platform(&self.config.specs_dir) {
+            Ok(platform) => Encryption::from_platform(&platform).map_err(StateError::from)?,
+            Err(_) => Encryption::plain(),
+        };
+        let what = format!("plan file {}", path.display());
+        let expected = Expected {
+            content: "plan",
+            ..Expected::default()
+        };
+        let (bytes, _) = encryption
+            .open(&what, &expected, &bytes)
+            .map_err(StateError::from)?;
         let plan = saved::decode(&bytes).map_err(err)?;
         ActionGraph::build(&plan).map_err(|e| err(e.to_string()))?;
         Ok(plan)
@@ -1035,6 +1057,13 @@ impl Engine {
         source.settle().await;
         target.settle().await;
         Ok(report?)
+    }
+
+    /// Writes every tenant's state again under the current `[encryption]` key (see
+    /// [`StateStore::rekey`]); the tenants written.
+    pub async fn rekey_states(&self) -> Result<Vec<TenantId>, Error> {
+        let store = self.state_store().await?;
+        Ok(store.rekey(&self.lock_request("state rekey")).await?)
     }
 }
 

@@ -491,6 +491,14 @@ pub enum StateCommand {
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
         lock_timeout: Duration,
     },
+    /// Write every tenant's state again under the current [encryption] key: after a
+    /// rotation (the previous passphrase as fallback_passphrase_env), or to encrypt
+    /// states written as plain text. Each under its tenant's lock.
+    Rekey {
+        /// Wait this long for each tenant's lock; default: fail at once.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+        lock_timeout: Duration,
+    },
 }
 
 /// `output`: a tenant's outputs.
@@ -572,7 +580,8 @@ impl Cli {
                 StateCommand::Rollback { lock_timeout, .. }
                 | StateCommand::Migrate { lock_timeout, .. }
                 | StateCommand::Rm { lock_timeout, .. }
-                | StateCommand::Mv { lock_timeout, .. },
+                | StateCommand::Mv { lock_timeout, .. }
+                | StateCommand::Rekey { lock_timeout },
             ) => (None, *lock_timeout),
             // Provisioning a request waits a while for its tenant's lock rather than
             // failing the request at once.

@@ -1,5 +1,5 @@
 //! Commands that read specs and state, and those that change state but no resource:
-//! `validate`, `show`, `output`, `state list|show|pull|history|rollback|migrate|rm|mv`,
+//! `validate`, `show`, `output`, `state list|show|pull|history|rollback|migrate|rm|mv|rekey`,
 //! `force-unlock`.
 
 use tenantform::report::Style;
@@ -79,6 +79,18 @@ pub async fn cmd_state(
         }
         StateCommand::Migrate { to, json, .. } => {
             cmd_state_migrate(engine, *to, *json, style).await
+        }
+        StateCommand::Rekey { .. } => {
+            let tenants = engine.rekey_states().await?;
+            let names: Vec<String> = tenants.iter().map(|t| t.to_string()).collect();
+            println!(
+                "Wrote the state of {} tenant{} again under the current [encryption] settings{}{}.",
+                tenants.len(),
+                plural(tenants.len()),
+                if names.is_empty() { "" } else { ": " },
+                names.join(", ")
+            );
+            Ok(Outcome::Ok)
         }
         StateCommand::Rm {
             addresses, dry_run, ..

@@ -25,11 +25,11 @@ pub use diagnostic::{
     printable, printable_lines,
 };
 pub use platform::{
-    ApprovalRules, AwsSettings, DashboardSettings, DataClassification, LlmSettings, Naming,
-    NotificationSettings, PlatformInfo, PlatformSpec, PolicySettings, RateLimits, Region,
-    RunExecutor, RunSettings, STANDARD_IA_DAYS, StateBackendKind, StateSettings, Tier,
-    TierFeatures, ValidationSettings, VectorBackend, VectorDistance, VectorSettings, render_name,
-    resolve_path,
+    ApprovalRules, AwsSettings, DashboardSettings, DataClassification, EncryptionSettings,
+    KeyProviderKind, LlmSettings, Naming, NotificationSettings, PlatformInfo, PlatformSpec,
+    PolicySettings, RateLimits, Region, RunExecutor, RunSettings, STANDARD_IA_DAYS,
+    StateBackendKind, StateSettings, Tier, TierFeatures, ValidationSettings, VectorBackend,
+    VectorDistance, VectorSettings, render_name, resolve_path,
 };
 pub use tenant::TenantSpec;
 

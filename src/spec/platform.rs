@@ -24,6 +24,8 @@ pub struct PlatformSpec {
     #[serde(default)]
     pub state: StateSettings,
     #[serde(default)]
+    pub encryption: EncryptionSettings,
+    #[serde(default)]
     pub aws: AwsSettings,
     #[serde(default)]
     pub redis: RedisEndpoint,
@@ -83,6 +85,45 @@ impl Default for StateSettings {
             lease_ttl_seconds: 30,
         }
     }
+}
+
+/// How state and saved plans are encrypted at rest (`[encryption]`; README "Security").
+/// Plain data: the state module reads the passphrases and checks the values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EncryptionSettings {
+    /// Who wraps each write's data key: `passphrase`. Absent: nothing new is encrypted
+    /// (encrypted records still read with the fallback, to go back to plain text).
+    pub key_provider: Option<KeyProviderKind>,
+    /// The environment variable that holds the passphrase (at least 16 characters).
+    pub passphrase_env: String,
+    /// The variable of the previous passphrase during a rotation: records it wrapped
+    /// still read, and are written under the new key (`tenantform state rekey`).
+    pub fallback_passphrase_env: Option<String>,
+    /// PBKDF2-SHA512 iterations for new writes (at least 200,000).
+    pub iterations: u32,
+    /// Refuse plain text: never write it, and refuse to read it.
+    pub enforced: bool,
+}
+
+impl Default for EncryptionSettings {
+    fn default() -> Self {
+        EncryptionSettings {
+            key_provider: None,
+            passphrase_env: "TENANTFORM_STATE_PASSPHRASE".into(),
+            fallback_passphrase_env: None,
+            iterations: 600_000,
+            enforced: false,
+        }
+    }
+}
+
+/// What can wrap a data key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyProviderKind {
+    /// A key derived from a passphrase (PBKDF2-SHA512).
+    Passphrase,
 }
 
 /// A place tenants' state can be kept.

@@ -7,7 +7,15 @@
 //! state/tenants/<id>.json         the tenant's state (mode 0600)
 //! state/tenants/<id>.json.backup  the version before the last write
 //! state/tenants/<id>.lock         held (flock) while an operation writes the state
+//! state/tenants/<id>.serial       the newest encrypted serial written (see below)
 //! ```
+//!
+//! With `[encryption]` configured, each state is stored as an envelope (see
+//! [`encryption`]) bound to its tenant, lineage and serial. The local backend also keeps
+//! `<id>.serial`, the lineage and serial of its last encrypted write, and refuses an
+//! encrypted state of that lineage with a lower serial (an older state copied over the
+//! newer one); in PostgreSQL the row's own lineage and serial, and the newest version
+//! kept, play that part.
 //!
 //! In PostgreSQL (schema `tenantform_state`, see [`postgres`]): one row per tenant with
 //! its format version, serial, lineage and the document (jsonb), the last versions
@@ -31,6 +39,7 @@
 
 mod applied_spec;
 mod edit;
+pub mod encryption;
 mod lock;
 pub mod postgres;
 mod store;
@@ -40,6 +49,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -47,6 +57,7 @@ use uuid::Uuid;
 
 pub use applied_spec::{APPLIED_SPEC_VERSION, AppliedSpec};
 pub use edit::{StateEditError, move_resource, remove_resources};
+pub use encryption::{Encryption, EncryptionError};
 pub(crate) use lock::host_name;
 pub use lock::{LockInfo, LockRequest, RunRef, StateLock};
 pub use store::{
@@ -252,6 +263,19 @@ pub enum StateError {
     },
     #[error("{0}; nothing was moved")]
     NothingMoved(Box<StateError>),
+    #[error(transparent)]
+    Encryption(#[from] EncryptionError),
+    #[error(
+        "{what} holds serial {found} of tenant {tenant}, but serial {newest} of the same lineage was written before (recorded in {}): an older state was put in place of the newer one; it was left untouched: put the newest state back (to go back on purpose, use `tenantform state rollback`; after a deliberate restore by hand, delete {})",
+        mark.display(), mark.display()
+    )]
+    RolledBack {
+        what: String,
+        tenant: TenantId,
+        found: u64,
+        newest: u64,
+        mark: PathBuf,
+    },
     #[error("a lock of tenant {tenant} taken from another state backend cannot write here")]
     ForeignLock { tenant: TenantId },
     #[error(
@@ -278,11 +302,20 @@ impl StateError {
 #[derive(Clone, Debug)]
 pub struct LocalStore {
     dir: PathBuf,
+    encryption: Arc<Encryption>,
 }
 
 impl LocalStore {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        LocalStore { dir: dir.into() }
+        LocalStore {
+            dir: dir.into(),
+            encryption: Arc::new(Encryption::plain()),
+        }
+    }
+
+    /// The same directory, its states sealed and opened with `encryption`.
+    pub fn with_encryption(self, encryption: Arc<Encryption>) -> Self {
+        LocalStore { encryption, ..self }
     }
 
     pub fn dir(&self) -> &Path {
@@ -303,6 +336,78 @@ impl LocalStore {
 
     fn lock_path(&self, tenant: &TenantId) -> PathBuf {
         self.tenants_dir().join(format!("{tenant}.lock"))
+    }
+
+    fn mark_path(&self, tenant: &TenantId) -> PathBuf {
+        self.tenants_dir().join(format!("{tenant}.serial"))
+    }
+
+    /// A state file's bytes as stored: its JSON, sealed when encryption is on.
+    fn encode(&self, path: &Path, state: &TenantState) -> Result<Vec<u8>, StateError> {
+        let json = state_json(state);
+        let binding =
+            encryption::Binding::state(state.tenant.as_str(), state.lineage, state.serial);
+        Ok(self
+            .encryption
+            .seal(&file_name(path, &state.tenant), binding, &json)?
+            .into_owned())
+    }
+
+    /// A state file's bytes read: opened, parsed and checked; whether it was sealed.
+    fn decode(
+        &self,
+        path: &Path,
+        bytes: &[u8],
+        tenant: &TenantId,
+    ) -> Result<(TenantState, bool), StateError> {
+        let what = file_name(path, tenant);
+        let expected = encryption::Expected {
+            content: "state",
+            tenant: Some(tenant.as_str()),
+            ..Default::default()
+        };
+        let (plain, binding) = self.encryption.open(&what, &expected, bytes)?;
+        let state = parse_state(path, &plain, tenant)?;
+        if let Some(binding) = &binding {
+            check_bound(&what, binding, &state)?;
+        }
+        Ok((state, binding.is_some()))
+    }
+
+    /// Records `state` as the newest encrypted serial written. Best effort: the state is
+    /// already in place, and a missing record only weakens the check on older copies.
+    fn record_serial(&self, state: &TenantState) {
+        let mark = self.mark_path(&state.tenant);
+        let record = serde_json::json!({ "lineage": state.lineage, "serial": state.serial });
+        if let Err(e) = write_atomically(&mark, record.to_string().as_bytes()) {
+            tracing::warn!(tenant = %state.tenant, error = %e, "cannot record the serial written");
+        }
+    }
+
+    /// Refuses an encrypted state older than the newest of its lineage written here.
+    fn check_not_rolled_back(&self, path: &Path, state: &TenantState) -> Result<(), StateError> {
+        let mark = self.mark_path(&state.tenant);
+        let Ok(bytes) = fs::read(&mark) else {
+            return Ok(());
+        };
+        let Ok(record) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            return Ok(());
+        };
+        let lineage = record["lineage"]
+            .as_str()
+            .and_then(|l| l.parse::<Uuid>().ok());
+        match (lineage, record["serial"].as_u64()) {
+            (Some(lineage), Some(newest)) if lineage == state.lineage && state.serial < newest => {
+                Err(StateError::RolledBack {
+                    what: file_name(path, &state.tenant),
+                    tenant: state.tenant.clone(),
+                    found: state.serial,
+                    newest,
+                    mark,
+                })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The tenants that have a state file, sorted.
@@ -342,7 +447,11 @@ impl LocalStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(StateError::io("read", &path, e)),
         };
-        parse_state(&path, &bytes, tenant).map(Some)
+        let (state, sealed) = self.decode(&path, &bytes, tenant)?;
+        if sealed {
+            self.check_not_rolled_back(&path, &state)?;
+        }
+        Ok(Some(state))
     }
 
     /// Takes the tenant's lock, waiting up to `request.timeout` for a holder to
@@ -395,7 +504,7 @@ impl LocalStore {
         fs::create_dir_all(&dir).map_err(|e| StateError::io("create", &dir, e))?;
         let tmp = dir.join(format!(".{}.json.tmp", state.tenant));
         let result = (|| {
-            write_temp(&tmp, &state_json(state))?;
+            write_temp(&tmp, &self.encode(&path, state)?)?;
             // Keep the current version as the backup: a hard link survives the rename
             // below, so there is no moment without a state file.
             if path.exists() {
@@ -412,6 +521,8 @@ impl LocalStore {
         if result.is_err() {
             state.serial -= 1;
             let _ = fs::remove_file(&tmp);
+        } else if self.encryption.seals() {
+            self.record_serial(state);
         }
         result
     }
@@ -428,7 +539,7 @@ impl LocalStore {
         let backup = self.backup_path(tenant);
         match fs::read(&backup) {
             Ok(bytes) => {
-                let state = parse_state(&backup, &bytes, tenant)?;
+                let (state, _) = self.decode(&backup, &bytes, tenant)?;
                 out.push((StateVersion::local(&state, false), state));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -461,15 +572,27 @@ impl LocalStore {
         let dir = self.tenants_dir();
         if let Some(before) = versions.len().checked_sub(2).map(|i| &versions[i]) {
             let tmp = dir.join(format!(".{tenant}.json.backup.tmp"));
-            write_private(&tmp, before)?;
+            self.write_private(&tmp, before)?;
             let backup = self.backup_path(tenant);
             fs::rename(&tmp, &backup).map_err(|e| StateError::io("replace", &backup, e))?;
         }
         let tmp = dir.join(format!(".{tenant}.json.tmp"));
-        write_private(&tmp, current)?;
+        self.write_private(&tmp, current)?;
         let path = self.path_of(tenant);
         fs::rename(&tmp, &path).map_err(|e| StateError::io("replace", &path, e))?;
-        sync_dir(&dir)
+        sync_dir(&dir)?;
+        if self.encryption.seals() {
+            self.record_serial(current);
+        }
+        Ok(())
+    }
+
+    /// Writes `state` to a new private file (mode 0600) at `path` and syncs it.
+    fn write_private(&self, path: &Path, state: &TenantState) -> Result<(), StateError> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| StateError::io("create", dir, e))?;
+        }
+        write_temp(path, &self.encode(&self.path_of(&state.tenant), state)?)
     }
 
     /// Removes the state file of a tenant that no longer has any resource. The backup
@@ -528,12 +651,28 @@ fn put_in_place(tmp: &Path, path: &Path) -> Result<(), StateError> {
     }
 }
 
-/// Writes `state` to a new private file (mode 0600) at `path` and syncs it.
-fn write_private(path: &Path, state: &TenantState) -> Result<(), StateError> {
-    if let Some(dir) = path.parent() {
-        fs::create_dir_all(dir).map_err(|e| StateError::io("create", dir, e))?;
+/// How errors name a state file.
+fn file_name(path: &Path, tenant: &TenantId) -> String {
+    format!("state file {} (tenant {tenant})", path.display())
+}
+
+/// Refuses a sealed state whose content is not the tenant, lineage and serial it was
+/// sealed for (only a writer holding the key can make one).
+fn check_bound(
+    what: &str,
+    binding: &encryption::Binding,
+    state: &TenantState,
+) -> Result<(), EncryptionError> {
+    if binding.tenant.as_deref() == Some(state.tenant.as_str())
+        && binding.lineage == Some(state.lineage)
+        && binding.serial == Some(state.serial)
+    {
+        return Ok(());
     }
-    write_temp(path, &state_json(state))
+    Err(EncryptionError::Malformed {
+        what: what.to_owned(),
+        detail: "its content is not the tenant, lineage and serial it is sealed for".into(),
+    })
 }
 
 /// A state as its file holds it.

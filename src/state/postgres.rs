@@ -52,8 +52,8 @@ use uuid::Uuid;
 
 use super::lock::{Held, LockInfo, LockRequest, StateLock};
 use super::{
-    STATE_FORMAT_VERSION, StateError, StateVersion, TenantState, Unreadable, check_earlier_copy,
-    decode_state,
+    Encryption, STATE_FORMAT_VERSION, StateError, StateVersion, TenantState, Unreadable,
+    check_bound, check_earlier_copy, decode_state,
 };
 use crate::connect::postgres::{PostgresConfig, PostgresPool, db_error, migrate, pooled};
 use crate::resource::TenantId;
@@ -133,6 +133,7 @@ pub struct PgStore {
     migrated: tokio::sync::OnceCell<()>,
     /// Releases of dropped locks still in flight.
     releases: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    encryption: Arc<Encryption>,
 }
 
 impl fmt::Debug for PgStore {
@@ -181,7 +182,54 @@ impl PgStore {
             lease_ttl: lease_ttl.max(Duration::from_secs(1)),
             migrated: tokio::sync::OnceCell::new(),
             releases: Mutex::new(Vec::new()),
+            encryption: Arc::new(Encryption::plain()),
         })
+    }
+
+    /// The same store, its documents sealed and opened with `encryption`.
+    pub fn with_encryption(self, encryption: Arc<Encryption>) -> Self {
+        PgStore { encryption, ..self }
+    }
+
+    /// A state's document as stored: the state, or its envelope when encryption is on.
+    fn document(&self, state: &TenantState) -> Result<serde_json::Value, StateError> {
+        if !self.encryption.seals() {
+            return Ok(serde_json::to_value(state).expect("state serializes"));
+        }
+        let json = serde_json::to_vec(state).expect("state serializes");
+        let binding =
+            super::encryption::Binding::state(state.tenant.as_str(), state.lineage, state.serial);
+        let sealed = self
+            .encryption
+            .seal(&row_name(&state.tenant), binding, &json)?;
+        Ok(serde_json::from_slice(&sealed).expect("an envelope is JSON"))
+    }
+
+    /// A state read from a row (its format version, document, lineage and serial),
+    /// opened and checked like a state file.
+    fn stored_state(
+        &self,
+        tenant: &TenantId,
+        format_version: i32,
+        document: String,
+        lineage: Uuid,
+        serial: i64,
+    ) -> Result<TenantState, StateError> {
+        let what = row_name(tenant);
+        let expected = super::encryption::Expected {
+            content: "state",
+            tenant: Some(tenant.as_str()),
+            lineage: Some(lineage),
+            serial: Some(serial as u64),
+        };
+        let (plain, binding) = self
+            .encryption
+            .open(&what, &expected, document.as_bytes())?;
+        let state = stored_state(tenant, format_version, &plain)?;
+        if let Some(binding) = &binding {
+            check_bound(&what, binding, &state)?;
+        }
+        Ok(state)
     }
 
     /// Where the state is, for messages.
@@ -278,13 +326,33 @@ impl PgStore {
             .query_opt(
                 "read the state",
                 &format!(
-                    "SELECT format_version, document::text FROM {SCHEMA}.states WHERE tenant = $1"
+                    "SELECT s.format_version, s.document::text, s.lineage, s.serial, \
+                       (SELECT max(v.serial) FROM {SCHEMA}.versions v \
+                        WHERE v.tenant = s.tenant AND v.lineage = s.lineage) \
+                     FROM {SCHEMA}.states s WHERE s.tenant = $1"
                 ),
                 &[&tenant.as_str()],
             )
             .await?;
-        row.map(|r| stored_state(tenant, r.get(0), r.get(1)))
-            .transpose()
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let (serial, newest): (i64, Option<i64>) = (r.get(3), r.get(4));
+        let state = self.stored_state(tenant, r.get(0), r.get(1), r.get(2), serial)?;
+        // A whole row put back from an older version (serial column included) is
+        // consistent in itself; the newest version kept says it is old.
+        if let Some(newest) = newest.filter(|n| *n > serial)
+            && self.encryption.seals()
+        {
+            return Err(StateError::Encryption(
+                super::encryption::EncryptionError::Misplaced {
+                    what: row_name(tenant),
+                    expected: format!("state of tenant {tenant} serial {newest} or later"),
+                    found: format!("state serial {serial}"),
+                },
+            ));
+        }
+        Ok(Some(state))
     }
 
     /// Takes the tenant's lock (see the module doc), waiting up to `request.timeout`.
@@ -475,7 +543,7 @@ impl PgStore {
                         &(state.format_version as i32),
                         &(state.serial as i64),
                         &state.lineage,
-                        &Json(state),
+                        &Json(self.document(state)?),
                         &Json(&written_by(lock.info())),
                         &(read as i64),
                         &(i64::from(self.history) - 1),
@@ -601,7 +669,7 @@ impl PgStore {
                     written_by: writer(r.get(3)),
                     current: r.get(4),
                 };
-                let state = stored_state(tenant, r.get(5), r.get(6))?;
+                let state = self.stored_state(tenant, r.get(5), r.get(6), r.get(1), r.get(0))?;
                 Ok((version, state))
             })
             .collect()
@@ -651,14 +719,14 @@ impl PgStore {
         let existing = tx
             .query_opt(
                 &format!(
-                    "SELECT format_version, document::text FROM {SCHEMA}.states WHERE tenant = $1 FOR UPDATE"
+                    "SELECT format_version, document::text, lineage, serial FROM {SCHEMA}.states WHERE tenant = $1 FOR UPDATE"
                 ),
                 &[&tenant.as_str()],
             )
             .await
             .map_err(&failed)?;
         if let Some(r) = existing {
-            let existing = stored_state(tenant, r.get(0), r.get(1))?;
+            let existing = self.stored_state(tenant, r.get(0), r.get(1), r.get(2), r.get(3))?;
             check_earlier_copy(tenant, &existing, current, &self.where_)?;
         }
         let writer_of = |v: &StateVersion| {
@@ -679,7 +747,7 @@ impl PgStore {
                     &(state.serial as i64),
                     &state.lineage,
                     &(state.format_version as i32),
-                    &Json(state),
+                    &Json(self.document(state)?),
                     &version.written_at,
                     &Json(&writer_of(version)),
                 ],
@@ -702,7 +770,7 @@ impl PgStore {
                 &(current.format_version as i32),
                 &(current.serial as i64),
                 &current.lineage,
-                &Json(current),
+                &Json(self.document(current)?),
                 &version.written_at,
                 &Json(&writer_of(version)),
             ],
@@ -765,11 +833,16 @@ impl PgStore {
     }
 }
 
-/// A state read from a row, checked like a state file.
+/// How errors name a tenant's row.
+fn row_name(tenant: &TenantId) -> String {
+    format!("the state of tenant {tenant} in PostgreSQL ({SCHEMA}.states)")
+}
+
+/// A state read from a row's plain document, checked like a state file.
 fn stored_state(
     tenant: &TenantId,
     format_version: i32,
-    document: String,
+    document: &[u8],
 ) -> Result<TenantState, StateError> {
     if format_version > STATE_FORMAT_VERSION as i32 {
         return Err(StateError::StoredNewerFormat {
@@ -777,7 +850,7 @@ fn stored_state(
             found: format_version as u64,
         });
     }
-    decode_state(document.as_bytes(), tenant).map_err(|u| match u {
+    decode_state(document, tenant).map_err(|u| match u {
         Unreadable::Corrupt(detail) => StateError::StoredCorrupt {
             tenant: tenant.clone(),
             detail,

@@ -17,7 +17,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use super::postgres::PgStore;
-use super::{LocalStore, LockInfo, LockRequest, StateError, StateLock, TenantState};
+use super::{Encryption, LocalStore, LockInfo, LockRequest, StateError, StateLock, TenantState};
 use crate::connect::postgres::PostgresConfig;
 use crate::resource::TenantId;
 use crate::spec::{PlatformSpec, StateBackendKind, StateSettings};
@@ -93,8 +93,11 @@ impl StateStore {
         platform: &PlatformSpec,
         state_dir: &Path,
     ) -> Result<Self, StateError> {
-        Ok(match kind {
-            StateBackendKind::Local => Self::local(state_dir),
+        let encryption = Arc::new(Encryption::from_platform(platform)?);
+        let backend = match kind {
+            StateBackendKind::Local => {
+                Backend::Local(LocalStore::new(state_dir).with_encryption(encryption))
+            }
             StateBackendKind::Postgres => {
                 let config = PostgresConfig::resolve(&platform.postgres).map_err(|e| {
                     StateError::Config {
@@ -102,9 +105,42 @@ impl StateStore {
                         detail: e.to_string(),
                     }
                 })?;
-                Self::postgres(&config, &platform.state)?
+                let settings = &platform.state;
+                Backend::Postgres(Arc::new(
+                    PgStore::new(
+                        &config,
+                        settings.history,
+                        Duration::from_secs(settings.lease_ttl_seconds),
+                    )?
+                    .with_encryption(encryption),
+                ))
             }
-        })
+        };
+        Ok(StateStore { backend })
+    }
+
+    /// Writes every tenant's state again, under `request`'s locks: sealed with the
+    /// primary key of `[encryption]` (a rotation, once the previous key is the
+    /// fallback), or as plain text when no key provider is set. Returns the tenants
+    /// written; stops at the first that cannot be, naming it.
+    pub async fn rekey(&self, request: &LockRequest) -> Result<Vec<TenantId>, StateError> {
+        let mut done = Vec::new();
+        for tenant in self.tenants().await? {
+            let lock = self.lock(&tenant, request).await?;
+            let written = match self.load(&tenant).await {
+                Ok(Some(mut state)) => self.write(&lock, &mut state).await.map(|()| true),
+                Ok(None) => Ok(false),
+                Err(e) => Err(e),
+            };
+            let released = lock.release().await;
+            if written? {
+                tracing::info!(%tenant, "state written again under the current key");
+                done.push(tenant);
+            }
+            released?;
+        }
+        self.settle().await;
+        Ok(done)
     }
 
     pub fn kind(&self) -> StateBackendKind {
