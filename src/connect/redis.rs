@@ -87,6 +87,21 @@ impl RedisConfig {
     }
 }
 
+/// Opens a connection with `client` that waits up to 10 s to connect and for each
+/// answer: the client's defaults give up within a second or so, which a loaded machine
+/// (a shared Redis during a burst of tenants) overruns without anything being wrong.
+pub async fn connect(
+    client: &redis::Client,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+    let patience = Some(std::time::Duration::from_secs(10));
+    let config = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(patience)
+        .set_response_timeout(patience);
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+}
+
 /// Maps a client error to a service error; a server still loading its data or busy
 /// with a script is retryable, as is a lost connection.
 pub fn redis_error(e: &redis::RedisError) -> ServiceError {

@@ -13,11 +13,9 @@
 //! SAVE`; otherwise a restarted Redis shows up as drift and the next apply re-creates
 //! the users, with new passwords.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
+use redis::Value;
 use redis::aio::MultiplexedConnection;
-use redis::{AsyncConnectionConfig, Value};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -189,12 +187,7 @@ impl RedisProvider {
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(10)))
-            .set_response_timeout(Some(Duration::from_secs(10)));
-        let c = self
-            .client
-            .get_multiplexed_async_connection_with_config(&config)
+        let c = crate::connect::redis::connect(&self.client)
             .await
             .map_err(|e| redis_error(&e))?;
         *slot = Some(c.clone());

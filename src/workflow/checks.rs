@@ -289,8 +289,7 @@ async fn cross_tenant_isolation(cx: &CheckContext<'_>) -> Result<String, String>
         let (name, password) = (string(user, "name")?, string(user, "password")?);
         let client = redis::Client::open(redis.url_for(&name, &password))
             .map_err(|e| format!("Redis URL: {e}"))?;
-        let mut con = client
-            .get_multiplexed_async_connection()
+        let mut con = crate::connect::redis::connect(&client)
             .await
             .map_err(|e| format!("cannot connect to Redis as {name}: {e}"))?;
         let own = format!("tenant:{}:validation-probe", cx.spec.id);
