@@ -12,10 +12,10 @@ use tenantform::Engine;
 use tenantform::report::Style;
 
 use cli::Outcome;
+use cli::api::{cmd_serve, cmd_token};
 use cli::apply::{cmd_apply, cmd_destroy, cmd_plan};
 use cli::args::{Cli, Command};
 use cli::drift::{cmd_drift, cmd_import, cmd_refresh};
-use cli::api::{cmd_serve, cmd_token};
 use cli::request::{cmd_request, cmd_validate_tenant};
 use cli::runs::{cmd_runs, cmd_worker};
 use cli::state::{cmd_force_unlock, cmd_show, cmd_state, cmd_validate};

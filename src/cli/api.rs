@@ -53,8 +53,16 @@ pub fn cmd_token(cmd: &TokenCommand) -> anyhow::Result<Outcome> {
             )?;
             eprintln!(
                 "Token for {subject} (roles: {}; scopes: {}), valid for {} s:",
-                if roles.is_empty() { "none".to_owned() } else { roles.join(",") },
-                if scopes.is_empty() { "none".to_owned() } else { scopes.join(",") },
+                if roles.is_empty() {
+                    "none".to_owned()
+                } else {
+                    roles.join(",")
+                },
+                if scopes.is_empty() {
+                    "none".to_owned()
+                } else {
+                    scopes.join(",")
+                },
                 ttl.as_secs()
             );
             println!("{token}");

@@ -406,8 +406,12 @@ pub async fn check_saved_plan(
     let Some(saved) = queue.saved_plan(run.id).await? else {
         return Ok(());
     };
-    let plan: crate::Plan = serde_json::from_value(saved)
-        .map_err(|e| RunError::Invalid(format!("the stored plan of run {} cannot be read: {e}", run.id)))?;
+    let plan: crate::Plan = serde_json::from_value(saved).map_err(|e| {
+        RunError::Invalid(format!(
+            "the stored plan of run {} cannot be read: {e}",
+            run.id
+        ))
+    })?;
     for t in &plan.tenants {
         let current = store
             .load(&t.tenant)

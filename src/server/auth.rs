@@ -170,8 +170,8 @@ impl TokenVerifier {
 
     /// The caller a token names, or why it is not accepted (a 401).
     pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(|e| {
                 let why = match e.kind() {
                     ErrorKind::ExpiredSignature => "the token has expired; get a new one",
                     ErrorKind::InvalidSignature => {
@@ -181,8 +181,7 @@ impl TokenVerifier {
                     _ => "the token cannot be read as a JWT signed for this server",
                 };
                 ApiError::unauthorized(why)
-            },
-        )?;
+            })?;
         let claims = data.claims;
         if claims.sub.trim().is_empty() {
             return Err(ApiError::unauthorized("the token's subject is empty"));
@@ -347,7 +346,10 @@ mod tests {
     #[test]
     fn a_token_round_trips_with_its_roles_and_scopes() {
         let token = issue_token(SECRET, &request(&["cfo"], &["runs:plan"], 60)).unwrap();
-        let caller = TokenVerifier::hs256(SECRET).unwrap().verify(&token).unwrap();
+        let caller = TokenVerifier::hs256(SECRET)
+            .unwrap()
+            .verify(&token)
+            .unwrap();
         assert_eq!(caller.subject, "ci-bot");
         assert!(caller.has_role("cfo"));
         assert!(caller.has_scope(Scope::RunsPlan));
@@ -365,7 +367,10 @@ mod tests {
         std::thread::sleep(Duration::from_millis(1100));
         let e = verifier.verify(&expired).unwrap_err();
         assert!(e.message.contains("expired"), "{}", e.message);
-        assert_eq!(verifier.verify("not.a.jwt").unwrap_err().status.as_u16(), 401);
+        assert_eq!(
+            verifier.verify("not.a.jwt").unwrap_err().status.as_u16(),
+            401
+        );
     }
 
     #[test]

@@ -90,10 +90,9 @@ impl IntoResponse for ApiError {
         }
         let mut response = (self.status, Json(self.body())).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }
@@ -135,11 +134,9 @@ impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         match &e {
             EngineError::UnknownTenant(_) => ApiError::not_found(e.to_string()),
-            EngineError::StalePlan { .. } => ApiError::new(
-                StatusCode::CONFLICT,
-                "stale_plan",
-                e.to_string(),
-            ),
+            EngineError::StalePlan { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "stale_plan", e.to_string())
+            }
             EngineError::Spec(errors) => {
                 ApiError::unprocessable(e.to_string()).with_details(spec_details(errors))
             }

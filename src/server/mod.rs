@@ -117,12 +117,11 @@ async fn ready_handler(State(pg): State<PostgresConfig>) -> Response {
     };
     match tokio::time::timeout(Duration::from_secs(5), check).await {
         Ok(Ok(())) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
-        Ok(Err(e)) => {
-            ApiError::unavailable(format!("the platform database does not answer: {e}"))
-                .into_response()
-        }
-        Err(_) => ApiError::unavailable("the platform database did not answer within 5 s")
+        Ok(Err(e)) => ApiError::unavailable(format!("the platform database does not answer: {e}"))
             .into_response(),
+        Err(_) => {
+            ApiError::unavailable("the platform database did not answer within 5 s").into_response()
+        }
     }
 }
 

@@ -14,8 +14,8 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -84,9 +84,10 @@ async fn idempotent(
     match claimed {
         Claimed::Answered(status, body) => {
             let mut response = (status, Json(body)).into_response();
-            response
-                .headers_mut()
-                .insert("idempotent-replayed", "true".parse().expect("a header value"));
+            response.headers_mut().insert(
+                "idempotent-replayed",
+                "true".parse().expect("a header value"),
+            );
             response
         }
         Claimed::First => {
@@ -115,8 +116,9 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     } else {
         body
     };
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not the JSON expected: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!("the request body is not the JSON expected: {e}"))
+    })
 }
 
 fn tenant_id(id: &str) -> Result<TenantId, ApiError> {
@@ -128,10 +130,7 @@ fn tenant_id(id: &str) -> Result<TenantId, ApiError> {
 
 /// One tenant: its spec (file or registry), its request, its state and its outputs
 /// (sensitive values redacted).
-async fn tenant_json(
-    state: &ApiState,
-    ids: Option<&TenantId>,
-) -> Result<Vec<Value>, ApiError> {
+async fn tenant_json(state: &ApiState, ids: Option<&TenantId>) -> Result<Vec<Value>, ApiError> {
     let engine = state.engine();
     let specs = engine.specs().await?;
     let only: Vec<TenantId> = ids.into_iter().cloned().collect();
@@ -147,7 +146,11 @@ async fn tenant_json(
         let request = requests.iter().find(|r| r.id == id.as_str());
         let stored = store.load(&id).await.map_err(crate::Error::from)?;
         let view = match &stored {
-            Some(_) => engine.tenants_view(std::slice::from_ref(&id), false).await?.tenants.pop(),
+            Some(_) => engine
+                .tenants_view(std::slice::from_ref(&id), false)
+                .await?
+                .tenants
+                .pop(),
             None => None,
         };
         let status = match (request, &view) {
@@ -287,7 +290,10 @@ async fn start_run(
             .await?;
         tracing::info!(run = %run.id, tenant = %run.tenant, operation = %operation, by = %caller.subject, "run queued through the API");
         state.execute_in_background(run.id);
-        Ok((StatusCode::ACCEPTED, run_json(&state, &queue, run, &caller).await?))
+        Ok((
+            StatusCode::ACCEPTED,
+            run_json(&state, &queue, run, &caller).await?,
+        ))
     };
     idempotent(&state, &caller, &headers, &uri, &body, answer).await
 }
@@ -296,19 +302,30 @@ fn read_runs(caller: &Caller) -> Result<(), ApiError> {
     caller.require_any(&[Scope::TenantsRead, Scope::RunsPlan, Scope::RunsApply])
 }
 
-async fn get_run(State(state): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Response {
+async fn get_run(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Response {
     respond(
         async {
             read_runs(&caller)?;
             let queue = RunQueue::open(&state.pg).await?;
             let run = queue.find(&id).await?;
-            Ok((StatusCode::OK, run_json(&state, &queue, run, &caller).await?))
+            Ok((
+                StatusCode::OK,
+                run_json(&state, &queue, run, &caller).await?,
+            ))
         }
         .await,
     )
 }
 
-async fn get_plan(State(state): State<ApiState>, caller: Caller, Path(id): Path<String>) -> Response {
+async fn get_plan(
+    State(state): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Response {
     respond(
         async {
             read_runs(&caller)?;
@@ -412,8 +429,8 @@ async fn request_answer(
         Some(run) => Some(run),
         None => queue.latest_provision(id).await?,
     };
-    let mut v = serde_json::to_value(wf.view(id).await?)
-        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let mut v =
+        serde_json::to_value(wf.view(id).await?).map_err(|e| ApiError::internal(e.to_string()))?;
     v["run"] = json!(run);
     if let Some(created) = created {
         v["created"] = json!(created);
@@ -444,8 +461,9 @@ async fn submit_request(
                 .with_details(json!([{"field": k, "message": "null is not a value", "fix": "leave the field out or give it a value"}])));
         }
         // The request file's format: the same parser and messages as `request submit`.
-        let source = toml::to_string(&Value::Object(fields))
-            .map_err(|e| ApiError::bad_request(format!("the request body cannot be read as a request: {e}")))?;
+        let source = toml::to_string(&Value::Object(fields)).map_err(|e| {
+            ApiError::bad_request(format!("the request body cannot be read as a request: {e}"))
+        })?;
         let engine = state.engine();
         let mut wf = state.workflow(&engine).await?;
         let outcome = Box::pin(wf.submit_source(
@@ -467,7 +485,10 @@ async fn submit_request(
         } else {
             StatusCode::OK
         };
-        Ok((status, request_answer(&state, &wf, &id, Some(outcome.created), true).await?))
+        Ok((
+            status,
+            request_answer(&state, &wf, &id, Some(outcome.created), true).await?,
+        ))
     };
     idempotent(&state, &caller, &headers, &uri, &body, answer).await
 }
@@ -505,7 +526,10 @@ async fn get_request(
                     "no request {id} of yours; a requester sees only their own requests"
                 )));
             }
-            Ok((StatusCode::OK, request_answer(&state, &wf, &id, None, false).await?))
+            Ok((
+                StatusCode::OK,
+                request_answer(&state, &wf, &id, None, false).await?,
+            ))
         }
         .await,
     )
@@ -587,7 +611,8 @@ async fn decide_request(
                 )));
             }
         };
-        let outcome = Box::pin(wf.decide(&id, &role, approve, &caller.subject, d.note.as_deref())).await?;
+        let outcome =
+            Box::pin(wf.decide(&id, &role, approve, &caller.subject, d.note.as_deref())).await?;
         tracing::info!(request = %id, role = %role, approve, by = %caller.subject, status = %outcome.request.status, "decision through the API");
         let v = request_answer(&state, &wf, &id, None, true).await?;
         Ok((StatusCode::OK, v))
