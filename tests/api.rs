@@ -48,11 +48,18 @@ fn free_port() -> u16 {
 
 /// Starts the server and waits until it answers `/healthz`.
 async fn start_server(ws: &Workspace) -> Server {
+    start_server_with(ws, &[("TENANTFORM_JWT_SECRET", SECRET)]).await
+}
+
+/// The same, with `env` (the key) set.
+async fn start_server_with(ws: &Workspace, env: &[(&str, &str)]) -> Server {
     let port = free_port();
     let log = std::fs::File::create(ws.dir.path().join("serve.log")).unwrap();
     let child = ws
         .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("TENANTFORM_JWT_SECRET", SECRET)
+        .env_remove("TENANTFORM_JWT_SECRET")
+        .env_remove("TENANTFORM_JWT_PUBLIC_KEY")
+        .envs(env.iter().copied())
         .env("TENANTFORM_LOG", "info")
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -150,6 +157,15 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
+}
+
+/// A workspace with one Bronze tenant, its server, and a token with every scope.
+async fn with_tenant(prefix: &str) -> (TenantDef, Workspace, Server, String) {
+    let t = bronze(prefix);
+    let ws = Workspace::new(std::slice::from_ref(&t)).await;
+    let server = start_server(&ws).await;
+    let admin = token(&ws, "admin", "platform-admin", ALL_SCOPES);
+    (t, ws, server, admin)
 }
 
 /// `tenantform token create`: the token is the last line of its output.
@@ -260,10 +276,7 @@ async fn the_server_refuses_to_start_without_a_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_needs_a_token_with_its_scope() {
     bounded(async {
-        let t = bronze("ap");
-        let ws = Workspace::new(std::slice::from_ref(&t)).await;
-        let server = start_server(&ws).await;
-        let admin = token(&ws, "admin", "platform-admin", ALL_SCOPES);
+        let (t, ws, server, admin) = with_tenant("ap").await;
         let nothing = token(&ws, "nobody", "requester", "");
         let forged = issue_token(
             b"another-secret-that-is-long-enough-0123456789",
@@ -533,10 +546,7 @@ async fn every_route_needs_a_token_with_its_scope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_keys_replay_refuse_and_make_one_run() {
     bounded(async {
-        let t = bronze("ai");
-        let ws = Workspace::new(std::slice::from_ref(&t)).await;
-        let server = start_server(&ws).await;
-        let admin = token(&ws, "admin", "platform-admin", ALL_SCOPES);
+        let (t, ws, server, admin) = with_tenant("ai").await;
         let path = format!("/v1/tenants/{}/runs", t.id);
         let body = json!({"operation": "drift", "message": "nightly"});
         let first = server
@@ -639,10 +649,7 @@ async fn idempotency_keys_replay_refuse_and_make_one_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_apply_of_a_plan_made_before_the_state_moved_is_refused() {
     bounded(async {
-        let t = bronze("as");
-        let ws = Workspace::new(std::slice::from_ref(&t)).await;
-        let server = start_server(&ws).await;
-        let admin = token(&ws, "admin", "platform-admin", ALL_SCOPES);
+        let (t, ws, server, admin) = with_tenant("as").await;
         let path = format!("/v1/tenants/{}/runs", t.id);
         let p1 = server
             .post(&path, &admin, json!({"operation": "plan"}))
@@ -870,6 +877,71 @@ async fn a_request_submitted_and_approved_through_the_api_ends_active() {
                 .any(|x| x["id"] == t.id.as_str() && x["status"] == "active"),
             "{:#}",
             tenants.body
+        );
+    })
+    .await;
+}
+
+/// With a public key file instead of a secret, the server takes ES256 tokens signed by
+/// its private key, and refuses HS256 ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_es256_public_key_verifies_tokens() {
+    bounded(async {
+        let ws = Workspace::new(&[]).await;
+        let private = ws.dir.path().join("api-key.pem");
+        let public = ws.dir.path().join("api-key.pub.pem");
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            private.to_str().unwrap(),
+        ]);
+        openssl(&[
+            "pkey",
+            "-in",
+            private.to_str().unwrap(),
+            "-pubout",
+            "-out",
+            public.to_str().unwrap(),
+        ]);
+        let server = start_server_with(
+            &ws,
+            &[("TENANTFORM_JWT_PUBLIC_KEY", public.to_str().unwrap())],
+        )
+        .await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let signed = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+            &Claims {
+                sub: "deploy-bot".into(),
+                roles: vec![],
+                scopes: vec!["tenants:read".into()],
+                iat: now,
+                exp: now + 600,
+            },
+            &jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(&private).unwrap()).unwrap(),
+        )
+        .unwrap();
+        let a = server.get("/v1/tenants", &signed).await;
+        assert_eq!(a.status, StatusCode::OK, "{:#}", a.body);
+        let hs = token(&ws, "deploy-bot", "", "tenants:read");
+        assert_error_shape(
+            &server.get("/v1/tenants", &hs).await,
+            StatusCode::UNAUTHORIZED,
+            "an HS256 token",
         );
     })
     .await;

@@ -137,10 +137,7 @@ async fn tenant_json(state: &ApiState, ids: Option<&TenantId>) -> Result<Vec<Val
     let store = engine.state_store().await?;
     let mut all: Vec<TenantId> = engine.select_tenants(&specs, &only).await?;
     all.dedup();
-    let requests: Vec<Request> = match Workflow::open_existing(&engine).await? {
-        Some(wf) => wf.list().await?,
-        None => Vec::new(),
-    };
+    let requests = all_requests(&engine).await?;
     let mut out = Vec::with_capacity(all.len());
     for id in all {
         let request = requests.iter().find(|r| r.id == id.as_str());
@@ -398,6 +395,14 @@ async fn act_on_run(
 
 // ---- requests ---------------------------------------------------------------------
 
+/// Every request, without creating the registry when nothing was ever requested.
+async fn all_requests(engine: &crate::Engine) -> Result<Vec<Request>, ApiError> {
+    Ok(match Workflow::open_existing(engine).await? {
+        Some(wf) => wf.list().await?,
+        None => Vec::new(),
+    })
+}
+
 /// Whether the caller may see `request`: approvers and the platform team see all, a
 /// requester their own.
 fn may_see(caller: &Caller, request: &Request) -> bool {
@@ -498,10 +503,7 @@ async fn list_requests(State(state): State<ApiState>, caller: Caller) -> Respons
         async {
             read_requests(&caller)?;
             let engine = state.engine();
-            let list: Vec<Request> = match Workflow::open_existing(&engine).await? {
-                Some(wf) => wf.list().await?,
-                None => Vec::new(),
-            };
+            let list = all_requests(&engine).await?;
             let visible: Vec<Request> = list.into_iter().filter(|r| may_see(&caller, r)).collect();
             Ok((StatusCode::OK, json!({"requests": visible})))
         }
