@@ -469,19 +469,7 @@ impl Engine {
         for t in &plan.tenants {
             let state = &runs[&t.tenant].state;
             let exists = stored.contains(&t.tenant);
-            let current = exists.then_some((state.serial, state.lineage));
-            let planned = t.state_serial.zip(t.state_lineage);
-            if current != planned {
-                let describe = |s: Option<(u64, uuid::Uuid)>| match s {
-                    None => "no state".to_owned(),
-                    Some((serial, lineage)) => format!("serial {serial} of lineage {lineage}"),
-                };
-                return Err(Error::StalePlan {
-                    tenant: t.tenant.clone(),
-                    planned: describe(planned),
-                    current: describe(current),
-                });
-            }
+            check_plan_fresh(t, exists.then_some(state))?;
         }
         // The policies as they are now, which may be stricter than when it was saved;
         // a plan made with `--policy DIR` is checked against DIR again.
@@ -1069,6 +1057,29 @@ impl Engine {
 
 /// Refuses a state that names another tenant's objects (see [`crate::plan::identity`]):
 /// a state edited to name another tenant's role must not make apply drop it.
+/// Whether the plan of one tenant was made against `current`, its state now (`None`:
+/// the tenant has no state): else the stale-plan error, for a saved plan must never be
+/// applied over changes it did not see.
+pub fn check_plan_fresh(
+    plan: &crate::plan::TenantPlan,
+    current: Option<&TenantState>,
+) -> Result<(), Error> {
+    let current = current.map(|s| (s.serial, s.lineage));
+    let planned = plan.state_serial.zip(plan.state_lineage);
+    if current == planned {
+        return Ok(());
+    }
+    let describe = |s: Option<(u64, uuid::Uuid)>| match s {
+        None => "no state".to_owned(),
+        Some((serial, lineage)) => format!("serial {serial} of lineage {lineage}"),
+    };
+    Err(Error::StalePlan {
+        tenant: plan.tenant.clone(),
+        planned: describe(planned),
+        current: describe(current),
+    })
+}
+
 fn check_identity(store: &StateStore, specs: &Specs, state: &TenantState) -> Result<(), Error> {
     let tenant = &state.tenant;
     let mismatches = identity::state_mismatches(state, specs.tenants.get(tenant), &specs.platform);

@@ -53,7 +53,9 @@ pub mod workflow;
 
 pub use apply::{ApplyOptions, ApplyReport, Progress, TenantOutcome};
 pub use drift::DriftReport;
-pub use engine::{Engine, EngineConfig, PlanOptions, import_id, platform_providers};
+pub use engine::{
+    Engine, EngineConfig, PlanOptions, check_plan_fresh, import_id, platform_providers,
+};
 pub use error::Error;
 pub use plan::{Action, Plan, PlanMode};
 pub use policy::{PolicyLevel, PolicyReport, PolicyViolation};

@@ -12,10 +12,11 @@ use tenantform::Engine;
 use tenantform::report::Style;
 
 use cli::Outcome;
+use cli::api::{cmd_serve, cmd_token};
 use cli::apply::{cmd_apply, cmd_destroy, cmd_plan};
 use cli::args::{Cli, Command};
 use cli::drift::{cmd_drift, cmd_import, cmd_refresh};
-use cli::request::{cmd_request, cmd_serve, cmd_validate_tenant};
+use cli::request::{cmd_request, cmd_validate_tenant};
 use cli::runs::{cmd_runs, cmd_worker};
 use cli::state::{cmd_force_unlock, cmd_output, cmd_show, cmd_state, cmd_validate};
 
@@ -89,7 +90,8 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::ValidateTenant { id, json } => {
             Box::pin(cmd_validate_tenant(&cli, &engine, id, *json)).await
         }
-        Command::Serve { listen } => cmd_serve(&engine, *listen).await,
+        Command::Serve { listen } => Box::pin(cmd_serve(&cli, *listen)).await,
+        Command::Token(cmd) => cmd_token(cmd),
         Command::ForceUnlock { tenant, lock_id } => {
             cmd_force_unlock(&engine, tenant, lock_id).await
         }

@@ -252,7 +252,17 @@ async fn three_requests_go_through_approval_to_active_with_all_checks() {
 
     // The metrics endpoint of `tenantform serve` has the figures.
     let port = free_port();
-    let server = KillOnDrop(ws.spawn(&["serve", "--listen", &format!("127.0.0.1:{port}")]));
+    let server = KillOnDrop(
+        ws.command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env(
+                "TENANTFORM_JWT_SECRET",
+                "a-test-secret-of-at-least-32-bytes-0123",
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tenantform starts"),
+    );
     let url = format!("http://127.0.0.1:{port}/metrics");
     let mut text = String::new();
     wait_until(

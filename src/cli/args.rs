@@ -93,12 +93,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Serve /metrics (Prometheus) and a read-only view of requests over HTTP.
+    /// Serve the HTTP API (/v1: tenants, runs, requests; Bearer JWTs), /metrics
+    /// (Prometheus), /healthz and /readyz. Needs TENANTFORM_JWT_SECRET (HS256) or
+    /// TENANTFORM_JWT_PUBLIC_KEY (an RS256/ES256 public key file).
     Serve {
-        /// Address to listen on.
+        /// Address to listen on (port 0: any free port, printed at start).
         #[arg(long, default_value = "127.0.0.1:9464")]
         listen: std::net::SocketAddr,
     },
+    /// API tokens: `token create` signs one with TENANTFORM_JWT_SECRET.
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Execute queued runs (provisionings, plans, applies) from the platform database,
     /// up to --concurrency at once; any number of workers on any machines. SIGTERM:
     /// finish the runs in flight and exit; a second signal releases them at once.
@@ -266,6 +271,47 @@ pub struct WorkerArgs {
     /// Provider calls in flight at once within one run.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub parallelism: u16,
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Sign an API token (HS256, with TENANTFORM_JWT_SECRET); prints it on the last
+    /// line, alone.
+    Create {
+        /// Who the token is for: recorded as the actor of everything done with it.
+        #[arg(long)]
+        subject: String,
+        /// Roles, comma-separated: requester, cfo, cto, legal, compliance, dpo,
+        /// platform-admin.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Scopes, comma-separated: tenants:read, runs:plan, runs:apply,
+        /// requests:submit, approvals:decide.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// How long the token is valid: a number with s, m, h or d (30d, 12h).
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
+}
+
+/// `30d`, `12h`, `15m`, `90s`.
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?} is not a duration; write a number with s, m, h or d (e.g. 30d)");
+    let text = text.trim();
+    let unit = text.chars().last().ok_or_else(bad)?;
+    let seconds = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86_400,
+        _ => return Err(bad()),
+    };
+    let n: u64 = text[..text.len() - 1].parse().map_err(|_| bad())?;
+    match n.checked_mul(seconds) {
+        Some(s) if s > 0 && s <= 366 * 86_400 => Ok(Duration::from_secs(s)),
+        _ => Err(format!("{text:?}: a token lives from 1 s to 366 days")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -592,6 +638,7 @@ impl Cli {
             | Command::State(_)
             | Command::ValidateTenant { .. }
             | Command::Serve { .. }
+            | Command::Token(_)
             | Command::Worker(_)
             | Command::Runs(_)
             | Command::ForceUnlock { .. } => (None, Duration::ZERO),

@@ -1,10 +1,9 @@
 //! The tenant lifecycle: `request submit|approve|reject|status|list|retry|export`,
-//! `validate-tenant`, and `serve`. A command that queues a provisioning run settles it
+//! `validate-tenant`. A command that queues a provisioning run settles it
 //! ([`settle_request`]): executes it here with the embedded executor, or follows it.
 
 use anyhow::{Context, bail};
 
-use tenantform::connect::postgres::PostgresConfig;
 use tenantform::resource::TenantId;
 use tenantform::runs::{ProvisionResult, Run, RunQueue};
 use tenantform::spec::RunExecutor;
@@ -324,19 +323,5 @@ pub async fn cmd_validate_tenant(
     if failed > 0 {
         bail!("{failed} validation check(s) of tenant {id} failed");
     }
-    Ok(Outcome::Ok)
-}
-
-pub async fn cmd_serve(engine: &Engine, listen: std::net::SocketAddr) -> anyhow::Result<Outcome> {
-    let specs = engine.specs().await?;
-    let pg = PostgresConfig::resolve(&specs.platform.postgres)?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("listening on {listen}"))?;
-    eprintln!(
-        "Serving /metrics, /healthz, /requests on http://{}",
-        listener.local_addr()?
-    );
-    tenantform::server::serve(listener, pg).await?;
     Ok(Outcome::Ok)
 }

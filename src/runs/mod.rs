@@ -73,7 +73,7 @@ pub use queue::{
     RunFilter, RunQueue, WorkerRecord,
 };
 pub use status::{IllegalRunTransition, Operation, RunStatus, check_run_transition};
-pub use worker::{BlockedBy, RunView, Shutdown, Worker, follow, settle, view};
+pub use worker::{BlockedBy, RunView, Shutdown, Worker, check_saved_plan, follow, settle, view};
 
 use uuid::Uuid;
 

@@ -394,6 +394,34 @@ pub async fn view(queue: &RunQueue, store: &StateStore, run: Run) -> Result<RunV
     })
 }
 
+/// Whether a planned run's stored plan still matches its tenant's state, checked
+/// before it is confirmed so that the person confirming learns at once that the plan is
+/// stale ([`crate::check_plan_fresh`]; the apply checks again under the tenant's lock,
+/// which is what guarantees it).
+pub async fn check_saved_plan(
+    queue: &RunQueue,
+    store: &StateStore,
+    run: &Run,
+) -> Result<(), RunError> {
+    let Some(saved) = queue.saved_plan(run.id).await? else {
+        return Ok(());
+    };
+    let plan: crate::Plan = serde_json::from_value(saved).map_err(|e| {
+        RunError::Invalid(format!(
+            "the stored plan of run {} cannot be read: {e}",
+            run.id
+        ))
+    })?;
+    for t in &plan.tenants {
+        let current = store
+            .load(&t.tenant)
+            .await
+            .map_err(|e| RunError::Engine(Box::new(e.into())))?;
+        crate::check_plan_fresh(t, current.as_ref()).map_err(|e| RunError::Engine(Box::new(e)))?;
+    }
+    Ok(())
+}
+
 /// A connection that listens for notifications. Without one (it could not be opened,
 /// or it dropped), callers fall back to polling: `next` then never returns.
 struct Listener {

@@ -1,32 +1,90 @@
-//! The HTTP side: Prometheus metrics and a read-only view of tenant requests, for
-//! dashboards, scrapers and other services.
+//! The HTTP side: the authenticated JSON API under `/v1` (tenants, runs, requests and
+//! approvals; [`v1`]), Prometheus metrics, and health probes.
 //!
-//! Routes: `GET /metrics` (Prometheus text format), `GET /healthz`,
-//! `GET /requests`, `GET /requests/{id}` (JSON, the shape of `request status --json`).
-//! Every request opens its own registry connection, so the server holds no state.
+//! Routes without a token: `GET /metrics` (Prometheus text format), `GET /healthz`
+//! (the process is alive), `GET /readyz` (the platform database answers; 503 if not).
+//! Every `/v1` route needs a Bearer JWT ([`auth`]); every error is
+//! `{"error": {"code", "message", "details"}}` ([`error`]); every POST honours
+//! `Idempotency-Key` ([`idempotency`]). Every request opens its own connections, so
+//! the server holds no state of its own and any number of them can serve one platform.
+
+pub mod auth;
+pub mod error;
+pub mod idempotency;
+mod v1;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::connect::postgres::PostgresConfig;
+use crate::runs::RunContext;
 use crate::workflow::registry::Registry;
-use crate::workflow::{WorkflowError, metrics};
+use crate::workflow::{Workflow, metrics};
+use crate::{Engine, EngineConfig};
 
-fn error_response(e: WorkflowError) -> Response {
-    let status = match e {
-        WorkflowError::UnknownRequest(_) => StatusCode::NOT_FOUND,
-        _ => StatusCode::SERVICE_UNAVAILABLE,
-    };
-    (
-        status,
-        axum::Json(serde_json::json!({"error": e.to_string()})),
-    )
-        .into_response()
+use auth::{HasVerifier, TokenVerifier};
+use error::ApiError;
+
+/// What the API server works on.
+#[derive(Clone, Debug)]
+pub struct ApiConfig {
+    pub specs_dir: PathBuf,
+    pub state_dir: PathBuf,
+    /// The platform database (registry, runs, idempotency keys).
+    pub pg: PostgresConfig,
+    /// How the runs the API queues are executed (`[runs]` of the platform file).
+    pub runs: RunContext,
+    pub verifier: TokenVerifier,
+}
+
+/// The state every handler shares: configuration only.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    pg: PostgresConfig,
+    specs_dir: PathBuf,
+    state_dir: PathBuf,
+    runs: RunContext,
+    verifier: TokenVerifier,
+}
+
+impl HasVerifier for ApiState {
+    fn verifier(&self) -> &TokenVerifier {
+        &self.verifier
+    }
+}
+
+impl ApiState {
+    /// An engine for one request: reads only, waits for no lock.
+    fn engine(&self) -> Engine {
+        Engine::new(EngineConfig {
+            specs_dir: self.specs_dir.clone(),
+            state_dir: self.state_dir.clone(),
+            parallelism: self.runs.parallelism,
+            lock_timeout: Duration::ZERO,
+            policy_dir: None,
+            run: None,
+        })
+        .with_registry(self.pg.clone())
+    }
+
+    /// The lifecycle, queuing provisionings as runs, as `request` commands open it.
+    async fn workflow<'a>(&self, engine: &'a Engine) -> Result<Workflow<'a>, ApiError> {
+        let mut wf = Workflow::open(engine).await?;
+        wf.set_provisioning(std::sync::Arc::new(
+            crate::runs::RunQueue::open(&self.pg).await?,
+        ));
+        if let Some(url) = &self.runs.metrics_url {
+            wf.set_metrics_url(url);
+        }
+        Ok(wf)
+    }
 }
 
 async fn metrics_handler(State(pg): State<PostgresConfig>) -> Response {
@@ -43,66 +101,75 @@ async fn metrics_handler(State(pg): State<PostgresConfig>) -> Response {
             t,
         )
             .into_response(),
-        Err(e) => error_response(e),
+        Err(e) => ApiError::from(e).into_response(),
     }
 }
 
-async fn list_handler(State(pg): State<PostgresConfig>) -> Response {
-    match Registry::open(&pg).await {
-        Ok(r) => match r.list().await {
-            Ok(list) => axum::Json(serde_json::json!({ "requests": list })).into_response(),
-            Err(e) => error_response(e),
-        },
-        Err(e) => error_response(e),
-    }
-}
-
-async fn get_handler(State(pg): State<PostgresConfig>, Path(id): Path<String>) -> Response {
-    let r = match Registry::open(&pg).await {
-        Ok(r) => r,
-        Err(e) => return error_response(e),
+/// Ready when the platform database answers.
+async fn ready_handler(State(pg): State<PostgresConfig>) -> Response {
+    let check = async {
+        let client = pg.connect_as("tenantform readyz").await?;
+        client
+            .simple_query("SELECT 1")
+            .await
+            .map_err(|e| crate::connect::postgres::db_error(&e))?;
+        Ok::<_, crate::connect::ServiceError>(())
     };
-    let view = async {
-        let request = r.require(&id).await?;
-        Ok::<_, WorkflowError>(serde_json::json!({
-            "request": request,
-            "decisions": r.decisions(&id).await?,
-            "checks": r.latest_checks(&id).await?,
-            "audit": r.audit_trail(&id).await?,
-        }))
-    };
-    match view.await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => error_response(e),
+    match tokio::time::timeout(Duration::from_secs(5), check).await {
+        Ok(Ok(())) => axum::Json(serde_json::json!({"status": "ready"})).into_response(),
+        Ok(Err(e)) => ApiError::unavailable(format!("the platform database does not answer: {e}"))
+            .into_response(),
+        Err(_) => {
+            ApiError::unavailable("the platform database did not answer within 5 s").into_response()
+        }
     }
 }
 
-/// The routes, over the platform database at `pg`.
-pub fn router(pg: PostgresConfig) -> Router {
+/// The routes without a token: metrics and probes, over the platform database at `pg`.
+pub fn probes(pg: PostgresConfig) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/healthz", get(|| async { "ok" }))
-        .route("/requests", get(list_handler))
-        .route("/requests/{id}", get(get_handler))
+        .route("/readyz", get(ready_handler))
         .with_state(pg)
 }
 
-/// Serves until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, pg: PostgresConfig) -> std::io::Result<()> {
-    axum::serve(listener, router(pg)).await
+/// Every route: the probes and the `/v1` API.
+pub fn router(config: ApiConfig) -> Router {
+    let state = ApiState {
+        pg: config.pg.clone(),
+        specs_dir: config.specs_dir,
+        state_dir: config.state_dir,
+        runs: config.runs,
+        verifier: config.verifier,
+    };
+    probes(config.pg)
+        .nest("/v1", v1::routes().with_state(state))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; the API is under /v1 (see the README's API section)",
+            )
+        })
 }
 
-/// Serves the routes on a free loopback port in the background, for a workflow's
-/// metrics check when the platform names no metrics endpoint of its own (the caller
-/// passes the URL to `Workflow::set_metrics_url`); returns the address and the task
-/// (abort it to stop; dropping it leaves the server running).
+/// Serves the API until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, config: ApiConfig) -> std::io::Result<()> {
+    axum::serve(listener, router(config)).await
+}
+
+/// Serves the metrics and probes on a free loopback port in the background, for a
+/// workflow's metrics check when the platform names no metrics endpoint of its own (the
+/// caller passes the URL to `Workflow::set_metrics_url`); returns the address and the
+/// task (abort it to stop; dropping it leaves the server running).
 pub async fn serve_metrics_on_loopback(
     pg: PostgresConfig,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let handle = tokio::spawn(async move {
-        if let Err(e) = serve(listener, pg).await {
+        if let Err(e) = axum::serve(listener, probes(pg)).await {
             tracing::warn!(error = %e, "metrics server stopped");
         }
     });
