@@ -610,17 +610,7 @@ async fn a_long_step_shows_life_every_ten_seconds() {
     let t = TenantDef::new("beat", "bronze");
     let ws = Workspace::new(std::slice::from_ref(&t)).await;
     // CREATE SCHEMA takes 11 s, and nothing else is slowed.
-    ws.admin()
-        .await
-        .batch_execute(
-            "CREATE EXTENSION IF NOT EXISTS vector; \
-             CREATE FUNCTION slow_schema() RETURNS event_trigger LANGUAGE plpgsql AS $$ \
-             BEGIN PERFORM pg_sleep(11); END $$; \
-             CREATE EVENT TRIGGER slow_schema ON ddl_command_end WHEN TAG IN ('CREATE SCHEMA') \
-             EXECUTE FUNCTION slow_schema();",
-        )
-        .await
-        .unwrap();
+    ws.slow_down_command("CREATE SCHEMA", 11.0).await;
     let run = ws.run(&["apply", "--auto-approve", "--json"]).ok();
     let address = format!("{}/postgres_schema.main", t.id);
     let lines: Vec<&str> = run.stderr.lines().collect();

@@ -426,13 +426,24 @@ impl Workspace {
     /// The pgvector extension is created first: its script runs hundreds of DDL
     /// commands, which the slow-down would otherwise stretch to minutes.
     pub async fn slow_down_ddl(&self, seconds: f64) {
+        self.slow_down(seconds, "").await;
+    }
+
+    /// Like [`Self::slow_down_ddl`], for the DDL commands tagged `tag` only (e.g.
+    /// `CREATE SCHEMA`).
+    pub async fn slow_down_command(&self, tag: &str, seconds: f64) {
+        self.slow_down(seconds, &format!("WHEN TAG IN ('{tag}')"))
+            .await;
+    }
+
+    async fn slow_down(&self, seconds: f64, when: &str) {
         self.admin()
             .await
             .batch_execute(&format!(
                 "CREATE EXTENSION IF NOT EXISTS vector; \
                  CREATE FUNCTION slow_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ \
                  BEGIN PERFORM pg_sleep({seconds}); END $$; \
-                 CREATE EVENT TRIGGER slow_ddl ON ddl_command_end EXECUTE FUNCTION slow_ddl();"
+                 CREATE EVENT TRIGGER slow_ddl ON ddl_command_end {when} EXECUTE FUNCTION slow_ddl();"
             ))
             .await
             .unwrap();
