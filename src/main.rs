@@ -35,8 +35,14 @@ fn main() -> ExitCode {
         }
     };
     quiet_on_closed_pipe();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TENANTFORM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("TENANTFORM_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                // The SDK's credential chain warns, with a raw dump, of every source it
+                // tried; a missing credential is reported once, by the engine.
+                "warn,aws_config::meta::credentials=error,aws_config::imds=error",
+            )
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
