@@ -55,8 +55,22 @@ impl fmt::Debug for PostgresConfig {
     }
 }
 
-/// A pool of admin connections, opened on first use (see [`PostgresConfig::pool`]).
-pub type PostgresPool = deadpool_postgres::Pool;
+/// A pool of admin connections, opened on first use (see [`PostgresConfig::pool`]);
+/// take one with [`pooled`], whose errors name the server.
+#[derive(Clone)]
+pub struct PostgresPool {
+    pool: deadpool_postgres::Pool,
+    /// `host:port`, for the error of a connection that cannot be opened.
+    address: std::sync::Arc<str>,
+}
+
+impl fmt::Debug for PostgresPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresPool")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
 
 impl PostgresConfig {
     /// The platform file's settings, completed from `PGHOST`, `PGPORT`, `PGUSER`,
@@ -120,7 +134,11 @@ impl PostgresConfig {
     }
 
     async fn open(config: tokio_postgres::Config) -> Result<Client, ServiceError> {
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| db_error(&e))?;
+        let address = address_of(&config);
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| connect_error(&e, &address))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "PostgreSQL connection closed");
@@ -150,10 +168,14 @@ impl PostgresConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },
         );
-        deadpool_postgres::Pool::builder(manager)
+        let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(max_size.max(1))
             .build()
-            .map_err(|e| ServiceError::Config(format!("cannot set up the PostgreSQL pool: {e}")))
+            .map_err(|e| ServiceError::Config(format!("cannot set up the PostgreSQL pool: {e}")))?;
+        Ok(PostgresPool {
+            pool,
+            address: format!("{}:{}", self.host, self.port).into(),
+        })
     }
 
     /// The driver's settings of a connection named `application`, for a caller that
@@ -175,8 +197,8 @@ impl PostgresConfig {
 
 /// A connection out of `pool`.
 pub async fn pooled(pool: &PostgresPool) -> Result<deadpool_postgres::Object, ServiceError> {
-    pool.get().await.map_err(|e| match e {
-        deadpool_postgres::PoolError::Backend(e) => db_error(&e),
+    pool.pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => connect_error(&e, &pool.address),
         other => ServiceError::Unreachable {
             service: SERVICE,
             detail: other.to_string(),
@@ -305,6 +327,30 @@ impl Drop for Detachable {
     }
 }
 
+/// `host:port` of a connection's settings (the first host, as the driver tries it).
+fn address_of(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
+/// [`db_error`] of opening a connection to `address`: a connection that cannot be
+/// opened names the server and the cause ("connection refused"), which the driver's
+/// own text ("error connecting to server") leaves out.
+fn connect_error(e: &tokio_postgres::Error, address: &str) -> ServiceError {
+    match db_error(e) {
+        ServiceError::Unreachable { service, detail } => ServiceError::Unreachable {
+            service,
+            detail: format!("{address}: {detail}"),
+        },
+        other => other,
+    }
+}
+
 /// Maps a driver error to a service error; serialization conflicts, dropped
 /// connections and concurrent catalog updates are retryable.
 pub fn db_error(e: &tokio_postgres::Error) -> ServiceError {
@@ -328,9 +374,20 @@ pub fn db_error(e: &tokio_postgres::Error) -> ServiceError {
             retryable,
         }
     } else {
+        // The driver's text is generic ("error connecting to server", "db error");
+        // the cause is its source.
+        let mut detail = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !detail.contains(&text) {
+                detail = format!("{detail}: {text}");
+            }
+            source = cause.source();
+        }
         ServiceError::Unreachable {
             service: SERVICE,
-            detail: e.to_string(),
+            detail,
         }
     }
 }
