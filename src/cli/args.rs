@@ -640,7 +640,7 @@ impl Cli {
             (true, _) | (false, ColorChoice::Never) => false,
             (false, ColorChoice::Always) => true,
             (false, ColorChoice::Auto) => {
-                !env("NO_COLOR").is_some_and(|v| !v.is_empty())
+                env("NO_COLOR").is_none_or(|v| v.is_empty())
                     && (set("CLICOLOR_FORCE") || stdout_is_terminal)
             }
         }
