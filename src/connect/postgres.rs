@@ -7,9 +7,11 @@
 use std::fmt;
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::ServiceError;
 use super::retry::RetryPolicy;
@@ -471,6 +473,75 @@ pub fn ident(name: &str) -> String {
 /// `'text'` with embedded quotes doubled (standard_conforming_strings is on).
 pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A connection that listens for notifications. Without one (it could not be opened,
+/// or it dropped), callers fall back to polling: `next` then never returns.
+pub struct Listener {
+    _client: Option<tokio_postgres::Client>,
+    rx: Option<mpsc::UnboundedReceiver<String>>,
+}
+
+impl Listener {
+    pub async fn open(pg: &PostgresConfig, channels: &[&str]) -> Listener {
+        match Self::try_open(pg, channels).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for notifications; polling instead");
+                Listener {
+                    _client: None,
+                    rx: None,
+                }
+            }
+        }
+    }
+
+    async fn try_open(
+        pg: &PostgresConfig,
+        channels: &[&str],
+    ) -> Result<Listener, tokio_postgres::Error> {
+        let config = pg.connect_config("tenantform listener");
+        let (client, mut connection) = config.connect(NoTls).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        if tx.send(n.payload().to_owned()).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the notification connection closed; polling instead");
+                        break;
+                    }
+                }
+            }
+        });
+        for c in channels {
+            client.batch_execute(&format!("LISTEN {c}")).await?;
+        }
+        Ok(Listener {
+            _client: Some(client),
+            rx: Some(rx),
+        })
+    }
+
+    /// The next notification's payload.
+    pub async fn next(&mut self) -> Option<String> {
+        match &mut self.rx {
+            Some(rx) => match rx.recv().await {
+                Some(p) => Some(p),
+                None => {
+                    self.rx = None;
+                    std::future::pending().await
+                }
+            },
+            None => std::future::pending().await,
+        }
+    }
 }
 
 #[cfg(test)]

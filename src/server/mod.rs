@@ -10,6 +10,7 @@
 
 pub mod auth;
 pub mod error;
+mod events;
 pub mod idempotency;
 mod v1;
 
