@@ -124,6 +124,14 @@ pub enum Command {
     /// resume.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Print a shell completion script: `tenantform completions bash >
+    /// /etc/bash_completion.d/tenantform` (or zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `tenantform man | man -l -`.
+    Man,
     /// Break a tenant's lock held by a stuck process.
     ForceUnlock {
         tenant: TenantId,
@@ -676,6 +684,8 @@ impl Cli {
             | Command::Token(_)
             | Command::Worker(_)
             | Command::Runs(_)
+            | Command::Completions { .. }
+            | Command::Man
             | Command::ForceUnlock { .. } => (None, Duration::ZERO),
         };
         EngineConfig {
