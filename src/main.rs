@@ -103,9 +103,11 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Token(cmd) => cmd_token(cmd),
         Command::Completions { shell } => cmd_completions(*shell),
         Command::Man => cmd_man(),
-        Command::ForceUnlock { tenant, lock_id } => {
-            cmd_force_unlock(&engine, tenant, lock_id).await
-        }
+        Command::ForceUnlock {
+            tenant,
+            lock_id,
+            force,
+        } => cmd_force_unlock(&engine, tenant, lock_id, *force).await,
     }
 }
 

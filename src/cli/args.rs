@@ -132,11 +132,16 @@ pub enum Command {
     },
     /// Print the manual page (roff): `tenantform man | man -l -`.
     Man,
-    /// Break a tenant's lock held by a stuck process.
+    /// Break a tenant's lock held by a stuck process. A holder that is alive (its
+    /// lease renewed, or its process holding the lock file) is broken only after a
+    /// `yes` at the prompt, or with --force.
     ForceUnlock {
         tenant: TenantId,
         /// The lock id shown in the "locked by" message.
         lock_id: String,
+        /// Break a live holder's lock without asking.
+        #[arg(long)]
+        force: bool,
     },
 }
 
