@@ -259,17 +259,34 @@ fn human_change(out: &mut String, c: &ResourceChange, style: Style) {
         }
         Action::Update | Action::Replace => {
             for a in &c.attribute_changes {
+                let forces = if a.forces_replacement {
+                    style.action(Action::Delete, " # forces replacement")
+                } else {
+                    String::new()
+                };
+                if let Some(lines) = element_changes(a.before.as_ref(), a.after.as_ref(), style) {
+                    let (open, close) = match a.after {
+                        Some(Value::Array(_)) => ("[", "]"),
+                        _ => ("{", "}"),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "      {} {:width$} = {open}{forces}",
+                        style.action(Action::Update, "~"),
+                        a.name
+                    );
+                    for line in lines {
+                        let _ = writeln!(out, "          {line}");
+                    }
+                    let _ = writeln!(out, "        {close}");
+                    continue;
+                }
                 let before = a
                     .before
                     .as_ref()
                     .map(value)
                     .unwrap_or_else(|| "null".into());
                 let after = a.after.as_ref().map(value).unwrap_or_else(|| "null".into());
-                let forces = if a.forces_replacement {
-                    style.action(Action::Delete, " # forces replacement")
-                } else {
-                    String::new()
-                };
                 let _ = writeln!(
                     out,
                     "      {} {:width$} = {before} -> {after}{forces}",
@@ -284,6 +301,77 @@ fn human_change(out: &mut String, c: &ResourceChange, style: Style) {
         }
         Action::Delete | Action::NoOp => {}
     }
+}
+
+/// The lines of a map or list change that name only what changed, as Terraform
+/// prints them: a map's added, removed and changed keys, a list's added and removed
+/// elements (lists of scalars only), then how many elements are unchanged. `None` for
+/// any other change, which is printed whole.
+fn element_changes(
+    before: Option<&Value>,
+    after: Option<&Value>,
+    style: Style,
+) -> Option<Vec<String>> {
+    let add = |s: String| format!("{} {s}", style.action(Action::Create, "+"));
+    let remove = |s: String| format!("{} {s}", style.action(Action::Delete, "-"));
+    let hidden = |n: usize| {
+        (n > 0).then(|| {
+            format!(
+                "  # ({n} unchanged element{} hidden)",
+                if n == 1 { "" } else { "s" }
+            )
+        })
+    };
+    let mut lines = Vec::new();
+    match (before?, after?) {
+        (Value::Object(b), Value::Object(a)) => {
+            let keys: std::collections::BTreeSet<&String> = b.keys().chain(a.keys()).collect();
+            let changed: Vec<(String, Option<&Value>, Option<&Value>)> = keys
+                .into_iter()
+                .filter(|k| b.get(*k) != a.get(*k))
+                .map(|k| (Value::String(k.clone()).to_string(), b.get(k), a.get(k)))
+                .collect();
+            let width = changed.iter().map(|(k, ..)| k.len()).max().unwrap_or(0);
+            let unchanged = b
+                .keys()
+                .chain(a.keys())
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                - changed.len();
+            for (key, old, new) in &changed {
+                let key = format!("{key:width$}");
+                lines.push(match (old, new) {
+                    (Some(old), Some(new)) => format!(
+                        "{} {key} = {} -> {}",
+                        style.action(Action::Update, "~"),
+                        value(old),
+                        value(new)
+                    ),
+                    (None, Some(new)) => add(format!("{key} = {}", value(new))),
+                    (Some(old), None) => remove(format!("{key} = {}", value(old))),
+                    (None, None) => continue,
+                });
+            }
+            lines.extend(hidden(unchanged));
+        }
+        (Value::Array(b), Value::Array(a))
+            if b.iter().chain(a).all(|v| !v.is_object() && !v.is_array()) =>
+        {
+            lines.extend(
+                b.iter()
+                    .filter(|v| !a.contains(v))
+                    .map(|v| remove(value(v))),
+            );
+            lines.extend(a.iter().filter(|v| !b.contains(v)).map(|v| add(value(v))));
+            if lines.is_empty() {
+                // Only the order changed: the whole list says it best.
+                return None;
+            }
+            lines.extend(hidden(a.iter().filter(|v| b.contains(v)).count()));
+        }
+        _ => return None,
+    }
+    Some(lines)
 }
 
 fn terraform_action_reason(c: &ResourceChange) -> Option<&'static str> {
@@ -546,5 +634,44 @@ fn markdown_warnings(out: &mut String, plan: &Plan) {
                 v.message
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod element_change_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn lines(before: Value, after: Value) -> Option<Vec<String>> {
+        element_changes(Some(&before), Some(&after), Style { color: false })
+    }
+
+    #[test]
+    fn a_map_change_names_added_removed_and_changed_keys_only() {
+        assert_eq!(
+            lines(
+                json!({"a": 1, "gone": "x", "same": true, "tier": "silver"}),
+                json!({"a": 1, "new": "y", "same": true, "tier": "gold"})
+            )
+            .unwrap(),
+            vec![
+                "- \"gone\" = \"x\"",
+                "+ \"new\"  = \"y\"",
+                "~ \"tier\" = \"silver\" -> \"gold\"",
+                "  # (2 unchanged elements hidden)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_list_of_scalars_names_its_added_and_removed_elements() {
+        assert_eq!(
+            lines(json!(["a", "b", "c"]), json!(["a", "c", "d"])).unwrap(),
+            vec!["- \"b\"", "+ \"d\"", "  # (2 unchanged elements hidden)"]
+        );
+        // Only the order changed, or the elements are documents: printed whole.
+        assert_eq!(lines(json!(["a", "b"]), json!(["b", "a"])), None);
+        assert_eq!(lines(json!([{"a": 1}]), json!([{"a": 2}])), None);
+        assert_eq!(lines(json!("x"), json!("y")), None);
     }
 }
