@@ -240,8 +240,9 @@ async fn every_kind_changed_or_deleted_out_of_band_is_reported_and_apply_repairs
     let human = ws.run(&["drift"]).ok();
     assert!(
         human.stdout.contains(&format!(
-            "{}/postgres_role.app: changed outside tenantform",
-            tenants[1].id
+            "{}/postgres_role.app ({}): changed outside tenantform",
+            tenants[1].id,
+            tenants[1].pg_name()
         )),
         "{}",
         human.stdout

@@ -126,6 +126,8 @@ pub enum DriftKind {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResourceDrift {
     pub address: ResourceAddress,
+    /// The object in its service (bucket, role, schema name...), as state records it.
+    pub physical_id: Option<String>,
     pub kind: DriftKind,
     /// For `changed`: each differing attribute, recorded (state) → actual (endpoint).
     pub attributes: Vec<AttributeDrift>,
@@ -171,9 +173,11 @@ pub fn tenant_drift(
         };
         checked += 1;
         let address = ResourceAddress::new(tenant, r.resource_type, &r.name);
+        let physical_id = crate::plan::identity::physical_id(r.resource_type, &r.attributes);
         match read {
             None => drift.push(ResourceDrift {
                 address,
+                physical_id,
                 kind: DriftKind::Deleted,
                 attributes: Vec::new(),
             }),
@@ -182,6 +186,7 @@ pub fn tenant_drift(
                 if !attributes.is_empty() {
                     drift.push(ResourceDrift {
                         address,
+                        physical_id,
                         kind: DriftKind::Changed,
                         attributes,
                     });

@@ -6,7 +6,7 @@ use std::fmt::Write;
 
 use serde_json::{Value, json};
 
-use super::{DRIFT_FORMAT_VERSION, DriftKind, DriftReport, TenantDrift};
+use super::{DRIFT_FORMAT_VERSION, DriftKind, DriftReport, ResourceDrift, TenantDrift};
 use crate::plan::Action;
 use crate::plan::render::{Style, value};
 
@@ -82,23 +82,33 @@ pub fn human(report: &DriftReport, style: Style) -> String {
     out
 }
 
+/// ` (bucket-name)` after an address: the object in its service.
+fn physical(d: &ResourceDrift) -> String {
+    d.physical_id
+        .as_ref()
+        .map(|id| format!(" ({id})"))
+        .unwrap_or_default()
+}
+
 fn human_tenant(out: &mut String, t: &TenantDrift, style: Style) {
     for d in &t.drift {
         match d.kind {
             DriftKind::Deleted => {
                 let _ = writeln!(
                     out,
-                    "  {} {}: deleted outside tenantform",
+                    "  {} {}{}: deleted outside tenantform",
                     style.action(Action::Delete, "-"),
-                    d.address
+                    d.address,
+                    physical(d)
                 );
             }
             DriftKind::Changed => {
                 let _ = writeln!(
                     out,
-                    "  {} {}: changed outside tenantform",
+                    "  {} {}{}: changed outside tenantform",
                     style.action(Action::Update, "~"),
-                    d.address
+                    d.address,
+                    physical(d)
                 );
                 let width = d.attributes.iter().map(|a| a.name.len()).max().unwrap_or(0);
                 for a in &d.attributes {
@@ -161,10 +171,20 @@ pub fn markdown(report: &DriftReport) -> String {
         for d in &t.drift {
             match d.kind {
                 DriftKind::Deleted => {
-                    let _ = writeln!(out, "- `{}`: deleted outside tenantform", d.address);
+                    let _ = writeln!(
+                        out,
+                        "- `{}`{}: deleted outside tenantform",
+                        d.address,
+                        physical(d)
+                    );
                 }
                 DriftKind::Changed => {
-                    let _ = writeln!(out, "- `{}`: changed outside tenantform", d.address);
+                    let _ = writeln!(
+                        out,
+                        "- `{}`{}: changed outside tenantform",
+                        d.address,
+                        physical(d)
+                    );
                     for a in &d.attributes {
                         let _ = writeln!(
                             out,
@@ -200,6 +220,7 @@ pub fn json(report: &DriftReport) -> Value {
                     "address": d.address.to_string(),
                     "type": d.address.resource_type.as_str(),
                     "name": d.address.name,
+                    "physical_id": d.physical_id,
                     "kind": d.kind,
                     "attributes": d.attributes.iter().map(|a| json!({
                         "name": a.name, "recorded": a.recorded, "actual": a.actual,
@@ -313,171 +334,174 @@ mod tests {
             &report,
             Human,
             expect![[r#"
-            education-platform: clean (16 resources checked)
-            healthcare-systems: no drift; spec changes not yet applied (17 resources checked)
-              spec changes not yet applied (not drift):
-                ~ healthcare-systems/s3_bucket.documents (the spec changed) [tags]
-                ~ healthcare-systems/iam_policy.documents_access (the spec changed) [tags]
-                ~ healthcare-systems/iam_role.app (the spec changed) [tags]
-                ~ healthcare-systems/elasticache_cluster.cache (the spec changed) [tags]
-            retail-chain: drifted (16 resources checked)
-              ~ retail-chain/postgres_role.app: changed outside tenantform
-                  connection_limit: 20 -> 3
-              - retail-chain/postgres_table_grant.documents: deleted outside tenantform
-              ~ retail-chain/s3_bucket.documents: changed outside tenantform
-                  versioning: "Enabled" -> (not set)
+                education-platform: clean (16 resources checked)
+                healthcare-systems: no drift; spec changes not yet applied (17 resources checked)
+                  spec changes not yet applied (not drift):
+                    ~ healthcare-systems/s3_bucket.documents (the spec changed) [tags]
+                    ~ healthcare-systems/iam_policy.documents_access (the spec changed) [tags]
+                    ~ healthcare-systems/iam_role.app (the spec changed) [tags]
+                    ~ healthcare-systems/elasticache_cluster.cache (the spec changed) [tags]
+                retail-chain: drifted (16 resources checked)
+                  ~ retail-chain/postgres_role.app (tenant_retail_chain): changed outside tenantform
+                      connection_limit: 20 -> 3
+                  - retail-chain/postgres_table_grant.documents (schema tenant_retail_chain, table documents, role tenant_retail_chain): deleted outside tenantform
+                  ~ retail-chain/s3_bucket.documents (rag-retail-chain-documents): changed outside tenantform
+                      versioning: "Enabled" -> (not set)
 
-            Drift in 1 of 3 tenants: 1 deleted, 2 changed outside tenantform (49 resources checked).
-            Repair it back to the spec with `tenantform apply --tenant retail-chain`, or accept it into state with `tenantform refresh --tenant retail-chain`.
-            4 spec changes are not yet applied (not drift): `tenantform plan` shows them.
-        "#]],
+                Drift in 1 of 3 tenants: 1 deleted, 2 changed outside tenantform (49 resources checked).
+                Repair it back to the spec with `tenantform apply --tenant retail-chain`, or accept it into state with `tenantform refresh --tenant retail-chain`.
+                4 spec changes are not yet applied (not drift): `tenantform plan` shows them.
+            "#]],
         );
         check(
             &report,
             Markdown,
             expect![[r####"
-            ### tenantform drift: drift found
+                ### tenantform drift: drift found
 
-            Drift in 1 of 3 tenants: 1 deleted, 2 changed outside tenantform (49 resources checked).
+                Drift in 1 of 3 tenants: 1 deleted, 2 changed outside tenantform (49 resources checked).
 
-            | Tenant | Status | Checked | Deleted | Changed | Pending spec changes |
-            |---|---|---:|---:|---:|---:|
-            | `education-platform` | clean | 16 | 0 | 0 | 0 |
-            | `healthcare-systems` | pending | 17 | 0 | 0 | 4 |
-            | `retail-chain` | drifted | 16 | 1 | 2 | 0 |
+                | Tenant | Status | Checked | Deleted | Changed | Pending spec changes |
+                |---|---|---:|---:|---:|---:|
+                | `education-platform` | clean | 16 | 0 | 0 | 0 |
+                | `healthcare-systems` | pending | 17 | 0 | 0 | 4 |
+                | `retail-chain` | drifted | 16 | 1 | 2 | 0 |
 
-            **`retail-chain`**
+                **`retail-chain`**
 
-            - `retail-chain/postgres_role.app`: changed outside tenantform
-              - `connection_limit`: `20` → `3`
-            - `retail-chain/postgres_table_grant.documents`: deleted outside tenantform
-            - `retail-chain/s3_bucket.documents`: changed outside tenantform
-              - `versioning`: `"Enabled"` → `(not set)`
+                - `retail-chain/postgres_role.app` (tenant_retail_chain): changed outside tenantform
+                  - `connection_limit`: `20` → `3`
+                - `retail-chain/postgres_table_grant.documents` (schema tenant_retail_chain, table documents, role tenant_retail_chain): deleted outside tenantform
+                - `retail-chain/s3_bucket.documents` (rag-retail-chain-documents): changed outside tenantform
+                  - `versioning`: `"Enabled"` → `(not set)`
 
-            Repair it back to the spec with `tenantform apply --tenant retail-chain`, or accept it into state with `tenantform refresh --tenant retail-chain`.
-        "####]],
+                Repair it back to the spec with `tenantform apply --tenant retail-chain`, or accept it into state with `tenantform refresh --tenant retail-chain`.
+            "####]],
         );
         check(
             &report,
             Json,
             expect![[r#"
-            {
-              "created_at": "<timestamp>",
-              "format_version": "1.0",
-              "has_drift": true,
-              "has_pending_changes": true,
-              "summary": {
-                "changed": 2,
-                "deleted": 1,
-                "pending_changes": 4,
-                "resources_checked": 49,
-                "tenants": 3,
-                "tenants_with_drift": 1
-              },
-              "tenantform_version": "<version>",
-              "tenants": [
                 {
-                  "drift": [],
-                  "pending": [],
-                  "resources_checked": 16,
-                  "state_serial": 7,
-                  "status": "clean",
-                  "tenant": "education-platform"
-                },
-                {
-                  "drift": [],
-                  "pending": [
+                  "created_at": "<timestamp>",
+                  "format_version": "1.0",
+                  "has_drift": true,
+                  "has_pending_changes": true,
+                  "summary": {
+                    "changed": 2,
+                    "deleted": 1,
+                    "pending_changes": 4,
+                    "resources_checked": 49,
+                    "tenants": 3,
+                    "tenants_with_drift": 1
+                  },
+                  "tenantform_version": "<version>",
+                  "tenants": [
                     {
-                      "actions": [
-                        "update"
-                      ],
-                      "address": "healthcare-systems/s3_bucket.documents",
-                      "changed_attributes": [
-                        "tags"
-                      ],
-                      "reason": "the spec changed"
+                      "drift": [],
+                      "pending": [],
+                      "resources_checked": 16,
+                      "state_serial": 7,
+                      "status": "clean",
+                      "tenant": "education-platform"
                     },
                     {
-                      "actions": [
-                        "update"
-                      ],
-                      "address": "healthcare-systems/iam_policy.documents_access",
-                      "changed_attributes": [
-                        "tags"
-                      ],
-                      "reason": "the spec changed"
-                    },
-                    {
-                      "actions": [
-                        "update"
-                      ],
-                      "address": "healthcare-systems/iam_role.app",
-                      "changed_attributes": [
-                        "tags"
-                      ],
-                      "reason": "the spec changed"
-                    },
-                    {
-                      "actions": [
-                        "update"
-                      ],
-                      "address": "healthcare-systems/elasticache_cluster.cache",
-                      "changed_attributes": [
-                        "tags"
-                      ],
-                      "reason": "the spec changed"
-                    }
-                  ],
-                  "resources_checked": 17,
-                  "state_serial": 7,
-                  "status": "pending",
-                  "tenant": "healthcare-systems"
-                },
-                {
-                  "drift": [
-                    {
-                      "address": "retail-chain/postgres_role.app",
-                      "attributes": [
+                      "drift": [],
+                      "pending": [
                         {
-                          "actual": 3,
-                          "name": "connection_limit",
-                          "recorded": 20
+                          "actions": [
+                            "update"
+                          ],
+                          "address": "healthcare-systems/s3_bucket.documents",
+                          "changed_attributes": [
+                            "tags"
+                          ],
+                          "reason": "the spec changed"
+                        },
+                        {
+                          "actions": [
+                            "update"
+                          ],
+                          "address": "healthcare-systems/iam_policy.documents_access",
+                          "changed_attributes": [
+                            "tags"
+                          ],
+                          "reason": "the spec changed"
+                        },
+                        {
+                          "actions": [
+                            "update"
+                          ],
+                          "address": "healthcare-systems/iam_role.app",
+                          "changed_attributes": [
+                            "tags"
+                          ],
+                          "reason": "the spec changed"
+                        },
+                        {
+                          "actions": [
+                            "update"
+                          ],
+                          "address": "healthcare-systems/elasticache_cluster.cache",
+                          "changed_attributes": [
+                            "tags"
+                          ],
+                          "reason": "the spec changed"
                         }
                       ],
-                      "kind": "changed",
-                      "name": "app",
-                      "type": "postgres_role"
+                      "resources_checked": 17,
+                      "state_serial": 7,
+                      "status": "pending",
+                      "tenant": "healthcare-systems"
                     },
                     {
-                      "address": "retail-chain/postgres_table_grant.documents",
-                      "attributes": [],
-                      "kind": "deleted",
-                      "name": "documents",
-                      "type": "postgres_table_grant"
-                    },
-                    {
-                      "address": "retail-chain/s3_bucket.documents",
-                      "attributes": [
+                      "drift": [
                         {
-                          "actual": null,
-                          "name": "versioning",
-                          "recorded": "Enabled"
+                          "address": "retail-chain/postgres_role.app",
+                          "attributes": [
+                            {
+                              "actual": 3,
+                              "name": "connection_limit",
+                              "recorded": 20
+                            }
+                          ],
+                          "kind": "changed",
+                          "name": "app",
+                          "physical_id": "tenant_retail_chain",
+                          "type": "postgres_role"
+                        },
+                        {
+                          "address": "retail-chain/postgres_table_grant.documents",
+                          "attributes": [],
+                          "kind": "deleted",
+                          "name": "documents",
+                          "physical_id": "schema tenant_retail_chain, table documents, role tenant_retail_chain",
+                          "type": "postgres_table_grant"
+                        },
+                        {
+                          "address": "retail-chain/s3_bucket.documents",
+                          "attributes": [
+                            {
+                              "actual": null,
+                              "name": "versioning",
+                              "recorded": "Enabled"
+                            }
+                          ],
+                          "kind": "changed",
+                          "name": "documents",
+                          "physical_id": "rag-retail-chain-documents",
+                          "type": "s3_bucket"
                         }
                       ],
-                      "kind": "changed",
-                      "name": "documents",
-                      "type": "s3_bucket"
+                      "pending": [],
+                      "resources_checked": 16,
+                      "state_serial": 7,
+                      "status": "drifted",
+                      "tenant": "retail-chain"
                     }
-                  ],
-                  "pending": [],
-                  "resources_checked": 16,
-                  "state_serial": 7,
-                  "status": "drifted",
-                  "tenant": "retail-chain"
+                  ]
                 }
-              ]
-            }
-        "#]],
+            "#]],
         );
     }
 

@@ -48,6 +48,37 @@ pub fn is_identity(resource_type: crate::resource::ResourceType, name: &str) -> 
         .is_some_and(|a| a.force_new && !a.computed && !PLACEMENT.contains(&a.name))
 }
 
+/// The physical object a resource is, in the words of its service (a bucket name, a
+/// role name, a schema, a cluster id): its identity attribute's value, or each
+/// identity attribute named with its value when there are several. Shown next to the address, as CloudFormation shows the
+/// physical id next to the logical one. `None` when `attributes` holds none of them.
+pub fn physical_id(
+    resource_type: crate::resource::ResourceType,
+    attributes: &crate::resource::Attributes,
+) -> Option<String> {
+    let names: Vec<(&str, String)> = schema(resource_type)
+        .attributes
+        .iter()
+        .filter(|a| is_identity(resource_type, a.name))
+        .filter_map(|a| match attributes.get(a.name)? {
+            serde_json::Value::String(s) => Some((a.name, printable(s).into_owned())),
+            serde_json::Value::Null => None,
+            other => Some((a.name, other.to_string())),
+        })
+        .collect();
+    match names.as_slice() {
+        [] => None,
+        [(_, one)] => Some(one.clone()),
+        // Several names (a grant's schema, table and role) say which is which.
+        many => Some(
+            many.iter()
+                .map(|(name, v)| format!("{name} {v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+    }
+}
+
 /// One identity attribute whose value is not one the tenant's spec gives it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentityMismatch {
