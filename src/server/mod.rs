@@ -13,6 +13,7 @@ pub mod error;
 mod events;
 pub mod idempotency;
 mod v1;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
