@@ -1324,3 +1324,46 @@ async fn webhooks_are_signed_retried_after_a_500_and_recorded() {
     })
     .await;
 }
+
+/// `GET /openapi.json` (no token) is the document kept in `docs/openapi.json`, with a
+/// bearer JWT scheme and every `/v1` route; `UPDATE_OPENAPI=1` rewrites the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_openapi_document_is_the_stored_copy() {
+    bounded(async {
+        let ws = Workspace::new(&[]).await;
+        let server = start_server(&ws).await;
+        let r = server.http.get(server.url("/openapi.json")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let served: Value = r.json().await.unwrap();
+        assert_eq!(
+            served["components"]["securitySchemes"]["bearer"],
+            json!({"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                   "description": served["components"]["securitySchemes"]["bearer"]["description"]}),
+        );
+        let paths = served["paths"].as_object().unwrap();
+        for p in [
+            "/v1/tenants",
+            "/v1/tenants/{id}/runs",
+            "/v1/runs/{id}/events",
+            "/v1/requests/{id}/approvals",
+            "/v1/requests/{id}/events",
+        ] {
+            assert!(paths.contains_key(p), "{p} is not in the document");
+        }
+        let stored_path = repo().join("docs/openapi.json");
+        let text = serde_json::to_string_pretty(&served).unwrap() + "\n";
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(&stored_path, &text).unwrap();
+        }
+        let stored: Value = serde_json::from_str(
+            &std::fs::read_to_string(&stored_path).unwrap_or_default(),
+        )
+        .unwrap_or(Value::Null);
+        assert!(
+            stored == served,
+            "docs/openapi.json is not the document the server serves; the API changed: \
+             regenerate it with `UPDATE_OPENAPI=1 scripts/test -E 'test(openapi)'` and commit it"
+        );
+    })
+    .await;
+}
