@@ -1370,6 +1370,35 @@ mod tests {
     }
 
     #[test]
+    fn webhooks_need_a_url_a_secret_variable_and_known_events() {
+        let source = example();
+        let good = format!(
+            "{source}\n[[webhooks]]\nurl = \"https://hooks.example.com/t\"\nsecret_env = \"HOOK_SECRET\"\nevents = [\"run.applied\"]\n"
+        );
+        let spec = PlatformSpec::parse(Path::new("platform.toml"), &good).unwrap();
+        assert_eq!(spec.webhooks[0].events, ["run.applied"]);
+        let bad = format!(
+            "{source}\n[[webhooks]]\nurl = \"ftp://x\"\nsecret_env = \" \"\nevents = [\"run.exploded\"]\n"
+        );
+        let problems = PlatformSpec::parse(Path::new("platform.toml"), &bad).unwrap_err();
+        let fields: Vec<&str> = problems.iter().filter_map(|p| p.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            [
+                "webhooks.0.url",
+                "webhooks.0.secret_env",
+                "webhooks.0.events"
+            ],
+            "{problems:?}"
+        );
+        assert!(
+            problems[2]
+                .message
+                .contains("\"run.exploded\" is not an event")
+        );
+    }
+
+    #[test]
     fn the_aws_section_is_optional_and_has_defaults() {
         let source = example();
         let start = source.find("[aws]").unwrap();
