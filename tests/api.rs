@@ -1131,3 +1131,239 @@ async fn events_stream_resume_after_a_dropped_connection_without_gaps_or_repeats
     })
     .await;
 }
+
+/// What the test's webhook receiver got: path, event, delivery id, signature header,
+/// body, and the status it answered.
+#[derive(Clone, Debug)]
+struct Received {
+    path: String,
+    event: String,
+    delivery: String,
+    signature: String,
+    body: Vec<u8>,
+    answered: u16,
+}
+
+/// A webhook receiver on a free loopback port: answers its first request 500 and every
+/// later one 200, and keeps what it got.
+async fn webhook_receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<Received>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use axum::http::{HeaderMap, Uri};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Received>::new()));
+    let kept = got.clone();
+    let app = axum::Router::new().fallback(
+        move |uri: Uri, headers: HeaderMap, body: axum::body::Bytes| {
+            let got = kept.clone();
+            async move {
+                let mut got = got.lock().unwrap();
+                let answered = if got.is_empty() { 500 } else { 200 };
+                let header = |n: &str| {
+                    headers
+                        .get(n)
+                        .map(|v| v.to_str().unwrap().to_owned())
+                        .unwrap_or_default()
+                };
+                got.push(Received {
+                    path: uri.path().to_owned(),
+                    event: header("x-tenantform-event"),
+                    delivery: header("x-tenantform-delivery"),
+                    signature: header("x-tenantform-signature"),
+                    body: body.to_vec(),
+                    answered,
+                });
+                axum::http::StatusCode::from_u16(answered).unwrap()
+            }
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    (base, got, task)
+}
+
+/// Two `[[webhooks]]` (one for every event, one for `run.applied` only) against a real
+/// receiver that answers 500 first: the failed delivery is retried and delivered, every
+/// attempt is recorded, every POST is signed with the secret (and fails verification
+/// under another), and the filter holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_signed_retried_after_a_500_and_recorded() {
+    bounded(async {
+        const HOOK_SECRET: &str = "webhook-test-secret-7f3a9c";
+        let (receiver, got, _receiver_task) = webhook_receiver().await;
+        let t = bronze("wh");
+        let ws = Workspace::new(std::slice::from_ref(&t)).await;
+        ws.edit_platform(|s| {
+            format!(
+                "{s}\n[[webhooks]]\nurl = \"{receiver}/hooks/all\"\nsecret_env = \"TEST_WEBHOOK_SECRET\"\n\n\
+                 [[webhooks]]\nurl = \"{receiver}/hooks/applied\"\nsecret_env = \"TEST_WEBHOOK_SECRET\"\nevents = [\"run.applied\"]\n"
+            )
+        });
+        let server = start_server_with(
+            &ws,
+            &[
+                ("TENANTFORM_JWT_SECRET", SECRET),
+                ("TEST_WEBHOOK_SECRET", HOOK_SECRET),
+            ],
+        )
+        .await;
+        let admin = token(&ws, "admin", "platform-admin", ALL_SCOPES);
+        let a = server
+            .post(
+                &format!("/v1/tenants/{}/runs", t.id),
+                &admin,
+                json!({"operation": "apply"}),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
+        let run = a.body["id"].as_str().unwrap().to_owned();
+        server.wait_for_run(&run, &admin, &["planned"]).await;
+        let a = server
+            .post(&format!("/v1/runs/{run}/actions/apply"), &admin, json!({}))
+            .await;
+        assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
+        let end = server
+            .wait_for_run(&run, &admin, &["applied", "errored"])
+            .await;
+        assert_eq!(end["status"], "applied", "{end:#}");
+
+        // run.created, run.needs_approval, run.applied; run.applied again to the other
+        // hook; the first of them answered 500 and sent again.
+        let t0 = Instant::now();
+        let received = loop {
+            let now = got.lock().unwrap().clone();
+            let oks = now.iter().filter(|r| r.answered == 200).count();
+            if oks >= 4 {
+                break now;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the webhooks did not arrive: {now:#?}\n{}",
+                std::fs::read_to_string(ws.dir.path().join("serve.log")).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        for r in &received {
+            assert!(
+                tenantform::server::webhooks::verify_signature(
+                    HOOK_SECRET.as_bytes(),
+                    &r.signature,
+                    &r.body
+                ),
+                "a POST not signed with the secret: {r:?}"
+            );
+            assert!(
+                !tenantform::server::webhooks::verify_signature(
+                    b"not-the-secret",
+                    &r.signature,
+                    &r.body
+                ),
+                "verified under a wrong secret: {r:?}"
+            );
+            let body: Value = serde_json::from_slice(&r.body).unwrap();
+            assert_eq!(body["type"], r.event.as_str(), "{body:#}");
+            assert_eq!(body["data"]["run"]["id"], run.as_str(), "{body:#}");
+        }
+        let at = |path: &str| -> Vec<&str> {
+            received
+                .iter()
+                .filter(|r| r.path == path && r.answered == 200)
+                .map(|r| r.event.as_str())
+                .collect()
+        };
+        assert_eq!(at("/hooks/applied"), ["run.applied"], "{received:#?}");
+        let mut all = at("/hooks/all");
+        all.sort_unstable();
+        assert_eq!(
+            all,
+            ["run.applied", "run.created", "run.needs_approval"],
+            "{received:#?}"
+        );
+
+        // The first POST got a 500; the same delivery came again and got a 200.
+        let failed = &received[0];
+        assert_eq!(failed.answered, 500);
+        assert!(
+            received[1..]
+                .iter()
+                .any(|r| r.delivery == failed.delivery && r.answered == 200),
+            "no retry of delivery {}: {received:#?}",
+            failed.delivery
+        );
+        let db = ws.admin().await;
+        let delivery: i64 = failed.delivery.parse().unwrap();
+        let attempts: Vec<(i32, Option<i32>)> = db
+            .query(
+                "SELECT attempt, status_code FROM tenantform.webhook_attempts \
+                 WHERE delivery_id = $1 ORDER BY attempt",
+                &[&delivery],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(attempts, [(1, Some(500)), (2, Some(200))]);
+        let statuses: Vec<String> = db
+            .query(
+                "SELECT status FROM tenantform.webhook_deliveries ORDER BY id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(statuses, ["delivered"; 4], "every delivery was delivered");
+        let log = std::fs::read_to_string(ws.dir.path().join("serve.log")).unwrap();
+        assert!(!log.contains(HOOK_SECRET), "the webhook secret in the log");
+    })
+    .await;
+}
+
+/// `GET /openapi.json` (no token) is the document kept in `docs/openapi.json`, with a
+/// bearer JWT scheme and every `/v1` route; `UPDATE_OPENAPI=1` rewrites the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_openapi_document_is_the_stored_copy() {
+    bounded(async {
+        let ws = Workspace::new(&[]).await;
+        let server = start_server(&ws).await;
+        let r = server.http.get(server.url("/openapi.json")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        let served: Value = r.json().await.unwrap();
+        assert_eq!(
+            served["components"]["securitySchemes"]["bearer"],
+            json!({"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
+                   "description": served["components"]["securitySchemes"]["bearer"]["description"]}),
+        );
+        let paths = served["paths"].as_object().unwrap();
+        for p in [
+            "/v1/tenants",
+            "/v1/tenants/{id}/runs",
+            "/v1/runs/{id}/events",
+            "/v1/requests/{id}/approvals",
+            "/v1/requests/{id}/events",
+        ] {
+            assert!(paths.contains_key(p), "{p} is not in the document");
+        }
+        let stored_path = repo().join("docs/openapi.json");
+        let text = serde_json::to_string_pretty(&served).unwrap() + "\n";
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(&stored_path, &text).unwrap();
+        }
+        let stored: Value = serde_json::from_str(
+            &std::fs::read_to_string(&stored_path).unwrap_or_default(),
+        )
+        .unwrap_or(Value::Null);
+        assert!(
+            stored == served,
+            "docs/openapi.json is not the document the server serves; the API changed: \
+             regenerate it with `UPDATE_OPENAPI=1 scripts/test -E 'test(openapi)'` and commit it"
+        );
+    })
+    .await;
+}

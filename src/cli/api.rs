@@ -3,7 +3,8 @@
 use anyhow::Context;
 
 use tenantform::server::auth::{SECRET_VAR, TokenRequest, TokenVerifier, issue_token};
-use tenantform::server::{ApiConfig, serve};
+use tenantform::server::{ApiConfig, serve, webhooks};
+use tokio_util::sync::CancellationToken;
 
 use super::Outcome;
 use super::args::{Cli, TokenCommand};
@@ -17,18 +18,17 @@ pub async fn cmd_serve(cli: &Cli, listen: std::net::SocketAddr) -> anyhow::Resul
         .await
         .with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr()?;
+    let config = ApiConfig {
+        specs_dir: cli.specs.clone(),
+        state_dir: cli.state.clone(),
+        pg: runs.pg.clone(),
+        runs: runs.cx.clone(),
+        verifier,
+    };
+    // Dropped with the process: deliveries left pending are sent by the next server.
+    let _webhooks = webhooks::start(&config, CancellationToken::new()).await?;
     eprintln!("Serving the API (/v1), /metrics, /healthz, /readyz on http://{addr}");
-    serve(
-        listener,
-        ApiConfig {
-            specs_dir: cli.specs.clone(),
-            state_dir: cli.state.clone(),
-            pg: runs.pg.clone(),
-            runs: runs.cx.clone(),
-            verifier,
-        },
-    )
-    .await?;
+    serve(listener, config).await?;
     Ok(Outcome::Ok)
 }
 

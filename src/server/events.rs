@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
+use super::openapi::ErrorBody;
 use super::v1::{may_see, read_requests, read_runs};
 use crate::connect::postgres::Listener;
 use crate::runs::{RunQueue, RunStatus, follow_after};
@@ -69,6 +70,8 @@ fn error_event(e: ApiError) -> Event {
     Event::default().event("error").data(e.body().to_string())
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "Run id"), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+    responses((status = 200, description = "Server-Sent Events: the run's steps until it is final", content_type = "text/event-stream", body = String), (status = 400, description = "A Last-Event-ID that is not an event id", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such run", body = ErrorBody)))]
 pub(super) async fn run_events(
     State(state): State<ApiState>,
     caller: Caller,
@@ -148,6 +151,8 @@ async fn follow_request(
     }
 }
 
+#[utoipa::path(get, path = "/v1/requests/{id}/events", tag = "requests", params(("id" = String, Path, description = "Request (tenant) id"), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
+    responses((status = 200, description = "Server-Sent Events: the request's lifecycle until it settles", content_type = "text/event-stream", body = String), (status = 400, description = "A Last-Event-ID that is not an event id", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such request of the caller's", body = ErrorBody)))]
 pub(super) async fn request_events(
     State(state): State<ApiState>,
     caller: Caller,

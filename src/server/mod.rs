@@ -12,7 +12,9 @@ pub mod auth;
 pub mod error;
 mod events;
 pub mod idempotency;
+pub mod openapi;
 mod v1;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -145,6 +147,7 @@ pub fn router(config: ApiConfig) -> Router {
         verifier: config.verifier,
     };
     probes(config.pg)
+        .route("/openapi.json", get(openapi::serve_document))
         .nest("/v1", v1::routes().with_state(state))
         .fallback(|| async {
             ApiError::new(

@@ -24,6 +24,7 @@ use super::ApiState;
 use super::auth::{Caller, Scope};
 use super::error::ApiError;
 use super::idempotency::{Claimed, IdempotencyStore, check_key, request_hash};
+use super::openapi::ErrorBody;
 use crate::TenantId;
 use crate::runs::{
     NewRun, Operation, Run, RunQueue, RunStatus, Shutdown, check_saved_plan, settle, view,
@@ -172,7 +173,9 @@ async fn tenant_json(state: &ApiState, ids: Option<&TenantId>) -> Result<Vec<Val
     Ok(out)
 }
 
-async fn list_tenants(State(state): State<ApiState>, caller: Caller) -> Response {
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
+    responses((status = 200, description = "Every tenant: spec, status, request, state, outputs (secrets redacted)", body = Object), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody)))]
+pub(super) async fn list_tenants(State(state): State<ApiState>, caller: Caller) -> Response {
     respond(
         async {
             caller.require(Scope::TenantsRead)?;
@@ -183,7 +186,9 @@ async fn list_tenants(State(state): State<ApiState>, caller: Caller) -> Response
     )
 }
 
-async fn get_tenant(
+#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants", params(("id" = String, Path, description = "Tenant id")),
+    responses((status = 200, description = "The tenant", body = Object), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such tenant", body = ErrorBody)))]
+pub(super) async fn get_tenant(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -204,9 +209,9 @@ async fn get_tenant(
 
 // ---- runs -------------------------------------------------------------------------
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct StartRun {
+pub(super) struct StartRun {
     operation: String,
     #[serde(default)]
     auto_apply: bool,
@@ -256,7 +261,10 @@ async fn run_json(
     Ok(v)
 }
 
-async fn start_run(
+#[utoipa::path(post, path = "/v1/tenants/{id}/runs", tag = "runs", params(("id" = String, Path, description = "Tenant id"), ("Idempotency-Key" = Option<String>, Header, description = "Answers a retry with the first answer")),
+    request_body(content = StartRun, content_type = "application/json"),
+    responses((status = 202, description = "The run, queued", body = Object), (status = 400, description = "Unreadable body or header", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such tenant", body = ErrorBody), (status = 409, description = "A conflict", body = ErrorBody), (status = 422, description = "An invalid field", body = ErrorBody)))]
+pub(super) async fn start_run(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -301,7 +309,9 @@ pub(super) fn read_runs(caller: &Caller) -> Result<(), ApiError> {
     caller.require_any(&[Scope::TenantsRead, Scope::RunsPlan, Scope::RunsApply])
 }
 
-async fn get_run(
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "Run id, or a unique prefix of it")),
+    responses((status = 200, description = "The run: status, timestamps, queue position, blocked by, allowed actions", body = Object), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such run", body = ErrorBody)))]
+pub(super) async fn get_run(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -320,7 +330,9 @@ async fn get_run(
     )
 }
 
-async fn get_plan(
+#[utoipa::path(get, path = "/v1/runs/{id}/plan", tag = "runs", params(("id" = String, Path, description = "Run id")),
+    responses((status = 200, description = "The run's plan, as `plan --json`", body = Object), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such run, or no plan yet", body = ErrorBody)))]
+pub(super) async fn get_plan(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -347,7 +359,9 @@ async fn get_plan(
     )
 }
 
-async fn act_on_run(
+#[utoipa::path(post, path = "/v1/runs/{id}/actions/{action}", tag = "runs", params(("id" = String, Path, description = "Run id"), ("action" = String, Path, description = "apply, discard or cancel"), ("Idempotency-Key" = Option<String>, Header, description = "Answers a retry with the first answer")),
+    responses((status = 200, description = "The run, discarded or canceled", body = Object), (status = 202, description = "The run, confirmed for apply", body = Object), (status = 400, description = "Unreadable header", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such run or action", body = ErrorBody), (status = 409, description = "The run cannot take the action now, or its plan is stale", body = ErrorBody)))]
+pub(super) async fn act_on_run(
     State(state): State<ApiState>,
     caller: Caller,
     Path((id, action)): Path<(String, String)>,
@@ -445,7 +459,10 @@ async fn request_answer(
     Ok(v)
 }
 
-async fn submit_request(
+#[utoipa::path(post, path = "/v1/requests", tag = "requests", params(("Idempotency-Key" = Option<String>, Header, description = "Answers a retry with the first answer")),
+    request_body(content = Object, description = "The request file's fields (id, name, tier, region, budget_inr, owner_email, cost_center, data_classification, protected), plus notes", content_type = "application/json"),
+    responses((status = 201, description = "The request, recorded", body = Object), (status = 200, description = "The same request, already recorded", body = Object), (status = 400, description = "Unreadable body", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 409, description = "A conflicting request", body = ErrorBody), (status = 422, description = "Invalid fields, each with its fix", body = ErrorBody)))]
+pub(super) async fn submit_request(
     State(state): State<ApiState>,
     caller: Caller,
     headers: HeaderMap,
@@ -500,7 +517,9 @@ async fn submit_request(
     idempotent(&state, &caller, &headers, &uri, &body, answer).await
 }
 
-async fn list_requests(State(state): State<ApiState>, caller: Caller) -> Response {
+#[utoipa::path(get, path = "/v1/requests", tag = "requests",
+    responses((status = 200, description = "The requests the caller may see", body = Object), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody)))]
+pub(super) async fn list_requests(State(state): State<ApiState>, caller: Caller) -> Response {
     respond(
         async {
             read_requests(&caller)?;
@@ -513,7 +532,9 @@ async fn list_requests(State(state): State<ApiState>, caller: Caller) -> Respons
     )
 }
 
-async fn get_request(
+#[utoipa::path(get, path = "/v1/requests/{id}", tag = "requests", params(("id" = String, Path, description = "Request (tenant) id")),
+    responses((status = 200, description = "The request, its approvals and its provisioning run", body = Object), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such request of the caller's", body = ErrorBody)))]
+pub(super) async fn get_request(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -539,9 +560,9 @@ async fn get_request(
     )
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct DecisionBody {
+pub(super) struct DecisionBody {
     decision: String,
     #[serde(default)]
     note: Option<String>,
@@ -551,7 +572,10 @@ struct DecisionBody {
     role: Option<String>,
 }
 
-async fn decide_request(
+#[utoipa::path(post, path = "/v1/requests/{id}/approvals", tag = "requests", params(("id" = String, Path, description = "Request (tenant) id"), ("Idempotency-Key" = Option<String>, Header, description = "Answers a retry with the first answer")),
+    request_body(content = DecisionBody, content_type = "application/json"),
+    responses((status = 200, description = "The request after the decision", body = Object), (status = 400, description = "Unreadable body", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such request", body = ErrorBody), (status = 409, description = "Not waiting for this decision", body = ErrorBody), (status = 422, description = "An invalid field", body = ErrorBody)))]
+pub(super) async fn decide_request(
     State(state): State<ApiState>,
     caller: Caller,
     Path(id): Path<String>,

@@ -29,7 +29,7 @@ pub use platform::{
     KeyProviderKind, LlmSettings, Naming, NotificationSettings, PlatformInfo, PlatformSpec,
     PolicySettings, RateLimits, Region, RunExecutor, RunSettings, STANDARD_IA_DAYS,
     StateBackendKind, StateSettings, Tier, TierFeatures, ValidationSettings, VectorBackend,
-    VectorDistance, VectorSettings, render_name, resolve_path,
+    VectorDistance, VectorSettings, WEBHOOK_EVENTS, WebhookSettings, render_name, resolve_path,
 };
 pub use tenant::TenantSpec;
 

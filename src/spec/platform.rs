@@ -35,6 +35,9 @@ pub struct PlatformSpec {
     pub dashboards: DashboardSettings,
     #[serde(default)]
     pub notifications: NotificationSettings,
+    /// Signed HTTP notifications of run and request events (`[[webhooks]]`).
+    #[serde(default)]
+    pub webhooks: Vec<WebhookSettings>,
     #[serde(default)]
     pub validation: ValidationSettings,
     #[serde(default)]
@@ -240,6 +243,36 @@ impl Default for NotificationSettings {
             finance: Vec::new(),
         }
     }
+}
+
+/// The events a webhook may ask for (`[[webhooks]] events`).
+pub const WEBHOOK_EVENTS: &[&str] = &[
+    "run.created",
+    "run.needs_approval",
+    "run.applied",
+    "run.errored",
+    "run.rolled_back",
+    "run.drift_detected",
+    "request.created",
+    "request.needs_approval",
+    "request.active",
+    "request.rejected",
+    "request.failed",
+    "request.rolled_back",
+];
+
+/// One `[[webhooks]]`: where run and request events are POSTed, signed with the secret
+/// the variable `secret_env` holds (the file never holds the secret).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// `https://...` (or `http://` to a private receiver).
+    pub url: String,
+    /// The variable that holds the shared secret of the signature.
+    pub secret_env: String,
+    /// The events to send ([`WEBHOOK_EVENTS`]); empty or left out: all.
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
 /// The validation suite's settings.
@@ -751,6 +784,7 @@ impl PlatformSpec {
         self.check_naming(p);
         self.check_aws(p);
         self.check_stack(p);
+        self.check_webhooks(p);
         for tier in self.approval.tiers.keys() {
             if !self.tiers.contains_key(tier) {
                 p.push(
@@ -1025,6 +1059,48 @@ impl PlatformSpec {
         }
     }
 
+    fn check_webhooks(&self, p: &mut Problems<'_>) {
+        for (i, hook) in self.webhooks.iter().enumerate() {
+            let n = i.to_string();
+            let at = |k: &'static str| ["webhooks", n.as_str(), k];
+            let scheme_ok = hook
+                .url
+                .split_once("://")
+                .is_some_and(|(s, rest)| matches!(s, "http" | "https") && !rest.is_empty());
+            if !scheme_ok
+                || hook
+                    .url
+                    .chars()
+                    .any(|c| is_unprintable(c) || c.is_whitespace())
+            {
+                p.push(
+                    &at("url"),
+                    format!("webhook {} has no http(s) URL", i + 1),
+                    "give the receiver's URL, e.g. url = \"https://hooks.example.com/tenantform\"",
+                );
+            }
+            if hook.secret_env.trim().is_empty() {
+                p.push(
+                    &at("secret_env"),
+                    format!("webhook {} names no variable for its secret", i + 1),
+                    "name the environment variable that holds the shared secret, e.g. secret_env = \"TENANTFORM_WEBHOOK_SECRET\"",
+                );
+            }
+            for e in &hook.events {
+                if !WEBHOOK_EVENTS.contains(&e.as_str()) {
+                    p.push(
+                        &at("events"),
+                        format!("webhook {}: {e:?} is not an event", i + 1),
+                        format!(
+                            "use some of: {}; or leave events out for all",
+                            WEBHOOK_EVENTS.join(", ")
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
     /// The Redis, vector, dashboard and validation sections.
     fn check_stack(&self, p: &mut Problems<'_>) {
         let v = &self.vector;
@@ -1291,6 +1367,35 @@ mod tests {
             .map(|p| p.to_string())
             .collect::<Vec<_>>()
             .join("\n")
+    }
+
+    #[test]
+    fn webhooks_need_a_url_a_secret_variable_and_known_events() {
+        let source = example();
+        let good = format!(
+            "{source}\n[[webhooks]]\nurl = \"https://hooks.example.com/t\"\nsecret_env = \"HOOK_SECRET\"\nevents = [\"run.applied\"]\n"
+        );
+        let spec = PlatformSpec::parse(Path::new("platform.toml"), &good).unwrap();
+        assert_eq!(spec.webhooks[0].events, ["run.applied"]);
+        let bad = format!(
+            "{source}\n[[webhooks]]\nurl = \"ftp://x\"\nsecret_env = \" \"\nevents = [\"run.exploded\"]\n"
+        );
+        let problems = PlatformSpec::parse(Path::new("platform.toml"), &bad).unwrap_err();
+        let fields: Vec<&str> = problems.iter().filter_map(|p| p.field.as_deref()).collect();
+        assert_eq!(
+            fields,
+            [
+                "webhooks.0.url",
+                "webhooks.0.secret_env",
+                "webhooks.0.events"
+            ],
+            "{problems:?}"
+        );
+        assert!(
+            problems[2]
+                .message
+                .contains("\"run.exploded\" is not an event")
+        );
     }
 
     #[test]
