@@ -130,7 +130,10 @@ fn tenant_id(id: &str) -> Result<TenantId, ApiError> {
 
 /// One tenant: its spec (file or registry), its request, its state and its outputs
 /// (sensitive values redacted).
-pub(super) async fn tenant_json(state: &ApiState, ids: Option<&TenantId>) -> Result<Vec<Value>, ApiError> {
+pub(super) async fn tenant_json(
+    state: &ApiState,
+    ids: Option<&TenantId>,
+) -> Result<Vec<Value>, ApiError> {
     let engine = state.engine();
     let specs = engine.specs().await?;
     let only: Vec<TenantId> = ids.into_iter().cloned().collect();
@@ -536,9 +539,7 @@ async fn get_request(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Response {
-    respond(
-        async { Ok((StatusCode::OK, request_of(&state, &caller, &id).await?)) }.await,
-    )
+    respond(async { Ok((StatusCode::OK, request_of(&state, &caller, &id).await?)) }.await)
 }
 
 /// Request `id` with its decisions, checks, audit trail and provisioning run, if
