@@ -42,7 +42,8 @@ const STYLE: &str = r#"
 body { font-family: system-ui, sans-serif; margin: 0; color: #1d1d1d; line-height: 1.45; }
 header, main, footer { padding: 0 1.5rem; }
 header { background: #0b3d6b; color: #fff; display: flex; gap: 1.5rem; align-items: center; flex-wrap: wrap; }
-header a, header button { color: #fff; }
+header a { color: #fff; }
+header button { color: #fff; background: transparent; border: 1px solid #fff; margin: 0; }
 nav ul { list-style: none; display: flex; gap: 1rem; padding: 0; }
 main { max-width: 60rem; }
 a { color: #0b57a4; }
