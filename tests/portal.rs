@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::StatusCode;
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::header::{CONTENT_TYPE, COOKIE, LOCATION, SET_COOKIE};
 use serde_json::{Value, json};
 use support::server::{Server, start_server_with, token_with};
 use support::*;
@@ -44,35 +44,64 @@ fn token(ws: &Workspace, subject: &str, roles: &str, scopes: &str) -> String {
     token_with(ws, SECRET, subject, roles, scopes)
 }
 
-/// A form body, as a browser sends it.
-trait WithForm {
-    fn with_form(self, fields: &[(&str, &str)]) -> Self;
+/// POSTs a form to the server as a browser encodes it, with the `Cookie` header `cookie`.
+async fn post_form(
+    http: &reqwest::Client,
+    server: &Server,
+    path: &str,
+    cookie: Option<&str>,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let encode = |s: &str| {
+        s.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                    (b as char).to_string()
+                }
+                b' ' => "+".to_owned(),
+                _ => format!("%{b:02X}"),
+            })
+            .collect::<String>()
+    };
+    let body = fields
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut r = http
+        .post(server.url(path))
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some(c) = cookie {
+        r = r.header(COOKIE, c);
+    }
+    r.send().await.unwrap()
 }
 
-impl WithForm for reqwest::RequestBuilder {
-    fn with_form(self, fields: &[(&str, &str)]) -> Self {
-        let encode = |s: &str| {
-            s.bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                        (b as char).to_string()
-                    }
-                    b' ' => "+".to_owned(),
-                    _ => format!("%{b:02X}"),
-                })
-                .collect::<String>()
-        };
-        let body = fields
-            .iter()
-            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
-        self.header(
-            reqwest::header::CONTENT_TYPE,
-            "application/x-www-form-urlencoded",
-        )
-        .body(body)
+/// Submits the request form of a Bronze tenant with `budget`, in the session of
+/// `token`, with the CSRF token `csrf`.
+async fn submit_form(
+    http: &reqwest::Client,
+    server: &Server,
+    token: &str,
+    csrf: Option<&str>,
+    budget: &str,
+) -> reqwest::Response {
+    let mut fields = vec![
+        ("id", "csrf-check"),
+        ("name", "CSRF check"),
+        ("tier", "bronze"),
+        ("region", "ap-south-1"),
+        ("budget_inr", budget),
+        ("owner_email", "owner@csrf.example"),
+        ("cost_center", "CC-TEST"),
+        ("data_classification", "internal"),
+    ];
+    if let Some(c) = csrf {
+        fields.push(("csrf", c));
     }
+    let cookie = session_cookie(token);
+    post_form(http, server, "/requests/new", Some(&cookie), &fields).await
 }
 
 /// The session cookie of `token`.
@@ -156,30 +185,34 @@ async fn stale_sessions_sign_in_again_and_forms_need_their_csrf_token() {
             .unwrap()
             .to_owned();
         let nonce = csrf_of(&r.text().await.unwrap());
-        let r = http
-            .post(server.url("/sign-in"))
-            .header(COOKIE, &nonce_cookie)
-            .with_form(&[("csrf", nonce.as_str()), ("token", forged.as_str())])
-            .send()
-            .await
-            .unwrap();
+        let r = post_form(
+            &http,
+            &server,
+            "/sign-in",
+            Some(&nonce_cookie),
+            &[("csrf", nonce.as_str()), ("token", forged.as_str())],
+        )
+        .await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
         assert!(r.text().await.unwrap().contains("signature"));
         // Without the sign-in form's own value, a sign-in is refused.
-        let r = http
-            .post(server.url("/sign-in"))
-            .with_form(&[("csrf", nonce.as_str()), ("token", alice.as_str())])
-            .send()
-            .await
-            .unwrap();
+        let r = post_form(
+            &http,
+            &server,
+            "/sign-in",
+            None,
+            &[("csrf", nonce.as_str()), ("token", alice.as_str())],
+        )
+        .await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
-        let r = http
-            .post(server.url("/sign-in"))
-            .header(COOKIE, &nonce_cookie)
-            .with_form(&[("csrf", nonce.as_str()), ("token", alice.as_str())])
-            .send()
-            .await
-            .unwrap();
+        let r = post_form(
+            &http,
+            &server,
+            "/sign-in",
+            Some(&nonce_cookie),
+            &[("csrf", nonce.as_str()), ("token", alice.as_str())],
+        )
+        .await;
         assert_eq!(r.status(), StatusCode::SEE_OTHER);
         let set = r.headers()[SET_COOKIE].to_str().unwrap().to_owned();
         assert!(
@@ -197,42 +230,14 @@ async fn stale_sessions_sign_in_again_and_forms_need_their_csrf_token() {
             .unwrap();
         assert_eq!(form.status(), StatusCode::OK);
         let csrf = csrf_of(&form.text().await.unwrap());
-        let fields = [
-            ("id", "csrf-check"),
-            ("name", "CSRF check"),
-            ("tier", "bronze"),
-            ("region", "ap-south-1"),
-            ("budget_inr", "200000"),
-            ("owner_email", "owner@csrf.example"),
-            ("cost_center", "CC-TEST"),
-            ("data_classification", "internal"),
-        ];
         let altered = format!("x{}", &csrf[1..]);
         for given in [None, Some("forged"), Some(altered.as_str())] {
-            let mut body: Vec<(&str, &str)> = fields.to_vec();
-            if let Some(g) = given {
-                body.push(("csrf", g));
-            }
-            let r = http
-                .post(server.url("/requests/new"))
-                .header(COOKIE, session_cookie(&alice))
-                .with_form(&body)
-                .send()
-                .await
-                .unwrap();
+            let r = submit_form(&http, &server, &alice, given, "200000").await;
             assert_eq!(r.status(), StatusCode::FORBIDDEN, "csrf {given:?}");
         }
         // Another session's token is not this one's.
         let bob = token(&ws, "bob@example.com", "requester", "requests:submit");
-        let mut body: Vec<(&str, &str)> = fields.to_vec();
-        body.push(("csrf", &csrf));
-        let r = http
-            .post(server.url("/requests/new"))
-            .header(COOKIE, session_cookie(&bob))
-            .with_form(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = submit_form(&http, &server, &bob, Some(&csrf), "200000").await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
         let listed = server
             .http
@@ -251,17 +256,7 @@ async fn stale_sessions_sign_in_again_and_forms_need_their_csrf_token() {
         );
 
         // With the token, the API's validation answers next to the field.
-        let mut body: Vec<(&str, &str)> = fields.to_vec();
-        body.retain(|(k, _)| *k != "budget_inr");
-        body.push(("budget_inr", "10"));
-        body.push(("csrf", &csrf));
-        let r = http
-            .post(server.url("/requests/new"))
-            .header(COOKIE, session_cookie(&alice))
-            .with_form(&body)
-            .send()
-            .await
-            .unwrap();
+        let r = submit_form(&http, &server, &alice, Some(&csrf), "10").await;
         assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
         let page = r.text().await.unwrap();
         assert!(
@@ -269,13 +264,14 @@ async fn stale_sessions_sign_in_again_and_forms_need_their_csrf_token() {
             "{page}"
         );
         // Signing out needs the token too.
-        let r = http
-            .post(server.url("/sign-out"))
-            .header(COOKIE, session_cookie(&alice))
-            .with_form(&[("csrf", "nope")])
-            .send()
-            .await
-            .unwrap();
+        let r = post_form(
+            &http,
+            &server,
+            "/sign-out",
+            Some(&session_cookie(&alice)),
+            &[("csrf", "nope")],
+        )
+        .await;
         assert_eq!(r.status(), StatusCode::FORBIDDEN);
     })
     .await;
