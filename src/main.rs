@@ -34,9 +34,18 @@ fn main() -> ExitCode {
             };
         }
     };
+    // Every `--json` flag of every command means "a tool reads stdout": an error is
+    // then JSON there too (and text on stderr for the person watching).
+    let json = std::env::args_os().any(|a| a == "--json");
     quiet_on_closed_pipe();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TENANTFORM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("TENANTFORM_LOG").unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new(
+                // The SDK's credential chain warns, with a raw dump, of every source it
+                // tried; a missing credential is reported once, by the engine.
+                "warn,aws_config::meta::credentials=error,aws_config::imds=error",
+            )
+        });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -57,10 +66,11 @@ fn main() -> ExitCode {
         Err(e) => {
             // Errors quote input back (names, paths, values): never let a terminal act
             // on a control character in them.
-            eprintln!(
-                "Error: {}",
-                tenantform::spec::printable_lines(&format!("{e:#}"))
-            );
+            let message = format!("{e:#}");
+            eprintln!("Error: {}", tenantform::spec::printable_lines(&message));
+            if json {
+                println!("{}", error_json(&message));
+            }
             ExitCode::from(1)
         }
     }
@@ -68,9 +78,7 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<Outcome> {
     let style = Style {
-        color: !cli.no_color
-            && std::env::var_os("NO_COLOR").is_none()
-            && std::io::stdout().is_terminal(),
+        color: cli.color(std::io::stdout().is_terminal()),
     };
     let engine = Engine::new(cli.engine_config());
     match &cli.command {
@@ -96,6 +104,23 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             cmd_force_unlock(&engine, tenant, lock_id).await
         }
     }
+}
+
+/// An error as one line of Terraform's machine-readable UI (a `diagnostic` message),
+/// which CI log parsers of `terraform -json` read.
+fn error_json(message: &str) -> serde_json::Value {
+    let (summary, detail) = message.split_once('\n').unwrap_or((message, ""));
+    serde_json::json!({
+        "@level": "error",
+        "@message": format!("Error: {message}"),
+        "@module": "tenantform",
+        "type": "diagnostic",
+        "diagnostic": {
+            "severity": "error",
+            "summary": summary,
+            "detail": detail.trim_start(),
+        },
+    })
 }
 
 /// A closed stdout (`tenantform state list | head -1`) ends the command quietly with

@@ -870,3 +870,188 @@ async fn an_es256_public_key_verifies_tokens() {
     })
     .await;
 }
+
+/// One Server-Sent Event: its id, its name and its data.
+#[derive(Clone, Debug, PartialEq)]
+struct SseEvent {
+    id: i64,
+    name: String,
+    data: Value,
+}
+
+/// Reads the SSE stream at `path` from after `last_id`: `limit` events and then drops
+/// the connection (a client that goes away mid-stream), or every event until the
+/// server ends the stream. Returns the events and whether the server ended it.
+async fn read_events(
+    server: &Server,
+    path: &str,
+    token: &str,
+    last_id: Option<i64>,
+    limit: Option<usize>,
+) -> (Vec<SseEvent>, bool) {
+    let mut req = server.http.get(server.url(path)).bearer_auth(token);
+    if let Some(id) = last_id {
+        req = req.header("Last-Event-ID", id.to_string());
+    }
+    let mut r = req.send().await.expect("the server answers");
+    assert_eq!(r.status(), StatusCode::OK, "{path}");
+    assert_eq!(
+        r.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream",
+        "{path}"
+    );
+    let (mut buf, mut events) = (String::new(), Vec::new());
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let block: String = buf.drain(..end + 2).collect();
+            let (mut id, mut name, mut data) = (None, String::new(), String::new());
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("id:") {
+                    id = Some(v.trim().parse::<i64>().expect("a numeric event id"));
+                } else if let Some(v) = line.strip_prefix("event:") {
+                    name = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            // A block of comments only is the keep-alive.
+            if data.is_empty() {
+                continue;
+            }
+            assert_ne!(name, "error", "the stream failed: {data}");
+            events.push(SseEvent {
+                id: id.expect("every event has an id"),
+                name,
+                data: serde_json::from_str(&data).expect("the data is JSON"),
+            });
+            if limit.is_some_and(|l| events.len() >= l) {
+                return (events, false);
+            }
+        }
+        match r.chunk().await.expect("the stream reads") {
+            Some(bytes) => buf.push_str(std::str::from_utf8(&bytes).unwrap()),
+            None => return (events, true),
+        }
+    }
+}
+
+/// Reads a stream in two connections, the first dropped after `cut` events and the
+/// second resumed with `Last-Event-ID`, then once more from the start; asserts the two
+/// halves make the whole, with ids that only grow, and returns the whole.
+async fn resumed_equals_whole(
+    server: &Server,
+    path: &str,
+    token: &str,
+    cut: usize,
+) -> Vec<SseEvent> {
+    let (first, ended) = read_events(server, path, token, None, Some(cut)).await;
+    assert!(!ended && first.len() == cut, "{path}: {first:#?}");
+    let last = first.last().unwrap().id;
+    let (rest, ended) = read_events(server, path, token, Some(last), None).await;
+    assert!(ended, "{path}: the stream ends when it is settled");
+    let (whole, ended) = read_events(server, path, token, None, None).await;
+    assert!(ended);
+    let joined: Vec<SseEvent> = first.into_iter().chain(rest).collect();
+    assert_eq!(joined, whole, "{path}: resumed, a gap or a repeat");
+    assert!(
+        whole.windows(2).all(|w| w[0].id < w[1].id),
+        "{path}: ids do not grow: {whole:#?}"
+    );
+    // Resuming after the last event of a settled stream gives nothing and ends.
+    let (none, ended) =
+        read_events(server, path, token, Some(whole.last().unwrap().id), None).await;
+    assert!(ended && none.is_empty(), "{none:#?}");
+    whole
+}
+
+/// A request followed over SSE until its tenant is active, and its provisioning run's
+/// steps, each stream read in two connections (the first dropped mid-stream, the second
+/// resumed with Last-Event-ID) and compared with the whole; who may follow what.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stream_resume_after_a_dropped_connection_without_gaps_or_repeats() {
+    bounded(async {
+        let ws = Workspace::new(&[]).await;
+        let server = start_server(&ws).await;
+        let alice = token(&ws, "alice@example.com", "requester", "requests:submit");
+        let bob = token(&ws, "bob@example.com", "requester", "requests:submit");
+        let viewer = token(&ws, "viewer", "requester", "tenants:read");
+        let t = bronze("ev");
+        let a = server.post("/v1/requests", &alice, request_body(&t)).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{:#}", a.body);
+        let run = a.body["run"]["id"]
+            .as_str()
+            .expect("a provisioning run")
+            .to_owned();
+        let request_path = format!("/v1/requests/{}/events", t.id);
+        let run_path = format!("/v1/runs/{run}/events");
+
+        // Followed while it runs: the first connection drops after three steps.
+        let steps = resumed_equals_whole(&server, &run_path, &viewer, 3).await;
+        let names: Vec<&str> = steps.iter().map(|e| e.name.as_str()).collect();
+        assert!(
+            names.contains(&"started") && names.contains(&"finished"),
+            "{names:?}"
+        );
+        assert!(
+            steps.iter().all(|e| e.data["run_id"] == run.as_str()),
+            "{steps:#?}"
+        );
+        let end = steps.last().unwrap();
+        assert_eq!(
+            (end.name.as_str(), &end.data["detail"]["to"]),
+            ("status", &json!("applied")),
+            "{end:#?}"
+        );
+        let resources = steps
+            .iter()
+            .filter(|e| e.name == "finished" && e.data["address"].is_string())
+            .count();
+        assert!(
+            resources >= PER_TENANT,
+            "{resources} resources finished: {names:?}"
+        );
+
+        let lifecycle = resumed_equals_whole(&server, &request_path, &alice, 1).await;
+        assert_eq!(lifecycle[0].name, "submitted", "{lifecycle:#?}");
+        let moves: Vec<&str> = lifecycle
+            .iter()
+            .filter_map(|e| e.data["to_status"].as_str())
+            .collect();
+        assert_eq!(moves.last(), Some(&"active"), "{lifecycle:#?}");
+        assert!(moves.contains(&"provisioning"), "{moves:?}");
+
+        // Who may follow what, and a bad resume point.
+        assert_error_shape(
+            &server.get(&request_path, &bob).await,
+            StatusCode::NOT_FOUND,
+            "another's request's events",
+        );
+        let a = server.call(Method::GET, &run_path, None, None, None).await;
+        assert_error_shape(&a, StatusCode::UNAUTHORIZED, "events without a token");
+        let a = server
+            .get(
+                "/v1/runs/00000000-0000-0000-0000-000000000000/events",
+                &viewer,
+            )
+            .await;
+        assert_error_shape(&a, StatusCode::NOT_FOUND, "an unknown run's events");
+        let r = server
+            .http
+            .get(server.url(&run_path))
+            .bearer_auth(&viewer)
+            .header("Last-Event-ID", "yesterday")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("Last-Event-ID"),
+            "{body:#}"
+        );
+    })
+    .await;
+}

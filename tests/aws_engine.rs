@@ -1053,3 +1053,68 @@ async fn a_tenants_role_can_use_its_own_bucket_and_is_refused_anothers() {
         .await
         .unwrap();
 }
+
+/// Wrong or missing AWS credentials stop an apply before its first change, with the
+/// service's own reason, instead of half an apply rolled back (the PostgreSQL and Redis
+/// parts need no AWS and would go first).
+#[tokio::test]
+async fn wrong_or_missing_aws_credentials_stop_the_apply_before_any_change() {
+    let t = TenantDef::new("aws-nocreds", "bronze");
+    let mut ws = Workspace::new(std::slice::from_ref(&t)).await;
+
+    ws.set_env(
+        "AWS_SECRET_ACCESS_KEY",
+        "not-the-secret-of-this-key-0000000000",
+    );
+    let run = ws.run(&["apply", "--auto-approve"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("the apply changed nothing")
+            && run.stderr.contains("SignatureDoesNotMatch"),
+        "the refusal keeps AWS's reason: {}",
+        run.stderr
+    );
+    assert!(
+        !run.stdout.contains("Creating...") && !run.stderr.contains("Creating..."),
+        "{}",
+        run.stdout
+    );
+    assert!(ws.state_bytes(&t.id).is_none(), "no state was written");
+    assert!(!schema_exists(&ws, &t).await, "PostgreSQL was not touched");
+
+    ws.set_env("AWS_ACCESS_KEY_ID", "");
+    ws.set_env("AWS_SECRET_ACCESS_KEY", "");
+    ws.set_env("AWS_PROFILE", "no-such-profile-here");
+    ws.set_env("AWS_CONFIG_FILE", "/nonexistent/aws-config");
+    ws.set_env(
+        "AWS_SHARED_CREDENTIALS_FILE",
+        "/nonexistent/aws-credentials",
+    );
+    ws.set_env("AWS_EC2_METADATA_DISABLED", "true");
+    let run = ws.run(&["apply", "--auto-approve"]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no AWS credentials") && run.stderr.contains("AWS_ACCESS_KEY_ID"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains("DispatchFailure") && !run.stderr.contains("SdkBody"),
+        "no raw SDK dump: {}",
+        run.stderr
+    );
+    assert!(ws.state_bytes(&t.id).is_none(), "no state was written");
+    assert!(!schema_exists(&ws, &t).await, "PostgreSQL was not touched");
+}
+
+async fn schema_exists(ws: &Workspace, t: &TenantDef) -> bool {
+    !ws.admin()
+        .await
+        .query(
+            "SELECT 1 FROM pg_namespace WHERE nspname = $1",
+            &[&t.pg_name()],
+        )
+        .await
+        .unwrap()
+        .is_empty()
+}

@@ -113,3 +113,43 @@ fn validate_json_reports_each_problem_with_its_place_and_fix() {
     assert!(d["summary"].as_str().unwrap().contains("platinum"), "{d:#}");
     assert!(!d["fix"].as_str().unwrap().is_empty(), "{d:#}");
 }
+
+#[test]
+fn an_error_under_json_is_a_json_diagnostic_on_stdout_too() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tenantform"))
+        .args(["plan", "--json", "--specs", "/nonexistent-specs-dir"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let line: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("stdout is one JSON object ({e}): {stdout}"));
+    assert_eq!(line["@level"], "error");
+    assert_eq!(line["type"], "diagnostic");
+    assert_eq!(line["diagnostic"]["severity"], "error");
+    assert!(
+        line["diagnostic"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("problem in the specs"),
+        "{line}"
+    );
+    assert!(
+        line["diagnostic"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent-specs-dir/platform.toml"),
+        "{line}"
+    );
+    // The person watching still reads it as text.
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("Error: "));
+
+    // Without --json, stdout stays empty.
+    let out = Command::new(env!("CARGO_BIN_EXE_tenantform"))
+        .args(["plan", "--specs", "/nonexistent-specs-dir"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.stdout.is_empty());
+}

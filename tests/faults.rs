@@ -379,16 +379,17 @@ async fn new_tenants_through_faults_end_complete_or_rolled_back_and_converge() {
     let started = Instant::now();
     let seed = seed();
     println!("seed {seed}");
+    // At 10 % a trial of about 40 calls goes without a fault one time in 70, so the
+    // proof that faults were met is over both rates.
+    let mut injected = 0;
     for (i, rate) in [0.10, 0.30].into_iter().enumerate() {
         let mut figures = Figures::default();
         trial(rate, seed.wrapping_add(i as u64 * 10), 3, &mut figures).await;
         figures.print(&format!("{:.0} % faults", rate * 100.0));
         assert!(figures.problems.is_empty(), "{:#?}", figures.problems);
-        assert!(
-            figures.injected.values().sum::<u64>() > 0,
-            "the proxies injected no fault"
-        );
+        injected += figures.injected.values().sum::<u64>();
     }
+    assert!(injected > 0, "the proxies injected no fault");
     assert!(
         started.elapsed() < Duration::from_secs(240),
         "the bounded trials took {:?}",

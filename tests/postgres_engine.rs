@@ -649,3 +649,33 @@ on_both_backends!(
     a_removed_spec_is_planned_as_deletes_and_protection_survives_it,
     a_saved_plan_applies_once_and_is_refused_when_state_moved_on,
 );
+
+/// The first-run mistakes with PostgreSQL name the server and the cause: a port with
+/// nothing listening, a wrong password.
+#[tokio::test]
+async fn an_unreachable_or_refusing_database_is_named_with_its_cause() {
+    let t = TenantDef::new("pg-unreachable", "bronze");
+    let mut ws = Workspace::new(std::slice::from_ref(&t)).await;
+    let port = free_port();
+    ws.set_env("PGPORT", &port.to_string());
+    let run = ws.run(&["plan"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains(&format!("cannot reach PostgreSQL: 127.0.0.1:{port}: "))
+            && run.stderr.contains("refused"),
+        "{}",
+        run.stderr
+    );
+
+    let mut ws = Workspace::new(std::slice::from_ref(&t)).await;
+    ws.set_env("PGPASSWORD", "not-the-password");
+    let run = ws.run(&["plan"]);
+    assert_eq!(run.code, 1, "{}", run.all());
+    assert!(
+        run.stderr.contains("28P01") && run.stderr.contains("password authentication failed"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.all().contains("not-the-password"), "{}", run.all());
+}

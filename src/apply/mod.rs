@@ -243,6 +243,8 @@ pub enum ApplyError {
     Fenced { tenant: TenantId, detail: String },
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error("the apply changed nothing: {}", .0.join("; "))]
+    NoAccess(Vec<String>),
 }
 
 impl ApplyError {
@@ -255,6 +257,33 @@ impl ApplyError {
             },
             e => ApplyError::State(e),
         }
+    }
+}
+
+/// Asks every provider the plan will call to change something whether its service
+/// takes the engine's credentials, before the first change: wrong or missing
+/// credentials for one service would otherwise fail half-way, after the others made
+/// their part (and roll it back).
+async fn check_access(plan: &Plan, providers: &ProviderSet) -> Result<(), ApplyError> {
+    let types = plan
+        .tenants
+        .iter()
+        .flat_map(|t| &t.changes)
+        .filter(|c| c.action != crate::plan::Action::NoOp)
+        .map(|c| c.address.resource_type);
+    let checks = providers.serving(types);
+    let answers = futures::future::join_all(checks.iter().map(|p| p.check_access())).await;
+    let mut refusals: Vec<String> = Vec::new();
+    for e in answers.into_iter().filter_map(Result::err) {
+        let e = e.to_string();
+        if !refusals.contains(&e) {
+            refusals.push(e);
+        }
+    }
+    if refusals.is_empty() {
+        Ok(())
+    } else {
+        Err(ApplyError::NoAccess(refusals))
     }
 }
 
@@ -286,6 +315,7 @@ pub async fn apply(
 ) -> Result<ApplyReport, ApplyError> {
     let started = Instant::now();
     let graph = ActionGraph::build(plan)?;
+    check_access(plan, providers).await?;
     let mut tenants: Vec<TenantLedger> = plan
         .tenants
         .iter()

@@ -45,15 +45,27 @@ pub struct Cli {
     /// Directory with the state files (the `local` state backend).
     #[arg(long, global = true, default_value = "state", value_name = "DIR")]
     pub state: PathBuf,
-    /// No ANSI colours in output (also when NO_COLOR is set or output is not a terminal).
+    /// No ANSI colours in output: the same as `--color never`.
     #[arg(long, global = true)]
     pub no_color: bool,
+    /// Colours in output: `auto` colours a terminal, unless NO_COLOR is set (or
+    /// CLICOLOR_FORCE is, which colours whatever the output is).
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
     /// Check plans (plan, apply, destroy) against the Rego policies in DIR: `deny`
     /// rules refuse a plan, `warn` rules warn. Default: [policy] dir in platform.toml.
     #[arg(long, global = true, value_name = "DIR")]
     pub policy: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// When output is coloured (`--color`).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Subcommand)]
@@ -611,6 +623,29 @@ impl FormatArgs {
 }
 
 impl Cli {
+    /// Whether output is coloured: `--no-color` and `--color never|always` first,
+    /// then the conventions of `NO_COLOR` (no-color.org) and `CLICOLOR_FORCE`, then
+    /// whether stdout is a terminal.
+    pub fn color(&self, stdout_is_terminal: bool) -> bool {
+        self.color_in(stdout_is_terminal, |name| std::env::var_os(name))
+    }
+
+    fn color_in(
+        &self,
+        stdout_is_terminal: bool,
+        env: impl Fn(&str) -> Option<std::ffi::OsString>,
+    ) -> bool {
+        let set = |name: &str| env(name).is_some_and(|v| !v.is_empty() && v != "0");
+        match (self.no_color, self.color) {
+            (true, _) | (false, ColorChoice::Never) => false,
+            (false, ColorChoice::Always) => true,
+            (false, ColorChoice::Auto) => {
+                env("NO_COLOR").is_none_or(|v| v.is_empty())
+                    && (set("CLICOLOR_FORCE") || stdout_is_terminal)
+            }
+        }
+    }
+
     /// The engine this command runs with: its parallelism and how long it waits for a
     /// tenant's lock.
     pub fn engine_config(&self) -> EngineConfig {
@@ -651,5 +686,54 @@ impl Cli {
             policy_dir: self.policy.clone(),
             run: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("tenantform").chain(args.iter().copied())).unwrap()
+    }
+
+    fn colour(args: &[&str], terminal: bool, vars: &[(&str, &str)]) -> bool {
+        cli(args).color_in(terminal, |name| {
+            vars.iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| std::ffi::OsString::from(v))
+        })
+    }
+
+    #[test]
+    fn flags_decide_colour_before_the_environment_and_the_terminal() {
+        assert!(colour(&["validate"], true, &[]));
+        assert!(!colour(&["validate"], false, &[]));
+        assert!(colour(
+            &["validate", "--color", "always"],
+            false,
+            &[("NO_COLOR", "1")]
+        ));
+        assert!(!colour(&["validate", "--color", "never"], true, &[]));
+        assert!(!colour(
+            &["validate", "--no-color", "--color", "always"],
+            true,
+            &[]
+        ));
+        assert!(Cli::try_parse_from(["tenantform", "validate", "--color", "nope"]).is_err());
+    }
+
+    #[test]
+    fn no_color_and_clicolor_force_are_honoured_in_auto() {
+        assert!(colour(&["validate"], false, &[("CLICOLOR_FORCE", "1")]));
+        assert!(!colour(&["validate"], false, &[("CLICOLOR_FORCE", "0")]));
+        assert!(!colour(&["validate"], true, &[("NO_COLOR", "1")]));
+        assert!(!colour(
+            &["validate"],
+            true,
+            &[("NO_COLOR", "1"), ("CLICOLOR_FORCE", "1")]
+        ));
+        // An empty NO_COLOR is not set (no-color.org).
+        assert!(colour(&["validate"], true, &[("NO_COLOR", "")]));
     }
 }

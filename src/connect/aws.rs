@@ -91,14 +91,22 @@ where
         }
         SdkError::ServiceError(s) => {
             let status = s.raw().status().as_u16();
-            let code = e
-                .code()
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("HTTP {status}"));
-            let message = e
-                .message()
-                .map(str::to_owned)
-                .unwrap_or_else(|| format!("HTTP status {status}"));
+            // The SDK reads the code of well-formed answers; an answer in another
+            // layout keeps it in the body (moto's refusals of a bad signature).
+            let unparsed = match e.code() {
+                Some(_) => None,
+                None => s
+                    .raw()
+                    .body()
+                    .bytes()
+                    .and_then(moto_quirks::error_from_unparsed_body),
+            };
+            let (code, message) = match unparsed {
+                Some((code, message)) => (Some(code), message),
+                None => (e.code().map(str::to_owned), e.message().map(str::to_owned)),
+            };
+            let code = code.unwrap_or_else(|| format!("HTTP {status}"));
+            let message = message.unwrap_or_else(|| format!("HTTP status {status}"));
             let retryable =
                 status >= 500 || status == 429 || THROTTLING_CODES.contains(&code.as_str());
             ServiceError::Api {
@@ -210,6 +218,26 @@ impl AwsClients {
                 aws_sdk_elasticache::Client::from_conf(config)
             })
             .clone()
+    }
+
+    /// Whether AWS takes the credentials (STS GetCallerIdentity, which any valid
+    /// credentials may call): the check before an apply's first change.
+    pub async fn check_credentials(&self) -> Result<(), ServiceError> {
+        use aws_sdk_s3::config::ProvideCredentials;
+        let missing = |detail: String| {
+            ServiceError::Config(format!(
+                "no AWS credentials ({detail}): set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or `profile` in [aws] of platform.toml"
+            ))
+        };
+        let provider = self
+            .base
+            .credentials_provider()
+            .ok_or_else(|| missing("no credential source is configured".into()))?;
+        provider
+            .provide_credentials()
+            .await
+            .map_err(|e| missing(e.to_string()))?;
+        self.caller().await.map(|_| ())
     }
 
     /// The account the credentials belong to (STS GetCallerIdentity, asked once).
@@ -413,6 +441,25 @@ pub mod moto_quirks {
         Some(status.unwrap_or_default())
     }
 
+    /// moto answers a request it refuses before reaching the service (a bad signature,
+    /// an unknown access key) in the EC2 error layout,
+    /// `<ErrorResponse><Errors><Error><Code>…`, which the SDK's Query-protocol parser
+    /// does not read, so the code (`SignatureDoesNotMatch`) would be lost. This reads
+    /// the code and message out of the raw body. AWS answers in the layout the SDK
+    /// reads, so this is reached only when the SDK found no code.
+    pub fn error_from_unparsed_body(body: &[u8]) -> Option<(String, Option<String>)> {
+        let body = std::str::from_utf8(body).ok()?;
+        let element = |name: &str| {
+            let open = format!("<{name}>");
+            let close = format!("</{name}>");
+            body.split_once(open.as_str())
+                .and_then(|(_, rest)| rest.split_once(close.as_str()))
+                .map(|(v, _)| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        Some((element("Code")?, element("Message")))
+    }
+
     /// moto keeps a deleted ElastiCache cluster listed as `deleting` for ever. On AWS a
     /// cluster in `deleting` is also past saving: nothing can use it, and its deletion
     /// cannot be stopped, so "gone" is the right answer in both.
@@ -424,6 +471,28 @@ pub mod moto_quirks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_codes_in_the_ec2_layout_are_read_from_the_raw_body() {
+        let body = br#"<?xml version="1.0" encoding="utf-8"?>
+<ErrorResponse><Errors><Error><Code>SignatureDoesNotMatch</Code><Message>The request signature we calculated does not match</Message><Type>Sender</Type></Error></Errors></ErrorResponse>"#;
+        assert_eq!(
+            moto_quirks::error_from_unparsed_body(body),
+            Some((
+                "SignatureDoesNotMatch".to_owned(),
+                Some("The request signature we calculated does not match".to_owned())
+            ))
+        );
+        assert_eq!(
+            moto_quirks::error_from_unparsed_body(b"<html>Forbidden</html>"),
+            None
+        );
+        assert_eq!(
+            moto_quirks::error_from_unparsed_body(b"<Code></Code>"),
+            None
+        );
+        assert_eq!(moto_quirks::error_from_unparsed_body(b"\xff"), None);
+    }
 
     #[test]
     fn moto_versioning_answers_are_read_from_the_raw_body() {

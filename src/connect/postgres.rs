@@ -7,9 +7,11 @@
 use std::fmt;
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use super::ServiceError;
 use super::retry::RetryPolicy;
@@ -55,8 +57,22 @@ impl fmt::Debug for PostgresConfig {
     }
 }
 
-/// A pool of admin connections, opened on first use (see [`PostgresConfig::pool`]).
-pub type PostgresPool = deadpool_postgres::Pool;
+/// A pool of admin connections, opened on first use (see [`PostgresConfig::pool`]);
+/// take one with [`pooled`], whose errors name the server.
+#[derive(Clone)]
+pub struct PostgresPool {
+    pool: deadpool_postgres::Pool,
+    /// `host:port`, for the error of a connection that cannot be opened.
+    address: std::sync::Arc<str>,
+}
+
+impl fmt::Debug for PostgresPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresPool")
+            .field("address", &self.address)
+            .finish_non_exhaustive()
+    }
+}
 
 impl PostgresConfig {
     /// The platform file's settings, completed from `PGHOST`, `PGPORT`, `PGUSER`,
@@ -120,7 +136,11 @@ impl PostgresConfig {
     }
 
     async fn open(config: tokio_postgres::Config) -> Result<Client, ServiceError> {
-        let (client, connection) = config.connect(NoTls).await.map_err(|e| db_error(&e))?;
+        let address = address_of(&config);
+        let (client, connection) = config
+            .connect(NoTls)
+            .await
+            .map_err(|e| connect_error(&e, &address))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "PostgreSQL connection closed");
@@ -150,10 +170,14 @@ impl PostgresConfig {
                 recycling_method: deadpool_postgres::RecyclingMethod::Fast,
             },
         );
-        deadpool_postgres::Pool::builder(manager)
+        let pool = deadpool_postgres::Pool::builder(manager)
             .max_size(max_size.max(1))
             .build()
-            .map_err(|e| ServiceError::Config(format!("cannot set up the PostgreSQL pool: {e}")))
+            .map_err(|e| ServiceError::Config(format!("cannot set up the PostgreSQL pool: {e}")))?;
+        Ok(PostgresPool {
+            pool,
+            address: format!("{}:{}", self.host, self.port).into(),
+        })
     }
 
     /// The driver's settings of a connection named `application`, for a caller that
@@ -175,8 +199,8 @@ impl PostgresConfig {
 
 /// A connection out of `pool`.
 pub async fn pooled(pool: &PostgresPool) -> Result<deadpool_postgres::Object, ServiceError> {
-    pool.get().await.map_err(|e| match e {
-        deadpool_postgres::PoolError::Backend(e) => db_error(&e),
+    pool.pool.get().await.map_err(|e| match e {
+        deadpool_postgres::PoolError::Backend(e) => connect_error(&e, &pool.address),
         other => ServiceError::Unreachable {
             service: SERVICE,
             detail: other.to_string(),
@@ -305,6 +329,30 @@ impl Drop for Detachable {
     }
 }
 
+/// `host:port` of a connection's settings (the first host, as the driver tries it).
+fn address_of(config: &tokio_postgres::Config) -> String {
+    let host = match config.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    format!("{host}:{port}")
+}
+
+/// [`db_error`] of opening a connection to `address`: a connection that cannot be
+/// opened names the server and the cause ("connection refused"), which the driver's
+/// own text ("error connecting to server") leaves out.
+fn connect_error(e: &tokio_postgres::Error, address: &str) -> ServiceError {
+    match db_error(e) {
+        ServiceError::Unreachable { service, detail } => ServiceError::Unreachable {
+            service,
+            detail: format!("{address}: {detail}"),
+        },
+        other => other,
+    }
+}
+
 /// Maps a driver error to a service error; serialization conflicts, dropped
 /// connections and concurrent catalog updates are retryable.
 pub fn db_error(e: &tokio_postgres::Error) -> ServiceError {
@@ -328,9 +376,20 @@ pub fn db_error(e: &tokio_postgres::Error) -> ServiceError {
             retryable,
         }
     } else {
+        // The driver's text is generic ("error connecting to server", "db error");
+        // the cause is its source.
+        let mut detail = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !detail.contains(&text) {
+                detail = format!("{detail}: {text}");
+            }
+            source = cause.source();
+        }
         ServiceError::Unreachable {
             service: SERVICE,
-            detail: e.to_string(),
+            detail,
         }
     }
 }
@@ -414,6 +473,75 @@ pub fn ident(name: &str) -> String {
 /// `'text'` with embedded quotes doubled (standard_conforming_strings is on).
 pub fn literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A connection that listens for notifications. Without one (it could not be opened,
+/// or it dropped), callers fall back to polling: `next` then never returns.
+pub struct Listener {
+    _client: Option<tokio_postgres::Client>,
+    rx: Option<mpsc::UnboundedReceiver<String>>,
+}
+
+impl Listener {
+    pub async fn open(pg: &PostgresConfig, channels: &[&str]) -> Listener {
+        match Self::try_open(pg, channels).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for notifications; polling instead");
+                Listener {
+                    _client: None,
+                    rx: None,
+                }
+            }
+        }
+    }
+
+    async fn try_open(
+        pg: &PostgresConfig,
+        channels: &[&str],
+    ) -> Result<Listener, tokio_postgres::Error> {
+        let config = pg.connect_config("tenantform listener");
+        let (client, mut connection) = config.connect(NoTls).await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(message) = messages.next().await {
+                match message {
+                    Ok(AsyncMessage::Notification(n)) => {
+                        if tx.send(n.payload().to_owned()).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the notification connection closed; polling instead");
+                        break;
+                    }
+                }
+            }
+        });
+        for c in channels {
+            client.batch_execute(&format!("LISTEN {c}")).await?;
+        }
+        Ok(Listener {
+            _client: Some(client),
+            rx: Some(rx),
+        })
+    }
+
+    /// The next notification's payload.
+    pub async fn next(&mut self) -> Option<String> {
+        match &mut self.rx {
+            Some(rx) => match rx.recv().await {
+                Some(p) => Some(p),
+                None => {
+                    self.rx = None;
+                    std::future::pending().await
+                }
+            },
+            None => std::future::pending().await,
+        }
+    }
 }
 
 #[cfg(test)]

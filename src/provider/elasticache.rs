@@ -424,6 +424,10 @@ impl Provider for ElasticacheProvider {
             other => Err(unsupported(other)),
         }
     }
+
+    async fn check_access(&self) -> Result<(), ProviderError> {
+        self.aws.check_credentials().await
+    }
 }
 
 fn unsupported(t: ResourceType) -> ProviderError {

@@ -596,6 +596,10 @@ impl Provider for IamProvider {
             other => Err(unsupported(other)),
         }
     }
+
+    async fn check_access(&self) -> Result<(), ProviderError> {
+        self.aws.check_credentials().await
+    }
 }
 
 fn unsupported(t: ResourceType) -> ProviderError {

@@ -122,6 +122,13 @@ pub trait Provider: Send + Sync {
         address: &ResourceAddress,
         current: &Attributes,
     ) -> Result<(), ProviderError>;
+
+    /// Whether the service takes the engine's credentials, asked before an apply changes
+    /// anything, so that wrong or missing credentials stop it with nothing half-made.
+    /// One cheap call that changes nothing; the default checks nothing.
+    async fn check_access(&self) -> Result<(), ProviderError> {
+        Ok(())
+    }
 }
 
 /// The providers of an engine, by the resource types they serve.
@@ -160,6 +167,19 @@ impl ProviderSet {
             by_type.insert(t, w);
         }
         ProviderSet { by_type }
+    }
+
+    /// The providers serving `types`, each once (a provider may serve several types).
+    pub fn serving(&self, types: impl IntoIterator<Item = ResourceType>) -> Vec<Arc<dyn Provider>> {
+        let mut distinct: Vec<Arc<dyn Provider>> = Vec::new();
+        for t in types {
+            if let Some(p) = self.by_type.get(&t)
+                && !distinct.iter().any(|d| Arc::ptr_eq(d, p))
+            {
+                distinct.push(p.clone());
+            }
+        }
+        distinct
     }
 
     pub fn get(&self, resource_type: ResourceType) -> Result<&Arc<dyn Provider>, ProviderError> {

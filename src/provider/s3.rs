@@ -733,6 +733,10 @@ impl Provider for S3Provider {
             other => Err(unsupported(other)),
         }
     }
+
+    async fn check_access(&self) -> Result<(), ProviderError> {
+        self.aws.check_credentials().await
+    }
 }
 
 fn unsupported(t: ResourceType) -> ProviderError {

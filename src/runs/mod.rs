@@ -73,7 +73,9 @@ pub use queue::{
     RunFilter, RunQueue, WorkerRecord,
 };
 pub use status::{IllegalRunTransition, Operation, RunStatus, check_run_transition};
-pub use worker::{BlockedBy, RunView, Shutdown, Worker, check_saved_plan, follow, settle, view};
+pub use worker::{
+    BlockedBy, RunView, Shutdown, Worker, check_saved_plan, follow, follow_after, settle, view,
+};
 
 use uuid::Uuid;
 

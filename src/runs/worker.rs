@@ -14,12 +14,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::mpsc;
 use tokio::task::JoinSet;
-use tokio_postgres::{AsyncMessage, NoTls};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -30,7 +27,7 @@ use super::queue::{
     WorkerRecord,
 };
 use super::status::{Operation, RunStatus};
-use crate::connect::postgres::PostgresConfig;
+use crate::connect::postgres::{Listener, PostgresConfig};
 use crate::spec::RunExecutor;
 use crate::state::{LockInfo, StateStore, host_name};
 
@@ -282,18 +279,30 @@ async fn keep_lease(
 pub async fn follow(
     queue: &RunQueue,
     id: Uuid,
+    on_event: impl FnMut(&RunEvent),
+) -> Result<Run, RunError> {
+    follow_after(queue, id, 0, RunStatus::is_settled, on_event).await
+}
+
+/// [`follow`] from the event after `after` (an event id; 0 for the start) until the
+/// run's status is one `until` accepts: what a follower that reconnects gets, each
+/// event once, none missed.
+pub async fn follow_after(
+    queue: &RunQueue,
+    id: Uuid,
+    mut after: i64,
+    until: impl Fn(RunStatus) -> bool,
     mut on_event: impl FnMut(&RunEvent),
 ) -> Result<Run, RunError> {
     let mut listener = Listener::open(queue.database(), &[EVENTS_CHANNEL, RUNS_CHANNEL]).await;
     let prefix = id.to_string();
-    let mut after = 0;
     loop {
         for e in queue.events(id, after).await? {
             after = e.id;
             on_event(&e);
         }
         let run = queue.require(id).await?;
-        if run.status.is_settled() {
+        if until(run.status) {
             // Its final status event was written with the status: read it too.
             for e in queue.events(id, after).await? {
                 on_event(&e);
@@ -420,73 +429,4 @@ pub async fn check_saved_plan(
         crate::check_plan_fresh(t, current.as_ref()).map_err(|e| RunError::Engine(Box::new(e)))?;
     }
     Ok(())
-}
-
-/// A connection that listens for notifications. Without one (it could not be opened,
-/// or it dropped), callers fall back to polling: `next` then never returns.
-struct Listener {
-    _client: Option<tokio_postgres::Client>,
-    rx: Option<mpsc::UnboundedReceiver<String>>,
-}
-
-impl Listener {
-    async fn open(pg: &PostgresConfig, channels: &[&str]) -> Listener {
-        match Self::try_open(pg, channels).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for run notifications; polling instead");
-                Listener {
-                    _client: None,
-                    rx: None,
-                }
-            }
-        }
-    }
-
-    async fn try_open(
-        pg: &PostgresConfig,
-        channels: &[&str],
-    ) -> Result<Listener, tokio_postgres::Error> {
-        let config = pg.connect_config("tenantform runs listener");
-        let (client, mut connection) = config.connect(NoTls).await?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(message) = messages.next().await {
-                match message {
-                    Ok(AsyncMessage::Notification(n)) => {
-                        if tx.send(n.payload().to_owned()).is_err() {
-                            break;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the notification connection closed; polling instead");
-                        break;
-                    }
-                }
-            }
-        });
-        for c in channels {
-            client.batch_execute(&format!("LISTEN {c}")).await?;
-        }
-        Ok(Listener {
-            _client: Some(client),
-            rx: Some(rx),
-        })
-    }
-
-    /// The next notification's payload.
-    async fn next(&mut self) -> Option<String> {
-        match &mut self.rx {
-            Some(rx) => match rx.recv().await {
-                Some(p) => Some(p),
-                None => {
-                    self.rx = None;
-                    std::future::pending().await
-                }
-            },
-            None => std::future::pending().await,
-        }
-    }
 }

@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod error;
+mod events;
 pub mod idempotency;
 mod portal;
 mod v1;

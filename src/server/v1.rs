@@ -41,10 +41,12 @@ pub fn routes() -> Router<ApiState> {
         .route("/tenants/{id}/runs", post(start_run))
         .route("/runs/{id}", get(get_run))
         .route("/runs/{id}/plan", get(get_plan))
+        .route("/runs/{id}/events", get(super::events::run_events))
         .route("/runs/{id}/actions/{action}", post(act_on_run))
         .route("/requests", get(list_requests).post(submit_request))
         .route("/requests/{id}", get(get_request))
         .route("/requests/{id}/approvals", post(decide_request))
+        .route("/requests/{id}/events", get(super::events::request_events))
 }
 
 fn respond(answer: Answer) -> Response {
@@ -298,7 +300,7 @@ async fn start_run(
     idempotent(&state, &caller, &headers, &uri, &body, answer).await
 }
 
-fn read_runs(caller: &Caller) -> Result<(), ApiError> {
+pub(super) fn read_runs(caller: &Caller) -> Result<(), ApiError> {
     caller.require_any(&[Scope::TenantsRead, Scope::RunsPlan, Scope::RunsApply])
 }
 
@@ -408,11 +410,11 @@ async fn all_requests(engine: &crate::Engine) -> Result<Vec<Request>, ApiError> 
 
 /// Whether the caller may see `request`: approvers and the platform team see all, a
 /// requester their own.
-fn may_see(caller: &Caller, request: &Request) -> bool {
+pub(super) fn may_see(caller: &Caller, request: &Request) -> bool {
     caller.sees_all_requests() || request.requester == caller.subject
 }
 
-fn read_requests(caller: &Caller) -> Result<(), ApiError> {
+pub(super) fn read_requests(caller: &Caller) -> Result<(), ApiError> {
     caller.require_any(&[
         Scope::RequestsSubmit,
         Scope::ApprovalsDecide,

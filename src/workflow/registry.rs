@@ -120,7 +120,24 @@ CREATE UNIQUE INDEX requests_name_unique ON tenantform.requests (lower(name))
     WHERE status <> 'destroyed';
 "#,
     ),
+    // The audit trail is a request's event log, followed live (the API's
+    // /v1/requests/{id}/events): every entry wakes the followers.
+    (
+        4,
+        r#"
+CREATE FUNCTION tenantform.audit_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('tenantform_request_events', NEW.request_id || ' ' || NEW.seq::text);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER audit_notify AFTER INSERT ON tenantform.audit
+    FOR EACH ROW EXECUTE FUNCTION tenantform.audit_notify();
+"#,
+    ),
 ];
+
+/// Notified on every audit entry: `<request id> <seq>`.
+pub const REQUEST_EVENTS_CHANNEL: &str = "tenantform_request_events";
 
 /// A tenant request as the registry holds it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -584,6 +601,11 @@ impl Registry {
     }
 
     /// Adds an audit entry that is not a status change (a notification sent, a check run).
+    ///
+    /// The request's row is locked for the insert, as every other writer of its trail
+    /// locks it: a follower reads the trail by `seq`, and a `seq` drawn before
+    /// another's but committed after it would be skipped by a follower that already
+    /// read past it. Locked, a request's entries are numbered and committed in one order.
     pub async fn note(
         &self,
         id: &str,
@@ -594,7 +616,8 @@ impl Registry {
         self.client
             .execute(
                 &format!(
-                    "INSERT INTO {SCHEMA}.audit (request_id, actor, action, detail) VALUES ($1, $2, $3, $4)"
+                    "INSERT INTO {SCHEMA}.audit (request_id, actor, action, detail) \
+                     SELECT id, $2, $3, $4 FROM {SCHEMA}.requests WHERE id = $1 FOR UPDATE"
                 ),
                 &[&id, &actor, &action, &detail],
             )
@@ -604,14 +627,23 @@ impl Registry {
     }
 
     pub async fn audit_trail(&self, id: &str) -> Result<Vec<AuditEntry>, WorkflowError> {
+        self.audit_after(id, 0).await
+    }
+
+    /// The audit entries of request `id` after `seq` `after` (0: from the start), in order.
+    pub async fn audit_after(
+        &self,
+        id: &str,
+        after: i64,
+    ) -> Result<Vec<AuditEntry>, WorkflowError> {
         let rows = self
             .client
             .query(
                 &format!(
                     "SELECT seq, at, actor, action, from_status, to_status, detail FROM {SCHEMA}.audit \
-                     WHERE request_id = $1 ORDER BY seq"
+                     WHERE request_id = $1 AND seq > $2 ORDER BY seq"
                 ),
-                &[&id],
+                &[&id, &after],
             )
             .await
             .map_err(pg)?;

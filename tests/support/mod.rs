@@ -775,6 +775,10 @@ impl Provider for CountingProvider {
         self.mutating.fetch_add(1, Ordering::SeqCst);
         self.inner.delete(address, current).await
     }
+
+    async fn check_access(&self) -> Result<(), ProviderError> {
+        self.inner.check_access().await
+    }
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
