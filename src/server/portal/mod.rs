@@ -8,8 +8,8 @@
 //! - `GET /requests`, `GET|POST /requests/new`: the caller's requests; the request
 //!   form, with the platform file's tier catalog, residency and approval rules, and the
 //!   API's `{field, message, fix}` problems next to their fields.
-//! - `GET /requests/{id}`: a request, followed live (a poll of `GET
-//!   /requests/{id}/live`, the API's JSON of the request) until it settles.
+//! - `GET /requests/{id}`: a request, followed live (an `EventSource` on `GET
+//!   /requests/{id}/events`, the API's event stream of the request) until it settles.
 //! - `GET /inbox`, `POST /requests/{id}/decision`: what waits for the caller's roles,
 //!   why each role is asked, and approve/reject with a note.
 //! - `GET /tenants/{id}`: status, validation checks, outputs (secrets redacted),
@@ -34,7 +34,7 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::auth::{HasVerifier, Scope};
 use super::error::ApiError;
-use super::v1;
+use super::{events, v1};
 use crate::runs::{Operation, RunFilter, RunQueue};
 use crate::workflow::status::RequestStatus;
 use pages::FieldProblem;
@@ -52,7 +52,7 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/requests", get(list_requests))
         .route("/requests/new", get(new_request).post(submit_request))
         .route("/requests/{id}", get(request_page))
-        .route("/requests/{id}/live", get(request_live))
+        .route("/requests/{id}/events", get(request_events))
         .route("/requests/{id}/decision", post(decide))
         .route("/inbox", get(inbox))
         .route("/tenants/{id}", get(tenant_page))
@@ -236,23 +236,22 @@ async fn request_page(
 ) -> Response {
     match v1::request_of(&state, &session.caller, &id).await {
         Ok(v) => {
-            let live = format!("/requests/{id}/live");
-            pages::request(&session, &v, &live).into_response()
+            let events = format!("/requests/{id}/events");
+            pages::request(&session, &v, &events).into_response()
         }
         Err(e) => failed(&session, e),
     }
 }
 
-/// The request as `GET /v1/requests/{id}` answers it, for the page's live update.
-async fn request_live(
+/// The request's lifecycle as Server-Sent Events, for the page's live update: the
+/// stream of `GET /v1/requests/{id}/events`, with the session's caller.
+async fn request_events(
     State(state): State<ApiState>,
     session: Session,
     Path(id): Path<String>,
+    headers: HeaderMap,
 ) -> Response {
-    match v1::request_of(&state, &session.caller, &id).await {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(e) => e.into_response(),
-    }
+    events::request_events(State(state), session.caller, Path(id), headers).await
 }
 
 // ---- approvals ----------------------------------------------------------------------

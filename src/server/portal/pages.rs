@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::session::Session;
 use crate::spec::PlatformSpec;
+use crate::workflow::status::RequestStatus;
 
 /// `s` safe inside HTML text and quoted attributes.
 pub fn esc(s: &str) -> String {
@@ -584,8 +585,9 @@ fn audit(r: &Value) -> String {
     )
 }
 
-/// A request's page; it follows the request live from `live_url` until it settles.
-pub fn request(session: &Session, r: &Value, live_url: &str) -> Html<String> {
+/// A request's page; it follows the request's event stream at `events_url` and reloads
+/// on each new event, until the request settles.
+pub fn request(session: &Session, r: &Value, events_url: &str) -> Html<String> {
     let id = r["id"].as_str().unwrap_or_default();
     let status = r["status"].as_str().unwrap_or_default();
     let failure = match (r["failure_step"].as_str(), r["failure_reason"].as_str()) {
@@ -596,14 +598,28 @@ pub fn request(session: &Session, r: &Value, live_url: &str) -> Html<String> {
         ),
         _ => String::new(),
     };
-    let run = if r["run"].is_object() {
-        format!(
+    // Where the request's event stream ends, the page stops following.
+    let settled = status
+        .parse::<RequestStatus>()
+        .is_ok_and(super::super::events::request_stream_ends);
+    // The run records its own end just after the request's: once the request settled,
+    // the page (which no longer follows) names the run without a status that may lag.
+    let run = match (r["run"].is_object(), settled) {
+        (true, false) => format!(
             "<p>Provisioning run <code>{}</code>: <span id=\"run-status\">{}</span></p>",
             text(&r["run"]["id"]),
             text(&r["run"]["status"])
-        )
+        ),
+        (true, true) => format!(
+            "<p>Provisioning run <code>{}</code>.</p>",
+            text(&r["run"]["id"])
+        ),
+        (false, _) => String::new(),
+    };
+    let live_note = if settled {
+        ""
     } else {
-        String::new()
+        r#"<p id="live-note" class="hint">This page follows the request and reloads when it moves.</p>"#
     };
     let tenant_link = if matches!(
         status,
@@ -617,8 +633,8 @@ pub fn request(session: &Session, r: &Value, live_url: &str) -> Html<String> {
         String::new()
     };
     let body = format!(
-        r#"<p>Status: <span class="status" id="status" aria-live="polite" data-status="{status_attr}" data-updated="{updated}">{status_text}</span></p>
-<p id="live-note" class="hint">This page follows the request and reloads when it moves.</p>
+        r#"<p>Status: <span class="status" id="status" aria-live="polite" data-status="{status_attr}" data-last-event="{last_event}">{status_text}</span></p>
+{live_note}
 {failure}{run}{tenant_link}
 <dl>
 <dt>Name</dt><dd>{name}</dd><dt>Tier</dt><dd id="tier">{tier}</dd><dt>Region</dt><dd>{region}</dd>
@@ -631,24 +647,27 @@ pub fn request(session: &Session, r: &Value, live_url: &str) -> Html<String> {
 <script>
 (function () {{
   var el = document.getElementById("status");
-  var settled = ["active", "rejected", "failed", "rolled_back", "destroyed"];
-  function moved(v) {{
-    return v.status !== el.dataset.status || v.updated_at !== el.dataset.updated;
+  if ({settled} || !window.EventSource) return;
+  // The stream replays the trail from its start: entries past the rendered ones are news.
+  var shown = Number(el.dataset.lastEvent);
+  var source = new EventSource({events});
+  function news(e) {{
+    if (Number(e.lastEventId) <= shown) return;
+    source.close();
+    location.reload();
   }}
-  function poll() {{
-    fetch({live}, {{credentials: "same-origin", headers: {{"Accept": "application/json"}}}})
-      .then(function (r) {{ return r.ok ? r.json() : null; }})
-      .then(function (v) {{
-        if (v && moved(v)) {{ location.reload(); return; }}
-        if (settled.indexOf(el.dataset.status) < 0) setTimeout(poll, 1000);
-      }})
-      .catch(function () {{ setTimeout(poll, 3000); }});
-  }}
-  if (settled.indexOf(el.dataset.status) < 0) setTimeout(poll, 1000);
+  ["submitted", "approval", "rejection", "status", "configured", "notification",
+   "revalidated", "exported"].forEach(function (kind) {{
+    source.addEventListener(kind, news);
+  }});
 }})();
 </script>"#,
         status_attr = esc(status),
-        updated = text(&r["updated_at"]),
+        settled = settled,
+        last_event = r["audit"]
+            .as_array()
+            .and_then(|a| a.iter().filter_map(|e| e["seq"].as_i64()).max())
+            .unwrap_or(0),
         status_text = esc(status),
         name = text(&r["name"]),
         tier = text(&r["tier"]),
@@ -660,7 +679,7 @@ pub fn request(session: &Session, r: &Value, live_url: &str) -> Html<String> {
         approvals = approvals(r),
         checks = checks(r),
         audit = audit(r),
-        live = serde_json::to_string(live_url).unwrap_or_else(|_| "\"\"".into()),
+        events = serde_json::to_string(events_url).unwrap_or_else(|_| "\"\"".into()),
     );
     layout(&format!("Request {id}"), Some(session), &body)
 }
