@@ -279,6 +279,10 @@ async fn stale_sessions_sign_in_again_and_forms_need_their_csrf_token() {
 
 // ---- the browser --------------------------------------------------------------------
 
+/// WebDriver's Tab and Enter keys.
+const TAB: &str = "\u{E004}";
+const ENTER: &str = "\u{E007}";
+
 /// chromedriver's element reference key (W3C WebDriver).
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -488,10 +492,43 @@ impl Browser {
         // A page without a session leads to sign-in.
         self.wait_for("h1", Duration::from_secs(20), |t| t == "Sign in")
             .await;
-        self.type_into("#token", token).await;
-        self.click("#sign-in").await;
+        // By keyboard alone: Tab reaches the token field, then the button, with a
+        // visible focus ring; Enter signs in.
+        self.keys(TAB).await;
+        assert_eq!(self.focused().await, json!(["token", "solid"]));
+        self.keys(token).await;
+        self.keys(TAB).await;
+        assert_eq!(self.focused().await, json!(["sign-in", "solid"]));
+        self.keys(ENTER).await;
         self.wait_for("#signed-in-as", Duration::from_secs(20), |t| t == who)
             .await;
+    }
+
+    /// Presses the keys of `text` on the focused element.
+    async fn keys(&self, text: &str) {
+        let actions: Vec<Value> = text
+            .chars()
+            .flat_map(|c| {
+                [
+                    json!({"type": "keyDown", "value": c.to_string()}),
+                    json!({"type": "keyUp", "value": c.to_string()}),
+                ]
+            })
+            .collect();
+        self.post(
+            "/actions",
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]}),
+        )
+        .await;
+    }
+
+    /// The id of the focused element and the style of its outline.
+    async fn focused(&self) -> Value {
+        self.script(
+            "const e = document.activeElement; return [e.id, getComputedStyle(e).outlineStyle];",
+            json!([]),
+        )
+        .await
     }
 
     async fn sign_out(&self) {
