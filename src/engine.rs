@@ -904,6 +904,11 @@ impl Engine {
         Ok(apply::apply(&plan, runs, providers, store, &options, progress).await?)
     }
 
+    /// Who holds a tenant's lock, if anyone.
+    pub async fn lock_holder(&self, tenant: &TenantId) -> Result<Option<LockInfo>, Error> {
+        Ok(self.state_store().await?.lock_holder(tenant).await?)
+    }
+
     /// Breaks a tenant's lock; `lock_id` must be the holder's id.
     pub async fn force_unlock(&self, tenant: &TenantId, lock_id: &str) -> Result<LockInfo, Error> {
         Ok(self

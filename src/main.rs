@@ -16,6 +16,7 @@ use cli::api::{cmd_serve, cmd_token};
 use cli::apply::{cmd_apply, cmd_destroy, cmd_plan};
 use cli::args::{Cli, Command};
 use cli::drift::{cmd_drift, cmd_import, cmd_refresh};
+use cli::manual::{cmd_completions, cmd_man};
 use cli::request::{cmd_request, cmd_validate_tenant};
 use cli::runs::{cmd_runs, cmd_worker};
 use cli::state::{cmd_force_unlock, cmd_output, cmd_show, cmd_state, cmd_validate};
@@ -100,9 +101,13 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::Serve { listen } => Box::pin(cmd_serve(&cli, *listen)).await,
         Command::Token(cmd) => cmd_token(cmd),
-        Command::ForceUnlock { tenant, lock_id } => {
-            cmd_force_unlock(&engine, tenant, lock_id).await
-        }
+        Command::Completions { shell } => cmd_completions(*shell),
+        Command::Man => cmd_man(),
+        Command::ForceUnlock {
+            tenant,
+            lock_id,
+            force,
+        } => cmd_force_unlock(&engine, tenant, lock_id, *force).await,
     }
 }
 

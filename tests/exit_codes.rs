@@ -153,3 +153,57 @@ fn an_error_under_json_is_a_json_diagnostic_on_stdout_too() {
         .unwrap();
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn completions_and_the_manual_page_cover_every_command() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_tenantform"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    for word in [
+        "_tenantform",
+        "force-unlock",
+        "--auto-approve",
+        "--detailed-exitcode",
+    ] {
+        assert!(bash.contains(word), "bash completion lacks {word}");
+    }
+    // The script is valid bash.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("tenantform.bash");
+    std::fs::write(&script, &bash).unwrap();
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "bash -n refused the completion script");
+    // zsh and fish write a long flag without its dashes in their own syntax.
+    for shell in ["zsh", "fish"] {
+        let script = run(&["completions", shell]);
+        assert!(
+            script.contains("auto-approve") && script.contains("force-unlock"),
+            "{shell}"
+        );
+    }
+
+    let page = run(&["man"]);
+    assert!(page.contains("\n.TH tenantform 1"), "{page}");
+    for section in [
+        "TENANTFORM APPLY",
+        "TENANTFORM STATE",
+        "TENANTFORM FORCE-UNLOCK",
+    ] {
+        assert!(page.contains(section), "the page lacks {section}");
+    }
+    assert!(
+        page.contains("auto\\-approve"),
+        "apply's flags are on the page"
+    );
+}

@@ -201,6 +201,8 @@ async fn a_second_run_names_the_lock_holder_or_waits_for_it(backend: Backend) {
 async fn force_unlock_breaks_a_stuck_holder_with_its_lock_id(backend: Backend) {
     let t = TenantDef::new("stuck", "bronze");
     let ws = Workspace::with_backend(std::slice::from_ref(&t), backend).await;
+    // The lease of the stopped holder must not run out during the test: it is alive.
+    ws.set_lease_ttl(900);
     ws.slow_down_ddl(0.3).await;
 
     let stuck = ws.spawn(&["apply", "--auto-approve", "--parallelism", "1"]);
@@ -225,7 +227,17 @@ async fn force_unlock_breaks_a_stuck_holder_with_its_lock_id(backend: Backend) {
     ])
     .code(1)
     .contains("lock id");
+    // The holder is stopped, not gone: without --force (and no terminal to ask on)
+    // its lock stays, and the refusal says why.
     ws.run(&["force-unlock", &t.id, &lock_id])
+        .code(1)
+        .contains("is alive")
+        .contains("stopped, not gone")
+        .contains("--force");
+    ws.run(&["apply", "--auto-approve"])
+        .code(1)
+        .contains(&lock_id);
+    ws.run(&["force-unlock", "--force", &t.id, &lock_id])
         .ok()
         .contains(&format!("Broke the lock of tenant {}", t.id));
 

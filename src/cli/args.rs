@@ -124,11 +124,24 @@ pub enum Command {
     /// resume.
     #[command(subcommand)]
     Runs(RunsCommand),
-    /// Break a tenant's lock held by a stuck process.
+    /// Print a shell completion script: `tenantform completions bash >
+    /// /etc/bash_completion.d/tenantform` (or zsh, fish, elvish, powershell).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `tenantform man | man -l -`.
+    Man,
+    /// Break a tenant's lock held by a stuck process. A holder that is alive (its
+    /// lease renewed, or its process holding the lock file) is broken only after a
+    /// `yes` at the prompt, or with --force.
     ForceUnlock {
         tenant: TenantId,
         /// The lock id shown in the "locked by" message.
         lock_id: String,
+        /// Break a live holder's lock without asking.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -676,6 +689,8 @@ impl Cli {
             | Command::Token(_)
             | Command::Worker(_)
             | Command::Runs(_)
+            | Command::Completions { .. }
+            | Command::Man
             | Command::ForceUnlock { .. } => (None, Duration::ZERO),
         };
         EngineConfig {

@@ -8,6 +8,7 @@ pub mod api;
 pub mod apply;
 pub mod args;
 pub mod drift;
+pub mod manual;
 pub mod progress;
 pub mod request;
 pub mod runs;

@@ -2,12 +2,15 @@
 //! `validate`, `show`, `output`, `state list|show|pull|history|rollback|migrate|rm|mv|rekey`,
 //! `force-unlock`.
 
+use std::io::IsTerminal;
+
+use anyhow::bail;
 use tenantform::report::Style;
 use tenantform::spec::StateBackendKind;
 use tenantform::{Engine, OutputFormat, ResourceAddress, TenantId};
 
 use super::args::{OutputArgs, ShowArgs, StateCommand};
-use super::{Outcome, plural, print_report};
+use super::{Outcome, confirm, plural, print_report};
 
 /// The files: what a pull request changes. The registry's tenants are checked when
 /// they are submitted and whenever a plan reads them.
@@ -246,7 +249,31 @@ pub async fn cmd_force_unlock(
     engine: &Engine,
     tenant: &TenantId,
     lock_id: &str,
+    force: bool,
 ) -> anyhow::Result<Outcome> {
+    // A live holder goes on changing the tenant after its lock is broken, beside the
+    // next process: ask first, as `terraform force-unlock` does.
+    let live = engine
+        .lock_holder(tenant)
+        .await?
+        .filter(|h| h.id.to_string() == lock_id)
+        .and_then(|h| h.alive().map(|why| (h, why)));
+    if let Some((holder, why)) = live
+        && !force
+    {
+        let question = format!(
+            "break the lock of tenant {tenant}, held by {holder}, although its holder is alive: {why}; it would go on changing the tenant beside the next process"
+        );
+        if !std::io::stdin().is_terminal() {
+            bail!(
+                "the holder of tenant {tenant}'s lock is alive ({why}); nothing was changed: stop that process, wait for its lease to expire, or pass --force to break the lock anyway"
+            );
+        }
+        if !confirm(&question)? {
+            println!("Force-unlock cancelled.");
+            return Ok(Outcome::Failed);
+        }
+    }
     let holder = engine.force_unlock(tenant, lock_id).await?;
     println!(
         "Broke the lock of tenant {tenant}, held by {holder}. If that process is still running, it no longer excludes others: make sure it is gone."

@@ -81,6 +81,40 @@ impl LockInfo {
     }
 }
 
+impl LockInfo {
+    /// Why the holder is taken to be alive, or `None` when it is not: a lease whose
+    /// heartbeat has renewed it (it has not expired), or a local lock, which exists only
+    /// while its process holds the file lock. A holder on this machine whose process is
+    /// stopped (SIGSTOP, a debugger) is alive too, and said so.
+    pub fn alive(&self) -> Option<String> {
+        let process = if self.host == host_name() {
+            match process_state(self.pid) {
+                Some('T') | Some('t') => format!("process {} is stopped, not gone", self.pid),
+                Some(_) => format!("process {} is running", self.pid),
+                None => format!("process {} is not on this machine", self.pid),
+            }
+        } else {
+            format!("process {} is on {}", self.pid, self.host)
+        };
+        match self.expires_at {
+            Some(expires) if expires < Utc::now() => None,
+            Some(expires) => Some(format!(
+                "its lease is renewed by its heartbeat until {} ({process})",
+                expires.to_rfc3339_opts(SecondsFormat::Secs, true)
+            )),
+            None => Some(format!("it holds the lock file ({process})")),
+        }
+    }
+}
+
+/// The state letter of a process on this machine (`R`, `S`, `T` for stopped, ...), from
+/// `/proc/PID/stat`; `None` when there is no such process (or no /proc).
+fn process_state(pid: u32) -> Option<char> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "PID (COMMAND) STATE ...": the command may hold spaces and parentheses.
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
 impl fmt::Display for LockInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
