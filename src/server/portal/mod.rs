@@ -328,8 +328,13 @@ async fn tenant_page(
             .await?
             .pop()
             .ok_or_else(|| ApiError::not_found(format!("no tenant {id}")))?;
-        // Checks and audit trail are the request's; a tenant without one has none.
-        let request = v1::request_of(&state, &session.caller, &id).await.ok();
+        // Checks and audit trail are the request's; a tenant without one (or another
+        // requester's, to a requester) has none to show.
+        let request = match v1::request_of(&state, &session.caller, &id).await {
+            Ok(r) => Some(r),
+            Err(e) if e.status == StatusCode::NOT_FOUND => None,
+            Err(e) => return Err(e),
+        };
         let runs = RunQueue::open(&state.pg)
             .await?
             .list(&RunFilter {
