@@ -10,11 +10,12 @@
 
 mod support;
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
+use support::server::{Server, start_server_with, token_with};
 use support::*;
 use tenantform::server::auth::{Claims, TokenRequest, issue_token};
 
@@ -24,69 +25,9 @@ const TEST_LIMIT: Duration = Duration::from_secs(420);
 
 const ALL_SCOPES: &str = "tenants:read,runs:plan,runs:apply,requests:submit,approvals:decide";
 
-/// A `tenantform serve` process, killed when the test ends.
-struct Server {
-    child: Child,
-    base: String,
-    http: reqwest::Client,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Starts the server and waits until it answers `/healthz`.
+/// Starts the server with the test's secret.
 async fn start_server(ws: &Workspace) -> Server {
     start_server_with(ws, &[("TENANTFORM_JWT_SECRET", SECRET)]).await
-}
-
-/// The same, with `env` (the key) set.
-async fn start_server_with(ws: &Workspace, env: &[(&str, &str)]) -> Server {
-    let port = free_port();
-    let log = std::fs::File::create(ws.dir.path().join("serve.log")).unwrap();
-    let child = ws
-        .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env_remove("TENANTFORM_JWT_SECRET")
-        .env_remove("TENANTFORM_JWT_PUBLIC_KEY")
-        .envs(env.iter().copied())
-        .env("TENANTFORM_LOG", "info")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("serve starts");
-    let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap(),
-    };
-    let t0 = Instant::now();
-    loop {
-        if let Ok(r) = server.http.get(server.url("/healthz")).send().await
-            && r.status() == StatusCode::OK
-        {
-            return server;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(60),
-            "the server did not come up: {}",
-            std::fs::read_to_string(ws.dir.path().join("serve.log")).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// An answer: status, body, and whether it was a replay.
@@ -97,10 +38,6 @@ struct Answer {
 }
 
 impl Server {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
     async fn call(
         &self,
         method: Method,
@@ -168,22 +105,9 @@ async fn with_tenant(prefix: &str) -> (TenantDef, Workspace, Server, String) {
     (t, ws, server, admin)
 }
 
-/// `tenantform token create`: the token is the last line of its output.
+/// `tenantform token create` with the test's secret.
 fn token(ws: &Workspace, subject: &str, roles: &str, scopes: &str) -> String {
-    let mut args = vec!["token", "create", "--subject", subject, "--ttl", "1h"];
-    if !roles.is_empty() {
-        args.extend(["--roles", roles]);
-    }
-    if !scopes.is_empty() {
-        args.extend(["--scopes", scopes]);
-    }
-    let out = ws
-        .command(&args)
-        .env("TENANTFORM_JWT_SECRET", SECRET)
-        .output()
-        .unwrap();
-    let run = Run::from(out).ok();
-    run.stdout.lines().last().unwrap().trim().to_owned()
+    token_with(ws, SECRET, subject, roles, scopes)
 }
 
 /// A Bronze tenant in India with a small budget: no approval needed.

@@ -113,7 +113,7 @@ pub(super) async fn run_events(
 
 /// Whether a request's stream ends at `status`: settled, and not waiting for a decision
 /// (a follower of a new request wants to see it approved and provisioned).
-fn request_stream_ends(status: RequestStatus) -> bool {
+pub(super) fn request_stream_ends(status: RequestStatus) -> bool {
     status.is_settled() && status != RequestStatus::PendingApproval
 }
 

@@ -1,5 +1,6 @@
 //! The HTTP side: the authenticated JSON API under `/v1` (tenants, runs, requests and
-//! approvals; [`v1`]), Prometheus metrics, and health probes.
+//! approvals; [`v1`]), the web portal at `/` over the same calls ([`portal`]),
+//! Prometheus metrics, and health probes.
 //!
 //! Routes without a token: `GET /metrics` (Prometheus text format), `GET /healthz`
 //! (the process is alive), `GET /readyz` (the platform database answers; 503 if not).
@@ -13,6 +14,7 @@ pub mod error;
 mod events;
 pub mod idempotency;
 pub mod openapi;
+mod portal;
 mod v1;
 pub mod webhooks;
 
@@ -148,7 +150,8 @@ pub fn router(config: ApiConfig) -> Router {
     };
     probes(config.pg)
         .route("/openapi.json", get(openapi::serve_document))
-        .nest("/v1", v1::routes().with_state(state))
+        .nest("/v1", v1::routes().with_state(state.clone()))
+        .merge(portal::routes().with_state(state))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -33,7 +33,7 @@ use crate::spec::RunExecutor;
 use crate::workflow::Workflow;
 use crate::workflow::registry::Request;
 
-type Answer = Result<(StatusCode, Value), ApiError>;
+pub(super) type Answer = Result<(StatusCode, Value), ApiError>;
 
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -133,7 +133,10 @@ fn tenant_id(id: &str) -> Result<TenantId, ApiError> {
 
 /// One tenant: its spec (file or registry), its request, its state and its outputs
 /// (sensitive values redacted).
-async fn tenant_json(state: &ApiState, ids: Option<&TenantId>) -> Result<Vec<Value>, ApiError> {
+pub(super) async fn tenant_json(
+    state: &ApiState,
+    ids: Option<&TenantId>,
+) -> Result<Vec<Value>, ApiError> {
     let engine = state.engine();
     let specs = engine.specs().await?;
     let only: Vec<TenantId> = ids.into_iter().cloned().collect();
@@ -471,7 +474,20 @@ pub(super) async fn submit_request(
 ) -> Response {
     let answer = async {
         caller.require(Scope::RequestsSubmit)?;
-        let mut fields: serde_json::Map<String, Value> = parse(&body)?;
+        submit(&state, &caller, parse(&body)?).await
+    };
+    idempotent(&state, &caller, &headers, &uri, &body, answer).await
+}
+
+/// Submits the request whose fields (the request file's, plus `notes`) are `fields`,
+/// as `caller`: what `POST /v1/requests` and the portal's form do.
+pub(super) async fn submit(
+    state: &ApiState,
+    caller: &Caller,
+    mut fields: serde_json::Map<String, Value>,
+) -> Answer {
+    {
+        caller.require(Scope::RequestsSubmit)?;
         let notes = match fields.remove("notes") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),
@@ -498,7 +514,7 @@ pub(super) async fn submit_request(
         ))
         .await?;
         let id = outcome.request.id.clone();
-        if !may_see(&caller, &outcome.request) {
+        if !may_see(caller, &outcome.request) {
             return Err(ApiError::conflict(format!(
                 "tenant {id} was already requested by someone else; nothing was recorded: choose another id"
             )));
@@ -511,10 +527,20 @@ pub(super) async fn submit_request(
         };
         Ok((
             status,
-            request_answer(&state, &wf, &id, Some(outcome.created), true).await?,
+            request_answer(state, &wf, &id, Some(outcome.created), true).await?,
         ))
-    };
-    idempotent(&state, &caller, &headers, &uri, &body, answer).await
+    }
+}
+
+/// The requests `caller` may see.
+pub(super) async fn visible_requests(
+    state: &ApiState,
+    caller: &Caller,
+) -> Result<Vec<Request>, ApiError> {
+    read_requests(caller)?;
+    let engine = state.engine();
+    let list = all_requests(&engine).await?;
+    Ok(list.into_iter().filter(|r| may_see(caller, r)).collect())
 }
 
 #[utoipa::path(get, path = "/v1/requests", tag = "requests",
@@ -522,10 +548,7 @@ pub(super) async fn submit_request(
 pub(super) async fn list_requests(State(state): State<ApiState>, caller: Caller) -> Response {
     respond(
         async {
-            read_requests(&caller)?;
-            let engine = state.engine();
-            let list = all_requests(&engine).await?;
-            let visible: Vec<Request> = list.into_iter().filter(|r| may_see(&caller, r)).collect();
+            let visible = visible_requests(&state, &caller).await?;
             Ok((StatusCode::OK, json!({"requests": visible})))
         }
         .await,
@@ -539,37 +562,39 @@ pub(super) async fn get_request(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Response {
-    respond(
-        async {
-            read_requests(&caller)?;
-            let engine = state.engine();
-            let wf = state.workflow(&engine).await?;
-            let request = wf.registry().require(&id).await?;
-            if !may_see(&caller, &request) {
-                // Not a 403: whether someone else's request exists is theirs to know.
-                return Err(ApiError::not_found(format!(
-                    "no request {id} of yours; a requester sees only their own requests"
-                )));
-            }
-            Ok((
-                StatusCode::OK,
-                request_answer(&state, &wf, &id, None, false).await?,
-            ))
-        }
-        .await,
-    )
+    respond(async { Ok((StatusCode::OK, request_of(&state, &caller, &id).await?)) }.await)
+}
+
+/// Request `id` with its decisions, checks, audit trail and provisioning run, if
+/// `caller` may see it.
+pub(super) async fn request_of(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Value, ApiError> {
+    read_requests(caller)?;
+    let engine = state.engine();
+    let wf = state.workflow(&engine).await?;
+    let request = wf.registry().require(id).await?;
+    if !may_see(caller, &request) {
+        // Not a 403: whether someone else's request exists is theirs to know.
+        return Err(ApiError::not_found(format!(
+            "no request {id} of yours; a requester sees only their own requests"
+        )));
+    }
+    request_answer(state, &wf, id, None, false).await
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct DecisionBody {
-    decision: String,
+    pub decision: String,
     #[serde(default)]
-    note: Option<String>,
+    pub note: Option<String>,
     /// Which of the caller's roles decides, when the token has several the request
     /// needs.
     #[serde(default)]
-    role: Option<String>,
+    pub role: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/requests/{id}/approvals", tag = "requests", params(("id" = String, Path, description = "Request (tenant) id"), ("Idempotency-Key" = Option<String>, Header, description = "Answers a retry with the first answer")),
@@ -585,7 +610,16 @@ pub(super) async fn decide_request(
 ) -> Response {
     let answer = async {
         caller.require(Scope::ApprovalsDecide)?;
-        let d: DecisionBody = parse(&body)?;
+        decide(&state, &caller, &id, parse(&body)?).await
+    };
+    idempotent(&state, &caller, &headers, &uri, &body, answer).await
+}
+
+/// Records `caller`'s decision `d` on request `id`: what `POST
+/// /v1/requests/{id}/approvals` and the portal's inbox do.
+pub(super) async fn decide(state: &ApiState, caller: &Caller, id: &str, d: DecisionBody) -> Answer {
+    {
+        caller.require(Scope::ApprovalsDecide)?;
         let approve = match d.decision.as_str() {
             "approve" => true,
             "reject" => false,
@@ -598,7 +632,7 @@ pub(super) async fn decide_request(
         };
         let engine = state.engine();
         let mut wf = state.workflow(&engine).await?;
-        let request = wf.registry().require(&id).await?;
+        let request = wf.registry().require(id).await?;
         if request.requester == caller.subject {
             return Err(ApiError::forbidden(format!(
                 "{} requested {id} and cannot decide on it; another person of the role decides",
@@ -640,12 +674,11 @@ pub(super) async fn decide_request(
             }
         };
         let outcome =
-            Box::pin(wf.decide(&id, &role, approve, &caller.subject, d.note.as_deref())).await?;
+            Box::pin(wf.decide(id, &role, approve, &caller.subject, d.note.as_deref())).await?;
         tracing::info!(request = %id, role = %role, approve, by = %caller.subject, status = %outcome.request.status, "decision through the API");
-        let v = request_answer(&state, &wf, &id, None, true).await?;
+        let v = request_answer(state, &wf, id, None, true).await?;
         Ok((StatusCode::OK, v))
-    };
-    idempotent(&state, &caller, &headers, &uri, &body, answer).await
+    }
 }
 
 impl ApiState {

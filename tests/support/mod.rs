@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod faults;
+pub mod server;
 
 use std::collections::BTreeMap;
 use std::fs;
