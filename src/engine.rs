@@ -34,7 +34,9 @@ use crate::provider::s3::S3Provider;
 use crate::provider::settings::TenantSettingsProvider;
 use crate::provider::vector::PgvectorProvider;
 use crate::provider::{Provider, ProviderSet};
-use crate::resource::{Attributes, Family, ResourceAddress, TenantId, attr_str, schema};
+use crate::resource::{
+    Attributes, Family, ResourceAddress, ResourceType, TenantId, attr_str, schema,
+};
 use crate::show::{
     ResourceList, ResourceView, StateDocument, StateHistory, TenantView, TenantsView,
 };
@@ -332,7 +334,26 @@ impl Engine {
                 &replace,
             )?);
         }
-        assemble(options, tenants)
+        let mut plan = assemble(options, tenants)?;
+        if options.refresh {
+            plan.aws_account_id = self.aws_account_id(specs, &plan).await?;
+        }
+        Ok(plan)
+    }
+
+    /// The AWS account of the resources in `plan`, asked of their providers (one STS
+    /// call, remembered), so that the plan shows real ARNs; `None` when no provider of
+    /// the plan is in AWS or the account cannot be told (the plan then shows the
+    /// placeholder, and apply reports why).
+    async fn aws_account_id(&self, specs: &Specs, plan: &Plan) -> Result<Option<String>, Error> {
+        let types: BTreeSet<ResourceType> =
+            plan.changes().map(|c| c.address.resource_type).collect();
+        for provider in self.providers(specs).await?.serving(types) {
+            if let Some(account) = provider.aws_account_id().await {
+                return Ok(Some(account));
+            }
+        }
+        Ok(None)
     }
 
     /// Reads every created resource of `states` back from its endpoint, in parallel.
@@ -1190,6 +1211,7 @@ fn assemble(options: &PlanOptions, tenants: Vec<crate::plan::TenantPlan>) -> Res
         refreshed: options.refresh,
         tenants,
         policy: None,
+        aws_account_id: None,
     };
     ActionGraph::build(&plan)?;
     Ok(plan)

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use support::*;
 use tenantform::apply::StepOutcome;
 use tenantform::connect::aws::moto_quirks;
-use tenantform::plan::{Action, ActionReason};
+use tenantform::plan::{Action, ActionReason, render};
 use tenantform::{ApplyOptions, ApplyReport, Engine, Plan, PlanMode, PlanOptions, TenantOutcome};
 
 const ACCOUNT: &str = "123456789012";
@@ -393,6 +393,20 @@ async fn apply_creates_the_aws_part_and_a_second_run_changes_nothing() {
     // changes anything.
     let again = plan(&engine).await;
     assert!(again.refreshed);
+
+    // The views of a plan that read the endpoints show ARNs in the real account, as
+    // Terraform does; the plan's values (and so state) keep the placeholder.
+    assert_eq!(first.aws_account_id.as_deref(), Some(ACCOUNT));
+    let role_arn = format!("arn:aws:iam::{ACCOUNT}:role/{}", role_of(&g));
+    let human = render::human(&first, render::Style { color: false });
+    let document = render::json(&first).to_string();
+    for view in [&human, &document] {
+        assert!(view.contains(&role_arn), "{view}");
+        assert!(!view.contains("{aws_account_id}"), "{view}");
+    }
+    let stored = serde_json::to_string(&first).unwrap();
+    assert!(stored.contains("{aws_account_id}"), "the plan keeps the placeholder");
+    assert!(!stored.contains(&role_arn));
     let changed: Vec<String> = again
         .changes()
         .filter(|c| c.action.is_change())

@@ -301,6 +301,7 @@ fn state_file() {
                         mode,
                         refreshed: false,
                         policy: None,
+                        aws_account_id: None,
                         tenants: vec![p],
                     };
                     let _ = tenantform::plan::graph::ActionGraph::build(&plan);

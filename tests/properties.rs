@@ -90,6 +90,7 @@ fn whole(mode: PlanMode, tenants: Vec<TenantPlan>) -> Plan {
         mode,
         refreshed: false,
         policy: None,
+        aws_account_id: None,
         tenants,
     }
 }

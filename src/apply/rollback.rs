@@ -57,6 +57,7 @@ fn delete_plan(tenants: Vec<TenantPlan>) -> Plan {
         mode: PlanMode::Destroy,
         refreshed: false,
         policy: None,
+        aws_account_id: None,
         tenants,
     }
 }

@@ -297,6 +297,7 @@ fn plan(tenants: Vec<TenantPlan>) -> Plan {
         mode: PlanMode::Normal,
         refreshed: false,
         policy: None,
+        aws_account_id: None,
         tenants,
     }
 }

@@ -221,9 +221,25 @@ pub struct Plan {
     /// configured. Filled in while the plan is made (the policies read the plan).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<crate::policy::PolicyReport>,
+    /// The AWS account the plan's ARNs are in, when the plan read the endpoints (a
+    /// refreshing plan asks it once). The plan's values keep
+    /// [`ACCOUNT_PLACEHOLDER`](crate::resource::iam::ACCOUNT_PLACEHOLDER), as state and
+    /// the blueprint do; the human and JSON views show this id in its place,
+    /// as Terraform shows real ARNs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aws_account_id: Option<String>,
 }
 
 impl Plan {
+    /// `text` (a view of this plan) with the account id in place of the placeholder,
+    /// when the plan knows it.
+    pub(crate) fn show_account(&self, text: String) -> String {
+        match &self.aws_account_id {
+            Some(account) => text.replace(crate::resource::iam::ACCOUNT_PLACEHOLDER, account),
+            None => text,
+        }
+    }
+
     pub fn has_changes(&self) -> bool {
         self.tenants.iter().any(TenantPlan::has_changes)
     }

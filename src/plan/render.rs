@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use super::cost::{CostEstimate, inr};
 use super::{Action, ActionReason, Plan, PlanMode, ResourceChange, TenantPlan, terraform};
 use crate::policy::PolicyLevel;
+use crate::resource::iam::with_account;
 use crate::resource::schema;
 use crate::secret::REDACTED;
 
@@ -120,6 +121,10 @@ fn tenant_heading(t: &TenantPlan) -> String {
 
 /// The plan as a person reads it in a terminal.
 pub fn human(plan: &Plan, style: Style) -> String {
+    plan.show_account(human_text(plan, style))
+}
+
+fn human_text(plan: &Plan, style: Style) -> String {
     let mut out = String::new();
     if !plan.has_changes() {
         out.push_str(&style.bold("No changes."));
@@ -451,6 +456,13 @@ fn resource_change_json(c: &ResourceChange) -> Value {
 
 /// The machine-readable view of a plan (see the module docs).
 pub fn json(plan: &Plan) -> Value {
+    match &plan.aws_account_id {
+        Some(account) => with_account(&json_document(plan), account),
+        None => json_document(plan),
+    }
+}
+
+fn json_document(plan: &Plan) -> Value {
     let resource_changes: Vec<Value> = plan.changes().map(resource_change_json).collect();
     let tenants: Vec<Value> = plan
         .tenants

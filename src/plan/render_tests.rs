@@ -35,6 +35,7 @@ fn plan_of(specs: &Specs, mode: PlanMode, refreshed: bool, cases: &[Case<'_>]) -
         mode,
         refreshed,
         policy: None,
+        aws_account_id: None,
         tenants,
     }
 }

@@ -110,6 +110,7 @@ fn whole(p: TenantPlan) -> Plan {
         mode: PlanMode::Normal,
         refreshed: false,
         policy: None,
+        aws_account_id: None,
         tenants: vec![p],
     }
 }

@@ -13,7 +13,8 @@ use serde_json::Value;
 use super::ProviderError;
 use crate::connect::aws::sdk_error;
 use crate::connect::retry::RetryPolicy;
-use crate::resource::iam::ACCOUNT_PLACEHOLDER;
+pub use crate::resource::iam::with_account;
+use crate::resource::iam::{ACCOUNT_PLACEHOLDER, map_strings};
 use crate::resource::{Attributes, CreateToken, tags_of};
 
 /// Retries for IAM's eventual consistency: a role or policy just created may be
@@ -64,30 +65,12 @@ where
         .await
 }
 
-/// `value` with [`ACCOUNT_PLACEHOLDER`] replaced by `account` in every string.
-pub fn with_account(value: &Value, account: &str) -> Value {
-    map_strings(value, &|s| s.replace(ACCOUNT_PLACEHOLDER, account))
-}
-
 /// `value` with `account` in IAM ARNs (`arn:aws:iam::ACCOUNT:`) replaced by
 /// [`ACCOUNT_PLACEHOLDER`]: the inverse of [`with_account`] for what AWS returns.
 pub fn without_account(value: &Value, account: &str) -> Value {
     let real = format!(":iam::{account}:");
     let placeholder = format!(":iam::{ACCOUNT_PLACEHOLDER}:");
     map_strings(value, &|s| s.replace(&real, &placeholder))
-}
-
-fn map_strings(value: &Value, f: &dyn Fn(&str) -> String) -> Value {
-    match value {
-        Value::String(s) => Value::String(f(s)),
-        Value::Array(a) => Value::Array(a.iter().map(|v| map_strings(v, f)).collect()),
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| (k.clone(), map_strings(v, f)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
 }
 
 /// The tag that carries a create's [`CreateToken`]: on IAM roles and policies and

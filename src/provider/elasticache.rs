@@ -428,6 +428,10 @@ impl Provider for ElasticacheProvider {
     async fn check_access(&self) -> Result<(), ProviderError> {
         self.aws.check_credentials().await
     }
+
+    async fn aws_account_id(&self) -> Option<String> {
+        self.aws.account_id().await.ok().map(str::to_owned)
+    }
 }
 
 fn unsupported(t: ResourceType) -> ProviderError {

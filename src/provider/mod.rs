@@ -129,6 +129,13 @@ pub trait Provider: Send + Sync {
     async fn check_access(&self) -> Result<(), ProviderError> {
         Ok(())
     }
+
+    /// The AWS account this provider's objects live in, for showing ARNs with the real
+    /// id; `None` for a family outside AWS or when the account cannot be told. Asked
+    /// only by a plan that reads the endpoints anyway.
+    async fn aws_account_id(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The providers of an engine, by the resource types they serve.

@@ -38,6 +38,26 @@ pub static ROLE_POLICY_ATTACHMENT: Schema = Schema {
 /// blueprint stays pure and plans read the same in every account.
 pub const ACCOUNT_PLACEHOLDER: &str = "{aws_account_id}";
 
+/// `value` with [`ACCOUNT_PLACEHOLDER`] replaced by `account` in every string.
+pub fn with_account(value: &serde_json::Value, account: &str) -> serde_json::Value {
+    map_strings(value, &|s| s.replace(ACCOUNT_PLACEHOLDER, account))
+}
+
+/// `value` with `f` applied to every string in it, keys left as they are.
+pub fn map_strings(value: &serde_json::Value, f: &dyn Fn(&str) -> String) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => Value::String(f(s)),
+        Value::Array(a) => Value::Array(a.iter().map(|v| map_strings(v, f)).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), map_strings(v, f)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 /// The ARN of the managed policy `name`, with the account as a placeholder (as the
 /// blueprint writes it).
 pub fn policy_arn(name: &str) -> String {

@@ -779,6 +779,10 @@ impl Provider for CountingProvider {
     async fn check_access(&self) -> Result<(), ProviderError> {
         self.inner.check_access().await
     }
+
+    async fn aws_account_id(&self) -> Option<String> {
+        self.inner.aws_account_id().await
+    }
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
