@@ -405,7 +405,10 @@ async fn apply_creates_the_aws_part_and_a_second_run_changes_nothing() {
         assert!(!view.contains("{aws_account_id}"), "{view}");
     }
     let stored = serde_json::to_string(&first).unwrap();
-    assert!(stored.contains("{aws_account_id}"), "the plan keeps the placeholder");
+    assert!(
+        stored.contains("{aws_account_id}"),
+        "the plan keeps the placeholder"
+    );
     assert!(!stored.contains(&role_arn));
     let changed: Vec<String> = again
         .changes()
@@ -693,8 +696,9 @@ async fn a_bucket_name_taken_by_someone_else_rolls_the_new_tenant_back_completel
     let tenant = &report.tenants[0];
     assert_eq!(tenant.outcome, TenantOutcome::RolledBack);
     let error = tenant.first_error().unwrap();
+    // The address, and the bucket in S3's words next to it.
     assert!(
-        error.contains(&format!("{}/s3_bucket.documents", t.id)),
+        error.starts_with(&format!("{}/s3_bucket.documents ({bucket}): ", t.id)),
         "{error}"
     );
     assert!(

@@ -688,8 +688,10 @@ impl<'a> DrainState<'a> {
 
     fn record(&mut self, node: NodeIndex, outcome: StepOutcome, elapsed: Duration) {
         let step = self.graph.graph[node];
+        let change = step.change(self.plan);
         self.records[node.index()] = Some(StepRecord {
-            address: step.change(self.plan).address.clone(),
+            address: change.address.clone(),
+            physical_id: change.physical_id(),
             step: step_name(step.kind),
             outcome,
             duration_ms: elapsed.as_millis() as u64,

@@ -146,6 +146,9 @@ pub type ProgressSink = Arc<dyn Fn(&Progress) + Send + Sync>;
 #[derive(Clone, Debug, Serialize)]
 pub struct StepRecord {
     pub address: ResourceAddress,
+    /// The object in its service (bucket, role, schema name), where the plan names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub physical_id: Option<String>,
     pub step: &'static str,
     pub outcome: StepOutcome,
     pub duration_ms: u64,
@@ -190,7 +193,10 @@ impl TenantReport {
     /// The first failure, as a sentence.
     pub fn first_error(&self) -> Option<String> {
         self.steps.iter().find_map(|s| match &s.outcome {
-            StepOutcome::Failed { error, .. } => Some(format!("{}: {error}", s.address)),
+            StepOutcome::Failed { error, .. } => Some(match &s.physical_id {
+                Some(id) => format!("{} ({id}): {error}", s.address),
+                None => format!("{}: {error}", s.address),
+            }),
             _ => None,
         })
     }

@@ -162,6 +162,17 @@ impl ResourceChange {
     pub fn resumes(&self) -> bool {
         self.reason == ActionReason::ResumeInterruptedCreate
     }
+
+    /// The object in its service (bucket, role, schema name): see
+    /// [`identity::physical_id`]. From the desired resource, else from what exists.
+    pub fn physical_id(&self) -> Option<String> {
+        let attributes = match (&self.after, &self.before) {
+            (Some(after), _) => &after.attributes,
+            (None, Some(before)) => before,
+            (None, None) => return None,
+        };
+        identity::physical_id(self.address.resource_type, attributes)
+    }
 }
 
 /// What the plan will do to one tenant.
