@@ -16,6 +16,7 @@ use crate::connect::aws::AwsClients;
 use crate::connect::postgres::PostgresConfig;
 use crate::connect::redis::RedisConfig;
 use crate::drift::{self, DriftReport};
+use crate::environment::Environment;
 use crate::error::Error;
 use crate::outputs::{Output, tenant_outputs};
 use crate::plan::cost::CostEstimate;
@@ -65,6 +66,9 @@ pub struct EngineConfig {
     /// The run this engine acts for, recorded with every lock it takes (and so with
     /// every state version written under it).
     pub run: Option<RunRef>,
+    /// Where the variables platform.toml names (and `PG*`, `USER`, ...) are read:
+    /// the process environment unless the embedding service gives its own.
+    pub environment: Environment,
 }
 
 impl Default for EngineConfig {
@@ -76,6 +80,7 @@ impl Default for EngineConfig {
             lock_timeout: Duration::ZERO,
             policy_dir: None,
             run: None,
+            environment: Environment::process(),
         }
     }
 }
@@ -160,7 +165,11 @@ impl Engine {
         self.store
             .get_or_try_init(|| async {
                 let platform = crate::spec::load_platform(&self.config.specs_dir)?;
-                Ok::<_, Error>(StateStore::open(&platform, &self.config.state_dir)?)
+                Ok::<_, Error>(StateStore::open(
+                    &platform,
+                    &self.config.state_dir,
+                    &self.config.environment,
+                )?)
             })
             .await
     }
@@ -181,6 +190,7 @@ impl Engine {
             operation: operation.to_owned(),
             timeout: self.config.lock_timeout,
             run: self.config.run,
+            user: self.config.environment.get("USER"),
         }
     }
 
@@ -201,7 +211,7 @@ impl Engine {
         if client.as_ref().is_none_or(|c| c.is_closed()) {
             let pg = match &self.registry {
                 Some(pg) => pg.clone(),
-                None => PostgresConfig::resolve(&specs.platform.postgres)
+                None => PostgresConfig::resolve(&specs.platform.postgres, &self.config.environment)
                     .map_err(|e| unreadable(e.to_string()))?,
             };
             *client = Some(
@@ -218,9 +228,16 @@ impl Engine {
     pub async fn providers(&self, specs: &Specs) -> Result<&ProviderSet, Error> {
         self.providers
             .get_or_try_init(|| async {
-                let pg = PostgresConfig::resolve(&specs.platform.postgres)?;
+                let pg =
+                    PostgresConfig::resolve(&specs.platform.postgres, &self.config.environment)?;
                 let aws = Arc::new(AwsClients::load(&specs.platform.aws).await);
-                let set = platform_providers(&specs.platform, pg, aws, self.config.parallelism)?;
+                let set = platform_providers(
+                    &specs.platform,
+                    pg,
+                    aws,
+                    self.config.parallelism,
+                    &self.config.environment,
+                )?;
                 Ok::<_, Error>(set)
             })
             .await
@@ -585,7 +602,8 @@ impl Engine {
     /// Sealed with the state's key when `[encryption]` configures one.
     pub fn save_plan(&self, plan: &Plan, path: &Path) -> Result<(), Error> {
         let platform = crate::spec::load_platform(&self.config.specs_dir)?;
-        let encryption = Encryption::from_platform(&platform).map_err(StateError::from)?;
+        let encryption = Encryption::from_platform(&platform, &self.config.environment)
+            .map_err(StateError::from)?;
         let bytes = saved::encode(plan);
         let what = format!("plan file {}", path.display());
         let stored = encryption
@@ -607,7 +625,8 @@ impl Engine {
         let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
         // Without a platform file there is no `[encryption]`: a plain plan still reads.
         let encryption = match crate::spec::load_platform(&self.config.specs_dir) {
-            Ok(platform) => Encryption::from_platform(&platform).map_err(StateError::from)?,
+            Ok(platform) => Encryption::from_platform(&platform, &self.config.environment)
+                .map_err(StateError::from)?,
             Err(_) => Encryption::plain(),
         };
         let what = format!("plan file {}", path.display());
@@ -656,12 +675,12 @@ impl Engine {
     pub fn outputs(&self, state: &TenantState) -> BTreeMap<String, Output> {
         // Connection settings only: the platform file is enough.
         let specs = Specs::load(&self.config.specs_dir).ok();
-        let pg = specs
-            .as_ref()
-            .and_then(|s| PostgresConfig::resolve(&s.platform.postgres).ok());
+        let pg = specs.as_ref().and_then(|s| {
+            PostgresConfig::resolve(&s.platform.postgres, &self.config.environment).ok()
+        });
         let redis = specs
             .as_ref()
-            .and_then(|s| RedisConfig::resolve(&s.platform.redis).ok());
+            .and_then(|s| RedisConfig::resolve(&s.platform.redis, &self.config.environment).ok());
         tenant_outputs(state, pg.as_ref(), redis.as_ref())
     }
 
@@ -1064,8 +1083,18 @@ impl Engine {
             StateBackendKind::Local => StateBackendKind::Postgres,
             StateBackendKind::Postgres => StateBackendKind::Local,
         };
-        let source = StateStore::open_kind(from, &platform, &self.config.state_dir)?;
-        let target = StateStore::open_kind(to, &platform, &self.config.state_dir)?;
+        let source = StateStore::open_kind(
+            from,
+            &platform,
+            &self.config.state_dir,
+            &self.config.environment,
+        )?;
+        let target = StateStore::open_kind(
+            to,
+            &platform,
+            &self.config.state_dir,
+            &self.config.environment,
+        )?;
         let report =
             crate::state::migrate(&source, &target, &self.lock_request("state migrate")).await;
         source.settle().await;
@@ -1228,6 +1257,7 @@ pub fn platform_providers(
     pg: PostgresConfig,
     aws: Arc<AwsClients>,
     parallelism: usize,
+    environment: &Environment,
 ) -> Result<ProviderSet, Error> {
     let pg = Arc::new(PostgresProvider::new(pg, parallelism.clamp(1, 32))?);
     let mut set = ProviderSet::new();
@@ -1241,13 +1271,17 @@ pub fn platform_providers(
                 Duration::from_secs(platform.aws.cache_wait_timeout_secs),
             )),
             Family::Settings => Arc::new(TenantSettingsProvider::new(pg.clone())),
-            Family::Redis => Arc::new(RedisProvider::new(RedisConfig::resolve(&platform.redis)?)?),
+            Family::Redis => Arc::new(RedisProvider::new(RedisConfig::resolve(
+                &platform.redis,
+                environment,
+            )?)?),
             // The vector namespace's provider is the backend the platform names.
             Family::Vector => match platform.vector.backend {
                 VectorBackend::Pgvector => Arc::new(PgvectorProvider::new(pg.clone())),
             },
             Family::Dashboard => Arc::new(DashboardProvider::new(
                 &platform.dashboards.grafana_token_env,
+                environment,
             )?),
         };
         set.register(family.types(), provider);

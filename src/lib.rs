@@ -36,6 +36,7 @@ pub mod blueprint;
 pub mod connect;
 pub mod drift;
 mod engine;
+pub mod environment;
 mod error;
 pub mod outputs;
 pub mod plan;
@@ -56,6 +57,7 @@ pub use drift::DriftReport;
 pub use engine::{
     Engine, EngineConfig, PlanOptions, check_plan_fresh, import_id, platform_providers,
 };
+pub use environment::Environment;
 pub use error::Error;
 pub use plan::{Action, Plan, PlanMode};
 pub use policy::{PolicyLevel, PolicyReport, PolicyViolation};

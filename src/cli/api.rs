@@ -12,7 +12,7 @@ use super::runs::RunsCli;
 
 /// `tenantform serve`: refuses to start without a key to verify tokens.
 pub async fn cmd_serve(cli: &Cli, listen: std::net::SocketAddr) -> anyhow::Result<Outcome> {
-    let verifier = TokenVerifier::from_env()?;
+    let verifier = TokenVerifier::from_environment(&tenantform::Environment::process())?;
     let runs = RunsCli::load(cli, 10, true).await?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

@@ -700,6 +700,8 @@ impl Cli {
             lock_timeout,
             policy_dir: self.policy.clone(),
             run: None,
+            // The CLI's edge: the library reads variables only through this.
+            environment: tenantform::Environment::process(),
         }
     }
 }

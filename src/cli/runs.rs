@@ -37,8 +37,9 @@ impl RunsCli {
     /// needs metrics to scrape: see [`loopback_metrics_url`]).
     pub async fn load(cli: &Cli, parallelism: usize, executes: bool) -> anyhow::Result<RunsCli> {
         let platform = tenantform::spec::load_platform(&cli.specs)?;
-        let pg = PostgresConfig::resolve(&platform.postgres)?;
-        let store = StateStore::open(&platform, &cli.state)?;
+        let environment = tenantform::Environment::process();
+        let pg = PostgresConfig::resolve(&platform.postgres, &environment)?;
+        let store = StateStore::open(&platform, &cli.state, &environment)?;
         let metrics_url = match (executes, &platform.validation.metrics_url) {
             (true, None) => Some(loopback_metrics_url(&pg).await?),
             _ => None,
@@ -50,6 +51,7 @@ impl RunsCli {
                 parallelism,
                 settings: platform.runs.clone(),
                 metrics_url,
+                environment,
             },
             pg,
             store,

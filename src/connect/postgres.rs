@@ -4,6 +4,7 @@
 //! connections as any role for the registry and the validation checks, and the
 //! quoting and error mapping every caller needs.
 
+use crate::environment::Environment;
 use std::fmt;
 use std::time::Duration;
 
@@ -77,8 +78,11 @@ impl fmt::Debug for PostgresPool {
 impl PostgresConfig {
     /// The platform file's settings, completed from `PGHOST`, `PGPORT`, `PGUSER`,
     /// `PGPASSWORD` and `PGDATABASE`.
-    pub fn resolve(endpoint: &PostgresEndpoint) -> Result<Self, ServiceError> {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    pub fn resolve(
+        endpoint: &PostgresEndpoint,
+        environment: &Environment,
+    ) -> Result<Self, ServiceError> {
+        let env = |name: &str| environment.get(name);
         let missing = |what: &str, var: &str| {
             ServiceError::Config(format!(
                 "the PostgreSQL {what} is not set: set it under [postgres] in platform.toml or export {var} (`scripts/stack env` prints a working set)"

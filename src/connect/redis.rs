@@ -2,6 +2,7 @@
 //! platform.toml), the admin URL resolved from the variable it names
 //! ([`RedisConfig`]), URLs for other users, and the mapping of client errors.
 
+use crate::environment::Environment;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -52,9 +53,12 @@ impl fmt::Debug for RedisConfig {
 
 impl RedisConfig {
     /// The platform file's settings with the URL from the variable they name.
-    pub fn resolve(endpoint: &RedisEndpoint) -> Result<Self, ServiceError> {
+    pub fn resolve(
+        endpoint: &RedisEndpoint,
+        environment: &Environment,
+    ) -> Result<Self, ServiceError> {
         let var = &endpoint.url_env;
-        let url = std::env::var(var).ok().filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+        let url = environment.get(var).filter(|v| !v.trim().is_empty()).ok_or_else(|| {
             ServiceError::Config(format!(
                 "the Redis URL is not set: export {var}=redis://USER:PASSWORD@HOST:PORT/0 (the variable is named by [redis] url_env in platform.toml; `scripts/stack env` prints a working one)"
             ))

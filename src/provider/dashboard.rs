@@ -13,6 +13,7 @@
 //! edited by hand reads with a "(changed outside tenantform)" title, so the plan shows
 //! drift and the next apply writes the file again.
 
+use crate::environment::Environment;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -172,7 +173,7 @@ pub struct DashboardProvider {
 impl DashboardProvider {
     /// `token_env` names the variable with Grafana's service-account token (used only
     /// with a `grafana_url`).
-    pub fn new(token_env: &str) -> Result<Self, ProviderError> {
+    pub fn new(token_env: &str, environment: &Environment) -> Result<Self, ProviderError> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(15))
             .connect_timeout(Duration::from_secs(5))
@@ -180,10 +181,7 @@ impl DashboardProvider {
             .map_err(|e| {
                 ProviderError::Config(format!("cannot set up the HTTP client for Grafana: {e}"))
             })?;
-        let token = std::env::var(token_env)
-            .ok()
-            .filter(|t| !t.is_empty())
-            .map(crate::secret::Secret::new);
+        let token = environment.get(token_env).map(crate::secret::Secret::new);
         Ok(DashboardProvider {
             http,
             token,

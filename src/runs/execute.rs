@@ -38,6 +38,8 @@ pub struct RunContext {
     /// not set: the process that executes runs serves tenantform's own metrics and says
     /// where ([`Workflow::set_metrics_url`]).
     pub metrics_url: Option<String>,
+    /// The variables every run's engine reads (see [`crate::environment`]).
+    pub environment: crate::Environment,
 }
 
 impl RunContext {
@@ -50,6 +52,7 @@ impl RunContext {
             lock_timeout: Duration::from_secs(self.settings.lock_timeout_secs),
             policy_dir: None,
             run: Some(lease.run()),
+            environment: self.environment.clone(),
         })
     }
 }

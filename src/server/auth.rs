@@ -126,12 +126,14 @@ impl std::fmt::Debug for TokenVerifier {
 }
 
 impl TokenVerifier {
-    /// The verifier the environment configures ([`SECRET_VAR`] or [`PUBLIC_KEY_VAR`]).
-    pub fn from_env() -> Result<TokenVerifier, AuthSetupError> {
-        if let Some(path) = std::env::var_os(PUBLIC_KEY_VAR).filter(|p| !p.is_empty()) {
+    /// The verifier `environment` configures ([`SECRET_VAR`] or [`PUBLIC_KEY_VAR`]).
+    pub fn from_environment(
+        environment: &crate::Environment,
+    ) -> Result<TokenVerifier, AuthSetupError> {
+        if let Some(path) = environment.get(PUBLIC_KEY_VAR) {
             return Self::public_key(PathBuf::from(path));
         }
-        let secret = std::env::var(SECRET_VAR).unwrap_or_default();
+        let secret = environment.get(SECRET_VAR).unwrap_or_default();
         Self::hs256(secret.as_bytes())
     }
 

@@ -75,6 +75,7 @@ impl ApiState {
             lock_timeout: Duration::ZERO,
             policy_dir: None,
             run: None,
+            environment: self.runs.environment.clone(),
         })
         .with_registry(self.pg.clone())
     }

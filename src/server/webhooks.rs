@@ -160,20 +160,23 @@ impl std::fmt::Debug for Webhook {
 }
 
 impl Webhook {
-    /// The webhooks of `settings`, each with the secret its `secret_env` holds.
-    pub fn from_settings(settings: &[WebhookSettings]) -> Result<Vec<Webhook>, WebhookError> {
+    /// The webhooks of `settings`, each with the secret its `secret_env` holds in
+    /// `environment`.
+    pub fn from_settings(
+        settings: &[WebhookSettings],
+        environment: &crate::Environment,
+    ) -> Result<Vec<Webhook>, WebhookError> {
         settings
             .iter()
             .enumerate()
             .map(|(index, s)| {
-                let secret = std::env::var(&s.secret_env).unwrap_or_default();
-                if secret.is_empty() {
+                let Some(secret) = environment.get(&s.secret_env) else {
                     return Err(WebhookError::MissingSecret {
                         index,
                         host: host_of(&s.url),
                         var: s.secret_env.clone(),
                     });
-                }
+                };
                 Ok(Webhook {
                     settings: s.clone(),
                     key: hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes()),
@@ -272,7 +275,7 @@ pub async fn start(
     if specs.platform.webhooks.is_empty() {
         return Ok(None);
     }
-    let hooks = Webhook::from_settings(&specs.platform.webhooks)?;
+    let hooks = Webhook::from_settings(&specs.platform.webhooks, &config.runs.environment)?;
     // The triggers go on the runs and registry tables: those first.
     crate::runs::RunQueue::open(&config.pg)
         .await

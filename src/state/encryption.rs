@@ -288,10 +288,13 @@ impl Encryption {
         })
     }
 
-    /// The encryption `[encryption]` of `platform` describes, passphrases from the
-    /// process environment.
-    pub fn from_platform(platform: &crate::spec::PlatformSpec) -> Result<Self, EncryptionError> {
-        Self::from_settings(&platform.encryption, |name| std::env::var(name).ok())
+    /// The encryption `[encryption]` of `platform` describes, passphrases from
+    /// `environment`.
+    pub fn from_platform(
+        platform: &crate::spec::PlatformSpec,
+        environment: &crate::Environment,
+    ) -> Result<Self, EncryptionError> {
+        Self::from_settings(&platform.encryption, |name| environment.get(name))
     }
 
     /// Whether new writes are sealed.

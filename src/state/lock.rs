@@ -7,6 +7,7 @@
 //!     operation: "apply".into(),
 //!     timeout: Duration::from_secs(30),            // ZERO: fail at once when held
 //!     run: Some(RunRef { id: run_id, attempt: 2 }), // the run this lock acts for, if any
+//!     user: Some("ci-bot".into()),                  // who, as the holder is shown
 //! }).await?;                                        // StateError::Locked names the holder
 //! store.write(&lock, &mut state).await?;            // fenced: refused once the lock is lost
 //! lock.release().await?;                            // or drop it (released in the background)
@@ -73,7 +74,7 @@ impl LockInfo {
             operation: request.operation.clone(),
             pid: std::process::id(),
             host: host_name(),
-            user: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+            user: request.user.clone().unwrap_or_else(|| "unknown".into()),
             since: Utc::now(),
             run: request.run,
             expires_at: None,
@@ -164,6 +165,9 @@ pub struct LockRequest {
     pub timeout: Duration,
     /// The run the lock acts for, if any.
     pub run: Option<RunRef>,
+    /// Who takes it, as others see the holder (the engine passes its environment's
+    /// `USER`); `None`: "unknown".
+    pub user: Option<String>,
 }
 
 impl LockRequest {
@@ -173,6 +177,7 @@ impl LockRequest {
             operation: operation.into(),
             timeout,
             run: None,
+            user: None,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! by `TENANTFORM_STATE_BACKEND`. PostgreSQL is reached like the providers reach it
 //! (`[postgres]`, else `PG*`).
 
+use crate::environment::Environment;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,8 +84,17 @@ impl StateStore {
 
     /// The backend `platform` chooses (or `TENANTFORM_STATE_BACKEND`), with local state
     /// under `state_dir`.
-    pub fn open(platform: &PlatformSpec, state_dir: &Path) -> Result<Self, StateError> {
-        Self::open_kind(configured_kind(platform)?, platform, state_dir)
+    pub fn open(
+        platform: &PlatformSpec,
+        state_dir: &Path,
+        environment: &Environment,
+    ) -> Result<Self, StateError> {
+        Self::open_kind(
+            configured_kind(platform, environment)?,
+            platform,
+            state_dir,
+            environment,
+        )
     }
 
     /// The backend `kind`, configured from `platform`, whatever platform.toml chooses.
@@ -92,19 +102,21 @@ impl StateStore {
         kind: StateBackendKind,
         platform: &PlatformSpec,
         state_dir: &Path,
+        environment: &Environment,
     ) -> Result<Self, StateError> {
-        let encryption = Arc::new(Encryption::from_platform(platform)?);
+        let encryption = Arc::new(Encryption::from_platform(platform, environment)?);
         let backend = match kind {
             StateBackendKind::Local => {
                 Backend::Local(LocalStore::new(state_dir).with_encryption(encryption))
             }
             StateBackendKind::Postgres => {
-                let config = PostgresConfig::resolve(&platform.postgres).map_err(|e| {
-                    StateError::Config {
-                        backend: "postgres",
-                        detail: e.to_string(),
-                    }
-                })?;
+                let config =
+                    PostgresConfig::resolve(&platform.postgres, environment).map_err(|e| {
+                        StateError::Config {
+                            backend: "postgres",
+                            detail: e.to_string(),
+                        }
+                    })?;
                 let settings = &platform.state;
                 Backend::Postgres(Arc::new(
                     PgStore::new(
@@ -381,9 +393,12 @@ impl StateStore {
 }
 
 /// The backend platform.toml chooses, or `TENANTFORM_STATE_BACKEND`.
-pub fn configured_kind(platform: &PlatformSpec) -> Result<StateBackendKind, StateError> {
-    match std::env::var(BACKEND_ENV) {
-        Ok(v) if !v.trim().is_empty() => {
+pub fn configured_kind(
+    platform: &PlatformSpec,
+    environment: &Environment,
+) -> Result<StateBackendKind, StateError> {
+    match environment.get(BACKEND_ENV) {
+        Some(v) if !v.trim().is_empty() => {
             v.trim()
                 .parse()
                 .map_err(|detail: String| StateError::Config {

@@ -171,7 +171,7 @@ impl<'a> Workflow<'a> {
     fn platform_database(engine: &Engine) -> Result<(PlatformSpec, PostgresConfig), WorkflowError> {
         // The platform file is enough here: connection and notification settings.
         let platform = crate::spec::load_platform(&engine.config().specs_dir)?;
-        let pg = PostgresConfig::resolve(&platform.postgres)
+        let pg = PostgresConfig::resolve(&platform.postgres, &engine.config().environment)
             .map_err(|e| WorkflowError::Registry(e.to_string()))?;
         Ok((platform, pg))
     }
@@ -186,7 +186,10 @@ impl<'a> Workflow<'a> {
             engine,
             specs_dir: engine.config().specs_dir.clone(),
             registry,
-            notifier: Notifier::new(platform.notifications.clone()),
+            notifier: Notifier::new(
+                platform.notifications.clone(),
+                engine.config().environment.clone(),
+            ),
             pg,
             metrics_url: None,
             progress: None,
@@ -537,15 +540,15 @@ impl<'a> Workflow<'a> {
                 break;
             }
         }
-        let redis = RedisConfig::resolve(&specs.platform.redis).ok();
+        let environment = &self.engine.config().environment;
+        let redis = RedisConfig::resolve(&specs.platform.redis, environment).ok();
         let aws = AwsClients::load(&specs.platform.aws).await;
         let jwt_secret = specs
             .platform
             .validation
             .jwt_secret_env
-            .as_ref()
-            .and_then(|v| std::env::var(v).ok())
-            .filter(|s| !s.is_empty())
+            .as_deref()
+            .and_then(|v| environment.get(v))
             .map(String::into_bytes)
             .unwrap_or_else(|| crate::secret::generate_password(48).into_bytes());
         // The platform's metrics endpoint, else the one the caller serves; checked over

@@ -51,15 +51,18 @@ pub struct Delivery {
 /// Sends notifications through the configured channels.
 pub struct Notifier {
     settings: NotificationSettings,
+    /// Where the Slack webhook and SMTP URLs the settings name are read.
+    environment: crate::Environment,
     http: reqwest::Client,
 }
 
 const ATTEMPTS: u32 = 3;
 
 impl Notifier {
-    pub fn new(settings: NotificationSettings) -> Self {
+    pub fn new(settings: NotificationSettings, environment: crate::Environment) -> Self {
         Notifier {
             settings,
+            environment,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
@@ -70,10 +73,16 @@ impl Notifier {
     /// Sends `n` to every channel and audience; returns what happened to each delivery.
     pub async fn send(&self, n: &Notification, owner: &str, requester: &str) -> Vec<Delivery> {
         let mut out = Vec::new();
-        if let Some(url) = env_value(&self.settings.slack_webhook_url_env) {
+        if let Some(url) = self
+            .environment
+            .named(self.settings.slack_webhook_url_env.as_deref())
+        {
             out.push(self.slack(&url, n).await);
         }
-        if let Some(smtp) = env_value(&self.settings.smtp_url_env) {
+        if let Some(smtp) = self
+            .environment
+            .named(self.settings.smtp_url_env.as_deref())
+        {
             let mut to: Vec<String> = Vec::new();
             for a in &n.audiences {
                 match a {
@@ -149,12 +158,6 @@ impl Notifier {
         .await;
         delivery("email", to, result)
     }
-}
-
-fn env_value(name: &Option<String>) -> Option<String> {
-    name.as_ref()
-        .and_then(|n| std::env::var(n).ok())
-        .filter(|v| !v.is_empty())
 }
 
 fn delivery(channel: &str, to: &str, result: (Result<(), String>, u32)) -> Delivery {

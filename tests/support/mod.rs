@@ -666,15 +666,13 @@ pub async fn engine(ws: &Workspace, counter: Option<Arc<AtomicUsize>>) -> tenant
     let pg = ws.pg_config();
     let aws = Arc::new(AwsClients::new(aws_config().await));
     // Redis comes from REDIS_URL, as the platform file says. When the stack was brought
-    // up by this process (not exported by scripts/test), export it here.
-    if std::env::var_os("REDIS_URL").is_none() {
-        // SAFETY: every test sets the same value, before its providers read it.
-        #[allow(unsafe_code)]
-        unsafe {
-            std::env::set_var("REDIS_URL", env("REDIS_URL"))
-        };
-    }
-    let set = tenantform::platform_providers(&specs.platform, pg.clone(), aws, 10)
+    // up by this process (not exported by scripts/test), the engine is given it: the
+    // library reads variables only through its environment.
+    let mut vars: BTreeMap<String, String> = std::env::vars().collect();
+    vars.entry("REDIS_URL".into())
+        .or_insert_with(|| env("REDIS_URL"));
+    let environment = tenantform::Environment::from_vars(vars);
+    let set = tenantform::platform_providers(&specs.platform, pg.clone(), aws, 10, &environment)
         .expect("providers of the workspace");
     let set = match &counter {
         Some(c) => set.map(|p| -> Arc<dyn Provider> {
@@ -689,6 +687,7 @@ pub async fn engine(ws: &Workspace, counter: Option<Arc<AtomicUsize>>) -> tenant
         tenantform::EngineConfig {
             specs_dir: ws.specs(),
             state_dir: ws.state(),
+            environment,
             ..tenantform::EngineConfig::default()
         },
         set,
