@@ -54,10 +54,9 @@ fn schemathesis() -> std::path::PathBuf {
 
 /// Every operation of the stored document, as `METHOD /path`.
 fn documented_operations() -> BTreeSet<String> {
-    let doc: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo().join("docs/openapi.json")).unwrap(),
-    )
-    .unwrap();
+    let doc: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("docs/openapi.json")).unwrap())
+            .unwrap();
     let mut ops = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
@@ -90,7 +89,9 @@ fn junit_cases(xml: &str) -> Vec<Case> {
         let end = if self_closing {
             open_end + 1
         } else {
-            tail.find("</testcase>").map(|i| i + "</testcase>".len()).expect("a closed test case")
+            tail.find("</testcase>")
+                .map(|i| i + "</testcase>".len())
+                .expect("a closed test case")
         };
         let case = &tail[..end];
         let name = case
