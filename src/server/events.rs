@@ -31,7 +31,7 @@ use super::ApiState;
 use super::auth::Caller;
 use super::error::ApiError;
 use super::openapi::ErrorBody;
-use super::v1::{may_see, read_requests, read_runs};
+use super::v1::{may_see, read_requests, read_runs, request_id};
 use crate::connect::postgres::Listener;
 use crate::runs::{RunQueue, RunStatus, follow_after};
 use crate::workflow::WorkflowError;
@@ -71,7 +71,7 @@ fn error_event(e: ApiError) -> Event {
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "Run id"), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id")),
-    responses((status = 200, description = "Server-Sent Events: the run's steps until it is final", content_type = "text/event-stream", body = String), (status = 400, description = "A Last-Event-ID that is not an event id", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such run", body = ErrorBody)))]
+    responses((status = 200, description = "Server-Sent Events: the run's steps until it is final", content_type = "text/event-stream", body = String), (status = 400, description = "A Last-Event-ID that is not an event id", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such run", body = ErrorBody), (status = 422, description = "A run id prefix that several runs start with: give more of it", body = ErrorBody)))]
 pub(super) async fn run_events(
     State(state): State<ApiState>,
     caller: Caller,
@@ -162,6 +162,7 @@ pub(super) async fn request_events(
     let opened = async {
         read_requests(&caller)?;
         let after = last_event_id(&headers)?;
+        request_id(&id)?;
         let registry = Registry::open_existing(&state.pg)
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no request {id}")))?;

@@ -124,6 +124,17 @@ fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
     })
 }
 
+/// A request is named by its tenant's id: a path that is not one names no request, and
+/// is never sent to the database (which refuses a NUL byte with an error of its own).
+pub(super) fn request_id(id: &str) -> Result<(), ApiError> {
+    match TenantId::problem(id) {
+        None => Ok(()),
+        Some(_) => Err(ApiError::not_found(format!(
+            "no request {id:?}: not a tenant id"
+        ))),
+    }
+}
+
 fn tenant_id(id: &str) -> Result<TenantId, ApiError> {
     id.parse()
         .map_err(|_| ApiError::not_found(format!("no tenant {id:?}: not a tenant id")))
@@ -313,7 +324,7 @@ pub(super) fn read_runs(caller: &Caller) -> Result<(), ApiError> {
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "Run id, or a unique prefix of it")),
-    responses((status = 200, description = "The run: status, timestamps, queue position, blocked by, allowed actions", body = Object), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such run", body = ErrorBody)))]
+    responses((status = 200, description = "The run: status, timestamps, queue position, blocked by, allowed actions", body = Object), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such run", body = ErrorBody), (status = 422, description = "A run id prefix that several runs start with: give more of it", body = ErrorBody)))]
 pub(super) async fn get_run(
     State(state): State<ApiState>,
     caller: Caller,
@@ -334,7 +345,7 @@ pub(super) async fn get_run(
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}/plan", tag = "runs", params(("id" = String, Path, description = "Run id")),
-    responses((status = 200, description = "The run's plan, as `plan --json`", body = Object), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such run, or no plan yet", body = ErrorBody)))]
+    responses((status = 200, description = "The run's plan, as `plan --json`", body = Object), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such run, or no plan yet", body = ErrorBody), (status = 422, description = "A run id prefix that several runs start with: give more of it", body = ErrorBody)))]
 pub(super) async fn get_plan(
     State(state): State<ApiState>,
     caller: Caller,
@@ -363,7 +374,7 @@ pub(super) async fn get_plan(
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/actions/{action}", tag = "runs", params(("id" = String, Path, description = "Run id"), ("action" = String, Path, description = "apply, discard or cancel"), ("Idempotency-Key" = Option<String>, Header, description = "Answers a retry with the first answer")),
-    responses((status = 200, description = "The run, discarded or canceled", body = Object), (status = 202, description = "The run, confirmed for apply", body = Object), (status = 400, description = "Unreadable header", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such run or action", body = ErrorBody), (status = 409, description = "The run cannot take the action now, or its plan is stale", body = ErrorBody)))]
+    responses((status = 200, description = "The run, discarded or canceled", body = Object), (status = 202, description = "The run, confirmed for apply", body = Object), (status = 400, description = "Unreadable header", body = ErrorBody), (status = 401, description = "No valid token", body = ErrorBody), (status = 403, description = "The token lacks the scope or role", body = ErrorBody), (status = 404, description = "No such run or action", body = ErrorBody), (status = 409, description = "The run cannot take the action now, or its plan is stale", body = ErrorBody), (status = 422, description = "A run id prefix that several runs start with: give more of it", body = ErrorBody)))]
 pub(super) async fn act_on_run(
     State(state): State<ApiState>,
     caller: Caller,
@@ -573,6 +584,7 @@ pub(super) async fn request_of(
     id: &str,
 ) -> Result<Value, ApiError> {
     read_requests(caller)?;
+    request_id(id)?;
     let engine = state.engine();
     let wf = state.workflow(&engine).await?;
     let request = wf.registry().require(id).await?;
@@ -630,6 +642,7 @@ pub(super) async fn decide(state: &ApiState, caller: &Caller, id: &str, d: Decis
                 .with_details(json!([{"field": "decision", "message": format!("{other:?} is not a decision"), "fix": "use approve or reject"}])));
             }
         };
+        request_id(id)?;
         let engine = state.engine();
         let mut wf = state.workflow(&engine).await?;
         let request = wf.registry().require(id).await?;
