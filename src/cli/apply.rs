@@ -190,6 +190,8 @@ async fn plan_confirm_apply(
         Some(report) => print_apply_report(engine, &plan, &report, json, &cancel).await,
         None if !plan.has_changes() => {
             if json {
+                // The plan was not shown: nothing was to be confirmed.
+                plan_messages(&plan);
                 no_changes(engine, &plan).await;
             } else {
                 print!("{}", plan.human(style));
