@@ -70,7 +70,7 @@ fn main() -> ExitCode {
             let message = format!("{e:#}");
             eprintln!("Error: {}", tenantform::spec::printable_lines(&message));
             if json {
-                println!("{}", error_json(&message));
+                cli::machine::emit(cli::machine::diagnostic(&message, None));
             }
             ExitCode::from(1)
         }
@@ -109,23 +109,6 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
             force,
         } => cmd_force_unlock(&engine, tenant, lock_id, *force).await,
     }
-}
-
-/// An error as one line of Terraform's machine-readable UI (a `diagnostic` message),
-/// which CI log parsers of `terraform -json` read.
-fn error_json(message: &str) -> serde_json::Value {
-    let (summary, detail) = message.split_once('\n').unwrap_or((message, ""));
-    serde_json::json!({
-        "@level": "error",
-        "@message": format!("Error: {message}"),
-        "@module": "tenantform",
-        "type": "diagnostic",
-        "diagnostic": {
-            "severity": "error",
-            "summary": summary,
-            "detail": detail.trim_start(),
-        },
-    })
 }
 
 /// A closed stdout (`tenantform state list | head -1`) ends the command quietly with

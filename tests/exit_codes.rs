@@ -207,3 +207,32 @@ fn completions_and_the_manual_page_cover_every_command() {
         "apply's flags are on the page"
     );
 }
+
+/// A prompt cannot be answered on a JSON stream: `apply --json` without
+/// `--auto-approve` refuses before anything else (as Terraform does), and still says so
+/// in the stream's own vocabulary, one JSON message per line.
+#[test]
+fn apply_under_json_needs_auto_approve_and_says_so_as_json() {
+    let out = tenantform()
+        .args(["apply", "--json", "--state", "/nonexistent-state-dir"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l:?}")))
+        .collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert_eq!(lines[0]["type"], "version");
+    assert_eq!(lines[1]["type"], "diagnostic");
+    assert_eq!(lines[1]["@module"], "tenantform.ui");
+    assert!(
+        lines[1]["diagnostic"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("--auto-approve"),
+        "{stdout}"
+    );
+}

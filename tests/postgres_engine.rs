@@ -196,12 +196,27 @@ async fn a_clean_plan_after_apply_and_a_second_apply_change_nothing(backend: Bac
         serial,
         "state not rewritten"
     );
+    // Under --json, the last message of the stream says nothing ran.
     let json = ws.run(&["apply", "--auto-approve", "--json"]).ok();
-    assert!(
-        json.stdout.contains("\"changes\": false") || json.stdout.contains("\"changes\":false"),
-        "{}",
-        json.stdout
-    );
+    let last: serde_json::Value =
+        serde_json::from_str(json.stdout.lines().last().unwrap()).expect("a JSON line");
+    assert_eq!(last["type"], "apply_report", "{}", json.stdout);
+    assert!(last["report"].is_null(), "{}", json.stdout);
+    let summaries: Vec<serde_json::Value> = json
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .filter(|m| m["type"] == "change_summary")
+        .map(|m| m["changes"].clone())
+        .collect();
+    assert_eq!(summaries.len(), 2, "{}", json.stdout);
+    for (s, operation) in summaries.iter().zip(["plan", "apply"]) {
+        assert_eq!(s["operation"], operation, "{}", json.stdout);
+        assert_eq!(
+            (&s["add"], &s["change"], &s["remove"]),
+            (&0.into(), &0.into(), &0.into())
+        );
+    }
 }
 
 #[tokio::test]
@@ -628,6 +643,16 @@ async fn a_long_step_shows_life_every_ten_seconds() {
         .unwrap_or_else(|| panic!("no completion in:\n{}", run.stderr));
     assert!(started < beat && beat < done, "{}", run.stderr);
     assert!(!run.stderr.contains("[20s elapsed]"), "{}", run.stderr);
+    // The same heartbeat on the JSON stream: an apply_progress with its elapsed time.
+    let progress: Vec<serde_json::Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("a JSON line"))
+        .filter(|m| m["type"] == "apply_progress" && m["hook"]["resource"]["addr"] == address)
+        .collect();
+    assert_eq!(progress.len(), 1, "{}", run.stdout);
+    assert_eq!(progress[0]["hook"]["elapsed_seconds"], 10);
+    assert_eq!(progress[0]["hook"]["action"], "create");
     // Only steps that ran ten seconds or more had a heartbeat.
     for l in lines.iter().filter(|l| l.contains(": Still creating...")) {
         let address = l.split(": Still").next().unwrap();
@@ -638,8 +663,11 @@ async fn a_long_step_shows_life_every_ten_seconds() {
             .unwrap_or_else(|| panic!("{address} did not complete:\n{}", run.stderr));
         assert!(took >= 10.0, "{address} took {took} s:\n{}", run.stderr);
     }
-    let report: serde_json::Value = serde_json::from_str(&run.stdout).expect("stdout is JSON");
-    assert_eq!(report["format_version"], "1.0", "{}", run.stdout);
+    // The apply report is the last message of the stream.
+    let last = run.stdout.lines().last().unwrap_or_default();
+    let last: serde_json::Value = serde_json::from_str(last).expect("stdout is JSON lines");
+    assert_eq!(last["type"], "apply_report", "{}", run.stdout);
+    assert_eq!(last["report"]["format_version"], "1.0", "{}", run.stdout);
 }
 
 on_both_backends!(

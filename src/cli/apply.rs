@@ -9,7 +9,8 @@ use tenantform::report::Style;
 use tenantform::{Action, ApplyOptions, Engine, OutputFormat, Plan, PlanMode, PlanOptions, Report};
 
 use super::args::{ApplyArgs, DestroyArgs, PlanArgs, RunArgs, Selection};
-use super::progress::progress_sink;
+use super::machine;
+use super::progress::{ProgressView, View};
 use super::request::record_destroyed;
 use super::{Outcome, confirm, print_report};
 
@@ -53,6 +54,7 @@ pub async fn cmd_plan(engine: &Engine, args: &PlanArgs, style: Style) -> anyhow:
 }
 
 pub async fn cmd_apply(engine: &Engine, args: &ApplyArgs, style: Style) -> anyhow::Result<Outcome> {
+    start_stream(&args.run, args.planfile.is_some())?;
     let Some(file) = &args.planfile else {
         let plan_options = PlanOptions {
             tenants: args.selection.tenants.clone(),
@@ -69,13 +71,24 @@ pub async fn cmd_apply(engine: &Engine, args: &ApplyArgs, style: Style) -> anyho
     }
     let (options, cancel) = apply_options(&args.run, &args.selection);
     let plan = engine.load_plan(file)?;
+    let progress = ProgressView::new(View::choose(args.run.json, style));
+    if args.run.json {
+        plan_messages(&plan);
+    }
     if !plan.has_changes() {
-        println!("The saved plan has no changes. Nothing to do.");
+        if args.run.json {
+            no_changes(engine, &plan).await;
+        } else {
+            println!("The saved plan has no changes. Nothing to do.");
+        }
         return Ok(Outcome::Ok);
     }
-    let (progress, _heartbeat) = progress_sink(args.run.json);
-    let report = engine.apply_plan(&plan, &options, Some(progress)).await?;
-    let outcome = print_apply_report(&plan, &report, args.run.json, &cancel)?;
+    progress.know(&plan);
+    let report = engine
+        .apply_plan(&plan, &options, Some(progress.sink()))
+        .await?;
+    drop(progress);
+    let outcome = print_apply_report(engine, &plan, &report, args.run.json, &cancel).await?;
     if plan.mode == PlanMode::Destroy {
         record_destroyed(engine, &plan, args.run.json).await?;
     }
@@ -87,6 +100,7 @@ pub async fn cmd_destroy(
     args: &DestroyArgs,
     style: Style,
 ) -> anyhow::Result<Outcome> {
+    start_stream(&args.run, false)?;
     let plan_options = PlanOptions {
         tenants: args.selection.tenants.clone(),
         refresh: false,
@@ -132,7 +146,8 @@ async fn plan_confirm_apply(
     style: Style,
 ) -> anyhow::Result<Outcome> {
     let (options, cancel) = apply_options(run, selection);
-    let (progress, _heartbeat) = progress_sink(run.json);
+    let progress = ProgressView::new(View::choose(run.json, style));
+    let sink = progress.sink();
     let auto = run.auto_approve;
     let json = run.json;
     let destroy = plan_options.mode == PlanMode::Destroy;
@@ -142,7 +157,10 @@ async fn plan_confirm_apply(
             &plan_options,
             &options,
             |plan| {
-                if !json {
+                progress.know(plan);
+                if json {
+                    plan_messages(plan);
+                } else {
                     print!("{}", plan.human(style));
                 }
                 if auto {
@@ -161,17 +179,20 @@ async fn plan_confirm_apply(
                     }
                 }
             },
-            Some(progress),
+            Some(sink),
         )
         .await?;
+    drop(progress);
     if let Some(e) = refused {
         return Err(e);
     }
     let outcome = match report {
-        Some(report) => print_apply_report(&plan, &report, json, &cancel),
+        Some(report) => print_apply_report(engine, &plan, &report, json, &cancel).await,
         None if !plan.has_changes() => {
             if json {
-                println!("{}", serde_json::json!({"changes": false}));
+                // The plan was not shown: nothing was to be confirmed.
+                plan_messages(&plan);
+                no_changes(engine, &plan).await;
             } else {
                 print!("{}", plan.human(style));
             }
@@ -192,14 +213,25 @@ async fn plan_confirm_apply(
 
 /// Says how the apply went, per failed tenant, and maps it to the outcome: an error
 /// unless every tenant succeeded, `Interrupted` after Ctrl-C.
-fn print_apply_report(
+async fn print_apply_report(
+    engine: &Engine,
     plan: &Plan,
     report: &ApplyReport,
     json: bool,
     cancel: &CancellationToken,
 ) -> anyhow::Result<Outcome> {
     if json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        machine::emit(machine::applied_summary(
+            plan.mode,
+            report.count("create"),
+            report.count("update"),
+            report.count("delete"),
+            report.succeeded(),
+        ));
+        if plan.mode != PlanMode::Destroy {
+            emit_outputs(engine, plan, report).await;
+        }
+        emit_report(Some(report));
     } else {
         let done = |step: &str| report.count(step);
         let replaced = plan.count(Action::Replace);
@@ -266,4 +298,84 @@ fn print_apply_report(
         bail!("the apply did not complete for every tenant (see above)");
     }
     Ok(Outcome::Ok)
+}
+
+/// Under `--json`: refuses a run that would have to ask (a prompt cannot be answered
+/// on a JSON stream; Terraform refuses the same), then starts the stream with its
+/// `version` message.
+fn start_stream(run: &RunArgs, saved_plan: bool) -> anyhow::Result<()> {
+    if !run.json {
+        return Ok(());
+    }
+    machine::emit(machine::version());
+    if !run.auto_approve && !saved_plan {
+        bail!(
+            "--json needs --auto-approve (or a saved plan): the confirmation prompt cannot be answered on a JSON stream; nothing was changed"
+        );
+    }
+    Ok(())
+}
+
+/// The plan on the stream: a `planned_change` per change and its `change_summary`.
+fn plan_messages(plan: &Plan) {
+    for m in machine::plan_messages(plan) {
+        machine::emit(m);
+    }
+}
+
+/// The end of the stream of a run with nothing to do.
+async fn no_changes(engine: &Engine, plan: &Plan) {
+    machine::emit(machine::applied_summary(plan.mode, 0, 0, 0, true));
+    let tenants = plan_tenants(plan);
+    if plan.mode != PlanMode::Destroy && !tenants.is_empty() {
+        for state in engine.states(&tenants).await.unwrap_or_default() {
+            machine::emit(machine::outputs(
+                &state.tenant.to_string(),
+                &engine.outputs(&state),
+            ));
+        }
+    }
+    emit_report(None);
+}
+
+fn plan_tenants(plan: &Plan) -> Vec<tenantform::TenantId> {
+    plan.tenants.iter().map(|t| t.tenant.clone()).collect()
+}
+
+/// The `outputs` of every tenant of the plan that the apply left whole.
+async fn emit_outputs(engine: &Engine, plan: &Plan, report: &ApplyReport) {
+    let whole: Vec<tenantform::TenantId> = report
+        .tenants
+        .iter()
+        .filter(|t| matches!(t.outcome, TenantOutcome::Applied | TenantOutcome::Unchanged))
+        .map(|t| t.tenant.clone())
+        .filter(|t| plan.tenants.iter().any(|p| &p.tenant == t))
+        .collect();
+    if whole.is_empty() {
+        return;
+    }
+    // Outputs are a courtesy of the stream: a state that cannot be read now leaves
+    // them out rather than failing an apply that succeeded.
+    for state in engine.states(&whole).await.unwrap_or_default() {
+        machine::emit(machine::outputs(
+            &state.tenant.to_string(),
+            &engine.outputs(&state),
+        ));
+    }
+}
+
+/// The last message of the stream: the apply report (`null` when nothing ran), as
+/// `apply --json` printed it before the stream, under `report`.
+fn emit_report(report: Option<&ApplyReport>) {
+    let text = match report {
+        Some(r) if r.succeeded() => "Apply report: every tenant succeeded",
+        Some(_) => "Apply report: not every tenant succeeded",
+        None => "Apply report: nothing to do",
+    };
+    machine::emit(machine::message(
+        "info",
+        text,
+        "apply_report",
+        serde_json::json!({ "report": report }),
+    ));
 }

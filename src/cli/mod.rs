@@ -8,6 +8,7 @@ pub mod api;
 pub mod apply;
 pub mod args;
 pub mod drift;
+pub mod machine;
 pub mod manual;
 pub mod progress;
 pub mod request;
