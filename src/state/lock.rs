@@ -474,6 +474,5 @@ pub(crate) fn host_name() -> String {
         .map(|s| s.trim().to_owned())
         .ok()
         .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "unknown".into())
 }
