@@ -96,10 +96,18 @@ struct Tally {
     done: u64,
     /// Requests still unanswered at the deadline: not counted above.
     cut: u64,
+    /// Per error status, the message of the first such answer: what went wrong.
+    samples: BTreeMap<String, String>,
 }
 
 impl Tally {
-    fn record(&mut self, group: &'static str, took: Duration, outcome: Result<u16, ()>) {
+    fn record(
+        &mut self,
+        group: &'static str,
+        took: Duration,
+        outcome: Result<u16, ()>,
+        answer: Option<&Value>,
+    ) {
         self.done += 1;
         self.latencies
             .entry(group)
@@ -112,6 +120,12 @@ impl Tally {
         };
         if !ok {
             let status = outcome.map_or("transport".to_owned(), |s| s.to_string());
+            let message = answer
+                .and_then(|a| a["error"]["message"].as_str())
+                .unwrap_or("(no error message)");
+            self.samples
+                .entry(status.clone())
+                .or_insert_with(|| message.chars().take(300).collect());
             *self.errors.entry((group, status)).or_default() += 1;
         }
     }
@@ -124,6 +138,9 @@ impl Tally {
         }
         for (k, n) in other.errors {
             *self.errors.entry(k).or_default() += n;
+        }
+        for (status, message) in other.samples {
+            self.samples.entry(status).or_insert(message);
         }
     }
 }
@@ -202,7 +219,7 @@ async fn main() {
                     tally.cut += 1; // cut off by the deadline, not an answer
                     break;
                 }
-                tally.record(SUBMIT, t0.elapsed(), status);
+                tally.record(SUBMIT, t0.elapsed(), status, answer.as_ref());
                 if let Some(run) = answer.as_ref().and_then(|a| a["run"]["id"].as_str()) {
                     runs.lock().expect("not poisoned").push(run.to_owned());
                 }
@@ -231,13 +248,13 @@ async fn main() {
                     None => (TENANTS, format!("{base}/v1/tenants")),
                 };
                 let t0 = Instant::now();
-                let (status, _) =
+                let (status, answer) =
                     send(http.get(url).header("authorization", &auth), deadline).await;
                 if Instant::now() >= deadline && status.is_err() {
                     tally.cut += 1;
                     break;
                 }
-                tally.record(group, t0.elapsed(), status);
+                tally.record(group, t0.elapsed(), status, answer.as_ref());
                 tokio::time::sleep(think).await;
             }
             tally
@@ -289,6 +306,7 @@ async fn main() {
         "requests_per_s": ((all.done as f64 / elapsed) * 10.0).round() / 10.0,
         "errors": errors,
         "errors_by_status": errors_by_status,
+        "error_samples": all.samples,
         "unanswered_at_deadline": all.cut,
         "runs_queued": runs.lock().expect("not poisoned").len(),
         "groups": groups,

@@ -20,6 +20,7 @@ pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -49,14 +50,35 @@ pub struct ApiConfig {
     pub verifier: TokenVerifier,
 }
 
-/// The state every handler shares: configuration only.
-#[derive(Clone, Debug)]
+/// How many requests may use the database at once; the rest wait their turn. Each
+/// holds a few connections (registry, runs, state) while it runs, so that 200 clients
+/// polling at once queue here instead of exhausting PostgreSQL's `max_connections`
+/// (100 by default) and failing with "too many clients".
+pub const DATABASE_SLOTS: usize = 16;
+
+/// The state every handler shares: configuration, one engine for the requests (its
+/// state store's connections and registry connection shared, specs read fresh on
+/// each call), and the database slots.
+#[derive(Clone)]
 pub struct ApiState {
     pg: PostgresConfig,
     specs_dir: PathBuf,
     state_dir: PathBuf,
     runs: RunContext,
     verifier: TokenVerifier,
+    engine: Arc<Engine>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("pg", &self.pg)
+            .field("specs_dir", &self.specs_dir)
+            .field("state_dir", &self.state_dir)
+            .field("runs", &self.runs)
+            .field("verifier", &self.verifier)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HasVerifier for ApiState {
@@ -66,18 +88,31 @@ impl HasVerifier for ApiState {
 }
 
 impl ApiState {
-    /// An engine for one request: reads only, waits for no lock.
-    fn engine(&self) -> Engine {
-        Engine::new(EngineConfig {
-            specs_dir: self.specs_dir.clone(),
-            state_dir: self.state_dir.clone(),
-            parallelism: self.runs.parallelism,
+    fn new(config: ApiConfig) -> Self {
+        // Reads only, waits for no lock: runs that change anything go to the workers.
+        let engine = Engine::new(EngineConfig {
+            specs_dir: config.specs_dir.clone(),
+            state_dir: config.state_dir.clone(),
+            parallelism: config.runs.parallelism,
             lock_timeout: Duration::ZERO,
             policy_dir: None,
             run: None,
-            environment: self.runs.environment.clone(),
+            environment: config.runs.environment.clone(),
         })
-        .with_registry(self.pg.clone())
+        .with_registry(config.pg.clone());
+        ApiState {
+            pg: config.pg,
+            specs_dir: config.specs_dir,
+            state_dir: config.state_dir,
+            runs: config.runs,
+            verifier: config.verifier,
+            engine: Arc::new(engine),
+        }
+    }
+
+    /// The engine the requests share.
+    fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
     }
 
     /// The lifecycle, queuing provisionings as runs, as `request` commands open it.
@@ -142,17 +177,19 @@ pub fn probes(pg: PostgresConfig) -> Router {
 
 /// Every route: the probes and the `/v1` API.
 pub fn router(config: ApiConfig) -> Router {
-    let state = ApiState {
-        pg: config.pg.clone(),
-        specs_dir: config.specs_dir,
-        state_dir: config.state_dir,
-        runs: config.runs,
-        verifier: config.verifier,
+    let pg = config.pg.clone();
+    let state = ApiState::new(config);
+    let slots = Arc::new(tokio::sync::Semaphore::new(DATABASE_SLOTS));
+    let limited = |router: Router| {
+        router.layer(axum::middleware::from_fn_with_state(
+            slots.clone(),
+            take_a_database_slot,
+        ))
     };
-    probes(config.pg)
+    probes(pg)
         .route("/openapi.json", get(openapi::serve_document))
-        .nest("/v1", v1::routes().with_state(state.clone()))
-        .merge(portal::routes().with_state(state))
+        .nest("/v1", limited(v1::routes().with_state(state.clone())))
+        .merge(limited(portal::routes().with_state(state)))
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -160,6 +197,21 @@ pub fn router(config: ApiConfig) -> Router {
                 "no such route; the API is under /v1 (see the README's API section)",
             )
         })
+}
+
+/// Runs the request once a database slot is free, and frees it when the handler has
+/// answered (an event stream's body goes on without it: it polls on a connection of
+/// its own).
+async fn take_a_database_slot(
+    State(slots): State<Arc<tokio::sync::Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    match slots.acquire().await {
+        Ok(_slot) => next.run(request).await,
+        // Closed only if the server is going away.
+        Err(_) => ApiError::unavailable("the server is shutting down").into_response(),
+    }
 }
 
 /// Serves the API until the process ends.
