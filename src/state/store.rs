@@ -143,6 +143,7 @@ impl StateStore {
         Ok(done)
     }
 
+    /// The backend this store uses.
     pub fn kind(&self) -> StateBackendKind {
         match &self.backend {
             Backend::Local(_) => StateBackendKind::Local,

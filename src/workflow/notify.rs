@@ -22,7 +22,9 @@ pub enum Audience {
     Owner,
     /// Whoever submitted the request, when it is an e-mail address.
     Requester,
+    /// The platform team (`[notifications] platform_team`).
     PlatformTeam,
+    /// Finance (`[notifications] finance`).
     Finance,
 }
 
@@ -57,6 +59,7 @@ pub struct Notifier {
 const ATTEMPTS: u32 = 3;
 
 impl Notifier {
+    /// A notifier sending through `settings`' channels. Sends nothing yet.
     pub fn new(settings: NotificationSettings) -> Self {
         Notifier {
             settings,
