@@ -186,7 +186,7 @@ impl StateStore {
         }
     }
 
-    /// Takes the tenant's lock for `request` (see [`super::lock`] for the API).
+    /// Takes the tenant's lock for `request` (see the `lock` module for the API).
     pub async fn lock(
         &self,
         tenant: &TenantId,
