@@ -9,6 +9,12 @@
 //! `src/main.rs`, and fails naming file, line, path and the rule each broken use breaks.
 //! Test-only code (`#[cfg(test)]` modules, inline or in their own file) may use any
 //! part: a test reaches where it must.
+//!
+//! It also holds the library to its documentation: every `pub` item of the library
+//! (functions, types, traits, constants, statics), every variant of a `pub` enum and
+//! every method of a `pub` trait has a doc comment, so that a service embedding the
+//! crate finds each one explained. Struct fields, restricted visibility, test-only code
+//! and the binary's own modules are left out; the failure names each file and line.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -1180,5 +1186,57 @@ fn every_public_item_of_the_library_has_a_doc_comment() {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join("\n  ")
+    );
+}
+
+#[test]
+fn an_undocumented_public_item_is_named_with_file_and_line_and_the_rest_pass() {
+    let lib = source(
+        "src/lib.rs",
+        "//! The crate.\n\
+         pub mod plan;\n\
+         #[cfg(test)]\n\
+         mod tests;\n",
+    );
+    let plan = source(
+        "src/plan/mod.rs",
+        "/// Documented, above its attributes.\n\
+         #[derive(Debug)]\n\
+         #[serde(\n    rename_all = \"snake_case\"\n)]\n\
+         pub enum Action {\n\
+         \x20   /// Documented.\n\
+         \x20   #[serde(rename = \"no-op\")]\n\
+         \x20   NoOp,\n\
+         \x20   Create { at: Vec<u8> },\n\
+         }\n\
+         pub struct Bare;\n\
+         // A plain comment is not a doc comment.\n\
+         pub const LIMIT: usize = 3;\n\
+         pub(crate) fn internal() {}\n\
+         /// A trait.\n\
+         pub trait Sink {\n\
+         \x20   /// Documented.\n\
+         \x20   fn put(&self);\n\
+         \x20   fn take(&self) -> Option<u8> { None }\n\
+         }\n\
+         const S: &str = \"pub fn in_a_string() {}\";\n\
+         #[cfg(test)]\n\
+         mod tests {\n\
+         \x20   pub fn helper() {}\n\
+         }\n",
+    );
+    let tests = source("src/tests.rs", "pub fn helper() {}\n");
+    let found: Vec<String> = undocumented(&[lib, plan, tests])
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "src/plan/mod.rs:10: variant Action::Create",
+            "src/plan/mod.rs:12: pub struct Bare",
+            "src/plan/mod.rs:14: pub const LIMIT",
+            "src/plan/mod.rs:20: method Sink::take",
+        ]
     );
 }

@@ -137,10 +137,7 @@ pub enum Progress {
         error: String,
     },
     /// A rollback of a tenant's new resources started.
-    RollbackStarted {
-        tenant: TenantId,
-        resources: usize,
-    },
+    RollbackStarted { tenant: TenantId, resources: usize },
 }
 
 /// A callback that receives progress events.
@@ -165,10 +162,7 @@ pub enum StepOutcome {
     /// The step made its change.
     Done,
     /// The step failed; `code` is the error's stable code.
-    Failed {
-        error: String,
-        code: String,
-    },
+    Failed { error: String, code: String },
     /// Not started: a dependency failed, the tenant is being rolled back, or the run
     /// was interrupted.
     Skipped,
