@@ -119,6 +119,8 @@ pub struct Engine {
 }
 
 impl Engine {
+    /// An engine for `config`. Connects to nothing yet: the state store and providers are
+    /// set up on first use, so this cannot fail.
     pub fn new(config: EngineConfig) -> Self {
         Engine {
             config,
@@ -155,6 +157,7 @@ impl Engine {
         engine
     }
 
+    /// The configuration the engine was made with.
     pub fn config(&self) -> &EngineConfig {
         &self.config
     }

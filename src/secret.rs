@@ -28,9 +28,11 @@ pub fn generate_password(len: usize) -> String {
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps `s`.
     pub fn new(s: impl Into<String>) -> Self {
         Secret(s.into())
     }
+    /// The secret itself; take care where it goes.
     pub fn expose(&self) -> &str {
         &self.0
     }

@@ -142,6 +142,7 @@ pub struct ResourceList {
 }
 
 impl ResourceList {
+    /// The addresses in `states`, in the order given.
     pub fn of<'a>(states: impl IntoIterator<Item = &'a TenantState>) -> Self {
         ResourceList {
             resources: states.into_iter().flat_map(|s| s.addresses()).collect(),
@@ -173,6 +174,7 @@ pub struct ResourceView {
 }
 
 impl ResourceView {
+    /// The view of `r` at `address`; sensitive values redacted unless `show_secrets`.
     pub fn new(address: &ResourceAddress, r: &ResourceState, show_secrets: bool) -> Self {
         ResourceView {
             address: address.clone(),
@@ -217,6 +219,7 @@ pub struct StateDocument {
 }
 
 impl StateDocument {
+    /// The view of `state`; sensitive values redacted unless `show_secrets`.
     pub fn new(mut state: TenantState, show_secrets: bool) -> Self {
         if !show_secrets {
             for r in state.resources.values_mut() {

@@ -9,6 +9,12 @@
 //! `src/main.rs`, and fails naming file, line, path and the rule each broken use breaks.
 //! Test-only code (`#[cfg(test)]` modules, inline or in their own file) may use any
 //! part: a test reaches where it must.
+//!
+//! It also holds the library to its documentation: every `pub` item of the library
+//! (functions, types, traits, constants, statics), every variant of a `pub` enum and
+//! every method of a `pub` trait has a doc comment, so that a service embedding the
+//! crate finds each one explained. Struct fields, restricted visibility, test-only code
+//! and the binary's own modules are left out; the failure names each file and line.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -894,4 +900,343 @@ fn the_binarys_own_modules_are_main_and_reach_the_library_as_tenantform() {
         "{found:?}"
     );
     assert!(!parts_of(&tree).contains("cli"));
+}
+
+/// The kinds of item the library must document, as they open a line after `pub `.
+const DOCUMENTED_KINDS: &[&str] = &[
+    "fn ",
+    "async fn ",
+    "const fn ",
+    "unsafe fn ",
+    "struct ",
+    "enum ",
+    "trait ",
+    "const ",
+    "static ",
+    "type ",
+];
+
+/// An item of the library's public surface that has no doc comment.
+#[derive(Debug, PartialEq)]
+struct Undocumented {
+    file: String,
+    line: usize,
+    item: String,
+}
+
+impl std::fmt::Display for Undocumented {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.file, self.line, self.item)
+    }
+}
+
+/// For each line of `code` (already [`code_only`]), whether it is part of an attribute
+/// (`#[...]`, which may span lines), so that a doc comment may sit above attributes.
+fn attribute_lines(code: &str) -> Vec<bool> {
+    let b = code.as_bytes();
+    let mut line_of = Vec::with_capacity(b.len());
+    let mut line = 0;
+    for &c in b {
+        line_of.push(line);
+        if c == b'\n' {
+            line += 1;
+        }
+    }
+    let mut out = vec![false; line + 1];
+    let mut i = 0;
+    while i + 1 < b.len() {
+        if b[i] == b'#' && (b[i + 1] == b'[' || (b[i + 1] == b'!' && b.get(i + 2) == Some(&b'['))) {
+            let mut depth = 0;
+            let mut j = i;
+            while j < b.len() {
+                match b[j] {
+                    b'[' => depth += 1,
+                    b']' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+            let last = line_of[j.min(b.len() - 1)];
+            for flag in &mut out[line_of[i]..=last] {
+                *flag = true;
+            }
+            i = j;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Whether the item starting on line `at` of `text` has a doc comment: the nearest
+/// line above it that is not part of an attribute is `///`, `/** ... */` or `#[doc`.
+fn has_doc(lines: &[&str], attrs: &[bool], at: usize) -> bool {
+    let mut j = at;
+    while j > 0 {
+        j -= 1;
+        let above = lines[j].trim_start();
+        if above.starts_with("///") || above.starts_with("#[doc") || above.ends_with("*/") {
+            return true;
+        }
+        if !attrs.get(j).copied().unwrap_or(false) {
+            return false;
+        }
+    }
+    false
+}
+
+/// The variants of the enum whose body opens at byte `open` of `code`: the line each
+/// starts on (its name, after any attributes), and the name.
+fn enum_variants(code: &str, open: usize) -> Vec<(usize, String)> {
+    let b = code.as_bytes();
+    let mut out = Vec::new();
+    let mut depth = 0;
+    let mut expect_variant = true;
+    let mut i = open;
+    while i < b.len() {
+        let c = b[i];
+        match c {
+            b'{' | b'(' | b'[' | b'<' if !(c == b'<' && depth == 1) => depth += 1,
+            b'}' | b')' | b']' | b'>' if !(c == b'>' && depth == 1) => {
+                // `->` and `=>` in a discriminant expression are not closers.
+                if c == b'>' && i > 0 && (b[i - 1] == b'-' || b[i - 1] == b'=') {
+                    i += 1;
+                    continue;
+                }
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            b',' if depth == 1 => expect_variant = true,
+            b'#' if depth == 1 && expect_variant => {
+                // Skip the attribute: it belongs to the variant that follows.
+                let mut d = 0;
+                let mut j = i + 1;
+                while j < b.len() {
+                    match b[j] {
+                        b'[' => d += 1,
+                        b']' => {
+                            d -= 1;
+                            if d == 0 {
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                    j += 1;
+                }
+                i = j;
+            }
+            _ if depth == 1 && expect_variant && is_ident_byte(c) => {
+                let name: String = b[i..]
+                    .iter()
+                    .take_while(|&&c| is_ident_byte(c))
+                    .map(|&c| char::from(c))
+                    .collect();
+                let line = code[..i].matches('\n').count();
+                i += name.len();
+                out.push((line, name));
+                expect_variant = false;
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The methods of the trait whose body opens at byte `open` of `code`: the line of each
+/// `fn` directly in the body, and the method's name.
+fn trait_methods(code: &str, open: usize) -> Vec<(usize, String)> {
+    let b = code.as_bytes();
+    let mut out = Vec::new();
+    let mut depth = 0;
+    let mut i = open;
+    while i < b.len() {
+        match b[i] {
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            b'f' if depth == 1
+                && code[i..].starts_with("fn ")
+                && (i == 0 || !is_ident_byte(b[i - 1])) =>
+            {
+                let name: String = code[i + 3..]
+                    .trim_start()
+                    .chars()
+                    .take_while(|&c| c.is_alphanumeric() || c == '_')
+                    .collect();
+                let line_start = code[..i].rfind('\n').map_or(0, |p| p + 1);
+                out.push((code[..line_start].matches('\n').count(), name));
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Every public item of the library in `sources` that has no doc comment: `pub` items of
+/// the kinds in [`DOCUMENTED_KINDS`], the variants of `pub` enums and the methods of
+/// `pub` traits. Restricted
+/// visibility (`pub(crate)`, `pub(super)`), test-only code and the binary's own modules
+/// are left out; struct fields are not checked.
+fn undocumented(sources: &[Source]) -> Vec<Undocumented> {
+    let binary = binary_modules(sources);
+    let test_files = test_only_files(sources);
+    let mut out = Vec::new();
+    for s in sources {
+        if test_files.contains(&s.path)
+            || s.path.ends_with("/tests.rs")
+            || part_and_module(&s.path, &binary).0 == "main"
+        {
+            continue;
+        }
+        let code = code_only(&s.text);
+        let test_blocks: Vec<(usize, usize)> = declared_modules_with_cfg(&code)
+            .into_iter()
+            .filter(|(_, _, test_only)| *test_only)
+            .filter_map(|(_, block, _)| block)
+            .collect();
+        let lines: Vec<&str> = s.text.lines().collect();
+        let attrs = attribute_lines(&code);
+        let mut offset = 0;
+        for (n, code_line) in code.split('\n').enumerate() {
+            let start = offset;
+            offset += code_line.len() + 1;
+            if test_blocks.iter().any(|&(a, b)| a <= start && start <= b) {
+                continue;
+            }
+            let Some(rest) = code_line.trim_start().strip_prefix("pub ") else {
+                continue;
+            };
+            let Some(kind) = DOCUMENTED_KINDS.iter().find(|k| rest.starts_with(**k)) else {
+                continue;
+            };
+            let name: String = rest[kind.len()..]
+                .trim_start()
+                .chars()
+                .take_while(|&c| c.is_alphanumeric() || c == '_')
+                .collect();
+            if !has_doc(&lines, &attrs, n) {
+                out.push(Undocumented {
+                    file: s.path.clone(),
+                    line: n + 1,
+                    item: format!("pub {}{name}", kind),
+                });
+            }
+            if *kind == "trait " {
+                let indent = code_line.len() - code_line.trim_start().len();
+                let Some(open) = code[start + indent..].find('{').map(|p| start + indent + p)
+                else {
+                    continue;
+                };
+                for (line, method) in trait_methods(&code, open) {
+                    if !has_doc(&lines, &attrs, line) {
+                        out.push(Undocumented {
+                            file: s.path.clone(),
+                            line: line + 1,
+                            item: format!("method {name}::{method}"),
+                        });
+                    }
+                }
+            }
+            if *kind == "enum " {
+                let indent = code_line.len() - code_line.trim_start().len();
+                let Some(open) = code[start + indent..].find('{').map(|p| start + indent + p)
+                else {
+                    continue;
+                };
+                for (line, variant) in enum_variants(&code, open) {
+                    if !has_doc(&lines, &attrs, line) {
+                        out.push(Undocumented {
+                            file: s.path.clone(),
+                            line: line + 1,
+                            item: format!("variant {name}::{variant}"),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_public_item_of_the_library_has_a_doc_comment() {
+    let mut sources = Vec::new();
+    sources_under(&repo().join("src"), &repo(), &mut sources);
+    let missing = undocumented(&sources);
+    assert!(
+        missing.is_empty(),
+        "{} public item(s) have no doc comment; say in a `///` line what each is for and what a caller can rely on:\n  {}",
+        missing.len(),
+        missing
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    );
+}
+
+#[test]
+fn an_undocumented_public_item_is_named_with_file_and_line_and_the_rest_pass() {
+    let lib = source(
+        "src/lib.rs",
+        "//! The crate.\n\
+         pub mod plan;\n\
+         #[cfg(test)]\n\
+         mod tests;\n",
+    );
+    let plan = source(
+        "src/plan/mod.rs",
+        "/// Documented, above its attributes.\n\
+         #[derive(Debug)]\n\
+         #[serde(\n    rename_all = \"snake_case\"\n)]\n\
+         pub enum Action {\n\
+         \x20   /// Documented.\n\
+         \x20   #[serde(rename = \"no-op\")]\n\
+         \x20   NoOp,\n\
+         \x20   Create { at: Vec<u8> },\n\
+         }\n\
+         pub struct Bare;\n\
+         // A plain comment is not a doc comment.\n\
+         pub const LIMIT: usize = 3;\n\
+         pub(crate) fn internal() {}\n\
+         /// A trait.\n\
+         pub trait Sink {\n\
+         \x20   /// Documented.\n\
+         \x20   fn put(&self);\n\
+         \x20   fn take(&self) -> Option<u8> { None }\n\
+         }\n\
+         const S: &str = \"pub fn in_a_string() {}\";\n\
+         #[cfg(test)]\n\
+         mod tests {\n\
+         \x20   pub fn helper() {}\n\
+         }\n",
+    );
+    let tests = source("src/tests.rs", "pub fn helper() {}\n");
+    let found: Vec<String> = undocumented(&[lib, plan, tests])
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "src/plan/mod.rs:10: variant Action::Create",
+            "src/plan/mod.rs:12: pub struct Bare",
+            "src/plan/mod.rs:14: pub const LIMIT",
+            "src/plan/mod.rs:20: method Sink::take",
+        ]
+    );
 }

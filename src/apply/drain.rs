@@ -105,6 +105,7 @@ pub(super) struct TenantLedger {
 }
 
 impl TenantLedger {
+    /// The ledger of `run` before its first step: nothing failed, nothing written yet.
     pub fn new(run: TenantRun) -> Self {
         TenantLedger {
             lock: Arc::new(run.lock),

@@ -119,24 +119,25 @@ impl Default for ApplyOptions {
 /// Something that happened during an apply, for progress output.
 #[derive(Clone, Debug)]
 pub enum Progress {
+    /// A step started.
     Started {
         address: ResourceAddress,
         kind: StepKind,
     },
+    /// A step finished successfully.
     Finished {
         address: ResourceAddress,
         kind: StepKind,
         elapsed: Duration,
     },
+    /// A step failed; `error` is the message also recorded in the report.
     Failed {
         address: ResourceAddress,
         kind: StepKind,
         error: String,
     },
-    RollbackStarted {
-        tenant: TenantId,
-        resources: usize,
-    },
+    /// A rollback of a tenant's new resources started.
+    RollbackStarted { tenant: TenantId, resources: usize },
 }
 
 /// A callback that receives progress events.
@@ -154,14 +155,14 @@ pub struct StepRecord {
     pub duration_ms: u64,
 }
 
+/// How one step ended; serialized with a `status` tag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum StepOutcome {
+    /// The step made its change.
     Done,
-    Failed {
-        error: String,
-        code: String,
-    },
+    /// The step failed; `code` is the error's stable code.
+    Failed { error: String, code: String },
     /// Not started: a dependency failed, the tenant is being rolled back, or the run
     /// was interrupted.
     Skipped,
@@ -171,14 +172,21 @@ pub enum StepOutcome {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TenantOutcome {
+    /// No step ran: the plan had nothing to change for the tenant.
     Unchanged,
+    /// Every step succeeded.
     Applied,
+    /// A step failed and no rollback was done (the tenant existed before, or rollback was off).
     Failed,
+    /// A step failed and the tenant's new resources were removed again.
     RolledBack,
+    /// A step failed and the rollback failed too: resources may be left behind.
     RollbackFailed,
+    /// The run was interrupted before all the tenant's steps ran.
     Interrupted,
 }
 
+/// What an apply did to one tenant.
 #[derive(Clone, Debug, Serialize)]
 pub struct TenantReport {
     pub tenant: TenantId,
@@ -219,6 +227,7 @@ pub struct ApplyReport {
 }
 
 impl ApplyReport {
+    /// Whether every tenant was applied or unchanged and the run was not interrupted.
     pub fn succeeded(&self) -> bool {
         !self.interrupted
             && self
@@ -227,6 +236,7 @@ impl ApplyReport {
                 .all(|t| matches!(t.outcome, TenantOutcome::Applied | TenantOutcome::Unchanged))
     }
 
+    /// How many steps of kind `step` (`"create"`, `"update"`, ...) succeeded, over all tenants.
     pub fn count(&self, step: &str) -> usize {
         self.tenants
             .iter()
@@ -239,16 +249,21 @@ impl ApplyReport {
 /// A failure that stops the whole apply (as opposed to a failed step).
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
+    /// The state could not be read or written.
     #[error("cannot record progress in state, so the apply stopped: {0}")]
     State(#[from] StateError),
+    /// A checkpoint (state written between steps) failed.
     #[error("cannot record progress in state, so the apply stopped after the steps in flight: {0}")]
     Checkpoint(String),
+    /// Another process took the tenant's lock; this apply stopped without rollback.
     #[error(
         "tenant {tenant} is no longer this apply's to change ({detail}); the apply stopped after the steps in flight, without rollback: the process that holds the tenant's lock now carries on from the last checkpoint"
     )]
     Fenced { tenant: TenantId, detail: String },
+    /// The plan cannot be applied as it is.
     #[error(transparent)]
     Plan(#[from] PlanError),
+    /// A service refused the engine's credentials before any change; one message per refusal.
     #[error("the apply changed nothing: {}", .0.join("; "))]
     NoAccess(Vec<String>),
 }
@@ -300,6 +315,7 @@ pub struct TenantRun {
 }
 
 impl TenantRun {
+    /// A run of the tenant `lock` holds, from `state` (a fresh, empty state when `None`).
     pub fn new(lock: StateLock, state: Option<TenantState>) -> Self {
         let tenant = lock.tenant().clone();
         TenantRun {

@@ -38,8 +38,10 @@ pub struct DependencyQueue<N, P> {
 /// What is wrong with a collected graph.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueueError<N: fmt::Debug> {
+    /// A node was queued twice.
     #[error("{0:?} is queued twice")]
     Duplicate(N),
+    /// A node depends on one that was not queued.
     #[error("{node:?} depends on {dependency:?}, which is not queued")]
     UnknownDependency { node: N, dependency: N },
     /// The nodes of one cycle, each depending on the next, the last on the first.
@@ -60,10 +62,12 @@ where
     N: Clone + Eq + Hash + fmt::Debug,
     P: Ord,
 {
+    /// An empty queue.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// An empty queue with room for `nodes` nodes.
     pub fn with_capacity(nodes: usize) -> Self {
         DependencyQueue {
             entries: Vec::with_capacity(nodes),
@@ -335,10 +339,12 @@ where
         self.nodes.iter()
     }
 
+    /// The number of nodes.
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
 
+    /// Whether there are no nodes.
     pub fn is_empty(&self) -> bool {
         self.nodes.is_empty()
     }

@@ -64,6 +64,8 @@ fn trust_policy(aws: &AwsSettings) -> Value {
     })
 }
 
+/// The tenant's AWS resources: its S3 bucket and bucket policy, IAM policy, role and
+/// their attachment, and the dedicated ElastiCache cluster when its tier has one.
 pub fn resources(
     tenant: &TenantSpec,
     tier: &Tier,

@@ -14,6 +14,7 @@ pub const PANELS: &[&str] = &[
     "Document count",
 ];
 
+/// The tenant's Grafana dashboard, with the [`PANELS`].
 pub fn resources(tenant: &TenantSpec, tier: &Tier, settings: &DashboardSettings) -> Vec<Resource> {
     let id = &tenant.id;
     let uid = format!("tenant-{id}");

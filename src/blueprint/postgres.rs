@@ -35,6 +35,7 @@ fn document_columns(tenant: &TenantSpec) -> serde_json::Value {
 /// The privileges the tenant's role gets on its documents table.
 pub const DOCUMENT_PRIVILEGES: &[&str] = &["DELETE", "INSERT", "SELECT", "UPDATE"];
 
+/// The tenant's schema, login role, documents table, grants and row-level security.
 pub fn resources(tenant: &TenantSpec, tier: &Tier, naming: &Naming) -> Vec<Resource> {
     let id = &tenant.id;
     let schema_name = render_name(&naming.postgres_schema, id);

@@ -29,6 +29,7 @@ pub const COMMAND_RULES: &[&str] = &[
     "-dbsize",
 ];
 
+/// The tenant's Redis ACL user, limited to the tenant's key prefix.
 pub fn resources(tenant: &TenantSpec, naming: &Naming) -> Vec<Resource> {
     let id = &tenant.id;
     let user = Resource::new(ResourceAddress::new(id, ResourceType::RedisAclUser, "app"))

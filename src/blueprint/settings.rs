@@ -8,6 +8,7 @@ use serde_json::json;
 use crate::resource::{Resource, ResourceAddress, ResourceType};
 use crate::spec::{TenantSpec, Tier};
 
+/// The tenant's row of settings, from its tier.
 pub fn resources(tenant: &TenantSpec, tier: &Tier) -> Vec<Resource> {
     let settings = Resource::new(ResourceAddress::new(
         &tenant.id,

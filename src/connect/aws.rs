@@ -192,6 +192,7 @@ impl AwsClients {
         }
     }
 
+    /// The IAM client.
     pub fn iam(&self) -> &aws_sdk_iam::Client {
         &self.iam
     }

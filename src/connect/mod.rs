@@ -34,6 +34,7 @@ pub enum ServiceError {
         "{what} already exists and is not managed by tenantform; remove it, or adopt it with `tenantform import`"
     )]
     AlreadyExists { what: String },
+    /// The service answered with an error; `retryable` says whether trying again may help.
     #[error("{service} refused the request ({code}): {message}")]
     Api {
         service: &'static str,
@@ -41,16 +42,19 @@ pub enum ServiceError {
         message: String,
         retryable: bool,
     },
+    /// The service could not be reached.
     #[error("cannot reach {service}: {detail}")]
     Unreachable {
         service: &'static str,
         detail: String,
     },
+    /// The service did not answer in time.
     #[error("{service} did not answer within {}s", timeout.as_secs_f32())]
     Timeout {
         service: &'static str,
         timeout: Duration,
     },
+    /// The connection settings cannot be used.
     #[error("{0}")]
     Config(String),
 }

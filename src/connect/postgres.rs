@@ -487,6 +487,8 @@ pub struct Listener {
 }
 
 impl Listener {
+    /// A listener on `channels`. Never fails: when the connection cannot be opened, the
+    /// listener is one that never returns a notification, and callers poll.
     pub async fn open(pg: &PostgresConfig, channels: &[&str]) -> Listener {
         match Self::try_open(pg, channels).await {
             Ok(l) => l,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::ServiceError;
 
+/// How often and how long a call to a service is tried; see [`RetryPolicy::DEFAULT`].
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
     /// Attempts in all, the first one included.

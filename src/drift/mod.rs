@@ -40,14 +40,17 @@ pub struct DriftReport {
 }
 
 impl DriftReport {
+    /// Whether any tenant's resources differ from its state.
     pub fn has_drift(&self) -> bool {
         self.tenants.iter().any(|t| !t.drift.is_empty())
     }
 
+    /// Whether any tenant has spec changes not yet applied.
     pub fn has_pending(&self) -> bool {
         self.tenants.iter().any(|t| !t.pending.is_empty())
     }
 
+    /// The counts over all tenants.
     pub fn summary(&self) -> DriftSummary {
         let mut s = DriftSummary {
             tenants: self.tenants.len(),

@@ -55,6 +55,7 @@ impl CostEstimate {
         })
     }
 
+    /// Whether the estimate exceeds the tenant's budget.
     pub fn over_budget(&self) -> bool {
         self.monthly_inr > self.budget_inr as f64
     }

@@ -24,8 +24,11 @@ use crate::resource::ResourceAddress;
 /// What a step does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StepKind {
+    /// Create the resource (the create half of a replace, too).
     Create,
+    /// Change the resource in place.
     Update,
+    /// Delete the resource (the delete half of a replace, too).
     Delete,
 }
 
@@ -40,6 +43,7 @@ pub struct Step {
 }
 
 impl Step {
+    /// The change of `plan` this step carries out. Panics if the step is not from `plan`.
     pub fn change<'p>(&self, plan: &'p Plan) -> &'p ResourceChange {
         &plan.tenants[self.tenant].changes[self.change]
     }
@@ -67,6 +71,12 @@ impl Nodes {
 }
 
 impl ActionGraph {
+    /// The steps of `plan` and their order: creates after what they depend on, deletes
+    /// before it.
+    ///
+    /// # Errors
+    /// [`PlanError::Cycle`] when the steps depend on each other in a cycle,
+    /// [`PlanError::UnknownDependency`] when a resource depends on one the plan lacks.
     pub fn build(plan: &Plan) -> Result<ActionGraph, PlanError> {
         let mut graph = DiGraph::new();
         let mut nodes: HashMap<&ResourceAddress, Nodes> = HashMap::new();
@@ -161,10 +171,12 @@ impl ActionGraph {
         Ok(())
     }
 
+    /// The number of steps.
     pub fn len(&self) -> usize {
         self.graph.node_count()
     }
 
+    /// Whether the graph has no steps.
     pub fn is_empty(&self) -> bool {
         self.graph.node_count() == 0
     }

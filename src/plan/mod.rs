@@ -45,10 +45,15 @@ pub const PLAN_FORMAT_VERSION: &str = "1.0";
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
+    /// Nothing to do: the resource is as the spec wants.
     NoOp,
+    /// The resource is created.
     Create,
+    /// The resource is changed in place.
     Update,
+    /// The resource is deleted, then created again.
     Replace,
+    /// The resource is deleted.
     Delete,
 }
 
@@ -75,6 +80,7 @@ impl Action {
         }
     }
 
+    /// Whether the action changes anything (everything but [`Action::NoOp`]).
     pub fn is_change(self) -> bool {
         self != Action::NoOp
     }
@@ -200,10 +206,13 @@ pub struct TenantPlan {
 }
 
 impl TenantPlan {
+    /// Whether applying the plan would change the tenant: a resource action, or a change of
+    /// its protection.
     pub fn has_changes(&self) -> bool {
         self.protected != self.protected_before || self.changes.iter().any(|c| c.action.is_change())
     }
 
+    /// How many of the tenant's resources get `action`.
     pub fn count(&self, action: Action) -> usize {
         self.changes.iter().filter(|c| c.action == action).count()
     }
@@ -251,14 +260,17 @@ impl Plan {
         }
     }
 
+    /// Whether applying the plan would change any tenant.
     pub fn has_changes(&self) -> bool {
         self.tenants.iter().any(TenantPlan::has_changes)
     }
 
+    /// Every tenant's resource changes, tenant by tenant, no-ops included.
     pub fn changes(&self) -> impl Iterator<Item = &ResourceChange> {
         self.tenants.iter().flat_map(|t| t.changes.iter())
     }
 
+    /// How many resources get `action`, over all tenants.
     pub fn count(&self, action: Action) -> usize {
         self.tenants.iter().map(|t| t.count(action)).sum()
     }
@@ -284,6 +296,7 @@ impl Plan {
 /// A plan that cannot be made.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PlanError {
+    /// The plan would delete or replace resources of a protected tenant; nothing was changed.
     #[error(
         "tenant {tenant} is protected ({source_of_flag}); the plan would {verb} {addresses}; nothing was changed: {fix}"
     )]
@@ -294,8 +307,10 @@ pub enum PlanError {
         verb: &'static str,
         addresses: String,
     },
+    /// The resources depend on each other in a cycle.
     #[error("dependency cycle between {}; break it in the blueprint", .0.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" -> "))]
     Cycle(Vec<ResourceAddress>),
+    /// A resource depends on one the plan does not know (a blueprint bug).
     #[error(
         "{address} depends on {dependency}, which the plan does not know; this is a blueprint bug"
     )]
@@ -303,6 +318,7 @@ pub enum PlanError {
         address: ResourceAddress,
         dependency: ResourceAddress,
     },
+    /// `--replace` named a resource that is not in the tenant's state.
     #[error(
         "--replace {0}: no such resource in the state of that tenant; `tenantform state list` shows what exists"
     )]

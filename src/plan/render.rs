@@ -29,6 +29,7 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The counts of `changes`.
     pub fn of<'a>(changes: impl IntoIterator<Item = &'a ResourceChange>) -> Summary {
         let mut s = Summary::default();
         for c in changes {

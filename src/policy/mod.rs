@@ -107,12 +107,14 @@ pub struct PolicyReport {
 }
 
 impl PolicyReport {
+    /// The violations of mandatory policies: any of them refuses the plan.
     pub fn mandatory(&self) -> impl Iterator<Item = &PolicyViolation> {
         self.results
             .iter()
             .filter(|v| v.level == PolicyLevel::Mandatory)
     }
 
+    /// The violations of advisory policies: shown, but they do not refuse the plan.
     pub fn advisory(&self) -> impl Iterator<Item = &PolicyViolation> {
         self.results
             .iter()
@@ -156,24 +158,30 @@ impl PolicyReport {
 /// Policies that cannot be loaded or evaluated, or that refuse a plan.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
+    /// The policy directory does not exist.
     #[error(
         "policy directory {} does not exist or is not a directory: create it, or fix --policy / [policy] dir in platform.toml", dir.display()
     )]
     NoDirectory { dir: PathBuf },
+    /// The policy directory has no `.rego` file.
     #[error(
         "policy directory {} has no .rego file: add policies there, or remove --policy / [policy] dir", dir.display()
     )]
     NoPolicies { dir: PathBuf },
+    /// A policy file cannot be read.
     #[error("cannot read policy {}: {detail}", path.display())]
     Read { path: PathBuf, detail: String },
+    /// A policy file is not valid Rego; nothing was evaluated.
     #[error("policy {} is not valid Rego (v1, as OPA 1.x reads it); nothing was evaluated: {detail}", path.display())]
     Parse { path: PathBuf, detail: String },
+    /// A policy failed while evaluating the plan.
     #[error("policy {policy} ({files}) failed while evaluating the plan; fix the policy: {detail}")]
     Evaluate {
         policy: String,
         files: String,
         detail: String,
     },
+    /// Mandatory policies refuse the plan; nothing was changed.
     #[error("{} mandatory policy violation{} (policies in {}); nothing was changed:\n  {}",
         violations.len(), if violations.len() == 1 { "" } else { "s" }, dir.display(), violations.join("\n  "))]
     Mandatory {

@@ -32,6 +32,7 @@ const SERVICE: &str = "ElastiCache";
 /// How often a create looks at the cluster while it waits for it.
 const POLL_INTERVAL: Duration = Duration::from_secs(5);
 
+/// Dedicated ElastiCache clusters.
 pub struct ElasticacheProvider {
     aws: Arc<AwsClients>,
     retry: RetryPolicy,

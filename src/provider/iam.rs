@@ -55,12 +55,14 @@ fn token_of(tags: &[Tag]) -> Option<CreateToken> {
     create_token_in(tags.iter().map(|t| (t.key(), t.value())))
 }
 
+/// IAM policies, roles and their attachments.
 pub struct IamProvider {
     aws: Arc<AwsClients>,
     retry: RetryPolicy,
 }
 
 impl IamProvider {
+    /// A provider calling IAM through `aws`, with the default retry policy.
     pub fn new(aws: Arc<AwsClients>) -> Self {
         IamProvider {
             aws,

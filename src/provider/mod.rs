@@ -71,6 +71,7 @@ impl CreateMode {
         }
     }
 
+    /// Whether a previous run started this create ([`CreateMode::Resume`]).
     pub fn is_resume(self) -> bool {
         matches!(self, CreateMode::Resume(_))
     }
@@ -145,6 +146,7 @@ pub struct ProviderSet {
 }
 
 impl ProviderSet {
+    /// A set that serves no type.
     pub fn new() -> Self {
         Self::default()
     }
@@ -189,6 +191,10 @@ impl ProviderSet {
         distinct
     }
 
+    /// The provider that serves `resource_type`.
+    ///
+    /// # Errors
+    /// [`ProviderError::Config`] when none does.
     pub fn get(&self, resource_type: ResourceType) -> Result<&Arc<dyn Provider>, ProviderError> {
         self.by_type.get(&resource_type).ok_or_else(|| {
             ProviderError::Config(format!(

@@ -68,6 +68,7 @@ impl PostgresProvider {
         })
     }
 
+    /// The database settings the provider connects with.
     pub fn config(&self) -> &PostgresConfig {
         &self.config
     }

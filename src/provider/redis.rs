@@ -167,6 +167,10 @@ pub struct RedisProvider {
 }
 
 impl RedisProvider {
+    /// A provider for the Redis at `config`'s URL; connects on first use.
+    ///
+    /// # Errors
+    /// [`ProviderError::Config`] when the URL is not valid.
     pub fn new(config: RedisConfig) -> Result<Self, ProviderError> {
         let client = redis::Client::open(config.url.expose())
             .map_err(|_| ProviderError::Config("the Redis URL is not valid".into()))?;
@@ -178,6 +182,7 @@ impl RedisProvider {
         })
     }
 
+    /// The settings the provider connects with.
     pub fn config(&self) -> &RedisConfig {
         &self.config
     }

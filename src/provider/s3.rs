@@ -41,6 +41,7 @@ use crate::resource::{
 
 const SERVICE: &str = "S3";
 
+/// S3 buckets and their policies.
 pub struct S3Provider {
     aws: Arc<AwsClients>,
     retry: RetryPolicy,
@@ -161,6 +162,7 @@ fn location_region(constraint: Option<&BucketLocationConstraint>) -> String {
 }
 
 impl S3Provider {
+    /// A provider calling S3 through `aws`, with the default retry policy.
     pub fn new(aws: Arc<AwsClients>) -> Self {
         S3Provider {
             aws,

@@ -20,12 +20,14 @@ const UNIQUE_VIOLATION: &str = "23505";
 /// The registry table, schema-qualified.
 pub const TABLE: &str = "tenantform.tenant_settings";
 
+/// The tenants' rows in the settings registry table ([`TABLE`]).
 pub struct TenantSettingsProvider {
     pg: Arc<PostgresProvider>,
     table_ready: OnceCell<()>,
 }
 
 impl TenantSettingsProvider {
+    /// A provider writing through `pg`'s connections; the table is created on first use.
     pub fn new(pg: Arc<PostgresProvider>) -> Self {
         TenantSettingsProvider {
             pg,

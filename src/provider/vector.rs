@@ -54,8 +54,10 @@ pub struct PgvectorProvider {
 }
 
 impl PgvectorProvider {
+    /// The [`VectorBackend`](crate::spec::VectorBackend) name this provider serves.
     pub const BACKEND: &'static str = "pgvector";
 
+    /// A provider working through `pg`'s connections; the extension is checked on first use.
     pub fn new(pg: Arc<PostgresProvider>) -> Self {
         PgvectorProvider {
             pg,

@@ -3,6 +3,7 @@
 
 use super::{AttributeSchema as A, ResourceType, Schema};
 
+/// A tenant's Grafana dashboard (`grafana_dashboard`).
 pub static GRAFANA_DASHBOARD: Schema = Schema {
     resource_type: ResourceType::GrafanaDashboard,
     attributes: &[

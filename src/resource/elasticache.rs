@@ -2,6 +2,7 @@
 
 use super::{AttributeSchema as A, ResourceType, Schema};
 
+/// A dedicated ElastiCache cluster (`elasticache_cluster`).
 pub static CLUSTER: Schema = Schema {
     resource_type: ResourceType::ElasticacheCluster,
     attributes: &[

@@ -3,6 +3,7 @@
 
 use super::{AttributeSchema as A, ResourceType, Schema};
 
+/// The tenant's managed IAM policy (`iam_policy`).
 pub static POLICY: Schema = Schema {
     resource_type: ResourceType::IamPolicy,
     attributes: &[
@@ -15,6 +16,7 @@ pub static POLICY: Schema = Schema {
     replace_note: "IAM cannot rename a managed policy or change its description",
 };
 
+/// The tenant's application role (`iam_role`).
 pub static ROLE: Schema = Schema {
     resource_type: ResourceType::IamRole,
     attributes: &[
@@ -27,6 +29,7 @@ pub static ROLE: Schema = Schema {
     replace_note: "IAM cannot rename a role",
 };
 
+/// The attachment of a policy to a role (`iam_role_policy_attachment`).
 pub static ROLE_POLICY_ATTACHMENT: Schema = Schema {
     resource_type: ResourceType::IamRolePolicyAttachment,
     attributes: &[A::force_new("role"), A::force_new("policy_arn")],

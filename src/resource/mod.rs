@@ -40,8 +40,10 @@ pub type Attributes = BTreeMap<String, serde_json::Value>;
 pub struct TenantId(String);
 
 impl TenantId {
+    /// The longest id accepted, in characters.
     pub const MAX_LEN: usize = 32;
 
+    /// The id as written in specs and addresses.
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -128,6 +130,7 @@ macro_rules! resource_families {
         }
 
         impl Family {
+            /// Every family, in declaration order.
             pub const ALL: &'static [Family] = &[$(Family::$family,)+];
 
             /// The family's name: its module in `resource/`, `blueprint/` and `provider/`.
@@ -145,12 +148,14 @@ macro_rules! resource_families {
         /// of an address, `tenant/TYPE.name`, and the `type` field in state and plans.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
         pub enum ResourceType {
-            $($(#[serde(rename = $name)] $variant,)+)+
+            $($(#[doc = concat!("`", $name, "`.")] #[serde(rename = $name)] $variant,)+)+
         }
 
         impl ResourceType {
+            /// Every resource type, grouped by family in declaration order.
             pub const ALL: &'static [ResourceType] = &[$($(ResourceType::$variant,)+)+];
 
+            /// The type's name in addresses, state and plans (`s3_bucket`).
             pub fn as_str(self) -> &'static str {
                 match self { $($(ResourceType::$variant => $name,)+)+ }
             }
@@ -247,6 +252,7 @@ pub struct ResourceAddress {
 }
 
 impl ResourceAddress {
+    /// The address of the resource `name` of type `resource_type` in `tenant`.
     pub fn new(tenant: &TenantId, resource_type: ResourceType, name: &str) -> Self {
         ResourceAddress {
             tenant: tenant.clone(),
@@ -313,6 +319,7 @@ pub struct Resource {
 }
 
 impl Resource {
+    /// A resource at `address` with no attributes and no dependencies yet.
     pub fn new(address: ResourceAddress) -> Self {
         Resource {
             address,
@@ -321,16 +328,20 @@ impl Resource {
         }
     }
 
+    /// Sets attribute `name` to `value`, replacing an earlier value.
     pub fn attr(mut self, name: &str, value: impl Into<serde_json::Value>) -> Self {
         self.attributes.insert(name.to_owned(), value.into());
         self
     }
 
+    /// Records that this resource depends on `other`: it is created after it and
+    /// deleted before it.
     pub fn depends_on(mut self, other: &Resource) -> Self {
         self.depends_on.push(other.address.clone());
         self
     }
 
+    /// The schema of the resource's type.
     pub fn schema(&self) -> &'static Schema {
         schema(self.address.resource_type)
     }
@@ -516,24 +527,28 @@ impl AttributeSchema {
             ..Self::base(name)
         }
     }
+    /// The same attribute, shown as `(sensitive value)` in plans and never logged.
     pub const fn sensitive(self) -> Self {
         AttributeSchema {
             sensitive: true,
             ..self
         }
     }
+    /// The same attribute, which the provider cannot read back: refresh keeps it from state.
     pub const fn unreadable(self) -> Self {
         AttributeSchema {
             readable: false,
             ..self
         }
     }
+    /// The same attribute, compared as a set ([`Compare::Set`]).
     pub const fn as_set(self) -> Self {
         AttributeSchema {
             compare: Compare::Set,
             ..self
         }
     }
+    /// The same attribute, compared as a policy document ([`Compare::PolicyDocument`]).
     pub const fn as_policy(self) -> Self {
         AttributeSchema {
             compare: Compare::PolicyDocument,
@@ -645,10 +660,12 @@ pub struct Schema {
 }
 
 impl Schema {
+    /// The attribute called `name`, if the schema has one.
     pub fn attribute(&self, name: &str) -> Option<&AttributeSchema> {
         self.attributes.iter().find(|a| a.name == name)
     }
 
+    /// Whether attribute `name` is sensitive; `false` for an attribute the schema lacks.
     pub fn is_sensitive(&self, name: &str) -> bool {
         self.attribute(name).is_some_and(|a| a.sensitive)
     }

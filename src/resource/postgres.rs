@@ -6,12 +6,14 @@ use serde_json::{Value, json};
 
 use super::{AttributeSchema as A, ResourceType, Schema};
 
+/// The tenant's schema (`postgres_schema`).
 pub static SCHEMA: Schema = Schema {
     resource_type: ResourceType::PostgresSchema,
     attributes: &[A::force_new("name"), A::updatable("comment")],
     replace_note: "a schema's name is its identity",
 };
 
+/// The tenant's login role (`postgres_role`); its password is generated and sensitive.
 pub static ROLE: Schema = Schema {
     resource_type: ResourceType::PostgresRole,
     attributes: &[
@@ -28,6 +30,7 @@ pub static ROLE: Schema = Schema {
     replace_note: "a role's name is its identity",
 };
 
+/// A role's privileges on a schema (`postgres_schema_grant`).
 pub static SCHEMA_GRANT: Schema = Schema {
     resource_type: ResourceType::PostgresSchemaGrant,
     attributes: &[
@@ -38,6 +41,7 @@ pub static SCHEMA_GRANT: Schema = Schema {
     replace_note: "a grant belongs to one schema and one role",
 };
 
+/// A table in the tenant's schema (`postgres_table`).
 pub static TABLE: Schema = Schema {
     resource_type: ResourceType::PostgresTable,
     attributes: &[
@@ -49,6 +53,7 @@ pub static TABLE: Schema = Schema {
     replace_note: "a table cannot move to another schema or name in place",
 };
 
+/// A row-level security policy on a table (`postgres_row_security`).
 pub static ROW_SECURITY: Schema = Schema {
     resource_type: ResourceType::PostgresRowSecurity,
     attributes: &[
@@ -65,6 +70,7 @@ pub static ROW_SECURITY: Schema = Schema {
     replace_note: "a policy's table, name and command cannot change in place",
 };
 
+/// A role's privileges on a table (`postgres_table_grant`).
 pub static TABLE_GRANT: Schema = Schema {
     resource_type: ResourceType::PostgresTableGrant,
     attributes: &[

@@ -2,6 +2,7 @@
 
 use super::{AttributeSchema as A, ResourceType, Schema};
 
+/// The tenant's Redis ACL user (`redis_acl_user`).
 pub static ACL_USER: Schema = Schema {
     resource_type: ResourceType::RedisAclUser,
     attributes: &[

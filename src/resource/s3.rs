@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use super::{AttributeSchema as A, ResourceType, Schema};
 
+/// The tenant's documents bucket (`s3_bucket`).
 pub static BUCKET: Schema = Schema {
     resource_type: ResourceType::S3Bucket,
     attributes: &[
@@ -20,6 +21,7 @@ pub static BUCKET: Schema = Schema {
     replace_note: "a bucket cannot be renamed or moved to another region",
 };
 
+/// The bucket's policy (`s3_bucket_policy`).
 pub static BUCKET_POLICY: Schema = Schema {
     resource_type: ResourceType::S3BucketPolicy,
     attributes: &[

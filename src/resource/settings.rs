@@ -3,6 +3,7 @@
 
 use super::{AttributeSchema as A, ResourceType, Schema};
 
+/// The tenant's row of settings (`tenant_settings`).
 pub static TENANT_SETTINGS: Schema = Schema {
     resource_type: ResourceType::TenantSettings,
     attributes: &[

@@ -3,6 +3,7 @@
 
 use super::{AttributeSchema as A, ResourceType, Schema};
 
+/// The tenant's vector namespace (`vector_namespace`).
 pub static NAMESPACE: Schema = Schema {
     resource_type: ResourceType::VectorNamespace,
     attributes: &[

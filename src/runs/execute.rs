@@ -3,7 +3,7 @@
 //! [`Workflow::provision`]): there is no second code path for a run.
 //!
 //! Progress (resource steps, rollbacks, status changes) goes through one ordered
-//! [`EventLog`] whose single writer appends it to `run_events` under the lease's fence;
+//! `EventLog` whose single writer appends it to `run_events` under the lease's fence;
 //! the run's end is written after the log is drained, so a follower sees every event
 //! before the final status.
 

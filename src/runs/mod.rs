@@ -84,22 +84,30 @@ use crate::workflow::WorkflowError;
 /// A failure of the runs machinery (a run that fails is a status, not an error).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The runs tables cannot be read or written.
     #[error("the runs tables cannot be used: {0}")]
     Database(String),
+    /// No run has this id.
     #[error("no run {0}; `tenantform runs list` shows the runs")]
     UnknownRun(String),
+    /// The operation conflicts with the run's current state; the message says how.
     #[error("{0}")]
     Conflict(String),
+    /// The input is not acceptable; the message says why.
     #[error("{0}")]
     Invalid(String),
+    /// The run's status does not allow the move asked for.
     #[error(transparent)]
     Transition(#[from] IllegalRunTransition),
+    /// Another worker took the run over; this attempt wrote nothing more.
     #[error(
         "run {run} was taken over by another worker (this was attempt {attempt}); this attempt stopped and wrote nothing more"
     )]
     Fenced { run: Uuid, attempt: i32 },
+    /// The engine failed while running the operation.
     #[error(transparent)]
     Engine(Box<crate::Error>),
+    /// The request workflow failed while running a provisioning.
     #[error(transparent)]
     Workflow(Box<WorkflowError>),
 }

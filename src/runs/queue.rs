@@ -185,6 +185,7 @@ impl Run {
         })
     }
 
+    /// The run and attempt, as a state lock records who holds it.
     pub fn run_ref(&self) -> RunRef {
         RunRef {
             id: self.id,
@@ -224,7 +225,9 @@ pub enum EventKind {
     Status,
     /// A resource step started (`address`, `detail.step`).
     Started,
+    /// A resource step finished (`address`, `detail.step`).
     Finished,
+    /// A resource step failed (`address`, `detail.error`).
     Failed,
     /// A new tenant's failed provisioning is being undone.
     RollingBack,
@@ -431,6 +434,7 @@ impl RunQueue {
         row.as_ref().map(Run::from_row).transpose()
     }
 
+    /// The run `id`, or `None` if there is none.
     pub async fn get(&self, id: Uuid) -> Result<Option<Run>, RunError> {
         let row = self
             .client
@@ -443,6 +447,10 @@ impl RunQueue {
         row.as_ref().map(Run::from_row).transpose()
     }
 
+    /// The run `id`.
+    ///
+    /// # Errors
+    /// [`RunError::UnknownRun`] if there is none.
     pub async fn require(&self, id: Uuid) -> Result<Run, RunError> {
         self.get(id)
             .await?
@@ -824,6 +832,7 @@ pub struct Lease {
 }
 
 impl Lease {
+    /// The lease of the current attempt of `run`, renewed for `lease` at a time.
     pub fn new(queue: Arc<RunQueue>, run: &Run, lease: Duration) -> Lease {
         Lease {
             queue,
@@ -832,6 +841,7 @@ impl Lease {
         }
     }
 
+    /// The run and attempt the lease is for.
     pub fn run(&self) -> RunRef {
         self.run
     }
@@ -996,6 +1006,7 @@ pub struct Finish {
 }
 
 impl Finish {
+    /// A finish as `errored`, with `error` as the message; no result and no saved plan.
     pub fn errored(error: impl std::fmt::Display) -> Finish {
         Finish {
             status: RunStatus::Errored,

@@ -23,8 +23,10 @@ use serde::{Deserialize, Serialize};
 macro_rules! names {
     ($ty:ident, $what:literal, [$($variant:ident = $name:literal),+ $(,)?]) => {
         impl $ty {
+            /// Every value, in declaration order.
             pub const ALL: &'static [$ty] = &[$($ty::$variant),+];
 
+            /// The name as stored and shown (also the serde name).
             pub fn as_str(self) -> &'static str {
                 match self {
                     $($ty::$variant => $name),+
@@ -101,12 +103,17 @@ pub enum RunStatus {
     PlannedAndFinished,
     /// Someone confirmed the plan; queued for a worker to apply it.
     Confirmed,
+    /// A worker applies the confirmed plan.
     Applying,
+    /// The plan was applied. Final.
     Applied,
     /// A new tenant whose provisioning failed is being undone.
     RollingBack,
+    /// The failed provisioning was undone. Final.
     RolledBack,
+    /// The run failed; its events say why. Final.
     Errored,
+    /// Someone canceled the run. Final.
     Canceled,
     /// A planned run that was not applied.
     Discarded,
@@ -142,10 +149,12 @@ impl RunStatus {
     /// Queued for a worker.
     pub const WAITING: [RunStatus; 2] = [RunStatus::Pending, RunStatus::Confirmed];
 
+    /// Whether a worker holds the run ([`RunStatus::ACTIVE`]).
     pub fn is_active(self) -> bool {
         RunStatus::ACTIVE.contains(&self)
     }
 
+    /// Whether the run is queued for a worker ([`RunStatus::WAITING`]).
     pub fn is_waiting(self) -> bool {
         RunStatus::WAITING.contains(&self)
     }

@@ -44,14 +44,20 @@ pub const ROLES: &[&str] = &[
 /// What a token may allow.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Scope {
+    /// Read tenants (`tenants:read`).
     TenantsRead,
+    /// Make plans (`runs:plan`).
     RunsPlan,
+    /// Apply plans (`runs:apply`).
     RunsApply,
+    /// Submit tenant requests (`requests:submit`).
     RequestsSubmit,
+    /// Approve or reject requests (`approvals:decide`).
     ApprovalsDecide,
 }
 
 impl Scope {
+    /// Every scope, in the order they are listed to users.
     pub const ALL: &'static [Scope] = &[
         Scope::TenantsRead,
         Scope::RunsPlan,
@@ -60,6 +66,7 @@ impl Scope {
         Scope::ApprovalsDecide,
     ];
 
+    /// The scope as written in a token's `scope` claim (`runs:plan`).
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::TenantsRead => "tenants:read",
@@ -74,24 +81,31 @@ impl Scope {
 /// Why the server has no key, or a token cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthSetupError {
+    /// Neither a secret nor a public key is configured.
     #[error(
         "no key to verify API tokens: set {SECRET_VAR} (a random secret of at least {MIN_SECRET_BYTES} bytes, e.g. `openssl rand -base64 48`) or {PUBLIC_KEY_VAR} (the path of an RS256 or ES256 public key in PEM); the server was not started"
     )]
     NoKey,
+    /// The HS256 secret is shorter than the minimum; the length is inside.
     #[error(
         "{SECRET_VAR} is {0} bytes long; use at least {MIN_SECRET_BYTES} random bytes (e.g. `openssl rand -base64 48`)"
     )]
     ShortSecret(usize),
+    /// The public key file cannot be read or is not an RS256/ES256 key in PEM.
     #[error(
         "cannot read the public key {path} ({PUBLIC_KEY_VAR}): {detail}; give the path of an RS256 or ES256 public key in PEM"
     )]
     PublicKey { path: PathBuf, detail: String },
+    /// A token was asked for with a role not in [`ROLES`].
     #[error("unknown role {0:?}; use one of: {roles}", roles = ROLES.join(", "))]
     UnknownRole(String),
+    /// A token was asked for with a scope no [`Scope`] has.
     #[error("unknown scope {0:?}; use one of: {scopes}", scopes = Scope::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))]
     UnknownScope(String),
+    /// A token was asked for with an empty subject.
     #[error("the subject is empty; name the person or bot the token is for")]
     EmptySubject,
+    /// Signing the token failed.
     #[error("cannot sign the token: {0}")]
     Sign(String),
 }
@@ -137,6 +151,11 @@ impl TokenVerifier {
         Self::hs256(secret.as_bytes())
     }
 
+    /// A verifier of HS256 tokens signed with `secret`.
+    ///
+    /// # Errors
+    /// [`AuthSetupError::NoKey`] when `secret` is empty, [`AuthSetupError::ShortSecret`] when it
+    /// is shorter than the minimum.
     pub fn hs256(secret: &[u8]) -> Result<TokenVerifier, AuthSetupError> {
         check_secret(secret)?;
         Ok(Self::with(
@@ -258,6 +277,7 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// Whether the token grants `scope`.
     pub fn has_scope(&self, scope: Scope) -> bool {
         self.scopes.contains(scope.as_str())
     }
@@ -291,6 +311,7 @@ impl Caller {
         )))
     }
 
+    /// Whether the token carries `role` (one of [`ROLES`]).
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.contains(role)
     }
@@ -304,6 +325,7 @@ impl Caller {
 
 /// Anything that holds the verifier can authenticate requests.
 pub trait HasVerifier {
+    /// The verifier that checks the tokens of incoming requests.
     fn verifier(&self) -> &TokenVerifier;
 }
 

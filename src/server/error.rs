@@ -27,6 +27,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error with HTTP `status`, the stable `code` clients match on, and `message`; no
+    /// details.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
@@ -36,31 +38,38 @@ impl ApiError {
         }
     }
 
+    /// The same error, with `details` in its JSON body.
     pub fn with_details(mut self, details: Value) -> ApiError {
         self.details = details;
         self
     }
 
+    /// A 401 (`unauthorized`): no valid token.
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
     }
 
+    /// A 403 (`forbidden`): the token lacks the scope or role.
     pub fn forbidden(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// A 404 (`not_found`).
     pub fn not_found(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// A 409 (`conflict`): the request clashes with the current state of things.
     pub fn conflict(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::CONFLICT, "conflict", message)
     }
 
+    /// A 400 (`bad_request`): the request cannot be read.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// A 422 (`validation_failed`): the request is read, but its content is not valid.
     pub fn unprocessable(message: impl Into<String>) -> ApiError {
         Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -69,10 +78,12 @@ impl ApiError {
         )
     }
 
+    /// A 503 (`unavailable`): a service the server needs is down; the client may retry.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// A 500 (`internal`).
     pub fn internal(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }

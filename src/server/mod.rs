@@ -1,5 +1,5 @@
 //! The HTTP side: the authenticated JSON API under `/v1` (tenants, runs, requests and
-//! approvals; [`v1`]), the web portal at `/` over the same calls ([`portal`]),
+//! approvals; `v1`), the web portal at `/` over the same calls (`portal`),
 //! Prometheus metrics, and health probes.
 //!
 //! Routes without a token: `GET /metrics` (Prometheus text format), `GET /healthz`

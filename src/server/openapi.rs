@@ -18,6 +18,7 @@ pub struct ErrorBody {
     pub error: ErrorFields,
 }
 
+/// The fields of an error answer.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorFields {
     /// Stable, for programs: `unauthorized`, `forbidden`, `not_found`, `conflict`,
@@ -49,6 +50,7 @@ impl Modify for BearerJwt {
     }
 }
 
+/// The OpenAPI description of the v1 API.
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -35,6 +35,7 @@ use crate::workflow::registry::Request;
 
 pub(super) type Answer = Result<(StatusCode, Value), ApiError>;
 
+/// The v1 API's routes.
 pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/tenants", get(list_tenants))

@@ -130,6 +130,7 @@ CREATE TRIGGER webhook_requests AFTER INSERT OR UPDATE OF status ON tenantform.r
 /// A webhook could not be set up or its tables used.
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
+    /// A webhook's `secret_env` variable is unset or empty; the server was not started.
     #[error(
         "webhook {index} of platform.toml ([[webhooks]] url {host}): the variable {var} named by secret_env is not set or empty; set it to the webhook's shared secret"
     )]
@@ -138,8 +139,10 @@ pub enum WebhookError {
         host: String,
         var: String,
     },
+    /// The webhook tables cannot be read or written.
     #[error("the webhook tables cannot be used: {0}")]
     Database(String),
+    /// Webhook delivery cannot be started.
     #[error("webhooks cannot be started: {0}")]
     Setup(String),
 }

@@ -27,6 +27,7 @@ pub struct SpecDiagnostic {
 }
 
 impl SpecDiagnostic {
+    /// A problem with `file` as a whole (no line, column or field yet).
     pub fn new(file: &Path, message: impl Into<String>, fix: impl Into<String>) -> Self {
         SpecDiagnostic {
             file: file.to_owned(),
@@ -38,6 +39,7 @@ impl SpecDiagnostic {
         }
     }
 
+    /// The same diagnostic, about key `field`.
     pub fn field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self
@@ -267,6 +269,8 @@ pub struct SourceMap<'s> {
 }
 
 impl<'s> SourceMap<'s> {
+    /// The map of `source`. Never fails: a source with a syntax error still maps the keys
+    /// around it.
     pub fn new(source: &'s str) -> Self {
         // Best effort: a source with a syntax error still maps the keys around it.
         SourceMap {

@@ -12,6 +12,7 @@ use super::diagnostic::is_unprintable;
 
 /// AWS: tag keys up to 128 characters, values up to 256 (IAM, S3 and ElastiCache alike).
 pub const AWS_TAG_KEY_MAX: usize = 128;
+/// The longest AWS tag value.
 pub const AWS_TAG_VALUE_MAX: usize = 256;
 
 /// PostgreSQL identifiers are cut at 63 bytes (NAMEDATALEN - 1).

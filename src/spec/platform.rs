@@ -55,6 +55,7 @@ pub struct PlatformSpec {
     pub approval: ApprovalRules,
 }
 
+/// The platform's name and the tags every tenant's resources carry (`[platform]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlatformInfo {
@@ -133,11 +134,14 @@ pub enum KeyProviderKind {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StateBackendKind {
+    /// State files in a directory ([`LocalStore`](crate::state::LocalStore)).
     Local,
+    /// Rows in the platform's PostgreSQL database, with state history.
     Postgres,
 }
 
 impl StateBackendKind {
+    /// The name as written in platform.toml (`local`, `postgres`).
     pub fn as_str(self) -> &'static str {
         match self {
             StateBackendKind::Local => "local",
@@ -461,6 +465,7 @@ pub enum VectorBackend {
 }
 
 impl VectorBackend {
+    /// The name as written in platform.toml (`pgvector`).
     pub fn as_str(self) -> &'static str {
         match self {
             VectorBackend::Pgvector => "pgvector",
@@ -468,15 +473,20 @@ impl VectorBackend {
     }
 }
 
+/// How the distance between two vectors is measured, which the index is built for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VectorDistance {
+    /// Cosine distance (pgvector's `vector_cosine_ops`).
     Cosine,
+    /// Euclidean distance (`vector_l2_ops`).
     L2,
+    /// Inner product (`vector_ip_ops`).
     InnerProduct,
 }
 
 impl VectorDistance {
+    /// The name as written in platform.toml (`cosine`, `l2`, `inner_product`).
     pub fn as_str(self) -> &'static str {
         match self {
             VectorDistance::Cosine => "cosine",
@@ -585,6 +595,7 @@ pub struct Tier {
     pub monthly_cost_inr: BTreeMap<String, f64>,
 }
 
+/// The product features a tier turns on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TierFeatures {
@@ -593,6 +604,7 @@ pub struct TierFeatures {
     pub custom_models: bool,
 }
 
+/// The usage limits of a tier.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimits {
@@ -600,6 +612,7 @@ pub struct RateLimits {
     pub documents_per_month: u32,
 }
 
+/// The language model a tier uses, and its answer length.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlmSettings {
@@ -607,6 +620,7 @@ pub struct LlmSettings {
     pub max_tokens: u32,
 }
 
+/// A region tenants may be placed in (`[regions.NAME]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Region {
@@ -616,6 +630,7 @@ pub struct Region {
     pub jurisdiction: String,
 }
 
+/// A class of data and where it may be held (`[data_classifications.NAME]`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DataClassification {
@@ -672,10 +687,12 @@ impl PlatformSpec {
         self.tiers.keys().cloned().collect::<Vec<_>>().join(", ")
     }
 
+    /// The sorted region names, for messages.
     pub fn region_names(&self) -> String {
         self.regions.keys().cloned().collect::<Vec<_>>().join(", ")
     }
 
+    /// The sorted data classification names, for messages.
     pub fn classification_names(&self) -> String {
         self.data_classifications
             .keys()

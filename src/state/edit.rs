@@ -16,8 +16,10 @@ use super::TenantState;
 /// Why an edit of state was refused. Nothing was written.
 #[derive(Debug, thiserror::Error)]
 pub enum StateEditError {
+    /// The address is not in state.
     #[error("no resource {0} in state; `tenantform state list` shows what exists")]
     NotInState(ResourceAddress),
+    /// A move would take the resource to another tenant.
     #[error(
         "cannot move {from} to {to}: a move stays inside one tenant ({}); to hand a resource to another tenant, `state rm` it here and `tenantform import` it there",
         from.tenant
@@ -26,6 +28,7 @@ pub enum StateEditError {
         from: ResourceAddress,
         to: ResourceAddress,
     },
+    /// A move would change the resource's type.
     #[error(
         "cannot move {from} to {to}: a move keeps the resource's type ({}); give the new address the same type",
         from.resource_type
@@ -34,6 +37,7 @@ pub enum StateEditError {
         from: ResourceAddress,
         to: ResourceAddress,
     },
+    /// The target address of a move is already in state.
     #[error("cannot move {from} to {to}: {to} is already in state; `state rm` it first")]
     TargetTaken {
         from: ResourceAddress,

@@ -72,6 +72,8 @@ pub struct Binding {
 }
 
 impl Binding {
+    /// The binding of version `serial` of `tenant`'s state of `lineage`: a sealed state
+    /// opens only as that version.
     pub fn state(tenant: &str, lineage: Uuid, serial: u64) -> Self {
         Binding {
             content: "state".into(),
@@ -81,6 +83,7 @@ impl Binding {
         }
     }
 
+    /// The binding of a saved plan (not tied to a tenant or serial).
     pub fn plan() -> Self {
         Binding {
             content: "plan".into(),
@@ -103,16 +106,20 @@ pub struct Expected<'a> {
 /// Why a record cannot be sealed or opened, or the settings cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum EncryptionError {
+    /// The `[encryption]` settings of platform.toml cannot be used.
     #[error("platform.toml [encryption]: {0}")]
     Config(String),
+    /// A plain-text record was found while encryption is enforced; it was left untouched.
     #[error(
         "{what} is plain text, and platform.toml [encryption] enforced = true refuses plain text; it was left untouched: if it is a state of an earlier release, set enforced = false until `tenantform state rekey` has encrypted every tenant"
     )]
     PlainRefused { what: String },
+    /// A record is encrypted, but no key is configured; it was left untouched.
     #[error(
         "{what} is encrypted (key provider {provider}), but platform.toml [encryption] configures no key to open it; it was left untouched: set key_provider (or fallback_passphrase_env) and the passphrase it was written with"
     )]
     NoKey { what: String, provider: String },
+    /// A record cannot be opened with the configured key, or was altered; it was left untouched.
     #[error(
         "{what} cannot be decrypted with key provider {provider} (the passphrase in {keys}): either that passphrase is not the one it was written with, or the record was altered (a byte, or the tenant, lineage or serial it is bound to); it was left untouched: set the passphrase it was written with (during a rotation, as fallback_passphrase_env), or restore the record from a backup"
     )]
@@ -121,6 +128,8 @@ pub enum EncryptionError {
         provider: String,
         keys: String,
     },
+    /// A record is bound to another tenant, lineage, serial or content than expected; it
+    /// was left untouched.
     #[error(
         "{what} holds an encrypted {found}, not {expected}: a record was put in another's place (another tenant's, or an older state); it was left untouched: put back the right record (to go back to an older state, use `tenantform state rollback`, not a copy)"
     )]
@@ -129,14 +138,17 @@ pub enum EncryptionError {
         expected: String,
         found: String,
     },
+    /// A record is not a readable encrypted record; it was left untouched.
     #[error(
         "{what} is not a readable encrypted record ({detail}); it was left untouched: restore it from a backup"
     )]
     Malformed { what: String, detail: String },
+    /// A record names a key provider this build does not know; it was left untouched.
     #[error(
         "{what} is encrypted with key provider {found:?}, which this tenantform does not know; it was left untouched: use a newer tenantform"
     )]
     UnknownProvider { what: String, found: String },
+    /// Encryption itself failed in the cryptographic library.
     #[error("cannot encrypt {what}: the system's cryptographic library failed")]
     Crypto { what: String },
 }

@@ -203,10 +203,12 @@ impl StateLock {
         StateLock { tenant, info, held }
     }
 
+    /// The tenant the lock is on.
     pub fn tenant(&self) -> &TenantId {
         &self.tenant
     }
 
+    /// Who holds the lock, as recorded with it.
     pub fn info(&self) -> &LockInfo {
         &self.info
     }

@@ -122,6 +122,7 @@ pub enum ResourceStatus {
 }
 
 impl TenantState {
+    /// An empty state for `tenant`: serial 0, a new lineage, no resources, not protected.
     pub fn new(tenant: TenantId) -> Self {
         TenantState {
             format_version: STATE_FORMAT_VERSION,
@@ -135,11 +136,14 @@ impl TenantState {
         }
     }
 
+    /// The address of the resource stored under `key` (its local address, `TYPE.name`), if any.
     pub fn address_of(&self, key: &str) -> Option<ResourceAddress> {
         let r = self.resources.get(key)?;
         Some(ResourceAddress::new(&self.tenant, r.resource_type, &r.name))
     }
 
+    /// The recorded resource at `address`, if this state has it. The tenant part of the
+    /// address is not compared.
     pub fn get(&self, address: &ResourceAddress) -> Option<&ResourceState> {
         self.resources.get(&address.local())
     }
@@ -155,22 +159,26 @@ impl TenantState {
 /// Something wrong with a state file or its lock.
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
+    /// A file or directory could not be read or written.
     #[error("cannot {action} {}: {source}", path.display())]
     Io {
         action: &'static str,
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A state file is not valid JSON of the expected shape; it was left untouched.
     #[error(
         "state file {} cannot be read ({detail}); it was left untouched: restore it from {}.backup or repair it, then run again",
         path.display(), path.display()
     )]
     Corrupt { path: PathBuf, detail: String },
+    /// A state file was written by a newer tenantform; it was left untouched.
     #[error(
         "state file {} has format version {found}, newer than this tenantform understands ({STATE_FORMAT_VERSION}); it was left untouched: use a newer tenantform",
         path.display()
     )]
     NewerFormat { path: PathBuf, found: u64 },
+    /// A state file holds another tenant than its name says.
     #[error(
         "state file {} holds tenant {found:?}, not {expected:?}; it was left untouched: move it to the file named after its tenant",
         path.display()
@@ -180,6 +188,7 @@ pub enum StateError {
         expected: String,
         found: String,
     },
+    /// The recorded dependencies of a state form a cycle.
     #[error(
         "state file {} has a dependency cycle: {}; it was left untouched: restore it from {}.backup, or remove the depends_on entry that closes the cycle",
         path.display(),
@@ -190,6 +199,7 @@ pub enum StateError {
         path: PathBuf,
         cycle: Vec<ResourceAddress>,
     },
+    /// Another process holds the tenant's lock.
     #[error(
         "tenant {tenant} is locked by {holder}; wait for it to finish (or pass --lock-timeout to wait), or if that process is stuck, run `tenantform force-unlock {tenant} {}`",
         holder.id
@@ -198,8 +208,10 @@ pub enum StateError {
         tenant: TenantId,
         holder: Box<LockInfo>,
     },
+    /// An unlock was asked for a tenant that is not locked.
     #[error("tenant {tenant} is not locked; nothing to unlock")]
     NotLocked { tenant: TenantId },
+    /// The state was written by someone else since this operation read it; nothing was written.
     #[error(
         "the state of tenant {tenant} moved on: this operation read serial {read}, but it is now {current}; nothing was written: run the operation again"
     )]
@@ -208,6 +220,7 @@ pub enum StateError {
         read: u64,
         current: String,
     },
+    /// The lock this operation took was broken or taken over; its write was refused.
     #[error(
         "this operation no longer holds the lock of tenant {tenant} (its lock id {lock_id}): {now}; its write was refused and the state is as the current holder left it: make sure this process stops, then run again"
     )]
@@ -216,25 +229,30 @@ pub enum StateError {
         lock_id: Uuid,
         now: String,
     },
+    /// A query to the PostgreSQL state backend failed.
     #[error(
         "cannot {action} in PostgreSQL (schema {}): {detail}",
         postgres::SCHEMA
     )]
     Database { action: String, detail: String },
+    /// A state row in PostgreSQL cannot be read; it was left untouched.
     #[error(
         "the state of tenant {tenant} in PostgreSQL ({}.states) cannot be read ({detail}); it was left untouched: recover a good version with `tenantform state history {tenant}` and `tenantform state rollback {tenant} --serial N`, or repair the row",
         postgres::SCHEMA
     )]
     StoredCorrupt { tenant: TenantId, detail: String },
+    /// A state row in PostgreSQL was written by a newer tenantform; it was left untouched.
     #[error(
         "the state of tenant {tenant} in PostgreSQL has format version {found}, newer than this tenantform understands ({STATE_FORMAT_VERSION}); it was left untouched: use a newer tenantform"
     )]
     StoredNewerFormat { tenant: TenantId, found: u64 },
+    /// The state backend's settings are incomplete or wrong.
     #[error("cannot set up the {backend} state backend: {detail}")]
     Config {
         backend: &'static str,
         detail: String,
     },
+    /// A rollback or show asked for a state version that is not kept.
     #[error(
         "tenant {tenant} has no state version with serial {serial}; the versions kept are: {available}"
     )]
@@ -243,6 +261,7 @@ pub enum StateError {
         serial: u64,
         available: String,
     },
+    /// A kept version belongs to an earlier life of the tenant (another lineage); nothing was changed.
     #[error(
         "version {serial} of tenant {tenant} belongs to lineage {version_lineage}, but the state is lineage {current_lineage} (the tenant was destroyed and created again since); nothing was changed: recover a version of the current lineage"
     )]
@@ -252,6 +271,7 @@ pub enum StateError {
         version_lineage: Uuid,
         current_lineage: Uuid,
     },
+    /// A migration found other state for the tenant at the destination; nothing was moved.
     #[error(
         "tenant {tenant} already has state in {place} ({existing}) that is not an earlier copy of the state being moved ({incoming}); nothing was moved: remove one of the two, or migrate the other way"
     )]
@@ -261,10 +281,13 @@ pub enum StateError {
         existing: String,
         incoming: String,
     },
+    /// A migration failed before anything was moved; the cause is inside.
     #[error("{0}; nothing was moved")]
     NothingMoved(Box<StateError>),
+    /// A state could not be sealed or opened.
     #[error(transparent)]
     Encryption(#[from] EncryptionError),
+    /// A state older than one already written was put in its place; it was left untouched.
     #[error(
         "{what} holds serial {found} of tenant {tenant}, but serial {newest} of the same lineage was written before (recorded in {}): an older state was put in place of the newer one; it was left untouched: put the newest state back (to go back on purpose, use `tenantform state rollback`; after a deliberate restore by hand, delete {})",
         mark.display(), mark.display()
@@ -276,8 +299,10 @@ pub enum StateError {
         newest: u64,
         mark: PathBuf,
     },
+    /// A lock taken from another backend was used to write here.
     #[error("a lock of tenant {tenant} taken from another state backend cannot write here")]
     ForeignLock { tenant: TenantId },
+    /// `force-unlock` was given a lock id that is not the current lock's.
     #[error(
         "lock id {given} does not match the lock on tenant {tenant} (held by {holder}); pass the id shown in the lock message"
     )]
@@ -306,6 +331,8 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
+    /// The store in `dir` (state files under `dir/tenants/`), stored in plain text.
+    /// Touches nothing until used.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         LocalStore {
             dir: dir.into(),
@@ -318,6 +345,7 @@ impl LocalStore {
         LocalStore { encryption, ..self }
     }
 
+    /// The directory the store was made with.
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -326,6 +354,7 @@ impl LocalStore {
         self.dir.join("tenants")
     }
 
+    /// Where the state file of `tenant` is, whether or not it exists.
     pub fn path_of(&self, tenant: &TenantId) -> PathBuf {
         self.tenants_dir().join(format!("{tenant}.json"))
     }

@@ -237,6 +237,7 @@ impl PgStore {
         &self.where_
     }
 
+    /// How long a lock lease lasts without renewal.
     pub fn lease_ttl(&self) -> Duration {
         self.lease_ttl
     }
@@ -301,6 +302,7 @@ impl PgStore {
             .map_err(query_error(action))
     }
 
+    /// The tenants that have a state row, sorted.
     pub async fn tenants(&self) -> Result<Vec<TenantId>, StateError> {
         let rows = self
             .query(
@@ -321,6 +323,7 @@ impl PgStore {
             .collect()
     }
 
+    /// The state of `tenant`, or `None` when it has none.
     pub async fn load(&self, tenant: &TenantId) -> Result<Option<TenantState>, StateError> {
         let row = self
             .query_opt(

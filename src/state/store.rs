@@ -155,6 +155,7 @@ impl StateStore {
         Ok(done)
     }
 
+    /// The backend this store uses.
     pub fn kind(&self) -> StateBackendKind {
         match &self.backend {
             Backend::Local(_) => StateBackendKind::Local,
@@ -197,7 +198,7 @@ impl StateStore {
         }
     }
 
-    /// Takes the tenant's lock for `request` (see [`super::lock`] for the API).
+    /// Takes the tenant's lock for `request` (see the `lock` module for the API).
     pub async fn lock(
         &self,
         tenant: &TenantId,

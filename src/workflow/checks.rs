@@ -34,6 +34,7 @@ pub enum CheckCategory {
 }
 
 impl CheckCategory {
+    /// The category as stored and shown (`security`).
     pub fn as_str(self) -> &'static str {
         match self {
             CheckCategory::Security => "security",

@@ -79,20 +79,28 @@ use status::{IllegalTransition, RequestStatus};
 /// request status).
 #[derive(Debug, thiserror::Error)]
 pub enum WorkflowError {
+    /// The request's spec is invalid; every problem is listed.
     #[error(transparent)]
     Spec(#[from] SpecErrors),
+    /// The engine failed to plan or apply the request's tenant.
     #[error(transparent)]
     Engine(Box<crate::Error>),
+    /// The request's status does not allow the step asked for.
     #[error(transparent)]
     Transition(#[from] IllegalTransition),
+    /// The registry's database cannot be read or written.
     #[error("the registry cannot be used: {0}")]
     Registry(String),
+    /// No request has this id.
     #[error("no request {0}; `tenantform request list` shows the requests")]
     UnknownRequest(String),
+    /// The step conflicts with the registry's current contents; the message says how.
     #[error("{0}")]
     Conflict(String),
+    /// The input is not acceptable; the message says why.
     #[error("{0}")]
     Invalid(String),
+    /// A file could not be written.
     #[error("cannot write {}: {detail}", path.display())]
     Io { path: PathBuf, detail: String },
 }
@@ -215,6 +223,7 @@ impl<'a> Workflow<'a> {
         self.progress = Some(progress);
     }
 
+    /// The registry the workflow records requests in.
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
@@ -673,6 +682,7 @@ impl<'a> Workflow<'a> {
         })
     }
 
+    /// Every request in the registry.
     pub async fn list(&self) -> Result<Vec<Request>, WorkflowError> {
         self.registry.list().await
     }

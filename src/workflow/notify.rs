@@ -22,7 +22,9 @@ pub enum Audience {
     Owner,
     /// Whoever submitted the request, when it is an e-mail address.
     Requester,
+    /// The platform team (`[notifications] platform_team`).
     PlatformTeam,
+    /// Finance (`[notifications] finance`).
     Finance,
 }
 
@@ -59,6 +61,8 @@ pub struct Notifier {
 const ATTEMPTS: u32 = 3;
 
 impl Notifier {
+    /// A notifier sending through `settings`' channels, whose URLs it reads from
+    /// `environment` when it sends. Sends nothing yet.
     pub fn new(settings: NotificationSettings, environment: crate::Environment) -> Self {
         Notifier {
             settings,

@@ -433,6 +433,7 @@ impl Registry {
         Ok((request, true))
     }
 
+    /// The request `id`, or `None` if there is none.
     pub async fn get(&self, id: &str) -> Result<Option<Request>, WorkflowError> {
         let row = self
             .client
@@ -445,12 +446,17 @@ impl Registry {
         row.as_ref().map(Request::from_row).transpose()
     }
 
+    /// The request `id`.
+    ///
+    /// # Errors
+    /// [`WorkflowError::UnknownRequest`] if there is none.
     pub async fn require(&self, id: &str) -> Result<Request, WorkflowError> {
         self.get(id)
             .await?
             .ok_or_else(|| WorkflowError::UnknownRequest(id.to_owned()))
     }
 
+    /// Every request, oldest first.
     pub async fn list(&self) -> Result<Vec<Request>, WorkflowError> {
         let rows = self
             .client
@@ -526,6 +532,7 @@ impl Registry {
         self.require(id).await
     }
 
+    /// The approvers' decisions on request `id`, oldest first.
     pub async fn decisions(&self, id: &str) -> Result<Vec<Decision>, WorkflowError> {
         let rows = self
             .client
@@ -626,6 +633,7 @@ impl Registry {
         Ok(())
     }
 
+    /// The audit trail of request `id`, from the start, in order.
     pub async fn audit_trail(&self, id: &str) -> Result<Vec<AuditEntry>, WorkflowError> {
         self.audit_after(id, 0).await
     }

@@ -27,18 +27,28 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RequestStatus {
+    /// Submitted; waits for the approvals its tier and data need.
     PendingApproval,
+    /// Every approval is in; provisioning has not started.
     Approved,
+    /// An approver rejected it. Final.
     Rejected,
+    /// The tenant's resources are being created.
     Provisioning,
+    /// Created; the checks run before the tenant is activated.
     Validating,
+    /// Provisioned and checked: the tenant is in service.
     Active,
+    /// Provisioning or a check failed and the resources were kept; may be retried.
     Failed,
+    /// Provisioning failed and what it made was removed; may be retried.
     RolledBack,
+    /// Destroy left the tenant with nothing; a new request for its id starts over.
     Destroyed,
 }
 
 impl RequestStatus {
+    /// Every status, in declaration order.
     pub const ALL: [RequestStatus; 9] = [
         RequestStatus::PendingApproval,
         RequestStatus::Approved,
@@ -51,6 +61,7 @@ impl RequestStatus {
         RequestStatus::Destroyed,
     ];
 
+    /// The status as stored and shown (`pending_approval`).
     pub fn as_str(self) -> &'static str {
         match self {
             RequestStatus::PendingApproval => "pending_approval",
