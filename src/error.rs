@@ -31,9 +31,7 @@ pub enum Error {
     #[error(transparent)]
     Policy(#[from] PolicyError),
     /// A resource could not be read back from its endpoint while refreshing a plan.
-    #[error(
-        "cannot read {address} back from its endpoint (pass --refresh=false to plan from state alone): {source}"
-    )]
+    #[error("cannot read {address} back from its endpoint: {source}")]
     Refresh {
         address: ResourceAddress,
         source: Box<ProviderError>,

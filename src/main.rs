@@ -67,7 +67,10 @@ fn main() -> ExitCode {
         Err(e) => {
             // Errors quote input back (names, paths, values): never let a terminal act
             // on a control character in them.
-            let message = format!("{e:#}");
+            let mut message = format!("{e:#}");
+            if let Some(hint) = cli::advice::advice(&e) {
+                message = format!("{message}\n\nHint: {hint}");
+            }
             eprintln!("Error: {}", tenantform::spec::printable_lines(&message));
             if json {
                 cli::machine::emit(cli::machine::diagnostic(&message, None));

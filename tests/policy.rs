@@ -126,5 +126,7 @@ async fn a_broken_policy_is_an_error_naming_its_file_and_line() {
     let missing = ws.dir.path().join("no-such-dir");
     ws.run(&["plan", "--policy", missing.to_str().unwrap()])
         .code(1)
-        .contains("does not exist or is not a directory");
+        .contains("does not exist or is not a directory")
+        // The library states the fact; the CLI adds the flag that fixes it.
+        .contains("Hint: create it, or fix --policy or [policy] dir in platform.toml");
 }

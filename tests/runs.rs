@@ -303,6 +303,24 @@ async fn requests_on_three_workers_are_provisioned_once_each() {
     assert!(most_active > 1, "runs of different tenants ran in parallel");
 
     let db = ws.admin().await;
+    // A request is active before its run's end is written (the run's event log drains
+    // first): wait, bounded, for every run to be final.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let open: i64 = db
+            .query_one(
+                "SELECT count(*) FROM tenantform.runs WHERE operation = 'provision' \
+                 AND status IN ('pending', 'planning', 'confirmed', 'applying', 'rolling_back')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if open == 0 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let runs = db
         .query(
             "SELECT tenant, count(*), max(attempt), bool_and(status = 'applied') FROM tenantform.runs \

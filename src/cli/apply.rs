@@ -29,8 +29,16 @@ pub async fn cmd_plan(engine: &Engine, args: &PlanArgs, style: Style) -> anyhow:
         })
         .await?;
     print_report(&plan, format, style)?;
-    if let Some(report) = &plan.policy {
-        report.enforce()?;
+    if let Some(report) = &plan.policy
+        && let Err(refused) = report.enforce()
+    {
+        if format == OutputFormat::Json {
+            // The document says so (`policy.passed`, `policy_results`); a second JSON
+            // value after it would make stdout unparseable.
+            eprintln!("Error: {refused}");
+            return Ok(Outcome::Failed);
+        }
+        return Err(refused.into());
     }
     if let Some(out) = &args.out {
         engine.save_plan(&plan, out)?;

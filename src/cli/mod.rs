@@ -4,6 +4,7 @@
 //! the library's ([`tenantform::Report`]), so that every user of the library gets the
 //! same.
 
+pub mod advice;
 pub mod api;
 pub mod apply;
 pub mod args;

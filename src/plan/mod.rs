@@ -319,9 +319,7 @@ pub enum PlanError {
         dependency: ResourceAddress,
     },
     /// `--replace` named a resource that is not in the tenant's state.
-    #[error(
-        "--replace {0}: no such resource in the state of that tenant; `tenantform state list` shows what exists"
-    )]
+    #[error("cannot replace {0}: no such resource in the state of that tenant")]
     UnknownReplaceTarget(ResourceAddress),
 }
 

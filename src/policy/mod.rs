@@ -160,12 +160,12 @@ impl PolicyReport {
 pub enum PolicyError {
     /// The policy directory does not exist.
     #[error(
-        "policy directory {} does not exist or is not a directory: create it, or fix --policy / [policy] dir in platform.toml", dir.display()
+        "policy directory {} does not exist or is not a directory", dir.display()
     )]
     NoDirectory { dir: PathBuf },
     /// The policy directory has no `.rego` file.
     #[error(
-        "policy directory {} has no .rego file: add policies there, or remove --policy / [policy] dir", dir.display()
+        "policy directory {} has no .rego file", dir.display()
     )]
     NoPolicies { dir: PathBuf },
     /// A policy file cannot be read.

@@ -44,9 +44,16 @@ fn without_create_mark(comment: &str) -> &str {
         .map_or(comment, |at| &comment[..at])
 }
 
+/// An object of the name exists. Two creates of one name at once: the second waits
+/// for the first and fails on the catalog's unique index (23505) instead.
 fn is_duplicate(e: &ProviderError) -> bool {
     matches!(e, ProviderError::Api { code, .. }
-        if [SqlState::DUPLICATE_OBJECT, SqlState::DUPLICATE_SCHEMA, SqlState::DUPLICATE_TABLE]
+        if [
+            SqlState::DUPLICATE_OBJECT,
+            SqlState::DUPLICATE_SCHEMA,
+            SqlState::DUPLICATE_TABLE,
+            SqlState::UNIQUE_VIOLATION,
+        ]
             .iter().any(|s| s.code() == code))
 }
 
@@ -135,27 +142,37 @@ impl PostgresProvider {
         .await
     }
 
-    /// Creates an object whose `create` batch writes its comment with the create's mark
-    /// ([`with_create_mark`]). `comment` is the comment of the object of that name now
-    /// (`None`: there is none), asked only in a resumed create: an object whose comment
-    /// carries this create's token is the one the interrupted run made, and `adopt`
-    /// brings it to the desired state; any other is someone else's. The create runs
-    /// once however its answers are lost ([`Self::batch_once`]).
+    /// Creates an object named `name` whose `create` batch writes its comment with the
+    /// create's mark ([`with_create_mark`]). A resumed create first reads the comment
+    /// of the object of that name (`comment_sql`, `$1` = the name): an object whose
+    /// comment carries this create's token is the one the interrupted run made, and
+    /// `adopt` brings it to the desired state; any other is someone else's. The create
+    /// runs once however its answers are lost ([`Self::batch_once`]). If a resumed
+    /// create finds the name taken meanwhile (the interrupted run's own statement,
+    /// which the server finishes after its client is gone), it looks again.
     async fn create_marked(
         &self,
         mode: CreateMode,
-        comment: Option<String>,
+        (comment_sql, name): (&str, &str),
         create: &str,
         adopt: &str,
-        what: impl FnOnce() -> String,
+        what: impl Fn() -> String,
     ) -> Result<(), ProviderError> {
-        match comment {
-            Some(c) if mode.token().is_in(&c) => self.batch(adopt).await,
-            Some(_) => Err(ProviderError::AlreadyExists { what: what() }),
-            None => match self.batch_once(create).await {
-                Err(e) if is_duplicate(&e) => Err(ProviderError::AlreadyExists { what: what() }),
-                other => other,
-            },
+        let mut looked_again = false;
+        loop {
+            match self.comment_if_resumed(mode, comment_sql, name).await? {
+                Some(c) if mode.token().is_in(&c) => return self.batch(adopt).await,
+                Some(_) => return Err(ProviderError::AlreadyExists { what: what() }),
+                None => match self.batch_once(create).await {
+                    Err(e) if is_duplicate(&e) && mode.is_resume() && !looked_again => {
+                        looked_again = true;
+                    }
+                    Err(e) if is_duplicate(&e) => {
+                        return Err(ProviderError::AlreadyExists { what: what() });
+                    }
+                    other => return other,
+                },
+            }
         }
     }
 
@@ -216,16 +233,12 @@ impl PostgresProvider {
         let name = required_str(a, "name")?;
         let comment = literal(&with_create_mark(required_str(a, "comment")?, mode.token()));
         let id = ident(name);
-        let now = self
-            .comment_if_resumed(
-                mode,
-                "SELECT coalesce(obj_description(oid, 'pg_namespace'), '') FROM pg_namespace WHERE nspname = $1",
-                name,
-            )
-            .await?;
         self.create_marked(
             mode,
-            now,
+            (
+                "SELECT coalesce(obj_description(oid, 'pg_namespace'), '') FROM pg_namespace WHERE nspname = $1",
+                name,
+            ),
             &format!("CREATE SCHEMA {id}; COMMENT ON SCHEMA {id} IS {comment};"),
             &format!("COMMENT ON SCHEMA {id} IS {comment};"),
             || format!("PostgreSQL schema {name:?}"),
@@ -291,17 +304,13 @@ impl PostgresProvider {
         let pw = literal(&verifier);
         // A role has no comment of its own: the comment is the create's mark alone.
         let comment = literal(&with_create_mark("created by tenantform", mode.token()));
-        let now = self
-            .comment_if_resumed(
-                mode,
-                "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1",
-                name,
-            )
-            .await?;
         // Adopted from the interrupted run, with a password nobody recorded: set a new one.
         self.create_marked(
             mode,
-            now,
+            (
+                "SELECT coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = $1",
+                name,
+            ),
             &format!(
                 "CREATE ROLE {id} {options} PASSWORD {pw}; COMMENT ON ROLE {id} IS {comment};"
             ),

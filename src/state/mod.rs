@@ -201,8 +201,7 @@ pub enum StateError {
     },
     /// Another process holds the tenant's lock.
     #[error(
-        "tenant {tenant} is locked by {holder}; wait for it to finish (or pass --lock-timeout to wait), or if that process is stuck, run `tenantform force-unlock {tenant} {}`",
-        holder.id
+        "tenant {tenant} is locked by {holder}; nothing was changed"
     )]
     Locked {
         tenant: TenantId,

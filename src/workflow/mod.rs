@@ -273,7 +273,8 @@ impl<'a> Workflow<'a> {
         }
         if requester.trim().is_empty() {
             return Err(WorkflowError::Invalid(
-                "the requester is empty; pass --requester with a name or e-mail address".into(),
+                "the requester is empty; a request needs its requester's name or e-mail address"
+                    .into(),
             ));
         }
         if self.registry.get(spec.id.as_str()).await?.is_none()
