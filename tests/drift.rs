@@ -22,8 +22,43 @@ fn drift_json(ws: &Workspace, extra: &[&str]) -> (i32, Value) {
         "drift failed:\n{}",
         run.all()
     );
-    let v: Value =
-        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout));
+    // One message per line: version first, a resource_drift per drifted resource,
+    // the summary, and the report last.
+    let messages: Vec<Value> = run
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let types: Vec<&str> = messages
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types.first(), Some(&"version"), "{types:?}");
+    assert_eq!(types.last(), Some(&"drift_report"), "{types:?}");
+    let v = messages.last().unwrap()["report"].clone();
+    let drifted: Vec<&Value> = v["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|t| t["drift"].as_array().unwrap())
+        .collect();
+    let streamed: Vec<&Value> = messages
+        .iter()
+        .filter(|m| m["type"] == "resource_drift")
+        .collect();
+    assert_eq!(streamed.len(), drifted.len(), "{}", run.stdout);
+    for (m, d) in streamed.iter().zip(&drifted) {
+        assert_eq!(m["change"]["resource"]["addr"], d["address"]);
+    }
+    let summary = messages
+        .iter()
+        .find(|m| m["type"] == "drift_summary")
+        .unwrap();
+    assert_eq!(
+        summary["drift"]["tenants_with_drift"].as_u64() == Some(0),
+        run.code == 0,
+        "{summary}"
+    );
     (run.code, v)
 }
 

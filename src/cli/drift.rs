@@ -5,11 +5,18 @@ use tenantform::report::Style;
 use tenantform::{Engine, Report};
 
 use super::args::{DriftArgs, ImportArgs, RefreshArgs};
-use super::{Outcome, confirm, plural, print_report};
+use super::{Outcome, confirm, machine, plural, print_report};
 
 pub async fn cmd_drift(engine: &Engine, args: &DriftArgs, style: Style) -> anyhow::Result<Outcome> {
     let report = engine.drift(&args.selection.tenants).await?;
-    print_report(&report, args.format.format(), style)?;
+    if args.format.format() == tenantform::OutputFormat::Json {
+        machine::emit(machine::version());
+        machine::drift_messages(&report)
+            .into_iter()
+            .for_each(machine::emit);
+    } else {
+        print_report(&report, args.format.format(), style)?;
+    }
     Ok(if args.detailed_exitcode && report.has_drift() {
         Outcome::Changes
     } else {

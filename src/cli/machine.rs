@@ -8,14 +8,19 @@
 //! tenantform's own `apply_report` (the report `--json` printed before the stream).
 //! Errors are `diagnostic` messages. No message carries a secret: attribute values are
 //! not in the stream, and a sensitive output has no `value`.
+//!
+//! `drift --json` streams the same way, as `terraform plan -json` reports drift:
+//! `version`, a `resource_drift` per drifted resource, a `drift_summary`, and last
+//! tenantform's `drift_report` (the whole report, under `report`).
 
 use chrono::SecondsFormat;
 use serde_json::{Value, json};
 
+use tenantform::drift::DriftKind;
 use tenantform::plan::graph::StepKind;
 use tenantform::plan::terraform::provider_name;
 use tenantform::resource::ResourceAddress;
-use tenantform::{Action, Plan, PlanMode};
+use tenantform::{Action, DriftReport, Plan, PlanMode, Report};
 
 /// The version of the stream's vocabulary: Terraform's machine-readable UI 1.2.
 pub const UI_VERSION: &str = "1.2";
@@ -192,4 +197,58 @@ pub fn outputs(
         "outputs",
         json!({"tenant": tenant, "outputs": map}),
     )
+}
+
+/// The messages of `drift --json` after `version`: a `resource_drift` per drifted
+/// resource (action `delete` for a resource gone, `update` for one changed, with the
+/// names of the attributes that differ, never their values), a `drift_summary`, and
+/// the report.
+pub fn drift_messages(report: &DriftReport) -> Vec<Value> {
+    let mut out = Vec::new();
+    for drift in report.tenants.iter().flat_map(|t| &t.drift) {
+        let (action, verb) = match drift.kind {
+            DriftKind::Deleted => ("delete", "has been deleted"),
+            DriftKind::Changed => ("update", "has changed"),
+        };
+        let attributes: Vec<&str> = drift.attributes.iter().map(|a| a.name.as_str()).collect();
+        out.push(message(
+            "info",
+            &format!("{}: Drift detected ({verb})", drift.address),
+            "resource_drift",
+            json!({"change": {
+                "resource": resource(&drift.address),
+                "action": action,
+                "physical_id": drift.physical_id,
+                "attributes": attributes,
+            }}),
+        ));
+    }
+    let s = report.summary();
+    out.push(message(
+        "info",
+        &format!(
+            "Drift: {} of {} tenants, {} resources changed, {} deleted",
+            s.tenants_with_drift, s.tenants, s.changed, s.deleted
+        ),
+        "drift_summary",
+        json!({"drift": {
+            "tenants": s.tenants,
+            "tenants_with_drift": s.tenants_with_drift,
+            "resources_checked": s.resources_checked,
+            "changed": s.changed,
+            "deleted": s.deleted,
+            "pending_changes": s.pending_changes,
+        }}),
+    ));
+    out.push(message(
+        "info",
+        if report.has_drift() {
+            "Drift report: drift detected"
+        } else {
+            "Drift report: no drift"
+        },
+        "drift_report",
+        json!({ "report": report.json() }),
+    ));
+    out
 }

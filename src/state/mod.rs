@@ -200,9 +200,7 @@ pub enum StateError {
         cycle: Vec<ResourceAddress>,
     },
     /// Another process holds the tenant's lock.
-    #[error(
-        "tenant {tenant} is locked by {holder}; nothing was changed"
-    )]
+    #[error("tenant {tenant} is locked by {holder}; nothing was changed")]
     Locked {
         tenant: TenantId,
         holder: Box<LockInfo>,
