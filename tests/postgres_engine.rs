@@ -582,7 +582,10 @@ async fn outputs_and_state_edits_behave_as_terraforms(backend: Backend) {
     // Refused edits write nothing.
     ws.run(&["state", "rm", &grant, &format!("{id}/postgres_role.nope")])
         .code(1)
-        .contains("no resource");
+        .contains("no resource")
+        .contains(&format!(
+            "Hint: `tenantform state list --tenant {id}` shows what exists"
+        ));
     ws.run(&["state", "mv", &grant, &format!("{id}/postgres_role.app")])
         .code(1)
         .contains("keeps the resource's type");

@@ -264,6 +264,27 @@ fn show(ws: &Workspace, id: &str) -> Value {
     serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {}", run.stdout))
 }
 
+/// The run once it is final (a request is active before its provisioning run's end is
+/// written: the run's event log drains first), or as it is after 60 s.
+async fn show_settled(ws: &Workspace, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let run = show(ws, id);
+        let open = [
+            "pending",
+            "planning",
+            "confirmed",
+            "applying",
+            "rolling_back",
+        ]
+        .contains(&run["status"].as_str().unwrap_or(""));
+        if !open || Instant::now() > deadline {
+            return run;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// N Bronze requests submitted at once to 3 workers: every one ends active, each
 /// tenant is provisioned by exactly one run in one attempt with one create per
 /// resource, the runs spread over the workers, and no tenant ever has two active runs.
@@ -498,7 +519,7 @@ async fn a_run_killed_mid_apply_is_taken_over_and_converges() {
         .await
         .unwrap()
         .get(0);
-    let run = show(&ws, &run_id);
+    let run = show_settled(&ws, &run_id).await;
     assert_eq!(run["status"], "applied", "{run:#}");
     assert_eq!(run["attempt"], 2, "{run:#}");
     let events = run["events"].as_array().unwrap();
@@ -567,7 +588,7 @@ async fn a_stopped_worker_is_fenced_out_when_it_resumes() {
         .await
         .unwrap()
         .get(0);
-    let run = show(&ws, &run_id);
+    let run = show_settled(&ws, &run_id).await;
     assert_eq!(run["status"], "applied", "{run:#}");
     assert_eq!(run["attempt"], 2, "{run:#}");
     assert!(

@@ -5,7 +5,7 @@
 use tenantform::Error;
 use tenantform::plan::PlanError;
 use tenantform::policy::PolicyError;
-use tenantform::state::StateError;
+use tenantform::state::{StateEditError, StateError};
 use tenantform::workflow::WorkflowError;
 
 /// The hint for the first error in `error`'s chain that has one.
@@ -26,6 +26,9 @@ pub fn advice(error: &anyhow::Error) -> Option<String> {
         if let Some(e) = cause.downcast_ref::<PlanError>() {
             return for_plan(e);
         }
+        if let Some(e) = cause.downcast_ref::<StateEditError>() {
+            return for_state_edit(e);
+        }
         cause.downcast_ref::<PolicyError>().and_then(for_policy)
     })
 }
@@ -36,6 +39,7 @@ fn for_engine(e: &Error) -> Option<String> {
             "pass --refresh=false to plan from state alone, without reading the endpoints".into(),
         ),
         Error::State(e) => for_state(e),
+        Error::StateEdit(e) => for_state_edit(e),
         Error::Plan(e) => for_plan(e),
         Error::Policy(e) => for_policy(e),
         _ => None,
@@ -44,9 +48,22 @@ fn for_engine(e: &Error) -> Option<String> {
 
 fn for_state(e: &StateError) -> Option<String> {
     match e {
+        StateError::StoredCorrupt { tenant, .. } => Some(format!(
+            "recover a good version with `tenantform state history {tenant}` and `tenantform state rollback {tenant} --serial N`, or repair the row"
+        )),
         StateError::Locked { tenant, holder } => Some(format!(
             "wait for it to finish (or pass --lock-timeout 5m to wait), or if that process is stuck, run `tenantform force-unlock {tenant} {}`",
             holder.id
+        )),
+        _ => None,
+    }
+}
+
+fn for_state_edit(e: &StateEditError) -> Option<String> {
+    match e {
+        StateEditError::NotInState(address) => Some(format!(
+            "`tenantform state list --tenant {}` shows what exists",
+            address.tenant
         )),
         _ => None,
     }

@@ -17,7 +17,7 @@ use super::TenantState;
 #[derive(Debug, thiserror::Error)]
 pub enum StateEditError {
     /// The address is not in state.
-    #[error("no resource {0} in state; `tenantform state list` shows what exists")]
+    #[error("no resource {0} in state")]
     NotInState(ResourceAddress),
     /// A move would take the resource to another tenant.
     #[error(

@@ -234,7 +234,7 @@ pub enum StateError {
     Database { action: String, detail: String },
     /// A state row in PostgreSQL cannot be read; it was left untouched.
     #[error(
-        "the state of tenant {tenant} in PostgreSQL ({}.states) cannot be read ({detail}); it was left untouched: recover a good version with `tenantform state history {tenant}` and `tenantform state rollback {tenant} --serial N`, or repair the row",
+        "the state of tenant {tenant} in PostgreSQL ({}.states) cannot be read ({detail}); it was left untouched, and its earlier versions are kept",
         postgres::SCHEMA
     )]
     StoredCorrupt { tenant: TenantId, detail: String },
