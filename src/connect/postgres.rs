@@ -535,6 +535,20 @@ impl Listener {
         })
     }
 
+    /// Waits until a notification whose payload starts with `prefix` comes, or
+    /// `at_most` has passed: the pause of a follower that polls and wakes early when
+    /// told (it reads again either way, so a lost notification costs `at_most`).
+    pub async fn wait_for(&mut self, prefix: &str, at_most: Duration) {
+        let deadline = tokio::time::sleep(at_most);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                payload = self.next() => if payload.is_some_and(|p| p.starts_with(prefix)) { break },
+                _ = &mut deadline => break,
+            }
+        }
+    }
+
     /// The next notification's payload.
     pub async fn next(&mut self) -> Option<String> {
         match &mut self.rx {

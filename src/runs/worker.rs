@@ -309,14 +309,7 @@ pub async fn follow_after(
             }
             return Ok(run);
         }
-        let deadline = tokio::time::sleep(Duration::from_secs(1));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                payload = listener.next() => if payload.is_some_and(|p| p.starts_with(&prefix)) { break },
-                _ = &mut deadline => break,
-            }
-        }
+        listener.wait_for(&prefix, Duration::from_secs(1)).await;
     }
 }
 

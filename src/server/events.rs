@@ -65,6 +65,31 @@ fn sse(rx: mpsc::UnboundedReceiver<Event>) -> Response {
         .into_response()
 }
 
+/// The SSE response over the events `follow` sends on the channel it is given, in a
+/// task of its own that ends with `follow` or when the client goes away; a failure to
+/// read on ends the stream with an `error` event (and a warning naming `what`).
+fn stream<F, E>(
+    what: String,
+    follow: impl FnOnce(mpsc::UnboundedSender<Event>) -> F + Send + 'static,
+) -> Response
+where
+    F: Future<Output = Result<(), E>> + Send,
+    E: Into<ApiError> + std::fmt::Display,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let followed = follow(tx.clone());
+        tokio::select! {
+            ended = followed => if let Err(e) = ended {
+                tracing::warn!(stream = %what, error = %e, "an event stream stopped");
+                let _ = tx.send(error_event(e.into()));
+            },
+            () = tx.closed() => {}
+        }
+    });
+    sse(rx)
+}
+
 /// The last event of a stream that could not be read on.
 fn error_event(e: ApiError) -> Event {
     Event::default().event("error").data(e.body().to_string())
@@ -89,26 +114,19 @@ pub(super) async fn run_events(
         Ok(o) => o,
         Err(e) => return e.into_response(),
     };
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let followed = follow_after(&queue, id, after, RunStatus::is_final, |e| {
+    stream(format!("run {id}"), move |tx| async move {
+        follow_after(&queue, id, after, RunStatus::is_final, |e| {
             let event = Event::default()
                 .id(e.id.to_string())
                 .event(e.kind.as_str())
                 .json_data(e)
                 .expect("a run event serializes");
-            // A closed channel is the client gone: `tx.closed()` below ends the task.
+            // A closed channel is the client gone: `stream` then ends the task.
             let _ = tx.send(event);
-        });
-        tokio::select! {
-            ended = followed => if let Err(e) = ended {
-                tracing::warn!(run = %id, error = %e, "a run's event stream stopped");
-                let _ = tx.send(error_event(e.into()));
-            },
-            () = tx.closed() => {}
-        }
-    });
-    sse(rx)
+        })
+        .await
+        .map(|_| ())
+    })
 }
 
 /// Whether a request's stream ends at `status`: settled, and not waiting for a decision
@@ -140,14 +158,7 @@ async fn follow_request(
             }
             return Ok(());
         }
-        let deadline = tokio::time::sleep(Duration::from_secs(1));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                payload = listener.next() => if payload.is_some_and(|p| p.starts_with(&prefix)) { break },
-                _ = &mut deadline => break,
-            }
-        }
+        listener.wait_for(&prefix, Duration::from_secs(1)).await;
     }
 }
 
@@ -178,9 +189,8 @@ pub(super) async fn request_events(
         Ok(o) => o,
         Err(e) => return e.into_response(),
     };
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let followed = follow_request(&state, &registry, &id, after, |e| {
+    stream(format!("request {id}"), move |tx| async move {
+        follow_request(&state, &registry, &id, after, |e| {
             let event = Event::default()
                 .id(e.seq.to_string())
                 .event(e.action.as_str())
@@ -191,14 +201,7 @@ pub(super) async fn request_events(
                 }))
                 .expect("an audit entry serializes");
             let _ = tx.send(event);
-        });
-        tokio::select! {
-            ended = followed => if let Err(e) = ended {
-                tracing::warn!(request = %id, error = %e, "a request's event stream stopped");
-                let _ = tx.send(error_event(e.into()));
-            },
-            () = tx.closed() => {}
-        }
-    });
-    sse(rx)
+        })
+        .await
+    })
 }
