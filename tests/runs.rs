@@ -270,15 +270,9 @@ async fn show_settled(ws: &Workspace, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let run = show(ws, id);
-        let open = [
-            "pending",
-            "planning",
-            "confirmed",
-            "applying",
-            "rolling_back",
-        ]
-        .contains(&run["status"].as_str().unwrap_or(""));
-        if !open || Instant::now() > deadline {
+        let status: tenantform::runs::RunStatus = serde_json::from_value(run["status"].clone())
+            .unwrap_or_else(|e| panic!("{e}: {run:#}"));
+        if status.is_final() || Instant::now() > deadline {
             return run;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -324,23 +318,16 @@ async fn requests_on_three_workers_are_provisioned_once_each() {
     assert!(most_active > 1, "runs of different tenants ran in parallel");
 
     let db = ws.admin().await;
-    // A request is active before its run's end is written (the run's event log drains
-    // first): wait, bounded, for every run to be final.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let open: i64 = db
-            .query_one(
-                "SELECT count(*) FROM tenantform.runs WHERE operation = 'provision' \
-                 AND status IN ('pending', 'planning', 'confirmed', 'applying', 'rolling_back')",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if open == 0 || Instant::now() > deadline {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    // A request is active before its run's end is written: wait for every run's end.
+    for row in db
+        .query(
+            "SELECT id::text FROM tenantform.runs WHERE operation = 'provision'",
+            &[],
+        )
+        .await
+        .unwrap()
+    {
+        show_settled(&ws, row.get(0)).await;
     }
     let runs = db
         .query(
