@@ -400,6 +400,7 @@ mod tests {
                 postgres_schema    = tenant_retail_chain
                 queries_per_minute = 500
                 redis_key_patterns = ["tenant:retail-chain:*"]
+                redis_password     = (sensitive value)
                 redis_user         = tenant_retail_chain
                 s3_bucket          = rag-retail-chain-documents
                 s3_region          = eu-west-1
@@ -430,6 +431,7 @@ mod tests {
                     "redis_key_patterns": [
                       "tenant:retail-chain:*"
                     ],
+                    "redis_password": "(sensitive value)",
                     "redis_user": "tenant_retail_chain",
                     "s3_bucket": "rag-retail-chain-documents",
                     "s3_region": "eu-west-1",

@@ -16,7 +16,10 @@
 //!   cannot change in place (`force_new` in the type's schema) or `--replace` names it;
 //! - replacing a resource replaces everything that depends on it, because the delete
 //!   takes dependents with it (`DROP SCHEMA ... CASCADE`, a role's grants);
-//! - in state, not in the blueprint: **delete**; refused for a protected tenant.
+//! - in state, not in the blueprint: **delete**; refused for a protected tenant;
+//! - in state without a secret its provider generates (the role's password of a tenant
+//!   adopted from Terraform, which had it and never hands it over): **update**, setting
+//!   a new one.
 
 pub mod cost;
 pub mod graph;
@@ -110,6 +113,9 @@ pub enum ActionReason {
     DestroyRequested,
     /// A failed run of a new tenant is being undone.
     Rollback,
+    /// State does not hold a secret the provider generates (adopted without it): a new
+    /// one is set.
+    SecretNotInState,
     /// Nothing to do: the resource matches its spec (a no-op).
     Unchanged,
 }
@@ -131,6 +137,9 @@ impl fmt::Display for ActionReason {
             ActionReason::RemovedFromSpec => f.write_str("no longer in the spec"),
             ActionReason::DestroyRequested => f.write_str("destroy requested"),
             ActionReason::Rollback => f.write_str("rollback of a failed run"),
+            ActionReason::SecretNotInState => {
+                f.write_str("its generated secret is not in state: a new one is set")
+            }
             ActionReason::Unchanged => f.write_str("matches the spec"),
         }
     }
@@ -377,7 +386,10 @@ pub fn plan_tenant(
                     let actual = refreshed
                         .and_then(|r| r.as_ref())
                         .unwrap_or(&cur.attributes);
-                    diff_existing(r, &cur.attributes, actual, cur.depends_on.clone(), replace)
+                    let mut change =
+                        diff_existing(r, &cur.attributes, actual, cur.depends_on.clone(), replace);
+                    rotate_missing_secrets(&mut change, &cur.attributes);
+                    change
                 }
             },
         };
@@ -560,6 +572,37 @@ fn diff_existing(
         after: Some(r.clone()),
         depends_on_before,
         attribute_changes,
+    }
+}
+
+/// Plans a new value for every secret the provider generates (computed, sensitive,
+/// unreadable) that `recorded` lacks: an adopted resource's secret stays with the tool
+/// it came from, never in tenantform's state, so the next apply sets a new one. A
+/// replace sets new secrets anyway.
+fn rotate_missing_secrets(change: &mut ResourceChange, recorded: &Attributes) {
+    if !matches!(change.action, Action::NoOp | Action::Update) {
+        return;
+    }
+    let missing: Vec<&str> = schema(change.address.resource_type)
+        .attributes
+        .iter()
+        .filter(|a| a.computed && a.sensitive && !a.readable && !recorded.contains_key(a.name))
+        .map(|a| a.name)
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    for name in missing {
+        change.attribute_changes.push(AttributeChange {
+            name: name.to_owned(),
+            before: None,
+            after: Some(serde_json::Value::String(REDACTED.into())),
+            forces_replacement: false,
+        });
+    }
+    if change.action == Action::NoOp {
+        change.action = Action::Update;
+        change.reason = ActionReason::SecretNotInState;
     }
 }
 

@@ -287,12 +287,21 @@ fn human_change(out: &mut String, c: &ResourceChange, style: Style) {
                     let _ = writeln!(out, "        {close}");
                     continue;
                 }
-                let before = a
-                    .before
-                    .as_ref()
-                    .map(value)
-                    .unwrap_or_else(|| "null".into());
-                let after = a.after.as_ref().map(value).unwrap_or_else(|| "null".into());
+                // A computed attribute that changes is one the provider sets anew (an
+                // adopted role's password): its value exists only after apply.
+                let computed = schema(c.address.resource_type)
+                    .attribute(&a.name)
+                    .is_some_and(|s| s.computed);
+                let before = match (&a.before, computed) {
+                    (Some(v), _) => value(v),
+                    (None, true) => "(not in state)".into(),
+                    (None, false) => "null".into(),
+                };
+                let after = match (computed, &a.after) {
+                    (true, _) => "(known after apply)".into(),
+                    (false, Some(v)) => value(v),
+                    (false, None) => "null".into(),
+                };
                 let _ = writeln!(
                     out,
                     "      {} {:width$} = {before} -> {after}{forces}",
@@ -410,7 +419,11 @@ fn resource_change_json(c: &ResourceChange) -> Value {
     let computed: serde_json::Map<String, Value> = schema(t)
         .attributes
         .iter()
-        .filter(|a| a.computed && matches!(c.action, Action::Create | Action::Replace))
+        .filter(|a| {
+            a.computed
+                && (matches!(c.action, Action::Create | Action::Replace)
+                    || c.attribute_changes.iter().any(|x| x.name == a.name))
+        })
         .map(|a| (a.name.to_owned(), Value::Bool(true)))
         .collect();
     let replace_paths: Vec<Value> = c

@@ -28,8 +28,14 @@ pub(crate) fn applied(bp: &TenantBlueprint, protected: bool) -> TenantState {
     s.protected = protected;
     for r in &bp.resources {
         let mut attrs = r.attributes.clone();
-        if r.address.resource_type == ResourceType::PostgresRole {
-            attrs.insert("password".into(), serde_json::json!("s3cret-pw"));
+        // As an apply records them: the secrets the providers generate.
+        for a in r
+            .schema()
+            .attributes
+            .iter()
+            .filter(|a| a.computed && a.sensitive)
+        {
+            attrs.insert(a.name.into(), serde_json::json!("s3cret-pw"));
         }
         s.resources.insert(
             r.address.local(),

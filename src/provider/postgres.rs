@@ -297,8 +297,7 @@ impl PostgresProvider {
         mode: CreateMode,
     ) -> Result<Attributes, ProviderError> {
         let name = required_str(attrs, "name")?;
-        let password = generate_password(32);
-        let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+        let (password, verifier) = new_password();
         let options = Self::role_options(attrs);
         let id = ident(name);
         let pw = literal(&verifier);
@@ -875,7 +874,7 @@ impl Provider for PostgresProvider {
         &self,
         resource: &Resource,
         current: &Attributes,
-        _changed: &[String],
+        changed: &[String],
     ) -> Result<Attributes, ProviderError> {
         let a = &resource.attributes;
         match resource.address.resource_type {
@@ -888,12 +887,22 @@ impl Provider for PostgresProvider {
                 .await?
             }
             ResourceType::PostgresRole => {
-                self.batch(&format!(
-                    "ALTER ROLE {} {};",
+                // A password the plan changes is one state does not hold (a role adopted
+                // from Terraform): a new one is set and recorded.
+                let rotate = changed.iter().any(|c| c == "password");
+                let mut sql = format!(
+                    "ALTER ROLE {} {}",
                     ident(required_str(a, "name")?),
                     Self::role_options(a)
-                ))
-                .await?
+                );
+                let mut computed = Attributes::new();
+                if rotate {
+                    let (password, verifier) = new_password();
+                    sql += &format!(" PASSWORD {}", literal(&verifier));
+                    computed.insert("password".into(), json!(password));
+                }
+                self.batch(&(sql + ";")).await?;
+                return Ok(computed);
             }
             t @ (ResourceType::PostgresSchemaGrant | ResourceType::PostgresTableGrant) => {
                 self.converge_grant(t, a).await?
@@ -949,6 +958,14 @@ impl Provider for PostgresProvider {
             other => Err(unsupported(other)),
         }
     }
+}
+
+/// A generated role password and its SCRAM-SHA-256 verifier, which is what the server
+/// is sent: the plain password never reaches it, nor its logs.
+fn new_password() -> (String, String) {
+    let password = generate_password(32);
+    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
+    (password, verifier)
 }
 
 fn unsupported(t: ResourceType) -> ProviderError {

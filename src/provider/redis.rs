@@ -294,25 +294,30 @@ impl Provider for RedisProvider {
         &self,
         resource: &Resource,
         current: &Attributes,
-        _changed: &[String],
+        changed: &[String],
     ) -> Result<Attributes, ProviderError> {
         let a = &resource.attributes;
         let name = required_str(a, "name")?;
         // The recorded password is set again, so that an update also repairs a user
-        // that lost it (or was re-created by hand).
+        // that lost it (or was re-created by hand); a password the plan changes is one
+        // state does not hold, so a new one is set and recorded.
         let mut args = vec!["resetpass".to_owned()];
-        match attr_str(current, "password") {
-            Some(pw) => args.push(format!("#{}", password_hash(pw))),
-            None => {
-                return Err(ProviderError::Config(format!(
-                    "state holds no password for Redis user {name:?}; replace it with --replace {}",
-                    resource.address
-                )));
-            }
+        let mut computed = Attributes::new();
+        if changed.iter().any(|c| c == "password") {
+            let password = generate_password(32);
+            args.push(format!("#{}", password_hash(&password)));
+            computed.insert("password".into(), json!(password));
+        } else if let Some(pw) = attr_str(current, "password") {
+            args.push(format!("#{}", password_hash(pw)));
+        } else {
+            return Err(ProviderError::Config(format!(
+                "state holds no password for Redis user {name:?}; replace it with --replace {}",
+                resource.address
+            )));
         }
         args.extend(rule_args(a));
         self.set_user(name, args).await?;
-        Ok(Attributes::new())
+        Ok(computed)
     }
 
     async fn delete(
