@@ -31,6 +31,7 @@
 //!
 //! See `ARCHITECTURE.md` for the code map and the invariants each module keeps.
 
+pub mod adopt;
 pub mod apply;
 pub mod blueprint;
 pub mod connect;

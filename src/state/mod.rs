@@ -37,6 +37,7 @@
 //! Architecture invariant: only this module touches the state directory and the
 //! `tenantform_state` schema.
 
+mod adopted_from;
 mod applied_spec;
 mod edit;
 pub mod encryption;
@@ -55,6 +56,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub use adopted_from::{ADOPTED_FROM_VERSION, AdoptedFrom, AdoptedObject};
 pub use applied_spec::{APPLIED_SPEC_VERSION, AppliedSpec};
 pub use edit::{StateEditError, move_resource, remove_resources};
 pub use encryption::{Encryption, EncryptionError};
@@ -86,6 +88,10 @@ pub struct TenantState {
     /// The spec as last applied, so that a removed spec still says what the tenant was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied_spec: Option<AppliedSpec>,
+    /// The Terraform state the tenant's resources were adopted from (`tenantform
+    /// adopt`); absent for a tenant tenantform created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted_from: Option<AdoptedFrom>,
     /// Keyed by local address (`postgres_role.app`).
     pub resources: BTreeMap<String, ResourceState>,
 }
@@ -132,6 +138,7 @@ impl TenantState {
             protected: false,
             updated_at: Utc::now(),
             applied_spec: None,
+            adopted_from: None,
             resources: BTreeMap::new(),
         }
     }

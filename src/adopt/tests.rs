@@ -1,0 +1,275 @@
+//! The mapping and its refusals, on a hand-written Terraform state of the old setup
+//! (`testdata/old-setup.tfstate`: tenant retail-chain of the example specs, with its
+//! bucket named the old way, `rag-docs-<id>`) and variations of it.
+
+use serde_json::{Value, json};
+
+use super::*;
+use crate::spec::Specs;
+
+fn specs() -> Specs {
+    Specs::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("specs")).unwrap()
+}
+
+/// The example specs with `[naming] s3_bucket` set to the old setup's.
+fn old_naming() -> Specs {
+    let mut s = specs();
+    s.platform.naming.s3_bucket = "rag-docs-{id}".into();
+    s
+}
+
+fn fixture() -> Value {
+    serde_json::from_str(include_str!("testdata/old-setup.tfstate")).unwrap()
+}
+
+fn map(state: &Value, specs: &Specs, options: &AdoptOptions) -> Adoption {
+    let bytes = serde_json::to_vec(state).unwrap();
+    let tf = TerraformState::parse(&bytes, "old.tfstate").unwrap();
+    map_terraform_state(&tf, "old.tfstate", specs, options).unwrap()
+}
+
+fn refusals(a: &Adoption) -> String {
+    a.refusals
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The fixture's resource of `tf_type` in the tenant's module.
+fn resource_mut<'a>(state: &'a mut Value, tf_type: &str) -> &'a mut Value {
+    state["resources"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|r| r["type"] == tf_type && r.get("module").is_some())
+        .unwrap()
+}
+
+#[test]
+fn maps_every_object_of_a_tenant_module_by_type() {
+    let a = map(&fixture(), &old_naming(), &AdoptOptions::default());
+    assert!(a.refusals.is_empty(), "{}", refusals(&a));
+    assert_eq!(a.lineage, "2c24d3cd-d3c3-4828-a8cc-4a73d75ff2c1");
+    assert_eq!(a.serial, 17);
+    let tenant: TenantId = "retail-chain".parse().unwrap();
+    let objects = &a.tenants[&tenant];
+    let addresses: Vec<String> = objects.iter().map(|o| o.address.local()).collect();
+    assert_eq!(
+        addresses,
+        [
+            "postgres_schema.main",
+            "postgres_role.app",
+            "postgres_schema_grant.app",
+            "s3_bucket.documents",
+            "s3_bucket_policy.documents",
+            "iam_policy.documents_access",
+            "iam_role.app",
+            "iam_role_policy_attachment.documents_access",
+        ]
+    );
+    let bucket = objects
+        .iter()
+        .find(|o| o.address.resource_type == ResourceType::S3Bucket)
+        .unwrap();
+    assert_eq!(bucket.id, "rag-docs-retail-chain");
+    assert_eq!(
+        bucket.terraform,
+        [
+            "module.tenant[\"retail-chain\"].aws_s3_bucket.documents",
+            "module.tenant[\"retail-chain\"].aws_s3_bucket_lifecycle_configuration.documents",
+            "module.tenant[\"retail-chain\"].aws_s3_bucket_public_access_block.documents",
+            "module.tenant[\"retail-chain\"].aws_s3_bucket_versioning.documents",
+        ]
+    );
+    let ignored: Vec<(&str, &str)> = a
+        .ignored
+        .iter()
+        .map(|i| (i.terraform.as_str(), i.why.as_str()))
+        .collect();
+    assert_eq!(ignored.len(), 3, "{ignored:?}");
+    assert!(
+        ignored
+            .iter()
+            .any(|(t, w)| t.ends_with("data.aws_caller_identity.current")
+                && w.contains("data source"))
+    );
+    assert!(
+        ignored
+            .iter()
+            .any(|(t, w)| t.ends_with("random_password.db") && w.contains("new password"))
+    );
+    assert!(
+        ignored
+            .iter()
+            .any(|(t, w)| *t == "aws_s3_bucket.state" && w.contains("outside"))
+    );
+
+    let record = a.record_for(&tenant, Utc::now());
+    assert_eq!(record.lineage, a.lineage);
+    assert_eq!(record.serial, 17);
+    assert_eq!(record.objects.len(), 8);
+    let report = AdoptionReport {
+        adoption: a,
+        plan: None,
+        dry_run: false,
+        committed: true,
+    };
+    let handover = report.handover();
+    assert_eq!(handover.len(), 1);
+    assert!(
+        handover[0].starts_with("terraform state rm 'module.tenant[\"retail-chain\"].")
+            && handover[0].matches("' '").count() == 10,
+        "{}",
+        handover[0]
+    );
+    let text = report.human(Style { color: false });
+    assert!(
+        !text.contains("not-a-real-secret"),
+        "no secret of Terraform's is shown"
+    );
+    assert!(text.contains(&handover[0]), "{text}");
+}
+
+#[test]
+fn a_name_the_spec_does_not_give_is_refused_with_the_setting_to_change() {
+    let a = map(&fixture(), &specs(), &AdoptOptions::default());
+    let text = refusals(&a);
+    // The bucket, its parts and its policy all name the old bucket.
+    assert_eq!(a.refusals.len(), 5, "{text}");
+    assert!(
+        text.contains("set [naming] s3_bucket = \"rag-docs-{id}\" in platform.toml"),
+        "{text}"
+    );
+    assert!(text.contains("\"rag-docs-retail-chain\""), "{text}");
+
+    let mut renamed = fixture();
+    resource_mut(&mut renamed, "aws_iam_role")["instances"][0]["attributes"]["name"] =
+        json!("legacy-app-role");
+    let a = map(&renamed, &old_naming(), &AdoptOptions::default());
+    let text = refusals(&a);
+    assert!(
+        text.contains("aws_iam_role.app") && text.contains("does not contain the tenant id"),
+        "{text}"
+    );
+}
+
+#[test]
+fn tainted_deposed_unknown_and_doubled_objects_are_refused() {
+    let mut state = fixture();
+    let mut queue = resource_mut(&mut state, "aws_iam_role").clone();
+    queue["type"] = json!("aws_sqs_queue");
+    resource_mut(&mut state, "aws_iam_role")["instances"][0]["status"] = json!("tainted");
+    resource_mut(&mut state, "aws_iam_policy")["instances"][0]["deposed"] = json!("00000001");
+    let mut second_role = resource_mut(&mut state, "postgresql_role").clone();
+    second_role["name"] = json!("readonly");
+    let resources = state["resources"].as_array_mut().unwrap();
+    resources.push(queue);
+    resources.push(second_role);
+    let a = map(&state, &old_naming(), &AdoptOptions::default());
+    let text = refusals(&a);
+    assert!(text.contains("aws_iam_role.app: tainted"), "{text}");
+    assert!(
+        text.contains("aws_iam_policy.documents_access: a deposed object"),
+        "{text}"
+    );
+    assert!(
+        text.contains("aws_sqs_queue.app: resource type aws_sqs_queue has no mapping"),
+        "{text}"
+    );
+    assert!(
+        text.contains("two Terraform objects map onto retail-chain/postgres_role.app"),
+        "{text}"
+    );
+    assert_eq!(a.refusals.len(), 4, "{text}");
+}
+
+#[test]
+fn tenants_without_a_spec_or_an_instance_are_refused_and_others_not_selected() {
+    let mut state = fixture();
+    let mut ghost = resource_mut(&mut state, "aws_iam_role").clone();
+    ghost["module"] = json!("module.tenant[\"ghost\"]");
+    state["resources"].as_array_mut().unwrap().push(ghost);
+    let a = map(&state, &old_naming(), &AdoptOptions::default());
+    assert!(
+        refusals(&a).contains("tenant ghost has no spec: write specs/tenants/ghost.toml"),
+        "{}",
+        refusals(&a)
+    );
+
+    let only = AdoptOptions {
+        tenants: vec![
+            "retail-chain".parse().unwrap(),
+            "education-platform".parse().unwrap(),
+        ],
+        ..AdoptOptions::default()
+    };
+    let a = map(&state, &old_naming(), &only);
+    let text = refusals(&a);
+    assert!(!text.contains("ghost"), "not selected: {text}");
+    assert!(
+        text.contains("no module instance of tenant education-platform (module.tenant[\"education-platform\"])"),
+        "{text}"
+    );
+
+    let other_module = AdoptOptions {
+        module_address: "module.customer_{id}".into(),
+        ..AdoptOptions::default()
+    };
+    let a = map(&state, &old_naming(), &other_module);
+    assert!(a.tenants.is_empty() && a.refusals.is_empty());
+    let bytes = serde_json::to_vec(&state).unwrap();
+    let tf = TerraformState::parse(&bytes, "s").unwrap();
+    let bad = AdoptOptions {
+        module_address: "module.tenant".into(),
+        ..AdoptOptions::default()
+    };
+    let err = map_terraform_state(&tf, "s", &old_naming(), &bad).unwrap_err();
+    assert!(err.to_string().contains("{id}"), "{err}");
+}
+
+#[test]
+fn objects_some_state_already_holds_are_refused_naming_the_owner() {
+    let a = map(&fixture(), &old_naming(), &AdoptOptions::default());
+    let mut other = TenantState::new("education-platform".parse().unwrap());
+    other.resources.insert(
+        "s3_bucket.documents".into(),
+        crate::state::ResourceState {
+            resource_type: ResourceType::S3Bucket,
+            name: "documents".into(),
+            status: ResourceStatus::Created,
+            attributes: Attributes::from([("bucket".into(), json!("rag-docs-retail-chain"))]),
+            depends_on: Vec::new(),
+            create_token: None,
+        },
+    );
+    let found = conflicts(&a, std::slice::from_ref(&other));
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0]
+            .to_string()
+            .contains("rag-docs-retail-chain already belongs to tenant education-platform"),
+        "{}",
+        found[0]
+    );
+
+    let mut own = TenantState::new("retail-chain".parse().unwrap());
+    own.resources.insert(
+        "iam_role.app".into(),
+        crate::state::ResourceState {
+            resource_type: ResourceType::IamRole,
+            name: "app".into(),
+            status: ResourceStatus::Created,
+            attributes: Attributes::from([("name".into(), json!("rag-retail-chain-app"))]),
+            depends_on: Vec::new(),
+            create_token: None,
+        },
+    );
+    let found = conflicts(&a, &[own]);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        found[0]
+            .to_string()
+            .contains("already managed by tenantform")
+    );
+}
