@@ -10,6 +10,9 @@ use std::time::Duration;
 use chrono::Utc;
 use futures::StreamExt;
 
+use crate::adopt::{
+    self, AdoptError, AdoptOptions, Adoption, AdoptionReport, TerraformState, map_terraform_state,
+};
 use crate::apply::{self, ApplyOptions, ApplyReport, ProgressSink, TenantRun};
 use crate::blueprint::tenant_blueprint;
 use crate::connect::aws::AwsClients;
@@ -340,6 +343,17 @@ impl Engine {
         } else {
             BTreeMap::new()
         };
+        self.plan_from(specs, states, &refreshed, options).await
+    }
+
+    /// The plan of `states` given what was `refreshed` (read back) of them.
+    async fn plan_from(
+        &self,
+        specs: &Specs,
+        states: &BTreeMap<TenantId, Option<TenantState>>,
+        refreshed: &BTreeMap<TenantId, BTreeMap<String, Option<Attributes>>>,
+        options: &PlanOptions,
+    ) -> Result<Plan, Error> {
         let replace: BTreeSet<ResourceAddress> = options.replace.iter().cloned().collect();
         let no_refresh = BTreeMap::new();
         let mut tenants = Vec::with_capacity(states.len());
@@ -913,6 +927,130 @@ impl Engine {
         let store = self.state_store().await?;
         store.write(&run.lock, &mut run.state).await?;
         Ok(resource)
+    }
+
+    /// Takes over tenants that Terraform manages (`tenantform adopt`; see
+    /// [`crate::adopt`]): reads the Terraform state at `from` (a local path), maps its
+    /// tenant module instances onto the tenants' addresses, and, under the tenants'
+    /// locks, writes them into candidate states, reads every adopted object back and
+    /// plans. The states are written only when nothing was refused (no delete and no
+    /// replace of an adopted resource, no object another state holds) and not
+    /// `dry_run`; otherwise nothing is written and the report says why. Terraform's
+    /// state file is only read.
+    pub async fn adopt(&self, from: &str, options: &AdoptOptions) -> Result<AdoptionReport, Error> {
+        self.settled(self.adopt_locked(from, options)).await
+    }
+
+    async fn adopt_locked(
+        &self,
+        from: &str,
+        options: &AdoptOptions,
+    ) -> Result<AdoptionReport, Error> {
+        let bytes = if from.starts_with("s3://") {
+            return Err(AdoptError::Read {
+                file: from.to_owned(),
+                problem: "reading the state from S3 is not supported yet: copy it first (`aws s3 cp s3://bucket/key terraform.tfstate`) and give the local file".into(),
+            }
+            .into());
+        } else {
+            std::fs::read(from).map_err(|e| AdoptError::Read {
+                file: from.to_owned(),
+                problem: e.to_string(),
+            })?
+        };
+        let terraform = TerraformState::parse(&bytes, from)?;
+        let specs = self.specs().await?;
+        let mut adoption = map_terraform_state(&terraform, from, &specs, options)?;
+        let refused = |adoption: Adoption| AdoptionReport {
+            adoption,
+            plan: None,
+            dry_run: options.dry_run,
+            committed: false,
+        };
+        if !adoption.refusals.is_empty() || adoption.tenants.is_empty() {
+            return Ok(refused(adoption));
+        }
+        // Who holds what: every stored state, read as it is (another tenant's state that
+        // names an object of this one is exactly what must be found, not an error).
+        let store = self.state_store().await?;
+        let mut stored = Vec::new();
+        for t in store.tenants().await? {
+            if let Some(state) = store.load(&t).await? {
+                stored.push(state);
+            }
+        }
+        adoption
+            .refusals
+            .extend(adopt::conflicts(&adoption, &stored));
+        drop(stored);
+        if !adoption.refusals.is_empty() {
+            return Ok(refused(adoption));
+        }
+        let tenants: Vec<TenantId> = adoption.tenants.keys().cloned().collect();
+        let (mut runs, _) = self.lock_tenants(&specs, &tenants, "adopt").await?;
+        // Candidate states: each adopted object recorded with what the spec names it,
+        // then read back from its endpoint; the plan diffs what was read.
+        let mut states = BTreeMap::new();
+        for (tenant, objects) in &adoption.tenants {
+            let mut state = runs[tenant].state.clone();
+            for o in objects {
+                let s = schema(o.address.resource_type);
+                let attributes: Attributes = o
+                    .desired
+                    .attributes
+                    .iter()
+                    .filter(|(k, _)| s.attribute(k).is_some_and(|a| !a.computed))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                state.resources.insert(
+                    o.address.local(),
+                    ResourceState {
+                        resource_type: o.address.resource_type,
+                        name: o.address.name.clone(),
+                        status: ResourceStatus::Created,
+                        attributes,
+                        depends_on: o.desired.depends_on.clone(),
+                        create_token: None,
+                    },
+                );
+            }
+            states.insert(tenant.clone(), Some(state));
+        }
+        let refreshed = self.refresh(&specs, &states).await?;
+        for (tenant, state) in states.iter_mut() {
+            let state = state.as_mut().expect("a candidate state");
+            for (key, read) in refreshed.get(tenant).into_iter().flatten() {
+                if let (Some(read), Some(r)) = (read, state.resources.get_mut(key)) {
+                    r.attributes = read.clone();
+                }
+            }
+        }
+        let plan_options = PlanOptions {
+            tenants: tenants.clone(),
+            ..PlanOptions::default()
+        };
+        let plan = self
+            .plan_from(&specs, &states, &refreshed, &plan_options)
+            .await?;
+        adoption
+            .refusals
+            .extend(adopt::plan_refusals(&adoption, &plan, &refreshed));
+        let committed = adoption.refusals.is_empty() && !options.dry_run;
+        if committed {
+            let now = Utc::now();
+            for (tenant, state) in states {
+                let run = runs.get_mut(&tenant).expect("locked tenant");
+                run.state = state.expect("a candidate state");
+                run.state.adopted_from = Some(adoption.record_for(&tenant, now));
+                store.write(&run.lock, &mut run.state).await?;
+            }
+        }
+        Ok(AdoptionReport {
+            adoption,
+            plan: Some(plan),
+            dry_run: options.dry_run,
+            committed,
+        })
     }
 
     /// Deletes everything a tenant's state holds, in reverse dependency order, whatever

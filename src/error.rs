@@ -27,6 +27,9 @@ pub enum Error {
     /// The apply stopped as a whole (failed steps are in the [`ApplyReport`](crate::ApplyReport) instead).
     #[error(transparent)]
     Apply(#[from] ApplyError),
+    /// The Terraform state to adopt from cannot be read (see [`crate::adopt`]).
+    #[error(transparent)]
+    Adopt(#[from] crate::adopt::AdoptError),
     /// The policy checks could not run.
     #[error(transparent)]
     Policy(#[from] PolicyError),

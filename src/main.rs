@@ -15,7 +15,7 @@ use cli::Outcome;
 use cli::api::{cmd_serve, cmd_token};
 use cli::apply::{cmd_apply, cmd_destroy, cmd_plan};
 use cli::args::{Cli, Command};
-use cli::drift::{cmd_drift, cmd_import, cmd_refresh};
+use cli::drift::{cmd_adopt, cmd_drift, cmd_import, cmd_refresh};
 use cli::manual::{cmd_completions, cmd_man};
 use cli::request::{cmd_request, cmd_validate_tenant};
 use cli::runs::{cmd_runs, cmd_worker};
@@ -96,6 +96,7 @@ async fn run(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Drift(args) => cmd_drift(&engine, args, style).await,
         Command::Refresh(args) => cmd_refresh(&engine, args, style).await,
         Command::Import(args) => cmd_import(&engine, args).await,
+        Command::Adopt(args) => cmd_adopt(&engine, args, style).await,
         Command::Request(cmd) => Box::pin(cmd_request(&cli, &engine, cmd)).await,
         Command::Worker(args) => Box::pin(cmd_worker(&cli, args)).await,
         Command::Runs(cmd) => Box::pin(cmd_runs(&cli, cmd)).await,

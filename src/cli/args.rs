@@ -96,6 +96,11 @@ pub enum Command {
     Refresh(RefreshArgs),
     /// Adopt an existing resource (made by hand) into its tenant's state.
     Import(ImportArgs),
+    /// Take over tenants that Terraform manages today, without recreating anything:
+    /// maps a Terraform state's tenant module instances onto tenants, reads every
+    /// object back and plans; writes the tenants' states only when that plan deletes
+    /// and replaces nothing adopted. Never writes Terraform's state.
+    Adopt(AdoptArgs),
     /// Tenant requests: submit, approve, reject, status, list, retry.
     #[command(subcommand)]
     Request(RequestCommand),
@@ -248,6 +253,28 @@ pub struct ImportArgs {
     /// The real object's identity, e.g. tenant_acme (a schema) or rag-acme-documents (a bucket).
     pub id: String,
     /// Wait this long for the tenant's lock (e.g. 30s, 2m); default: fail at once.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
+    pub lock_timeout: Duration,
+}
+
+#[derive(Args)]
+pub struct AdoptArgs {
+    /// The Terraform state to adopt from: a local terraform.tfstate (format version 4).
+    #[arg(long, value_name = "PATH")]
+    pub from_tfstate: String,
+    /// `--tenant ID` (repeatable): adopt only these; default: every tenant module instance.
+    #[command(flatten)]
+    pub selection: Selection,
+    /// The module instance of a tenant in the Terraform state, {id} standing for its id.
+    #[arg(long, value_name = "TEMPLATE", default_value = tenantform::adopt::DEFAULT_MODULE_ADDRESS)]
+    pub module_address: String,
+    /// Map, read back and plan, and print it all; write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Wait this long for a tenant's lock (e.g. 30s, 2m); default: fail at once.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]
     pub lock_timeout: Duration,
 }
@@ -670,6 +697,7 @@ impl Cli {
             Command::Drift(a) => (Some(&a.selection), Duration::ZERO),
             Command::Refresh(a) => (Some(&a.selection), a.lock_timeout),
             Command::Import(a) => (None, a.lock_timeout),
+            Command::Adopt(a) => (Some(&a.selection), a.lock_timeout),
             Command::State(
                 StateCommand::Rollback { lock_timeout, .. }
                 | StateCommand::Migrate { lock_timeout, .. }

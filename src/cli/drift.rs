@@ -1,10 +1,11 @@
-//! `drift`, `refresh` and `import`: what changed behind tenantform's back, accepting
-//! it into state, and adopting what was made by hand.
+//! `drift`, `refresh`, `import` and `adopt`: what changed behind tenantform's back,
+//! accepting it into state, adopting what was made by hand, and taking over what
+//! Terraform manages.
 
 use tenantform::report::Style;
 use tenantform::{Engine, Report};
 
-use super::args::{DriftArgs, ImportArgs, RefreshArgs};
+use super::args::{AdoptArgs, DriftArgs, ImportArgs, RefreshArgs};
 use super::{Outcome, confirm, machine, plural, print_report};
 
 pub async fn cmd_drift(engine: &Engine, args: &DriftArgs, style: Style) -> anyhow::Result<Outcome> {
@@ -80,4 +81,24 @@ pub async fn cmd_import(engine: &Engine, args: &ImportArgs) -> anyhow::Result<Ou
         );
     }
     Ok(Outcome::Ok)
+}
+
+pub async fn cmd_adopt(engine: &Engine, args: &AdoptArgs, style: Style) -> anyhow::Result<Outcome> {
+    let options = tenantform::adopt::AdoptOptions {
+        tenants: args.selection.tenants.clone(),
+        module_address: args.module_address.clone(),
+        dry_run: args.dry_run,
+    };
+    let report = engine.adopt(&args.from_tfstate, &options).await?;
+    let format = if args.json {
+        tenantform::OutputFormat::Json
+    } else {
+        tenantform::OutputFormat::Human
+    };
+    print_report(&report, format, style)?;
+    Ok(if report.refused() {
+        Outcome::Failed
+    } else {
+        Outcome::Ok
+    })
 }
