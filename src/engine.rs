@@ -930,7 +930,8 @@ impl Engine {
     }
 
     /// Takes over tenants that Terraform manages (`tenantform adopt`; see
-    /// [`crate::adopt`]): reads the Terraform state at `from` (a local path), maps its
+    /// [`crate::adopt`]): reads the Terraform state at `from` (a local path, or
+    /// `s3://BUCKET/KEY` through the S3 API with the platform's `[aws]` settings), maps its
     /// tenant module instances onto the tenants' addresses, and, under the tenants'
     /// locks, writes them into candidate states, reads every adopted object back and
     /// plans. The states are written only when nothing was refused (no delete and no
@@ -946,20 +947,27 @@ impl Engine {
         from: &str,
         options: &AdoptOptions,
     ) -> Result<AdoptionReport, Error> {
-        let bytes = if from.starts_with("s3://") {
-            return Err(AdoptError::Read {
-                file: from.to_owned(),
-                problem: "reading the state from S3 is not supported yet: copy it first (`aws s3 cp s3://bucket/key terraform.tfstate`) and give the local file".into(),
+        let specs = self.specs().await?;
+        let unreadable = |problem: String| AdoptError::Read {
+            file: from.to_owned(),
+            problem,
+        };
+        let bytes = match from.strip_prefix("s3://") {
+            // Where the old setup kept it: read with the platform's AWS settings.
+            Some(location) => {
+                let (bucket, key) = location
+                    .split_once('/')
+                    .filter(|(b, k)| !b.is_empty() && !k.is_empty())
+                    .ok_or_else(|| unreadable("write an S3 location as s3://BUCKET/KEY".into()))?;
+                AwsClients::load(&specs.platform.aws)
+                    .await
+                    .get_object(bucket, key)
+                    .await
+                    .map_err(|e| unreadable(e.to_string()))?
             }
-            .into());
-        } else {
-            std::fs::read(from).map_err(|e| AdoptError::Read {
-                file: from.to_owned(),
-                problem: e.to_string(),
-            })?
+            None => std::fs::read(from).map_err(|e| unreadable(e.to_string()))?,
         };
         let terraform = TerraformState::parse(&bytes, from)?;
-        let specs = self.specs().await?;
         let mut adoption = map_terraform_state(&terraform, from, &specs, options)?;
         let refused = |adoption: Adoption| AdoptionReport {
             adoption,

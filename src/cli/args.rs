@@ -259,7 +259,8 @@ pub struct ImportArgs {
 
 #[derive(Args)]
 pub struct AdoptArgs {
-    /// The Terraform state to adopt from: a local terraform.tfstate (format version 4).
+    /// The Terraform state to adopt from (format version 4): a local terraform.tfstate,
+    /// or s3://BUCKET/KEY (read through the S3 API with the platform's [aws] settings).
     #[arg(long, value_name = "PATH")]
     pub from_tfstate: String,
     /// `--tenant ID` (repeatable): adopt only these; default: every tenant module instance.

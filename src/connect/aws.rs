@@ -123,6 +123,16 @@ where
     }
 }
 
+/// `GetBucketLocation`'s answer as a region name (it says nothing for us-east-1 and
+/// `EU` for the oldest buckets of eu-west-1).
+pub fn location_region(constraint: Option<&aws_sdk_s3::types::BucketLocationConstraint>) -> String {
+    match constraint.map(|c| c.as_str()) {
+        None | Some("") => "us-east-1".into(),
+        Some("EU") => "eu-west-1".into(),
+        Some(r) => r.into(),
+    }
+}
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -277,6 +287,47 @@ impl AwsClients {
                         })
                     })
                     .await
+            })
+            .await
+    }
+
+    /// The bytes of object `key` in `bucket`, asked of the bucket's own region (a file
+    /// kept in S3, such as a Terraform state; not a tenant's resource).
+    pub async fn get_object(&self, bucket: &str, key: &str) -> Result<Vec<u8>, ServiceError> {
+        let home = self
+            .base
+            .region()
+            .map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
+        let location = RetryPolicy::DEFAULT
+            .run("S3", || async {
+                self.s3(&home)
+                    .get_bucket_location()
+                    .bucket(bucket)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("S3", e))
+            })
+            .await?;
+        let region = location_region(location.location_constraint());
+        RetryPolicy::DEFAULT
+            .run("S3", || async {
+                let out = self
+                    .s3(&region)
+                    .get_object()
+                    .bucket(bucket)
+                    .key(key)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error("S3", e))?;
+                let body = out
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| ServiceError::Unreachable {
+                        service: "S3",
+                        detail: e.to_string(),
+                    })?;
+                Ok(body.into_bytes().to_vec())
             })
             .await
     }
@@ -472,6 +523,20 @@ pub mod moto_quirks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bucket_locations_name_regions() {
+        use aws_sdk_s3::types::BucketLocationConstraint;
+        assert_eq!(location_region(None), "us-east-1");
+        assert_eq!(
+            location_region(Some(&BucketLocationConstraint::from("EU"))),
+            "eu-west-1"
+        );
+        assert_eq!(
+            location_region(Some(&BucketLocationConstraint::from("ap-south-1"))),
+            "ap-south-1"
+        );
+    }
 
     #[test]
     fn error_codes_in_the_ec2_layout_are_read_from_the_raw_body() {

@@ -31,7 +31,7 @@ use super::aws::{
     tags_with_token,
 };
 use super::{CreateMode, Provider, ProviderError};
-use crate::connect::aws::{AwsClients, moto_quirks, sdk_error};
+use crate::connect::aws::{AwsClients, location_region, moto_quirks, sdk_error};
 use crate::connect::retry::RetryPolicy;
 use crate::resource::s3::lifecycle_rule_json;
 use crate::resource::{
@@ -149,16 +149,6 @@ fn public_access_block(attrs: &Attributes) -> PublicAccessBlockConfiguration {
         .block_public_policy(flag("block_public_policy"))
         .restrict_public_buckets(flag("restrict_public_buckets"))
         .build()
-}
-
-/// `GetBucketLocation`'s answer as a region name (it says nothing for us-east-1 and
-/// `EU` for the oldest buckets of eu-west-1).
-fn location_region(constraint: Option<&BucketLocationConstraint>) -> String {
-    match constraint.map(|c| c.as_str()) {
-        None | Some("") => "us-east-1".into(),
-        Some("EU") => "eu-west-1".into(),
-        Some(r) => r.into(),
-    }
 }
 
 impl S3Provider {
@@ -779,18 +769,5 @@ mod tests {
             let attrs = Attributes::from([("lifecycle_rules".into(), bad)]);
             assert!(lifecycle_rules(&attrs).is_err());
         }
-    }
-
-    #[test]
-    fn bucket_locations_name_regions() {
-        assert_eq!(location_region(None), "us-east-1");
-        assert_eq!(
-            location_region(Some(&BucketLocationConstraint::from("EU"))),
-            "eu-west-1"
-        );
-        assert_eq!(
-            location_region(Some(&BucketLocationConstraint::from("ap-south-1"))),
-            "ap-south-1"
-        );
     }
 }
