@@ -564,6 +564,14 @@ pub fn map_terraform_state(
             .or_default()
             .push(object);
     }
+    if tenants.is_empty() && refusals.is_empty() {
+        refusals.insert(Refusal {
+            subject: source.to_owned(),
+            reason: format!(
+                "no managed object of a tenant module instance ({template}) in it: nothing to adopt; check --module-address"
+            ),
+        });
+    }
     Ok(Adoption {
         source: source.to_owned(),
         lineage: state.lineage.clone(),

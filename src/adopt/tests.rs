@@ -217,7 +217,13 @@ fn tenants_without_a_spec_or_an_instance_are_refused_and_others_not_selected() {
         ..AdoptOptions::default()
     };
     let a = map(&state, &old_naming(), &other_module);
-    assert!(a.tenants.is_empty() && a.refusals.is_empty());
+    assert!(a.tenants.is_empty());
+    assert!(
+        refusals(&a)
+            .contains("no managed object of a tenant module instance (module.customer_{id})"),
+        "{}",
+        refusals(&a)
+    );
     let bytes = serde_json::to_vec(&state).unwrap();
     let tf = TerraformState::parse(&bytes, "s").unwrap();
     let bad = AdoptOptions {
@@ -271,5 +277,92 @@ fn objects_some_state_already_holds_are_refused_naming_the_owner() {
         found[0]
             .to_string()
             .contains("already managed by tenantform")
+    );
+}
+
+#[test]
+fn the_plan_may_update_and_create_but_never_delete_or_replace_what_is_adopted() {
+    use crate::plan::{PLAN_FORMAT_VERSION, PlanMode, TenantInput, plan_tenant};
+    let specs = old_naming();
+    let a = map(&fixture(), &specs, &AdoptOptions::default());
+    let tenant: TenantId = "retail-chain".parse().unwrap();
+    let spec = &specs.tenants[&tenant];
+    let blueprint = tenant_blueprint(spec, &specs.platform);
+    // The candidate state the engine makes: every adopted object as the spec names it.
+    let mut state = TenantState::new(tenant.clone());
+    for o in &a.tenants[&tenant] {
+        state.resources.insert(
+            o.address.local(),
+            crate::state::ResourceState {
+                resource_type: o.address.resource_type,
+                name: o.address.name.clone(),
+                status: ResourceStatus::Created,
+                attributes: o.desired.attributes.clone(),
+                depends_on: o.desired.depends_on.clone(),
+                create_token: None,
+            },
+        );
+    }
+    // What was read back: the IAM policy with another description (IAM cannot change
+    // it in place), the role as it is (no password: Terraform had it), and the bucket
+    // policy gone.
+    let mut read: BTreeMap<String, Option<Attributes>> = state
+        .resources
+        .iter()
+        .map(|(k, r)| (k.clone(), Some(r.attributes.clone())))
+        .collect();
+    read.get_mut("iam_policy.documents_access")
+        .unwrap()
+        .as_mut()
+        .unwrap()
+        .insert("description".into(), json!("Bucket access"));
+    read.insert("s3_bucket_policy.documents".into(), None);
+    let tenant_plan = plan_tenant(
+        TenantInput {
+            tenant: &tenant,
+            spec: Some(spec),
+            blueprint: Some(&blueprint),
+            state: Some(&state),
+            refreshed: &read,
+        },
+        PlanMode::Normal,
+        &BTreeSet::new(),
+    )
+    .unwrap();
+    let role = tenant_plan
+        .changes
+        .iter()
+        .find(|c| c.address.local() == "postgres_role.app")
+        .unwrap();
+    assert_eq!(role.action, Action::Update, "the password is set anew");
+    assert!(role.attribute_changes.iter().any(|c| c.name == "password"));
+    let plan = Plan {
+        format_version: PLAN_FORMAT_VERSION.into(),
+        created_at: Utc::now(),
+        mode: PlanMode::Normal,
+        refreshed: true,
+        tenants: vec![tenant_plan],
+        policy: None,
+        aws_account_id: None,
+    };
+    let refreshed = BTreeMap::from([(tenant.clone(), read)]);
+    let found = plan_refusals(&a, &plan, &refreshed);
+    let text: Vec<String> = found.iter().map(ToString::to_string).collect();
+    assert_eq!(found.len(), 3, "{text:#?}");
+    assert!(
+        text.iter().any(|t| t.starts_with("retail-chain/iam_policy.documents_access: adopting it would replace it (description differs")),
+        "{text:#?}"
+    );
+    // The bucket policy: gone at its endpoint, so the plan would create it again.
+    assert!(
+        text.iter().any(|t| t.starts_with("retail-chain/s3_bucket_policy.documents: Terraform's state names it, but its endpoint does not have it")),
+        "{text:#?}"
+    );
+    // The attachment depends on the replaced policy, so it is replaced with it.
+    assert!(
+        text.iter().any(|t| t.starts_with(
+            "retail-chain/iam_role_policy_attachment.documents_access: adopting it would replace it"
+        )),
+        "{text:#?}"
     );
 }
