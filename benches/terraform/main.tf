@@ -44,6 +44,12 @@ variable "tenants" {
     dedicated_cache = bool
     cache_node_type = optional(string, "cache.r6g.large")
     cache_nodes     = optional(number, 1)
+    # An older setup's names (see modules/tenant); null: the blueprint's.
+    bucket_name           = optional(string)
+    iam_policy_name       = optional(string)
+    role_description      = optional(string)
+    lifecycle_rule_id     = optional(string, "tiering")
+    deny_other_principals = optional(bool, true)
   }))
   default = {}
 }
@@ -75,4 +81,10 @@ module "tenant" {
   cache_node_type = each.value.cache_node_type
   cache_nodes     = each.value.cache_nodes
   platform_tags   = var.platform_tags
+
+  bucket_name           = each.value.bucket_name
+  iam_policy_name       = each.value.iam_policy_name
+  role_description      = each.value.role_description
+  lifecycle_rule_id     = each.value.lifecycle_rule_id
+  deny_other_principals = each.value.deny_other_principals
 }

@@ -51,6 +51,34 @@ variable "platform_tags" {
   default = {}
 }
 
+# Names and details that an older setup had otherwise (tests/adopt.rs adopts tenants
+# made with them); null keeps the names tenantform's blueprint gives.
+variable "bucket_name" {
+  type    = string
+  default = null
+}
+
+variable "iam_policy_name" {
+  type    = string
+  default = null
+}
+
+variable "role_description" {
+  type    = string
+  default = null
+}
+
+variable "lifecycle_rule_id" {
+  type    = string
+  default = "tiering"
+}
+
+variable "deny_other_principals" {
+  description = "Whether the bucket policy denies object access to every other principal (moto applies such a Deny to every caller)."
+  type        = bool
+  default     = true
+}
+
 variable "service_principal" {
   description = "Who may assume the tenant's application role."
   type        = string
@@ -58,7 +86,7 @@ variable "service_principal" {
 }
 
 locals {
-  bucket = "rag-${var.id}-documents"
+  bucket = coalesce(var.bucket_name, "rag-${var.id}-documents")
   tags = merge(var.platform_tags, {
     TenantID   = var.id
     Tier       = var.tier
@@ -85,7 +113,7 @@ resource "aws_s3_bucket_versioning" "documents" {
 resource "aws_s3_bucket_lifecycle_configuration" "documents" {
   bucket = aws_s3_bucket.documents.id
   rule {
-    id     = "tiering"
+    id     = var.lifecycle_rule_id
     status = "Enabled"
     filter {
       prefix = ""
@@ -113,7 +141,7 @@ resource "aws_s3_bucket_public_access_block" "documents" {
 }
 
 resource "aws_iam_policy" "documents_access" {
-  name        = "rag-${var.id}-documents-access"
+  name        = coalesce(var.iam_policy_name, "rag-${var.id}-documents-access")
   description = "Access of tenant ${var.id} to its documents bucket"
   policy = jsonencode({
     Version = "2012-10-17"
@@ -127,7 +155,7 @@ resource "aws_iam_policy" "documents_access" {
 
 resource "aws_iam_role" "app" {
   name        = "rag-${var.id}-app"
-  description = "Application role of tenant ${var.id}"
+  description = coalesce(var.role_description, "Application role of tenant ${var.id}")
   assume_role_policy = jsonencode({
     Version = "2012-10-17"
     Statement = [{
@@ -148,7 +176,7 @@ resource "aws_s3_bucket_policy" "documents" {
   bucket = aws_s3_bucket.documents.id
   policy = jsonencode({
     Version = "2012-10-17"
-    Statement = [
+    Statement = concat([
       {
         Sid       = "TenantRoleAccess"
         Effect    = "Allow"
@@ -163,6 +191,7 @@ resource "aws_s3_bucket_policy" "documents" {
         Action    = local.object_actions
         Resource  = ["${aws_s3_bucket.documents.arn}/*"]
       },
+      ], var.deny_other_principals ? [
       {
         Sid       = "DenyOtherPrincipals"
         Effect    = "Deny"
@@ -171,7 +200,7 @@ resource "aws_s3_bucket_policy" "documents" {
         Resource  = ["${aws_s3_bucket.documents.arn}/*"]
         Condition = { StringNotEquals = { "aws:PrincipalArn" = [aws_iam_role.app.arn] } }
       },
-    ]
+    ] : [])
   })
   # As in the blueprint: the policy goes on after the public access block is set.
   depends_on = [aws_s3_bucket_public_access_block.documents]
