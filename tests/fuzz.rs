@@ -1,7 +1,8 @@
 //! Fuzz targets for every loader of outside input: a tenant spec, the platform file, a
-//! state file and a saved plan. Each asserts, for any input: no panic, and either a
-//! value or an error that names the file; the state and plan loaders never change the
-//! file they read; no error shows a control character as it is.
+//! state file, a saved plan and a Terraform state to adopt from. Each asserts, for any
+//! input: no panic, and either a value or an error that names the file; the state and
+//! plan loaders never change the file they read; no error shows a control character as
+//! it is.
 //!
 //! Under `cargo test` / `cargo nextest` each target is a bounded property test (bolero's
 //! random engine): the committed seed corpus in `tests/__fuzz__/<target>/corpus/`, then
@@ -306,6 +307,46 @@ fn state_file() {
                     };
                     let _ = tenantform::plan::graph::ActionGraph::build(&plan);
                 }
+            }
+        },
+        bolero_engine!(),
+    );
+}
+
+#[test]
+fn terraform_state() {
+    use tenantform::Report;
+    use tenantform::adopt::{
+        AdoptOptions, AdoptionReport, TerraformState, conflicts, map_terraform_state,
+    };
+    let mut old_naming = example_specs().clone();
+    old_naming.platform.naming.s3_bucket = "rag-docs-{id}".into();
+    let source = "old.tfstate";
+    run_target(
+        "terraform_state",
+        |doc| {
+            let state = match TerraformState::parse(doc, source) {
+                Ok(state) => state,
+                Err(e) => return assert_names_file(&e.to_string(), Path::new(source)),
+            };
+            // What adopt does next: map onto the tenants, look for owners, report.
+            for specs in [example_specs(), &old_naming] {
+                let adoption = map_terraform_state(&state, source, specs, &AdoptOptions::default())
+                    .expect("the default module address is valid");
+                let _ = conflicts(&adoption, &[]);
+                let report = AdoptionReport {
+                    adoption,
+                    plan: None,
+                    dry_run: true,
+                    committed: false,
+                };
+                let text = report.human(tenantform::report::Style { color: false });
+                assert!(
+                    !text.chars().any(|c| is_unprintable(c) && c != '\n'),
+                    "raw control character in: {text:?}"
+                );
+                let _ = report.handover();
+                let _ = report.json();
             }
         },
         bolero_engine!(),

@@ -1,6 +1,7 @@
 //! The mapping and its refusals, on a hand-written Terraform state of the old setup
-//! (`testdata/old-setup.tfstate`: tenant retail-chain of the example specs, with its
-//! bucket named the old way, `rag-docs-<id>`) and variations of it.
+//! (`tests/__fuzz__/terraform_state/corpus/old-setup.tfstate`, also a fuzz seed:
+//! tenant retail-chain of the example specs, with its bucket named the old way,
+//! `rag-docs-<id>`) and variations of it.
 
 use serde_json::{Value, json};
 
@@ -19,7 +20,10 @@ fn old_naming() -> Specs {
 }
 
 fn fixture() -> Value {
-    serde_json::from_str(include_str!("testdata/old-setup.tfstate")).unwrap()
+    serde_json::from_str(include_str!(
+        "../../tests/__fuzz__/terraform_state/corpus/old-setup.tfstate"
+    ))
+    .unwrap()
 }
 
 fn map(state: &Value, specs: &Specs, options: &AdoptOptions) -> Adoption {
