@@ -18,7 +18,7 @@
 //! refused with a message saying so, never half-read.
 
 use chrono::{DateTime, Utc};
-use serde::de::{Deserializer, Error as _};
+use serde::de::Deserializer;
 use serde::{Deserialize, Serialize};
 
 use crate::resource::ResourceAddress;
@@ -55,13 +55,11 @@ pub struct AdoptedObject {
 }
 
 fn known_version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
-    let version = u32::deserialize(deserializer)?;
-    if version == 0 || version > ADOPTED_FROM_VERSION {
-        return Err(D::Error::custom(format_args!(
-            "adopted_from has version {version}, which this tenantform does not understand (it knows 1 to {ADOPTED_FROM_VERSION}); use a newer tenantform"
-        )));
-    }
-    Ok(version)
+    super::known_record_version(
+        u32::deserialize(deserializer)?,
+        "adopted_from",
+        ADOPTED_FROM_VERSION,
+    )
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@
 //! a version newer than this build knows is refused with a message saying so, never
 //! half-read.
 
-use serde::de::{Deserializer, Error as _};
+use serde::de::Deserializer;
 use serde::{Deserialize, Serialize};
 
 use crate::resource::TenantId;
@@ -71,13 +71,11 @@ fn unversioned() -> u32 {
 }
 
 fn known_version<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
-    let version = u32::deserialize(deserializer)?;
-    if version == 0 || version > APPLIED_SPEC_VERSION {
-        return Err(D::Error::custom(format_args!(
-            "the applied spec has version {version}, which this tenantform does not understand (it knows 1 to {APPLIED_SPEC_VERSION}); use a newer tenantform"
-        )));
-    }
-    Ok(version)
+    super::known_record_version(
+        u32::deserialize(deserializer)?,
+        "the applied spec",
+        APPLIED_SPEC_VERSION,
+    )
 }
 
 #[cfg(test)]

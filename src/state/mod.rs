@@ -72,6 +72,21 @@ use crate::resource::{Attributes, CreateToken, ResourceAddress, ResourceType, Te
 /// The state file format this build reads and writes.
 pub const STATE_FORMAT_VERSION: u32 = 1;
 
+/// `version` of a versioned record in a state (`what` names it), if this build reads
+/// it: 1 to `newest`. A newer one is refused, never half-read.
+fn known_record_version<E: serde::de::Error>(
+    version: u32,
+    what: &str,
+    newest: u32,
+) -> Result<u32, E> {
+    if version == 0 || version > newest {
+        return Err(E::custom(format_args!(
+            "{what} has version {version}, which this tenantform does not understand (it knows 1 to {newest}); use a newer tenantform"
+        )));
+    }
+    Ok(version)
+}
+
 /// One tenant's state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TenantState {
