@@ -947,27 +947,35 @@ impl Engine {
         from: &str,
         options: &AdoptOptions,
     ) -> Result<AdoptionReport, Error> {
-        let specs = self.specs().await?;
         let unreadable = |problem: String| AdoptError::Read {
             file: from.to_owned(),
             problem,
         };
-        let bytes = match from.strip_prefix("s3://") {
+        // A local file is checked before any service is asked anything.
+        let local = match from.strip_prefix("s3://") {
+            None => {
+                let bytes = std::fs::read(from).map_err(|e| unreadable(e.to_string()))?;
+                Some(TerraformState::parse(&bytes, from)?)
+            }
+            Some(_) => None,
+        };
+        let specs = self.specs().await?;
+        let terraform = match (local, from.strip_prefix("s3://")) {
+            (Some(terraform), _) => terraform,
             // Where the old setup kept it: read with the platform's AWS settings.
-            Some(location) => {
+            (None, location) => {
                 let (bucket, key) = location
-                    .split_once('/')
+                    .and_then(|l| l.split_once('/'))
                     .filter(|(b, k)| !b.is_empty() && !k.is_empty())
                     .ok_or_else(|| unreadable("write an S3 location as s3://BUCKET/KEY".into()))?;
-                AwsClients::load(&specs.platform.aws)
+                let bytes = AwsClients::load(&specs.platform.aws)
                     .await
                     .get_object(bucket, key)
                     .await
-                    .map_err(|e| unreadable(e.to_string()))?
+                    .map_err(|e| unreadable(e.to_string()))?;
+                TerraformState::parse(&bytes, from)?
             }
-            None => std::fs::read(from).map_err(|e| unreadable(e.to_string()))?,
         };
-        let terraform = TerraformState::parse(&bytes, from)?;
         let mut adoption = map_terraform_state(&terraform, from, &specs, options)?;
         let refused = |adoption: Adoption| AdoptionReport {
             adoption,

@@ -66,7 +66,7 @@ pub enum AdoptError {
     NotAState { file: String, problem: String },
     /// The state is of a format version other than 4.
     #[error(
-        "{file} is a Terraform state of format version {found}; tenantform reads version 4 only (Terraform 0.12 and later): run `terraform apply -refresh-only` with a current Terraform to upgrade it, then adopt again; nothing was changed"
+        "{file} is a Terraform state of format version {found}; tenantform reads version 4 only (Terraform 0.12 and later): have Terraform 0.12 or later write it again (`terraform refresh`), then adopt again; nothing was changed"
     )]
     StateVersion { file: String, found: u64 },
     /// `--module-address` has no `{id}`.
