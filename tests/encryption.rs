@@ -382,6 +382,22 @@ async fn rotation_between_a_passphrase_and_kms_both_ways(backend: Backend) {
     let alias = format!("alias/tenantform-state-{}", suffix());
     kms_key(Some(&alias)).await;
     let other_key = kms_key(None).await;
+
+    // A KMS key that does not exist: the first write fails naming the provider and the
+    // key, before anything is made (the same apply then succeeds with a key that does).
+    let missing = format!("alias/tenantform-missing-{}", suffix());
+    set_encryption(
+        &ws,
+        &format!("key_provider = \"aws_kms\"\nkms_key_id = \"{missing}\""),
+    );
+    let run = ws
+        .run(&["apply", "--auto-approve"])
+        .code(1)
+        .contains("key provider aws_kms")
+        .contains(&missing);
+    assert!(!run.all().contains("panicked"), "{}", run.all());
+    assert!(ws.state_bytes(&t.id).is_none(), "no state was written");
+
     encrypt(&mut ws, "");
     ws.run(&["apply", "--auto-approve"]).ok();
     let password = password_of(&pulled(&ws, &t.id));
