@@ -33,8 +33,8 @@
 //!
 //! The authenticated data of both seals is every field but the three sealed ones: the
 //! binding (what the record is: state or plan; for state its tenant, lineage and
-//! serial), the provider and the KDF parameters (or the KMS key and encrypted KEK). Changing any of them, or any byte,
-//! makes the record unreadable. Readers compare the binding with what they expect
+//! serial), the provider and the KDF parameters (or the KMS key and encrypted KEK).
+//! Changing any of them, or any byte, makes the record unreadable. Readers compare the binding with what they expect
 //! ([`Expected`]): the file name's or row's tenant, and in PostgreSQL the row's lineage
 //! and serial; the local backend compares the serial with the highest it wrote (see
 //! `LocalStore`), so a state of another tenant, or an older state of the same tenant put
