@@ -2,7 +2,8 @@
 //! both state backends: records round-trip and hold no secret in clear; a flipped
 //! byte, another tenant's record and an older record put in place are refused and
 //! nothing is overwritten; a key rotation with the fallback, then `enforced`; a plain
-//! state of an earlier release is encrypted on its next write.
+//! state of an earlier release is encrypted on its next write; the `aws_kms` key
+//! provider against moto, with rotations between it and a passphrase.
 
 mod support;
 
@@ -347,11 +348,128 @@ async fn a_plain_state_of_an_earlier_release_is_encrypted_on_its_next_write(back
     ws.run(&["plan", "--detailed-exitcode"]).code(0);
 }
 
+/// A new symmetric KMS key in moto (the stack's AWS endpoint), and its ARN.
+async fn kms_key(alias: Option<&str>) -> String {
+    let kms = aws_sdk_kms::Client::new(&aws_config().await);
+    let key = kms.create_key().send().await.expect("CreateKey");
+    let meta = key.key_metadata().expect("key metadata");
+    if let Some(alias) = alias {
+        kms.create_alias()
+            .alias_name(alias)
+            .target_key_id(meta.key_id())
+            .send()
+            .await
+            .expect("CreateAlias");
+    }
+    meta.arn().expect("a key ARN").to_owned()
+}
+
+fn provider_of(bytes: &[u8]) -> String {
+    let envelope: Value = serde_json::from_slice(bytes).expect("an envelope");
+    envelope["key_provider"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The `aws_kms` provider against moto: a rotation from a passphrase to a KMS key (by
+/// alias) and `state rekey`, then `enforced`; a saved plan sealed by KMS; another KMS
+/// key refused naming the tenant and the provider, with nothing overwritten; a
+/// rotation from KMS back to a passphrase.
+async fn rotation_between_a_passphrase_and_kms_both_ways(backend: Backend) {
+    let t = TenantDef::new("kms", "bronze");
+    let mut ws = Workspace::with_backend(std::slice::from_ref(&t), backend).await;
+    let alias = format!("alias/tenantform-state-{}", suffix());
+    kms_key(Some(&alias)).await;
+    let other_key = kms_key(None).await;
+
+    // A KMS key that does not exist: the first write fails naming the provider and the
+    // key, before anything is made (the same apply then succeeds with a key that does).
+    let missing = format!("alias/tenantform-missing-{}", suffix());
+    set_encryption(
+        &ws,
+        &format!("key_provider = \"aws_kms\"\nkms_key_id = \"{missing}\""),
+    );
+    let run = ws
+        .run(&["apply", "--auto-approve"])
+        .code(1)
+        .contains("key provider aws_kms")
+        .contains(&missing);
+    assert!(!run.all().contains("panicked"), "{}", run.all());
+    assert!(ws.state_bytes(&t.id).is_none(), "no state was written");
+
+    encrypt(&mut ws, "");
+    ws.run(&["apply", "--auto-approve"]).ok();
+    let password = password_of(&pulled(&ws, &t.id));
+    assert_eq!(provider_of(&ws.state_bytes(&t.id).unwrap()), "passphrase");
+
+    // Passphrase to KMS: the passphrase is the fallback until rekey.
+    set_encryption(
+        &ws,
+        &format!(
+            "key_provider = \"aws_kms\"\nkms_key_id = \"{alias}\"\nfallback_passphrase_env = \"TENANTFORM_STATE_PASSPHRASE\""
+        ),
+    );
+    ws.run(&["plan", "--detailed-exitcode"]).code(0);
+    ws.run(&["state", "rekey"]).ok().contains(&t.id);
+    let stored = ws.state_bytes(&t.id).unwrap();
+    assert_eq!(provider_of(&stored), "aws_kms");
+    assert!(!contains(&stored, &password));
+    let envelope: Value = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(envelope["kms"]["key_id"], alias.as_str());
+    assert!(envelope.get("kdf").is_none());
+
+    // KMS alone, enforced: the state reads, a saved plan round-trips.
+    set_encryption(
+        &ws,
+        &format!("key_provider = \"aws_kms\"\nkms_key_id = \"{alias}\"\nenforced = true"),
+    );
+    ws.run(&["plan", "--detailed-exitcode"]).code(0);
+    assert_eq!(password_of(&pulled(&ws, &t.id)), password);
+    let planfile = ws.dir.path().join("kms.plan");
+    let planfile = planfile.to_str().unwrap();
+    ws.run(&["plan", "--out", planfile]).ok();
+    let plan_bytes = std::fs::read(planfile).unwrap();
+    assert_eq!(provider_of(&plan_bytes), "aws_kms");
+    ws.run(&["apply", planfile]).ok();
+
+    // Another KMS key does not open it: a clear error, the state left as it was.
+    set_encryption(
+        &ws,
+        &format!("key_provider = \"aws_kms\"\nkms_key_id = \"{other_key}\""),
+    );
+    let err = refused(
+        &ws,
+        &t.id,
+        &["apply", "--auto-approve"],
+        "cannot be decrypted with key provider aws_kms",
+    );
+    assert!(err.contains(&t.id) && err.contains(&other_key), "{err}");
+
+    // KMS back to a passphrase.
+    ws.set_env("TENANTFORM_NEXT_PASSPHRASE", NEXT_PASSPHRASE);
+    set_encryption(
+        &ws,
+        &format!(
+            "key_provider = \"passphrase\"\npassphrase_env = \"TENANTFORM_NEXT_PASSPHRASE\"\nfallback_kms_key_id = \"{alias}\""
+        ),
+    );
+    ws.run(&["state", "rekey"]).ok().contains(&t.id);
+    assert_eq!(provider_of(&ws.state_bytes(&t.id).unwrap()), "passphrase");
+    set_encryption(
+        &ws,
+        "key_provider = \"passphrase\"\npassphrase_env = \"TENANTFORM_NEXT_PASSPHRASE\"\nenforced = true",
+    );
+    ws.run(&["plan", "--detailed-exitcode"]).code(0);
+    assert_eq!(password_of(&pulled(&ws, &t.id)), password);
+}
+
 on_both_backends!(
     state_round_trips_and_holds_no_secret_in_clear,
     altered_swapped_and_older_records_are_refused,
     a_key_rotation_with_the_fallback_then_enforced,
     a_plain_state_of_an_earlier_release_is_encrypted_on_its_next_write,
+    rotation_between_a_passphrase_and_kms_both_ways,
 );
 
 #[tokio::test]

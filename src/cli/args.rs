@@ -591,8 +591,8 @@ pub enum StateCommand {
         lock_timeout: Duration,
     },
     /// Write every tenant's state again under the current [encryption] key: after a
-    /// rotation (the previous passphrase as fallback_passphrase_env), or to encrypt
-    /// states written as plain text. Each under its tenant's lock.
+    /// rotation (the previous key as fallback_passphrase_env or fallback_kms_key_id),
+    /// or to encrypt states written as plain text. Each under its tenant's lock.
     Rekey {
         /// Wait this long for each tenant's lock; default: fail at once.
         #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "0s")]

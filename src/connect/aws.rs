@@ -144,6 +144,7 @@ pub struct AwsClients {
     sts: aws_sdk_sts::Client,
     s3: Mutex<HashMap<String, aws_sdk_s3::Client>>,
     elasticache: Mutex<HashMap<String, aws_sdk_elasticache::Client>>,
+    kms: Mutex<HashMap<String, aws_sdk_kms::Client>>,
     caller: tokio::sync::OnceCell<CallerIdentity>,
 }
 
@@ -198,6 +199,7 @@ impl AwsClients {
             base,
             s3: Mutex::new(HashMap::new()),
             elasticache: Mutex::new(HashMap::new()),
+            kms: Mutex::new(HashMap::new()),
             caller: tokio::sync::OnceCell::new(),
         }
     }
@@ -227,6 +229,21 @@ impl AwsClients {
                     .region(aws_sdk_elasticache::config::Region::new(region.to_owned()))
                     .build();
                 aws_sdk_elasticache::Client::from_conf(config)
+            })
+            .clone()
+    }
+
+    /// A KMS client for keys in `region`, or in the configured region when `None`.
+    pub fn kms(&self, region: Option<&str>) -> aws_sdk_kms::Client {
+        let mut clients = self.kms.lock().expect("client cache lock");
+        clients
+            .entry(region.unwrap_or_default().to_owned())
+            .or_insert_with(|| {
+                let mut config = aws_sdk_kms::config::Builder::from(&self.base);
+                if let Some(region) = region {
+                    config = config.region(aws_sdk_kms::config::Region::new(region.to_owned()));
+                }
+                aws_sdk_kms::Client::from_conf(config.build())
             })
             .clone()
     }

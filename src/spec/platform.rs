@@ -96,14 +96,21 @@ impl Default for StateSettings {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EncryptionSettings {
-    /// Who wraps each write's data key: `passphrase`. Absent: nothing new is encrypted
-    /// (encrypted records still read with the fallback, to go back to plain text).
+    /// Who wraps each write's data key: `passphrase` or `aws_kms`. Absent: nothing new
+    /// is encrypted (encrypted records still read with the fallback, to go back to
+    /// plain text).
     pub key_provider: Option<KeyProviderKind>,
     /// The environment variable that holds the passphrase (at least 16 characters).
     pub passphrase_env: String,
+    /// The KMS key of `aws_kms`: a key id, key ARN, alias name (`alias/NAME`) or alias
+    /// ARN. Reached like every AWS service (`[aws]`); an ARN's region is the key's.
+    pub kms_key_id: Option<String>,
     /// The variable of the previous passphrase during a rotation: records it wrapped
     /// still read, and are written under the new key (`tenantform state rekey`).
     pub fallback_passphrase_env: Option<String>,
+    /// The previous KMS key during a rotation (from or to another key or provider):
+    /// records it wrapped still read.
+    pub fallback_kms_key_id: Option<String>,
     /// PBKDF2-SHA512 iterations for new writes (at least 200,000).
     pub iterations: u32,
     /// Refuse plain text: never write it, and refuse to read it.
@@ -115,7 +122,9 @@ impl Default for EncryptionSettings {
         EncryptionSettings {
             key_provider: None,
             passphrase_env: "TENANTFORM_STATE_PASSPHRASE".into(),
+            kms_key_id: None,
             fallback_passphrase_env: None,
+            fallback_kms_key_id: None,
             iterations: 600_000,
             enforced: false,
         }
@@ -128,6 +137,8 @@ impl Default for EncryptionSettings {
 pub enum KeyProviderKind {
     /// A key derived from a passphrase (PBKDF2-SHA512).
     Passphrase,
+    /// A key of AWS KMS (`GenerateDataKey`, `Decrypt`).
+    AwsKms,
 }
 
 /// A place tenants' state can be kept.

@@ -8,6 +8,14 @@
 //! writes (one random salt per process) and one per salt it reads, so a write costs one
 //! AES-GCM seal, not a key derivation.
 //!
+//! The `aws_kms` provider gets its KEK from AWS KMS: one `GenerateDataKey` per process
+//! that writes (the envelope keeps the KEK as KMS encrypted it), one `Decrypt` per
+//! encrypted KEK a process reads, each with the encryption context
+//! `{"tenantform": "key-encryption-key"}`. So KMS sees a few calls per process, not
+//! one per record, and never sees a record. The store's code is synchronous; the KMS
+//! calls run on a thread of their own, with a runtime of their own, so they can be
+//! made from inside the caller's runtime.
+//!
 //! The stored record is a small JSON envelope, so a reader tells plain from encrypted by
 //! its `kind`:
 //!
@@ -20,10 +28,13 @@
 //!   "nonce": "<base64>", "ciphertext": "<base64 sealed record>" }
 //! ```
 //!
+//! With `aws_kms`, `"kms": { "key_id": "alias/…", "encrypted_kek": "<base64>" }` takes
+//! the place of `kdf`.
+//!
 //! The authenticated data of both seals is every field but the three sealed ones: the
 //! binding (what the record is: state or plan; for state its tenant, lineage and
-//! serial), the provider and the KDF parameters. Changing any of them, or any byte,
-//! makes the record unreadable. Readers compare the binding with what they expect
+//! serial), the provider and the KDF parameters (or the KMS key and encrypted KEK).
+//! Changing any of them, or any byte, makes the record unreadable. Readers compare the binding with what they expect
 //! ([`Expected`]): the file name's or row's tenant, and in PostgreSQL the row's lineage
 //! and serial; the local backend compares the serial with the highest it wrote (see
 //! `LocalStore`), so a state of another tenant, or an older state of the same tenant put
@@ -44,6 +55,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::connect::ServiceError;
+use crate::connect::aws::{AwsClients, AwsEndpoint, sdk_error};
+use crate::connect::retry::RetryPolicy;
 use crate::secret::Secret;
 use crate::spec::{EncryptionSettings, KeyProviderKind};
 
@@ -57,6 +71,22 @@ pub const MIN_ITERATIONS: u32 = 200_000;
 const KDF_ALGORITHM: &str = "pbkdf2-sha512";
 const KEY_LEN: usize = 32;
 const SALT_LEN: usize = 16;
+const PASSPHRASE: &str = "passphrase";
+const AWS_KMS: &str = "aws_kms";
+/// The encryption context of every KMS call: a KEK's ciphertext opens only as one.
+const KMS_CONTEXT: (&str, &str) = ("tenantform", "key-encryption-key");
+/// KMS error codes that say this key does not open this ciphertext (as opposed to KMS
+/// not answering).
+const KMS_KEY_REFUSALS: &[&str] = &[
+    "InvalidCiphertextException",
+    "IncorrectKeyException",
+    "AccessDeniedException",
+    "AccessDenied",
+    "NotFoundException",
+    "DisabledException",
+    "KMSInvalidStateException",
+    "InvalidKeyUsageException",
+];
 
 /// What a sealed record is, authenticated with it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,14 +144,15 @@ pub enum EncryptionError {
         "{what} is plain text, and platform.toml [encryption] enforced = true refuses plain text; it was left untouched: if it is a state of an earlier release, set enforced = false until `tenantform state rekey` has encrypted every tenant"
     )]
     PlainRefused { what: String },
-    /// A record is encrypted, but no key is configured; it was left untouched.
+    /// A record is encrypted, but no key of its provider is configured; it was left
+    /// untouched.
     #[error(
-        "{what} is encrypted (key provider {provider}), but platform.toml [encryption] configures no key to open it; it was left untouched: set key_provider (or fallback_passphrase_env) and the passphrase it was written with"
+        "{what} is encrypted (key provider {provider}), but platform.toml [encryption] configures no key of that provider to open it; it was left untouched: configure the key it was written with (as key_provider, or during a rotation as fallback_passphrase_env or fallback_kms_key_id)"
     )]
     NoKey { what: String, provider: String },
     /// A record cannot be opened with the configured key, or was altered; it was left untouched.
     #[error(
-        "{what} cannot be decrypted with key provider {provider} (the passphrase in {keys}): either that passphrase is not the one it was written with, or the record was altered (a byte, or the tenant, lineage or serial it is bound to); it was left untouched: set the passphrase it was written with (during a rotation, as fallback_passphrase_env), or restore the record from a backup"
+        "{what} cannot be decrypted with key provider {provider} ({keys}): either that key is not the one it was written with, or the record was altered (a byte, or the tenant, lineage or serial it is bound to); it was left untouched: configure the key it was written with (during a rotation, as fallback_passphrase_env or fallback_kms_key_id), or restore the record from a backup"
     )]
     WrongKey {
         what: String,
@@ -151,6 +182,18 @@ pub enum EncryptionError {
     /// Encryption itself failed in the cryptographic library.
     #[error("cannot encrypt {what}: the system's cryptographic library failed")]
     Crypto { what: String },
+    /// The key provider could not be asked (KMS unreachable, throttled, misconfigured);
+    /// nothing was written.
+    #[error(
+        "cannot {action} {what}: key provider {provider} ({key}) failed: {detail}; nothing was written"
+    )]
+    Provider {
+        action: &'static str,
+        what: String,
+        provider: &'static str,
+        key: String,
+        detail: String,
+    },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -160,53 +203,104 @@ struct Kdf {
     iterations: u32,
 }
 
+/// The KMS key and the KEK it encrypted, of an `aws_kms` envelope.
+#[derive(Serialize, Deserialize)]
+struct KmsWrap {
+    key_id: String,
+    encrypted_kek: String,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Envelope {
     kind: String,
     version: u32,
     binding: Binding,
     key_provider: String,
-    kdf: Kdf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kdf: Option<Kdf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    kms: Option<KmsWrap>,
     wrapped_key: String,
     nonce: String,
     ciphertext: String,
 }
 
 impl Envelope {
-    /// The authenticated data of both seals: everything that is not sealed.
-    fn aad(&self) -> Vec<u8> {
-        serde_json::to_vec(&(
-            &self.kind,
-            self.version,
-            &self.binding,
-            &self.key_provider,
-            &self.kdf.algorithm,
-            &self.kdf.salt,
-            self.kdf.iterations,
-        ))
-        .expect("envelope header serializes")
+    /// The authenticated data of both seals: everything that is not sealed. `None`
+    /// when the provider's parameters are missing.
+    fn aad(&self) -> Option<Vec<u8>> {
+        let header = match (&self.kdf, &self.kms) {
+            (Some(kdf), None) => serde_json::to_vec(&(
+                &self.kind,
+                self.version,
+                &self.binding,
+                &self.key_provider,
+                &kdf.algorithm,
+                &kdf.salt,
+                kdf.iterations,
+            )),
+            (None, Some(kms)) => serde_json::to_vec(&(
+                &self.kind,
+                self.version,
+                &self.binding,
+                &self.key_provider,
+                &kms.key_id,
+                &kms.encrypted_kek,
+            )),
+            _ => return None,
+        };
+        Some(header.expect("envelope header serializes"))
     }
 }
 
 /// Which KEK: key index, salt, iterations.
 type KekId = (usize, Vec<u8>, u32);
 
-/// One passphrase, and where it came from (for messages).
-struct PassphraseKey {
-    env: String,
-    passphrase: Secret,
+/// One configured key: a passphrase and where it came from, or a KMS key.
+enum Key {
+    Passphrase { env: String, passphrase: Secret },
+    Kms { key_id: String },
+}
+
+impl Key {
+    fn provider(&self) -> &'static str {
+        match self {
+            Key::Passphrase { .. } => PASSPHRASE,
+            Key::Kms { .. } => AWS_KMS,
+        }
+    }
+
+    /// The key as messages name it (never its value).
+    fn describe(&self) -> String {
+        match self {
+            Key::Passphrase { env, .. } => format!("the passphrase in {env}"),
+            Key::Kms { key_id } => format!("KMS key {key_id}"),
+        }
+    }
+}
+
+/// A KEK from KMS, and its ciphertext as KMS encrypted it.
+struct KmsKek {
+    kek: [u8; KEY_LEN],
+    encrypted: Vec<u8>,
 }
 
 /// How records are sealed and opened: the configured keys (the primary first), whether
 /// new writes are sealed, and whether plain text is refused. Cheap to share (`Arc`).
 pub struct Encryption {
-    keys: Vec<PassphraseKey>,
+    keys: Vec<Key>,
     seals: bool,
     enforced: bool,
     iterations: u32,
     write_salt: [u8; SALT_LEN],
     /// KEKs derived so far, by (key index, salt, iterations).
     derived: Mutex<HashMap<KekId, [u8; KEY_LEN]>>,
+    /// Where KMS is (`[aws]`).
+    aws: AwsEndpoint,
+    /// The KEK of this process's writes under a KMS primary, once asked for.
+    kms_write: Mutex<Option<KmsKek>>,
+    /// KEKs KMS decrypted so far, by their ciphertext.
+    kms_opened: Mutex<HashMap<Vec<u8>, [u8; KEY_LEN]>>,
     random: SystemRandom,
 }
 
@@ -215,7 +309,7 @@ impl std::fmt::Debug for Encryption {
         f.debug_struct("Encryption")
             .field(
                 "keys",
-                &self.keys.iter().map(|k| &k.env).collect::<Vec<_>>(),
+                &self.keys.iter().map(Key::describe).collect::<Vec<_>>(),
             )
             .field("seals", &self.seals)
             .field("enforced", &self.enforced)
@@ -233,14 +327,18 @@ impl Encryption {
             iterations: MIN_ITERATIONS,
             write_salt: [0; SALT_LEN],
             derived: Mutex::new(HashMap::new()),
+            aws: AwsEndpoint::default(),
+            kms_write: Mutex::new(None),
+            kms_opened: Mutex::new(HashMap::new()),
             random: SystemRandom::new(),
         }
     }
 
     /// The encryption `settings` describe, with passphrases read through `var` (the
-    /// process environment in production).
+    /// process environment in production) and KMS reached through `aws`.
     pub fn from_settings(
         settings: &EncryptionSettings,
+        aws: &AwsEndpoint,
         var: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, EncryptionError> {
         let config = |s: String| EncryptionError::Config(s);
@@ -250,7 +348,7 @@ impl Encryption {
                 settings.iterations
             )));
         }
-        let read = |field: &str, env: &str| -> Result<PassphraseKey, EncryptionError> {
+        let read = |field: &str, env: &str| -> Result<Key, EncryptionError> {
             let value = var(env).filter(|v| !v.is_empty()).ok_or_else(|| {
                 config(format!(
                     "{field} = {env:?} names an environment variable that is not set: set it to the passphrase"
@@ -261,9 +359,19 @@ impl Encryption {
                     "the passphrase in {env} (from {field}) is shorter than {MIN_PASSPHRASE_CHARS} characters: use a longer one"
                 )));
             }
-            Ok(PassphraseKey {
+            Ok(Key::Passphrase {
                 env: env.to_owned(),
                 passphrase: Secret::new(value),
+            })
+        };
+        let kms = |field: &str, id: &str| -> Result<Key, EncryptionError> {
+            if id.trim().is_empty() || id.chars().any(char::is_control) {
+                return Err(config(format!(
+                    "{field} is empty or holds a control character: set it to a KMS key id, key ARN or alias/NAME"
+                )));
+            }
+            Ok(Key::Kms {
+                key_id: id.to_owned(),
             })
         };
         let mut keys = Vec::new();
@@ -272,14 +380,31 @@ impl Encryption {
                 keys.push(read("passphrase_env", &settings.passphrase_env)?);
                 true
             }
+            Some(KeyProviderKind::AwsKms) => {
+                let id = settings.kms_key_id.as_deref().ok_or_else(|| {
+                    config(
+                        "key_provider = \"aws_kms\" needs kms_key_id: set it to the KMS key's id, ARN or alias/NAME".into(),
+                    )
+                })?;
+                keys.push(kms("kms_key_id", id)?);
+                true
+            }
             None => false,
         };
+        if settings.kms_key_id.is_some() && settings.key_provider != Some(KeyProviderKind::AwsKms) {
+            return Err(config(
+                "kms_key_id is set but key_provider is not \"aws_kms\": set key_provider = \"aws_kms\", or, for the previous key of a rotation, name it as fallback_kms_key_id".into(),
+            ));
+        }
         if let Some(env) = &settings.fallback_passphrase_env {
             keys.push(read("fallback_passphrase_env", env)?);
         }
+        if let Some(id) = &settings.fallback_kms_key_id {
+            keys.push(kms("fallback_kms_key_id", id)?);
+        }
         if settings.enforced && !seals {
             return Err(config(
-                "enforced = true needs a key_provider (e.g. key_provider = \"passphrase\")".into(),
+                "enforced = true needs a key_provider (key_provider = \"passphrase\" or \"aws_kms\")".into(),
             ));
         }
         let random = SystemRandom::new();
@@ -296,17 +421,22 @@ impl Encryption {
             iterations: settings.iterations,
             write_salt,
             derived: Mutex::new(HashMap::new()),
+            aws: aws.clone(),
+            kms_write: Mutex::new(None),
+            kms_opened: Mutex::new(HashMap::new()),
             random,
         })
     }
 
     /// The encryption `[encryption]` of `platform` describes, passphrases from
-    /// `environment`.
+    /// `environment`, KMS reached as `[aws]` says.
     pub fn from_platform(
         platform: &crate::spec::PlatformSpec,
         environment: &crate::Environment,
     ) -> Result<Self, EncryptionError> {
-        Self::from_settings(&platform.encryption, |name| environment.get(name))
+        Self::from_settings(&platform.encryption, &(&platform.aws).into(), |name| {
+            environment.get(name)
+        })
     }
 
     /// Whether new writes are sealed.
@@ -334,22 +464,38 @@ impl Encryption {
         for buf in [&mut data_key[..], &mut data_nonce, &mut wrap_nonce] {
             self.random.fill(buf).map_err(|_| crypto())?;
         }
+        let primary = &self.keys[0];
+        let (kdf, kms, kek) = match primary {
+            Key::Passphrase { passphrase, .. } => (
+                Some(Kdf {
+                    algorithm: KDF_ALGORITHM.into(),
+                    salt: BASE64.encode(self.write_salt),
+                    iterations: self.iterations,
+                }),
+                None,
+                self.kek(0, passphrase, &self.write_salt, self.iterations),
+            ),
+            Key::Kms { key_id } => {
+                let (kek, encrypted) = self.kms_write_kek(what, key_id)?;
+                let wrap = KmsWrap {
+                    key_id: key_id.clone(),
+                    encrypted_kek: BASE64.encode(encrypted),
+                };
+                (None, Some(wrap), kek)
+            }
+        };
         let mut envelope = Envelope {
             kind: ENVELOPE_KIND.into(),
             version: ENVELOPE_VERSION,
             binding,
-            key_provider: "passphrase".into(),
-            kdf: Kdf {
-                algorithm: KDF_ALGORITHM.into(),
-                salt: BASE64.encode(self.write_salt),
-                iterations: self.iterations,
-            },
+            key_provider: primary.provider().into(),
+            kdf,
+            kms,
             wrapped_key: String::new(),
             nonce: BASE64.encode(data_nonce),
             ciphertext: String::new(),
         };
-        let aad = envelope.aad();
-        let kek = self.kek(0, &self.write_salt, self.iterations);
+        let aad = envelope.aad().expect("one of kdf and kms is set");
         let sealed = |key: &[u8], nonce: [u8; NONCE_LEN], plain: &[u8]| {
             let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).map_err(|_| crypto())?);
             let mut buf = plain.to_vec();
@@ -387,51 +533,86 @@ impl Encryption {
             return Ok((Cow::Borrowed(stored), None));
         };
         check_binding(what, expected, &envelope.binding)?;
-        if envelope.key_provider != "passphrase" {
-            return Err(EncryptionError::UnknownProvider {
-                what: what.to_owned(),
-                found: envelope.key_provider,
-            });
-        }
+        let provider: &'static str = match envelope.key_provider.as_str() {
+            PASSPHRASE => PASSPHRASE,
+            AWS_KMS => AWS_KMS,
+            _ => {
+                return Err(EncryptionError::UnknownProvider {
+                    what: what.to_owned(),
+                    found: envelope.key_provider,
+                });
+            }
+        };
         let malformed = |detail: &str| EncryptionError::Malformed {
             what: what.to_owned(),
             detail: detail.to_owned(),
         };
-        if envelope.kdf.algorithm != KDF_ALGORITHM {
-            return Err(malformed("unknown key derivation"));
-        }
-        if self.keys.is_empty() {
-            return Err(EncryptionError::NoKey {
-                what: what.to_owned(),
-                provider: envelope.key_provider,
-            });
-        }
+        let aad = envelope
+            .aad()
+            .ok_or_else(|| malformed("it has neither kdf nor kms, or both"))?;
         let decode = |field: &str, text: &str| {
             BASE64
                 .decode(text)
                 .map_err(|_| malformed(&format!("{field} is not base64")))
         };
-        let salt = decode("kdf.salt", &envelope.kdf.salt)?;
+        // Where the KEK comes from: a passphrase's derivation, or KMS.
+        let (salt, iterations, encrypted_kek) = match (provider, &envelope.kdf, &envelope.kms) {
+            (PASSPHRASE, Some(kdf), None) => {
+                if kdf.algorithm != KDF_ALGORITHM {
+                    return Err(malformed("unknown key derivation"));
+                }
+                if kdf.iterations < MIN_ITERATIONS {
+                    return Err(malformed("kdf.iterations out of range"));
+                }
+                // An envelope from elsewhere must not make the reader derive for ever.
+                if kdf.iterations > 100 * MIN_ITERATIONS.max(self.iterations) {
+                    return Err(malformed(
+                        "kdf.iterations beyond any this tenantform writes",
+                    ));
+                }
+                (decode("kdf.salt", &kdf.salt)?, kdf.iterations, Vec::new())
+            }
+            (AWS_KMS, None, Some(kms)) => (
+                Vec::new(),
+                0,
+                decode("kms.encrypted_kek", &kms.encrypted_kek)?,
+            ),
+            _ => {
+                return Err(malformed(
+                    "its key parameters do not match its key_provider",
+                ));
+            }
+        };
+        let candidates: Vec<usize> = (0..self.keys.len())
+            .filter(|&i| self.keys[i].provider() == provider)
+            .collect();
+        if candidates.is_empty() {
+            return Err(EncryptionError::NoKey {
+                what: what.to_owned(),
+                provider: provider.to_owned(),
+            });
+        }
         let wrapped = decode("wrapped_key", &envelope.wrapped_key)?;
         let nonce = decode("nonce", &envelope.nonce)?;
         let ciphertext = decode("ciphertext", &envelope.ciphertext)?;
         let nonce: [u8; NONCE_LEN] = nonce
             .try_into()
             .map_err(|_| malformed("nonce has the wrong length"))?;
-        if wrapped.len() < NONCE_LEN || envelope.kdf.iterations < MIN_ITERATIONS {
-            return Err(malformed("wrapped_key or kdf.iterations out of range"));
+        if wrapped.len() < NONCE_LEN {
+            return Err(malformed("wrapped_key is too short"));
         }
-        // An envelope from elsewhere must not make the reader derive for ever.
-        if envelope.kdf.iterations > 100 * MIN_ITERATIONS.max(self.iterations) {
-            return Err(malformed(
-                "kdf.iterations beyond any this tenantform writes",
-            ));
-        }
-        let aad = envelope.aad();
         let (wrap_nonce, wrapped_key) = wrapped.split_at(NONCE_LEN);
         let wrap_nonce: [u8; NONCE_LEN] = wrap_nonce.try_into().expect("split at NONCE_LEN");
-        for index in 0..self.keys.len() {
-            let kek = self.kek(index, &salt, envelope.kdf.iterations);
+        for index in candidates {
+            let kek = match &self.keys[index] {
+                Key::Passphrase { passphrase, .. } => {
+                    self.kek(index, passphrase, &salt, iterations)
+                }
+                Key::Kms { key_id } => match self.kms_read_kek(what, key_id, &encrypted_kek)? {
+                    Some(kek) => kek,
+                    None => continue,
+                },
+            };
             let Some(data_key) = unseal(&kek, wrap_nonce, &aad, wrapped_key) else {
                 continue;
             };
@@ -440,29 +621,146 @@ impl Encryption {
             let plain = unseal(&data_key, nonce, &aad, &ciphertext).ok_or_else(|| {
                 EncryptionError::WrongKey {
                     what: what.to_owned(),
-                    provider: envelope.key_provider.clone(),
-                    keys: self.key_names(),
+                    provider: provider.to_owned(),
+                    keys: self.key_names(provider),
                 }
             })?;
             return Ok((Cow::Owned(plain), Some(envelope.binding)));
         }
         Err(EncryptionError::WrongKey {
             what: what.to_owned(),
-            provider: envelope.key_provider,
-            keys: self.key_names(),
+            provider: provider.to_owned(),
+            keys: self.key_names(provider),
         })
     }
 
-    fn key_names(&self) -> String {
+    /// The configured keys of `provider`, as messages name them.
+    fn key_names(&self, provider: &str) -> String {
         self.keys
             .iter()
-            .map(|k| k.env.as_str())
+            .filter(|k| k.provider() == provider)
+            .map(Key::describe)
             .collect::<Vec<_>>()
             .join(" or ")
     }
 
-    /// The KEK of key `index` for `salt`, derived once per process.
-    fn kek(&self, index: usize, salt: &[u8], iterations: u32) -> [u8; KEY_LEN] {
+    /// The KEK of this process's writes under the KMS key `key_id`, and its encrypted
+    /// form: asked of KMS (`GenerateDataKey`) at the first write, then kept.
+    fn kms_write_kek(
+        &self,
+        what: &str,
+        key_id: &str,
+    ) -> Result<([u8; KEY_LEN], Vec<u8>), EncryptionError> {
+        let mut kept = self.kms_write.lock().expect("not poisoned");
+        if let Some(k) = kept.as_ref() {
+            return Ok((k.kek, k.encrypted.clone()));
+        }
+        let failed = |detail: String| EncryptionError::Provider {
+            action: "encrypt",
+            what: what.to_owned(),
+            provider: AWS_KMS,
+            key: format!("KMS key {key_id}"),
+            detail,
+        };
+        let (plain, encrypted) = on_own_runtime(|| async {
+            let client = AwsClients::load(self.aws.clone())
+                .await
+                .kms(region_of(key_id));
+            RetryPolicy::DEFAULT
+                .run("KMS", || async {
+                    let out = client
+                        .generate_data_key()
+                        .key_id(key_id)
+                        .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
+                        .encryption_context(KMS_CONTEXT.0, KMS_CONTEXT.1)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("KMS", e))?;
+                    let plain = out.plaintext().map(|b| b.as_ref().to_vec());
+                    let encrypted = out.ciphertext_blob().map(|b| b.as_ref().to_vec());
+                    Ok::<_, ServiceError>((plain, encrypted))
+                })
+                .await
+        })
+        .map_err(|e| failed(e.to_string()))?;
+        let (Some(plain), Some(encrypted)) = (plain, encrypted) else {
+            return Err(failed(
+                "GenerateDataKey returned no plaintext or no ciphertext".into(),
+            ));
+        };
+        let kek: [u8; KEY_LEN] = plain
+            .try_into()
+            .map_err(|_| failed("GenerateDataKey returned a key that is not 256 bits".into()))?;
+        *kept = Some(KmsKek {
+            kek,
+            encrypted: encrypted.clone(),
+        });
+        Ok((kek, encrypted))
+    }
+
+    /// The KEK `encrypted` holds, decrypted by KMS with the key `key_id` (once per
+    /// ciphertext); `None` when that key does not open it.
+    fn kms_read_kek(
+        &self,
+        what: &str,
+        key_id: &str,
+        encrypted: &[u8],
+    ) -> Result<Option<[u8; KEY_LEN]>, EncryptionError> {
+        if let Some(kek) = self.kms_opened.lock().expect("not poisoned").get(encrypted) {
+            return Ok(Some(*kek));
+        }
+        let answer = on_own_runtime(|| async {
+            let client = AwsClients::load(self.aws.clone())
+                .await
+                .kms(region_of(key_id));
+            RetryPolicy::DEFAULT
+                .run("KMS", || async {
+                    let out = client
+                        .decrypt()
+                        .key_id(key_id)
+                        .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(encrypted))
+                        .encryption_context(KMS_CONTEXT.0, KMS_CONTEXT.1)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error("KMS", e))?;
+                    Ok::<_, ServiceError>(out.plaintext().map(|b| b.as_ref().to_vec()))
+                })
+                .await
+        });
+        let plain = match answer {
+            Ok(plain) => plain,
+            Err(e) if KMS_KEY_REFUSALS.contains(&e.code()) => {
+                tracing::debug!(key = key_id, error = %e, "KMS did not decrypt the key");
+                return Ok(None);
+            }
+            Err(e) => {
+                return Err(EncryptionError::Provider {
+                    action: "decrypt",
+                    what: what.to_owned(),
+                    provider: AWS_KMS,
+                    key: format!("KMS key {key_id}"),
+                    detail: e.to_string(),
+                });
+            }
+        };
+        let Some(kek) = plain.and_then(|p| <[u8; KEY_LEN]>::try_from(p).ok()) else {
+            return Ok(None);
+        };
+        self.kms_opened
+            .lock()
+            .expect("not poisoned")
+            .insert(encrypted.to_vec(), kek);
+        Ok(Some(kek))
+    }
+
+    /// The KEK of key `index`, `passphrase`, for `salt`, derived once per process.
+    fn kek(
+        &self,
+        index: usize,
+        passphrase: &Secret,
+        salt: &[u8],
+        iterations: u32,
+    ) -> [u8; KEY_LEN] {
         let id = (index, salt.to_vec(), iterations);
         if let Some(kek) = self.derived.lock().expect("not poisoned").get(&id) {
             return *kek;
@@ -472,12 +770,43 @@ impl Encryption {
             pbkdf2::PBKDF2_HMAC_SHA512,
             NonZeroU32::new(iterations).expect("iterations checked to be at least the minimum"),
             salt,
-            self.keys[index].passphrase.expose().as_bytes(),
+            passphrase.expose().as_bytes(),
             &mut kek,
         );
         self.derived.lock().expect("not poisoned").insert(id, kek);
         kek
     }
+}
+
+/// The region of a KMS key ARN (`arn:aws:kms:REGION:…`); `None` for ids and alias
+/// names, which are in the configured region.
+fn region_of(key_id: &str) -> Option<&str> {
+    let mut parts = key_id.split(':');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some("arn"), Some(_), Some("kms"), Some(region)) if !region.is_empty() => Some(region),
+        _ => None,
+    }
+}
+
+/// Runs the future `make` returns to its end on a thread and runtime of its own, so
+/// that synchronous code can wait for it even when it runs inside a runtime.
+fn on_own_runtime<F, T>(make: impl FnOnce() -> F + Send) -> Result<T, ServiceError>
+where
+    F: std::future::Future<Output = Result<T, ServiceError>>,
+    T: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| ServiceError::Config(format!("cannot start a runtime: {e}")))?;
+                runtime.block_on(make())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(ServiceError::Config("the KMS call panicked".into())))
+    })
 }
 
 /// The envelope in `stored`, or `None` when it is no envelope (plain text).
@@ -587,8 +916,9 @@ mod tests {
             fallback_passphrase_env: fallback.map(|_| "F".into()),
             iterations: MIN_ITERATIONS,
             enforced,
+            ..EncryptionSettings::default()
         };
-        Encryption::from_settings(&settings, |name| match name {
+        Encryption::from_settings(&settings, &AwsEndpoint::default(), |name| match name {
             "P" => primary.map(str::to_owned),
             "F" => fallback.map(str::to_owned),
             _ => None,
@@ -685,17 +1015,45 @@ mod tests {
             passphrase_env: "P".into(),
             ..EncryptionSettings::default()
         };
-        let err = Encryption::from_settings(&settings, |_| Some("short".into())).unwrap_err();
+        let err =
+            Encryption::from_settings(&settings, &AwsEndpoint::default(), |_| Some("short".into()))
+                .unwrap_err();
         assert!(err.to_string().contains("shorter than 16"), "{err}");
-        let err = Encryption::from_settings(&settings, |_| None).unwrap_err();
+        let err =
+            Encryption::from_settings(&settings, &AwsEndpoint::default(), |_| None).unwrap_err();
         assert!(err.to_string().contains("passphrase_env = \"P\""), "{err}");
         settings.iterations = 1000;
-        let err = Encryption::from_settings(&settings, |_| Some(PASS.into())).unwrap_err();
+        let err =
+            Encryption::from_settings(&settings, &AwsEndpoint::default(), |_| Some(PASS.into()))
+                .unwrap_err();
         assert!(err.to_string().contains("iterations = 1000"), "{err}");
         settings.iterations = MIN_ITERATIONS;
         settings.key_provider = None;
         settings.enforced = true;
-        let err = Encryption::from_settings(&settings, |_| Some(PASS.into())).unwrap_err();
+        let err =
+            Encryption::from_settings(&settings, &AwsEndpoint::default(), |_| Some(PASS.into()))
+                .unwrap_err();
         assert!(err.to_string().contains("needs a key_provider"), "{err}");
+        settings.enforced = false;
+        settings.key_provider = Some(KeyProviderKind::AwsKms);
+        let err =
+            Encryption::from_settings(&settings, &AwsEndpoint::default(), |_| None).unwrap_err();
+        assert!(err.to_string().contains("needs kms_key_id"), "{err}");
+        settings.key_provider = Some(KeyProviderKind::Passphrase);
+        settings.kms_key_id = Some("alias/state".into());
+        let err =
+            Encryption::from_settings(&settings, &AwsEndpoint::default(), |_| Some(PASS.into()))
+                .unwrap_err();
+        assert!(err.to_string().contains("fallback_kms_key_id"), "{err}");
+    }
+
+    #[test]
+    fn the_region_of_a_kms_key_is_its_arn_s() {
+        assert_eq!(
+            region_of("arn:aws:kms:eu-west-1:123456789012:key/1234"),
+            Some("eu-west-1")
+        );
+        assert_eq!(region_of("alias/state"), None);
+        assert_eq!(region_of("1234abcd-12ab-34cd-56ef-1234567890ab"), None);
     }
 }
