@@ -25,6 +25,8 @@ use crate::plan::{
     PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, TenantPlan, plan_tenant, saved,
 };
 use crate::policy::{PolicyReport, PolicySet};
+/// Whether a refresh reads in bulk ([`EngineConfig::bulk_read`]).
+pub use crate::provider::BulkRead;
 use crate::provider::dashboard::DashboardProvider;
 use crate::provider::elasticache::ElasticacheProvider;
 use crate::provider::iam::IamProvider;
@@ -33,7 +35,7 @@ use crate::provider::redis::RedisProvider;
 use crate::provider::s3::S3Provider;
 use crate::provider::settings::TenantSettingsProvider;
 use crate::provider::vector::PgvectorProvider;
-use crate::provider::{BulkRead, Provider, ProviderSet, ReadOptions, ReadRequest};
+use crate::provider::{Provider, ProviderSet, ReadOptions, ReadRequest};
 use crate::resource::{
     Attributes, Family, ResourceAddress, ResourceType, TenantId, attr_str, schema,
 };
