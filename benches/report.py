@@ -33,6 +33,15 @@ LABEL = {
     "destroy": "destroy",
     "plan-norefresh-large": "no-op plan, no refresh",
 }
+# Scenario 9 (BENCH_DRIFT_LARGE): a drift run over many tenants on the real endpoints,
+# read in bulk (tenantform's default) and one resource at a time.
+DRIFT_LARGE = {
+    "apply-drift-large": "apply from empty (before the drift runs)",
+    "drift-large": "drift run, read in bulk (default)",
+    "drift-large-each": "drift run, one read per resource (`--bulk-read never`)",
+    "plan-norefresh-drift-large": "no-op plan, no refresh",
+    "plan-json-drift-large": "no-op plan, no refresh, `--json`",
+}
 # Scenario with the state in PostgreSQL -> the same scenario with local state.
 PGSTATE_OF = {"apply-pgstate": "apply", "destroy-pgstate": "destroy"}
 PGSTATE_TARGET = {"apply-pgstate": 1.3}
@@ -173,7 +182,14 @@ def main():
             "Floor: tenantform's AWS calls through the SDK at the same parallelism, no engine, no PostgreSQL.",
         ],
     }
-    result = {"meta": meta, "scenarios": rows, "state_backends": state_rows, "large": large}
+    drift_large = [
+        {"n": r_n, "scenario": sc, "tenantform": sums.get((r_n, sc, "tenantform"))}
+        for r_n in sorted({r["n"] for r in runs if r["scenario"] in DRIFT_LARGE})
+        for sc in DRIFT_LARGE
+        if sums.get((r_n, sc, "tenantform"))
+    ]
+    result = {"meta": meta, "scenarios": rows, "state_backends": state_rows, "large": large,
+              "drift_large": drift_large}
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump(result, f, indent=2)
         f.write("\n")
@@ -233,6 +249,17 @@ def main():
                   f"{fmt_time(large['terraform'])} | {fmt_mib(large['terraform'])} |")
         md.append(f"| Terraform / tenantform | | | {fmt_x(large['terraform_over_tenantform'])} | "
                   f"{fmt_x(large['rss_terraform_over_tenantform'])} |")
+    if drift_large:
+        md.append("")
+        md.append("Scenario 9, a drift run over many tenants (synthetic specs, applied to the real "
+                  "endpoints first; no drift):")
+        md.append("")
+        md.append("| N | scenario | wall s | peak RSS MiB | API calls |")
+        md.append("|---|---|---|---|---|")
+        for r in drift_large:
+            t = r["tenantform"]
+            md.append(f"| {r['n']} | {DRIFT_LARGE[r['scenario']]} | {fmt_time(t)} | {fmt_mib(t)} | "
+                      f"{t.get('api_calls', '–')} |")
     md.append("")
     for note in meta["notes"]:
         md.append(f"- {note}")

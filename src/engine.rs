@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
 
 use crate::adopt::{
     self, AdoptError, AdoptOptions, Adoption, AdoptionReport, TerraformState, map_terraform_state,
@@ -29,6 +28,8 @@ use crate::plan::{
     PLAN_FORMAT_VERSION, Plan, PlanMode, TenantInput, TenantPlan, plan_tenant, saved,
 };
 use crate::policy::{PolicyReport, PolicySet};
+/// Whether a refresh reads in bulk ([`EngineConfig::bulk_read`]).
+pub use crate::provider::BulkRead;
 use crate::provider::dashboard::DashboardProvider;
 use crate::provider::elasticache::ElasticacheProvider;
 use crate::provider::iam::IamProvider;
@@ -37,7 +38,7 @@ use crate::provider::redis::RedisProvider;
 use crate::provider::s3::S3Provider;
 use crate::provider::settings::TenantSettingsProvider;
 use crate::provider::vector::PgvectorProvider;
-use crate::provider::{Provider, ProviderSet};
+use crate::provider::{Provider, ProviderSet, ReadOptions, ReadRequest};
 use crate::resource::{
     Attributes, Family, ResourceAddress, ResourceType, TenantId, attr_str, schema,
 };
@@ -72,6 +73,9 @@ pub struct EngineConfig {
     /// Where the variables platform.toml names (and `PG*`, `USER`, ...) are read:
     /// the process environment unless the embedding service gives its own.
     pub environment: Environment,
+    /// Whether refresh reads the families that can in bulk (see [`BulkRead`]); the
+    /// answers are the same either way.
+    pub bulk_read: BulkRead,
 }
 
 impl Default for EngineConfig {
@@ -84,6 +88,7 @@ impl Default for EngineConfig {
             policy_dir: None,
             run: None,
             environment: Environment::process(),
+            bulk_read: BulkRead::Auto,
         }
     }
 }
@@ -390,29 +395,24 @@ impl Engine {
         Ok(None)
     }
 
-    /// Reads every created resource of `states` back from its endpoint, in parallel.
-    /// Per tenant and local address: `None` if the resource is gone, else its
-    /// attributes (unreadable ones, like a password, kept from state).
+    /// Reads every created resource of `states` back from its endpoint: every family
+    /// at once, each in as few calls as its API allows (see
+    /// [`crate::provider::Provider::read_many`]), at most `parallelism` calls in
+    /// flight per service. Per tenant and local address: `None` if the resource is
+    /// gone, else its attributes (unreadable ones, like a password, kept from state).
     pub async fn refresh(
         &self,
         specs: &Specs,
         states: &BTreeMap<TenantId, Option<TenantState>>,
     ) -> Result<BTreeMap<TenantId, BTreeMap<String, Option<Attributes>>>, Error> {
-        let reads: Vec<(TenantId, String, ResourceAddress, &ResourceState)> = states
+        let reads: Vec<(&TenantId, &String, ResourceAddress, &ResourceState)> = states
             .iter()
             .filter_map(|(t, s)| s.as_ref().map(|s| (t, s)))
             .flat_map(|(t, s)| {
                 s.resources
                     .iter()
                     .filter(|(_, r)| r.status == ResourceStatus::Created)
-                    .map(move |(k, r)| {
-                        (
-                            t.clone(),
-                            k.clone(),
-                            ResourceAddress::new(t, r.resource_type, &r.name),
-                            r,
-                        )
-                    })
+                    .map(move |(k, r)| (t, k, ResourceAddress::new(t, r.resource_type, &r.name), r))
             })
             .collect();
         let mut out: BTreeMap<TenantId, BTreeMap<String, Option<Attributes>>> = BTreeMap::new();
@@ -420,24 +420,23 @@ impl Engine {
             return Ok(out);
         }
         let providers = self.providers(specs).await?;
-        let results: Vec<_> = futures::stream::iter(reads)
-            .map(|(tenant, key, address, r)| async move {
-                let provider = providers.get(address.resource_type)?;
-                let read = provider
-                    .read(&address, &r.attributes)
-                    .await
-                    .map_err(|source| Error::Refresh {
-                        address: address.clone(),
-                        source: Box::new(source),
-                    })?;
-                Ok::<_, Error>((tenant, key, read.map(|a| merge_unreadable(a, r))))
-            })
-            .buffer_unordered(self.config.parallelism.max(1))
-            .collect()
-            .await;
-        for r in results {
-            let (tenant, key, read) = r?;
-            out.entry(tenant).or_default().insert(key, read);
+        let requests: Vec<ReadRequest<'_>> = reads
+            .iter()
+            .map(|(_, _, address, r)| (address, &r.attributes))
+            .collect();
+        let options = ReadOptions {
+            parallelism: self.config.parallelism.max(1),
+            bulk: self.config.bulk_read,
+        };
+        let answers = providers.read_many(&requests, options).await;
+        for ((tenant, key, address, r), answer) in reads.iter().zip(answers) {
+            let read = answer.map_err(|source| Error::Refresh {
+                address: address.clone(),
+                source: Box::new(source),
+            })?;
+            out.entry((*tenant).clone())
+                .or_default()
+                .insert((*key).clone(), read.map(|a| merge_unreadable(a, r)));
         }
         Ok(out)
     }

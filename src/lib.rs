@@ -56,7 +56,7 @@ pub mod workflow;
 pub use apply::{ApplyOptions, ApplyReport, Progress, TenantOutcome};
 pub use drift::DriftReport;
 pub use engine::{
-    Engine, EngineConfig, PlanOptions, check_plan_fresh, import_id, platform_providers,
+    BulkRead, Engine, EngineConfig, PlanOptions, check_plan_fresh, import_id, platform_providers,
 };
 pub use environment::Environment;
 pub use error::Error;

@@ -58,6 +58,19 @@ pub trait Report {
             OutputFormat::Markdown => self.markdown(),
         }
     }
+
+    /// Writes the report in `format` to `out`, what [`Report::render`] returns;
+    /// `None` if it has no such form. A report whose JSON form is large writes it in
+    /// parts rather than building it whole first.
+    fn write(
+        &self,
+        format: OutputFormat,
+        style: Style,
+        out: &mut dyn std::io::Write,
+    ) -> Option<std::io::Result<()>> {
+        self.render(format, style)
+            .map(|text| out.write_all(text.as_bytes()))
+    }
 }
 
 impl Report for crate::Plan {
@@ -75,6 +88,25 @@ impl Report for crate::Plan {
 
     fn markdown(&self) -> Option<String> {
         Some(crate::plan::render::markdown(self))
+    }
+
+    /// The JSON form tenant by tenant and resource by resource
+    /// ([`crate::plan::render::write_json`]): a plan of thousands of tenants keeps
+    /// near the memory of its other forms.
+    fn write(
+        &self,
+        format: OutputFormat,
+        style: Style,
+        out: &mut dyn std::io::Write,
+    ) -> Option<std::io::Result<()>> {
+        match format {
+            OutputFormat::Json => {
+                Some(crate::plan::render::write_json(self, out).and_then(|()| out.write_all(b"\n")))
+            }
+            _ => self
+                .render(format, style)
+                .map(|text| out.write_all(text.as_bytes())),
+        }
     }
 }
 

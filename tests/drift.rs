@@ -92,6 +92,26 @@ fn findings(report: &Value, id: &str) -> Vec<(String, String, Vec<String>)> {
         .collect()
 }
 
+/// The drift report read one resource at a time (`--bulk-read never`) and in bulk
+/// (`always`): the same, byte for byte, in the JSON form (its creation time left out)
+/// and the human one, with the same exit code. Returns the bulk report.
+fn assert_bulk_and_per_resource_agree(ws: &Workspace) -> Value {
+    let without_time = |mut v: Value| {
+        v.as_object_mut().unwrap().remove("created_at");
+        serde_json::to_string_pretty(&v).unwrap()
+    };
+    let (each_code, each) = drift_json(ws, &["--bulk-read", "never"]);
+    let (bulk_code, bulk) = drift_json(ws, &["--bulk-read", "always"]);
+    assert_eq!(bulk_code, each_code);
+    assert_eq!(without_time(bulk.clone()), without_time(each));
+    let each = ws.run(&["drift", "--bulk-read", "never"]);
+    let in_bulk = ws.run(&["drift", "--bulk-read", "always"]);
+    assert_eq!(in_bulk.code, each.code, "{}", in_bulk.all());
+    assert_eq!(in_bulk.stdout, each.stdout);
+    assert_eq!(in_bulk.stderr, each.stderr);
+    bulk
+}
+
 fn state_bytes(ws: &Workspace, tenants: &[TenantDef]) -> BTreeMap<String, Vec<u8>> {
     tenants
         .iter()
@@ -209,7 +229,8 @@ async fn every_kind_changed_or_deleted_out_of_band_is_reported_and_apply_repairs
     let ws = Workspace::new(&tenants).await;
     ws.run(&["apply", "--auto-approve"]).ok();
 
-    // No false positives right after an apply.
+    // No false positives right after an apply, read either way.
+    assert_bulk_and_per_resource_agree(&ws);
     let (code, clean) = drift_json(&ws, &[]);
     assert_eq!(code, 0, "{clean:#}");
     assert_eq!(clean["has_drift"], false);
@@ -227,6 +248,8 @@ async fn every_kind_changed_or_deleted_out_of_band_is_reported_and_apply_repairs
             .unwrap();
     }
     let before = state_bytes(&ws, &tenants);
+    // The catalog read of all tenants at once finds what the per-resource reads find.
+    assert_bulk_and_per_resource_agree(&ws);
     let (code, report) = drift_json(&ws, &[]);
     assert_eq!(code, 2, "exit 2 on drift");
     assert_eq!(report["has_drift"], true);
@@ -565,8 +588,9 @@ async fn admin_client(db: &str) -> tokio_postgres::Client {
 
 /// The same for the resources outside PostgreSQL: S3, IAM, Redis users and dashboards,
 /// each deleted or changed behind the engine's back, reported by `drift` and repaired by
-/// `apply`. (ElastiCache is left out: moto keeps a deleted cluster's id for ever, so it
-/// could not be created again.)
+/// `apply`. (ElastiCache is only retagged: moto keeps a deleted cluster's id for ever,
+/// so it could not be created again.) Read one resource at a time and in bulk, the
+/// report is the same.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_redis_and_dashboard_kinds_changed_or_deleted_are_reported_and_repaired() {
     let names = [
@@ -579,8 +603,23 @@ async fn aws_redis_and_dashboard_kinds_changed_or_deleted_are_reported_and_repai
         "keysuser",
         "deldash",
         "editdash",
+        "descrole",
+        "tagpolicy",
+        "tagcache",
     ];
-    let tenants: Vec<TenantDef> = names.iter().map(|n| TenantDef::new(n, "bronze")).collect();
+    let tenants: Vec<TenantDef> = names
+        .iter()
+        .map(|n| {
+            if *n == "tagcache" {
+                // Gold: the tier with a dedicated cache.
+                let mut t = TenantDef::new(n, "gold");
+                t.budget_inr = 1_500_000;
+                t
+            } else {
+                TenantDef::new(n, "bronze")
+            }
+        })
+        .collect();
     let ws = Workspace::new(&tenants).await;
     ws.run(&["apply", "--auto-approve"]).ok();
     assert_eq!(drift_json(&ws, &[]).0, 0, "clean right after apply");
@@ -657,6 +696,40 @@ async fn aws_redis_and_dashboard_kinds_changed_or_deleted_are_reported_and_repai
         .send()
         .await
         .unwrap();
+    iam.update_role()
+        .role_name(format!("rag-{}-app", t("descrole").id))
+        .description("edited by hand")
+        .send()
+        .await
+        .unwrap();
+    iam.tag_policy()
+        .policy_arn(format!(
+            "arn:aws:iam::{account}:policy/rag-{}-documents-access",
+            t("tagpolicy").id
+        ))
+        .tags(
+            aws_sdk_iam::types::Tag::builder()
+                .key("Tier")
+                .value("Platinum")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    elasticache_client("us-east-1")
+        .await
+        .add_tags_to_resource()
+        .resource_name(attr("tagcache", "elasticache_cluster.cache", "arn"))
+        .tags(
+            aws_sdk_elasticache::types::Tag::builder()
+                .key("CostCenter")
+                .value("CC-WRONG")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
     let user = |name: &str| t(name).pg_name();
     let _: () = redis::cmd("ACL")
         .arg("DELUSER")
@@ -677,6 +750,9 @@ async fn aws_redis_and_dashboard_kinds_changed_or_deleted_are_reported_and_repai
     doc["title"] = Value::String("edited by hand".into());
     fs::write(&edit, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
 
+    // IAM from GetAccountAuthorizationDetails, ElastiCache from one listing, Redis
+    // from ACL LIST, S3 from a listing and the per-bucket reads: the same report.
+    assert_bulk_and_per_resource_agree(&ws);
     let (code, report) = drift_json(&ws, &[]);
     assert_eq!(code, 2);
     let expect = |name: &str, expected: &[(&str, &str, &[&str])]| {
@@ -723,6 +799,15 @@ async fn aws_redis_and_dashboard_kinds_changed_or_deleted_are_reported_and_repai
     expect(
         "editdash",
         &[("grafana_dashboard.main", "changed", &["title"])],
+    );
+    expect("descrole", &[("iam_role.app", "changed", &["description"])]);
+    expect(
+        "tagpolicy",
+        &[("iam_policy.documents_access", "changed", &["tags"])],
+    );
+    expect(
+        "tagcache",
+        &[("elasticache_cluster.cache", "changed", &["tags"])],
     );
 
     ws.run(&["apply", "--auto-approve"]).ok();

@@ -56,6 +56,18 @@ pub struct Cli {
     /// rules refuse a plan, `warn` rules warn. Default: [policy] dir in platform.toml.
     #[arg(long, global = true, value_name = "DIR")]
     pub policy: Option<PathBuf>,
+    /// How refresh reads the families that can read in bulk: `auto` (in bulk when a
+    /// run covers more than a few tenants), `always`, `never` (one read per resource).
+    /// The answers are the same either way.
+    #[arg(
+        long,
+        global = true,
+        hide = true,
+        env = "TENANTFORM_BULK_READ",
+        default_value = "auto",
+        value_parser = ["auto", "always", "never"]
+    )]
+    pub bulk_read: String,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -731,6 +743,7 @@ impl Cli {
             run: None,
             // The CLI's edge: the library reads variables only through this.
             environment: tenantform::Environment::process(),
+            bulk_read: self.bulk_read.parse().unwrap_or_default(),
         }
     }
 }

@@ -40,9 +40,11 @@ pub fn print_report<R: Report>(
     format: OutputFormat,
     style: Style,
 ) -> anyhow::Result<()> {
-    match report.render(format, style) {
-        Some(text) => {
-            print!("{text}");
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    match report.write(format, style, &mut out) {
+        Some(written) => {
+            written?;
+            out.flush()?;
             Ok(())
         }
         None => bail!(

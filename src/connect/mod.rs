@@ -11,13 +11,15 @@
 //! - one error type for a call to a service, [`ServiceError`], saying whether another
 //!   try may succeed, and one retry policy for such calls, [`retry::RetryPolicy`];
 //! - the workarounds for the local AWS endpoint (moto) in one place,
-//!   [`aws::moto_quirks`].
+//!   [`aws::moto_quirks`];
+//! - a bound on the calls in flight to one service, [`limit::CallLimit`].
 //!
 //! Architecture invariant: `connect` knows nothing of resources, specs, plans, state
 //! or providers. Its settings types are plain data; `spec` reads the platform file
 //! into them (see `ARCHITECTURE.md`).
 
 pub mod aws;
+pub mod limit;
 pub mod postgres;
 pub mod redis;
 pub mod retry;

@@ -26,6 +26,7 @@ pub mod graph;
 pub mod identity;
 pub mod render;
 pub mod saved;
+pub mod stream;
 pub mod terraform;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -11,6 +11,7 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 
 use super::cost::{CostEstimate, inr};
+use super::stream::Part;
 use super::{Action, ActionReason, Plan, PlanMode, ResourceChange, TenantPlan, terraform};
 use crate::policy::PolicyLevel;
 use crate::resource::iam::with_account;
@@ -470,76 +471,103 @@ fn resource_change_json(c: &ResourceChange) -> Value {
 
 /// The machine-readable view of a plan (see the module docs).
 pub fn json(plan: &Plan) -> Value {
+    let doc = document(plan).into_value();
     match &plan.aws_account_id {
-        Some(account) => with_account(&json_document(plan), account),
-        None => json_document(plan),
+        Some(account) => with_account(&doc, account),
+        None => doc,
     }
 }
 
-fn json_document(plan: &Plan) -> Value {
-    let resource_changes: Vec<Value> = plan.changes().map(resource_change_json).collect();
-    let tenants: Vec<Value> = plan
-        .tenants
-        .iter()
-        .map(|t| {
-            let s = Summary::of(&t.changes);
-            json!({
-                "tenant": t.tenant,
-                "module_address": terraform::module_address(&t.tenant),
-                "spec": t.spec,
-                "new_tenant": t.new_tenant,
-                "spec_removed": t.spec.is_none(),
-                "protected": t.protected,
-                "protected_before": t.protected_before,
-                "state_serial": t.state_serial,
-                "state_lineage": t.state_lineage,
-                "has_changes": t.has_changes(),
-                "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
-                "cost": t.cost.as_ref().map(|c| json!({
-                    "currency": "INR",
-                    "monthly_inr": c.monthly_inr,
-                    "before_monthly_inr": c.before_monthly_inr,
-                    "components": c.components,
-                    "tier": c.tier,
-                    "region": c.region,
-                    "region_multiplier": c.region_multiplier,
-                    "budget_inr": c.budget_inr,
-                    "over_budget": c.over_budget(),
-                })),
-            })
-        })
-        .collect();
-    let s = Summary::of(plan.changes());
-    let mut doc = json!({
-        "format_version": JSON_FORMAT_VERSION,
-        "terraform_version": terraform::TERRAFORM_VERSION,
-        "tenantform_version": env!("CARGO_PKG_VERSION"),
-        "mode": plan.mode,
-        "refreshed": plan.refreshed,
-        "created_at": plan.created_at,
-        "has_changes": plan.has_changes(),
+/// Writes the plan's JSON view to `out` on one line: the bytes of
+/// `serde_json::to_string(&json(plan))`, made one tenant and one resource at a time,
+/// so that a plan of thousands of tenants never holds its whole document in memory.
+pub fn write_json(plan: &Plan, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    document(plan).write(out, plan.aws_account_id.as_deref())
+}
+
+fn tenant_json(t: &TenantPlan) -> Value {
+    let s = Summary::of(&t.changes);
+    json!({
+        "tenant": t.tenant,
+        "module_address": terraform::module_address(&t.tenant),
+        "spec": t.spec,
+        "new_tenant": t.new_tenant,
+        "spec_removed": t.spec.is_none(),
+        "protected": t.protected,
+        "protected_before": t.protected_before,
+        "state_serial": t.state_serial,
+        "state_lineage": t.state_lineage,
+        "has_changes": t.has_changes(),
         "summary": {"add": s.add, "change": s.change, "destroy": s.destroy},
-        "tenants": tenants,
-        "planned_values": terraform::planned_values(plan),
-        "resource_changes": resource_changes,
-        "configuration": terraform::configuration(plan),
-        "cost": {"currency": "INR", "monthly_inr": plan.monthly_cost_inr()},
-        "warnings": plan.budget_warnings(),
-    });
+        "cost": t.cost.as_ref().map(|c| json!({
+            "currency": "INR",
+            "monthly_inr": c.monthly_inr,
+            "before_monthly_inr": c.before_monthly_inr,
+            "components": c.components,
+            "tier": c.tier,
+            "region": c.region,
+            "region_multiplier": c.region_multiplier,
+            "budget_inr": c.budget_inr,
+            "over_budget": c.over_budget(),
+        })),
+    })
+}
+
+/// The JSON view in parts, with the account still a placeholder: the tenants, the
+/// modules and the resource changes are made one at a time as they are written.
+fn document(plan: &Plan) -> Part<'_> {
+    let s = Summary::of(plan.changes());
+    let mut parts = vec![
+        ("format_version", Part::Whole(json!(JSON_FORMAT_VERSION))),
+        (
+            "terraform_version",
+            Part::Whole(json!(terraform::TERRAFORM_VERSION)),
+        ),
+        (
+            "tenantform_version",
+            Part::Whole(json!(env!("CARGO_PKG_VERSION"))),
+        ),
+        ("mode", Part::Whole(json!(plan.mode))),
+        ("refreshed", Part::Whole(json!(plan.refreshed))),
+        ("created_at", Part::Whole(json!(plan.created_at))),
+        ("has_changes", Part::Whole(json!(plan.has_changes()))),
+        (
+            "summary",
+            Part::Whole(json!({"add": s.add, "change": s.change, "destroy": s.destroy})),
+        ),
+        (
+            "tenants",
+            Part::Items(Box::new(plan.tenants.iter().map(tenant_json))),
+        ),
+        ("planned_values", terraform::planned_values(plan)),
+        (
+            "resource_changes",
+            Part::Items(Box::new(plan.changes().map(resource_change_json))),
+        ),
+        ("configuration", Part::Whole(terraform::configuration(plan))),
+        (
+            "cost",
+            Part::Whole(json!({"currency": "INR", "monthly_inr": plan.monthly_cost_inr()})),
+        ),
+        ("warnings", Part::Whole(json!(plan.budget_warnings()))),
+    ];
     if let Some(prior) = terraform::prior_state(plan) {
-        doc["prior_state"] = prior;
+        parts.push(("prior_state", prior));
     }
     if let Some(report) = &plan.policy {
-        doc["policy"] = json!({
-            "dir": report.dir,
-            "files": report.files,
-            "mandatory_violations": report.mandatory().count(),
-            "advisory_warnings": report.advisory().count(),
-            "passed": report.enforce().is_ok(),
-        });
-        doc["policy_results"] = json!(report.results);
+        parts.push((
+            "policy",
+            Part::Whole(json!({
+                "dir": report.dir,
+                "files": report.files,
+                "mandatory_violations": report.mandatory().count(),
+                "advisory_warnings": report.advisory().count(),
+                "passed": report.enforce().is_ok(),
+            })),
+        ));
+        parts.push(("policy_results", Part::Whole(json!(report.results))));
     }
-    doc
+    Part::Object(parts)
 }
 
 /// The plan as a pull-request comment.

@@ -31,7 +31,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Action, Plan, ResourceChange};
+use super::stream::Part;
+use super::{Action, Plan, ResourceChange, TenantPlan};
 use crate::resource::{Attributes, ResourceType, TenantId, schema};
 
 /// The Terraform version the document claims to come from. Consumers check it
@@ -137,72 +138,86 @@ fn resource(c: &ResourceChange, attrs: &Attributes) -> Value {
     })
 }
 
+/// What a tenant's module holds: its resources' attributes after the plan, or before.
+type Pick = for<'c> fn(&'c ResourceChange) -> Option<&'c Attributes>;
+
 /// A root module with one child module per tenant that has resources in `pick`; with
 /// `aws_equivalents`, each tenant's AWS resources again in a child module of its own.
-fn root_module(
-    plan: &Plan,
-    pick: impl Fn(&ResourceChange) -> Option<&Attributes>,
-    aws_equivalents: bool,
-) -> Value {
-    let child_modules: Vec<Value> = plan
-        .tenants
+/// The child modules are made one at a time, as they are written.
+fn root_module(plan: &Plan, pick: Pick, aws_equivalents: bool) -> Part<'_> {
+    Part::Object(vec![
+        ("resources", Part::Whole(json!([]))),
+        (
+            "child_modules",
+            Part::Items(Box::new(
+                plan.tenants
+                    .iter()
+                    .filter_map(move |t| tenant_module(t, pick, aws_equivalents)),
+            )),
+        ),
+    ])
+}
+
+/// A tenant's child module; `None` when it has no resource in `pick`.
+fn tenant_module(t: &TenantPlan, pick: Pick, aws_equivalents: bool) -> Option<Value> {
+    let resources: Vec<Value> = t
+        .changes
         .iter()
-        .filter_map(|t| {
-            let resources: Vec<Value> = t
-                .changes
-                .iter()
-                .filter_map(|c| pick(c).map(|a| resource(c, a)))
-                .collect();
-            if resources.is_empty() {
-                return None;
-            }
-            let address = module_address(&t.tenant);
-            let mut module = json!({"address": address, "resources": resources});
-            let aws_address = format!("{address}.module.{AWS_EQUIVALENTS_MODULE}");
-            let aws: Vec<Value> = t
-                .changes
-                .iter()
-                .filter(|_| aws_equivalents)
-                .filter_map(|c| pick(c).map(|a| (c, a)))
-                .flat_map(|(c, a)| aws_equivalents_of(c.address.resource_type, &c.address.name, a))
-                .map(|e| {
-                    json!({
-                        "address": format!("{aws_address}.{}.{}", e.resource_type, e.name),
-                        "mode": "managed",
-                        "type": e.resource_type,
-                        "name": e.name,
-                        "provider_name": AWS_PROVIDER,
-                        "schema_version": 0,
-                        "values": e.values,
-                        "sensitive_values": {},
-                    })
-                })
-                .collect();
-            if !aws.is_empty() {
-                module["child_modules"] = json!([{"address": aws_address, "resources": aws}]);
-            }
-            Some(module)
+        .filter_map(|c| pick(c).map(|a| resource(c, a)))
+        .collect();
+    if resources.is_empty() {
+        return None;
+    }
+    let address = module_address(&t.tenant);
+    let mut module = json!({"address": address, "resources": resources});
+    let aws_address = format!("{address}.module.{AWS_EQUIVALENTS_MODULE}");
+    let aws: Vec<Value> = t
+        .changes
+        .iter()
+        .filter(|_| aws_equivalents)
+        .filter_map(|c| pick(c).map(|a| (c, a)))
+        .flat_map(|(c, a)| aws_equivalents_of(c.address.resource_type, &c.address.name, a))
+        .map(|e| {
+            json!({
+                "address": format!("{aws_address}.{}.{}", e.resource_type, e.name),
+                "mode": "managed",
+                "type": e.resource_type,
+                "name": e.name,
+                "provider_name": AWS_PROVIDER,
+                "schema_version": 0,
+                "values": e.values,
+                "sensitive_values": {},
+            })
         })
         .collect();
-    json!({"resources": [], "child_modules": child_modules})
+    if !aws.is_empty() {
+        module["child_modules"] = json!([{"address": aws_address, "resources": aws}]);
+    }
+    Some(module)
 }
 
 /// `planned_values`: every resource as it will be after the plan.
-pub fn planned_values(plan: &Plan) -> Value {
-    json!({"root_module": root_module(plan, planned, true)})
+pub fn planned_values(plan: &Plan) -> Part<'_> {
+    Part::Object(vec![("root_module", root_module(plan, planned, true))])
 }
 
 /// `prior_state`: every resource as it is now; `None` when no tenant has state.
-pub fn prior_state(plan: &Plan) -> Option<Value> {
+pub fn prior_state(plan: &Plan) -> Option<Part<'_>> {
     plan.tenants
         .iter()
         .any(|t| t.state_serial.is_some())
         .then(|| {
-            json!({
-                "format_version": super::render::JSON_FORMAT_VERSION,
-                "terraform_version": TERRAFORM_VERSION,
-                "values": {"root_module": root_module(plan, prior, false)},
-            })
+            Part::Object(vec![
+                (
+                    "format_version",
+                    Part::Whole(json!(super::render::JSON_FORMAT_VERSION)),
+                ),
+                ("terraform_version", Part::Whole(json!(TERRAFORM_VERSION))),
+                (
+                    "values",
+                    Part::Object(vec![("root_module", root_module(plan, prior, false))]),
+                ),
+            ])
         })
 }
 

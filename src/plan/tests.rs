@@ -792,3 +792,36 @@ fn the_json_view_carries_what_terraforms_consumers_read() {
     let fresh = whole(Case::new(Some(&gold), Some(&gold_bp), None).plan().unwrap());
     assert!(render::json(&fresh).get("prior_state").is_none());
 }
+
+/// `plan --json` is written tenant by tenant and resource by resource: the same bytes
+/// as the whole document, with and without prior state, with the account filled in
+/// or left a placeholder.
+#[test]
+fn the_streamed_json_view_is_the_whole_one_byte_for_byte() {
+    let specs = specs();
+    let gold = tenant(&specs, "healthcare-systems");
+    let gold_bp = tenant_blueprint(&gold, &specs.platform);
+    let silver = tenant(&specs, "retail-chain");
+    let silver_bp = tenant_blueprint(&silver, &specs.platform);
+    let silver_state = applied(&silver_bp, false);
+    let fresh = whole(Case::new(Some(&gold), Some(&gold_bp), None).plan().unwrap());
+    let mut mixed = whole(Case::new(Some(&gold), Some(&gold_bp), None).plan().unwrap());
+    mixed.tenants.push(
+        Case::new(Some(&silver), Some(&silver_bp), Some(&silver_state))
+            .plan()
+            .unwrap(),
+    );
+    for mut plan in [fresh, mixed] {
+        for account in [None, Some("123456789012".to_owned())] {
+            plan.aws_account_id = account;
+            let mut streamed = Vec::new();
+            render::write_json(&plan, &mut streamed).unwrap();
+            let streamed = String::from_utf8(streamed).unwrap();
+            assert_eq!(
+                streamed,
+                serde_json::to_string(&render::json(&plan)).unwrap()
+            );
+            assert!(!streamed.contains("s3cret"));
+        }
+    }
+}

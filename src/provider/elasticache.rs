@@ -9,6 +9,7 @@
 //! records the endpoint as a computed attribute. A cluster in `deleting` counts as
 //! gone (see [`moto_quirks::cluster_status_means_gone`]).
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,9 @@ use serde_json::{Value, json};
 use super::aws::{
     call, create_token_in, is_not_found, resource_tags, tag_changes, tags_with_token,
 };
-use super::{CreateMode, Provider, ProviderError};
+use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
 use crate::connect::aws::{AwsClients, moto_quirks};
+use crate::connect::limit::CallLimit;
 use crate::connect::retry::RetryPolicy;
 use crate::resource::{
     Attributes, CreateToken, Resource, ResourceAddress, ResourceType, required_str, tags_of,
@@ -56,6 +58,31 @@ fn endpoint_of(c: &CacheCluster) -> Value {
         Some((address, port)) => json!(format!("{address}:{port}")),
         None => Value::Null,
     }
+}
+
+/// What a read answers for the cluster `c` that `current` names.
+fn cluster_attributes(
+    current: &Attributes,
+    c: &CacheCluster,
+    arn: String,
+    tags: Value,
+) -> Attributes {
+    Attributes::from([
+        (
+            "cluster_id".into(),
+            current.get("cluster_id").cloned().unwrap_or(Value::Null),
+        ),
+        (
+            "region".into(),
+            current.get("region").cloned().unwrap_or(Value::Null),
+        ),
+        ("engine".into(), json!(c.engine().unwrap_or(""))),
+        ("node_type".into(), json!(c.cache_node_type().unwrap_or(""))),
+        ("num_nodes".into(), json!(c.num_cache_nodes().unwrap_or(0))),
+        ("tags".into(), tags),
+        ("arn".into(), json!(arn)),
+        ("endpoint".into(), endpoint_of(c)),
+    ])
 }
 
 impl ElasticacheProvider {
@@ -132,6 +159,17 @@ impl ElasticacheProvider {
         let Some(c) = self.describe(&client, id).await? else {
             return Ok(None);
         };
+        let (arn, tags) = self.cluster_tags(&client, &c, current).await?;
+        Ok(Some(cluster_attributes(current, &c, arn, tags)))
+    }
+
+    /// The cluster's ARN and its tags (one `ListTagsForResource`).
+    async fn cluster_tags(
+        &self,
+        client: &aws_sdk_elasticache::Client,
+        c: &CacheCluster,
+        current: &Attributes,
+    ) -> Result<(String, Value), ProviderError> {
         let arn = match c.arn() {
             Some(a) => a.to_owned(),
             None => self.arn(current).await?,
@@ -141,19 +179,75 @@ impl ElasticacheProvider {
         })
         .await?;
         let tags = tags_value(resource_tags(tag_pairs(tags.tag_list())));
-        Ok(Some(Attributes::from([
-            ("cluster_id".into(), json!(id)),
-            (
-                "region".into(),
-                current.get("region").cloned().unwrap_or(Value::Null),
-            ),
-            ("engine".into(), json!(c.engine().unwrap_or(""))),
-            ("node_type".into(), json!(c.cache_node_type().unwrap_or(""))),
-            ("num_nodes".into(), json!(c.num_cache_nodes().unwrap_or(0))),
-            ("tags".into(), tags),
-            ("arn".into(), json!(arn)),
-            ("endpoint".into(), endpoint_of(&c)),
-        ])))
+        Ok((arn, tags))
+    }
+
+    /// Every cluster of `region` that is not being deleted, by id: one
+    /// `DescribeCacheClusters` per 100 clusters.
+    async fn clusters_in(
+        &self,
+        region: &str,
+    ) -> Result<HashMap<String, CacheCluster>, ProviderError> {
+        let client = self.aws.elasticache(region);
+        let mut clusters = HashMap::new();
+        let mut marker: Option<String> = None;
+        loop {
+            let page = call(&self.retry, SERVICE, || {
+                client
+                    .describe_cache_clusters()
+                    .show_cache_node_info(true)
+                    .max_records(100)
+                    .set_marker(marker.clone())
+                    .send()
+            })
+            .await?;
+            for c in page.cache_clusters() {
+                let gone =
+                    moto_quirks::cluster_status_means_gone(c.cache_cluster_status().unwrap_or(""));
+                if let (Some(id), false) = (c.cache_cluster_id(), gone) {
+                    clusters.insert(id.to_owned(), c.clone());
+                }
+            }
+            match page.marker() {
+                Some(m) if !m.is_empty() => marker = Some(m.to_owned()),
+                _ => return Ok(clusters),
+            }
+        }
+    }
+
+    /// The clusters of `reads`: one listing per region, then the tags of each
+    /// cluster found, at most `options.parallelism` calls at once.
+    async fn read_all(
+        &self,
+        reads: &[ReadRequest<'_>],
+        options: ReadOptions,
+    ) -> Result<Vec<ReadResult>, ProviderError> {
+        let mut regions = BTreeSet::new();
+        for (address, current) in reads {
+            if address.resource_type != ResourceType::ElasticacheCluster {
+                return Err(unsupported(address.resource_type));
+            }
+            regions.insert(required_str(current, "region")?);
+        }
+        let mut clusters = HashMap::new();
+        for region in regions {
+            clusters.insert(region, self.clusters_in(region).await?);
+        }
+        let limit = CallLimit::new(options.parallelism);
+        let answers = reads.iter().map(|(_, current)| {
+            let (clusters, limit) = (&clusters, &limit);
+            async move {
+                let region = required_str(current, "region")?;
+                let id = required_str(current, "cluster_id")?;
+                let Some(c) = clusters.get(region).and_then(|r| r.get(id)) else {
+                    return Ok(None);
+                };
+                let client = self.aws.elasticache(region);
+                let (arn, tags) = limit.run(self.cluster_tags(&client, c, current)).await?;
+                Ok(Some(cluster_attributes(current, c, arn, tags)))
+            }
+        });
+        Ok(futures::future::join_all(answers).await)
     }
 
     async fn create_cluster(
@@ -386,6 +480,18 @@ impl Provider for ElasticacheProvider {
         match address.resource_type {
             ResourceType::ElasticacheCluster => self.read_cluster(current).await,
             other => Err(unsupported(other)),
+        }
+    }
+
+    /// In bulk: one `DescribeCacheClusters` per region for every cluster, then the
+    /// tags of those that exist.
+    async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
+        if !options.bulk_for(reads) {
+            return read_each(self, reads, options).await;
+        }
+        match self.read_all(reads, options).await {
+            Ok(answers) => answers,
+            Err(e) => reads.iter().map(|_| Err(e.clone())).collect(),
         }
     }
 

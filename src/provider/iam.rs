@@ -11,20 +11,32 @@
 //! run (the attachment) retry "no such entity" with [`PROPAGATION`]. Documents come
 //! back URL-encoded and with the real account id; reads decode them and put
 //! [`ACCOUNT_PLACEHOLDER`] back, so that they compare with the blueprint.
+//!
+//! A refresh of more than a few tenants reads in bulk ([`Provider::read_many`]):
+//! `GetAccountAuthorizationDetails`, filtered to roles and local managed policies,
+//! gives every role with its trust policy, tags and attached policies and every
+//! policy with its default version, in one page per 1,000 entities; `ListRoles` adds
+//! the roles' descriptions (which the details leave out), and `ListPolicyTags` each
+//! policy's tags (IAM returns a managed policy's tags nowhere else: the one call per
+//! tenant left). The answers are kept for the names the batch asks about, so the
+//! scope is tenantform's names, not a path: `GetAccountAuthorizationDetails` takes no
+//! path prefix, so a path would not make its answer smaller, and moving existing
+//! roles and policies under one would mean replacing them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_iam::types::Tag;
+use aws_sdk_iam::types::{EntityType, ManagedPolicyDetail, RoleDetail, Tag};
 use serde_json::{Value, json};
 
 use super::aws::{
     PROPAGATION, call, create_token_in, is_not_found, policy_text, policy_value, resource_tags,
     tag_changes, tags_with_token,
 };
-use super::{CreateMode, Provider, ProviderError};
+use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
 use crate::connect::aws::{AwsClients, sdk_error};
+use crate::connect::limit::CallLimit;
 use crate::connect::retry::RetryPolicy;
 use crate::resource::iam::{ACCOUNT_PLACEHOLDER, policy_arn, role_arn};
 use crate::resource::{
@@ -112,13 +124,13 @@ impl IamProvider {
             .map(|d| policy_value(d, account))
             .unwrap_or(Value::Null);
         let tags = self.policy_tags(&arn).await?;
-        Ok(Some(Attributes::from([
-            ("name".into(), json!(name)),
-            ("description".into(), json!(p.description().unwrap_or(""))),
-            ("document".into(), document),
-            ("tags".into(), tags_value(tags)),
-            ("arn".into(), json!(arn)),
-        ])))
+        Ok(Some(policy_attributes(
+            name,
+            p.description(),
+            document,
+            tags,
+            &arn,
+        )))
     }
 
     async fn policy_tags(&self, arn: &str) -> Result<BTreeMap<String, String>, ProviderError> {
@@ -302,18 +314,14 @@ impl IamProvider {
             return Ok(None);
         };
         let tags = self.role_tags(name).await?;
-        Ok(Some(Attributes::from([
-            ("name".into(), json!(name)),
-            ("description".into(), json!(r.description().unwrap_or(""))),
-            (
-                "assume_role_policy".into(),
-                r.assume_role_policy_document()
-                    .map(|d| policy_value(d, account))
-                    .unwrap_or(Value::Null),
-            ),
-            ("tags".into(), tags_value(tags)),
-            ("arn".into(), json!(r.arn())),
-        ])))
+        Ok(Some(role_attributes(
+            name,
+            r.description(),
+            r.assume_role_policy_document(),
+            tags,
+            r.arn(),
+            account,
+        )))
     }
 
     async fn role_tags(&self, name: &str) -> Result<BTreeMap<String, String>, ProviderError> {
@@ -470,13 +478,7 @@ impl IamProvider {
                 .iter()
                 .any(|p| p.policy_arn() == Some(&want))
             {
-                return Ok(Some(Attributes::from([
-                    ("role".into(), json!(role)),
-                    (
-                        "policy_arn".into(),
-                        current.get("policy_arn").cloned().unwrap_or(Value::Null),
-                    ),
-                ])));
+                return Ok(Some(attachment_attributes(role, current)));
             }
             match page.marker() {
                 Some(m) if page.is_truncated() => marker = Some(m.to_owned()),
@@ -528,6 +530,233 @@ impl IamProvider {
     }
 }
 
+/// What a bulk read found in the account for the roles and policies of one batch.
+struct AccountDetails {
+    account: String,
+    /// Role name -> its details (trust policy, tags, attached policies).
+    roles: HashMap<String, RoleDetail>,
+    /// Role name -> its description (which the details leave out).
+    descriptions: HashMap<String, String>,
+    /// Policy ARN -> its details (description, versions with the default one).
+    policies: HashMap<String, ManagedPolicyDetail>,
+    /// Policy ARN -> its tags (which the details leave out: one call per policy).
+    policy_tags: HashMap<String, BTreeMap<String, String>>,
+}
+
+impl IamProvider {
+    /// The roles and local policies of the account, read with
+    /// `GetAccountAuthorizationDetails` (pages of 1000) and `ListRoles` (for the
+    /// roles' descriptions), kept for the names in `reads` only; then the tags of the
+    /// policies found, one `ListPolicyTags` each (IAM returns a managed policy's tags
+    /// nowhere else).
+    ///
+    /// Scoped by name, not by path: `GetAccountAuthorizationDetails` takes no path
+    /// prefix (only `ListRoles` and `ListPolicies` do), so a path would not make the
+    /// answer smaller, and moving existing roles to a path would replace them.
+    async fn account_details(
+        &self,
+        reads: &[ReadRequest<'_>],
+        options: ReadOptions,
+    ) -> Result<AccountDetails, ProviderError> {
+        let account = self.aws.account_id().await?.to_owned();
+        let mut role_names = HashSet::new();
+        let mut policy_arns = HashSet::new();
+        for (address, current) in reads {
+            match address.resource_type {
+                ResourceType::IamPolicy => {
+                    let arn = policy_arn(required_str(current, "name")?);
+                    policy_arns.insert(arn.replace(ACCOUNT_PLACEHOLDER, &account));
+                }
+                ResourceType::IamRole => {
+                    role_names.insert(required_str(current, "name")?.to_owned());
+                }
+                ResourceType::IamRolePolicyAttachment => {
+                    role_names.insert(required_str(current, "role")?.to_owned());
+                }
+                other => return Err(unsupported(other)),
+            }
+        }
+        let mut details = AccountDetails {
+            account,
+            roles: HashMap::new(),
+            descriptions: HashMap::new(),
+            policies: HashMap::new(),
+            policy_tags: HashMap::new(),
+        };
+        let mut marker: Option<String> = None;
+        loop {
+            let page = call(&self.retry, SERVICE, || {
+                self.iam()
+                    .get_account_authorization_details()
+                    .filter(EntityType::Role)
+                    .filter(EntityType::LocalManagedPolicy)
+                    .max_items(1000)
+                    .set_marker(marker.clone())
+                    .send()
+            })
+            .await?;
+            for r in page.role_detail_list() {
+                if let Some(name) = r.role_name().filter(|n| role_names.contains(*n)) {
+                    details.roles.insert(name.to_owned(), r.clone());
+                }
+            }
+            for p in page.policies() {
+                if let Some(arn) = p.arn().filter(|a| policy_arns.contains(*a)) {
+                    details.policies.insert(arn.to_owned(), p.clone());
+                }
+            }
+            match page.marker() {
+                Some(m) if page.is_truncated() => marker = Some(m.to_owned()),
+                _ => break,
+            }
+        }
+        if !details.roles.is_empty() {
+            let mut marker: Option<String> = None;
+            loop {
+                let page = call(&self.retry, SERVICE, || {
+                    self.iam()
+                        .list_roles()
+                        .max_items(1000)
+                        .set_marker(marker.clone())
+                        .send()
+                })
+                .await?;
+                for r in page.roles() {
+                    if details.roles.contains_key(r.role_name()) {
+                        details.descriptions.insert(
+                            r.role_name().to_owned(),
+                            r.description().unwrap_or("").to_owned(),
+                        );
+                    }
+                }
+                match page.marker() {
+                    Some(m) if page.is_truncated() => marker = Some(m.to_owned()),
+                    _ => break,
+                }
+            }
+        }
+        let limit = CallLimit::new(options.parallelism);
+        let tags = futures::future::join_all(details.policies.keys().map(|arn| {
+            let limit = &limit;
+            async move { (arn.clone(), limit.run(self.policy_tags(arn)).await) }
+        }))
+        .await;
+        for (arn, t) in tags {
+            details.policy_tags.insert(arn, t?);
+        }
+        Ok(details)
+    }
+
+    /// What a read of `address` answers, from `details`: the same as `read`.
+    fn answer(
+        &self,
+        details: &AccountDetails,
+        address: &ResourceAddress,
+        current: &Attributes,
+    ) -> ReadResult {
+        let account = details.account.as_str();
+        match address.resource_type {
+            ResourceType::IamPolicy => {
+                let name = required_str(current, "name")?;
+                let arn = policy_arn(name).replace(ACCOUNT_PLACEHOLDER, account);
+                let Some(p) = details.policies.get(&arn) else {
+                    return Ok(None);
+                };
+                let version = p.default_version_id().unwrap_or("v1");
+                let document = p
+                    .policy_version_list()
+                    .iter()
+                    .find(|v| v.version_id() == Some(version))
+                    .and_then(|v| v.document())
+                    .map(|d| policy_value(d, account))
+                    .unwrap_or(Value::Null);
+                let tags = details.policy_tags.get(&arn).cloned().unwrap_or_default();
+                Ok(Some(policy_attributes(
+                    name,
+                    p.description(),
+                    document,
+                    tags,
+                    &arn,
+                )))
+            }
+            ResourceType::IamRole => {
+                let name = required_str(current, "name")?;
+                let Some(r) = details.roles.get(name) else {
+                    return Ok(None);
+                };
+                Ok(Some(role_attributes(
+                    name,
+                    details.descriptions.get(name).map(String::as_str),
+                    r.assume_role_policy_document(),
+                    tag_map(r.tags()),
+                    r.arn().unwrap_or(""),
+                    account,
+                )))
+            }
+            ResourceType::IamRolePolicyAttachment => {
+                let role = required_str(current, "role")?;
+                let want =
+                    required_str(current, "policy_arn")?.replace(ACCOUNT_PLACEHOLDER, account);
+                let attached = details.roles.get(role).is_some_and(|r| {
+                    r.attached_managed_policies()
+                        .iter()
+                        .any(|p| p.policy_arn() == Some(&want))
+                });
+                Ok(attached.then(|| attachment_attributes(role, current)))
+            }
+            other => Err(unsupported(other)),
+        }
+    }
+}
+
+fn policy_attributes(
+    name: &str,
+    description: Option<&str>,
+    document: Value,
+    tags: BTreeMap<String, String>,
+    arn: &str,
+) -> Attributes {
+    Attributes::from([
+        ("name".into(), json!(name)),
+        ("description".into(), json!(description.unwrap_or(""))),
+        ("document".into(), document),
+        ("tags".into(), tags_value(tags)),
+        ("arn".into(), json!(arn)),
+    ])
+}
+
+fn role_attributes(
+    name: &str,
+    description: Option<&str>,
+    trust: Option<&str>,
+    tags: BTreeMap<String, String>,
+    arn: &str,
+    account: &str,
+) -> Attributes {
+    Attributes::from([
+        ("name".into(), json!(name)),
+        ("description".into(), json!(description.unwrap_or(""))),
+        (
+            "assume_role_policy".into(),
+            trust
+                .map(|d| policy_value(d, account))
+                .unwrap_or(Value::Null),
+        ),
+        ("tags".into(), tags_value(tags)),
+        ("arn".into(), json!(arn)),
+    ])
+}
+
+fn attachment_attributes(role: &str, current: &Attributes) -> Attributes {
+    Attributes::from([
+        ("role".into(), json!(role)),
+        (
+            "policy_arn".into(),
+            current.get("policy_arn").cloned().unwrap_or(Value::Null),
+        ),
+    ])
+}
+
 #[async_trait]
 impl Provider for IamProvider {
     async fn read(
@@ -540,6 +769,21 @@ impl Provider for IamProvider {
             ResourceType::IamRole => self.read_role(current).await,
             ResourceType::IamRolePolicyAttachment => self.read_attachment(current).await,
             other => Err(unsupported(other)),
+        }
+    }
+
+    /// In bulk: the whole account's roles and local policies in a few pages (see
+    /// [`IamProvider::account_details`]), then one call per policy for its tags.
+    async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
+        if !options.bulk_for(reads) {
+            return read_each(self, reads, options).await;
+        }
+        match self.account_details(reads, options).await {
+            Ok(details) => reads
+                .iter()
+                .map(|(address, current)| self.answer(&details, address, current))
+                .collect(),
+            Err(e) => reads.iter().map(|_| Err(e.clone())).collect(),
         }
     }
 

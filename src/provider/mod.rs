@@ -28,8 +28,19 @@
 //!   passes in; a provider reads no spec and no environment of its own.
 //! - Errors never contain secrets (passwords are not echoed, SQL with a password is
 //!   not logged).
+//! - [`Provider::read_many`] answers exactly what [`Provider::read`] would answer for
+//!   each resource of the batch, attribute by attribute; a family that can read in
+//!   bulk overrides it (one `GetAccountAuthorizationDetails` for IAM, one catalog
+//!   query per kind for PostgreSQL, `ACL LIST` for Redis, ...) and reads one resource
+//!   at a time otherwise, or when a batch is small (see [`ReadOptions::bulk_for`]).
+//!   Each family's batch bounds its own calls in flight (`ReadOptions::parallelism`
+//!   per family, through [`crate::connect::limit::CallLimit`] or a buffered stream),
+//!   and the families read at once: PostgreSQL reads never wait for AWS slots, and a
+//!   throttled service, whose calls back off while holding their slots, slows down
+//!   only its own family.
 
 pub mod aws;
+mod catalog;
 pub mod dashboard;
 pub mod elasticache;
 pub mod iam;
@@ -39,10 +50,12 @@ pub mod s3;
 pub mod settings;
 pub mod vector;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use futures::StreamExt;
 
 use crate::connect::ServiceError;
 use crate::resource::{
@@ -88,6 +101,95 @@ impl From<AttributeError> for ProviderError {
     }
 }
 
+/// One resource to read back: its address and its attributes as state records them.
+pub type ReadRequest<'a> = (&'a ResourceAddress, &'a Attributes);
+
+/// What one read answers: the resource as it is, `None` when it is gone.
+pub type ReadResult = Result<Option<Attributes>, ProviderError>;
+
+/// Whether a refresh reads the families that can in bulk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BulkRead {
+    /// In bulk when a batch spans more than [`BULK_MIN_TENANTS`] tenants, one resource
+    /// at a time otherwise (a bulk call reads the whole account, which costs more than
+    /// a few tenants' own reads).
+    #[default]
+    Auto,
+    /// In bulk whatever the batch (for tests comparing the two ways).
+    Always,
+    /// One resource at a time, as `read` does.
+    Never,
+}
+
+impl FromStr for BulkRead {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(BulkRead::Auto),
+            "always" => Ok(BulkRead::Always),
+            "never" => Ok(BulkRead::Never),
+            other => Err(format!(
+                "bulk read mode {other:?} is not one of auto, always, never"
+            )),
+        }
+    }
+}
+
+/// Batches spanning more tenants than this are read in bulk under [`BulkRead::Auto`].
+pub const BULK_MIN_TENANTS: usize = 3;
+
+/// How a provider reads a batch.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadOptions {
+    /// Calls in flight at once to the provider's service.
+    pub parallelism: usize,
+    /// Whether to read in bulk where the family can.
+    pub bulk: BulkRead,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            parallelism: 10,
+            bulk: BulkRead::Auto,
+        }
+    }
+}
+
+impl ReadOptions {
+    /// Whether a family that can read in bulk should, for `reads`.
+    pub fn bulk_for(&self, reads: &[ReadRequest<'_>]) -> bool {
+        match self.bulk {
+            BulkRead::Always => true,
+            BulkRead::Never => false,
+            BulkRead::Auto => {
+                let tenants: BTreeSet<_> = reads.iter().map(|(a, _)| &a.tenant).collect();
+                tenants.len() > BULK_MIN_TENANTS
+            }
+        }
+    }
+}
+
+/// Reads `reads` one at a time through `provider.read`, at most `options.parallelism`
+/// at once, answering in the order asked: what [`Provider::read_many`] does by default.
+pub async fn read_each<P: Provider + ?Sized>(
+    provider: &P,
+    reads: &[ReadRequest<'_>],
+    options: ReadOptions,
+) -> Vec<ReadResult> {
+    // The reads are made up front (nothing runs until polled): a closure inside the
+    // stream would need to be general over lifetimes that `Send` cannot prove here.
+    let pending: Vec<_> = reads
+        .iter()
+        .map(|(address, current)| provider.read(address, current))
+        .collect();
+    futures::stream::iter(pending)
+        .buffered(options.parallelism.max(1))
+        .collect()
+        .await
+}
+
 /// Read, create, update and delete of one family of resources.
 #[async_trait]
 pub trait Provider: Send + Sync {
@@ -98,6 +200,14 @@ pub trait Provider: Send + Sync {
         address: &ResourceAddress,
         current: &Attributes,
     ) -> Result<Option<Attributes>, ProviderError>;
+
+    /// Reads a batch of resources: one answer per request, in the order asked, each
+    /// the one `read` would give. By default one `read` per resource, at most
+    /// `options.parallelism` at once; families that can read many resources in few
+    /// calls override it.
+    async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
+        read_each(self, reads, options).await
+    }
 
     /// Creates the resource; returns its computed attributes (a generated password,
     /// an ARN). Writes `mode`'s token with the object where the service takes it, and
@@ -176,6 +286,54 @@ impl ProviderSet {
             by_type.insert(t, w);
         }
         ProviderSet { by_type }
+    }
+
+    /// Reads `reads` back, each family through its own provider's
+    /// [`Provider::read_many`], all families at once: each bounds its own calls by
+    /// `options.parallelism`, so that one slow or throttled service does not hold up
+    /// the others. One answer per request, in the order asked.
+    pub async fn read_many(
+        &self,
+        reads: &[ReadRequest<'_>],
+        options: ReadOptions,
+    ) -> Vec<ReadResult> {
+        let mut results: Vec<Option<ReadResult>> = vec![None; reads.len()];
+        // Requests grouped by the provider serving them (one provider may serve
+        // several types), in the order first seen.
+        let mut groups: Vec<(Arc<dyn Provider>, Vec<usize>)> = Vec::new();
+        for (i, (address, _)) in reads.iter().enumerate() {
+            match self.get(address.resource_type) {
+                Ok(p) => match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, p)) {
+                    Some((_, indexes)) => indexes.push(i),
+                    None => groups.push((p.clone(), vec![i])),
+                },
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let answers = futures::future::join_all(groups.iter().map(|(p, indexes)| async move {
+            let batch: Vec<ReadRequest<'_>> = indexes.iter().map(|&i| reads[i]).collect();
+            p.read_many(&batch, options).await
+        }))
+        .await;
+        for ((_, indexes), answer) in groups.iter().zip(answers) {
+            let complete = answer.len() == indexes.len();
+            let mut answer = answer.into_iter();
+            for &i in indexes {
+                results[i] = Some(match answer.next().filter(|_| complete) {
+                    Some(r) => r,
+                    None => Err(ProviderError::Config(format!(
+                        "the provider of {} answered a batch read with the wrong number of results",
+                        reads[i].0.resource_type
+                    ))),
+                });
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| Err(ProviderError::Config("a read was not answered".into())))
+            })
+            .collect()
     }
 
     /// The providers serving `types`, each once (a provider may serve several types).

@@ -14,7 +14,8 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio_postgres::error::SqlState;
 
-use super::{CreateMode, Provider, ProviderError};
+use super::catalog::Catalog;
+use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
 use crate::connect::postgres::{
     PostgresConfig, PostgresPool, db_error, execute_once, ident, literal, pooled,
 };
@@ -111,6 +112,21 @@ impl PostgresProvider {
                     .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
                     .collect();
                 client.query(sql, &params).await.map_err(|e| db_error(&e))
+            })
+            .await
+    }
+
+    /// Runs a query whose one parameter, `$1`, is the list `names` (as `text[]`), with
+    /// retries: the catalog read of many resources at once.
+    pub(crate) async fn query_in(
+        &self,
+        sql: &str,
+        names: &[String],
+    ) -> Result<Vec<tokio_postgres::Row>, ProviderError> {
+        self.retry
+            .run(SERVICE, || async {
+                let client = pooled(&self.pool).await?;
+                client.query(sql, &[&names]).await.map_err(|e| db_error(&e))
             })
             .await
     }
@@ -220,13 +236,7 @@ impl PostgresProvider {
                 &[name],
             )
             .await?;
-        Ok(rows.first().map(|row| {
-            let comment: String = row.get(0);
-            Attributes::from([
-                ("name".into(), json!(name)),
-                ("comment".into(), json!(without_create_mark(&comment))),
-            ])
-        }))
+        Ok(rows.first().map(|row| schema_attributes(name, row.get(0))))
     }
 
     async fn create_schema(&self, a: &Attributes, mode: CreateMode) -> Result<(), ProviderError> {
@@ -277,18 +287,7 @@ impl PostgresProvider {
                 &[name],
             )
             .await?;
-        Ok(rows.first().map(|row| {
-            Attributes::from([
-                ("name".into(), json!(name)),
-                ("login".into(), json!(row.get::<_, bool>(0))),
-                ("superuser".into(), json!(row.get::<_, bool>(1))),
-                ("create_db".into(), json!(row.get::<_, bool>(2))),
-                ("create_role".into(), json!(row.get::<_, bool>(3))),
-                ("bypass_rls".into(), json!(row.get::<_, bool>(4))),
-                ("inherit".into(), json!(row.get::<_, bool>(5))),
-                ("connection_limit".into(), json!(row.get::<_, i32>(6))),
-            ])
-        }))
+        Ok(rows.first().map(|row| role_attributes(name, row, 0)))
     }
 
     async fn create_role(
@@ -423,12 +422,7 @@ impl PostgresProvider {
         current: &Attributes,
     ) -> Result<Option<Attributes>, ProviderError> {
         let (_, _, present) = self.grant_target(t, current).await?;
-        if present.is_empty() {
-            return Ok(None);
-        }
-        let mut attrs = current.clone();
-        attrs.insert("privileges".into(), json!(present));
-        Ok(Some(attrs))
+        Ok(grant_attributes(current, present))
     }
 
     async fn converge_grant(
@@ -494,23 +488,7 @@ impl PostgresProvider {
                 &[schema, name],
             )
             .await?;
-        let columns: Vec<Value> = rows
-            .iter()
-            .map(|r| {
-                let identity: String = r.get(4);
-                column_json(
-                    r.get::<_, String>(0).as_str(),
-                    r.get::<_, String>(1).as_str(),
-                    r.get(2),
-                    r.get::<_, Option<String>>(3).as_deref(),
-                    match identity.as_str() {
-                        "a" => Some("always"),
-                        "d" => Some("by default"),
-                        _ => None,
-                    },
-                )
-            })
-            .collect();
+        let columns: Vec<Value> = rows.iter().map(|r| column_of(r, 0)).collect();
         let pk = self
             .query(
                 "SELECT a.attname::text FROM pg_index i \
@@ -523,12 +501,7 @@ impl PostgresProvider {
             )
             .await?;
         let pk: Vec<String> = pk.iter().map(|r| r.get(0)).collect();
-        Ok(Some(Attributes::from([
-            ("schema".into(), json!(schema)),
-            ("name".into(), json!(name)),
-            ("columns".into(), json!(columns)),
-            ("primary_key".into(), json!(pk)),
-        ])))
+        Ok(Some(table_attributes(schema, name, columns, pk)))
     }
 
     fn create_table_sql(attrs: &Attributes, if_not_exists: bool) -> Result<String, ProviderError> {
@@ -627,17 +600,12 @@ impl PostgresProvider {
         let Some(p) = rows.first() else {
             return Ok(None);
         };
-        Ok(Some(Attributes::from([
-            ("schema".into(), json!(schema)),
-            ("table".into(), json!(table)),
-            ("policy".into(), json!(policy)),
-            ("command".into(), json!(p.get::<_, String>(0))),
-            ("enabled".into(), json!(flags.get::<_, bool>(0))),
-            ("forced".into(), json!(flags.get::<_, bool>(1))),
-            ("roles".into(), json!(p.get::<_, Vec<String>>(1))),
-            ("using".into(), json!(p.get::<_, String>(2))),
-            ("with_check".into(), json!(p.get::<_, String>(3))),
-        ])))
+        Ok(Some(row_security_attributes(
+            current,
+            (flags.get(0), flags.get(1)),
+            p,
+            0,
+        )))
     }
 
     fn row_security_flags_sql(attrs: &Attributes, table: &str) -> String {
@@ -717,6 +685,103 @@ struct Column {
     not_null: bool,
     default: Option<String>,
     identity: Option<String>,
+}
+
+// --- what a read answers, whether one resource is read or many at once ------------
+
+pub(crate) fn schema_attributes(name: &str, comment: String) -> Attributes {
+    Attributes::from([
+        ("name".into(), json!(name)),
+        ("comment".into(), json!(without_create_mark(&comment))),
+    ])
+}
+
+/// A role from a `pg_roles` row whose flags start at column `first`: `rolcanlogin,
+/// rolsuper, rolcreatedb, rolcreaterole, rolbypassrls, rolinherit, rolconnlimit`.
+pub(crate) fn role_attributes(name: &str, row: &tokio_postgres::Row, first: usize) -> Attributes {
+    Attributes::from([
+        ("name".into(), json!(name)),
+        ("login".into(), json!(row.get::<_, bool>(first))),
+        ("superuser".into(), json!(row.get::<_, bool>(first + 1))),
+        ("create_db".into(), json!(row.get::<_, bool>(first + 2))),
+        ("create_role".into(), json!(row.get::<_, bool>(first + 3))),
+        ("bypass_rls".into(), json!(row.get::<_, bool>(first + 4))),
+        ("inherit".into(), json!(row.get::<_, bool>(first + 5))),
+        (
+            "connection_limit".into(),
+            json!(row.get::<_, i32>(first + 6)),
+        ),
+    ])
+}
+
+/// A grant with the privileges the role holds; gone when it holds none.
+pub(crate) fn grant_attributes(current: &Attributes, present: Vec<String>) -> Option<Attributes> {
+    if present.is_empty() {
+        return None;
+    }
+    let mut attrs = current.clone();
+    attrs.insert("privileges".into(), json!(present));
+    Some(attrs)
+}
+
+/// A column from a row whose columns start at `first`: `attname, format_type,
+/// attnotnull, default expression, attidentity`.
+pub(crate) fn column_of(row: &tokio_postgres::Row, first: usize) -> Value {
+    let identity: String = row.get(first + 4);
+    column_json(
+        row.get::<_, String>(first).as_str(),
+        row.get::<_, String>(first + 1).as_str(),
+        row.get(first + 2),
+        row.get::<_, Option<String>>(first + 3).as_deref(),
+        match identity.as_str() {
+            "a" => Some("always"),
+            "d" => Some("by default"),
+            _ => None,
+        },
+    )
+}
+
+pub(crate) fn table_attributes(
+    schema: &str,
+    name: &str,
+    columns: Vec<Value>,
+    primary_key: Vec<String>,
+) -> Attributes {
+    Attributes::from([
+        ("schema".into(), json!(schema)),
+        ("name".into(), json!(name)),
+        ("columns".into(), json!(columns)),
+        ("primary_key".into(), json!(primary_key)),
+    ])
+}
+
+/// Row-level security of `current`'s table: its (enabled, forced) flags and its
+/// policy, from a `pg_policies` row whose columns start at `first`: `cmd, roles,
+/// qual, with_check`.
+pub(crate) fn row_security_attributes(
+    current: &Attributes,
+    (enabled, forced): (bool, bool),
+    policy: &tokio_postgres::Row,
+    first: usize,
+) -> Attributes {
+    let name = |k: &str| current.get(k).cloned().unwrap_or(Value::Null);
+    Attributes::from([
+        ("schema".into(), name("schema")),
+        ("table".into(), name("table")),
+        ("policy".into(), name("policy")),
+        ("command".into(), json!(policy.get::<_, String>(first))),
+        ("enabled".into(), json!(enabled)),
+        ("forced".into(), json!(forced)),
+        (
+            "roles".into(),
+            json!(policy.get::<_, Vec<String>>(first + 1)),
+        ),
+        ("using".into(), json!(policy.get::<_, String>(first + 2))),
+        (
+            "with_check".into(),
+            json!(policy.get::<_, String>(first + 3)),
+        ),
+    ])
 }
 
 fn columns(attrs: &Attributes) -> Result<Vec<Column>, ProviderError> {
@@ -810,6 +875,21 @@ impl Provider for PostgresProvider {
             ResourceType::PostgresRowSecurity => self.read_row_security(current).await,
             #[allow(unreachable_patterns)]
             other => Err(unsupported(other)),
+        }
+    }
+
+    /// In bulk: the catalog of every schema and role of the batch in eight queries
+    /// (see [`super::catalog`]).
+    async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
+        if !options.bulk_for(reads) {
+            return read_each(self, reads, options).await;
+        }
+        match Catalog::read(self, reads).await {
+            Ok(catalog) => reads
+                .iter()
+                .map(|(address, current)| catalog.answer(address.resource_type, current))
+                .collect(),
+            Err(e) => reads.iter().map(|_| Err(e.clone())).collect(),
         }
     }
 

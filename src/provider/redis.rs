@@ -13,13 +13,15 @@
 //! SAVE`; otherwise a restarted Redis shows up as drift and the next apply re-creates
 //! the users, with new passwords.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{CreateMode, Provider, ProviderError};
+use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
 use crate::connect::redis::{RedisConfig, redis_error};
 use crate::connect::retry::RetryPolicy;
 use crate::resource::{
@@ -108,6 +110,61 @@ fn user_attributes(name: &str, reply: &Value) -> Attributes {
             _ => {}
         }
     }
+    acl_user_attributes(name, enabled, keys, channels, commands)
+}
+
+/// Every user of an `ACL LIST` reply, with the attributes [`user_attributes`] gives
+/// for its `ACL GETUSER`: one call for all tenants' users instead of one each.
+fn listed_users(reply: &Value) -> HashMap<String, Attributes> {
+    items(reply)
+        .iter()
+        .filter_map(|line| listed_user(&text(line)?))
+        .collect()
+}
+
+/// One `ACL LIST` line (`user NAME on #HASH ~KEYS resetchannels &CHANNELS -@all
+/// +cmd ...`): the flags, then the root selector's keys, channels and command rules,
+/// then any further selectors in parentheses (which `ACL GETUSER` lists apart, and
+/// the attributes leave out).
+fn listed_user(line: &str) -> Option<(String, Attributes)> {
+    let mut words = line.split_whitespace();
+    if words.next()? != "user" {
+        return None;
+    }
+    let name = words.next()?.to_owned();
+    let (mut enabled, mut keys, mut channels, mut commands) =
+        (false, Vec::new(), Vec::new(), Vec::new());
+    let mut in_selector = false;
+    for w in words {
+        if in_selector || w.starts_with('(') {
+            in_selector = !w.ends_with(')');
+        } else if !commands.is_empty() || w.starts_with(['+', '-']) {
+            commands.push(w.to_owned());
+        } else if w == "on" || w == "off" {
+            enabled = w == "on";
+        } else if let Some(k) = w.strip_prefix('~') {
+            keys.push(k.to_owned());
+        } else if w.starts_with('%') {
+            keys.push(w.to_owned());
+        } else if let Some(c) = w.strip_prefix('&')
+            && !c.starts_with(CREATE_MARK)
+        {
+            channels.push(c.to_owned());
+        }
+        // Passwords (`#...`, `nopass`), `resetchannels` and payload flags say nothing
+        // the attributes hold.
+    }
+    let attrs = acl_user_attributes(&name, enabled, keys, channels, commands);
+    Some((name, attrs))
+}
+
+fn acl_user_attributes(
+    name: &str,
+    enabled: bool,
+    keys: Vec<String>,
+    channels: Vec<String>,
+    commands: Vec<String>,
+) -> Attributes {
     Attributes::from([
         ("name".into(), json!(name)),
         ("enabled".into(), json!(enabled)),
@@ -265,6 +322,21 @@ impl Provider for RedisProvider {
             .map(|reply| user_attributes(name, &reply)))
     }
 
+    /// In bulk: every user from one `ACL LIST`.
+    async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
+        if !options.bulk_for(reads) {
+            return read_each(self, reads, options).await;
+        }
+        let users = match self.call(&["ACL".into(), "LIST".into()]).await {
+            Ok(reply) => listed_users(&reply),
+            Err(e) => return reads.iter().map(|_| Err(e.clone())).collect(),
+        };
+        reads
+            .iter()
+            .map(|(_, current)| Ok(users.get(required_str(current, "name")?).cloned()))
+            .collect()
+    }
+
     async fn create(
         &self,
         resource: &Resource,
@@ -379,6 +451,36 @@ mod tests {
         assert_eq!(a["keys"], json!(["tenant:x:*"]));
         assert_eq!(a["channels"], json!([]));
         assert_eq!(a["commands"], json!(["+@all", "-@dangerous"]));
+    }
+
+    #[test]
+    fn an_acl_list_line_gives_what_getuser_gives() {
+        let b = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let list = Value::Array(vec![
+            b("user default on nopass sanitize-payload ~* &* +@all"),
+            b(
+                "user u on sanitize-payload #abc ~tenant:x:* %R~ro:* resetchannels -@all +get +set (~other +ping)",
+            ),
+            b("user v off resetchannels &news &tenantform-create:abc -@all"),
+        ]);
+        let users = listed_users(&list);
+        let getuser = Value::Array(vec![
+            b("flags"),
+            Value::Array(vec![b("on"), b("sanitize-payload")]),
+            b("passwords"),
+            Value::Array(vec![b("abc")]),
+            b("commands"),
+            b("-@all +get +set"),
+            b("keys"),
+            b("~tenant:x:* %R~ro:*"),
+            b("channels"),
+            b(""),
+        ]);
+        assert_eq!(users["u"], user_attributes("u", &getuser));
+        assert_eq!(users["v"]["enabled"], json!(false));
+        assert_eq!(users["v"]["channels"], json!(["news"]));
+        assert_eq!(users["default"]["keys"], json!(["*"]));
+        assert_eq!(users.len(), 3);
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! own API call, so that an update touches only what changed. The policy is its own
 //! resource because it names the tenant's role and so must wait for it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -30,16 +30,42 @@ use super::aws::{
     PROPAGATION, call, create_token_in, is_not_found, policy_text, policy_value, resource_tags,
     tags_with_token,
 };
-use super::{CreateMode, Provider, ProviderError};
+use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
 use crate::connect::aws::{AwsClients, location_region, moto_quirks, sdk_error};
+use crate::connect::limit::CallLimit;
 use crate::connect::retry::RetryPolicy;
 use crate::resource::s3::lifecycle_rule_json;
 use crate::resource::{
-    Attributes, CreateToken, Resource, ResourceAddress, ResourceType, required_str, tags_of,
-    tags_value,
+    Attributes, CreateToken, Resource, ResourceAddress, ResourceType, attr_str, required_str,
+    tags_of, tags_value,
 };
 
 const SERVICE: &str = "S3";
+
+/// The error code of a call about a bucket that does not exist.
+const BUCKET_GONE: &str = "NoSuchBucket";
+
+/// The longest prefix the names share (for `ListBuckets` to list only those like
+/// them).
+fn common_prefix(names: &[&str]) -> String {
+    let Some(first) = names.first() else {
+        return String::new();
+    };
+    let mut len = first.len();
+    for n in &names[1..] {
+        len = first
+            .bytes()
+            .zip(n.bytes())
+            .take(len)
+            .take_while(|(a, b)| a == b)
+            .count();
+    }
+    // Bucket names are ASCII; stay on a character boundary all the same.
+    while !first.is_char_boundary(len) {
+        len -= 1;
+    }
+    first[..len].to_owned()
+}
 
 /// S3 buckets and their policies.
 pub struct S3Provider {
@@ -202,55 +228,86 @@ impl S3Provider {
             Err(e) if is_not_found(e.code()) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let versioning = self.read_versioning(s3, bucket).await?;
-        let lifecycle = call(&self.retry, SERVICE, || {
-            s3.get_bucket_lifecycle_configuration()
-                .bucket(bucket)
-                .send()
-        })
-        .await;
-        let mut rules: Vec<Value> = match lifecycle {
-            Ok(o) => o.rules().iter().map(rule_json).collect(),
-            Err(e) if is_not_found(e.code()) => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        rules.sort_by_key(|r| r["id"].to_string());
-        let pab = call(&self.retry, SERVICE, || {
-            s3.get_public_access_block().bucket(bucket).send()
-        })
-        .await;
-        let pab = match pab {
-            Ok(o) => {
-                let c = o.public_access_block_configuration();
-                let get = |f: fn(&PublicAccessBlockConfiguration) -> Option<bool>| {
-                    c.and_then(f).unwrap_or(false)
-                };
-                json!({
-                    "block_public_acls": get(|c| c.block_public_acls()),
-                    "ignore_public_acls": get(|c| c.ignore_public_acls()),
-                    "block_public_policy": get(|c| c.block_public_policy()),
-                    "restrict_public_buckets": get(|c| c.restrict_public_buckets()),
-                })
-            }
-            Err(e) if is_not_found(e.code()) => Value::Object(
-                PUBLIC_ACCESS_FLAGS
-                    .iter()
-                    .map(|f| (f.to_string(), json!(false)))
-                    .collect(),
-            ),
-            Err(e) => return Err(e),
-        };
-        let tags = call(&self.retry, SERVICE, || {
-            s3.get_bucket_tagging().bucket(bucket).send()
-        })
-        .await;
-        let tags = match tags {
-            Ok(o) => tags_value(resource_tags(
-                o.tag_set().iter().map(|t| (t.key(), t.value())),
-            )),
-            Err(e) if is_not_found(e.code()) => tags_value(Vec::<(String, String)>::new()),
-            Err(e) => return Err(e),
-        };
+        self.bucket_configuration(s3, bucket, region, &CallLimit::new(1))
+            .await
+    }
+
+    /// The bucket's attributes once it is known to exist in `region`: its versioning,
+    /// lifecycle, public access block and tags, one call each (S3 has no call that
+    /// returns more than one), at most `limit` of them at once. `None` if the bucket
+    /// turns out to be gone.
+    async fn bucket_configuration(
+        &self,
+        s3: &aws_sdk_s3::Client,
+        bucket: &str,
+        region: String,
+        limit: &CallLimit,
+    ) -> Result<Option<Attributes>, ProviderError> {
+        let versioning = limit.run(self.read_versioning(s3, bucket));
+        let lifecycle = limit.run(async {
+            let lifecycle = call(&self.retry, SERVICE, || {
+                s3.get_bucket_lifecycle_configuration()
+                    .bucket(bucket)
+                    .send()
+            })
+            .await;
+            let mut rules: Vec<Value> = match lifecycle {
+                Ok(o) => o.rules().iter().map(rule_json).collect(),
+                Err(e) if is_not_found(e.code()) && e.code() != BUCKET_GONE => Vec::new(),
+                Err(e) => return Err(e),
+            };
+            rules.sort_by_key(|r| r["id"].to_string());
+            Ok(rules)
+        });
+        let pab = limit.run(async {
+            let pab = call(&self.retry, SERVICE, || {
+                s3.get_public_access_block().bucket(bucket).send()
+            })
+            .await;
+            Ok(match pab {
+                Ok(o) => {
+                    let c = o.public_access_block_configuration();
+                    let get = |f: fn(&PublicAccessBlockConfiguration) -> Option<bool>| {
+                        c.and_then(f).unwrap_or(false)
+                    };
+                    json!({
+                        "block_public_acls": get(|c| c.block_public_acls()),
+                        "ignore_public_acls": get(|c| c.ignore_public_acls()),
+                        "block_public_policy": get(|c| c.block_public_policy()),
+                        "restrict_public_buckets": get(|c| c.restrict_public_buckets()),
+                    })
+                }
+                Err(e) if is_not_found(e.code()) && e.code() != BUCKET_GONE => Value::Object(
+                    PUBLIC_ACCESS_FLAGS
+                        .iter()
+                        .map(|f| (f.to_string(), json!(false)))
+                        .collect(),
+                ),
+                Err(e) => return Err(e),
+            })
+        });
+        let tags = limit.run(async {
+            let tags = call(&self.retry, SERVICE, || {
+                s3.get_bucket_tagging().bucket(bucket).send()
+            })
+            .await;
+            Ok(match tags {
+                Ok(o) => tags_value(resource_tags(
+                    o.tag_set().iter().map(|t| (t.key(), t.value())),
+                )),
+                Err(e) if is_not_found(e.code()) && e.code() != BUCKET_GONE => {
+                    tags_value(Vec::<(String, String)>::new())
+                }
+                Err(e) => return Err(e),
+            })
+        });
+        let (versioning, rules, pab, tags) =
+            match tokio::try_join!(versioning, lifecycle, pab, tags) {
+                Ok(read) => read,
+                // Deleted while being read.
+                Err(e) if e.code() == BUCKET_GONE => return Ok(None),
+                Err(e) => return Err(e),
+            };
         Ok(Some(Attributes::from([
             ("bucket".into(), json!(bucket)),
             ("region".into(), json!(region)),
@@ -260,6 +317,86 @@ impl S3Provider {
             ("tags".into(), tags),
             ("arn".into(), json!(format!("arn:aws:s3:::{bucket}"))),
         ])))
+    }
+
+    /// The buckets of `region` whose names start with `prefix`: one `ListBuckets`
+    /// (filtered by region and prefix) per page of 10,000.
+    async fn buckets_in(
+        &self,
+        region: &str,
+        prefix: &str,
+    ) -> Result<HashSet<String>, ProviderError> {
+        let s3 = self.aws.s3(region);
+        let mut names = HashSet::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = call(&self.retry, SERVICE, || {
+                s3.list_buckets()
+                    .bucket_region(region)
+                    .prefix(prefix)
+                    .max_buckets(10_000)
+                    .set_continuation_token(token.clone())
+                    .send()
+            })
+            .await?;
+            names.extend(
+                page.buckets()
+                    .iter()
+                    .filter_map(|b| b.name())
+                    .map(str::to_owned),
+            );
+            match page.continuation_token() {
+                Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                _ => return Ok(names),
+            }
+        }
+    }
+
+    /// In bulk: one listing per region says which buckets exist there (what
+    /// `HeadBucket` and `GetBucketLocation` say of one bucket); then each listed
+    /// bucket's four sub-configurations and each policy, all at once under one limit.
+    /// A bucket not listed in its recorded region (deleted, or re-created elsewhere)
+    /// is read on its own, as `read` does.
+    async fn read_all(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
+        let mut by_region: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (address, current) in reads {
+            if address.resource_type == ResourceType::S3Bucket
+                && let (Some(region), Some(bucket)) =
+                    (attr_str(current, "region"), attr_str(current, "bucket"))
+            {
+                by_region.entry(region).or_default().push(bucket);
+            }
+        }
+        let mut listed: HashMap<&str, HashSet<String>> = HashMap::new();
+        for (region, buckets) in &by_region {
+            match self.buckets_in(region, &common_prefix(buckets)).await {
+                Ok(names) => {
+                    listed.insert(region, names);
+                }
+                Err(e) => return reads.iter().map(|_| Err(e.clone())).collect(),
+            }
+        }
+        let limit = CallLimit::new(options.parallelism);
+        let answers = reads.iter().map(|(address, current)| {
+            let (limit, listed) = (&limit, &listed);
+            async move {
+                match address.resource_type {
+                    ResourceType::S3Bucket => {
+                        let (s3, bucket) = self.client(current)?;
+                        let region = required_str(current, "region")?;
+                        if listed.get(region).is_some_and(|l| l.contains(&bucket)) {
+                            self.bucket_configuration(&s3, &bucket, region.to_owned(), limit)
+                                .await
+                        } else {
+                            limit.run(self.read_bucket(current)).await
+                        }
+                    }
+                    ResourceType::S3BucketPolicy => limit.run(self.read_policy(current)).await,
+                    other => Err(unsupported(other)),
+                }
+            }
+        });
+        futures::future::join_all(answers).await
     }
 
     /// `Enabled`, `Suspended`, or `` (never enabled).
@@ -679,6 +816,16 @@ impl Provider for S3Provider {
             ResourceType::S3BucketPolicy => self.read_policy(current).await,
             other => Err(unsupported(other)),
         }
+    }
+
+    /// In bulk where S3 allows: whether buckets exist, and where, from one listing
+    /// per region; the sub-configurations S3 has no bulk read for, per bucket, all at
+    /// once (see [`S3Provider::read_all`]).
+    async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
+        if !options.bulk_for(reads) {
+            return read_each(self, reads, options).await;
+        }
+        self.read_all(reads, options).await
     }
 
     async fn create(

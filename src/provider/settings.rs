@@ -3,6 +3,7 @@
 //! gateway, indexer) read. The table is the platform's and is created on first use,
 //! idempotently; tenants' roles get nothing on it.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -10,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 use super::postgres::PostgresProvider;
-use super::{CreateMode, Provider, ProviderError};
+use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
 use crate::connect::postgres::literal;
 use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType, required_str, schema};
 
@@ -19,6 +20,16 @@ const UNIQUE_VIOLATION: &str = "23505";
 
 /// The registry table, schema-qualified.
 pub const TABLE: &str = "tenantform.tenant_settings";
+
+/// A settings row's attributes: the tenant and the fields of its document.
+fn settings_attributes(tenant: &str, document: &str) -> Attributes {
+    let doc: Value = serde_json::from_str(document).unwrap_or(Value::Null);
+    let mut attrs = Attributes::from([("tenant".into(), json!(tenant))]);
+    if let Value::Object(map) = doc {
+        attrs.extend(map);
+    }
+    attrs
+}
 
 /// The tenants' rows in the settings registry table ([`TABLE`]).
 pub struct TenantSettingsProvider {
@@ -64,6 +75,41 @@ impl TenantSettingsProvider {
             })
             .await
             .map(|_| ())
+    }
+
+    /// The rows of every tenant of `reads`, in one query (and one to see whether the
+    /// table exists yet).
+    async fn read_all(&self, reads: &[ReadRequest<'_>]) -> Result<Vec<ReadResult>, ProviderError> {
+        let tenants = reads
+            .iter()
+            .map(|(_, current)| required_str(current, "tenant").map(str::to_owned))
+            .collect::<Result<BTreeSet<String>, _>>()?;
+        let exists = self
+            .pg
+            .query("SELECT to_regclass($1) IS NOT NULL", &[TABLE])
+            .await?;
+        let rows = if exists.first().is_some_and(|r| r.get::<_, bool>(0)) {
+            let tenants: Vec<String> = tenants.into_iter().collect();
+            self.pg
+                .query_in(
+                    &format!("SELECT tenant, settings::text FROM {TABLE} WHERE tenant = ANY($1)"),
+                    &tenants,
+                )
+                .await?
+        } else {
+            Vec::new()
+        };
+        let documents: HashMap<String, String> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        Ok(reads
+            .iter()
+            .map(|(_, current)| {
+                let tenant = required_str(current, "tenant")?;
+                Ok(documents
+                    .get(tenant)
+                    .map(|d| settings_attributes(tenant, d)))
+            })
+            .collect())
     }
 
     /// The settings document: every attribute but the key.
@@ -119,15 +165,20 @@ impl Provider for TenantSettingsProvider {
                 &[tenant],
             )
             .await?;
-        let Some(row) = rows.first() else {
-            return Ok(None);
-        };
-        let doc: Value = serde_json::from_str(&row.get::<_, String>(0)).unwrap_or(Value::Null);
-        let mut attrs = Attributes::from([("tenant".into(), json!(tenant))]);
-        if let Value::Object(map) = doc {
-            attrs.extend(map);
+        Ok(rows
+            .first()
+            .map(|row| settings_attributes(tenant, &row.get::<_, String>(0))))
+    }
+
+    /// In bulk: the settings rows of every tenant of the batch in one query.
+    async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
+        if !options.bulk_for(reads) {
+            return read_each(self, reads, options).await;
         }
-        Ok(Some(attrs))
+        match self.read_all(reads).await {
+            Ok(answers) => answers,
+            Err(e) => reads.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 
     async fn create(

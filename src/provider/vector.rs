@@ -15,6 +15,7 @@
 //! no USAGE on the schema. The `vector` extension is created once per database,
 //! idempotently, before the first table.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -22,7 +23,7 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 
 use super::postgres::PostgresProvider;
-use super::{CreateMode, Provider, ProviderError};
+use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
 use crate::connect::postgres::ident;
 use crate::resource::{Attributes, Resource, ResourceAddress, required_int, required_str};
 
@@ -146,6 +147,98 @@ impl PgvectorProvider {
     }
 }
 
+impl PgvectorProvider {
+    async fn read_all(&self, reads: &[ReadRequest<'_>]) -> Result<Vec<ReadResult>, ProviderError> {
+        let mut schemas = BTreeSet::new();
+        for (_, current) in reads {
+            schemas.insert(required_str(current, "schema")?.to_owned());
+        }
+        let schemas: Vec<String> = schemas.into_iter().collect();
+        let (columns, indexes) = tokio::try_join!(
+            self.pg.query_in(
+                "SELECT n.nspname::text, c.relname::text, a.atttypmod \
+                 FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_type t ON t.oid = a.atttypid \
+                 WHERE n.nspname::text = ANY($1) AND a.attname = 'embedding' \
+                 AND NOT a.attisdropped AND t.typname = 'vector'",
+                &schemas,
+            ),
+            self.pg.query_in(
+                "SELECT n.nspname::text, tc.relname::text, ic.relname::text, \
+                        am.amname::text, opc.opcname::text, coalesce(ic.reloptions, '{}'::text[]) \
+                 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
+                 JOIN pg_am am ON am.oid = ic.relam JOIN pg_opclass opc ON opc.oid = i.indclass[0] \
+                 JOIN pg_class tc ON tc.oid = i.indrelid JOIN pg_namespace n ON n.oid = tc.relnamespace \
+                 WHERE n.nspname::text = ANY($1)",
+                &schemas,
+            ),
+        )?;
+        let key = |r: &tokio_postgres::Row, n: usize| -> Vec<String> {
+            (0..n).map(|i| r.get::<_, String>(i)).collect()
+        };
+        let dimensions: HashMap<Vec<String>, i32> =
+            columns.iter().map(|r| (key(r, 2), r.get(2))).collect();
+        let indexes: HashMap<Vec<String>, &tokio_postgres::Row> =
+            indexes.iter().map(|r| (key(r, 3), r)).collect();
+        reads
+            .iter()
+            .map(|(_, current)| {
+                let schema = required_str(current, "schema")?;
+                let table = required_str(current, "table")?;
+                let (_, index) = Self::names(current)?;
+                let Some(&dimension) = dimensions.get(&vec![schema.to_owned(), table.to_owned()])
+                else {
+                    return Ok(Ok(None));
+                };
+                let index = indexes
+                    .get(&vec![schema.to_owned(), table.to_owned(), index])
+                    .copied();
+                Ok(Ok(Some(namespace_attributes(
+                    schema, table, dimension, index, 3,
+                ))))
+            })
+            .collect()
+    }
+}
+
+/// A namespace's attributes from its column's dimension and its index, from a row
+/// whose columns start at `first`: `amname, opcname, reloptions`.
+fn namespace_attributes(
+    schema: &str,
+    table: &str,
+    dimension: i32,
+    index: Option<&tokio_postgres::Row>,
+    first: usize,
+) -> Attributes {
+    // A missing or foreign index reads as distance "none", which plans an update
+    // that builds it again.
+    let (mut distance, mut m, mut ef) = ("none".to_owned(), 0i64, 0i64);
+    if let Some(row) = index
+        && row.get::<_, String>(first) == "hnsw"
+    {
+        distance = distance_of(&row.get::<_, String>(first + 1)).to_owned();
+        // pgvector's defaults apply to options the index was built without.
+        m = 16;
+        ef = 64;
+        for opt in row.get::<_, Vec<String>>(first + 2) {
+            match opt.split_once('=') {
+                Some(("m", v)) => m = v.parse().unwrap_or(0),
+                Some(("ef_construction", v)) => ef = v.parse().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    Attributes::from([
+        ("backend".into(), json!(PgvectorProvider::BACKEND)),
+        ("schema".into(), json!(schema)),
+        ("table".into(), json!(table)),
+        ("dimension".into(), json!(dimension)),
+        ("distance".into(), json!(distance)),
+        ("hnsw_m".into(), json!(m)),
+        ("hnsw_ef_construction".into(), json!(ef)),
+    ])
+}
+
 #[async_trait]
 impl Provider for PgvectorProvider {
     async fn read(
@@ -170,7 +263,7 @@ impl Provider for PgvectorProvider {
             return Ok(None);
         };
         let dimension: i32 = column.get(0);
-        let index_rows = self
+        let index = self
             .pg
             .query(
                 "SELECT am.amname::text, opc.opcname::text, coalesce(ic.reloptions, '{}'::text[]) \
@@ -181,33 +274,25 @@ impl Provider for PgvectorProvider {
                 &[schema, table, &index],
             )
             .await?;
-        // A missing or foreign index reads as distance "none", which plans an update
-        // that builds it again.
-        let (mut distance, mut m, mut ef) = ("none".to_owned(), 0i64, 0i64);
-        if let Some(row) = index_rows.first()
-            && row.get::<_, String>(0) == "hnsw"
-        {
-            distance = distance_of(&row.get::<_, String>(1)).to_owned();
-            // pgvector's defaults apply to options the index was built without.
-            m = 16;
-            ef = 64;
-            for opt in row.get::<_, Vec<String>>(2) {
-                match opt.split_once('=') {
-                    Some(("m", v)) => m = v.parse().unwrap_or(0),
-                    Some(("ef_construction", v)) => ef = v.parse().unwrap_or(0),
-                    _ => {}
-                }
-            }
+        Ok(Some(namespace_attributes(
+            schema,
+            table,
+            dimension,
+            index.first(),
+            0,
+        )))
+    }
+
+    /// In bulk: the vector columns and the indexes of every schema of the batch, in
+    /// two queries.
+    async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
+        if !options.bulk_for(reads) {
+            return read_each(self, reads, options).await;
         }
-        Ok(Some(Attributes::from([
-            ("backend".into(), json!(Self::BACKEND)),
-            ("schema".into(), json!(schema)),
-            ("table".into(), json!(table)),
-            ("dimension".into(), json!(dimension)),
-            ("distance".into(), json!(distance)),
-            ("hnsw_m".into(), json!(m)),
-            ("hnsw_ef_construction".into(), json!(ef)),
-        ])))
+        match self.read_all(reads).await {
+            Ok(answers) => answers,
+            Err(e) => reads.iter().map(|_| Err(e.clone())).collect(),
+        }
     }
 
     async fn create(

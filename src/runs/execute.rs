@@ -53,6 +53,7 @@ impl RunContext {
             policy_dir: None,
             run: Some(lease.run()),
             environment: self.environment.clone(),
+            bulk_read: crate::engine::BulkRead::Auto,
         })
     }
 }

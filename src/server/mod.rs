@@ -98,6 +98,7 @@ impl ApiState {
             policy_dir: None,
             run: None,
             environment: config.runs.environment.clone(),
+            bulk_read: crate::engine::BulkRead::Auto,
         })
         .with_registry(config.pg.clone());
         ApiState {

@@ -747,6 +747,14 @@ impl Provider for CountingProvider {
         self.inner.read(address, current).await
     }
 
+    async fn read_many(
+        &self,
+        reads: &[tenantform::provider::ReadRequest<'_>],
+        options: tenantform::provider::ReadOptions,
+    ) -> Vec<tenantform::provider::ReadResult> {
+        self.inner.read_many(reads, options).await
+    }
+
     async fn create(
         &self,
         resource: &Resource,
