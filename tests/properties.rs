@@ -1,6 +1,6 @@
 //! Properties of the core (spec -> blueprint -> plan -> graph) over random valid specs,
 //! with no service: apply is simulated the way the executor records it, by writing each
-//! change's `after` into the tenant's state.
+//! change's `after` into the tenant's state, with the secrets the providers generate.
 //!
 //! - A plan's graph has an edge only where the blueprint declared a dependency (or a
 //!   replace orders its own delete before its create), and is acyclic.
@@ -16,7 +16,7 @@ use proptest::prelude::*;
 use tenantform::blueprint::tenant_blueprint;
 use tenantform::plan::graph::{ActionGraph, StepKind};
 use tenantform::plan::{Action, Plan, PlanMode, TenantInput, TenantPlan, plan_tenant};
-use tenantform::resource::ResourceAddress;
+use tenantform::resource::{ResourceAddress, schema};
 use tenantform::spec::{Specs, TenantSpec};
 use tenantform::state::{ResourceState, ResourceStatus, TenantState};
 
@@ -112,6 +112,14 @@ fn apply_to(state: &mut TenantState, plan: &TenantPlan) {
                 {
                     for (k, v) in &old.attributes {
                         attributes.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+                // The provider generates each secret it cannot read back and records it.
+                for a in schema(c.address.resource_type).attributes {
+                    if a.computed && a.sensitive && !a.readable {
+                        attributes
+                            .entry(a.name.to_owned())
+                            .or_insert_with(|| "generated".into());
                     }
                 }
                 state.resources.insert(
