@@ -479,6 +479,22 @@ async fn tenants_terraform_made_are_adopted_without_recreating_anything() {
         "the role's password is rotated: {}",
         run.stdout
     );
+    // The attachment's policy ARN in the mapping is in the account the plan read.
+    let attachment = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("iam_role_policy_attachment.documents_access ("))
+        .unwrap_or_else(|| panic!("{}", run.stdout));
+    let account = attachment
+        .split("arn:aws:iam::")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_default();
+    assert!(
+        account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()),
+        "{attachment}"
+    );
+    assert!(!run.stdout.contains("{aws_account_id}"), "{}", run.stdout);
     nothing_written("dry run");
 
     // Adopted, from where the old setup kept its state: a bucket, through the S3 API.
