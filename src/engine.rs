@@ -999,9 +999,13 @@ impl Engine {
         }
         // Candidate states: each adopted object recorded with what the spec names it,
         // then read back from its endpoint; the plan diffs what was read.
+        // The record of where they came from goes in now: the plan tells an adopted
+        // object's differences from a spec change by it.
+        let now = Utc::now();
         let mut states = BTreeMap::new();
         for (tenant, objects) in &adoption.tenants {
             let mut state = runs[tenant].state.clone();
+            state.adopted_from = Some(adoption.record_for(tenant, now));
             for o in objects {
                 let s = schema(o.address.resource_type);
                 let attributes: Attributes = o
@@ -1053,11 +1057,9 @@ impl Engine {
         }
         let committed = adoption.refusals.is_empty() && !options.dry_run;
         if committed {
-            let now = Utc::now();
             for (tenant, state) in states {
                 let run = runs.get_mut(&tenant).expect("locked tenant");
                 run.state = state.expect("a candidate state");
-                run.state.adopted_from = Some(adoption.record_for(&tenant, now));
                 store.write(&run.lock, &mut run.state).await?;
             }
         }

@@ -479,6 +479,15 @@ async fn tenants_terraform_made_are_adopted_without_recreating_anything() {
         "the role's password is rotated: {}",
         run.stdout
     );
+    // What Terraform left differs from the spec for that reason, not a spec change.
+    assert!(
+        run.stdout.contains(&format!(
+            "{}/iam_role.app will be updated in place (adopted from Terraform; differs from the spec in ",
+            gold.id
+        )),
+        "{}",
+        run.stdout
+    );
     // The attachment's policy ARN in the mapping is in the account the plan read.
     let attachment = run
         .stdout

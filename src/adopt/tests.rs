@@ -284,7 +284,8 @@ fn objects_some_state_already_holds_are_refused_naming_the_owner() {
     );
 }
 
-/// The candidate state the engine makes: every adopted object as the spec names it.
+/// The candidate state the engine makes: every adopted object as the spec names it,
+/// with the record of where it came from.
 fn candidate(a: &Adoption, tenant: &TenantId) -> TenantState {
     let mut state = TenantState::new(tenant.clone());
     for o in &a.tenants[tenant] {
@@ -300,6 +301,7 @@ fn candidate(a: &Adoption, tenant: &TenantId) -> TenantState {
             },
         );
     }
+    state.adopted_from = Some(a.record_for(tenant, Utc::now()));
     state
 }
 
@@ -435,4 +437,74 @@ fn the_mapping_shows_the_account_the_plan_read_and_keeps_the_placeholder() {
         human.contains("arn:aws:iam::{aws_account_id}:policy/"),
         "{human}"
     );
+}
+
+#[test]
+fn an_adopted_object_that_differs_from_the_spec_says_so_until_it_is_applied() {
+    use crate::plan::ActionReason;
+    let specs = old_naming();
+    let a = map(&fixture(), &specs, &AdoptOptions::default());
+    let tenant: TenantId = "retail-chain".parse().unwrap();
+    let mut state = candidate(&a, &tenant);
+    // As Terraform left it: the role with another description (changed in place).
+    state
+        .resources
+        .get_mut("iam_role.app")
+        .unwrap()
+        .attributes
+        .insert("description".into(), json!("Application role"));
+    let read: BTreeMap<String, Option<Attributes>> = state
+        .resources
+        .iter()
+        .map(|(k, r)| (k.clone(), Some(r.attributes.clone())))
+        .collect();
+    let plan = |state: &TenantState| plan_candidate(&specs, state, &read);
+    let role = |p: &crate::plan::TenantPlan| {
+        p.changes
+            .iter()
+            .find(|c| c.address.local() == "iam_role.app")
+            .unwrap()
+            .clone()
+    };
+    let adopted = plan(&state);
+    let change = role(&adopted);
+    assert_eq!(change.action, Action::Update);
+    assert_eq!(
+        change.reason,
+        ActionReason::Adopted {
+            from: "Terraform".into(),
+            attributes: vec!["description".into()],
+        }
+    );
+    let rendered = plan_of(vec![adopted], None);
+    let human = crate::plan::render::human(&rendered, Style { color: false });
+    assert!(
+        human.contains(
+            "retail-chain/iam_role.app will be updated in place (adopted from Terraform; differs from the spec in description)"
+        ),
+        "{human}"
+    );
+    let json = crate::plan::render::json(&rendered);
+    let entry = json["resource_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "retail-chain/iam_role.app")
+        .unwrap();
+    assert_eq!(
+        entry["reason"],
+        json!({
+            "kind": "adopted",
+            "from": "Terraform",
+            "attributes": ["description"],
+            "description": "adopted from Terraform; differs from the spec in description",
+        })
+    );
+    // Once applied, a difference is the spec's again.
+    state.applied_spec = Some((&specs.tenants[&tenant]).into());
+    assert_eq!(role(&plan(&state)).reason, ActionReason::SpecChanged);
+    // A resource tenantform created says the spec changed, as before.
+    state.applied_spec = None;
+    state.adopted_from = None;
+    assert_eq!(role(&plan(&state)).reason, ActionReason::SpecChanged);
 }
