@@ -985,29 +985,26 @@ impl Engine {
         if !adoption.refusals.is_empty() || adoption.tenants.is_empty() {
             return Ok(refused(adoption));
         }
-        // Who holds what: every stored state, read as it is (another tenant's state that
-        // names an object of this one is exactly what must be found, not an error).
+        // Who holds what is read under the adopted tenants' locks, so that their own
+        // states cannot change before the commit, and read again just before it.
+        let tenants: Vec<TenantId> = adoption.tenants.keys().cloned().collect();
+        let (mut runs, _) = self.lock_tenants(&specs, &tenants, "adopt").await?;
         let store = self.state_store().await?;
-        let mut stored = Vec::new();
-        for t in store.tenants().await? {
-            if let Some(state) = store.load(&t).await? {
-                stored.push(state);
-            }
-        }
         adoption
             .refusals
-            .extend(adopt::conflicts(&adoption, &stored));
-        drop(stored);
+            .extend(self.adoption_conflicts(&adoption, &runs).await?);
         if !adoption.refusals.is_empty() {
             return Ok(refused(adoption));
         }
-        let tenants: Vec<TenantId> = adoption.tenants.keys().cloned().collect();
-        let (mut runs, _) = self.lock_tenants(&specs, &tenants, "adopt").await?;
         // Candidate states: each adopted object recorded with what the spec names it,
         // then read back from its endpoint; the plan diffs what was read.
+        // The record of where they came from goes in now: the plan tells an adopted
+        // object's differences from a spec change by it.
+        let now = Utc::now();
         let mut states = BTreeMap::new();
         for (tenant, objects) in &adoption.tenants {
             let mut state = runs[tenant].state.clone();
+            state.adopted_from = Some(adoption.record_for(tenant, now));
             for o in objects {
                 let s = schema(o.address.resource_type);
                 let attributes: Attributes = o
@@ -1050,13 +1047,18 @@ impl Engine {
         adoption
             .refusals
             .extend(adopt::plan_refusals(&adoption, &plan, &refreshed));
+        if adoption.refusals.is_empty() {
+            // Another tenant's state may have been written while the objects were read
+            // back: what it holds now decides, right before anything is written.
+            adoption
+                .refusals
+                .extend(self.adoption_conflicts(&adoption, &runs).await?);
+        }
         let committed = adoption.refusals.is_empty() && !options.dry_run;
         if committed {
-            let now = Utc::now();
             for (tenant, state) in states {
                 let run = runs.get_mut(&tenant).expect("locked tenant");
                 run.state = state.expect("a candidate state");
-                run.state.adopted_from = Some(adoption.record_for(&tenant, now));
                 store.write(&run.lock, &mut run.state).await?;
             }
         }
@@ -1066,6 +1068,28 @@ impl Engine {
             dry_run: options.dry_run,
             committed,
         })
+    }
+
+    /// The objects of `adoption` that a stored state holds now ([`adopt::conflicts`]):
+    /// the adopted tenants' states as loaded under their locks (`runs`), every other
+    /// tenant's as stored (read as it is: another tenant's state that names an object
+    /// of an adopted one is exactly what must be found, not an error).
+    async fn adoption_conflicts(
+        &self,
+        adoption: &Adoption,
+        runs: &BTreeMap<TenantId, TenantRun>,
+    ) -> Result<Vec<adopt::Refusal>, Error> {
+        let store = self.state_store().await?;
+        let mut stored: Vec<TenantState> = runs.values().map(|r| r.state.clone()).collect();
+        for t in store.tenants().await? {
+            if runs.contains_key(&t) {
+                continue;
+            }
+            if let Some(state) = store.load(&t).await? {
+                stored.push(state);
+            }
+        }
+        Ok(adopt::conflicts(adoption, &stored))
     }
 
     /// Deletes everything a tenant's state holds, in reverse dependency order, whatever

@@ -245,6 +245,80 @@ fn tf_resource<'a>(state: &'a mut Value, id: &str, tf_type: &str) -> &'a mut Val
         .unwrap_or_else(|| panic!("{tf_type} of {id}"))
 }
 
+/// A tenantform state of `tenant` (serial 1 of `lineage`) that holds `bucket`.
+fn state_holding_bucket(tenant: &str, lineage: &str, bucket: &str) -> Value {
+    json!({
+        "format_version": 1, "tenant": tenant, "serial": 1,
+        "lineage": lineage, "protected": false,
+        "updated_at": "2026-01-01T00:00:00Z",
+        "resources": {"s3_bucket.documents": {
+            "type": "s3_bucket", "name": "documents", "status": "created",
+            "attributes": {"bucket": bucket, "region": "us-east-1"}, "depends_on": []}}
+    })
+}
+
+/// Another tenant's state written as the adopted tenant's lock is taken (a trigger on
+/// the lock table writes it in the statement that takes the lock) is seen: who holds
+/// what is read under the locks, so the adoption is refused and writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_written_while_the_locks_are_taken_is_seen() {
+    let gold = TenantDef::new("tfrace", "gold");
+    let other = TenantDef::new("tfother", "silver");
+    let ws = Workspace::with_backend(&[gold.clone(), other.clone()], Backend::Postgres).await;
+    let bucket = format!("rag-{}-documents", gold.id);
+    let from = ws.dir.path().join("race.tfstate");
+    write_json(
+        &from,
+        &json!({
+            "version": 4, "terraform_version": "1.11.0", "serial": 3,
+            "lineage": "5f0e8d1c-0000-4000-8000-000000000003",
+            "resources": [{
+                "module": format!("module.tenant[\"{}\"]", gold.id),
+                "mode": "managed", "type": "aws_s3_bucket", "name": "documents",
+                "provider": "provider[\"registry.terraform.io/hashicorp/aws\"]",
+                "instances": [{"schema_version": 0, "attributes": {"bucket": bucket, "id": bucket}}]
+            }]
+        }),
+    );
+    let planted = state_holding_bucket(&other.id, "0193a5b0-0000-7000-8000-000000000002", &bucket);
+    ws.admin()
+        .await
+        .batch_execute(&format!(
+            "CREATE FUNCTION plant_state() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+               INSERT INTO tenantform_state.states \
+                 (tenant, format_version, serial, lineage, document, written_at, written_by) \
+               VALUES ('{other}', 1, 1, '0193a5b0-0000-7000-8000-000000000002', \
+                 '{planted}'::jsonb, now(), '{{}}'::jsonb) ON CONFLICT DO NOTHING; \
+               RETURN NULL; END $$; \
+             CREATE TRIGGER plant_state AFTER INSERT OR UPDATE ON tenantform_state.locks \
+               FOR EACH ROW WHEN (NEW.tenant = '{gold}') EXECUTE FUNCTION plant_state();",
+            other = other.id,
+            gold = gold.id,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        ws.state_json(&other.id).is_none(),
+        "planted only by the lock"
+    );
+
+    let run = ws
+        .run(&["adopt", "--from-tfstate", from.to_str().unwrap()])
+        .code(1);
+    assert!(
+        run.stdout
+            .contains(&format!("{bucket} already belongs to tenant {}", other.id)),
+        "{}",
+        run.all()
+    );
+    assert!(ws.state_json(&gold.id).is_none(), "nothing written");
+    assert_eq!(
+        ws.state_json(&other.id).unwrap()["resources"],
+        planted["resources"],
+        "the other state is left as it was"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_terraform_made_are_adopted_without_recreating_anything() {
     if let Some(why) = terraform_missing() {
@@ -370,14 +444,7 @@ async fn tenants_terraform_made_are_adopted_without_recreating_anything() {
     fs::create_dir_all(silver_state.parent().unwrap()).unwrap();
     write_json(
         &silver_state,
-        &json!({
-            "format_version": 1, "tenant": silver.id, "serial": 1,
-            "lineage": "0193a5b0-0000-7000-8000-000000000001", "protected": false,
-            "updated_at": "2026-01-01T00:00:00Z",
-            "resources": {"s3_bucket.documents": {
-                "type": "s3_bucket", "name": "documents", "status": "created",
-                "attributes": {"bucket": bucket, "region": "us-east-1"}, "depends_on": []}}
-        }),
+        &state_holding_bucket(&silver.id, "0193a5b0-0000-7000-8000-000000000001", &bucket),
     );
     let planted = fs::read(&silver_state).unwrap();
     let run = ws
@@ -412,6 +479,31 @@ async fn tenants_terraform_made_are_adopted_without_recreating_anything() {
         "the role's password is rotated: {}",
         run.stdout
     );
+    // What Terraform left differs from the spec for that reason, not a spec change.
+    assert!(
+        run.stdout.contains(&format!(
+            "{}/iam_role.app will be updated in place (adopted from Terraform; differs from the spec in ",
+            gold.id
+        )),
+        "{}",
+        run.stdout
+    );
+    // The attachment's policy ARN in the mapping is in the account the plan read.
+    let attachment = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("iam_role_policy_attachment.documents_access ("))
+        .unwrap_or_else(|| panic!("{}", run.stdout));
+    let account = attachment
+        .split("arn:aws:iam::")
+        .nth(1)
+        .and_then(|rest| rest.split(':').next())
+        .unwrap_or_default();
+    assert!(
+        account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()),
+        "{attachment}"
+    );
+    assert!(!run.stdout.contains("{aws_account_id}"), "{}", run.stdout);
     nothing_written("dry run");
 
     // Adopted, from where the old setup kept its state: a bucket, through the S3 API.

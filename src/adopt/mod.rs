@@ -44,6 +44,7 @@ use crate::plan::identity::physical_id;
 use crate::plan::render::Style;
 use crate::plan::{Action, Plan};
 use crate::report::Report;
+use crate::resource::iam::with_account;
 use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType, TenantId, attr_str};
 use crate::spec::{Specs, printable};
 use crate::state::{ADOPTED_FROM_VERSION, AdoptedFrom, AdoptedObject, ResourceStatus, TenantState};
@@ -720,7 +721,27 @@ impl AdoptionReport {
 impl Report for AdoptionReport {
     const NAME: &'static str = "an adoption report";
 
+    /// The account the plan read stands in for the placeholder in the mapping's ARNs
+    /// too, as it does in the plan.
     fn human(&self, style: Style) -> String {
+        let text = self.human_text(style);
+        match &self.plan {
+            Some(plan) => plan.show_account(text),
+            None => text,
+        }
+    }
+
+    fn json(&self) -> Value {
+        let document = self.json_document();
+        match self.plan.as_ref().and_then(|p| p.aws_account_id.as_deref()) {
+            Some(account) => with_account(&document, account),
+            None => document,
+        }
+    }
+}
+
+impl AdoptionReport {
+    fn human_text(&self, style: Style) -> String {
         let a = &self.adoption;
         let mut out = String::new();
         let _ = writeln!(
@@ -796,7 +817,7 @@ impl Report for AdoptionReport {
         out
     }
 
-    fn json(&self) -> Value {
+    fn json_document(&self) -> Value {
         json!({
             "format_version": "1",
             "source": self.adoption.source,

@@ -284,17 +284,11 @@ fn objects_some_state_already_holds_are_refused_naming_the_owner() {
     );
 }
 
-#[test]
-fn the_plan_may_update_and_create_but_never_delete_or_replace_what_is_adopted() {
-    use crate::plan::{PLAN_FORMAT_VERSION, PlanMode, TenantInput, plan_tenant};
-    let specs = old_naming();
-    let a = map(&fixture(), &specs, &AdoptOptions::default());
-    let tenant: TenantId = "retail-chain".parse().unwrap();
-    let spec = &specs.tenants[&tenant];
-    let blueprint = tenant_blueprint(spec, &specs.platform);
-    // The candidate state the engine makes: every adopted object as the spec names it.
+/// The candidate state the engine makes: every adopted object as the spec names it,
+/// with the record of where it came from.
+fn candidate(a: &Adoption, tenant: &TenantId) -> TenantState {
     let mut state = TenantState::new(tenant.clone());
-    for o in &a.tenants[&tenant] {
+    for o in &a.tenants[tenant] {
         state.resources.insert(
             o.address.local(),
             crate::state::ResourceState {
@@ -307,6 +301,52 @@ fn the_plan_may_update_and_create_but_never_delete_or_replace_what_is_adopted() 
             },
         );
     }
+    state.adopted_from = Some(a.record_for(tenant, Utc::now()));
+    state
+}
+
+/// The plan of the candidate `state`'s tenant, with `read` as read back.
+fn plan_candidate(
+    specs: &Specs,
+    state: &TenantState,
+    read: &BTreeMap<String, Option<Attributes>>,
+) -> crate::plan::TenantPlan {
+    use crate::plan::{PlanMode, TenantInput, plan_tenant};
+    let spec = &specs.tenants[&state.tenant];
+    let blueprint = tenant_blueprint(spec, &specs.platform);
+    plan_tenant(
+        TenantInput {
+            tenant: &state.tenant,
+            spec: Some(spec),
+            blueprint: Some(&blueprint),
+            state: Some(state),
+            refreshed: read,
+        },
+        PlanMode::Normal,
+        &BTreeSet::new(),
+    )
+    .unwrap()
+}
+
+/// A plan of `tenants`, as the engine assembles it.
+fn plan_of(tenants: Vec<crate::plan::TenantPlan>, aws_account_id: Option<&str>) -> Plan {
+    Plan {
+        format_version: crate::plan::PLAN_FORMAT_VERSION.into(),
+        created_at: Utc::now(),
+        mode: crate::plan::PlanMode::Normal,
+        refreshed: true,
+        tenants,
+        policy: None,
+        aws_account_id: aws_account_id.map(str::to_owned),
+    }
+}
+
+#[test]
+fn the_plan_may_update_and_create_but_never_delete_or_replace_what_is_adopted() {
+    let specs = old_naming();
+    let a = map(&fixture(), &specs, &AdoptOptions::default());
+    let tenant: TenantId = "retail-chain".parse().unwrap();
+    let state = candidate(&a, &tenant);
     // What was read back: the IAM policy with another description (IAM cannot change
     // it in place), the role as it is (no password: Terraform had it), and the bucket
     // policy gone.
@@ -321,18 +361,7 @@ fn the_plan_may_update_and_create_but_never_delete_or_replace_what_is_adopted() 
         .unwrap()
         .insert("description".into(), json!("Bucket access"));
     read.insert("s3_bucket_policy.documents".into(), None);
-    let tenant_plan = plan_tenant(
-        TenantInput {
-            tenant: &tenant,
-            spec: Some(spec),
-            blueprint: Some(&blueprint),
-            state: Some(&state),
-            refreshed: &read,
-        },
-        PlanMode::Normal,
-        &BTreeSet::new(),
-    )
-    .unwrap();
+    let tenant_plan = plan_candidate(&specs, &state, &read);
     let role = tenant_plan
         .changes
         .iter()
@@ -340,15 +369,7 @@ fn the_plan_may_update_and_create_but_never_delete_or_replace_what_is_adopted() 
         .unwrap();
     assert_eq!(role.action, Action::Update, "the password is set anew");
     assert!(role.attribute_changes.iter().any(|c| c.name == "password"));
-    let plan = Plan {
-        format_version: PLAN_FORMAT_VERSION.into(),
-        created_at: Utc::now(),
-        mode: PlanMode::Normal,
-        refreshed: true,
-        tenants: vec![tenant_plan],
-        policy: None,
-        aws_account_id: None,
-    };
+    let plan = plan_of(vec![tenant_plan], None);
     let refreshed = BTreeMap::from([(tenant.clone(), read)]);
     let found = plan_refusals(&a, &plan, &refreshed);
     let text: Vec<String> = found.iter().map(ToString::to_string).collect();
@@ -369,4 +390,121 @@ fn the_plan_may_update_and_create_but_never_delete_or_replace_what_is_adopted() 
         )),
         "{text:#?}"
     );
+}
+
+#[test]
+fn the_mapping_shows_the_account_the_plan_read_and_keeps_the_placeholder() {
+    let a = map(&fixture(), &old_naming(), &AdoptOptions::default());
+    let attachment = a
+        .tenants
+        .values()
+        .flatten()
+        .find(|o| o.address.resource_type == ResourceType::IamRolePolicyAttachment)
+        .unwrap();
+    assert!(
+        attachment
+            .id
+            .contains("arn:aws:iam::{aws_account_id}:policy/"),
+        "what is compared and recorded keeps the placeholder: {}",
+        attachment.id
+    );
+    let report = |account: Option<&str>| AdoptionReport {
+        adoption: a.clone(),
+        plan: Some(plan_of(Vec::new(), account)),
+        dry_run: true,
+        committed: false,
+    };
+    let known = report(Some("123456789012"));
+    let human = known.human(Style { color: false });
+    let line = human
+        .lines()
+        .find(|l| l.contains("iam_role_policy_attachment.documents_access ("))
+        .unwrap();
+    assert!(
+        line.contains("arn:aws:iam::123456789012:policy/rag-retail-chain-documents-access"),
+        "{line}"
+    );
+    assert!(!human.contains("{aws_account_id}"), "{human}");
+    let json = known.json().to_string();
+    assert!(
+        json.contains("arn:aws:iam::123456789012:policy/rag-retail-chain-documents-access"),
+        "{json}"
+    );
+    assert!(!json.contains("{aws_account_id}"), "{json}");
+    // Not known (no endpoint was read): the placeholder, not a made-up account.
+    let human = report(None).human(Style { color: false });
+    assert!(
+        human.contains("arn:aws:iam::{aws_account_id}:policy/"),
+        "{human}"
+    );
+}
+
+#[test]
+fn an_adopted_object_that_differs_from_the_spec_says_so_until_it_is_applied() {
+    use crate::plan::ActionReason;
+    let specs = old_naming();
+    let a = map(&fixture(), &specs, &AdoptOptions::default());
+    let tenant: TenantId = "retail-chain".parse().unwrap();
+    let mut state = candidate(&a, &tenant);
+    // As Terraform left it: the role with another description (changed in place).
+    state
+        .resources
+        .get_mut("iam_role.app")
+        .unwrap()
+        .attributes
+        .insert("description".into(), json!("Application role"));
+    let read: BTreeMap<String, Option<Attributes>> = state
+        .resources
+        .iter()
+        .map(|(k, r)| (k.clone(), Some(r.attributes.clone())))
+        .collect();
+    let plan = |state: &TenantState| plan_candidate(&specs, state, &read);
+    let role = |p: &crate::plan::TenantPlan| {
+        p.changes
+            .iter()
+            .find(|c| c.address.local() == "iam_role.app")
+            .unwrap()
+            .clone()
+    };
+    let adopted = plan(&state);
+    let change = role(&adopted);
+    assert_eq!(change.action, Action::Update);
+    assert_eq!(
+        change.reason,
+        ActionReason::Adopted {
+            from: "Terraform".into(),
+            attributes: vec!["description".into()],
+        }
+    );
+    let rendered = plan_of(vec![adopted], None);
+    let human = crate::plan::render::human(&rendered, Style { color: false });
+    assert!(
+        human.contains(
+            "retail-chain/iam_role.app will be updated in place (adopted from Terraform; differs from the spec in description)"
+        ),
+        "{human}"
+    );
+    let json = crate::plan::render::json(&rendered);
+    let entry = json["resource_changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["address"] == "retail-chain/iam_role.app")
+        .unwrap();
+    assert_eq!(
+        entry["reason"],
+        json!({
+            "kind": "adopted",
+            "from": "Terraform",
+            "attributes": ["description"],
+            "description": "adopted from Terraform; differs from the spec in description",
+        })
+    );
+    // Once applied, a difference is the spec's again.
+    state.applied_spec = Some((&specs.tenants[&tenant]).into());
+    assert_eq!(role(&plan(&state)).reason, ActionReason::SpecChanged);
+    // A resource tenantform created says the spec changed, as before.
+    state.applied_spec = None;
+    state.adopted_from = None;
+    assert_eq!(role(&plan(&state)).reason, ActionReason::SpecChanged);
 }

@@ -117,6 +117,13 @@ pub enum ActionReason {
     /// State does not hold a secret the provider generates (adopted without it): a new
     /// one is set.
     SecretNotInState,
+    /// Taken over from another tool (`tenantform adopt`) and not applied since: the
+    /// object as that tool left it differs from the spec in `attributes`.
+    Adopted {
+        /// The tool it came from, as people know it (`Terraform`).
+        from: String,
+        attributes: Vec<String>,
+    },
     /// Nothing to do: the resource matches its spec (a no-op).
     Unchanged,
 }
@@ -141,6 +148,11 @@ impl fmt::Display for ActionReason {
             ActionReason::SecretNotInState => {
                 f.write_str("its generated secret is not in state: a new one is set")
             }
+            ActionReason::Adopted { from, attributes } => write!(
+                f,
+                "adopted from {from}; differs from the spec in {}",
+                attributes.join(", ")
+            ),
             ActionReason::Unchanged => f.write_str("matches the spec"),
         }
     }
@@ -390,6 +402,7 @@ pub fn plan_tenant(
                     let mut change =
                         diff_existing(r, &cur.attributes, actual, cur.depends_on.clone(), replace);
                     rotate_missing_secrets(&mut change, &cur.attributes);
+                    mark_adopted(&mut change, state);
                     change
                 }
             },
@@ -605,6 +618,32 @@ fn rotate_missing_secrets(change: &mut ResourceChange, recorded: &Attributes) {
         change.action = Action::Update;
         change.reason = ActionReason::SecretNotInState;
     }
+}
+
+/// Says so when a resource adopted from another tool, and not applied since, differs
+/// from its spec: as recorded, it is what that tool left, not an older spec.
+fn mark_adopted(change: &mut ResourceChange, state: &TenantState) {
+    if change.reason != ActionReason::SpecChanged || state.applied_spec.is_some() {
+        return;
+    }
+    let Some(record) = &state.adopted_from else {
+        return;
+    };
+    if !record.objects.iter().any(|o| o.address == change.address) {
+        return;
+    }
+    let from = match record.tool.as_str() {
+        "terraform" => "Terraform".to_owned(),
+        other => other.to_owned(),
+    };
+    change.reason = ActionReason::Adopted {
+        from,
+        attributes: change
+            .attribute_changes
+            .iter()
+            .map(|a| a.name.clone())
+            .collect(),
+    };
 }
 
 /// Replaces every existing dependent of a replaced resource, transitively.
