@@ -1290,8 +1290,6 @@ impl Engine {
     }
 }
 
-/// Refuses a state that names another tenant's objects (see [`crate::plan::identity`]):
-/// a state edited to name another tenant's role must not make apply drop it.
 /// Whether the plan of one tenant was made against `current`, its state now (`None`:
 /// the tenant has no state): else the stale-plan error, for a saved plan must never be
 /// applied over changes it did not see.
@@ -1315,6 +1313,8 @@ pub fn check_plan_fresh(
     })
 }
 
+/// Refuses a state that names another tenant's objects (see [`crate::plan::identity`]):
+/// a state edited to name another tenant's role must not make apply drop it.
 fn check_identity(store: &StateStore, specs: &Specs, state: &TenantState) -> Result<(), Error> {
     let tenant = &state.tenant;
     let mismatches = identity::state_mismatches(state, specs.tenants.get(tenant), &specs.platform);

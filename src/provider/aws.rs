@@ -59,7 +59,10 @@ where
 {
     retry
         .run(service, || {
-            let sent = send();
+            // An SDK operation's future is tens of kilobytes: boxed, it does not grow
+            // every future that awaits a call (a read awaits several), nor the stack
+            // of the thread polling them.
+            let sent = Box::pin(send());
             async move { sent.await.map_err(|e| sdk_error(service, e)) }
         })
         .await

@@ -130,7 +130,7 @@ async fn timed(
 ) -> CheckResult {
     let started = Instant::now();
     // No check may hang the workflow.
-    let outcome = match tokio::time::timeout(Duration::from_secs(60), f).await {
+    let outcome = match tokio::time::timeout(Duration::from_secs(60), Box::pin(f)).await {
         Ok(r) => r,
         Err(_) => Err("did not finish within 60 s".into()),
     };

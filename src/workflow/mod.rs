@@ -587,7 +587,9 @@ impl<'a> Workflow<'a> {
             jwt_secret: &jwt_secret,
             latency_queries: specs.platform.validation.latency_queries,
         };
-        let results = checks::run_suite(&cx).await;
+        // Boxed: the suite's future holds eight checks, each with its clients' calls;
+        // inline, every caller up to the run's task would carry it on the stack.
+        let results = Box::pin(checks::run_suite(&cx)).await;
         let records: Vec<CheckRecord> = results.iter().map(CheckRecord::from).collect();
         self.registry
             .record_checks(spec.id.as_str(), uuid::Uuid::new_v4(), &records)
