@@ -15,9 +15,18 @@ The fix: when the check fails for a form-encoded request, check it once more wit
 body encoded as the Rust SDK does (percent-encoding, "%20" for a space). A wrong key or
 a tampered request still fails both checks. If moto changes the internals this relies
 on, the fix is left out with a warning, and moto runs as it is.
+
+And one more: requests are answered one at a time. moto's server is threaded, but its
+in-memory backends are not safe for concurrent use: a response that lists what an
+account holds (GetAccountAuthorizationDetails, ListRoles, ...) is serialized from the
+backend's own dictionaries, and a create or delete in another thread at that moment
+fails it with "dictionary changed size during iteration" (HTTP 500), every retry alike
+while other callers keep working. The lock costs no throughput a caller could see:
+moto's handlers hold the interpreter lock anyway.
 """
 
 import sys
+import threading
 from urllib.parse import quote, urlencode
 
 
@@ -49,8 +58,25 @@ def accept_percent_encoded_form_bodies() -> None:
     IAMRequestBase.check_signature = check_signature
 
 
+def answer_one_request_at_a_time() -> None:
+    try:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication
+    except ImportError as e:
+        print(f"moto_server.py: request lock left out: {e}", file=sys.stderr)
+        return
+    dispatch = DomainDispatcherApplication.__call__
+    lock = threading.Lock()
+
+    def call(self, environ, start_response):
+        with lock:
+            return dispatch(self, environ, start_response)
+
+    DomainDispatcherApplication.__call__ = call
+
+
 if __name__ == "__main__":
     accept_percent_encoded_form_bodies()
+    answer_one_request_at_a_time()
     from moto.server import main
 
     main()

@@ -32,6 +32,22 @@ impl CallLimit {
     }
 }
 
+/// Runs `futures` to their ends, at most `n` alive at once (made only as earlier ones
+/// finish), answering in their order. Unlike `join_all`, which makes and keeps every
+/// future of a batch at once, what a batch of a thousand tenants holds in memory stays
+/// that of `n` calls.
+pub async fn in_order<I>(futures: I, n: usize) -> Vec<<I::Item as Future>::Output>
+where
+    I: IntoIterator,
+    I::Item: Future,
+{
+    use futures::StreamExt;
+    futures::stream::iter(futures)
+        .buffered(n.max(1))
+        .collect()
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -52,5 +68,29 @@ mod tests {
         });
         futures::future::join_all(calls).await;
         assert_eq!(peak.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn in_order_makes_no_more_than_n_futures_at_once_and_keeps_the_order() {
+        let (made, done, peak) = (
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+            AtomicUsize::new(0),
+        );
+        let futures = (0..20u64).map(|i| {
+            // Counted when the future is made, not when it is first polled.
+            let alive = made.fetch_add(1, Ordering::SeqCst) + 1 - done.load(Ordering::SeqCst);
+            peak.fetch_max(alive, Ordering::SeqCst);
+            let done = &done;
+            async move {
+                // Later ones finish first: the answers must still come in order.
+                tokio::time::sleep(Duration::from_millis(20 - i)).await;
+                done.fetch_add(1, Ordering::SeqCst);
+                i
+            }
+        });
+        let answers = in_order(futures, 4).await;
+        assert_eq!(answers, (0..20).collect::<Vec<_>>());
+        assert!(peak.load(Ordering::SeqCst) <= 5, "peak {peak:?}");
     }
 }

@@ -22,7 +22,7 @@ use super::aws::{
 };
 use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
 use crate::connect::aws::{AwsClients, moto_quirks};
-use crate::connect::limit::CallLimit;
+use crate::connect::limit::{CallLimit, in_order};
 use crate::connect::retry::RetryPolicy;
 use crate::resource::{
     Attributes, CreateToken, Resource, ResourceAddress, ResourceType, required_str, tags_of,
@@ -234,8 +234,10 @@ impl ElasticacheProvider {
             clusters.insert(region, self.clusters_in(region).await?);
         }
         let limit = CallLimit::new(options.parallelism);
-        let answers = reads.iter().map(|(_, current)| {
-            let (clusters, limit) = (&clusters, &limit);
+        // By index: a closure over borrowed items would be general over lifetimes
+        // that the trait's `Send` future cannot prove.
+        let answers = (0..reads.len()).map(|i| {
+            let (clusters, limit, current) = (&clusters, &limit, reads[i].1);
             async move {
                 let region = required_str(current, "region")?;
                 let id = required_str(current, "cluster_id")?;
@@ -247,7 +249,7 @@ impl ElasticacheProvider {
                 Ok(Some(cluster_attributes(current, c, arn, tags)))
             }
         });
-        Ok(futures::future::join_all(answers).await)
+        Ok(in_order(answers, options.parallelism).await)
     }
 
     async fn create_cluster(

@@ -36,7 +36,7 @@ use super::aws::{
 };
 use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
 use crate::connect::aws::{AwsClients, sdk_error};
-use crate::connect::limit::CallLimit;
+use crate::connect::limit::{CallLimit, in_order};
 use crate::connect::retry::RetryPolicy;
 use crate::resource::iam::{ACCOUNT_PLACEHOLDER, policy_arn, role_arn};
 use crate::resource::{
@@ -636,10 +636,16 @@ impl IamProvider {
             }
         }
         let limit = CallLimit::new(options.parallelism);
-        let tags = futures::future::join_all(details.policies.keys().map(|arn| {
-            let limit = &limit;
-            async move { (arn.clone(), limit.run(self.policy_tags(arn)).await) }
-        }))
+        // By index: a closure over borrowed keys would be general over lifetimes that
+        // the trait's `Send` future cannot prove.
+        let arns: Vec<String> = details.policies.keys().cloned().collect();
+        let tags = in_order(
+            (0..arns.len()).map(|i| {
+                let (limit, arn) = (&limit, &arns[i]);
+                async move { (arn.clone(), limit.run(self.policy_tags(arn)).await) }
+            }),
+            options.parallelism,
+        )
         .await;
         for (arn, t) in tags {
             details.policy_tags.insert(arn, t?);

@@ -55,7 +55,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use futures::StreamExt;
 
 use crate::connect::ServiceError;
 use crate::resource::{
@@ -184,10 +183,7 @@ pub async fn read_each<P: Provider + ?Sized>(
         .iter()
         .map(|(address, current)| provider.read(address, current))
         .collect();
-    futures::stream::iter(pending)
-        .buffered(options.parallelism.max(1))
-        .collect()
-        .await
+    crate::connect::limit::in_order(pending, options.parallelism).await
 }
 
 /// Read, create, update and delete of one family of resources.

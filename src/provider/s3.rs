@@ -32,7 +32,7 @@ use super::aws::{
 };
 use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
 use crate::connect::aws::{AwsClients, location_region, moto_quirks, sdk_error};
-use crate::connect::limit::CallLimit;
+use crate::connect::limit::{CallLimit, in_order};
 use crate::connect::retry::RetryPolicy;
 use crate::resource::s3::lifecycle_rule_json;
 use crate::resource::{
@@ -377,8 +377,10 @@ impl S3Provider {
             }
         }
         let limit = CallLimit::new(options.parallelism);
-        let answers = reads.iter().map(|(address, current)| {
-            let (limit, listed) = (&limit, &listed);
+        // By index: a closure over borrowed items would be general over lifetimes
+        // that the trait's `Send` future cannot prove.
+        let answers = (0..reads.len()).map(|i| {
+            let (limit, listed, (address, current)) = (&limit, &listed, reads[i]);
             async move {
                 match address.resource_type {
                     ResourceType::S3Bucket => {
@@ -396,7 +398,10 @@ impl S3Provider {
                 }
             }
         });
-        futures::future::join_all(answers).await
+        // Buckets at most `parallelism` at once, each reading its parts side by side
+        // under the shared limit: the limit keeps the calls to `parallelism`, and a
+        // bucket's future is made only when one before it is done.
+        in_order(answers, options.parallelism).await
     }
 
     /// `Enabled`, `Suspended`, or `` (never enabled).
