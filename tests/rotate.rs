@@ -156,7 +156,8 @@ async fn rotate_of_an_unknown_tenant_is_refused_and_changes_nothing() {
     let t = TenantDef::new("rot-known", "bronze");
     let ws = Workspace::new(std::slice::from_ref(&t)).await;
     ws.run(&["apply", "--auto-approve"]).ok();
-    let state = ws.stored_state(&t.id);
+    let state = ws.state_bytes(&t.id);
+    assert!(state.is_some(), "the tenant has state");
     for args in [
         vec!["plan", "--rotate", "no-such-tenant"],
         vec!["apply", "--auto-approve", "--rotate", "no-such-tenant"],
@@ -175,7 +176,25 @@ async fn rotate_of_an_unknown_tenant_is_refused_and_changes_nothing() {
             .contains("no specs/tenants/no-such-tenant.toml")
             .contains("nothing was changed");
     }
-    assert_eq!(ws.stored_state(&t.id), state, "nothing was changed");
+    assert_eq!(ws.state_bytes(&t.id), state, "nothing was changed");
+
+    // A tenant the run leaves out is not rotated behind the selection's back.
+    let other = TenantDef::new("rot-left-out", "bronze");
+    ws.write_tenant(&other);
+    ws.run(&[
+        "apply",
+        "--auto-approve",
+        "--tenant",
+        &other.id,
+        "--rotate",
+        &t.id,
+    ])
+    .code(1)
+    .contains(&format!("--rotate {}", t.id))
+    .contains(&format!("add --tenant {}", t.id))
+    .contains("nothing was changed");
+    assert!(ws.state_bytes(&other.id).is_none(), "nothing was applied");
+    assert_eq!(ws.state_bytes(&t.id), state, "nothing was changed");
     ws.tenant_client(&t)
         .await
         .expect("the password still works");
