@@ -103,6 +103,9 @@ pub struct PlanOptions {
     pub mode: PlanMode,
     /// Resources to replace even if unchanged.
     pub replace: Vec<ResourceAddress>,
+    /// Tenants whose generated secrets (passwords) are set anew (`--rotate`); each
+    /// must have a spec and be among the planned tenants.
+    pub rotate: Vec<TenantId>,
 }
 
 impl Default for PlanOptions {
@@ -112,6 +115,7 @@ impl Default for PlanOptions {
             refresh: true,
             mode: PlanMode::Normal,
             replace: Vec::new(),
+            rotate: Vec::new(),
         }
     }
 }
@@ -294,6 +298,7 @@ impl Engine {
         let specs = self.specs().await?;
         let policies = self.policies(&specs)?;
         let tenants = self.select_tenants(&specs, &options.tenants).await?;
+        check_rotation(&specs, &tenants, options)?;
         if !options.refresh {
             // Nothing to read back: one state in memory at a time, so that a plan over
             // thousands of tenants holds the plan and not every state besides.
@@ -569,6 +574,7 @@ impl Engine {
         let specs = self.specs().await?;
         let policies = self.policies(&specs)?;
         let tenants = self.select_tenants(&specs, &plan_options.tenants).await?;
+        check_rotation(&specs, &tenants, plan_options)?;
         let operation = match plan_options.mode {
             PlanMode::Normal => "apply",
             PlanMode::Destroy => "destroy",
@@ -1361,6 +1367,28 @@ async fn registered_specs(client: &tokio_postgres::Client) -> Result<Vec<Registe
         .collect())
 }
 
+/// Refuses a rotation that would not happen: of a tenant without a spec (it has no
+/// blueprint to keep secrets for), outside the run's tenants, or in a destroy.
+fn check_rotation(specs: &Specs, tenants: &[TenantId], options: &PlanOptions) -> Result<(), Error> {
+    for tenant in &options.rotate {
+        let why = if options.mode == PlanMode::Destroy {
+            "a destroy deletes the tenant's secrets; rotate in a plan or apply without --destroy"
+                .to_owned()
+        } else if !specs.tenants.contains_key(tenant) {
+            format!("there is no specs/tenants/{tenant}.toml, so no tenant to rotate secrets of")
+        } else if !tenants.contains(tenant) {
+            format!("the run is limited with --tenant and leaves it out; add --tenant {tenant}")
+        } else {
+            continue;
+        };
+        return Err(Error::RotateTarget {
+            tenant: tenant.clone(),
+            why,
+        });
+    }
+    Ok(())
+}
+
 /// One tenant's plan: its blueprint diffed against its state and what was read back.
 fn plan_one(
     specs: &Specs,
@@ -1379,6 +1407,7 @@ fn plan_one(
             blueprint: blueprint.as_ref(),
             state,
             refreshed,
+            rotate: options.rotate.contains(id),
         },
         options.mode,
         replace,

@@ -52,6 +52,11 @@ pub enum Error {
     /// The tenant has neither a spec nor state.
     #[error("unknown tenant {0}: there is no specs/tenants/{0}.toml and no state for it")]
     UnknownTenant(TenantId),
+    /// `--rotate` names a tenant whose secrets the run cannot rotate; nothing was done.
+    #[error(
+        "cannot rotate the secrets of tenant {tenant} (--rotate {tenant}): {why}; nothing was changed"
+    )]
+    RotateTarget { tenant: TenantId, why: String },
     /// A saved plan was made against another state serial than the current one; nothing was changed.
     #[error(
         "the saved plan is stale for tenant {tenant}: it was made against {planned}, but the state is now {current}; nothing was changed: run `tenantform plan` again"

@@ -294,6 +294,7 @@ fn state_file() {
                     blueprint: Some(&blueprint),
                     state: Some(&state),
                     refreshed: &no_refresh,
+                    rotate: false,
                 };
                 if let Ok(p) = plan_tenant(input, mode, &Default::default()) {
                     let plan = tenantform::Plan {

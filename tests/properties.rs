@@ -76,6 +76,7 @@ fn plan_of(spec: Option<&TenantSpec>, state: &TenantState, mode: PlanMode) -> Te
             blueprint: blueprint.as_ref(),
             state: Some(state),
             refreshed: &BTreeMap::new(),
+            rotate: false,
         },
         mode,
         &BTreeSet::new(),

@@ -321,6 +321,7 @@ fn plan_candidate(
             blueprint: Some(&blueprint),
             state: Some(state),
             refreshed: read,
+            rotate: false,
         },
         PlanMode::Normal,
         &BTreeSet::new(),

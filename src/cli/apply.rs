@@ -26,6 +26,7 @@ pub async fn cmd_plan(engine: &Engine, args: &PlanArgs, style: Style) -> anyhow:
                 PlanMode::Normal
             },
             replace: args.replace.clone(),
+            rotate: args.rotate.clone(),
         })
         .await?;
     print_report(&plan, format, style)?;
@@ -69,12 +70,13 @@ pub async fn cmd_apply(engine: &Engine, args: &ApplyArgs, style: Style) -> anyho
             refresh: args.refresh,
             mode: PlanMode::Normal,
             replace: args.replace.clone(),
+            rotate: args.rotate.clone(),
         };
         return plan_confirm_apply(engine, plan_options, &args.run, &args.selection, style).await;
     };
-    if !args.selection.tenants.is_empty() || !args.replace.is_empty() {
+    if !args.selection.tenants.is_empty() || !args.replace.is_empty() || !args.rotate.is_empty() {
         bail!(
-            "a saved plan is applied as it is: --tenant and --replace belong to `tenantform plan`"
+            "a saved plan is applied as it is: --tenant, --replace and --rotate belong to `tenantform plan`"
         );
     }
     let (options, cancel) = apply_options(&args.run, &args.selection);
@@ -114,6 +116,7 @@ pub async fn cmd_destroy(
         refresh: false,
         mode: PlanMode::Destroy,
         replace: Vec::new(),
+        rotate: Vec::new(),
     };
     plan_confirm_apply(engine, plan_options, &args.run, &args.selection, style).await
 }

@@ -193,6 +193,10 @@ pub struct PlanArgs {
     /// Replace this resource even if unchanged (repeatable), e.g. acme/postgres_role.app.
     #[arg(long, value_name = "ADDR")]
     pub replace: Vec<ResourceAddress>,
+    /// Set new generated passwords for this tenant (repeatable): its PostgreSQL role
+    /// and Redis user, in place; the old passwords stop working.
+    #[arg(long, value_name = "TENANT", conflicts_with = "destroy")]
+    pub rotate: Vec<TenantId>,
 }
 
 #[derive(Args)]
@@ -207,6 +211,10 @@ pub struct ApplyArgs {
     /// Replace this resource even if unchanged (repeatable).
     #[arg(long, value_name = "ADDR")]
     pub replace: Vec<ResourceAddress>,
+    /// Set new generated passwords for this tenant (repeatable); the old ones stop
+    /// working.
+    #[arg(long, value_name = "TENANT")]
+    pub rotate: Vec<TenantId>,
     #[command(flatten)]
     pub run: RunArgs,
 }

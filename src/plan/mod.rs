@@ -19,7 +19,9 @@
 //! - in state, not in the blueprint: **delete**; refused for a protected tenant;
 //! - in state without a secret its provider generates (the role's password of a tenant
 //!   adopted from Terraform, which had it and never hands it over): **update**, setting
-//!   a new one.
+//!   a new one;
+//! - the tenant asked to rotate (`--rotate`): **update** of every such secret, each set
+//!   anew, the old one no longer valid. A create or replace sets new ones anyway.
 
 pub mod cost;
 pub mod graph;
@@ -117,6 +119,9 @@ pub enum ActionReason {
     /// State does not hold a secret the provider generates (adopted without it): a new
     /// one is set.
     SecretNotInState,
+    /// Asked for with `--rotate`: the provider sets new generated secrets (passwords),
+    /// and the old ones stop working.
+    RotationRequested,
     /// Taken over from another tool (`tenantform adopt`) and not applied since: the
     /// object as that tool left it differs from the spec in `attributes`.
     Adopted {
@@ -147,6 +152,9 @@ impl fmt::Display for ActionReason {
             ActionReason::Rollback => f.write_str("rollback of a failed run"),
             ActionReason::SecretNotInState => {
                 f.write_str("its generated secret is not in state: a new one is set")
+            }
+            ActionReason::RotationRequested => {
+                f.write_str("rotation requested with --rotate: new secrets are set")
             }
             ActionReason::Adopted { from, attributes } => write!(
                 f,
@@ -355,6 +363,9 @@ pub struct TenantInput<'a> {
     /// Refresh results by local address: `Some(None)` = read and gone,
     /// `Some(Some(attrs))` = read, `None` = not read.
     pub refreshed: &'a BTreeMap<String, Option<Attributes>>,
+    /// Rotate the tenant's generated secrets (`--rotate`): every resource that keeps
+    /// one gets a new one.
+    pub rotate: bool,
 }
 
 /// Diffs one tenant. `replace` names resources to replace; `destroy` deletes all.
@@ -401,7 +412,7 @@ pub fn plan_tenant(
                         .unwrap_or(&cur.attributes);
                     let mut change =
                         diff_existing(r, &cur.attributes, actual, cur.depends_on.clone(), replace);
-                    rotate_missing_secrets(&mut change, &cur.attributes);
+                    set_new_secrets(&mut change, &cur.attributes, input.rotate);
                     mark_adopted(&mut change, state);
                     change
                 }
@@ -589,34 +600,43 @@ fn diff_existing(
     }
 }
 
-/// Plans a new value for every secret the provider generates (computed, sensitive,
-/// unreadable) that `recorded` lacks: an adopted resource's secret stays with the tool
-/// it came from, never in tenantform's state, so the next apply sets a new one. A
-/// replace sets new secrets anyway.
-fn rotate_missing_secrets(change: &mut ResourceChange, recorded: &Attributes) {
+/// Plans a new value for the secrets the provider generates (computed, sensitive,
+/// unreadable): all of them when `rotate` asks for it, else those `recorded` lacks (an
+/// adopted resource's secret stays with the tool it came from, never in tenantform's
+/// state, so the next apply sets a new one). A create or replace sets new secrets
+/// anyway, so only an update or a no-op gets them.
+fn set_new_secrets(change: &mut ResourceChange, recorded: &Attributes, rotate: bool) {
     if !matches!(change.action, Action::NoOp | Action::Update) {
         return;
     }
-    let missing: Vec<&str> = schema(change.address.resource_type)
+    let schema = schema(change.address.resource_type);
+    let new: Vec<&str> = schema
         .attributes
         .iter()
-        .filter(|a| a.computed && a.sensitive && !a.readable && !recorded.contains_key(a.name))
+        .filter(|a| a.computed && a.sensitive && !a.readable)
+        .filter(|a| rotate || !recorded.contains_key(a.name))
         .map(|a| a.name)
         .collect();
-    if missing.is_empty() {
+    if new.is_empty() {
         return;
     }
-    for name in missing {
+    for name in new {
         change.attribute_changes.push(AttributeChange {
             name: name.to_owned(),
-            before: None,
+            before: recorded
+                .get(name)
+                .map(|v| redact_value(schema.resource_type, name, v)),
             after: Some(serde_json::Value::String(REDACTED.into())),
             forces_replacement: false,
         });
     }
     if change.action == Action::NoOp {
         change.action = Action::Update;
-        change.reason = ActionReason::SecretNotInState;
+        change.reason = if rotate {
+            ActionReason::RotationRequested
+        } else {
+            ActionReason::SecretNotInState
+        };
     }
 }
 

@@ -59,6 +59,7 @@ pub(crate) struct Case<'a> {
     pub(crate) refreshed: BTreeMap<String, Option<Attributes>>,
     pub(crate) mode: PlanMode,
     pub(crate) replace: BTreeSet<ResourceAddress>,
+    pub(crate) rotate: bool,
 }
 
 impl<'a> Case<'a> {
@@ -74,6 +75,7 @@ impl<'a> Case<'a> {
             refreshed: BTreeMap::new(),
             mode: PlanMode::Normal,
             replace: BTreeSet::new(),
+            rotate: false,
         }
     }
 
@@ -90,6 +92,7 @@ impl<'a> Case<'a> {
                 blueprint: self.bp,
                 state: self.state,
                 refreshed: &self.refreshed,
+                rotate: self.rotate,
             },
             self.mode,
             &self.replace,
@@ -283,6 +286,66 @@ fn replacing_one_resource_replaces_its_dependents() {
         case.plan(),
         Err(PlanError::UnknownReplaceTarget(_))
     ));
+}
+
+#[test]
+fn rotation_updates_only_the_generated_secrets_of_the_tenant_asked_for() {
+    let specs = specs();
+    let t = tenant(&specs, "retail-chain");
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let state = applied(&bp, false);
+    let mut case = Case::new(Some(&t), Some(&bp), Some(&state));
+    assert!(
+        summary(&case.plan().unwrap()).is_empty(),
+        "not asked: nothing"
+    );
+
+    case.rotate = true;
+    let p = case.plan().unwrap();
+    let rotated = "rotation requested with --rotate: new secrets are set";
+    assert_eq!(
+        summary(&p),
+        vec![
+            format!("Update postgres_role.app ({rotated})"),
+            format!("Update redis_acl_user.app ({rotated})"),
+        ]
+    );
+    for c in p.changes.iter().filter(|c| c.action.is_change()) {
+        assert_eq!(c.reason, ActionReason::RotationRequested);
+        assert_eq!(
+            c.attribute_changes,
+            vec![AttributeChange {
+                name: "password".into(),
+                before: Some(REDACTED.into()),
+                after: Some(REDACTED.into()),
+                forces_replacement: false,
+            }],
+            "{}",
+            c.address
+        );
+    }
+    let shown = render::human(&whole(p), render::Style { color: false });
+    assert!(shown.contains(rotated), "{shown}");
+    assert!(!shown.contains("s3cret-pw"), "{shown}");
+
+    // A replaced role gets a new password anyway: the replace is all it needs.
+    case.replace
+        .insert("retail-chain/postgres_role.app".parse().unwrap());
+    let p = case.plan().unwrap();
+    let role = p
+        .changes
+        .iter()
+        .find(|c| c.address.resource_type == ResourceType::PostgresRole)
+        .unwrap();
+    assert_eq!(role.action, Action::Replace);
+    assert_eq!(role.reason, ActionReason::ReplaceRequested);
+    assert!(role.attribute_changes.iter().all(|a| a.name != "password"));
+    let user = p
+        .changes
+        .iter()
+        .find(|c| c.address.resource_type == ResourceType::RedisAclUser)
+        .unwrap();
+    assert_eq!(user.reason, ActionReason::RotationRequested);
 }
 
 #[test]
@@ -503,6 +566,7 @@ fn an_update_runs_before_the_delete_of_what_it_depended_on() {
         refreshed: BTreeMap::new(),
         mode: PlanMode::Normal,
         replace: BTreeSet::new(),
+        rotate: false,
     };
     // With no spec the blueprint is still what the case hands in: plan it directly.
     let p = plan_tenant(
@@ -512,6 +576,7 @@ fn an_update_runs_before_the_delete_of_what_it_depended_on() {
             blueprint: spec_like.bp,
             state: spec_like.state,
             refreshed: &spec_like.refreshed,
+            rotate: false,
         },
         PlanMode::Normal,
         &BTreeSet::new(),
@@ -555,6 +620,7 @@ fn a_dependency_cycle_is_an_error_naming_its_resources() {
             blueprint: Some(&bp),
             state: None,
             refreshed: &BTreeMap::new(),
+            rotate: false,
         },
         PlanMode::Normal,
         &BTreeSet::new(),

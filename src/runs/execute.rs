@@ -155,6 +155,7 @@ impl Step<'_> {
             refresh: self.mode() == PlanMode::Normal,
             mode: self.mode(),
             replace: Vec::new(),
+            rotate: Vec::new(),
         }
     }
 

@@ -274,6 +274,7 @@ impl Workflow<'_> {
                     refresh: true,
                     mode: PlanMode::Normal,
                     replace: Vec::new(),
+                    rotate: Vec::new(),
                 },
                 &crate::ApplyOptions::default(),
                 |_| true,
