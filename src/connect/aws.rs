@@ -123,6 +123,29 @@ where
     }
 }
 
+/// One AWS operation under `retry`: `send` builds and sends the request afresh for
+/// every attempt, and its SDK error becomes a [`ServiceError`] of `service`.
+pub async fn call<T, E, F, Fut>(
+    retry: &RetryPolicy,
+    service: &'static str,
+    mut send: F,
+) -> Result<T, ServiceError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    retry
+        .run(service, || {
+            // An SDK operation's future is tens of kilobytes: boxed, it does not grow
+            // every future that awaits a call (a read awaits several), nor the stack
+            // of the thread polling them.
+            let sent = Box::pin(send());
+            async move { sent.await.map_err(|e| sdk_error(service, e)) }
+        })
+        .await
+}
+
 /// `GetBucketLocation`'s answer as a region name (it says nothing for us-east-1 and
 /// `EU` for the oldest buckets of eu-west-1).
 pub fn location_region(constraint: Option<&aws_sdk_s3::types::BucketLocationConstraint>) -> String {
@@ -315,16 +338,10 @@ impl AwsClients {
             .base
             .region()
             .map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
-        let location = RetryPolicy::DEFAULT
-            .run("S3", || async {
-                self.s3(&home)
-                    .get_bucket_location()
-                    .bucket(bucket)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error("S3", e))
-            })
-            .await?;
+        let location = call(&RetryPolicy::DEFAULT, "S3", || {
+            self.s3(&home).get_bucket_location().bucket(bucket).send()
+        })
+        .await?;
         let region = location_region(location.location_constraint());
         RetryPolicy::DEFAULT
             .run("S3", || async {

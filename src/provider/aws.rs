@@ -1,17 +1,15 @@
 //! What the AWS providers ([`super::s3`], [`super::iam`], [`super::elasticache`])
-//! share beyond the clients of [`crate::connect::aws`]: one SDK call under the retry
-//! policy, "not found" across services, policy documents with the account id put in
+//! share beyond the clients of [`crate::connect::aws`] (and its [`call`], one SDK call
+//! under the retry policy): "not found" across services, policy documents with the account id put in
 //! and taken out, tag changes, and the tag that carries a create's token.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use serde_json::Value;
 
 use super::ProviderError;
-use crate::connect::aws::sdk_error;
+pub use crate::connect::aws::call;
 use crate::connect::retry::RetryPolicy;
 pub use crate::resource::iam::with_account;
 use crate::resource::iam::{ACCOUNT_PLACEHOLDER, map_strings};
@@ -43,29 +41,6 @@ const NOT_FOUND_CODES: &[&str] = &[
 /// Whether an error's code says the thing asked about does not exist.
 pub fn is_not_found(code: &str) -> bool {
     NOT_FOUND_CODES.contains(&code)
-}
-
-/// One AWS operation under `retry`: `send` builds and sends the request afresh for
-/// every attempt, and its SDK error becomes a [`ProviderError`] of `service`.
-pub async fn call<T, E, F, Fut>(
-    retry: &RetryPolicy,
-    service: &'static str,
-    mut send: F,
-) -> Result<T, ProviderError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, SdkError<E, HttpResponse>>>,
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    retry
-        .run(service, || {
-            // An SDK operation's future is tens of kilobytes: boxed, it does not grow
-            // every future that awaits a call (a read awaits several), nor the stack
-            // of the thread polling them.
-            let sent = Box::pin(send());
-            async move { sent.await.map_err(|e| sdk_error(service, e)) }
-        })
-        .await
 }
 
 /// `value` with `account` in IAM ARNs (`arn:aws:iam::ACCOUNT:`) replaced by

@@ -56,7 +56,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::connect::ServiceError;
-use crate::connect::aws::{AwsClients, AwsEndpoint, sdk_error};
+use crate::connect::aws::{AwsClients, AwsEndpoint, call};
 use crate::connect::retry::RetryPolicy;
 use crate::secret::Secret;
 use crate::spec::{EncryptionSettings, KeyProviderKind};
@@ -666,21 +666,18 @@ impl Encryption {
             let client = AwsClients::load(self.aws.clone())
                 .await
                 .kms(region_of(key_id));
-            RetryPolicy::DEFAULT
-                .run("KMS", || async {
-                    let out = client
-                        .generate_data_key()
-                        .key_id(key_id)
-                        .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
-                        .encryption_context(KMS_CONTEXT.0, KMS_CONTEXT.1)
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error("KMS", e))?;
-                    let plain = out.plaintext().map(|b| b.as_ref().to_vec());
-                    let encrypted = out.ciphertext_blob().map(|b| b.as_ref().to_vec());
-                    Ok::<_, ServiceError>((plain, encrypted))
-                })
-                .await
+            let out = call(&RetryPolicy::DEFAULT, "KMS", || {
+                client
+                    .generate_data_key()
+                    .key_id(key_id)
+                    .key_spec(aws_sdk_kms::types::DataKeySpec::Aes256)
+                    .encryption_context(KMS_CONTEXT.0, KMS_CONTEXT.1)
+                    .send()
+            })
+            .await?;
+            let plain = out.plaintext().map(|b| b.as_ref().to_vec());
+            let encrypted = out.ciphertext_blob().map(|b| b.as_ref().to_vec());
+            Ok((plain, encrypted))
         })
         .map_err(|e| failed(e.to_string()))?;
         let (Some(plain), Some(encrypted)) = (plain, encrypted) else {
@@ -713,19 +710,16 @@ impl Encryption {
             let client = AwsClients::load(self.aws.clone())
                 .await
                 .kms(region_of(key_id));
-            RetryPolicy::DEFAULT
-                .run("KMS", || async {
-                    let out = client
-                        .decrypt()
-                        .key_id(key_id)
-                        .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(encrypted))
-                        .encryption_context(KMS_CONTEXT.0, KMS_CONTEXT.1)
-                        .send()
-                        .await
-                        .map_err(|e| sdk_error("KMS", e))?;
-                    Ok::<_, ServiceError>(out.plaintext().map(|b| b.as_ref().to_vec()))
-                })
-                .await
+            let out = call(&RetryPolicy::DEFAULT, "KMS", || {
+                client
+                    .decrypt()
+                    .key_id(key_id)
+                    .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(encrypted))
+                    .encryption_context(KMS_CONTEXT.0, KMS_CONTEXT.1)
+                    .send()
+            })
+            .await?;
+            Ok(out.plaintext().map(|b| b.as_ref().to_vec()))
         });
         let plain = match answer {
             Ok(plain) => plain,
