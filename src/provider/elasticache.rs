@@ -20,7 +20,9 @@ use serde_json::{Value, json};
 use super::aws::{
     call, create_token_in, is_not_found, resource_tags, tag_changes, tags_with_token,
 };
-use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
+use super::{
+    CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, failed_batch,
+};
 use crate::connect::aws::{AwsClients, moto_quirks};
 use crate::connect::limit::{CallLimit, in_order};
 use crate::connect::retry::RetryPolicy;
@@ -488,12 +490,9 @@ impl Provider for ElasticacheProvider {
     /// In bulk: one `DescribeCacheClusters` per region for every cluster, then the
     /// tags of those that exist.
     async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
-        if !options.bulk_for(reads) {
-            return read_each(self, reads, options).await;
-        }
         match self.read_all(reads, options).await {
             Ok(answers) => answers,
-            Err(e) => reads.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => failed_batch(reads, &e),
         }
     }
 

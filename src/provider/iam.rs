@@ -34,7 +34,9 @@ use super::aws::{
     PROPAGATION, call, create_token_in, is_not_found, policy_text, policy_value, resource_tags,
     tag_changes, tags_with_token,
 };
-use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
+use super::{
+    CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, failed_batch,
+};
 use crate::connect::aws::{AwsClients, sdk_error};
 use crate::connect::limit::{CallLimit, in_order};
 use crate::connect::retry::RetryPolicy;
@@ -781,15 +783,12 @@ impl Provider for IamProvider {
     /// In bulk: the whole account's roles and local policies in a few pages (see
     /// [`IamProvider::account_details`]), then one call per policy for its tags.
     async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
-        if !options.bulk_for(reads) {
-            return read_each(self, reads, options).await;
-        }
         match self.account_details(reads, options).await {
             Ok(details) => reads
                 .iter()
                 .map(|(address, current)| self.answer(&details, address, current))
                 .collect(),
-            Err(e) => reads.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => failed_batch(reads, &e),
         }
     }
 

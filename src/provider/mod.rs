@@ -31,8 +31,9 @@
 //! - [`Provider::read_many`] answers exactly what [`Provider::read`] would answer for
 //!   each resource of the batch, attribute by attribute; a family that can read in
 //!   bulk overrides it (one `GetAccountAuthorizationDetails` for IAM, one catalog
-//!   query per kind for PostgreSQL, `ACL LIST` for Redis, ...) and reads one resource
-//!   at a time otherwise, or when a batch is small (see [`ReadOptions::bulk_for`]).
+//!   query per kind for PostgreSQL, `ACL LIST` for Redis, ...). [`ProviderSet::read_many`]
+//!   decides, for every family alike, whether a batch is read in bulk or one resource
+//!   at a time (a small batch; see [`ReadOptions::bulk_for`]).
 //!   Each family's batch bounds its own calls in flight (`ReadOptions::parallelism`
 //!   per family, through [`crate::connect::limit::CallLimit`] or a buffered stream),
 //!   and the families read at once: PostgreSQL reads never wait for AWS slots, and a
@@ -186,6 +187,12 @@ pub async fn read_each<P: Provider + ?Sized>(
     crate::connect::limit::in_order(pending, options.parallelism).await
 }
 
+/// `e` as the answer to every request of a batch: what a bulk read answers when the
+/// call that reads the whole batch fails.
+pub fn failed_batch(reads: &[ReadRequest<'_>], e: &ProviderError) -> Vec<ReadResult> {
+    reads.iter().map(|_| Err(e.clone())).collect()
+}
+
 /// Read, create, update and delete of one family of resources.
 #[async_trait]
 pub trait Provider: Send + Sync {
@@ -197,10 +204,11 @@ pub trait Provider: Send + Sync {
         current: &Attributes,
     ) -> Result<Option<Attributes>, ProviderError>;
 
-    /// Reads a batch of resources: one answer per request, in the order asked, each
-    /// the one `read` would give. By default one `read` per resource, at most
+    /// Reads a batch of resources in bulk: one answer per request, in the order asked,
+    /// each the one `read` would give. By default one `read` per resource, at most
     /// `options.parallelism` at once; families that can read many resources in few
-    /// calls override it.
+    /// calls override it. [`ProviderSet::read_many`] calls it only for a batch that
+    /// [`ReadOptions::bulk_for`] says to read in bulk, and [`read_each`] otherwise.
     async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
         read_each(self, reads, options).await
     }
@@ -308,7 +316,11 @@ impl ProviderSet {
         }
         let answers = futures::future::join_all(groups.iter().map(|(p, indexes)| async move {
             let batch: Vec<ReadRequest<'_>> = indexes.iter().map(|&i| reads[i]).collect();
-            p.read_many(&batch, options).await
+            if options.bulk_for(&batch) {
+                p.read_many(&batch, options).await
+            } else {
+                read_each(p.as_ref(), &batch, options).await
+            }
         }))
         .await;
         for ((_, indexes), answer) in groups.iter().zip(answers) {

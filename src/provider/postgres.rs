@@ -15,7 +15,9 @@ use serde_json::{Value, json};
 use tokio_postgres::error::SqlState;
 
 use super::catalog::Catalog;
-use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
+use super::{
+    CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, failed_batch,
+};
 use crate::connect::postgres::{
     PostgresConfig, PostgresPool, db_error, execute_once, ident, literal, pooled,
 };
@@ -880,16 +882,13 @@ impl Provider for PostgresProvider {
 
     /// In bulk: the catalog of every schema and role of the batch in eight queries
     /// (see [`super::catalog`]).
-    async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
-        if !options.bulk_for(reads) {
-            return read_each(self, reads, options).await;
-        }
+    async fn read_many(&self, reads: &[ReadRequest<'_>], _: ReadOptions) -> Vec<ReadResult> {
         match Catalog::read(self, reads).await {
             Ok(catalog) => reads
                 .iter()
                 .map(|(address, current)| catalog.answer(address.resource_type, current))
                 .collect(),
-            Err(e) => reads.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => failed_batch(reads, &e),
         }
     }
 

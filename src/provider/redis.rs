@@ -21,7 +21,9 @@ use redis::aio::MultiplexedConnection;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
+use super::{
+    CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, failed_batch,
+};
 use crate::connect::redis::{RedisConfig, redis_error};
 use crate::connect::retry::RetryPolicy;
 use crate::resource::{
@@ -323,13 +325,10 @@ impl Provider for RedisProvider {
     }
 
     /// In bulk: every user from one `ACL LIST`.
-    async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
-        if !options.bulk_for(reads) {
-            return read_each(self, reads, options).await;
-        }
+    async fn read_many(&self, reads: &[ReadRequest<'_>], _: ReadOptions) -> Vec<ReadResult> {
         let users = match self.call(&["ACL".into(), "LIST".into()]).await {
             Ok(reply) => listed_users(&reply),
-            Err(e) => return reads.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => return failed_batch(reads, &e),
         };
         reads
             .iter()

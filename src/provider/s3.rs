@@ -30,7 +30,9 @@ use super::aws::{
     PROPAGATION, call, create_token_in, is_not_found, policy_text, policy_value, resource_tags,
     tags_with_token,
 };
-use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
+use super::{
+    CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, failed_batch,
+};
 use crate::connect::aws::{AwsClients, location_region, moto_quirks, sdk_error};
 use crate::connect::limit::{CallLimit, in_order};
 use crate::connect::retry::RetryPolicy;
@@ -373,7 +375,7 @@ impl S3Provider {
                 Ok(names) => {
                     listed.insert(region, names);
                 }
-                Err(e) => return reads.iter().map(|_| Err(e.clone())).collect(),
+                Err(e) => return failed_batch(reads, &e),
             }
         }
         let limit = CallLimit::new(options.parallelism);
@@ -827,9 +829,6 @@ impl Provider for S3Provider {
     /// per region; the sub-configurations S3 has no bulk read for, per bucket, all at
     /// once (see [`S3Provider::read_all`]).
     async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
-        if !options.bulk_for(reads) {
-            return read_each(self, reads, options).await;
-        }
         self.read_all(reads, options).await
     }
 

@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 
 use super::postgres::PostgresProvider;
-use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
+use super::{
+    CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, failed_batch,
+};
 use crate::connect::postgres::literal;
 use crate::resource::{Attributes, Resource, ResourceAddress, ResourceType, required_str, schema};
 
@@ -171,13 +173,10 @@ impl Provider for TenantSettingsProvider {
     }
 
     /// In bulk: the settings rows of every tenant of the batch in one query.
-    async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
-        if !options.bulk_for(reads) {
-            return read_each(self, reads, options).await;
-        }
+    async fn read_many(&self, reads: &[ReadRequest<'_>], _: ReadOptions) -> Vec<ReadResult> {
         match self.read_all(reads).await {
             Ok(answers) => answers,
-            Err(e) => reads.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => failed_batch(reads, &e),
         }
     }
 

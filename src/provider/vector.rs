@@ -23,7 +23,9 @@ use serde_json::json;
 use tokio::sync::OnceCell;
 
 use super::postgres::PostgresProvider;
-use super::{CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, read_each};
+use super::{
+    CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, failed_batch,
+};
 use crate::connect::postgres::ident;
 use crate::resource::{Attributes, Resource, ResourceAddress, required_int, required_str};
 
@@ -285,13 +287,10 @@ impl Provider for PgvectorProvider {
 
     /// In bulk: the vector columns and the indexes of every schema of the batch, in
     /// two queries.
-    async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
-        if !options.bulk_for(reads) {
-            return read_each(self, reads, options).await;
-        }
+    async fn read_many(&self, reads: &[ReadRequest<'_>], _: ReadOptions) -> Vec<ReadResult> {
         match self.read_all(reads).await {
             Ok(answers) => answers,
-            Err(e) => reads.iter().map(|_| Err(e.clone())).collect(),
+            Err(e) => failed_batch(reads, &e),
         }
     }
 
