@@ -36,6 +36,7 @@ use crate::provider::iam::IamProvider;
 use crate::provider::postgres::PostgresProvider;
 use crate::provider::redis::RedisProvider;
 use crate::provider::s3::S3Provider;
+use crate::provider::secret::SecretProvider;
 use crate::provider::settings::TenantSettingsProvider;
 use crate::provider::vector::PgvectorProvider;
 use crate::provider::{Provider, ProviderSet, ReadOptions, ReadRequest};
@@ -1468,6 +1469,7 @@ pub fn platform_providers(
     parallelism: usize,
     environment: &Environment,
 ) -> Result<ProviderSet, Error> {
+    let pg_config = pg.clone();
     let pg = Arc::new(PostgresProvider::new(pg, parallelism.clamp(1, 32))?);
     let mut set = ProviderSet::new();
     for &family in Family::ALL {
@@ -1488,6 +1490,11 @@ pub fn platform_providers(
             Family::Vector => match platform.vector.backend {
                 VectorBackend::Pgvector => Arc::new(PgvectorProvider::new(pg.clone())),
             },
+            Family::Secret => Arc::new(SecretProvider::new(
+                aws.clone(),
+                pg_config.clone(),
+                RedisConfig::resolve(&platform.redis, environment)?,
+            )),
             Family::Dashboard => Arc::new(DashboardProvider::new(
                 &platform.dashboards.grafana_token_env,
                 environment,

@@ -1,5 +1,7 @@
 //! A tenant's outputs: what its application needs to use what was provisioned
-//! (endpoints, names, credentials), derived from state.
+//! (endpoints, names, where its credentials are), derived from state. The passwords
+//! themselves are not outputs: state does not hold them, and the application reads
+//! them from its credentials secret.
 
 use std::collections::BTreeMap;
 
@@ -44,9 +46,6 @@ pub fn tenant_outputs(
     if let Some(role) = created(ResourceType::PostgresRole) {
         let name = attr_str(&role.attributes, "name").unwrap_or_default();
         put("postgres_role", json!(name), false);
-        if let Some(pw) = attr_str(&role.attributes, "password") {
-            put("postgres_password", json!(pw), true);
-        }
         if let Some(pg) = postgres {
             put("postgres_host", json!(pg.host), false);
             put("postgres_port", json!(pg.port), false);
@@ -103,16 +102,14 @@ pub fn tenant_outputs(
         if let Some(keys) = user.attributes.get("keys") {
             put("redis_key_patterns", keys.clone(), false);
         }
-        let password = attr_str(&user.attributes, "password");
-        if let Some(pw) = password {
-            put("redis_password", json!(pw), true);
-        }
         if let Some(redis) = redis {
             put("redis_endpoint", json!(redis.endpoint()), false);
-            if let Some(pw) = password {
-                put("redis_url", json!(redis.url_for(name, pw)), true);
-            }
         }
+    }
+    if let Some(secret) = created(ResourceType::Secret) {
+        let a = &secret.attributes;
+        put("credentials_secret_name", json!(attr_str(a, "name")), false);
+        put("credentials_secret_arn", json!(attr_str(a, "arn")), false);
     }
     if let Some(ns) = created(ResourceType::VectorNamespace) {
         let a = &ns.attributes;

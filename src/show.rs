@@ -374,99 +374,101 @@ mod tests {
             &view,
             Human,
             expect![[r#"
-            Tenant retail-chain: Retail Chain, silver, eu-west-1 (state serial 7, protected)
-              Resources:
-                grafana_dashboard.main  (create interrupted)
-                iam_policy.documents_access
-                iam_role.app
-                iam_role_policy_attachment.documents_access
-                postgres_role.app
-                postgres_row_security.documents
-                postgres_schema.main
-                postgres_schema_grant.app
-                postgres_table.documents
-                postgres_table_grant.documents
-                postgres_table_grant.embeddings
-                redis_acl_user.app
-                s3_bucket.documents
-                s3_bucket_policy.documents
-                tenant_settings.main
-                vector_namespace.embeddings
-              Outputs:
-                iam_role_arn       = null
-                llm_model          = gpt-4o-mini
-                postgres_password  = (sensitive value)
-                postgres_role      = tenant_retail_chain
-                postgres_schema    = tenant_retail_chain
-                queries_per_minute = 500
-                redis_key_patterns = ["tenant:retail-chain:*"]
-                redis_password     = (sensitive value)
-                redis_user         = tenant_retail_chain
-                s3_bucket          = rag-retail-chain-documents
-                s3_region          = eu-west-1
-                sla_latency_ms     = 1000
-                tier               = silver
-                vector_backend     = pgvector
-                vector_dimension   = 1536
-                vector_distance    = cosine
-                vector_table       = tenant_retail_chain.embeddings
+                Tenant retail-chain: Retail Chain, silver, eu-west-1 (state serial 7, protected)
+                  Resources:
+                    grafana_dashboard.main  (create interrupted)
+                    iam_policy.documents_access
+                    iam_role.app
+                    iam_role_policy_attachment.documents_access
+                    postgres_role.app
+                    postgres_row_security.documents
+                    postgres_schema.main
+                    postgres_schema_grant.app
+                    postgres_table.documents
+                    postgres_table_grant.documents
+                    postgres_table_grant.embeddings
+                    redis_acl_user.app
+                    s3_bucket.documents
+                    s3_bucket_policy.documents
+                    secret.credentials
+                    tenant_settings.main
+                    vector_namespace.embeddings
+                  Outputs:
+                    credentials_secret_arn  = null
+                    credentials_secret_name = rag-retail-chain-credentials
+                    iam_role_arn            = null
+                    llm_model               = gpt-4o-mini
+                    postgres_role           = tenant_retail_chain
+                    postgres_schema         = tenant_retail_chain
+                    queries_per_minute      = 500
+                    redis_key_patterns      = ["tenant:retail-chain:*"]
+                    redis_user              = tenant_retail_chain
+                    s3_bucket               = rag-retail-chain-documents
+                    s3_region               = eu-west-1
+                    sla_latency_ms          = 1000
+                    tier                    = silver
+                    vector_backend          = pgvector
+                    vector_dimension        = 1536
+                    vector_distance         = cosine
+                    vector_table            = tenant_retail_chain.embeddings
 
-        "#]],
+            "#]],
         );
         check(
             &view,
             Json,
             expect![[r#"
-            {
-              "tenants": [
                 {
-                  "lineage": "<uuid>",
-                  "outputs": {
-                    "iam_role_arn": null,
-                    "llm_model": "gpt-4o-mini",
-                    "postgres_password": "(sensitive value)",
-                    "postgres_role": "tenant_retail_chain",
-                    "postgres_schema": "tenant_retail_chain",
-                    "queries_per_minute": 500,
-                    "redis_key_patterns": [
-                      "tenant:retail-chain:*"
-                    ],
-                    "redis_password": "(sensitive value)",
-                    "redis_user": "tenant_retail_chain",
-                    "s3_bucket": "rag-retail-chain-documents",
-                    "s3_region": "eu-west-1",
-                    "sla_latency_ms": 1000,
-                    "tier": "silver",
-                    "vector_backend": "pgvector",
-                    "vector_dimension": 1536,
-                    "vector_distance": "cosine",
-                    "vector_table": "tenant_retail_chain.embeddings"
-                  },
-                  "protected": true,
-                  "resources": [
-                    "retail-chain/grafana_dashboard.main",
-                    "retail-chain/iam_policy.documents_access",
-                    "retail-chain/iam_role.app",
-                    "retail-chain/iam_role_policy_attachment.documents_access",
-                    "retail-chain/postgres_role.app",
-                    "retail-chain/postgres_row_security.documents",
-                    "retail-chain/postgres_schema.main",
-                    "retail-chain/postgres_schema_grant.app",
-                    "retail-chain/postgres_table.documents",
-                    "retail-chain/postgres_table_grant.documents",
-                    "retail-chain/postgres_table_grant.embeddings",
-                    "retail-chain/redis_acl_user.app",
-                    "retail-chain/s3_bucket.documents",
-                    "retail-chain/s3_bucket_policy.documents",
-                    "retail-chain/tenant_settings.main",
-                    "retail-chain/vector_namespace.embeddings"
-                  ],
-                  "serial": 7,
-                  "tenant": "retail-chain"
+                  "tenants": [
+                    {
+                      "lineage": "<uuid>",
+                      "outputs": {
+                        "credentials_secret_arn": null,
+                        "credentials_secret_name": "rag-retail-chain-credentials",
+                        "iam_role_arn": null,
+                        "llm_model": "gpt-4o-mini",
+                        "postgres_role": "tenant_retail_chain",
+                        "postgres_schema": "tenant_retail_chain",
+                        "queries_per_minute": 500,
+                        "redis_key_patterns": [
+                          "tenant:retail-chain:*"
+                        ],
+                        "redis_user": "tenant_retail_chain",
+                        "s3_bucket": "rag-retail-chain-documents",
+                        "s3_region": "eu-west-1",
+                        "sla_latency_ms": 1000,
+                        "tier": "silver",
+                        "vector_backend": "pgvector",
+                        "vector_dimension": 1536,
+                        "vector_distance": "cosine",
+                        "vector_table": "tenant_retail_chain.embeddings"
+                      },
+                      "protected": true,
+                      "resources": [
+                        "retail-chain/grafana_dashboard.main",
+                        "retail-chain/iam_policy.documents_access",
+                        "retail-chain/iam_role.app",
+                        "retail-chain/iam_role_policy_attachment.documents_access",
+                        "retail-chain/postgres_role.app",
+                        "retail-chain/postgres_row_security.documents",
+                        "retail-chain/postgres_schema.main",
+                        "retail-chain/postgres_schema_grant.app",
+                        "retail-chain/postgres_table.documents",
+                        "retail-chain/postgres_table_grant.documents",
+                        "retail-chain/postgres_table_grant.embeddings",
+                        "retail-chain/redis_acl_user.app",
+                        "retail-chain/s3_bucket.documents",
+                        "retail-chain/s3_bucket_policy.documents",
+                        "retail-chain/secret.credentials",
+                        "retail-chain/tenant_settings.main",
+                        "retail-chain/vector_namespace.embeddings"
+                      ],
+                      "serial": 7,
+                      "tenant": "retail-chain"
+                    }
+                  ]
                 }
-              ]
-            }
-        "#]],
+            "#]],
         );
         check(
             &tenants_view(&[], false),
@@ -492,12 +494,23 @@ mod tests {
 
     #[test]
     fn secrets_are_shown_only_when_asked_for() {
+        // The passwords are no outputs: state does not hold them.
         let shown = tenants_view(&[state()], true);
-        assert_eq!(shown.tenants[0].outputs["postgres_password"], "s3cret-pw");
+        let outputs = &shown.tenants[0].outputs;
+        assert!(
+            outputs.keys().all(|k| !k.contains("password")),
+            "{outputs:?}"
+        );
+        // A state written before the credentials secret still holds one: shown only
+        // when asked for.
         let address: ResourceAddress = "retail-chain/postgres_role.app".parse().unwrap();
-        let role = &state().resources["postgres_role.app"];
-        let view = ResourceView::new(&address, role, true);
+        let mut role = state().resources["postgres_role.app"].clone();
+        role.attributes
+            .insert("password".into(), serde_json::json!("s3cret-pw"));
+        let view = ResourceView::new(&address, &role, true);
         assert_eq!(view.attributes["password"], "s3cret-pw");
+        let view = ResourceView::new(&address, &role, false);
+        assert_eq!(view.attributes["password"], crate::secret::REDACTED);
     }
 
     #[test]
@@ -509,39 +522,39 @@ mod tests {
             &view,
             Human,
             expect![[r##"
-            # retail-chain/postgres_role.app (Created)
-            bypass_rls       = false
-            connection_limit = 20
-            create_db        = false
-            create_role      = false
-            inherit          = false
-            login            = true
-            name             = "tenant_retail_chain"
-            password         = "(sensitive value)"
-            superuser        = false
-        "##]],
+                # retail-chain/postgres_role.app (Created)
+                bypass_rls       = false
+                connection_limit = 20
+                create_db        = false
+                create_role      = false
+                inherit          = false
+                login            = true
+                name             = "tenant_retail_chain"
+                password_version = "v1"
+                superuser        = false
+            "##]],
         );
         check(
             &view,
             Json,
             expect![[r#"
-            {
-              "address": "retail-chain/postgres_role.app",
-              "attributes": {
-                "bypass_rls": false,
-                "connection_limit": 20,
-                "create_db": false,
-                "create_role": false,
-                "inherit": false,
-                "login": true,
-                "name": "tenant_retail_chain",
-                "password": "(sensitive value)",
-                "superuser": false
-              },
-              "depends_on": [],
-              "status": "created"
-            }
-        "#]],
+                {
+                  "address": "retail-chain/postgres_role.app",
+                  "attributes": {
+                    "bypass_rls": false,
+                    "connection_limit": 20,
+                    "create_db": false,
+                    "create_role": false,
+                    "inherit": false,
+                    "login": true,
+                    "name": "tenant_retail_chain",
+                    "password_version": "v1",
+                    "superuser": false
+                  },
+                  "depends_on": [],
+                  "status": "created"
+                }
+            "#]],
         );
     }
 
@@ -571,23 +584,24 @@ mod tests {
             &list,
             Human,
             expect![[r#"
-            retail-chain/grafana_dashboard.main
-            retail-chain/iam_policy.documents_access
-            retail-chain/iam_role.app
-            retail-chain/iam_role_policy_attachment.documents_access
-            retail-chain/postgres_role.app
-            retail-chain/postgres_row_security.documents
-            retail-chain/postgres_schema.main
-            retail-chain/postgres_schema_grant.app
-            retail-chain/postgres_table.documents
-            retail-chain/postgres_table_grant.documents
-            retail-chain/postgres_table_grant.embeddings
-            retail-chain/redis_acl_user.app
-            retail-chain/s3_bucket.documents
-            retail-chain/s3_bucket_policy.documents
-            retail-chain/tenant_settings.main
-            retail-chain/vector_namespace.embeddings
-        "#]],
+                retail-chain/grafana_dashboard.main
+                retail-chain/iam_policy.documents_access
+                retail-chain/iam_role.app
+                retail-chain/iam_role_policy_attachment.documents_access
+                retail-chain/postgres_role.app
+                retail-chain/postgres_row_security.documents
+                retail-chain/postgres_schema.main
+                retail-chain/postgres_schema_grant.app
+                retail-chain/postgres_table.documents
+                retail-chain/postgres_table_grant.documents
+                retail-chain/postgres_table_grant.embeddings
+                retail-chain/redis_acl_user.app
+                retail-chain/s3_bucket.documents
+                retail-chain/s3_bucket_policy.documents
+                retail-chain/secret.credentials
+                retail-chain/tenant_settings.main
+                retail-chain/vector_namespace.embeddings
+            "#]],
         );
     }
 }

@@ -62,6 +62,7 @@
 //! of any tenant starts any more (a delete or update would otherwise reach its endpoint
 //! before any write could be refused), and no rollback follows.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,7 +76,10 @@ use super::{ApplyError, ApplyOptions, Progress, ProgressSink, StepOutcome, StepR
 use crate::plan::graph::{ActionGraph, StepKind};
 use crate::plan::{Plan, PlanError, TenantPlan};
 use crate::provider::{CreateMode, Provider, ProviderError, ProviderSet};
-use crate::resource::{Attributes, CreateToken, ResourceAddress, TenantId, schema};
+use crate::resource::secret::INPUT_VERSIONS;
+use crate::resource::{
+    Attributes, CreateToken, Resource, ResourceAddress, TenantId, schema, version_of,
+};
 use crate::state::{ResourceState, ResourceStatus, StateError, StateLock, StateStore, TenantState};
 
 /// What every walk of one apply shares: where calls go, where state goes, how to run.
@@ -201,6 +205,9 @@ struct Running {
     span: Span,
     /// For a create: whether an existing resource of that name is ours.
     mode: Option<CreateMode>,
+    /// For a create or update given every ephemeral input it takes: the inputs'
+    /// versions, recorded when it succeeds ([`INPUT_VERSIONS`]).
+    input_versions: Option<serde_json::Value>,
 }
 
 /// Why a step failed: its provider call, or writing its outcome.
@@ -253,6 +260,9 @@ pub(super) struct DrainState<'a> {
     calls: usize,
     /// A state write failed or a tenant was lost: no step starts any more.
     fatal: Option<Halt>,
+    /// Ephemeral values (generated passwords) computed by this walk's steps, by
+    /// resource, for the resources that take them as inputs. Never written anywhere.
+    handed: HashMap<ResourceAddress, Attributes>,
 }
 
 /// Why a walk starts no step any more.
@@ -286,6 +296,7 @@ impl<'a> DrainState<'a> {
             records: vec![None; nodes],
             calls: 0,
             fatal: None,
+            handed: HashMap::new(),
         })
     }
 
@@ -386,6 +397,7 @@ impl<'a> DrainState<'a> {
             started: Instant::now(),
             span,
             mode: None,
+            input_versions: None,
         };
         let provider = match self.walk.providers.get(address.resource_type) {
             Ok(p) => p.clone(),
@@ -428,6 +440,8 @@ impl<'a> DrainState<'a> {
                         create_token: Some(token),
                     },
                 );
+                let (resource, versions) = self.with_inputs(step.tenant, resource);
+                running.input_versions = versions;
                 self.running[node.index()] = Some(running);
                 let call = StepCall::Create { resource, mode };
                 self.checkpoint(
@@ -454,6 +468,8 @@ impl<'a> DrainState<'a> {
                     .iter()
                     .map(|a| a.name.clone())
                     .collect();
+                let (resource, versions) = self.with_inputs(step.tenant, resource);
+                running.input_versions = versions;
                 self.running[node.index()] = Some(running);
                 let call = StepCall::Update {
                     resource,
@@ -480,6 +496,57 @@ impl<'a> DrainState<'a> {
         }
     }
 
+    /// `resource` with its inputs put in among its attributes: an ephemeral one from
+    /// what this walk's steps computed (absent when its resource was not created or
+    /// updated here: the provider then keeps what it wrote before), any other from the
+    /// tenant's state. With the versions of the ephemeral inputs when all of them were
+    /// there.
+    fn with_inputs(
+        &self,
+        tenant: usize,
+        mut resource: Resource,
+    ) -> (Resource, Option<serde_json::Value>) {
+        let state = &self.tenants[tenant].state;
+        let recorded = |from: &ResourceAddress, attribute: &str| {
+            state
+                .resources
+                .get(&from.local())
+                .and_then(|e| e.attributes.get(attribute))
+                .cloned()
+        };
+        let mut versions = serde_json::Map::new();
+        let mut all_handed = true;
+        for (name, input) in &resource.inputs {
+            let ephemeral = schema(input.from.resource_type)
+                .attribute(&input.attribute)
+                .is_some_and(|a| a.ephemeral);
+            let value = if ephemeral {
+                let handed = self
+                    .handed
+                    .get(&input.from)
+                    .and_then(|h| h.get(&input.attribute))
+                    .cloned();
+                match (
+                    &handed,
+                    recorded(&input.from, &version_of(&input.attribute)),
+                ) {
+                    (Some(_), Some(v)) => {
+                        versions.insert(name.clone(), v);
+                    }
+                    _ => all_handed = false,
+                }
+                handed
+            } else {
+                recorded(&input.from, &input.attribute)
+            };
+            if let Some(v) = value {
+                resource.attributes.insert(name.clone(), v);
+            }
+        }
+        let versions = (all_handed && !versions.is_empty()).then(|| versions.into());
+        (resource, versions)
+    }
+
     /// Starts the worker of step `node`.
     fn call(&mut self, node: NodeIndex, provider: Arc<dyn Provider>, call: StepCall) {
         self.calls += 1;
@@ -500,9 +567,23 @@ impl<'a> DrainState<'a> {
         let step = self.graph.graph[node];
         let change = step.change(self.plan);
         let key = change.address.local();
+        let input_versions = self.running[node.index()]
+            .as_ref()
+            .and_then(|r| r.input_versions.clone());
         let state = &mut self.tenants[step.tenant].state;
         match event {
             StepEvent::Finished { computed, .. } => {
+                // Ephemeral values go to the steps that take them, never to state.
+                let s = schema(change.address.resource_type);
+                let (ephemeral, mut computed): (Attributes, Attributes) = computed
+                    .into_iter()
+                    .partition(|(k, _)| s.attribute(k).is_some_and(|a| a.ephemeral));
+                if !ephemeral.is_empty() {
+                    self.handed.insert(change.address.clone(), ephemeral);
+                }
+                if let Some(v) = input_versions {
+                    computed.insert(INPUT_VERSIONS.into(), v);
+                }
                 match step.kind {
                     StepKind::Create => {
                         if let Some(e) = state.resources.get_mut(&key) {
@@ -757,7 +838,7 @@ fn merged_attributes(
     let s = schema(address.resource_type);
     let mut out: Attributes = current
         .iter()
-        .filter(|(k, _)| s.attribute(k).is_some_and(|a| a.computed))
+        .filter(|(k, _)| s.attribute(k).is_some_and(|a| a.computed && !a.ephemeral))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     out.extend(desired.clone());

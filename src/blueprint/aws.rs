@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::resource::iam::{ACCOUNT_PLACEHOLDER, policy_arn, role_arn};
 use crate::resource::s3::lifecycle_rule_json;
+use crate::resource::secret::{READ_CREDENTIALS, secret_arn_pattern};
 use crate::resource::{Resource, ResourceAddress, ResourceType, tags_value};
 use crate::spec::{AwsSettings, Naming, PlatformInfo, TenantSpec, Tier, render_name};
 
@@ -81,6 +82,8 @@ pub fn resources(
     let policy_name = render_name(&naming.iam_policy, id);
     let bucket_arn = format!("arn:aws:s3:::{bucket_name}");
     let objects_arn = format!("{bucket_arn}/*");
+    let credentials_arn =
+        secret_arn_pattern(&tenant.region, &render_name(&naming.credentials_secret, id));
 
     let bucket = Resource::new(addr(ResourceType::S3Bucket, "documents"))
         .attr("bucket", bucket_name.clone())
@@ -108,6 +111,7 @@ pub fn resources(
                 "Statement": [
                     {"Sid": "ListBucket", "Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": [bucket_arn]},
                     {"Sid": "ObjectAccess", "Effect": "Allow", "Action": OBJECT_ACTIONS, "Resource": [objects_arn]},
+                    {"Sid": "ReadOwnCredentials", "Effect": "Allow", "Action": [READ_CREDENTIALS], "Resource": [credentials_arn]},
                 ],
             }),
         )

@@ -10,6 +10,7 @@ mod aws;
 mod dashboard;
 mod postgres;
 pub mod redis;
+mod secret;
 mod settings;
 mod vector;
 
@@ -44,13 +45,24 @@ pub fn tenant_blueprint(tenant: &TenantSpec, platform: &PlatformSpec) -> TenantB
             .cloned()
             .expect("the PostgreSQL part declares a schema and a role")
     };
-    let (schema, role, schema_grant) = (
+    let (schema, role, schema_grant, iam_role) = (
         find(ResourceType::PostgresSchema),
         find(ResourceType::PostgresRole),
         find(ResourceType::PostgresSchemaGrant),
+        find(ResourceType::IamRole),
     );
     resources.extend(settings::resources(tenant, tier));
-    resources.extend(redis::resources(tenant, &platform.naming));
+    let redis_user = redis::resources(tenant, &platform.naming);
+    let credentials = secret::resources(
+        tenant,
+        &platform.naming,
+        &tenant_tags(tenant, tier, &platform.platform),
+        &role,
+        &redis_user[0],
+        &iam_role,
+    );
+    resources.extend(redis_user);
+    resources.extend(credentials);
     resources.extend(vector::resources(
         tenant,
         &platform.vector,

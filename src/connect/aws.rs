@@ -168,6 +168,7 @@ pub struct AwsClients {
     s3: Mutex<HashMap<String, aws_sdk_s3::Client>>,
     elasticache: Mutex<HashMap<String, aws_sdk_elasticache::Client>>,
     kms: Mutex<HashMap<String, aws_sdk_kms::Client>>,
+    secrets: Mutex<HashMap<String, aws_sdk_secretsmanager::Client>>,
     caller: tokio::sync::OnceCell<CallerIdentity>,
 }
 
@@ -223,6 +224,7 @@ impl AwsClients {
             s3: Mutex::new(HashMap::new()),
             elasticache: Mutex::new(HashMap::new()),
             kms: Mutex::new(HashMap::new()),
+            secrets: Mutex::new(HashMap::new()),
             caller: tokio::sync::OnceCell::new(),
         }
     }
@@ -253,6 +255,15 @@ impl AwsClients {
                     .build();
                 aws_sdk_elasticache::Client::from_conf(config)
             })
+            .clone()
+    }
+
+    /// A Secrets Manager client for secrets in `region`.
+    pub fn secrets(&self, region: &str) -> aws_sdk_secretsmanager::Client {
+        let mut clients = self.secrets.lock().expect("client cache lock");
+        clients
+            .entry(region.to_owned())
+            .or_insert_with(|| secrets_client(&self.base, region))
             .clone()
     }
 
@@ -474,6 +485,11 @@ impl AssumedRole {
         s3_client(&self.config, region)
     }
 
+    /// A Secrets Manager client for secrets in `region` with the role's credentials.
+    pub fn secrets(&self, region: &str) -> aws_sdk_secretsmanager::Client {
+        secrets_client(&self.config, region)
+    }
+
     /// The SDK configuration with the role's credentials, for clients of other services.
     pub fn sdk_config(&self) -> &aws_config::SdkConfig {
         &self.config
@@ -488,6 +504,16 @@ impl AssumedRole {
     pub fn expires_at(&self) -> Option<std::time::SystemTime> {
         self.expires_at
     }
+}
+
+/// A Secrets Manager client of `base` for secrets in `region`.
+fn secrets_client(base: &aws_config::SdkConfig, region: &str) -> aws_sdk_secretsmanager::Client {
+    let config = aws_sdk_secretsmanager::config::Builder::from(base)
+        .region(aws_sdk_secretsmanager::config::Region::new(
+            region.to_owned(),
+        ))
+        .build();
+    aws_sdk_secretsmanager::Client::from_conf(config)
 }
 
 /// An S3 client of `base` for buckets in `region`: path-style addressing (an endpoint

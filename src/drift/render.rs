@@ -334,23 +334,24 @@ mod tests {
             &report,
             Human,
             expect![[r#"
-                education-platform: clean (16 resources checked)
-                healthcare-systems: no drift; spec changes not yet applied (17 resources checked)
+                education-platform: clean (17 resources checked)
+                healthcare-systems: no drift; spec changes not yet applied (18 resources checked)
                   spec changes not yet applied (not drift):
                     ~ healthcare-systems/s3_bucket.documents (the spec changed) [tags]
                     ~ healthcare-systems/iam_policy.documents_access (the spec changed) [tags]
                     ~ healthcare-systems/iam_role.app (the spec changed) [tags]
                     ~ healthcare-systems/elasticache_cluster.cache (the spec changed) [tags]
-                retail-chain: drifted (16 resources checked)
+                    ~ healthcare-systems/secret.credentials (the spec changed) [tags]
+                retail-chain: drifted (17 resources checked)
                   ~ retail-chain/postgres_role.app (tenant_retail_chain): changed outside tenantform
                       connection_limit: 20 -> 3
                   - retail-chain/postgres_table_grant.documents (schema tenant_retail_chain, table documents, role tenant_retail_chain): deleted outside tenantform
                   ~ retail-chain/s3_bucket.documents (rag-retail-chain-documents): changed outside tenantform
                       versioning: "Enabled" -> (not set)
 
-                Drift in 1 of 3 tenants: 1 deleted, 2 changed outside tenantform (49 resources checked).
+                Drift in 1 of 3 tenants: 1 deleted, 2 changed outside tenantform (52 resources checked).
                 Repair it back to the spec with `tenantform apply --tenant retail-chain`, or accept it into state with `tenantform refresh --tenant retail-chain`.
-                4 spec changes are not yet applied (not drift): `tenantform plan` shows them.
+                5 spec changes are not yet applied (not drift): `tenantform plan` shows them.
             "#]],
         );
         check(
@@ -359,13 +360,13 @@ mod tests {
             expect![[r####"
                 ### tenantform drift: drift found
 
-                Drift in 1 of 3 tenants: 1 deleted, 2 changed outside tenantform (49 resources checked).
+                Drift in 1 of 3 tenants: 1 deleted, 2 changed outside tenantform (52 resources checked).
 
                 | Tenant | Status | Checked | Deleted | Changed | Pending spec changes |
                 |---|---|---:|---:|---:|---:|
-                | `education-platform` | clean | 16 | 0 | 0 | 0 |
-                | `healthcare-systems` | pending | 17 | 0 | 0 | 4 |
-                | `retail-chain` | drifted | 16 | 1 | 2 | 0 |
+                | `education-platform` | clean | 17 | 0 | 0 | 0 |
+                | `healthcare-systems` | pending | 18 | 0 | 0 | 5 |
+                | `retail-chain` | drifted | 17 | 1 | 2 | 0 |
 
                 **`retail-chain`**
 
@@ -390,8 +391,8 @@ mod tests {
                   "summary": {
                     "changed": 2,
                     "deleted": 1,
-                    "pending_changes": 4,
-                    "resources_checked": 49,
+                    "pending_changes": 5,
+                    "resources_checked": 52,
                     "tenants": 3,
                     "tenants_with_drift": 1
                   },
@@ -400,7 +401,7 @@ mod tests {
                     {
                       "drift": [],
                       "pending": [],
-                      "resources_checked": 16,
+                      "resources_checked": 17,
                       "state_serial": 7,
                       "status": "clean",
                       "tenant": "education-platform"
@@ -447,9 +448,19 @@ mod tests {
                             "tags"
                           ],
                           "reason": "the spec changed"
+                        },
+                        {
+                          "actions": [
+                            "update"
+                          ],
+                          "address": "healthcare-systems/secret.credentials",
+                          "changed_attributes": [
+                            "tags"
+                          ],
+                          "reason": "the spec changed"
                         }
                       ],
-                      "resources_checked": 17,
+                      "resources_checked": 18,
                       "state_serial": 7,
                       "status": "pending",
                       "tenant": "healthcare-systems"
@@ -494,7 +505,7 @@ mod tests {
                         }
                       ],
                       "pending": [],
-                      "resources_checked": 16,
+                      "resources_checked": 17,
                       "state_serial": 7,
                       "status": "drifted",
                       "tenant": "retail-chain"
@@ -520,54 +531,54 @@ mod tests {
             &report,
             Human,
             expect![[r#"
-            retail-chain: clean (16 resources checked)
+                retail-chain: clean (17 resources checked)
 
-            No drift: 16 resources of 1 tenant match their state.
-        "#]],
+                No drift: 17 resources of 1 tenant match their state.
+            "#]],
         );
         check(
             &report,
             Markdown,
             expect![[r#"
-            ### tenantform drift: no drift
+                ### tenantform drift: no drift
 
-            No drift: 16 resources of 1 tenant match their state.
+                No drift: 17 resources of 1 tenant match their state.
 
-            | Tenant | Status | Checked | Deleted | Changed | Pending spec changes |
-            |---|---|---:|---:|---:|---:|
-            | `retail-chain` | clean | 16 | 0 | 0 | 0 |
-        "#]],
+                | Tenant | Status | Checked | Deleted | Changed | Pending spec changes |
+                |---|---|---:|---:|---:|---:|
+                | `retail-chain` | clean | 17 | 0 | 0 | 0 |
+            "#]],
         );
         check(
             &report,
             Json,
             expect![[r#"
-            {
-              "created_at": "<timestamp>",
-              "format_version": "1.0",
-              "has_drift": false,
-              "has_pending_changes": false,
-              "summary": {
-                "changed": 0,
-                "deleted": 0,
-                "pending_changes": 0,
-                "resources_checked": 16,
-                "tenants": 1,
-                "tenants_with_drift": 0
-              },
-              "tenantform_version": "<version>",
-              "tenants": [
                 {
-                  "drift": [],
-                  "pending": [],
-                  "resources_checked": 16,
-                  "state_serial": 7,
-                  "status": "clean",
-                  "tenant": "retail-chain"
+                  "created_at": "<timestamp>",
+                  "format_version": "1.0",
+                  "has_drift": false,
+                  "has_pending_changes": false,
+                  "summary": {
+                    "changed": 0,
+                    "deleted": 0,
+                    "pending_changes": 0,
+                    "resources_checked": 17,
+                    "tenants": 1,
+                    "tenants_with_drift": 0
+                  },
+                  "tenantform_version": "<version>",
+                  "tenants": [
+                    {
+                      "drift": [],
+                      "pending": [],
+                      "resources_checked": 17,
+                      "state_serial": 7,
+                      "status": "clean",
+                      "tenant": "retail-chain"
+                    }
+                  ]
                 }
-              ]
-            }
-        "#]],
+            "#]],
         );
     }
 }

@@ -39,7 +39,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::blueprint::TenantBlueprint;
-use crate::resource::{Attributes, Resource, ResourceAddress, TenantId, schema};
+use crate::resource::secret::INPUT_VERSIONS;
+use crate::resource::{Attributes, Resource, ResourceAddress, TenantId, schema, version_of};
 use crate::secret::REDACTED;
 use crate::spec::TenantSpec;
 use crate::state::{AppliedSpec, ResourceStatus, TenantState};
@@ -122,6 +123,10 @@ pub enum ActionReason {
     /// Asked for with `--rotate`: the provider sets new generated secrets (passwords),
     /// and the old ones stop working.
     RotationRequested,
+    /// The tenant's credentials secret is written anew (it is new, one of its
+    /// credentials is set anew, or it is out of step with them): every password it
+    /// holds is set anew with it, since it is written whole and never read.
+    CredentialsRenewed,
     /// Taken over from another tool (`tenantform adopt`) and not applied since: the
     /// object as that tool left it differs from the spec in `attributes`.
     Adopted {
@@ -156,6 +161,9 @@ impl fmt::Display for ActionReason {
             ActionReason::RotationRequested => {
                 f.write_str("rotation requested with --rotate: new secrets are set")
             }
+            ActionReason::CredentialsRenewed => f.write_str(
+                "the credentials secret is written anew: every password in it is set anew",
+            ),
             ActionReason::Adopted { from, attributes } => write!(
                 f,
                 "adopted from {from}; differs from the spec in {}",
@@ -448,6 +456,7 @@ pub fn plan_tenant(
         );
     }
     cascade_replacements(&mut changes);
+    renew_credentials(&mut changes, state, input.refreshed, input.rotate);
     // A no-op's `before` equals its `after` in every configured attribute. Keeping both
     // would double the memory of a plan over thousands of tenants (mostly no-ops) for
     // nothing; the JSON view shows a no-op's `before` from its `after`.
@@ -610,22 +619,22 @@ fn set_new_secrets(change: &mut ResourceChange, recorded: &Attributes, rotate: b
         return;
     }
     let schema = schema(change.address.resource_type);
-    let new: Vec<&str> = schema
+    let new: Vec<&crate::resource::AttributeSchema> = schema
         .attributes
         .iter()
         .filter(|a| a.computed && a.sensitive && !a.readable)
-        .filter(|a| rotate || !recorded.contains_key(a.name))
-        .map(|a| a.name)
+        .filter(|a| rotate || !recorded.contains_key(&recorded_as(a)))
         .collect();
     if new.is_empty() {
         return;
     }
-    for name in new {
+    for a in new {
         change.attribute_changes.push(AttributeChange {
-            name: name.to_owned(),
+            name: a.name.to_owned(),
+            // There was one when state records it (or its version): redacted.
             before: recorded
-                .get(name)
-                .map(|v| redact_value(schema.resource_type, name, v)),
+                .contains_key(&recorded_as(a))
+                .then(|| serde_json::Value::String(REDACTED.into())),
             after: Some(serde_json::Value::String(REDACTED.into())),
             forces_replacement: false,
         });
@@ -667,6 +676,105 @@ fn mark_adopted(change: &mut ResourceChange, state: &TenantState) {
 }
 
 /// Replaces every existing dependent of a replaced resource, transitively.
+/// What state records of generated secret `a`: its version when it is ephemeral.
+fn recorded_as(a: &crate::resource::AttributeSchema) -> String {
+    if a.ephemeral {
+        version_of(a.name)
+    } else {
+        a.name.to_owned()
+    }
+}
+
+/// A resource that takes ephemeral inputs (the credentials secret takes the role's and
+/// the Redis user's passwords) can only be written with all of them, and they exist
+/// only in the apply that sets them. So the inputs are set anew together with the
+/// write: when the taker is created or replaced, when any input is set anew (its
+/// resource created or replaced, `--rotate`, adopted without it), when the versions
+/// the taker was last written with are not what state records for its inputs (an apply
+/// stopped between the two), or when its value was changed outside tenantform.
+fn renew_credentials(
+    changes: &mut BTreeMap<ResourceAddress, ResourceChange>,
+    state: &TenantState,
+    refreshed: &BTreeMap<String, Option<Attributes>>,
+    rotate: bool,
+) {
+    let takers: Vec<(ResourceAddress, Vec<(String, ResourceAddress, String)>)> = changes
+        .values()
+        .filter_map(|c| {
+            let inputs: Vec<_> = c
+                .after
+                .as_ref()?
+                .inputs
+                .iter()
+                .filter(|(_, i)| {
+                    schema(i.from.resource_type)
+                        .attribute(&i.attribute)
+                        .is_some_and(|a| a.ephemeral)
+                })
+                .map(|(name, i)| (name.clone(), i.from.clone(), i.attribute.clone()))
+                .collect();
+            (!inputs.is_empty()).then(|| (c.address.clone(), inputs))
+        })
+        .collect();
+    let writes = |c: &ResourceChange| matches!(c.action, Action::Create | Action::Replace);
+    for (taker, inputs) in takers {
+        let recorded = state.get(&taker).map(|r| &r.attributes);
+        let versions = recorded.and_then(|a| a.get(INPUT_VERSIONS));
+        let value_changed_outside = match (recorded, refreshed.get(&taker.local())) {
+            (Some(before), Some(Some(now))) => before.get("version_id") != now.get("version_id"),
+            _ => false,
+        };
+        let renew = rotate
+            || value_changed_outside
+            || changes.get(&taker).is_some_and(writes)
+            || inputs.iter().any(|(name, from, attribute)| {
+                let source = changes.get(from);
+                let recorded_version = state
+                    .get(from)
+                    .and_then(|r| r.attributes.get(&version_of(attribute)));
+                source.is_some_and(|c| {
+                    writes(c) || c.attribute_changes.iter().any(|a| &a.name == attribute)
+                }) || recorded_version.is_none()
+                    || versions.and_then(|v| v.get(name)) != recorded_version
+            });
+        if !renew {
+            continue;
+        }
+        let reason = if rotate {
+            ActionReason::RotationRequested
+        } else {
+            ActionReason::CredentialsRenewed
+        };
+        let redacted = || Some(serde_json::Value::String(REDACTED.into()));
+        let mut renewed: Vec<(ResourceAddress, String)> = inputs
+            .into_iter()
+            .map(|(_, from, attribute)| (from, attribute))
+            .collect();
+        renewed.push((taker, crate::provider::secret::VALUE.to_owned()));
+        for (address, attribute) in renewed {
+            let Some(c) = changes.get_mut(&address) else {
+                continue;
+            };
+            if writes(c) || c.attribute_changes.iter().any(|a| a.name == attribute) {
+                continue;
+            }
+            if !matches!(c.action, Action::NoOp | Action::Update) {
+                continue;
+            }
+            c.attribute_changes.push(AttributeChange {
+                name: attribute,
+                before: redacted(),
+                after: redacted(),
+                forces_replacement: false,
+            });
+            if c.action == Action::NoOp {
+                c.action = Action::Update;
+                c.reason = reason.clone();
+            }
+        }
+    }
+}
+
 fn cascade_replacements(changes: &mut BTreeMap<ResourceAddress, ResourceChange>) {
     loop {
         let replaced: Vec<ResourceAddress> = changes

@@ -92,28 +92,29 @@ fn a_tier_change() {
         &plan,
         Markdown,
         expect![[r#"
-        ### tenantform plan: 1 to add, 6 to change, 0 to destroy
+            ### tenantform plan: 1 to add, 7 to change, 0 to destroy
 
-        | Tenant | Tier | Region | Add | Change | Destroy | Monthly cost | Note |
-        |---|---|---|---:|---:|---:|---:|---|
-        | `retail-chain` | gold | eu-west-1 | 1 | 6 | 0 | ₹56,400 → ₹1,77,600 |  |
+            | Tenant | Tier | Region | Add | Change | Destroy | Monthly cost | Note |
+            |---|---|---|---:|---:|---:|---:|---|
+            | `retail-chain` | gold | eu-west-1 | 1 | 7 | 0 | ₹56,400 → ₹1,77,600 |  |
 
-        Estimated monthly cost of these tenants: **₹1,77,600** (tier prices × region multipliers).
+            Estimated monthly cost of these tenants: **₹1,77,600** (tier prices × region multipliers).
 
-        <details><summary><code>retail-chain</code>: 1 to add, 6 to change, 0 to destroy</summary>
+            <details><summary><code>retail-chain</code>: 1 to add, 7 to change, 0 to destroy</summary>
 
-        ```diff
-        ! postgres_role.app [connection_limit]   # the spec changed
-        ! s3_bucket.documents [lifecycle_rules, tags]   # the spec changed
-        ! iam_policy.documents_access [tags]   # the spec changed
-        ! iam_role.app [tags]   # the spec changed
-        + elasticache_cluster.cache   # new in the spec
-        ! tenant_settings.main [tier, sla_latency_ms, features, queries_per_minute, documents_per_month, llm_model, llm_max_tokens, demo_documents, vector_replicas, dedicated_cache]   # the spec changed
-        ! grafana_dashboard.main [tags, sla_latency_ms]   # the spec changed
-        ```
+            ```diff
+            ! postgres_role.app [connection_limit]   # the spec changed
+            ! s3_bucket.documents [lifecycle_rules, tags]   # the spec changed
+            ! iam_policy.documents_access [tags]   # the spec changed
+            ! iam_role.app [tags]   # the spec changed
+            + elasticache_cluster.cache   # new in the spec
+            ! tenant_settings.main [tier, sla_latency_ms, features, queries_per_minute, documents_per_month, llm_model, llm_max_tokens, demo_documents, vector_replicas, dedicated_cache]   # the spec changed
+            ! grafana_dashboard.main [tags, sla_latency_ms]   # the spec changed
+            ! secret.credentials [tags]   # the spec changed
+            ```
 
-        </details>
-    "#]],
+            </details>
+        "#]],
     );
 }
 
@@ -129,60 +130,70 @@ fn a_replacement_with_its_dependents() {
         &plan,
         Human,
         expect![[r#"
-        tenantform will perform the following actions:
+            tenantform will perform the following actions:
 
-        Tenant retail-chain (Retail Chain, silver, eu-west-1)
-          Estimated cost: ₹56,400/month (silver in eu-west-1 at 1.2x; budget ₹6,00,000)
+            Tenant retail-chain (Retail Chain, silver, eu-west-1)
+              Estimated cost: ₹56,400/month (silver in eu-west-1 at 1.2x; budget ₹6,00,000)
 
-          # retail-chain/postgres_role.app must be replaced (replacement requested with --replace)
-        -/+ postgres_role.app
-              (replaced because a role's name is its identity)
+              # retail-chain/postgres_role.app must be replaced (replacement requested with --replace)
+            -/+ postgres_role.app
+                  (replaced because a role's name is its identity)
 
-          # retail-chain/postgres_schema_grant.app must be replaced (retail-chain/postgres_role.app is replaced)
-        -/+ postgres_schema_grant.app
-              (replaced because a grant belongs to one schema and one role)
+              # retail-chain/postgres_schema_grant.app must be replaced (retail-chain/postgres_role.app is replaced)
+            -/+ postgres_schema_grant.app
+                  (replaced because a grant belongs to one schema and one role)
 
-          # retail-chain/postgres_row_security.documents must be replaced (retail-chain/postgres_role.app is replaced)
-        -/+ postgres_row_security.documents
-              (replaced because a policy's table, name and command cannot change in place)
+              # retail-chain/postgres_row_security.documents must be replaced (retail-chain/postgres_role.app is replaced)
+            -/+ postgres_row_security.documents
+                  (replaced because a policy's table, name and command cannot change in place)
 
-          # retail-chain/postgres_table_grant.documents must be replaced (retail-chain/postgres_row_security.documents is replaced)
-        -/+ postgres_table_grant.documents
-              (replaced because a grant belongs to one table and one role)
+              # retail-chain/postgres_table_grant.documents must be replaced (retail-chain/postgres_row_security.documents is replaced)
+            -/+ postgres_table_grant.documents
+                  (replaced because a grant belongs to one table and one role)
 
-          # retail-chain/postgres_table_grant.embeddings must be replaced (retail-chain/postgres_schema_grant.app is replaced)
-        -/+ postgres_table_grant.embeddings
-              (replaced because a grant belongs to one table and one role)
+              # retail-chain/postgres_table_grant.embeddings must be replaced (retail-chain/postgres_schema_grant.app is replaced)
+            -/+ postgres_table_grant.embeddings
+                  (replaced because a grant belongs to one table and one role)
 
-        Plan: 5 to add, 0 to change, 5 to destroy.
-        Estimated monthly cost of the tenants in this plan: ₹56,400.
-    "#]],
+              # retail-chain/redis_acl_user.app will be updated in place (the credentials secret is written anew: every password in it is set anew)
+              ~ redis_acl_user.app
+                  ~ password = (sensitive value) -> (known after apply)
+
+              # retail-chain/secret.credentials must be replaced (retail-chain/postgres_role.app is replaced)
+            -/+ secret.credentials
+                  (replaced because a secret's name and region are its identity)
+
+            Plan: 6 to add, 1 to change, 6 to destroy.
+            Estimated monthly cost of the tenants in this plan: ₹56,400.
+        "#]],
     );
     check(&plan, Json, expect_file!["snapshots/replace.json"]);
     check(
         &plan,
         Markdown,
         expect![[r#"
-        ### tenantform plan: 5 to add, 0 to change, 5 to destroy
+            ### tenantform plan: 6 to add, 1 to change, 6 to destroy
 
-        | Tenant | Tier | Region | Add | Change | Destroy | Monthly cost | Note |
-        |---|---|---|---:|---:|---:|---:|---|
-        | `retail-chain` | silver | eu-west-1 | 5 | 0 | 5 | ₹56,400 |  |
+            | Tenant | Tier | Region | Add | Change | Destroy | Monthly cost | Note |
+            |---|---|---|---:|---:|---:|---:|---|
+            | `retail-chain` | silver | eu-west-1 | 6 | 1 | 6 | ₹56,400 |  |
 
-        Estimated monthly cost of these tenants: **₹56,400** (tier prices × region multipliers).
+            Estimated monthly cost of these tenants: **₹56,400** (tier prices × region multipliers).
 
-        <details><summary><code>retail-chain</code>: 5 to add, 0 to change, 5 to destroy</summary>
+            <details><summary><code>retail-chain</code>: 6 to add, 1 to change, 6 to destroy</summary>
 
-        ```diff
-        -/+ postgres_role.app   # replacement requested with --replace
-        -/+ postgres_schema_grant.app   # retail-chain/postgres_role.app is replaced
-        -/+ postgres_row_security.documents   # retail-chain/postgres_role.app is replaced
-        -/+ postgres_table_grant.documents   # retail-chain/postgres_row_security.documents is replaced
-        -/+ postgres_table_grant.embeddings   # retail-chain/postgres_schema_grant.app is replaced
-        ```
+            ```diff
+            -/+ postgres_role.app   # replacement requested with --replace
+            -/+ postgres_schema_grant.app   # retail-chain/postgres_role.app is replaced
+            -/+ postgres_row_security.documents   # retail-chain/postgres_role.app is replaced
+            -/+ postgres_table_grant.documents   # retail-chain/postgres_row_security.documents is replaced
+            -/+ postgres_table_grant.embeddings   # retail-chain/postgres_schema_grant.app is replaced
+            ! redis_acl_user.app [password]   # the credentials secret is written anew: every password in it is set anew
+            -/+ secret.credentials   # retail-chain/postgres_role.app is replaced
+            ```
 
-        </details>
-    "#]],
+            </details>
+        "#]],
     );
 }
 
@@ -272,65 +283,67 @@ fn tenants_added_unchanged_and_removed() {
         &plan,
         Markdown,
         expect![[r#"
-        ### tenantform plan: 16 to add, 0 to change, 17 to destroy
+            ### tenantform plan: 17 to add, 0 to change, 18 to destroy
 
-        | Tenant | Tier | Region | Add | Change | Destroy | Monthly cost | Note |
-        |---|---|---|---:|---:|---:|---:|---|
-        | `education-platform` | bronze | ap-south-1 | 16 | 0 | 0 | ₹15,300 | new tenant, over budget |
-        | `healthcare-systems` | - | - | 0 | 0 | 17 | - | spec removed |
-        | `retail-chain` | silver | eu-west-1 | 0 | 0 | 0 | ₹56,400 |  |
+            | Tenant | Tier | Region | Add | Change | Destroy | Monthly cost | Note |
+            |---|---|---|---:|---:|---:|---:|---|
+            | `education-platform` | bronze | ap-south-1 | 17 | 0 | 0 | ₹15,300 | new tenant, over budget |
+            | `healthcare-systems` | - | - | 0 | 0 | 18 | - | spec removed |
+            | `retail-chain` | silver | eu-west-1 | 0 | 0 | 0 | ₹56,400 |  |
 
-        Estimated monthly cost of these tenants: **₹71,700** (tier prices × region multipliers).
+            Estimated monthly cost of these tenants: **₹71,700** (tier prices × region multipliers).
 
-        > **Warning:** tenant education-platform: the estimated cost of ₹15,300/month exceeds its budget of ₹10,000 by ₹5,300; raise budget_inr in specs/tenants/education-platform.toml or choose a smaller tier
+            > **Warning:** tenant education-platform: the estimated cost of ₹15,300/month exceeds its budget of ₹10,000 by ₹5,300; raise budget_inr in specs/tenants/education-platform.toml or choose a smaller tier
 
-        <details><summary><code>education-platform</code>: 16 to add, 0 to change, 0 to destroy</summary>
+            <details><summary><code>education-platform</code>: 17 to add, 0 to change, 0 to destroy</summary>
 
-        ```diff
-        + postgres_schema.main   # new in the spec
-        + postgres_role.app   # new in the spec
-        + postgres_schema_grant.app   # new in the spec
-        + postgres_table.documents   # new in the spec
-        + postgres_row_security.documents   # new in the spec
-        + postgres_table_grant.documents   # new in the spec
-        + postgres_table_grant.embeddings   # new in the spec
-        + s3_bucket.documents   # new in the spec
-        + s3_bucket_policy.documents   # new in the spec
-        + iam_policy.documents_access   # new in the spec
-        + iam_role.app   # new in the spec
-        + iam_role_policy_attachment.documents_access   # new in the spec
-        + tenant_settings.main   # new in the spec
-        + redis_acl_user.app   # new in the spec
-        + vector_namespace.embeddings   # new in the spec
-        + grafana_dashboard.main   # new in the spec
-        ```
+            ```diff
+            + postgres_schema.main   # new in the spec
+            + postgres_role.app   # new in the spec
+            + postgres_schema_grant.app   # new in the spec
+            + postgres_table.documents   # new in the spec
+            + postgres_row_security.documents   # new in the spec
+            + postgres_table_grant.documents   # new in the spec
+            + postgres_table_grant.embeddings   # new in the spec
+            + s3_bucket.documents   # new in the spec
+            + s3_bucket_policy.documents   # new in the spec
+            + iam_policy.documents_access   # new in the spec
+            + iam_role.app   # new in the spec
+            + iam_role_policy_attachment.documents_access   # new in the spec
+            + tenant_settings.main   # new in the spec
+            + redis_acl_user.app   # new in the spec
+            + vector_namespace.embeddings   # new in the spec
+            + grafana_dashboard.main   # new in the spec
+            + secret.credentials   # new in the spec
+            ```
 
-        </details>
+            </details>
 
-        <details><summary><code>healthcare-systems</code>: 0 to add, 0 to change, 17 to destroy</summary>
+            <details><summary><code>healthcare-systems</code>: 0 to add, 0 to change, 18 to destroy</summary>
 
-        ```diff
-        - postgres_schema.main   # no longer in the spec
-        - postgres_role.app   # no longer in the spec
-        - postgres_schema_grant.app   # no longer in the spec
-        - postgres_table.documents   # no longer in the spec
-        - postgres_row_security.documents   # no longer in the spec
-        - postgres_table_grant.documents   # no longer in the spec
-        - postgres_table_grant.embeddings   # no longer in the spec
-        - s3_bucket.documents   # no longer in the spec
-        - s3_bucket_policy.documents   # no longer in the spec
-        - iam_policy.documents_access   # no longer in the spec
-        - iam_role.app   # no longer in the spec
-        - iam_role_policy_attachment.documents_access   # no longer in the spec
-        - elasticache_cluster.cache   # no longer in the spec
-        - tenant_settings.main   # no longer in the spec
-        - redis_acl_user.app   # no longer in the spec
-        - vector_namespace.embeddings   # no longer in the spec
-        - grafana_dashboard.main   # no longer in the spec
-        ```
+            ```diff
+            - postgres_schema.main   # no longer in the spec
+            - postgres_role.app   # no longer in the spec
+            - postgres_schema_grant.app   # no longer in the spec
+            - postgres_table.documents   # no longer in the spec
+            - postgres_row_security.documents   # no longer in the spec
+            - postgres_table_grant.documents   # no longer in the spec
+            - postgres_table_grant.embeddings   # no longer in the spec
+            - s3_bucket.documents   # no longer in the spec
+            - s3_bucket_policy.documents   # no longer in the spec
+            - iam_policy.documents_access   # no longer in the spec
+            - iam_role.app   # no longer in the spec
+            - iam_role_policy_attachment.documents_access   # no longer in the spec
+            - elasticache_cluster.cache   # no longer in the spec
+            - tenant_settings.main   # no longer in the spec
+            - redis_acl_user.app   # no longer in the spec
+            - vector_namespace.embeddings   # no longer in the spec
+            - grafana_dashboard.main   # no longer in the spec
+            - secret.credentials   # no longer in the spec
+            ```
 
-        </details>
-    "#]],
+            </details>
+        "#]],
     );
     check(&plan, Human, expect_file!["snapshots/three_tenants.txt"]);
     // The tenants' part of the JSON view: costs, the budget warning, a removed spec.
@@ -348,9 +361,9 @@ fn tenants_added_unchanged_and_removed() {
             "monthly_inr": 71700.0
           },
           "summary": {
-            "add": 16,
+            "add": 17,
             "change": 0,
-            "destroy": 17
+            "destroy": 18
           },
           "tenants": [
             {
@@ -392,7 +405,7 @@ fn tenants_added_unchanged_and_removed() {
               "state_lineage": null,
               "state_serial": null,
               "summary": {
-                "add": 16,
+                "add": 17,
                 "change": 0,
                 "destroy": 0
               },
@@ -412,7 +425,7 @@ fn tenants_added_unchanged_and_removed() {
               "summary": {
                 "add": 0,
                 "change": 0,
-                "destroy": 17
+                "destroy": 18
               },
               "tenant": "healthcare-systems"
             },
@@ -603,93 +616,97 @@ fn a_destroy() {
         &plan,
         Human,
         expect![[r#"
-        tenantform will perform the following actions:
+            tenantform will perform the following actions:
 
-        Tenant retail-chain (Retail Chain, silver, eu-west-1)
+            Tenant retail-chain (Retail Chain, silver, eu-west-1)
 
-          # retail-chain/postgres_schema.main will be destroyed (destroy requested)
-          - postgres_schema.main
+              # retail-chain/postgres_schema.main will be destroyed (destroy requested)
+              - postgres_schema.main
 
-          # retail-chain/postgres_role.app will be destroyed (destroy requested)
-          - postgres_role.app
+              # retail-chain/postgres_role.app will be destroyed (destroy requested)
+              - postgres_role.app
 
-          # retail-chain/postgres_schema_grant.app will be destroyed (destroy requested)
-          - postgres_schema_grant.app
+              # retail-chain/postgres_schema_grant.app will be destroyed (destroy requested)
+              - postgres_schema_grant.app
 
-          # retail-chain/postgres_table.documents will be destroyed (destroy requested)
-          - postgres_table.documents
+              # retail-chain/postgres_table.documents will be destroyed (destroy requested)
+              - postgres_table.documents
 
-          # retail-chain/postgres_row_security.documents will be destroyed (destroy requested)
-          - postgres_row_security.documents
+              # retail-chain/postgres_row_security.documents will be destroyed (destroy requested)
+              - postgres_row_security.documents
 
-          # retail-chain/postgres_table_grant.documents will be destroyed (destroy requested)
-          - postgres_table_grant.documents
+              # retail-chain/postgres_table_grant.documents will be destroyed (destroy requested)
+              - postgres_table_grant.documents
 
-          # retail-chain/postgres_table_grant.embeddings will be destroyed (destroy requested)
-          - postgres_table_grant.embeddings
+              # retail-chain/postgres_table_grant.embeddings will be destroyed (destroy requested)
+              - postgres_table_grant.embeddings
 
-          # retail-chain/s3_bucket.documents will be destroyed (destroy requested)
-          - s3_bucket.documents
+              # retail-chain/s3_bucket.documents will be destroyed (destroy requested)
+              - s3_bucket.documents
 
-          # retail-chain/s3_bucket_policy.documents will be destroyed (destroy requested)
-          - s3_bucket_policy.documents
+              # retail-chain/s3_bucket_policy.documents will be destroyed (destroy requested)
+              - s3_bucket_policy.documents
 
-          # retail-chain/iam_policy.documents_access will be destroyed (destroy requested)
-          - iam_policy.documents_access
+              # retail-chain/iam_policy.documents_access will be destroyed (destroy requested)
+              - iam_policy.documents_access
 
-          # retail-chain/iam_role.app will be destroyed (destroy requested)
-          - iam_role.app
+              # retail-chain/iam_role.app will be destroyed (destroy requested)
+              - iam_role.app
 
-          # retail-chain/iam_role_policy_attachment.documents_access will be destroyed (destroy requested)
-          - iam_role_policy_attachment.documents_access
+              # retail-chain/iam_role_policy_attachment.documents_access will be destroyed (destroy requested)
+              - iam_role_policy_attachment.documents_access
 
-          # retail-chain/tenant_settings.main will be destroyed (destroy requested)
-          - tenant_settings.main
+              # retail-chain/tenant_settings.main will be destroyed (destroy requested)
+              - tenant_settings.main
 
-          # retail-chain/redis_acl_user.app will be destroyed (destroy requested)
-          - redis_acl_user.app
+              # retail-chain/redis_acl_user.app will be destroyed (destroy requested)
+              - redis_acl_user.app
 
-          # retail-chain/vector_namespace.embeddings will be destroyed (destroy requested)
-          - vector_namespace.embeddings
+              # retail-chain/vector_namespace.embeddings will be destroyed (destroy requested)
+              - vector_namespace.embeddings
 
-          # retail-chain/grafana_dashboard.main will be destroyed (destroy requested)
-          - grafana_dashboard.main
+              # retail-chain/grafana_dashboard.main will be destroyed (destroy requested)
+              - grafana_dashboard.main
 
-        Plan: 0 to add, 0 to change, 16 to destroy.
-    "#]],
+              # retail-chain/secret.credentials will be destroyed (destroy requested)
+              - secret.credentials
+
+            Plan: 0 to add, 0 to change, 17 to destroy.
+        "#]],
     );
     check(
         &plan,
         Markdown,
         expect![[r#"
-        ### tenantform plan: 0 to add, 0 to change, 16 to destroy
+            ### tenantform plan: 0 to add, 0 to change, 17 to destroy
 
-        | Tenant | Tier | Region | Add | Change | Destroy | Monthly cost | Note |
-        |---|---|---|---:|---:|---:|---:|---|
-        | `retail-chain` | silver | eu-west-1 | 0 | 0 | 16 | - |  |
+            | Tenant | Tier | Region | Add | Change | Destroy | Monthly cost | Note |
+            |---|---|---|---:|---:|---:|---:|---|
+            | `retail-chain` | silver | eu-west-1 | 0 | 0 | 17 | - |  |
 
-        <details><summary><code>retail-chain</code>: 0 to add, 0 to change, 16 to destroy</summary>
+            <details><summary><code>retail-chain</code>: 0 to add, 0 to change, 17 to destroy</summary>
 
-        ```diff
-        - postgres_schema.main   # destroy requested
-        - postgres_role.app   # destroy requested
-        - postgres_schema_grant.app   # destroy requested
-        - postgres_table.documents   # destroy requested
-        - postgres_row_security.documents   # destroy requested
-        - postgres_table_grant.documents   # destroy requested
-        - postgres_table_grant.embeddings   # destroy requested
-        - s3_bucket.documents   # destroy requested
-        - s3_bucket_policy.documents   # destroy requested
-        - iam_policy.documents_access   # destroy requested
-        - iam_role.app   # destroy requested
-        - iam_role_policy_attachment.documents_access   # destroy requested
-        - tenant_settings.main   # destroy requested
-        - redis_acl_user.app   # destroy requested
-        - vector_namespace.embeddings   # destroy requested
-        - grafana_dashboard.main   # destroy requested
-        ```
+            ```diff
+            - postgres_schema.main   # destroy requested
+            - postgres_role.app   # destroy requested
+            - postgres_schema_grant.app   # destroy requested
+            - postgres_table.documents   # destroy requested
+            - postgres_row_security.documents   # destroy requested
+            - postgres_table_grant.documents   # destroy requested
+            - postgres_table_grant.embeddings   # destroy requested
+            - s3_bucket.documents   # destroy requested
+            - s3_bucket_policy.documents   # destroy requested
+            - iam_policy.documents_access   # destroy requested
+            - iam_role.app   # destroy requested
+            - iam_role_policy_attachment.documents_access   # destroy requested
+            - tenant_settings.main   # destroy requested
+            - redis_acl_user.app   # destroy requested
+            - vector_namespace.embeddings   # destroy requested
+            - grafana_dashboard.main   # destroy requested
+            - secret.credentials   # destroy requested
+            ```
 
-        </details>
-    "#]],
+            </details>
+        "#]],
     );
 }

@@ -69,7 +69,8 @@ pub fn provider_name(t: ResourceType) -> &'static str {
         | ResourceType::IamPolicy
         | ResourceType::IamRole
         | ResourceType::IamRolePolicyAttachment
-        | ResourceType::ElasticacheCluster => "tenantform/aws",
+        | ResourceType::ElasticacheCluster
+        | ResourceType::Secret => "tenantform/aws",
         ResourceType::RedisAclUser => "tenantform/redis",
         ResourceType::VectorNamespace => "tenantform/pgvector",
         ResourceType::GrafanaDashboard => "tenantform/grafana",

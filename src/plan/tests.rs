@@ -28,14 +28,28 @@ pub(crate) fn applied(bp: &TenantBlueprint, protected: bool) -> TenantState {
     s.protected = protected;
     for r in &bp.resources {
         let mut attrs = r.attributes.clone();
-        // As an apply records them: the secrets the providers generate.
+        // As an apply records them: the versions of the secrets the providers generate
+        // (the secrets themselves are never recorded), and the versions a resource
+        // taking them was written with.
         for a in r
             .schema()
             .attributes
             .iter()
             .filter(|a| a.computed && a.sensitive)
         {
-            attrs.insert(a.name.into(), serde_json::json!("s3cret-pw"));
+            attrs.insert(crate::resource::version_of(a.name), serde_json::json!("v1"));
+        }
+        if !r.inputs.is_empty() {
+            let versions: serde_json::Map<String, serde_json::Value> = r
+                .inputs
+                .iter()
+                .filter(|(_, i)| i.attribute == "password")
+                .map(|(name, _)| (name.clone(), serde_json::json!("v1")))
+                .collect();
+            attrs.insert(
+                crate::resource::secret::INPUT_VERSIONS.into(),
+                versions.into(),
+            );
         }
         s.resources.insert(
             r.address.local(),
@@ -185,6 +199,7 @@ fn a_tier_change_updates_in_place_and_adds_the_tiers_cache() {
             "Update iam_role.app (the spec changed)",
             "Update postgres_role.app (the spec changed)",
             "Update s3_bucket.documents (the spec changed)",
+            "Update secret.credentials (the spec changed)",
             "Update tenant_settings.main (the spec changed)",
         ]
     );
@@ -271,6 +286,10 @@ fn replacing_one_resource_replaces_its_dependents() {
             "Replace postgres_schema_grant.app (retail-chain/postgres_role.app is replaced)",
             "Replace postgres_table_grant.documents (retail-chain/postgres_row_security.documents is replaced)",
             "Replace postgres_table_grant.embeddings (retail-chain/postgres_schema_grant.app is replaced)",
+            // The secret holds the role's name and password, and is written whole: the
+            // Redis user's password is set anew to go in with the role's.
+            "Replace secret.credentials (retail-chain/postgres_role.app is replaced)",
+            "Update redis_acl_user.app (the credentials secret is written anew: every password in it is set anew)",
         ]
     );
     // The embeddings are granted anew; the table that holds them stays.
@@ -308,14 +327,19 @@ fn rotation_updates_only_the_generated_secrets_of_the_tenant_asked_for() {
         vec![
             format!("Update postgres_role.app ({rotated})"),
             format!("Update redis_acl_user.app ({rotated})"),
+            format!("Update secret.credentials ({rotated})"),
         ]
     );
     for c in p.changes.iter().filter(|c| c.action.is_change()) {
         assert_eq!(c.reason, ActionReason::RotationRequested);
+        let written = match c.address.resource_type {
+            ResourceType::Secret => "value",
+            _ => "password",
+        };
         assert_eq!(
             c.attribute_changes,
             vec![AttributeChange {
-                name: "password".into(),
+                name: written.into(),
                 before: Some(REDACTED.into()),
                 after: Some(REDACTED.into()),
                 forces_replacement: false,
@@ -701,7 +725,7 @@ fn the_json_view_uses_terraforms_vocabulary_and_hides_secrets() {
     assert!(!json.to_string().contains("s3cret-pw"));
     assert_eq!(
         json["summary"],
-        serde_json::json!({"add": 5, "change": 0, "destroy": 5})
+        serde_json::json!({"add": 6, "change": 1, "destroy": 6})
     );
 
     // The whole renderings of this plan are snapshots in `render_tests.rs`.

@@ -48,6 +48,7 @@ pub mod iam;
 pub mod postgres;
 pub mod redis;
 pub mod s3;
+pub mod secret;
 pub mod settings;
 pub mod vector;
 

@@ -27,7 +27,7 @@ use crate::resource::{
     Attributes, CreateToken, Resource, ResourceAddress, ResourceType, attr_bool, attr_str,
     required_str, string_list,
 };
-use crate::secret::generate_password;
+use crate::secret::{generate_password, generated_password};
 
 const SERVICE: &str = "PostgreSQL";
 
@@ -318,7 +318,7 @@ impl PostgresProvider {
             || format!("PostgreSQL role {name:?}"),
         )
         .await?;
-        Ok(Attributes::from([("password".into(), json!(password))]))
+        Ok(generated_password(password))
     }
 
     async fn delete_role(&self, current: &Attributes) -> Result<(), ProviderError> {
@@ -966,8 +966,8 @@ impl Provider for PostgresProvider {
                 .await?
             }
             ResourceType::PostgresRole => {
-                // A password the plan changes is one state does not hold (a role adopted
-                // from Terraform): a new one is set and recorded.
+                // A password the plan changes (rotation, credentials delivered anew, a
+                // role adopted from Terraform): a new one is set, and handed over.
                 let rotate = changed.iter().any(|c| c == "password");
                 let mut sql = format!(
                     "ALTER ROLE {} {}",
@@ -978,7 +978,7 @@ impl Provider for PostgresProvider {
                 if rotate {
                     let (password, verifier) = new_password();
                     sql += &format!(" PASSWORD {}", literal(&verifier));
-                    computed.insert("password".into(), json!(password));
+                    computed = generated_password(password);
                 }
                 self.batch(&(sql + ";")).await?;
                 return Ok(computed);

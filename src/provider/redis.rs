@@ -27,10 +27,9 @@ use super::{
 use crate::connect::redis::{RedisConfig, redis_error};
 use crate::connect::retry::RetryPolicy;
 use crate::resource::{
-    Attributes, CreateToken, Resource, ResourceAddress, attr_bool, attr_str, required_str,
-    string_list,
+    Attributes, CreateToken, Resource, ResourceAddress, attr_bool, required_str, string_list,
 };
-use crate::secret::generate_password;
+use crate::secret::{generate_password, generated_password};
 
 const SERVICE: &str = "Redis";
 
@@ -358,33 +357,27 @@ impl Provider for RedisProvider {
         args.extend(rule_args(a));
         args.push(format!("&{CREATE_MARK}{}", mode.token()));
         self.set_user(name, args).await?;
-        Ok(Attributes::from([("password".into(), json!(password))]))
+        Ok(generated_password(password))
     }
 
     async fn update(
         &self,
         resource: &Resource,
-        current: &Attributes,
+        _current: &Attributes,
         changed: &[String],
     ) -> Result<Attributes, ProviderError> {
         let a = &resource.attributes;
         let name = required_str(a, "name")?;
-        // The recorded password is set again, so that an update also repairs a user
-        // that lost it (or was re-created by hand); a password the plan changes is one
-        // state does not hold, so a new one is set and recorded.
-        let mut args = vec!["resetpass".to_owned()];
+        // A password the plan changes (rotation, credentials delivered anew) replaces
+        // every password the user has, and is handed over; otherwise the user keeps
+        // its password (state does not hold it) and only the rules are set.
+        let mut args = Vec::new();
         let mut computed = Attributes::new();
         if changed.iter().any(|c| c == "password") {
             let password = generate_password(32);
+            args.push("resetpass".to_owned());
             args.push(format!("#{}", password_hash(&password)));
-            computed.insert("password".into(), json!(password));
-        } else if let Some(pw) = attr_str(current, "password") {
-            args.push(format!("#{}", password_hash(pw)));
-        } else {
-            return Err(ProviderError::Config(format!(
-                "state holds no password for Redis user {name:?}; replace it with --replace {}",
-                resource.address
-            )));
+            computed = generated_password(password);
         }
         args.extend(rule_args(a));
         self.set_user(name, args).await?;

@@ -228,6 +228,10 @@ resource_families! {
     Dashboard => dashboard {
         GrafanaDashboard = "grafana_dashboard" => GRAFANA_DASHBOARD,
     }
+    /// The tenant's credentials, delivered to AWS Secrets Manager.
+    Secret => secret {
+        Secret = "secret" => CREDENTIALS,
+    }
 }
 
 impl fmt::Display for Family {
@@ -316,6 +320,19 @@ pub struct Resource {
     pub attributes: Attributes,
     /// Resources that must exist before this one and be deleted after it.
     pub depends_on: Vec<ResourceAddress>,
+    /// Values this resource takes from others when it is created or updated, by the
+    /// name the provider sees them under: an ephemeral value (a password) computed in
+    /// the same apply, or what state records of the other resource. Never recorded
+    /// with this resource, never shown.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, Input>,
+}
+
+/// Where an input of a resource comes from: attribute `attribute` of resource `from`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Input {
+    pub from: ResourceAddress,
+    pub attribute: String,
 }
 
 impl Resource {
@@ -325,7 +342,23 @@ impl Resource {
             address,
             attributes: Attributes::new(),
             depends_on: Vec::new(),
+            inputs: BTreeMap::new(),
         }
+    }
+
+    /// Takes attribute `attribute` of `from` as input `name` (and depends on `from`).
+    pub fn input(mut self, name: &str, from: &Resource, attribute: &str) -> Self {
+        self.inputs.insert(
+            name.to_owned(),
+            Input {
+                from: from.address.clone(),
+                attribute: attribute.to_owned(),
+            },
+        );
+        if !self.depends_on.contains(&from.address) {
+            self.depends_on.push(from.address.clone());
+        }
+        self
     }
 
     /// Sets attribute `name` to `value`, replacing an earlier value.
@@ -482,7 +515,17 @@ pub struct AttributeSchema {
     pub sensitive: bool,
     /// The provider can read it back; unreadable attributes are kept from state on refresh.
     pub readable: bool,
+    /// A computed value that is never recorded (a generated password): the apply hands
+    /// it to the resources that take it as an input ([`Resource::input`]) and forgets
+    /// it. State keeps only its version, attribute [`version_of`] the name.
+    pub ephemeral: bool,
     pub compare: Compare,
+}
+
+/// The attribute that records the version of ephemeral attribute `name`
+/// (`password_version` for `password`): what state keeps instead of the value.
+pub fn version_of(name: &str) -> String {
+    format!("{name}_version")
 }
 
 /// How two values of an attribute are compared.
@@ -506,6 +549,7 @@ impl AttributeSchema {
             force_new: false,
             sensitive: false,
             readable: true,
+            ephemeral: false,
             compare: Compare::Exact,
         }
     }
@@ -538,6 +582,14 @@ impl AttributeSchema {
     pub const fn unreadable(self) -> Self {
         AttributeSchema {
             readable: false,
+            ..self
+        }
+    }
+    /// The same attribute, never recorded: handed to the resources that take it as an
+    /// input in the apply that computed it, its version recorded instead.
+    pub const fn ephemeral(self) -> Self {
+        AttributeSchema {
+            ephemeral: true,
             ..self
         }
     }

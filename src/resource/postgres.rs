@@ -25,7 +25,8 @@ pub static ROLE: Schema = Schema {
         A::updatable("bypass_rls"),
         A::updatable("inherit"),
         A::updatable("connection_limit"),
-        A::computed("password").sensitive().unreadable(),
+        A::computed("password").sensitive().unreadable().ephemeral(),
+        A::computed("password_version").unreadable(),
     ],
     replace_note: "a role's name is its identity",
 };

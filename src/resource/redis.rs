@@ -13,7 +13,8 @@ pub static ACL_USER: Schema = Schema {
         // Applied left to right as the blueprint lists them, but compared as a set:
         // Redis reads them back in its own normal order.
         A::updatable("commands").as_set(),
-        A::computed("password").sensitive().unreadable(),
+        A::computed("password").sensitive().unreadable().ephemeral(),
+        A::computed("password_version").unreadable(),
     ],
     replace_note: "a Redis user's name is its identity",
 };

@@ -367,6 +367,8 @@ pub struct Naming {
     pub cache_cluster: String,
     /// The tenant's ACL user on the shared Redis.
     pub redis_user: String,
+    /// The tenant's credentials secret in AWS Secrets Manager.
+    pub credentials_secret: String,
     /// Templates a key had before it was changed (`postgres_schema = ["tenant_{id_}"]`).
     /// State is checked against the names the templates give each tenant; a name made
     /// by a template listed here is still accepted as the tenant's own, so that the next
@@ -386,6 +388,7 @@ impl Default for Naming {
             iam_policy: "rag-{id}-documents-access".into(),
             cache_cluster: "rag-{id}".into(),
             redis_user: "tenant_{id_}".into(),
+            credentials_secret: "rag-{id}-credentials".into(),
             renamed_from: BTreeMap::new(),
         }
     }
@@ -401,6 +404,7 @@ impl Naming {
         "iam_policy",
         "cache_cluster",
         "redis_user",
+        "credentials_secret",
     ];
 
     /// The template of `key`, mutable (one of [`Naming::KEYS`]).
@@ -413,6 +417,7 @@ impl Naming {
             "iam_policy" => &mut self.iam_policy,
             "cache_cluster" => &mut self.cache_cluster,
             "redis_user" => &mut self.redis_user,
+            "credentials_secret" => &mut self.credentials_secret,
             _ => return None,
         })
     }
@@ -426,12 +431,14 @@ impl Naming {
     }
 
     /// AWS name templates with the longest name AWS accepts for each.
-    fn aws_templates(&self) -> [(&'static str, &str, usize); 4] {
+    fn aws_templates(&self) -> [(&'static str, &str, usize); 5] {
         [
             ("s3_bucket", &self.s3_bucket, 63),
             ("iam_role", &self.iam_role, 64),
             ("iam_policy", &self.iam_policy, 128),
             ("cache_cluster", &self.cache_cluster, 40),
+            // 512 less the 7 characters of the suffix AWS adds to the ARN.
+            ("credentials_secret", &self.credentials_secret, 505),
         ]
     }
 }

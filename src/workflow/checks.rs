@@ -16,6 +16,7 @@ use crate::connect::aws::{AwsClients, sdk_error};
 use crate::connect::postgres::{PostgresConfig, ident};
 use crate::connect::redis::RedisConfig;
 use crate::resource::{ResourceType, attr_str, tags_of};
+use crate::secret::{Credentials, read_credentials, read_secret_as};
 use crate::spec::{Specs, TenantSpec};
 use crate::state::{ResourceStatus, TenantState};
 
@@ -72,6 +73,9 @@ pub struct CheckContext<'a> {
     pub jwt_secret: &'a [u8],
     /// Real queries measured for the latency check.
     pub latency_queries: usize,
+    /// The tenant's credentials, read from its secret by the first check that needs
+    /// them (an empty cell to begin with).
+    pub credentials: tokio::sync::OnceCell<Result<Credentials, String>>,
 }
 
 /// The names of the checks, in the order they are reported.
@@ -168,34 +172,47 @@ fn string(attrs: &crate::resource::Attributes, name: &str) -> Result<String, Str
         .ok_or_else(|| format!("attribute {name} is missing"))
 }
 
-/// The tenant's database login: (role, password, schema).
-fn db_login(state: &TenantState) -> Result<(String, String, String), String> {
-    let role = attrs_of(state, ResourceType::PostgresRole, "app")?;
-    let schema = attrs_of(state, ResourceType::PostgresSchema, "main")?;
-    Ok((
-        string(role, "name")?,
-        string(role, "password")?,
-        string(schema, "name")?,
-    ))
-}
-
-/// A connection with the tenant's own role: (client, role, schema).
+/// A connection with the tenant's own login, from its credentials secret:
+/// (client, role, schema).
 pub(super) async fn connect_as_tenant(
     pg: &PostgresConfig,
+    credentials: &Credentials,
     state: &TenantState,
 ) -> Result<(tokio_postgres::Client, String, String), String> {
-    let (role, password, schema) = db_login(state)?;
-    let client = pg
-        .connect(Some((&role, &password)))
+    let schema = string(
+        attrs_of(state, ResourceType::PostgresSchema, "main")?,
+        "name",
+    )?;
+    let login = &credentials.postgres;
+    // Where the secret says, as the application would connect; the engine's own
+    // settings for what the secret does not carry (TLS, timeouts).
+    let tenant_pg = PostgresConfig {
+        host: login.host.clone(),
+        port: login.port,
+        database: login.dbname.clone().unwrap_or_else(|| pg.database.clone()),
+        ..pg.clone()
+    };
+    let role = login.username.clone();
+    let client = tenant_pg
+        .connect(Some((&role, &login.password)))
         .await
         .map_err(|e| format!("cannot connect as {role}: {e}"))?;
     Ok((client, role, schema))
 }
 
+/// The tenant's credentials, read from its secret with its role once per suite.
+async fn credentials<'c>(cx: &'c CheckContext<'_>) -> Result<&'c Credentials, String> {
+    cx.credentials
+        .get_or_init(|| read_credentials(cx.aws, cx.state))
+        .await
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 async fn tenant_db(
     cx: &CheckContext<'_>,
 ) -> Result<(tokio_postgres::Client, String, String), String> {
-    connect_as_tenant(cx.pg, cx.state).await
+    connect_as_tenant(cx.pg, credentials(cx).await?, cx.state).await
 }
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {
@@ -286,9 +303,9 @@ async fn cross_tenant_isolation(cx: &CheckContext<'_>) -> Result<String, String>
     }
 
     if let Some(redis) = cx.redis {
-        let user = attrs_of(cx.state, ResourceType::RedisAclUser, "app")?;
-        let (name, password) = (string(user, "name")?, string(user, "password")?);
-        let client = redis::Client::open(redis.url_for(&name, &password))
+        let login = &credentials(cx).await?.redis;
+        let (name, password) = (login.username.clone(), &login.password);
+        let client = redis::Client::open(redis.url_for(&name, password))
             .map_err(|e| format!("Redis URL: {e}"))?;
         let mut con = crate::connect::redis::connect(&client)
             .await
@@ -325,6 +342,38 @@ async fn cross_tenant_isolation(cx: &CheckContext<'_>) -> Result<String, String>
         proven.push(format!(
             "Redis user {name} is refused {foreign_key} and FLUSHALL"
         ));
+    }
+
+    if let Some(other) = cx
+        .others
+        .iter()
+        .find(|o| attrs_of(o, ResourceType::IamRole, "app").is_ok())
+    {
+        // The other tenant's role asks for this tenant's credentials.
+        let arn = string(attrs_of(other, ResourceType::IamRole, "app")?, "arn")?;
+        let assumed = cx
+            .aws
+            .assume_tenant_role(&arn, &format!("tenantform-validate-{}", other.tenant))
+            .await
+            .map_err(|e| format!("cannot assume {arn}: {e}"))?;
+        match read_secret_as(&assumed, cx.state).await {
+            Err(e) if e.code() == "AccessDeniedException" => proven.push(format!(
+                "the role of tenant {} is refused this tenant's credentials secret",
+                other.tenant
+            )),
+            Err(e) => {
+                return Err(format!(
+                    "reading the credentials secret as tenant {}'s role failed, but not with AccessDeniedException: {e}",
+                    other.tenant
+                ));
+            }
+            Ok(_) => {
+                return Err(format!(
+                    "ISOLATION BROKEN: the role of tenant {} can read this tenant's credentials",
+                    other.tenant
+                ));
+            }
+        }
     }
 
     if let Some(other_bucket) = cx

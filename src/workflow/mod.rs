@@ -586,6 +586,7 @@ impl<'a> Workflow<'a> {
             metrics_url: &metrics_url,
             jwt_secret: &jwt_secret,
             latency_queries: specs.platform.validation.latency_queries,
+            credentials: tokio::sync::OnceCell::new(),
         };
         // Boxed: the suite's future holds eight checks, each with its clients' calls;
         // inline, every caller up to the run's task would carry it on the stack.

@@ -321,7 +321,8 @@ impl Workflow<'_> {
             .await?;
         let mut configured = json!({"demo_documents": 0});
         if specs.tier_of(&spec).demo_documents {
-            match seed_demo_documents(&self.pg, &state).await {
+            let aws = crate::connect::aws::AwsClients::load(&specs.platform.aws).await;
+            match seed_demo_documents(&self.pg, &aws, &state).await {
                 Ok(n) => configured = json!({"demo_documents": n}),
                 Err(e) => {
                     return Ok(Next::RollBack {
@@ -576,8 +577,13 @@ impl Next {
 /// - only provisioning through a request seeds them (a retry seeds what is missing); a
 ///   tenant applied from a spec file alone, or moved to Gold later, gets none. The tier
 ///   settings row (`tenant_settings.main`, a resource) records `demo_documents`.
-async fn seed_demo_documents(pg: &PostgresConfig, state: &TenantState) -> Result<i64, String> {
-    let (db, _, schema) = checks::connect_as_tenant(pg, state).await?;
+async fn seed_demo_documents(
+    pg: &PostgresConfig,
+    aws: &crate::connect::aws::AwsClients,
+    state: &TenantState,
+) -> Result<i64, String> {
+    let credentials = crate::secret::read_credentials(aws, state).await?;
+    let (db, _, schema) = checks::connect_as_tenant(pg, &credentials, state).await?;
     let table = format!("{}.documents", ident(&schema));
     const DEMO: [(&str, &str); 3] = [
         (
