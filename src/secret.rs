@@ -53,19 +53,6 @@ impl fmt::Display for Secret {
     }
 }
 
-/// What a provider returns for a password it generated: the password (ephemeral:
-/// handed to the credentials secret, never recorded) and a new random version id,
-/// which state records in its place.
-pub fn generated_password(password: String) -> crate::resource::Attributes {
-    crate::resource::Attributes::from([
-        ("password".into(), serde_json::Value::String(password)),
-        (
-            crate::resource::version_of("password"),
-            serde_json::Value::String(uuid::Uuid::now_v7().simple().to_string()),
-        ),
-    ])
-}
-
 /// One login as the tenant's credentials secret holds it.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Login {
@@ -97,71 +84,20 @@ pub struct Credentials {
     pub redis: Login,
 }
 
-/// The tenant's credentials as its application reads them: its IAM role assumed (the
-/// engine's principal is one of the role's trusted principals), the value of its
-/// credentials secret read with the role's credentials. The engine's own credentials
-/// are refused the value by the secret's resource policy.
-pub async fn read_credentials(
-    aws: &crate::connect::aws::AwsClients,
-    state: &crate::state::TenantState,
-) -> Result<Credentials, String> {
-    let role = created_attributes(state, crate::resource::ResourceType::IamRole, "app")?;
-    let arn = crate::resource::required_str(role, "arn").map_err(|e| e.to_string())?;
-    let assumed = aws
-        .assume_tenant_role(arn, &format!("tenantform-validate-{}", state.tenant))
-        .await
-        .map_err(|e| format!("cannot assume {arn}: {e}"))?;
-    let text = read_secret_as(&assumed, state)
-        .await
-        .map_err(|e| e.to_string())?;
-    // serde_json's messages may quote the text: only where it failed is told.
-    serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "the credentials secret of tenant {} does not hold credentials ({:?} error at line {} column {})",
-            state.tenant,
-            e.classify(),
-            e.line(),
-            e.column()
-        )
-    })
-}
-
-/// The value of `state`'s credentials secret, read as `role` (the tenant's own, or
-/// another tenant's for the negative test of isolation).
-pub async fn read_secret_as(
-    role: &crate::connect::aws::AssumedRole,
-    state: &crate::state::TenantState,
-) -> Result<String, crate::connect::ServiceError> {
-    let secret = created_attributes(state, crate::resource::ResourceType::Secret, "credentials")
-        .map_err(crate::connect::ServiceError::Config)?;
-    let name = crate::resource::required_str(secret, "name")
-        .map_err(|e| crate::connect::ServiceError::Config(e.to_string()))?;
-    let region = crate::resource::required_str(secret, "region")
-        .map_err(|e| crate::connect::ServiceError::Config(e.to_string()))?;
-    let client = role.secrets(region);
-    let out = crate::connect::aws::call(
-        &crate::connect::retry::RetryPolicy::DEFAULT,
-        "Secrets Manager",
-        || client.get_secret_value().secret_id(name).send(),
-    )
-    .await?;
-    out.secret_string().map(str::to_owned).ok_or_else(|| {
-        crate::connect::ServiceError::Config(format!("secret {name:?} holds no string value"))
-    })
-}
-
-/// A created resource's attributes in `state`.
-fn created_attributes<'s>(
-    state: &'s crate::state::TenantState,
-    t: crate::resource::ResourceType,
-    name: &str,
-) -> Result<&'s crate::resource::Attributes, String> {
-    state
-        .resources
-        .get(&format!("{t}.{name}"))
-        .filter(|r| r.status == crate::state::ResourceStatus::Created)
-        .map(|r| &r.attributes)
-        .ok_or_else(|| format!("tenant {} has no {t}.{name} in state", state.tenant))
+impl Credentials {
+    /// The credentials in `text` (a secret's value). The error says where the text is
+    /// not credentials, never what it holds.
+    pub fn parse(text: &str) -> Result<Credentials, String> {
+        // serde_json's messages may quote the text: only where it failed is told.
+        serde_json::from_str(text).map_err(|e| {
+            format!(
+                "the value is not credentials ({:?} error at line {} column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            )
+        })
+    }
 }
 
 #[cfg(test)]
@@ -175,6 +111,27 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert!(a.chars().all(|c| c.is_ascii_alphanumeric()));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn credentials_parse_and_a_bad_value_is_not_echoed() {
+        let login = |db: Option<&str>| Login {
+            host: "127.0.0.1".into(),
+            port: 5432,
+            dbname: db.map(str::to_owned),
+            username: "u".into(),
+            password: "hunter2-hunter2".into(),
+        };
+        let c = Credentials {
+            postgres: login(Some("rag")),
+            redis: login(None),
+        };
+        let text = serde_json::to_string(&c).unwrap();
+        assert_eq!(Credentials::parse(&text), Ok(c.clone()));
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let e = Credentials::parse(r#"{"postgres": "hunter2-hunter2"}"#).unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("line 1"), "{e}");
     }
 
     #[test]

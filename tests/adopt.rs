@@ -578,15 +578,16 @@ async fn tenants_terraform_made_are_adopted_without_recreating_anything() {
         before,
         "every object version is kept"
     );
-    // The role's new password is tenantform's, and it works.
+    // The role's new password is tenantform's, delivered to the tenant's secret
+    // (state keeps its version), and it works.
     assert!(
-        ws.state_attr(&gold.id, "postgres_role.app", "password")
+        ws.state_attr(&gold.id, "postgres_role.app", "password_version")
             .is_string()
     );
     ws.tenant_client(&gold)
         .await
         .expect("the rotated password logs in");
-    scan.learn_state_secrets(&ws);
+    scan.learn_tenant_secrets(&ws).await;
     scan.assert_clean();
 
     // The hand-over: Terraform forgets the AWS objects (the PostgreSQL ones were never

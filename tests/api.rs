@@ -637,12 +637,12 @@ async fn an_apply_of_a_plan_made_before_the_state_moved_is_refused() {
         );
         let text = view.body.to_string();
         assert!(
-            !text.contains(&ws.password(&t.id)),
+            !text.contains(&ws.password(&t.id).await),
             "a secret in the tenant's view"
         );
         let log = std::fs::read_to_string(ws.dir.path().join("serve.log")).unwrap();
         assert!(
-            !log.contains(&ws.password(&t.id)),
+            !log.contains(&ws.password(&t.id).await),
             "a secret in the server's log"
         );
         assert!(!log.contains(SECRET), "the key in the server's log");

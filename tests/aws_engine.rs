@@ -312,7 +312,12 @@ async fn apply_creates_the_aws_part_and_a_second_run_changes_nothing() {
             resources,
             vec![
                 format!("arn:aws:s3:::{bucket}"),
-                format!("arn:aws:s3:::{bucket}/*")
+                format!("arn:aws:s3:::{bucket}/*"),
+                // Its own credentials secret, whatever the suffix AWS gives its ARN.
+                format!(
+                    "arn:aws:secretsmanager:{}:{ACCOUNT}:secret:rag-{}-credentials-??????",
+                    t.region, t.id
+                ),
             ]
         );
         let policy_tags = iam

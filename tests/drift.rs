@@ -408,8 +408,8 @@ async fn refresh_records_reality_in_state(backend: Backend) {
         "{state:#}"
     );
     assert!(
-        state["resources"]["postgres_role.app"]["attributes"]["password"].is_string(),
-        "the password is kept"
+        state["resources"]["postgres_role.app"]["attributes"]["password_version"].is_string(),
+        "the password's version is kept"
     );
 
     assert_eq!(drift_json(&ws, &[]).0, 0, "no drift after refresh");

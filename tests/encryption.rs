@@ -50,39 +50,13 @@ fn pulled(ws: &Workspace, id: &str) -> Value {
     serde_json::from_str(&run.stdout).expect("state pull prints JSON")
 }
 
+/// A value only the tenant's state holds (the version of its role's password, random):
+/// found in a stored state, it was stored in clear.
 fn password_of(state: &Value) -> String {
-    state["resources"]["postgres_role.app"]["attributes"]["password"]
+    state["resources"]["postgres_role.app"]["attributes"]["password_version"]
         .as_str()
-        .expect("a password in state")
+        .expect("a password version in state")
         .to_owned()
-}
-
-/// Every row of every table of the workspace's database, as text: what a grep of a
-/// dump would see.
-async fn database_text(ws: &Workspace) -> String {
-    let admin = ws.admin().await;
-    let tables = admin
-        .query(
-            "SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables \
-             WHERE table_type = 'BASE TABLE' \
-               AND table_schema NOT IN ('pg_catalog', 'information_schema')",
-            &[],
-        )
-        .await
-        .unwrap();
-    let mut text = String::new();
-    for t in tables {
-        let name: String = t.get(0);
-        for row in admin
-            .query(&format!("SELECT t::text FROM {name} t"), &[])
-            .await
-            .unwrap()
-        {
-            text += &row.get::<_, String>(0);
-            text.push('\n');
-        }
-    }
-    text
 }
 
 async fn state_round_trips_and_holds_no_secret_in_clear(backend: Backend) {
@@ -107,8 +81,16 @@ async fn state_round_trips_and_holds_no_secret_in_clear(backend: Backend) {
     );
     let state = pulled(&ws, &t.id);
     assert_eq!(state["tenant"], t.id.as_str());
-    let password = password_of(&state);
-    // The password decrypted is the one that works.
+    let version = password_of(&state);
+    // The state decrypted leads to the credentials that work.
+    let aws = tenantform::connect::aws::AwsClients::new(aws_config().await);
+    let credentials = tenantform::workflow::checks::tenant_credentials(
+        &aws,
+        &serde_json::from_value(state.clone()).unwrap(),
+    )
+    .await
+    .expect("the tenant's role reads its credentials");
+    let password = credentials.postgres.password;
     let role = t.pg_name();
     let _logged_in = tokio_postgres::connect(
         &format!(
@@ -120,7 +102,7 @@ async fn state_round_trips_and_holds_no_secret_in_clear(backend: Backend) {
         tokio_postgres::NoTls,
     )
     .await
-    .expect("the decrypted password logs in");
+    .expect("the password from the secret logs in");
     ws.run(&[
         "state",
         "show",
@@ -128,33 +110,36 @@ async fn state_round_trips_and_holds_no_secret_in_clear(backend: Backend) {
         "--show-secrets",
     ])
     .ok()
-    .contains(&password);
+    .contains(&version);
     ws.run(&["plan", "--detailed-exitcode"])
         .code(0)
         .contains("No changes.");
 
-    // Nowhere in clear: not in the state files, the plan file, or any row.
+    // Nowhere in clear: not in the state files, the plan file, or any row; the
+    // password not even encrypted (state holds only its version).
     for entry in walk(&ws.state()) {
         let bytes = std::fs::read(&entry).unwrap();
-        assert!(
-            !contains(&bytes, &password),
-            "{} holds the password",
-            entry.display()
-        );
+        for s in [&password, &version] {
+            assert!(
+                !contains(&bytes, s),
+                "{} holds the password or its version",
+                entry.display()
+            );
+        }
     }
     assert!(!contains(&plan_bytes, &password));
     ws.run(&["plan", "--out", planfile]).ok();
     assert!(!contains(&std::fs::read(planfile).unwrap(), &password));
+    let rows = database_text(&ws).await;
     assert!(
-        !database_text(&ws).await.contains(&password),
-        "a row of the database holds the password"
+        !rows.contains(&password) && !rows.contains(&version),
+        "a row of the database holds the password or its version"
     );
-    assert!(
-        !ws.run(&["state", "pull", &t.id])
-            .ok()
-            .stdout
-            .contains(&password)
-    );
+    let pull = ws
+        .run(&["state", "pull", &t.id, "--show-secrets"])
+        .ok()
+        .stdout;
+    assert!(!pull.contains(&password));
 }
 
 /// Every file under `dir`.

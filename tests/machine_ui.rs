@@ -128,18 +128,29 @@ async fn apply_and_destroy_under_json_stream_one_message_per_line() {
         schema["hook"]["resource"]["module"],
         format!("module.tenant[\"{}\"]", t.id)
     );
-    // Outputs, with sensitive ones typed and valueless.
+    // Outputs: where the credentials are, never the passwords (sensitive ones would be
+    // typed and valueless; there are none left).
     let outputs = of_type(&ms, "outputs");
     assert_eq!(outputs.len(), 1);
     assert_eq!(outputs[0]["tenant"], t.id.as_str());
-    let sensitive: Vec<&Value> = outputs[0]["outputs"]
-        .as_object()
-        .unwrap()
-        .values()
-        .filter(|o| o["sensitive"] == true)
-        .collect();
-    assert!(!sensitive.is_empty(), "{}", outputs[0]);
-    assert!(sensitive.iter().all(|o| o.get("value").is_none()));
+    let all = outputs[0]["outputs"].as_object().unwrap();
+    assert!(
+        all["credentials_secret_arn"]["value"]
+            .as_str()
+            .is_some_and(|arn| arn.starts_with("arn:aws:secretsmanager:")),
+        "{}",
+        outputs[0]
+    );
+    assert!(
+        all.keys().all(|k| !k.contains("password")),
+        "{}",
+        outputs[0]
+    );
+    assert!(
+        all.values()
+            .filter(|o| o["sensitive"] == true)
+            .all(|o| o.get("value").is_none())
+    );
     // The apply report is the last message.
     let report = &ms.last().unwrap()["report"];
     assert_eq!(report["format_version"], "1.0");
@@ -150,7 +161,7 @@ async fn apply_and_destroy_under_json_stream_one_message_per_line() {
         "{}",
         apply.stderr
     );
-    let password = ws.password(&t.id);
+    let password = ws.password(&t.id).await;
     assert!(password.len() >= 16);
     assert!(!apply.all().contains(&password), "the password leaked");
 

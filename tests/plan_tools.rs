@@ -104,7 +104,7 @@ async fn checkov_scans_every_resource_and_reads_the_buckets_right() {
         .as_u64()
         .expect("a resource_count");
     let planned = resource_count(&plan) as u64;
-    assert_eq!(planned, 49, "16 + 16 + 17 resources of the example tenants");
+    assert_eq!(planned, 52, "17 + 17 + 18 resources of the example tenants");
     assert!(
         scanned >= planned,
         "checkov scanned {scanned} resources of a plan with {planned}: {summary}"

@@ -720,9 +720,12 @@ async fn a_gold_request_goes_from_the_form_through_two_inboxes_to_active() {
             b.text("#checks").await.unwrap_or_default()
         );
         let outputs = b.text("#outputs").await.unwrap_or_default();
-        // Secrets stay out of the page: the engine's redaction, as `show` prints it.
+        // Secrets stay out of the page: the passwords are in the tenant's credentials
+        // secret, and the page says where that is.
         assert!(
-            outputs.contains(&id) && outputs.contains("(sensitive value)"),
+            outputs.contains(&id)
+                && outputs.contains("credentials_secret_arn")
+                && !outputs.contains("password"),
             "{outputs}"
         );
         let audit = b.text("#audit").await.unwrap_or_default();

@@ -154,21 +154,21 @@ async fn apply_creates_everything_and_tenants_are_isolated() {
         .get(0);
     assert_eq!(n, 0, "another tenant's rows are invisible");
 
-    // The password is in state only: not in any output.
-    let pw = ws.password(&a.id);
+    // The password is in the tenant's credentials secret only: not in state, not in
+    // any output, with --show-secrets too.
+    let pw = ws.password(&a.id).await;
     assert!(!run.all().contains(&pw));
+    let state = std::fs::read_to_string(ws.state_file(&a.id)).unwrap();
+    assert!(!state.contains(&pw), "the password in state");
     let show = ws.run(&["show", "--tenant", &a.id]).ok();
     assert!(!show.all().contains(&pw), "{}", show.all());
+    let show = ws.run(&["show", "--tenant", &a.id, "--show-secrets"]).ok();
+    assert!(!show.all().contains(&pw), "{}", show.all());
     assert!(
-        show.stdout
-            .lines()
-            .any(|l| l.trim_start().starts_with("postgres_password ")
-                && l.ends_with("= (sensitive value)")),
+        show.stdout.contains("credentials_secret_name"),
         "{}",
         show.stdout
     );
-    let show = ws.run(&["show", "--tenant", &a.id, "--show-secrets"]).ok();
-    assert!(show.stdout.contains(&pw));
     let mode = std::fs::metadata(ws.state_file(&a.id)).unwrap();
     assert_eq!(
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
@@ -247,7 +247,7 @@ async fn a_tier_change_updates_in_place_and_a_rename_replaces() {
     );
     assert!(
         plan.stdout
-            .contains("Plan: 1 to add, 6 to change, 0 to destroy."),
+            .contains("Plan: 1 to add, 7 to change, 0 to destroy."),
         "{}",
         plan.stdout
     );
@@ -514,11 +514,8 @@ async fn plan_output_formats_are_machine_readable() {
     let show = ws
         .run(&["state", "show", &format!("{}/postgres_role.app", t.id)])
         .ok();
-    assert!(
-        show.stdout.contains("password") && show.stdout.contains("(sensitive value)"),
-        "{}",
-        show.stdout
-    );
+    // What state keeps of the password: its version.
+    assert!(show.stdout.contains("password_version"), "{}", show.stdout);
     ws.run(&["state", "show", &format!("{}/postgres_role.nope", t.id)])
         .code(1)
         .contains("no resource");
@@ -542,35 +539,36 @@ async fn outputs_and_state_edits_behave_as_terraforms(backend: Backend) {
         "{}",
         all.stdout
     );
+    // The passwords are not outputs: the application reads them from the secret.
+    assert!(!all.stdout.contains("password"), "{}", all.stdout);
+    let arn = ws
+        .run(&["output", "--tenant", id, "credentials_secret_arn", "--raw"])
+        .ok();
     assert!(
-        all.stdout
-            .contains("postgres_password = \"(sensitive value)\""),
+        arn.stdout
+            .trim()
+            .starts_with("arn:aws:secretsmanager:us-east-1:"),
         "{}",
-        all.stdout
+        arn.stdout
     );
     let raw = ws
         .run(&["output", "--tenant", id, "postgres_schema", "--raw"])
         .ok();
     assert_eq!(raw.stdout.trim(), schema);
-    ws.run(&["output", "--tenant", id, "postgres_password"])
-        .code(1)
-        .contains("pass --show-secrets");
-    let password = ws
-        .run(&[
-            "output",
-            "--tenant",
-            id,
-            "postgres_password",
-            "--raw",
-            "--show-secrets",
-        ])
+    ws.run(&[
+        "output",
+        "--tenant",
+        id,
+        "postgres_password",
+        "--show-secrets",
+    ])
+    .code(1)
+    .contains("in its credentials secret (output credentials_secret_arn)");
+    let stored = ws.password(id).await;
+    let json = ws
+        .run(&["output", "--tenant", id, "--json", "--show-secrets"])
         .ok();
-    let stored = ws.password(id);
-    assert_eq!(password.stdout.trim(), stored);
-    let json: serde_json::Value =
-        serde_json::from_str(&ws.run(&["output", "--tenant", id, "--json"]).ok().stdout).unwrap();
-    assert_eq!(json["postgres_password"]["sensitive"], true);
-    assert_ne!(json["postgres_password"]["value"], stored.as_str());
+    assert!(!json.stdout.contains(&stored), "{}", json.stdout);
     ws.run(&["output", "--tenant", id, "nope"])
         .code(1)
         .contains("has no output \"nope\"");

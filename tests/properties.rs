@@ -115,13 +115,36 @@ fn apply_to(state: &mut TenantState, plan: &TenantPlan) {
                         attributes.entry(k.clone()).or_insert_with(|| v.clone());
                     }
                 }
-                // The provider generates each secret it cannot read back and records it.
+                // The provider generates each secret it cannot read back: state records
+                // a new version of it (of an ephemeral one, the secret itself is never
+                // recorded), when the plan sets it.
                 for a in schema(c.address.resource_type).attributes {
-                    if a.computed && a.sensitive && !a.readable {
-                        attributes
-                            .entry(a.name.to_owned())
-                            .or_insert_with(|| "generated".into());
+                    let new = c.action != Action::Update
+                        || c.attribute_changes.iter().any(|ch| ch.name == a.name);
+                    if a.computed && a.sensitive && !a.readable && new {
+                        let version = format!("{}-{}", state.serial, c.address);
+                        attributes.insert(tenantform::resource::version_of(a.name), version.into());
                     }
+                }
+                // A resource taking ephemeral inputs records the versions it was
+                // written with.
+                let versions: serde_json::Map<String, serde_json::Value> = after
+                    .inputs
+                    .iter()
+                    .filter_map(|(name, i)| {
+                        let v = state
+                            .resources
+                            .get(&i.from.local())?
+                            .attributes
+                            .get(&tenantform::resource::version_of(&i.attribute))?;
+                        Some((name.clone(), v.clone()))
+                    })
+                    .collect();
+                if !versions.is_empty() {
+                    attributes.insert(
+                        tenantform::resource::secret::INPUT_VERSIONS.into(),
+                        versions.into(),
+                    );
                 }
                 state.resources.insert(
                     key,

@@ -42,11 +42,12 @@ async fn rotate_sets_new_passwords_and_the_old_ones_stop_working() {
     let other = TenantDef::new("rot-other", "bronze");
     let ws = Workspace::new(&[t.clone(), other.clone()]).await;
     ws.run(&["apply", "--auto-approve"]).ok();
-    let old_pg = ws.password(&t.id);
-    let old_redis = ws.state_attr(&t.id, "redis_acl_user.app", "password");
-    let old_redis = old_redis.as_str().expect("redis password").to_owned();
-    let other_pg = ws.password(&other.id);
-    let other_redis = ws.state_attr(&other.id, "redis_acl_user.app", "password");
+    let old_pg = ws.password(&t.id).await;
+    let old_redis = ws.redis_password(&t.id).await;
+    let old_version = ws.state_attr(&t.id, "secret.credentials", "version_id");
+    assert!(old_version.is_string(), "{old_version}");
+    let other_pg = ws.password(&other.id).await;
+    let other_redis = ws.redis_password(&other.id).await;
     ws.tenant_client(&t).await.expect("the role logs in");
 
     let plan = ws.run(&["plan", "--rotate", &t.id]).ok();
@@ -76,21 +77,35 @@ async fn rotate_sets_new_passwords_and_the_old_ones_stop_working() {
             ),
             (
                 format!("{}/redis_acl_user.app", t.id),
-                update,
+                update.clone(),
                 "rotation_requested".to_owned(),
                 password
+            ),
+            (
+                format!("{}/secret.credentials", t.id),
+                update,
+                "rotation_requested".to_owned(),
+                serde_json::json!(["value"])
             ),
         ],
         "{doc}"
     );
 
     let apply = ws.run(&["apply", "--auto-approve", "--rotate", &t.id]).ok();
-    let new_pg = ws.password(&t.id);
-    let new_redis = ws.state_attr(&t.id, "redis_acl_user.app", "password");
-    let new_redis = new_redis.as_str().expect("redis password").to_owned();
+    let new_pg = ws.password(&t.id).await;
+    let new_redis = ws.redis_password(&t.id).await;
     assert_no_secret(&apply, &[&old_pg, &old_redis, &new_pg, &new_redis]);
     assert_ne!(new_pg, old_pg);
     assert_ne!(new_redis, old_redis);
+    // The secret holds the new passwords in a new version; state holds neither.
+    assert_ne!(
+        ws.state_attr(&t.id, "secret.credentials", "version_id"),
+        old_version
+    );
+    let state = ws.state_json(&t.id).unwrap().to_string();
+    for p in [&old_pg, &old_redis, &new_pg, &new_redis] {
+        assert!(!state.contains(p.as_str()), "a password in state");
+    }
 
     connect(&t.pg_name(), &old_pg, &ws.database)
         .await
@@ -117,11 +132,8 @@ async fn rotate_sets_new_passwords_and_the_old_ones_stop_working() {
         .expect("the user keeps its rights");
 
     // The other tenant was not asked for: its passwords are as they were.
-    assert_eq!(ws.password(&other.id), other_pg);
-    assert_eq!(
-        ws.state_attr(&other.id, "redis_acl_user.app", "password"),
-        other_redis
-    );
+    assert_eq!(ws.password(&other.id).await, other_pg);
+    assert_eq!(ws.redis_password(&other.id).await, other_redis);
     ws.tenant_client(&other)
         .await
         .expect("the other role logs in");
@@ -135,13 +147,13 @@ async fn a_saved_plan_with_rotate_rotates_on_apply() {
     let t = TenantDef::new("rot-saved", "bronze");
     let ws = Workspace::new(std::slice::from_ref(&t)).await;
     ws.run(&["apply", "--auto-approve"]).ok();
-    let old_pg = ws.password(&t.id);
+    let old_pg = ws.password(&t.id).await;
     let file = ws.dir.path().join("rotate.plan");
     let file = file.to_str().unwrap();
     ws.run(&["plan", "--rotate", &t.id, "--out", file]).ok();
-    assert_eq!(ws.password(&t.id), old_pg, "a plan changes nothing");
+    assert_eq!(ws.password(&t.id).await, old_pg, "a plan changes nothing");
     let apply = ws.run(&["apply", file]).ok();
-    let new_pg = ws.password(&t.id);
+    let new_pg = ws.password(&t.id).await;
     assert_no_secret(&apply, &[&old_pg, &new_pg]);
     assert_ne!(new_pg, old_pg);
     connect(&t.pg_name(), &old_pg, &ws.database)

@@ -39,7 +39,7 @@ async fn a_tenants_own_credentials_reach_nothing_of_another_tenant() {
     let ws = Workspace::new(&[a.clone(), b.clone()]).await;
     let mut out = OutputScan::new();
     out.run(&ws, &["apply", "--auto-approve"]).ok();
-    out.learn_state_secrets(&ws);
+    out.learn_tenant_secrets(&ws).await;
     assert!(
         out.secrets() >= 4 + 3,
         "two tenants' passwords and the stack's"

@@ -61,22 +61,30 @@ async fn the_redis_user_is_confined_to_its_own_keys() {
     );
     assert!(redis_as(&a.pg_name(), "wrong-password").await.is_err());
 
-    // The password is only in state: not in plan, apply or show output.
-    let pw = ws.state_attr(&a.id, "redis_acl_user.app", "password");
-    let pw = pw.as_str().unwrap();
+    // The password is only in the credentials secret: not in state, plan, apply or
+    // show output.
+    let pw = ws.redis_password(&a.id).await;
+    let pw = pw.as_str();
+    assert!(!ws.state_json(&a.id).unwrap().to_string().contains(pw));
     let show = ws.run(&["show", "--tenant", &a.id]).ok();
     assert!(!show.all().contains(pw), "{}", show.all());
     assert!(
-        show.stdout
-            .contains(&format!("redis_user         = {}", a.pg_name())),
+        show.stdout.lines().any(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words == ["redis_user", "=", a.pg_name().as_str()]
+        }),
         "{}",
         show.stdout
     );
     let show = ws
         .run(&["show", "--tenant", &a.id, "--show-secrets", "--json"])
         .ok();
+    assert!(!show.all().contains(pw), "{}", show.all());
     let v: Value = serde_json::from_str(&show.stdout).unwrap();
-    assert_eq!(v["tenants"][0]["outputs"]["redis_password"], pw);
+    assert_eq!(
+        v["tenants"][0]["outputs"]["credentials_secret_name"],
+        format!("rag-{}-credentials", a.id)
+    );
 
     // Drift: a permission granted by hand is planned away and removed by apply.
     ws.run(&["plan", "--detailed-exitcode"]).code(0);
@@ -480,6 +488,7 @@ async fn a_bronze_to_gold_upgrade_plans_exactly_the_tier_dependent_updates() {
                 "postgres_role.app".to_owned(),
                 update(json!(["connection_limit"]))
             ),
+            ("secret.credentials".to_owned(), update(json!(["tags"]))),
             (
                 "tenant_settings.main".to_owned(),
                 update(json!([
@@ -497,7 +506,7 @@ async fn a_bronze_to_gold_upgrade_plans_exactly_the_tier_dependent_updates() {
             ),
         ])
     );
-    assert_eq!(v["summary"], json!({"add": 1, "change": 6, "destroy": 0}));
+    assert_eq!(v["summary"], json!({"add": 1, "change": 7, "destroy": 0}));
     let cost = &v["tenants"][0]["cost"];
     assert_eq!(
         (
@@ -530,7 +539,7 @@ async fn a_bronze_to_gold_upgrade_plans_exactly_the_tier_dependent_updates() {
 
     ws.run(&["apply", "--auto-approve"])
         .ok()
-        .contains("1 added, 6 changed, 0 destroyed");
+        .contains("1 added, 7 changed, 0 destroyed");
     ws.run(&["plan", "--detailed-exitcode"]).code(0);
     let settings: Value = ws
         .admin()

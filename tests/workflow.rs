@@ -184,6 +184,17 @@ async fn three_requests_go_through_approval_to_active_with_all_checks() {
                 c["duration_ms"].is_u64() && c["message"].as_str().is_some_and(|m| !m.is_empty())
             );
         }
+        // The credentials come from the tenant's secret, and another tenant's role (the
+        // tenants are provisioned one after another, so each but the first has one to
+        // try) is refused it.
+        if t.id != cases[0].0.id {
+            let isolation = checks[1]["message"].as_str().unwrap();
+            assert!(
+                isolation.contains("is refused this tenant's credentials secret"),
+                "{}: {isolation}",
+                t.id
+            );
+        }
         // The story, in order.
         let mut expected = vec![
             "pending_approval->approved",

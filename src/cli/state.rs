@@ -159,8 +159,15 @@ pub async fn cmd_output(engine: &Engine, args: &OutputArgs) -> anyhow::Result<Ou
         return Ok(Outcome::Ok);
     };
     let output = outputs.get(name).ok_or_else(|| {
+        // Passwords were outputs before they went to the credentials secret.
+        let hint = if name.contains("password") || name == "redis_url" {
+            "; the tenant's passwords are in its credentials secret \
+             (output credentials_secret_arn), which only the tenant's IAM role can read"
+        } else {
+            ""
+        };
         anyhow::anyhow!(
-            "tenant {} has no output {name:?}; its outputs are: {}",
+            "tenant {} has no output {name:?}{hint}; its outputs are: {}",
             args.tenant,
             outputs.keys().cloned().collect::<Vec<_>>().join(", ")
         )

@@ -490,6 +490,18 @@ impl AssumedRole {
         secrets_client(&self.config, region)
     }
 
+    /// The string value of secret `name` in `region`, read with the role's credentials.
+    pub async fn secret_string(&self, region: &str, name: &str) -> Result<String, ServiceError> {
+        let client = self.secrets(region);
+        let out = call(&RetryPolicy::DEFAULT, "Secrets Manager", || {
+            client.get_secret_value().secret_id(name).send()
+        })
+        .await?;
+        out.secret_string()
+            .map(str::to_owned)
+            .ok_or_else(|| ServiceError::Config(format!("secret {name:?} holds no string value")))
+    }
+
     /// The SDK configuration with the role's credentials, for clients of other services.
     pub fn sdk_config(&self) -> &aws_config::SdkConfig {
         &self.config

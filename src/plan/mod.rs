@@ -698,7 +698,9 @@ fn renew_credentials(
     refreshed: &BTreeMap<String, Option<Attributes>>,
     rotate: bool,
 ) {
-    let takers: Vec<(ResourceAddress, Vec<(String, ResourceAddress, String)>)> = changes
+    // Per taker, its ephemeral inputs as (input name, resource, attribute).
+    type EphemeralInputs = Vec<(String, ResourceAddress, String)>;
+    let takers: Vec<(ResourceAddress, EphemeralInputs)> = changes
         .values()
         .filter_map(|c| {
             let inputs: Vec<_> = c
@@ -750,7 +752,7 @@ fn renew_credentials(
             .into_iter()
             .map(|(_, from, attribute)| (from, attribute))
             .collect();
-        renewed.push((taker, crate::provider::secret::VALUE.to_owned()));
+        renewed.push((taker, crate::resource::secret::VALUE.to_owned()));
         for (address, attribute) in renewed {
             let Some(c) = changes.get_mut(&address) else {
                 continue;

@@ -915,3 +915,88 @@ fn the_streamed_json_view_is_the_whole_one_byte_for_byte() {
         }
     }
 }
+
+#[test]
+fn credentials_out_of_step_with_their_secret_are_renewed_together() {
+    let specs = specs();
+    let t = tenant(&specs, "retail-chain");
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let renewed = |p: &TenantPlan| {
+        let reason = ActionReason::CredentialsRenewed.to_string();
+        vec![
+            format!("Update postgres_role.app ({reason})"),
+            format!("Update redis_acl_user.app ({reason})"),
+            format!("Update secret.credentials ({reason})"),
+        ] == summary(p)
+    };
+
+    // A password set by an apply that stopped before the secret was written.
+    let mut state = applied(&bp, false);
+    state
+        .resources
+        .get_mut("redis_acl_user.app")
+        .unwrap()
+        .attributes
+        .insert("password_version".into(), "v2".into());
+    let p = Case::new(Some(&t), Some(&bp), Some(&state)).plan().unwrap();
+    assert!(renewed(&p), "{:#?}", summary(&p));
+    let secret = p
+        .changes
+        .iter()
+        .find(|c| c.address.resource_type == ResourceType::Secret)
+        .unwrap();
+    assert_eq!(secret.attribute_changes.len(), 1);
+    assert_eq!(secret.attribute_changes[0].name, "value");
+    assert_eq!(
+        secret.attribute_changes[0].after,
+        Some(REDACTED.into()),
+        "the value is never shown"
+    );
+
+    // The value changed outside tenantform: refresh finds another current version.
+    let mut state = applied(&bp, false);
+    let recorded = &mut state
+        .resources
+        .get_mut("secret.credentials")
+        .unwrap()
+        .attributes;
+    recorded.insert("version_id".into(), "written-by-tenantform".into());
+    let mut read = recorded.clone();
+    read.insert("version_id".into(), "put-by-hand".into());
+    let mut case = Case::new(Some(&t), Some(&bp), Some(&state));
+    case.refreshed
+        .insert("secret.credentials".into(), Some(read));
+    let p = case.plan().unwrap();
+    assert!(renewed(&p), "{:#?}", summary(&p));
+    // The same version read back: nothing to do.
+    let read = state.resources["secret.credentials"].attributes.clone();
+    case.refreshed
+        .insert("secret.credentials".into(), Some(read));
+    assert!(summary(&case.plan().unwrap()).is_empty());
+}
+
+#[test]
+fn a_state_with_passwords_and_no_secret_gets_the_secret_and_new_passwords() {
+    let specs = specs();
+    let t = tenant(&specs, "retail-chain");
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let mut state = applied(&bp, false);
+    state.resources.remove("secret.credentials");
+    for r in ["postgres_role.app", "redis_acl_user.app"] {
+        let attrs = &mut state.resources.get_mut(r).unwrap().attributes;
+        attrs.remove("password_version");
+        attrs.insert("password".into(), "kept-by-an-older-release".into());
+    }
+    let p = Case::new(Some(&t), Some(&bp), Some(&state)).plan().unwrap();
+    let not_in_state = ActionReason::SecretNotInState.to_string();
+    assert_eq!(
+        summary(&p),
+        vec![
+            "Create secret.credentials (new in the spec)".to_owned(),
+            format!("Update postgres_role.app ({not_in_state})"),
+            format!("Update redis_acl_user.app ({not_in_state})"),
+        ]
+    );
+    let shown = render::human(&whole(p), render::Style { color: false });
+    assert!(!shown.contains("kept-by-an-older-release"), "{shown}");
+}

@@ -43,12 +43,19 @@ pub fn is_not_found(code: &str) -> bool {
     NOT_FOUND_CODES.contains(&code)
 }
 
-/// `value` with `account` in IAM ARNs (`arn:aws:iam::ACCOUNT:`) replaced by
-/// [`ACCOUNT_PLACEHOLDER`]: the inverse of [`with_account`] for what AWS returns.
+/// `value` with `account` in ARNs (`arn:PARTITION:SERVICE:REGION:ACCOUNT:...`, an
+/// IAM role's or a secret's) replaced by [`ACCOUNT_PLACEHOLDER`]: the inverse of
+/// [`with_account`] for what AWS returns.
 pub fn without_account(value: &Value, account: &str) -> Value {
-    let real = format!(":iam::{account}:");
-    let placeholder = format!(":iam::{ACCOUNT_PLACEHOLDER}:");
-    map_strings(value, &|s| s.replace(&real, &placeholder))
+    map_strings(value, &|s| {
+        let parts: Vec<&str> = s.splitn(6, ':').collect();
+        match parts.as_slice() {
+            ["arn", partition, service, region, a, rest] if *a == account => {
+                format!("arn:{partition}:{service}:{region}:{ACCOUNT_PLACEHOLDER}:{rest}")
+            }
+            _ => s.to_owned(),
+        }
+    })
 }
 
 /// The tag that carries a create's [`CreateToken`]: on IAM roles and policies and
@@ -153,6 +160,17 @@ mod tests {
         let real = with_account(&doc, "123456789012");
         assert_eq!(real["Principal"]["AWS"], "arn:aws:iam::123456789012:role/r");
         assert_eq!(without_account(&real, "123456789012"), doc);
+        let secret = json!([
+            "arn:aws:secretsmanager:eu-west-1:{aws_account_id}:secret:s-??????",
+            "arn:aws:s3:::123456789012",
+            "123456789012"
+        ]);
+        let real = with_account(&secret, "123456789012");
+        assert_eq!(
+            real[0],
+            "arn:aws:secretsmanager:eu-west-1:123456789012:secret:s-??????"
+        );
+        assert_eq!(without_account(&real, "123456789012"), secret);
     }
 
     #[test]

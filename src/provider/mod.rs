@@ -188,6 +188,19 @@ pub async fn read_each<P: Provider + ?Sized>(
     crate::connect::limit::in_order(pending, options.parallelism).await
 }
 
+/// What a provider returns for a password it generated: the password (ephemeral:
+/// handed to the credentials secret, never recorded) and a new random version id,
+/// which state records in its place.
+pub fn generated_password(password: String) -> Attributes {
+    Attributes::from([
+        ("password".into(), serde_json::Value::String(password)),
+        (
+            crate::resource::version_of("password"),
+            serde_json::Value::String(uuid::Uuid::now_v7().simple().to_string()),
+        ),
+    ])
+}
+
 /// `e` as the answer to every request of a batch: what a bulk read answers when the
 /// call that reads the whole batch fails.
 pub fn failed_batch(reads: &[ReadRequest<'_>], e: &ProviderError) -> Vec<ReadResult> {

@@ -17,6 +17,7 @@ use tokio_postgres::error::SqlState;
 use super::catalog::Catalog;
 use super::{
     CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, failed_batch,
+    generated_password,
 };
 use crate::connect::postgres::{
     PostgresConfig, PostgresPool, db_error, execute_once, ident, literal, pooled,
@@ -27,7 +28,7 @@ use crate::resource::{
     Attributes, CreateToken, Resource, ResourceAddress, ResourceType, attr_bool, attr_str,
     required_str, string_list,
 };
-use crate::secret::{generate_password, generated_password};
+use crate::secret::generate_password;
 
 const SERVICE: &str = "PostgreSQL";
 

@@ -23,13 +23,14 @@ use sha2::{Digest, Sha256};
 
 use super::{
     CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, failed_batch,
+    generated_password,
 };
 use crate::connect::redis::{RedisConfig, redis_error};
 use crate::connect::retry::RetryPolicy;
 use crate::resource::{
     Attributes, CreateToken, Resource, ResourceAddress, attr_bool, required_str, string_list,
 };
-use crate::secret::{generate_password, generated_password};
+use crate::secret::generate_password;
 
 const SERVICE: &str = "Redis";
 

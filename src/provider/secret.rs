@@ -28,6 +28,7 @@ use crate::connect::aws::AwsClients;
 use crate::connect::postgres::PostgresConfig;
 use crate::connect::redis::RedisConfig;
 use crate::connect::retry::RetryPolicy;
+use crate::resource::secret::VALUE;
 use crate::resource::{Attributes, Resource, ResourceAddress, required_str, tags_of, tags_value};
 use crate::secret::{Credentials, Login};
 
@@ -419,6 +420,3 @@ impl Provider for SecretProvider {
         }
     }
 }
-
-/// The name under which a plan shows that a secret's value is written anew.
-pub const VALUE: &str = "value";

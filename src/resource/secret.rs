@@ -14,6 +14,10 @@ pub fn secret_arn_pattern(region: &str, name: &str) -> String {
     format!("arn:aws:secretsmanager:{region}:{ACCOUNT_PLACEHOLDER}:secret:{name}-??????")
 }
 
+/// The name under which a plan shows that a secret's value is written anew (the value
+/// itself is never an attribute).
+pub const VALUE: &str = "value";
+
 /// The computed attribute of a resource that takes ephemeral inputs: the version of
 /// each input its last write was given, by input name. The apply records it; a plan
 /// that finds it differing from what the inputs' resources record writes anew.

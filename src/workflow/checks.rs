@@ -12,11 +12,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::Engine;
+use crate::connect::aws::AssumedRole;
 use crate::connect::aws::{AwsClients, sdk_error};
 use crate::connect::postgres::{PostgresConfig, ident};
 use crate::connect::redis::RedisConfig;
 use crate::resource::{ResourceType, attr_str, tags_of};
-use crate::secret::{Credentials, read_credentials, read_secret_as};
+use crate::secret::Credentials;
 use crate::spec::{Specs, TenantSpec};
 use crate::state::{ResourceStatus, TenantState};
 
@@ -200,10 +201,45 @@ pub(super) async fn connect_as_tenant(
     Ok((client, role, schema))
 }
 
+/// The tenant's credentials as its application reads them: its IAM role assumed (the
+/// engine's principal is one of the role's trusted principals), the value of its
+/// credentials secret read with the role's credentials. The engine's own credentials
+/// are refused the value by the secret's resource policy.
+pub async fn tenant_credentials(
+    aws: &AwsClients,
+    state: &TenantState,
+) -> Result<Credentials, String> {
+    let arn = string(attrs_of(state, ResourceType::IamRole, "app")?, "arn")?;
+    let assumed = aws
+        .assume_tenant_role(&arn, &format!("tenantform-validate-{}", state.tenant))
+        .await
+        .map_err(|e| format!("cannot assume {arn}: {e}"))?;
+    let text = read_secret_as(&assumed, state)
+        .await
+        .map_err(|e| e.to_string())?;
+    Credentials::parse(&text)
+        .map_err(|e| format!("the credentials secret of tenant {}: {e}", state.tenant))
+}
+
+/// The value of `state`'s credentials secret, read as `role` (the tenant's own, or
+/// another tenant's for the negative test of isolation).
+pub async fn read_secret_as(
+    role: &AssumedRole,
+    state: &TenantState,
+) -> Result<String, crate::connect::ServiceError> {
+    let secret = attrs_of(state, ResourceType::Secret, "credentials")
+        .map_err(crate::connect::ServiceError::Config)?;
+    let (name, region) = (string(secret, "name"), string(secret, "region"));
+    let (name, region) = name
+        .and_then(|n| Ok((n, region?)))
+        .map_err(crate::connect::ServiceError::Config)?;
+    role.secret_string(&region, &name).await
+}
+
 /// The tenant's credentials, read from its secret with its role once per suite.
 async fn credentials<'c>(cx: &'c CheckContext<'_>) -> Result<&'c Credentials, String> {
     cx.credentials
-        .get_or_init(|| read_credentials(cx.aws, cx.state))
+        .get_or_init(|| tenant_credentials(cx.aws, cx.state))
         .await
         .as_ref()
         .map_err(Clone::clone)

@@ -582,7 +582,7 @@ async fn seed_demo_documents(
     aws: &crate::connect::aws::AwsClients,
     state: &TenantState,
 ) -> Result<i64, String> {
-    let credentials = crate::secret::read_credentials(aws, state).await?;
+    let credentials = checks::tenant_credentials(aws, state).await?;
     let (db, _, schema) = checks::connect_as_tenant(pg, &credentials, state).await?;
     let table = format!("{}.documents", ident(&schema));
     const DEMO: [(&str, &str); 3] = [

@@ -26,7 +26,7 @@ use tokio_postgres::{Client, NoTls};
 /// the schema and documents, the documents table, its row security, the embeddings
 /// grant), the vector namespace, tier settings, a Redis user, a dashboard, and 5 AWS
 /// (bucket, bucket policy, IAM policy, role, attachment). Gold adds its cache cluster.
-pub const PER_TENANT: usize = 16;
+pub const PER_TENANT: usize = 17;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tenantform");
 
@@ -409,17 +409,30 @@ impl Workspace {
             .map(|b| serde_json::from_slice(&b).expect("state is JSON"))
     }
 
-    /// The tenant's role password, as state records it.
-    pub fn password(&self, id: &str) -> String {
-        self.state_json(id).expect("state")["resources"]["postgres_role.app"]["attributes"]["password"]
-            .as_str()
-            .expect("password in state")
-            .to_owned()
+    /// The tenant's credentials, read from its secret with its own IAM role, as its
+    /// application reads them (state does not hold them).
+    pub async fn credentials(&self, id: &str) -> tenantform::secret::Credentials {
+        let state: tenantform::state::TenantState =
+            serde_json::from_value(self.state_json(id).expect("state")).expect("state parses");
+        let aws = tenantform::connect::aws::AwsClients::new(aws_config().await);
+        tenantform::workflow::checks::tenant_credentials(&aws, &state)
+            .await
+            .expect("the tenant's role reads its credentials secret")
+    }
+
+    /// The tenant's role password, from its credentials secret.
+    pub async fn password(&self, id: &str) -> String {
+        self.credentials(id).await.postgres.password
+    }
+
+    /// The tenant's Redis password, from its credentials secret.
+    pub async fn redis_password(&self, id: &str) -> String {
+        self.credentials(id).await.redis.password
     }
 
     /// Connects as the tenant's own role.
     pub async fn tenant_client(&self, t: &TenantDef) -> Result<Client, tokio_postgres::Error> {
-        connect(&t.pg_name(), &self.password(&t.id), &self.database).await
+        connect(&t.pg_name(), &self.password(&t.id).await, &self.database).await
     }
 
     /// Makes every DDL statement in this workspace's database take `seconds` longer,
@@ -486,12 +499,7 @@ impl Workspace {
         &self,
         t: &TenantDef,
     ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
-        let password = self.state_attr(&t.id, "redis_acl_user.app", "password");
-        redis_as(
-            &t.pg_name(),
-            password.as_str().expect("redis password in state"),
-        )
-        .await
+        redis_as(&t.pg_name(), &self.redis_password(&t.id).await).await
     }
 }
 
@@ -720,6 +728,12 @@ pub async fn s3_client(region: &str) -> aws_sdk_s3::Client {
     aws_sdk_s3::Client::from_conf(config)
 }
 
+/// A Secrets Manager client for `region` with the stack's admin credentials (the
+/// engine's own).
+pub async fn secrets_admin(region: &str) -> aws_sdk_secretsmanager::Client {
+    tenantform::connect::aws::AwsClients::new(aws_config().await).secrets(region)
+}
+
 pub async fn iam_client() -> aws_sdk_iam::Client {
     aws_sdk_iam::Client::new(&aws_config().await)
 }
@@ -858,8 +872,28 @@ impl OutputScan {
         run
     }
 
-    /// Learns every sensitive attribute the workspace's states hold now (call it after
-    /// an apply, before a destroy removes them).
+    /// Learns the passwords in the credentials secret of every tenant with a state
+    /// (call it after an apply, before a destroy removes them), and every sensitive
+    /// attribute the states hold (none, unless written before the secret).
+    pub async fn learn_tenant_secrets(&mut self, ws: &Workspace) {
+        self.learn_state_secrets(ws);
+        let Ok(entries) = fs::read_dir(ws.state().join("tenants")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if let (Some("json"), Some(id)) = (
+                path.extension().and_then(|e| e.to_str()),
+                path.file_stem().and_then(|s| s.to_str()),
+            ) {
+                let c = ws.credentials(id).await;
+                self.secrets.insert(c.postgres.password);
+                self.secrets.insert(c.redis.password);
+            }
+        }
+    }
+
+    /// Learns every sensitive attribute the workspace's states hold now.
     pub fn learn_state_secrets(&mut self, ws: &Workspace) {
         let Ok(entries) = fs::read_dir(ws.state().join("tenants")) else {
             return;
@@ -967,6 +1001,17 @@ pub async fn leftovers(ws: &Workspace, t: &TenantDef) -> Vec<String> {
             left.push(format!("IAM policy {policy}"));
         }
     }
+    let secret = format!("rag-{}-credentials", t.id);
+    if secrets_admin(&t.region)
+        .await
+        .describe_secret()
+        .secret_id(&secret)
+        .send()
+        .await
+        .is_ok_and(|s| s.deleted_date().is_none())
+    {
+        left.push(format!("secret {secret}"));
+    }
     let dashboards = ws.dashboards();
     if fs::read_dir(&dashboards).is_ok_and(|d| {
         d.flatten()
@@ -975,4 +1020,32 @@ pub async fn leftovers(ws: &Workspace, t: &TenantDef) -> Vec<String> {
         left.push(format!("dashboard of {}", t.id));
     }
     left
+}
+
+/// Every row of every table of the workspace's database, as text: what a grep of a
+/// dump would see.
+pub async fn database_text(ws: &Workspace) -> String {
+    let admin = ws.admin().await;
+    let tables = admin
+        .query(
+            "SELECT format('%I.%I', table_schema, table_name) FROM information_schema.tables \
+             WHERE table_type = 'BASE TABLE' \
+               AND table_schema NOT IN ('pg_catalog', 'information_schema')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut text = String::new();
+    for t in tables {
+        let name: String = t.get(0);
+        for row in admin
+            .query(&format!("SELECT t::text FROM {name} t"), &[])
+            .await
+            .unwrap()
+        {
+            text += &row.get::<_, String>(0);
+            text.push('\n');
+        }
+    }
+    text
 }
