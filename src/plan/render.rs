@@ -290,9 +290,11 @@ fn human_change(out: &mut String, c: &ResourceChange, style: Style) {
                 }
                 // A computed attribute that changes is one the provider sets anew (an
                 // adopted role's password): its value exists only after apply.
+                // So is a secret's value, which is never an attribute.
                 let computed = schema(c.address.resource_type)
                     .attribute(&a.name)
-                    .is_some_and(|s| s.computed);
+                    .is_some_and(|s| s.computed)
+                    || a.name == crate::resource::secret::VALUE;
                 let before = match (&a.before, computed) {
                     (Some(v), _) => value(v),
                     (None, true) => "(not in state)".into(),

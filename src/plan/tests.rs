@@ -1000,3 +1000,22 @@ fn a_state_with_passwords_and_no_secret_gets_the_secret_and_new_passwords() {
     let shown = render::human(&whole(p), render::Style { color: false });
     assert!(!shown.contains("kept-by-an-older-release"), "{shown}");
 }
+
+#[test]
+fn a_rotation_shows_the_secrets_value_as_known_after_apply() {
+    let specs = specs();
+    let t = tenant(&specs, "retail-chain");
+    let bp = tenant_blueprint(&t, &specs.platform);
+    let state = applied(&bp, false);
+    let mut case = Case::new(Some(&t), Some(&bp), Some(&state));
+    case.rotate = true;
+    let shown = render::human(&whole(case.plan().unwrap()), render::Style { color: false });
+    assert!(
+        shown.contains("~ value = (sensitive value) -> (known after apply)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("~ password = (sensitive value) -> (known after apply)"),
+        "{shown}"
+    );
+}
