@@ -113,6 +113,25 @@ async fn only_the_tenants_role_reads_its_credentials_and_no_password_is_kept_any
         .ok();
     assert_eq!(leftovers(&ws, &a).await, Vec::<String>::new());
     assert!(scan.assert_clean() >= 7);
+    // After the destroy too: nothing in the database, nothing under the state directory
+    // (the destroyed tenant's backup included).
+    let rows = database_text(&ws).await;
+    let files: Vec<Vec<u8>> = walk_files(&ws.state())
+        .iter()
+        .map(|f| std::fs::read(f).unwrap())
+        .collect();
+    for p in &passwords {
+        assert!(
+            !rows.contains(p.as_str()),
+            "a password in a row after destroy"
+        );
+        for bytes in &files {
+            assert!(
+                !String::from_utf8_lossy(bytes).contains(p.as_str()),
+                "a password in a state file after destroy"
+            );
+        }
+    }
     ws.run(&["apply", "--auto-approve", "--tenant", &a.id]).ok();
     assert_ne!(ws.password(&a.id).await, c.postgres.password);
 }

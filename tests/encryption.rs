@@ -117,7 +117,7 @@ async fn state_round_trips_and_holds_no_secret_in_clear(backend: Backend) {
 
     // Nowhere in clear: not in the state files, the plan file, or any row; the
     // password not even encrypted (state holds only its version).
-    for entry in walk(&ws.state()) {
+    for entry in walk_files(&ws.state()) {
         let bytes = std::fs::read(&entry).unwrap();
         for s in [&password, &version] {
             assert!(
@@ -140,20 +140,6 @@ async fn state_round_trips_and_holds_no_secret_in_clear(backend: Backend) {
         .ok()
         .stdout;
     assert!(!pull.contains(&password));
-}
-
-/// Every file under `dir`.
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(walk(&path));
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }
 
 /// Runs `args`, which must fail naming `want`, and checks the tenant's stored state is

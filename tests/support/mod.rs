@@ -1049,3 +1049,17 @@ pub async fn database_text(ws: &Workspace) -> String {
     }
     text
 }
+
+/// Every file under `dir`, in every subdirectory.
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(walk_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out
+}
