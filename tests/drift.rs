@@ -606,6 +606,9 @@ async fn aws_redis_and_dashboard_kinds_changed_or_deleted_are_reported_and_repai
         "descrole",
         "tagpolicy",
         "tagcache",
+        "delsecret",
+        "tagsecret",
+        "polsecret",
     ];
     let tenants: Vec<TenantDef> = names
         .iter()
@@ -730,6 +733,33 @@ async fn aws_redis_and_dashboard_kinds_changed_or_deleted_are_reported_and_repai
         .send()
         .await
         .unwrap();
+    let secrets = secrets_admin("us-east-1").await;
+    let secret = |name: &str| format!("rag-{}-credentials", t(name).id);
+    secrets
+        .delete_secret()
+        .secret_id(secret("delsecret"))
+        .force_delete_without_recovery(true)
+        .send()
+        .await
+        .unwrap();
+    secrets
+        .tag_resource()
+        .secret_id(secret("tagsecret"))
+        .tags(
+            aws_sdk_secretsmanager::types::Tag::builder()
+                .key("CostCenter")
+                .value("CC-WRONG")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    secrets
+        .delete_resource_policy()
+        .secret_id(secret("polsecret"))
+        .send()
+        .await
+        .unwrap();
     let user = |name: &str| t(name).pg_name();
     let _: () = redis::cmd("ACL")
         .arg("DELUSER")
@@ -751,7 +781,8 @@ async fn aws_redis_and_dashboard_kinds_changed_or_deleted_are_reported_and_repai
     fs::write(&edit, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
 
     // IAM from GetAccountAuthorizationDetails, ElastiCache from one listing, Redis
-    // from ACL LIST, S3 from a listing and the per-bucket reads: the same report.
+    // from ACL LIST, S3 from a listing and the per-bucket reads, secrets from a listing
+    // and each one's policy: the same report.
     assert_bulk_and_per_resource_agree(&ws);
     let (code, report) = drift_json(&ws, &[]);
     assert_eq!(code, 2);
@@ -809,8 +840,18 @@ async fn aws_redis_and_dashboard_kinds_changed_or_deleted_are_reported_and_repai
         "tagcache",
         &[("elasticache_cluster.cache", "changed", &["tags"])],
     );
+    expect("delsecret", &[("secret.credentials", "deleted", &[])]);
+    expect("tagsecret", &[("secret.credentials", "changed", &["tags"])]);
+    expect(
+        "polsecret",
+        &[("secret.credentials", "changed", &["policy"])],
+    );
 
     ws.run(&["apply", "--auto-approve"]).ok();
+    // The secret deleted by hand is back, with passwords set anew that work.
+    let back = t("delsecret");
+    ws.tenant_client(back).await.expect("the role logs in");
+    ws.tenant_redis(back).await.expect("the Redis user logs in");
     let (code, after) = drift_json(&ws, &[]);
     assert_eq!(code, 0, "{after:#}");
     ws.run(&["plan", "--detailed-exitcode"]).code(0);

@@ -8,11 +8,16 @@
 //! the secret's resource policy. A read reports the current version's id instead, so
 //! that a value changed outside tenantform shows as drift.
 //!
+//! A refresh of many tenants lists their secrets (`ListSecrets`, one call per region and
+//! ten names) and asks each one's policy (`GetResourcePolicy`): Secrets Manager has no
+//! listing that carries the policies.
+//!
 //! A secret is created with the create's token as a tag
 //! ([`super::aws::CREATE_TOKEN_TAG`]), like IAM objects. A delete is immediate
 //! (`ForceDeleteWithoutRecovery`): a secret in its recovery window keeps its name, so a
 //! replacement or a tenant created again could not have it.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -23,8 +28,11 @@ use super::aws::{
     PROPAGATION, call, create_token_in, policy_text, policy_value, resource_tags, tag_changes,
     tags_with_token,
 };
-use super::{CreateMode, Provider, ProviderError};
+use super::{
+    CreateMode, Provider, ProviderError, ReadOptions, ReadRequest, ReadResult, failed_batch,
+};
 use crate::connect::aws::AwsClients;
+use crate::connect::limit::in_order;
 use crate::connect::postgres::PostgresConfig;
 use crate::connect::redis::RedisConfig;
 use crate::connect::retry::RetryPolicy;
@@ -175,14 +183,23 @@ impl SecretProvider {
             .map(|_| ())
     }
 
+    /// Brings the secret's tags to `want`'s, from the tags it has now (not the ones
+    /// state records: a tag changed by hand is drift to repair).
     async fn update_tags(
         &self,
         client: &aws_sdk_secretsmanager::Client,
         name: &str,
         want: &Attributes,
-        have: &Attributes,
     ) -> Result<(), ProviderError> {
-        let (set, remove) = tag_changes(&tags_of(want), &tags_of(have));
+        let have = match self.describe(client, name).await? {
+            Some(s) => resource_tags(
+                s.tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?, t.value().unwrap_or("")))),
+            ),
+            None => BTreeMap::new(),
+        };
+        let (set, remove) = tag_changes(&tags_of(want), &have);
         if !remove.is_empty() {
             call(&self.retry, SERVICE, || {
                 client
@@ -215,14 +232,169 @@ fn secret_tags(tags: impl IntoIterator<Item = (String, String)>) -> Vec<Tag> {
 }
 
 /// The id of the version in stage `AWSCURRENT`.
-fn current_version(
-    s: &aws_sdk_secretsmanager::operation::describe_secret::DescribeSecretOutput,
+fn current_version<'a>(
+    versions: Option<impl IntoIterator<Item = (&'a String, &'a Vec<String>)>>,
 ) -> Value {
-    s.version_ids_to_stages()
+    versions
         .into_iter()
         .flatten()
         .find(|(_, stages)| stages.iter().any(|st| st == CURRENT))
         .map_or(Value::Null, |(id, _)| json!(id))
+}
+
+/// What DescribeSecret and ListSecrets both tell of a secret.
+struct Listed {
+    arn: String,
+    description: String,
+    tags: Value,
+    version_id: Value,
+}
+
+impl Listed {
+    fn new<'a>(
+        arn: Option<&str>,
+        description: Option<&str>,
+        tags: &[Tag],
+        versions: Option<impl IntoIterator<Item = (&'a String, &'a Vec<String>)>>,
+    ) -> Self {
+        let tags = resource_tags(
+            tags.iter()
+                .filter_map(|t| Some((t.key()?, t.value().unwrap_or("")))),
+        );
+        Listed {
+            arn: arn.unwrap_or("").to_owned(),
+            description: description.unwrap_or("").to_owned(),
+            tags: tags_value(tags),
+            version_id: current_version(versions),
+        }
+    }
+}
+
+impl SecretProvider {
+    /// The secret `current` names as a read answers it, from what was listed of it
+    /// and its resource policy (one `GetResourcePolicy`); `None` when it is gone.
+    async fn attributes(
+        &self,
+        current: &Attributes,
+        listed: Listed,
+    ) -> Result<Option<Attributes>, ProviderError> {
+        let client = self.client(current)?;
+        let name = required_str(current, "name")?;
+        let account = self.aws.account_id().await?;
+        let policy = match call(&self.retry, SERVICE, || {
+            client.get_resource_policy().secret_id(name).send()
+        })
+        .await
+        {
+            Ok(p) => p
+                .resource_policy()
+                .map_or(Value::Null, |text| policy_value(text, account)),
+            Err(e) if is_not_found(e.code()) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(Some(Attributes::from([
+            ("name".into(), json!(name)),
+            (
+                "region".into(),
+                current.get("region").cloned().unwrap_or(Value::Null),
+            ),
+            ("description".into(), json!(listed.description)),
+            ("policy".into(), policy),
+            ("tags".into(), listed.tags),
+            ("arn".into(), json!(listed.arn)),
+            ("version_id".into(), listed.version_id),
+        ])))
+    }
+
+    /// The secrets of `names` in `region` that exist and are not being deleted, by
+    /// name: one `ListSecrets` per ten names (a name filter takes ten prefixes).
+    async fn list(
+        &self,
+        region: &str,
+        names: &[&str],
+    ) -> Result<HashMap<String, Listed>, ProviderError> {
+        use aws_sdk_secretsmanager::types::{Filter, FilterNameStringType};
+        let client = self.aws.secrets(region);
+        let mut found = HashMap::new();
+        for chunk in names.chunks(10) {
+            let filter = Filter::builder()
+                .key(FilterNameStringType::Name)
+                .set_values(Some(chunk.iter().map(|n| (*n).to_owned()).collect()))
+                .build();
+            let mut token: Option<String> = None;
+            loop {
+                let page = call(&self.retry, SERVICE, || {
+                    client
+                        .list_secrets()
+                        .filters(filter.clone())
+                        .max_results(100)
+                        .set_next_token(token.clone())
+                        .send()
+                })
+                .await?;
+                for s in page.secret_list() {
+                    // A name filter matches prefixes: only the names asked for count.
+                    if let Some(name) = s.name().filter(|n| chunk.contains(n))
+                        && s.deleted_date().is_none()
+                    {
+                        let listed = Listed::new(
+                            s.arn(),
+                            s.description(),
+                            s.tags(),
+                            s.secret_versions_to_stages(),
+                        );
+                        found.insert(name.to_owned(), listed);
+                    }
+                }
+                match page.next_token() {
+                    Some(t) if !t.is_empty() => token = Some(t.to_owned()),
+                    _ => break,
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The secrets of `reads`: one listing per region and ten names, then each one's
+    /// policy, at most `options.parallelism` calls at once.
+    async fn read_all(
+        &self,
+        reads: &[ReadRequest<'_>],
+        options: ReadOptions,
+    ) -> Result<Vec<ReadResult>, ProviderError> {
+        let mut names: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (_, current) in reads {
+            names
+                .entry(required_str(current, "region")?)
+                .or_default()
+                .push(required_str(current, "name")?);
+        }
+        let mut listed = HashMap::new();
+        for (region, names) in names {
+            listed.insert(region, self.list(region, &names).await?);
+        }
+        let found: Vec<Option<Listed>> = reads
+            .iter()
+            .map(|(_, current)| {
+                let region = crate::resource::attr_str(current, "region")?;
+                let name = crate::resource::attr_str(current, "name")?;
+                listed.get_mut(region)?.remove(name)
+            })
+            .collect();
+        // Made up front (nothing runs until polled), as `read_each` does: a closure
+        // inside the stream would need to be general over lifetimes `Send` cannot prove.
+        let answers: Vec<_> = found
+            .into_iter()
+            .zip(reads)
+            .map(|(found, (_, current))| async move {
+                match found {
+                    Some(l) => self.attributes(current, l).await,
+                    None => Ok(None),
+                }
+            })
+            .collect();
+        Ok(in_order(answers, options.parallelism).await)
+    }
 }
 
 #[async_trait]
@@ -237,39 +409,20 @@ impl Provider for SecretProvider {
         let Some(secret) = self.describe(&client, name).await? else {
             return Ok(None);
         };
-        let account = self.aws.account_id().await?;
-        let policy = match call(&self.retry, SERVICE, || {
-            client.get_resource_policy().secret_id(name).send()
-        })
-        .await
-        {
-            Ok(p) => p
-                .resource_policy()
-                .map_or(Value::Null, |text| policy_value(text, account)),
-            Err(e) if is_not_found(e.code()) => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let tags = resource_tags(
-            secret
-                .tags()
-                .iter()
-                .filter_map(|t| Some((t.key()?, t.value().unwrap_or("")))),
+        let listed = Listed::new(
+            secret.arn(),
+            secret.description(),
+            secret.tags(),
+            secret.version_ids_to_stages(),
         );
-        Ok(Some(Attributes::from([
-            ("name".into(), json!(name)),
-            (
-                "region".into(),
-                current.get("region").cloned().unwrap_or(Value::Null),
-            ),
-            (
-                "description".into(),
-                json!(secret.description().unwrap_or("")),
-            ),
-            ("policy".into(), policy),
-            ("tags".into(), tags_value(tags)),
-            ("arn".into(), json!(secret.arn().unwrap_or(""))),
-            ("version_id".into(), current_version(&secret)),
-        ])))
+        self.attributes(current, listed).await
+    }
+
+    async fn read_many(&self, reads: &[ReadRequest<'_>], options: ReadOptions) -> Vec<ReadResult> {
+        match self.read_all(reads, options).await {
+            Ok(answers) => answers,
+            Err(e) => failed_batch(reads, &e),
+        }
     }
 
     async fn create(
@@ -317,14 +470,6 @@ impl Provider for SecretProvider {
                     // resumes: it takes the value this create has.
                     Some(s) if ours => {
                         let version = self.put_value(&client, name, &value).await?;
-                        let current = Attributes::from([("tags".into(), {
-                            let t = resource_tags(
-                                s.tags()
-                                    .iter()
-                                    .filter_map(|t| Some((t.key()?, t.value().unwrap_or("")))),
-                            );
-                            tags_value(t)
-                        })]);
                         if s.description() != Some(description) {
                             call(&self.retry, SERVICE, || {
                                 client
@@ -335,7 +480,7 @@ impl Provider for SecretProvider {
                             })
                             .await?;
                         }
-                        self.update_tags(&client, name, a, &current).await?;
+                        self.update_tags(&client, name, a).await?;
                         (s.arn().unwrap_or("").to_owned(), version)
                     }
                     _ => {
@@ -357,7 +502,7 @@ impl Provider for SecretProvider {
     async fn update(
         &self,
         resource: &Resource,
-        current: &Attributes,
+        _current: &Attributes,
         changed: &[String],
     ) -> Result<Attributes, ProviderError> {
         let a = &resource.attributes;
@@ -376,7 +521,7 @@ impl Provider for SecretProvider {
             .await?;
         }
         if has("tags") {
-            self.update_tags(&client, name, a, current).await?;
+            self.update_tags(&client, name, a).await?;
         }
         if has("policy") {
             self.put_policy(&client, a).await?;
