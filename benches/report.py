@@ -177,7 +177,7 @@ def main():
         "parallelism": a.parallelism,
         "notes": [
             "tenantform also creates each tenant's PostgreSQL part; the Terraform side has the AWS part only.",
-            "Terraform's destroy runs with -refresh=false and without the Gold ElastiCache clusters (removed from its state first: moto never finishes a deletion); tenantform deletes them.",
+            "Terraform's destroy runs with -refresh=false and without the Gold ElastiCache clusters (removed from its state first: it would wait for each deletion to end, which tenantform does not); tenantform deletes them.",
             "Peak RSS: the larger of GNU time's %M and the sampled sum over the process tree (Terraform core + provider plugin).",
             "Floor: tenantform's AWS calls through the SDK at the same parallelism, no engine, no PostgreSQL.",
         ],

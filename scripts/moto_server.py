@@ -1,6 +1,7 @@
 """moto_server with fixes to its IAM enforcement: it accepts the AWS SDK for Rust's
 signatures of form-encoded requests, matches "?" in policies, and authorizes Secrets
-Manager requests against the secret and its resource policy.
+Manager requests against the secret and its resource policy; and a deleted ElastiCache
+cluster goes away after a while, as on AWS.
 
 Started by scripts/stack in place of `python3 -m moto.server`; takes the same arguments.
 
@@ -37,6 +38,12 @@ speaking Secrets Manager's JSON protocol cannot parse.
 
 These fixes, too, are left out with a warning if moto's internals changed.
 
+ElastiCache: moto marks a deleted cluster `deleting` and keeps it so for ever, its id
+taken: a tenant rolled back or destroyed could never get its cluster again, where AWS
+frees the id once the deletion is done (minutes). The fix: a cluster deleted is gone
+MOTO_CACHE_CLUSTER_DELETE_SECONDS (default 5) after its DeleteCacheCluster, its tags
+with it; until then it is listed as `deleting`, as on AWS.
+
 And one more: requests are answered one at a time. moto's server is threaded, but its
 in-memory backends are not safe for concurrent use: a response that lists what an
 account holds (GetAccountAuthorizationDetails, ListRoles, ...) is serialized from the
@@ -47,9 +54,11 @@ moto's handlers hold the interpreter lock anyway.
 """
 
 import json
+import os
 import re
 import sys
 import threading
+import time
 from urllib.parse import quote, urlencode
 
 
@@ -315,11 +324,57 @@ def answer_one_request_at_a_time() -> None:
     DomainDispatcherApplication.__call__ = call
 
 
+def finish_deleting_cache_clusters() -> None:
+    """A deleted cache cluster goes away once its deletion has taken its time."""
+    try:
+        from moto.elasticache.models import ElastiCacheBackend
+    except ImportError as e:
+        print(f"moto_server.py: cluster deletion fix left out: {e}", file=sys.stderr)
+        return
+    names = ("create_cache_cluster", "describe_cache_clusters", "delete_cache_cluster")
+    if not all(hasattr(ElastiCacheBackend, n) for n in names):
+        print("moto_server.py: cluster deletion fix left out: moto's ElastiCacheBackend "
+              "changed", file=sys.stderr)
+        return
+    seconds = float(os.environ.get("MOTO_CACHE_CLUSTER_DELETE_SECONDS", "5"))
+    create, describe, delete = (getattr(ElastiCacheBackend, n) for n in names)
+
+    def purge(backend) -> None:
+        done = getattr(backend, "_deletion_done_at", {})
+        now = time.monotonic()
+        for cluster_id, at in list(done.items()):
+            if at <= now:
+                del done[cluster_id]
+                cluster = backend.cache_clusters.pop(cluster_id, None)
+                if cluster is not None:
+                    backend.tagging_service.delete_all_tags_for_resource(cluster.arn)
+
+    def delete_cache_cluster(self, cache_cluster_id, *args, **kwargs):
+        purge(self)
+        cluster = delete(self, cache_cluster_id, *args, **kwargs)
+        done = self.__dict__.setdefault("_deletion_done_at", {})
+        done.setdefault(cache_cluster_id, time.monotonic() + seconds)
+        return cluster
+
+    def describe_cache_clusters(self, *args, **kwargs):
+        purge(self)
+        return describe(self, *args, **kwargs)
+
+    def create_cache_cluster(self, *args, **kwargs):
+        purge(self)
+        return create(self, *args, **kwargs)
+
+    ElastiCacheBackend.delete_cache_cluster = delete_cache_cluster
+    ElastiCacheBackend.describe_cache_clusters = describe_cache_clusters
+    ElastiCacheBackend.create_cache_cluster = create_cache_cluster
+
+
 if __name__ == "__main__":
     accept_percent_encoded_form_bodies()
     match_wildcards_as_aws_does()
     authorize_secrets_by_arn_and_resource_policy()
     answer_one_request_at_a_time()
+    finish_deleting_cache_clusters()
     from moto.server import main
 
     main()

@@ -679,6 +679,42 @@ async fn destroy_removes_everything_even_a_versioned_bucket_with_objects_and_twi
     assert!(!policy_exists(&iam, &policy_arn_of(&keep)).await);
 }
 
+/// A deleted cluster stays listed as `deleting` a while, its id taken (minutes on AWS,
+/// 5 s in the local stack). A Gold tenant whose cluster was just deleted gets it back on
+/// the next apply: the create waits for the id rather than failing on "already exists".
+#[tokio::test]
+async fn a_cluster_id_held_by_a_deletion_is_waited_for_not_refused() {
+    let t = gold("aws-again");
+    let ws = Workspace::new(std::slice::from_ref(&t)).await;
+    ws.run(&["apply", "--auto-approve"]).ok();
+    let ec = elasticache_client(&t.region).await;
+    let id = format!("rag-{}", t.id);
+    ec.delete_cache_cluster()
+        .cache_cluster_id(&id)
+        .send()
+        .await
+        .unwrap();
+    assert!(!cluster_alive(&ec, &id).await);
+
+    let out = ws
+        .command(&["apply", "--auto-approve"])
+        .env("TENANTFORM_LOG", "info")
+        .output()
+        .unwrap();
+    let again = Run::from(out);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(
+        again
+            .all()
+            .contains("waiting for a cluster being deleted to free its id"),
+        "the create did not meet the deleting cluster:\n{}",
+        again.all()
+    );
+    assert!(cluster_alive(&ec, &id).await);
+    ws.run(&["plan", "--detailed-exitcode"]).code(0);
+    ws.run(&["destroy", "--auto-approve"]).ok();
+}
+
 #[tokio::test]
 async fn a_bucket_name_taken_by_someone_else_rolls_the_new_tenant_back_completely() {
     let t = TenantDef::new("aws-taken", "silver");

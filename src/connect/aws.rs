@@ -584,9 +584,10 @@ pub mod moto_quirks {
         Some((element("Code")?, element("Message")))
     }
 
-    /// moto keeps a deleted ElastiCache cluster listed as `deleting` for ever. On AWS a
-    /// cluster in `deleting` is also past saving: nothing can use it, and its deletion
-    /// cannot be stopped, so "gone" is the right answer in both.
+    /// A deleted ElastiCache cluster stays listed as `deleting` for minutes on AWS (for
+    /// ever in moto 5.2 unpatched), its id taken. It is past saving: nothing can use
+    /// it, and its deletion cannot be stopped, so "gone" is the right answer; only a
+    /// create of the same id has to wait for it.
     pub fn cluster_status_means_gone(status: &str) -> bool {
         status.eq_ignore_ascii_case("deleting") || status.eq_ignore_ascii_case("deleted")
     }

@@ -7,7 +7,9 @@
 //! A create returns only once the cluster is `available` (or fails after the
 //! platform's `cache_wait_timeout_secs`), logging its status while it waits, and
 //! records the endpoint as a computed attribute. A cluster in `deleting` counts as
-//! gone (see [`moto_quirks::cluster_status_means_gone`]).
+//! gone (see [`moto_quirks::cluster_status_means_gone`]); a create whose id such a
+//! cluster still holds waits for the deletion to end, as long as it would wait for a
+//! new cluster.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -272,7 +274,7 @@ impl ElasticacheProvider {
             .map(|(k, v)| Tag::builder().key(k).value(v).build())
             .collect();
         let (engine, node_type) = (required_str(a, "engine")?, required_str(a, "node_type")?);
-        let created = call(&self.retry, SERVICE, || {
+        let send = || {
             client
                 .create_cache_cluster()
                 .cache_cluster_id(id)
@@ -281,8 +283,16 @@ impl ElasticacheProvider {
                 .num_cache_nodes(nodes)
                 .set_tags(Some(tags.clone()))
                 .send()
-        })
-        .await;
+        };
+        let mut created = call(&self.retry, SERVICE, send).await;
+        if matches!(&created, Err(e) if e.code() == "CacheClusterAlreadyExists")
+            && self.describe(&client, id).await?.is_none()
+        {
+            // Held by a cluster being deleted (a replacement, or a tenant applied again
+            // right after its destroy or rollback): AWS frees the id when it is done.
+            self.wait_deleted(&client, id).await?;
+            created = call(&self.retry, SERVICE, send).await;
+        }
         match created {
             Ok(_) => {}
             Err(e) if e.code() == "CacheClusterAlreadyExists" => {
@@ -301,8 +311,7 @@ impl ElasticacheProvider {
                             self.update_cluster(a, &all).await?;
                         }
                     }
-                    // Still being deleted (a replacement, or a tenant re-created
-                    // right after its destroy): AWS frees the id when it is done.
+                    // Deleted again while this create waited.
                     None => {
                         return Err(ProviderError::Api {
                             service: SERVICE,
@@ -387,6 +396,46 @@ impl ElasticacheProvider {
                 });
             }
             tokio::time::sleep(POLL_INTERVAL.min(self.wait_timeout)).await;
+        }
+    }
+
+    /// Waits until no cluster, not even one being deleted, holds `id` (at most the
+    /// platform's `cache_wait_timeout_secs`), polling soon at first.
+    async fn wait_deleted(
+        &self,
+        client: &aws_sdk_elasticache::Client,
+        id: &str,
+    ) -> Result<(), ProviderError> {
+        let t0 = Instant::now();
+        let mut pause = Duration::from_secs(1);
+        tracing::info!(
+            cluster = id,
+            "waiting for a cluster being deleted to free its id"
+        );
+        loop {
+            let listed = call(&self.retry, SERVICE, || {
+                client.describe_cache_clusters().cache_cluster_id(id).send()
+            })
+            .await;
+            match listed {
+                Ok(o) if !o.cache_clusters().is_empty() => {}
+                Ok(_) => return Ok(()),
+                Err(e) if is_not_found(e.code()) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+            if t0.elapsed() >= self.wait_timeout {
+                return Err(ProviderError::Api {
+                    service: SERVICE,
+                    code: "WaitTimeout".into(),
+                    message: format!(
+                        "cluster id {id:?} is still held by a cluster being deleted after {}s (cache_wait_timeout_secs in [aws] of platform.toml); apply again once it is gone",
+                        self.wait_timeout.as_secs()
+                    ),
+                    retryable: false,
+                });
+            }
+            tokio::time::sleep(pause.min(self.wait_timeout)).await;
+            pause = (pause * 2).min(POLL_INTERVAL);
         }
     }
 
