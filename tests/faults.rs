@@ -35,7 +35,7 @@ fn cluster_of(t: &TenantDef) -> String {
 
 /// The objects a complete tenant has on the services (a Gold one adds its cluster).
 fn expected_objects(t: &TenantDef) -> usize {
-    if t.tier == "gold" { 8 } else { 7 }
+    if t.tier == "gold" { 9 } else { 8 }
 }
 
 /// The resources a complete tenant's state holds.
@@ -176,6 +176,17 @@ async fn objects_of(ws: &Workspace, t: &TenantDef) -> Vec<(&'static str, String)
                 found.push(("elasticache_cluster", cluster_of(t)));
             }
         }
+    }
+    let secret = format!("rag-{}-credentials", t.id);
+    if let Ok(s) = secrets_admin(&t.region)
+        .await
+        .describe_secret()
+        .secret_id(&secret)
+        .send()
+        .await
+        && s.deleted_date().is_none()
+    {
+        found.push(("secret", secret));
     }
     found
 }
@@ -442,9 +453,9 @@ async fn trials() {
 
 /// The answer to each creating call is lost once (the server acted, the connection
 /// dropped before the client heard it): IAM's CreateRole and CreatePolicy, S3's
-/// CreateBucket outside us-east-1, ElastiCache's CreateCacheCluster, PostgreSQL's CREATE
-/// SCHEMA and CREATE ROLE and the settings row's INSERT, Redis's
-/// ACL SETUSER. Each create's retry must find its own object and adopt it, not fail on
+/// CreateBucket outside us-east-1, ElastiCache's CreateCacheCluster, Secrets Manager's
+/// CreateSecret, PostgreSQL's CREATE SCHEMA and CREATE ROLE and the settings row's
+/// INSERT, Redis's ACL SETUSER. Each create's retry must find its own object and adopt it, not fail on
 /// "already exists" and leave it behind.
 #[tokio::test]
 async fn a_lost_answer_to_any_create_is_adopted_not_orphaned() {
@@ -468,6 +479,9 @@ async fn a_lost_answer_to_any_create_is_adopted_not_orphaned() {
         .pg
         .on_first("INSERT INTO tenantform.tenant_settings", Fault::LostAnswer);
     proxies.redis.on_first("SETUSER", Fault::LostAnswer);
+    proxies
+        .aws
+        .on_first("secretsmanager.CreateSecret", Fault::LostAnswer);
     proxies.point(&mut ws);
     let run = ws.run(&["apply", "--auto-approve"]);
     let unmet = [

@@ -3,8 +3,8 @@
 //!
 //! - In front of the AWS endpoint (moto) it speaks HTTP/1.1, one request per
 //!   connection: for a chosen request it answers `503 SlowDown` (S3) or
-//!   `400 Throttling` (the query APIs: IAM, ElastiCache, STS) or `500 InternalError`,
-//!   each with the error body that API sends; or waits 2–5 s before forwarding; or
+//!   `400 Throttling` (the query APIs: IAM, ElastiCache, STS; the JSON APIs: Secrets
+//!   Manager, KMS) or `500 InternalError`, each with the error body that API sends; or waits 2–5 s before forwarding; or
 //!   closes the connection before the request reaches the server; or forwards the
 //!   request and closes the connection once the server has answered, so that the
 //!   server acted and the client never learns it (a lost answer).
@@ -273,15 +273,15 @@ async fn serve_http(
     let Some(request) = read_request(&mut client).await? else {
         return Ok(());
     };
-    let query_api = is_query_api(&request);
+    let api = Api::of(&request);
     let fault = match shared.scripted(&request) {
         Some(f) => Some(f),
-        None => shared.pick(if query_api { &QUERY_FAULTS } else { &S3_FAULTS }),
+        None => shared.pick(api.faults()),
     };
     match fault {
         Some(Fault::DropBefore) => return Ok(()),
         Some(f @ (Fault::SlowDown | Fault::InternalError | Fault::Throttling)) => {
-            client.write_all(&error_response(f, query_api)).await?;
+            client.write_all(&error_response(f, api)).await?;
             return client.shutdown().await;
         }
         Some(Fault::Delay) => tokio::time::sleep(shared.pause()).await,
@@ -353,14 +353,40 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// IAM, ElastiCache and STS speak the query API: a form body with `Action=`.
-fn is_query_api(request: &[u8]) -> bool {
-    let Some(head_end) = find(request, b"\r\n\r\n") else {
-        return false;
-    };
-    let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
-    head.contains("application/x-www-form-urlencoded")
-        && find(&request[head_end..], b"Action=").is_some()
+/// The three ways the AWS APIs used here speak, each with its own error bodies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Api {
+    /// S3: REST with XML errors.
+    Rest,
+    /// IAM, ElastiCache, STS: a form body with `Action=`, XML errors.
+    Query,
+    /// Secrets Manager (and KMS): `X-Amz-Target` with a JSON body, JSON errors.
+    Json,
+}
+
+impl Api {
+    fn of(request: &[u8]) -> Api {
+        let Some(head_end) = find(request, b"\r\n\r\n") else {
+            return Api::Rest;
+        };
+        let head = String::from_utf8_lossy(&request[..head_end]).to_ascii_lowercase();
+        if head.contains("application/x-amz-json") {
+            Api::Json
+        } else if head.contains("application/x-www-form-urlencoded")
+            && find(&request[head_end..], b"Action=").is_some()
+        {
+            Api::Query
+        } else {
+            Api::Rest
+        }
+    }
+
+    fn faults(self) -> &'static [Fault] {
+        match self {
+            Api::Rest => &S3_FAULTS,
+            Api::Query | Api::Json => &QUERY_FAULTS,
+        }
+    }
 }
 
 /// The message with its `Connection` header replaced by `Connection: close`.
@@ -380,47 +406,61 @@ fn with_connection_close(message: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The error answer of `fault` with the body its API sends.
-fn error_response(fault: Fault, query_api: bool) -> Vec<u8> {
-    let (status, code, message) = match (fault, query_api) {
+/// The error `fault` stands for, with the body and content type `api` sends.
+fn error_response(fault: Fault, api: Api) -> Vec<u8> {
+    let (status, code, message) = match (fault, api) {
         (Fault::SlowDown, _) => (
             "503 Slow Down",
             "SlowDown",
             "Please reduce your request rate.",
         ),
+        (Fault::Throttling, Api::Json) => {
+            ("400 Bad Request", "ThrottlingException", "Rate exceeded")
+        }
         (Fault::Throttling, _) => ("400 Bad Request", "Throttling", "Rate exceeded"),
-        (_, false) => (
+        (_, Api::Rest) => (
             "500 Internal Server Error",
             "InternalError",
             "We encountered an internal error. Please try again.",
         ),
-        (_, true) => (
+        (_, Api::Query) => (
             "500 Internal Server Error",
             "InternalFailure",
             "The request processing has failed because of an unknown error.",
         ),
+        (_, Api::Json) => (
+            "500 Internal Server Error",
+            "InternalServiceError",
+            "An error occurred on the server side.",
+        ),
     };
-    let body = if query_api {
-        let kind = if fault == Fault::Throttling {
-            "Sender"
-        } else {
-            "Receiver"
-        };
-        format!(
-            "<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>injected-fault</RequestId></ErrorResponse>"
-        )
-    } else {
-        format!(
-            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>injected-fault</RequestId></Error>"
-        )
-    };
-    let content_type = if query_api {
-        "text/xml"
-    } else {
-        "application/xml"
+    let (content_type, body) = match api {
+        Api::Query => {
+            let kind = if fault == Fault::Throttling {
+                "Sender"
+            } else {
+                "Receiver"
+            };
+            (
+                "text/xml",
+                format!(
+                    "<ErrorResponse><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>injected-fault</RequestId></ErrorResponse>"
+                ),
+            )
+        }
+        Api::Rest => (
+            "application/xml",
+            format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>injected-fault</RequestId></Error>"
+            ),
+        ),
+        Api::Json => (
+            "application/x-amz-json-1.1",
+            format!(r#"{{"__type":"{code}","message":"{message}"}}"#),
+        ),
     };
     format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nx-amzn-ErrorType: {code}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
