@@ -650,6 +650,120 @@ async fn an_apply_of_a_plan_made_before_the_state_moved_is_refused() {
     .await;
 }
 
+/// A run asked to rotate sets the tenant's passwords anew, as `apply --rotate` does: its
+/// plan updates the role, the Redis user and the secret, the old PostgreSQL and Redis
+/// passwords stop working, the new ones (in the tenant's secret) log in, and no
+/// password is in any answer or the server's log. A destroy asked to rotate is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotate_run_sets_new_passwords_and_shows_none() {
+    bounded(async {
+        let (t, ws, server, admin) = with_tenant("rr").await;
+        let path = format!("/v1/tenants/{}/runs", t.id);
+        let mut answers = String::new();
+        let first = server
+            .post(
+                &path,
+                &admin,
+                json!({"operation": "apply", "auto_apply": true}),
+            )
+            .await;
+        assert_eq!(first.status, StatusCode::ACCEPTED, "{:#}", first.body);
+        let id = first.body["id"].as_str().unwrap().to_owned();
+        let v = server
+            .wait_for_run(&id, &admin, &["applied", "errored"])
+            .await;
+        assert_eq!(v["status"], "applied", "{v:#}");
+        assert_eq!(v["rotate"], false, "{v:#}");
+        let (old_pg, old_redis) = (ws.password(&t.id).await, ws.redis_password(&t.id).await);
+
+        let refused = server
+            .post(
+                &path,
+                &admin,
+                json!({"operation": "destroy", "rotate": true}),
+            )
+            .await;
+        assert_error_shape(
+            &refused,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "rotate a destroy",
+        );
+        assert!(
+            refused.body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("rotate: a destroy run does not rotate"),
+            "{:#}",
+            refused.body
+        );
+
+        let planned = server
+            .post(&path, &admin, json!({"operation": "plan", "rotate": true}))
+            .await;
+        assert_eq!(planned.status, StatusCode::ACCEPTED, "{:#}", planned.body);
+        answers += &planned.body.to_string();
+        let p = planned.body["id"].as_str().unwrap().to_owned();
+        let v = server
+            .wait_for_run(&p, &admin, &["planned", "errored"])
+            .await;
+        assert_eq!(
+            (&v["status"], &v["rotate"]),
+            (&json!("planned"), &json!(true)),
+            "{v:#}"
+        );
+        let plan = server.get(&format!("/v1/runs/{p}/plan"), &admin).await;
+        answers += &plan.body.to_string();
+        assert_eq!(
+            plan.body["summary"],
+            json!({"add": 0, "change": 3, "destroy": 0}),
+            "{:#}",
+            plan.body
+        );
+        let applied = server
+            .post(&format!("/v1/runs/{p}/actions/apply"), &admin, json!({}))
+            .await;
+        assert_eq!(applied.status, StatusCode::ACCEPTED, "{:#}", applied.body);
+        let v = server
+            .wait_for_run(&p, &admin, &["applied", "errored"])
+            .await;
+        assert_eq!(v["status"], "applied", "{v:#}");
+        answers += &v.to_string();
+        answers += &server
+            .get(&format!("/v1/tenants/{}", t.id), &admin)
+            .await
+            .body
+            .to_string();
+
+        let (new_pg, new_redis) = (ws.password(&t.id).await, ws.redis_password(&t.id).await);
+        assert_ne!(new_pg, old_pg);
+        assert_ne!(new_redis, old_redis);
+        connect(&t.pg_name(), &old_pg, &ws.database)
+            .await
+            .expect_err("the old PostgreSQL password no longer works");
+        connect(&t.pg_name(), &new_pg, &ws.database)
+            .await
+            .expect("the new PostgreSQL password works");
+        redis_as(&t.pg_name(), &old_redis)
+            .await
+            .expect_err("the old Redis password no longer works");
+        redis_as(&t.pg_name(), &new_redis)
+            .await
+            .expect("the new Redis password works");
+        let log = std::fs::read_to_string(ws.dir.path().join("serve.log")).unwrap();
+        for secret in [&old_pg, &old_redis, &new_pg, &new_redis] {
+            assert!(
+                !answers.contains(secret.as_str()),
+                "a password in an answer"
+            );
+            assert!(
+                !log.contains(secret.as_str()),
+                "a password in the server's log"
+            );
+        }
+    })
+    .await;
+}
+
 /// A request with a bad field is refused with the CLI's texts as details; a valid one
 /// waits for the CFO; the requester sees only their own requests; an approver of a
 /// role it does not need is refused; the CFO's approval provisions it until active.

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::*;
 
 /// A child process killed when the test ends, passed or failed.
@@ -749,4 +749,55 @@ async fn planned_runs_are_applied_later_under_the_stale_plan_rule() {
         "planned_and_finished",
         "nothing left to plan"
     );
+
+    // A run may rotate the tenant's passwords: a plan or an apply, nothing else.
+    let refused = ws.run(&[
+        "runs",
+        "start",
+        "--tenant",
+        &a.id,
+        "--operation",
+        "drift",
+        "--rotate",
+    ]);
+    assert_ne!(refused.code, 0, "{}", refused.all());
+    assert!(
+        refused.all().contains(
+            "rotate: a drift run does not rotate credentials; rotate in a plan or apply run"
+        ),
+        "{}",
+        refused.all()
+    );
+    let out = ws
+        .run(&[
+            "runs",
+            "start",
+            "--tenant",
+            &a.id,
+            "--operation",
+            "plan",
+            "--rotate",
+            "--json",
+        ])
+        .ok();
+    let p4: Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.all()));
+    let p4 = p4["id"].as_str().unwrap().to_owned();
+    ws.run(&["runs", "show", &p4, "--follow"]).ok();
+    let v4 = show(&ws, &p4);
+    assert_eq!(
+        (&v4["status"], &v4["rotate"]),
+        (&json!("planned"), &json!(true)),
+        "{v4:#}"
+    );
+    // The role, the Redis user and the secret.
+    assert_eq!(v4["result"]["plan"]["summary"]["change"], 3, "{v4:#}");
+    assert!(
+        ws.run(&["runs", "show", &p4])
+            .ok()
+            .stdout
+            .contains("rotate:"),
+        "the run's details say it rotates"
+    );
+    ws.run(&["runs", "discard", &p4]).ok();
 }

@@ -420,6 +420,10 @@ pub enum RunsCommand {
         /// Apply the plan at once (apply, destroy) instead of stopping at `planned`.
         #[arg(long)]
         auto_apply: bool,
+        /// Set the tenant's generated passwords anew (plan and apply runs), as
+        /// `apply --rotate` does.
+        #[arg(long)]
+        rotate: bool,
         #[arg(long)]
         message: Option<String>,
         #[command(flatten)]

@@ -264,6 +264,7 @@ pub async fn cmd_runs(cli: &Cli, cmd: &RunsCommand) -> anyhow::Result<Outcome> {
             tenant,
             operation,
             auto_apply,
+            rotate,
             message,
             action: RunAction { by, wait, json },
         } => {
@@ -280,6 +281,7 @@ pub async fn cmd_runs(cli: &Cli, cmd: &RunsCommand) -> anyhow::Result<Outcome> {
                     requested_by: by.clone(),
                     message: message.clone(),
                     auto_apply: *auto_apply,
+                    rotate: *rotate,
                 })
                 .await?;
             if !json {

@@ -155,7 +155,11 @@ impl Step<'_> {
             refresh: self.mode() == PlanMode::Normal,
             mode: self.mode(),
             replace: Vec::new(),
-            rotate: Vec::new(),
+            rotate: if self.run.rotate {
+                vec![self.tenant.clone()]
+            } else {
+                Vec::new()
+            },
         }
     }
 

@@ -37,9 +37,10 @@ pub const EVENTS_CHANNEL: &str = "tenantform_run_events";
 
 /// Migrations of the runs tables, applied in order, each once (track
 /// `tenantform.runs_migrations`). Never edit one that shipped: add another.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE SEQUENCE tenantform.run_queue_seq;
 
 CREATE TABLE tenantform.runs (
@@ -123,7 +124,15 @@ END $$;
 CREATE TRIGGER run_events_notify AFTER INSERT ON tenantform.run_events
     FOR EACH ROW EXECUTE FUNCTION tenantform.run_events_notify();
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- The run sets the tenant's generated passwords anew (`--rotate`): a plan or an apply.
+ALTER TABLE tenantform.runs ADD COLUMN rotate boolean NOT NULL DEFAULT false;
+"#,
+    ),
+];
 
 /// A run as the table holds it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -137,6 +146,8 @@ pub struct Run {
     /// The tenant request a `provision` run carries out.
     pub request_id: Option<String>,
     pub auto_apply: bool,
+    /// The plan sets the tenant's generated passwords anew (`--rotate`).
+    pub rotate: bool,
     /// How many times a worker claimed the run: the fencing token.
     pub attempt: i32,
     pub lease_owner: Option<String>,
@@ -170,6 +181,7 @@ impl Run {
             message: row.get("message"),
             request_id: row.get("request_id"),
             auto_apply: row.get("auto_apply"),
+            rotate: row.get("rotate"),
             attempt: row.get("attempt"),
             lease_owner: row.get("lease_owner"),
             lease_expires_at: row.get("lease_expires_at"),
@@ -275,6 +287,8 @@ pub struct NewRun {
     pub message: Option<String>,
     /// Apply the plan at once instead of stopping at `planned`.
     pub auto_apply: bool,
+    /// Set the tenant's generated passwords anew (plan and apply runs only).
+    pub rotate: bool,
 }
 
 /// Which runs to list.
@@ -345,13 +359,19 @@ impl RunQueue {
                 "a provision run is queued by the tenant lifecycle (`tenantform request submit|approve|retry`), not directly".into(),
             ));
         }
+        if new.rotate && !matches!(new.operation, Operation::Plan | Operation::Apply) {
+            return Err(RunError::Invalid(format!(
+                "rotate: a {} run does not rotate credentials; rotate in a plan or apply run",
+                new.operation
+            )));
+        }
         let row = self
             .client
             .query_one(
                 &format!(
                     "WITH ins AS ( \
-                       INSERT INTO {SCHEMA}.runs (id, tenant, operation, status, requested_by, message, auto_apply, status_timestamps) \
-                       VALUES ($1, $2, $3, 'pending', $4, $5, $6, jsonb_build_object('pending_at', clock_timestamp())) \
+                       INSERT INTO {SCHEMA}.runs (id, tenant, operation, status, requested_by, message, auto_apply, rotate, status_timestamps) \
+                       VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7, jsonb_build_object('pending_at', clock_timestamp())) \
                        RETURNING *), \
                      ev AS (INSERT INTO {SCHEMA}.run_events (run_id, attempt, kind, detail) \
                        SELECT id, 0, 'status', jsonb_build_object('to', 'pending', 'by', requested_by) FROM ins) \
@@ -364,6 +384,7 @@ impl RunQueue {
                     &new.requested_by,
                     &new.message,
                     &new.auto_apply,
+                    &new.rotate,
                 ],
             )
             .await

@@ -91,6 +91,9 @@ pub fn run_details(v: &RunView) -> String {
         let _ = writeln!(out, "  request:      {q}");
     }
     let _ = writeln!(out, "  auto-apply:   {}", r.auto_apply);
+    if r.rotate {
+        let _ = writeln!(out, "  rotate:       the tenant's passwords are set anew");
+    }
     let _ = writeln!(out, "  attempt:      {}", r.attempt);
     if let Some(p) = v.queue_position {
         let _ = writeln!(out, "  queue:        #{p}");

@@ -230,6 +230,10 @@ pub(super) struct StartRun {
     operation: String,
     #[serde(default)]
     auto_apply: bool,
+    /// Set the tenant's generated passwords anew (plan and apply runs), as
+    /// `tenantform apply --rotate` does.
+    #[serde(default)]
+    rotate: bool,
     #[serde(default)]
     message: Option<String>,
 }
@@ -308,6 +312,7 @@ pub(super) async fn start_run(
                 requested_by: caller.subject.clone(),
                 message: req.message,
                 auto_apply: req.auto_apply,
+                rotate: req.rotate,
             })
             .await?;
         tracing::info!(run = %run.id, tenant = %run.tenant, operation = %operation, by = %caller.subject, "run queued through the API");
