@@ -41,7 +41,7 @@ These fixes, too, are left out with a warning if moto's internals changed.
 ElastiCache: moto marks a deleted cluster `deleting` and keeps it so for ever, its id
 taken: a tenant rolled back or destroyed could never get its cluster again, where AWS
 frees the id once the deletion is done (minutes). The fix: a cluster deleted is gone
-MOTO_CACHE_CLUSTER_DELETE_SECONDS (default 5) after its DeleteCacheCluster, its tags
+MOTO_CACHE_CLUSTER_DELETE_SECONDS (default 10) after its DeleteCacheCluster, its tags
 with it; until then it is listed as `deleting`, as on AWS.
 
 And one more: requests are answered one at a time. moto's server is threaded, but its
@@ -336,7 +336,7 @@ def finish_deleting_cache_clusters() -> None:
         print("moto_server.py: cluster deletion fix left out: moto's ElastiCacheBackend "
               "changed", file=sys.stderr)
         return
-    seconds = float(os.environ.get("MOTO_CACHE_CLUSTER_DELETE_SECONDS", "5"))
+    seconds = float(os.environ.get("MOTO_CACHE_CLUSTER_DELETE_SECONDS", "10"))
     create, describe, delete = (getattr(ElastiCacheBackend, n) for n in names)
 
     def purge(backend) -> None:

@@ -680,7 +680,7 @@ async fn destroy_removes_everything_even_a_versioned_bucket_with_objects_and_twi
 }
 
 /// A deleted cluster stays listed as `deleting` a while, its id taken (minutes on AWS,
-/// 5 s in the local stack). A Gold tenant whose cluster was just deleted gets it back on
+/// 10 s in the local stack). A Gold tenant whose cluster was just deleted gets it back on
 /// the next apply: the create waits for the id rather than failing on "already exists".
 #[tokio::test]
 async fn a_cluster_id_held_by_a_deletion_is_waited_for_not_refused() {
