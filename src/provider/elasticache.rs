@@ -284,47 +284,47 @@ impl ElasticacheProvider {
                 .set_tags(Some(tags.clone()))
                 .send()
         };
-        let mut created = call(&self.retry, SERVICE, send).await;
-        if matches!(&created, Err(e) if e.code() == "CacheClusterAlreadyExists")
-            && self.describe(&client, id).await?.is_none()
-        {
-            // Held by a cluster being deleted (a replacement, or a tenant applied again
-            // right after its destroy or rollback): AWS frees the id when it is done.
-            self.wait_deleted(&client, id).await?;
-            created = call(&self.retry, SERVICE, send).await;
-        }
-        match created {
-            Ok(_) => {}
-            Err(e) if e.code() == "CacheClusterAlreadyExists" => {
-                let existing = self.describe(&client, id).await?;
-                match existing {
-                    // Ours only if it carries this create's token: made by an attempt
-                    // whose answer was lost, or by the run that this one resumes.
-                    Some(_) if self.token(&client, a).await? != Some(mode.token()) => {
-                        return Err(ProviderError::AlreadyExists {
-                            what: format!("ElastiCache cluster {id:?}"),
-                        });
+        let mut waited = false;
+        loop {
+            let e = match call(&self.retry, SERVICE, send).await {
+                Ok(_) => break,
+                Err(e) if e.code() == "CacheClusterAlreadyExists" => e,
+                Err(e) => return Err(e),
+            };
+            match self.describe(&client, id).await? {
+                // Ours only if it carries this create's token: made by an attempt
+                // whose answer was lost, or by the run that this one resumes.
+                Some(_) if self.token(&client, a).await? != Some(mode.token()) => {
+                    return Err(ProviderError::AlreadyExists {
+                        what: format!("ElastiCache cluster {id:?}"),
+                    });
+                }
+                Some(_) => {
+                    if mode.is_resume() {
+                        let all = ["node_type", "tags"].map(String::from);
+                        self.update_cluster(a, &all).await?;
                     }
-                    Some(_) => {
-                        if mode.is_resume() {
-                            let all = ["node_type", "tags"].map(String::from);
-                            self.update_cluster(a, &all).await?;
-                        }
-                    }
-                    // Deleted again while this create waited.
-                    None => {
-                        return Err(ProviderError::Api {
-                            service: SERVICE,
-                            code: e.code().to_owned(),
-                            message: format!(
-                                "cluster id {id:?} is still held by a cluster being deleted; apply again once it is gone"
-                            ),
-                            retryable: false,
-                        });
-                    }
+                    break;
+                }
+                // Held by a cluster being deleted (a replacement, or a tenant applied
+                // again right after its destroy or rollback): AWS frees the id when it
+                // is done.
+                None if !waited => {
+                    self.wait_deleted(&client, id).await?;
+                    waited = true;
+                }
+                // Deleted again while this create waited.
+                None => {
+                    return Err(ProviderError::Api {
+                        service: SERVICE,
+                        code: e.code().to_owned(),
+                        message: format!(
+                            "cluster id {id:?} is still held by a cluster being deleted; apply again once it is gone"
+                        ),
+                        retryable: false,
+                    });
                 }
             }
-            Err(e) => return Err(e),
         }
         let cluster = self.wait_available(&client, id).await?;
         Ok(Attributes::from([
@@ -385,17 +385,26 @@ impl ElasticacheProvider {
                 last_status = status.clone();
             }
             if t0.elapsed() >= self.wait_timeout {
-                return Err(ProviderError::Api {
-                    service: SERVICE,
-                    code: "WaitTimeout".into(),
-                    message: format!(
-                        "cluster {id:?} is still {status:?} after {}s (cache_wait_timeout_secs in [aws] of platform.toml); apply again to keep waiting",
-                        self.wait_timeout.as_secs()
-                    ),
-                    retryable: false,
-                });
+                return Err(self.timed_out(
+                    &format!("cluster {id:?} is still {status:?}"),
+                    "to keep waiting",
+                ));
             }
             tokio::time::sleep(POLL_INTERVAL.min(self.wait_timeout)).await;
+        }
+    }
+
+    /// A wait that ran out: `what` is still so after the platform's timeout; apply
+    /// again `then`.
+    fn timed_out(&self, what: &str, then: &str) -> ProviderError {
+        ProviderError::Api {
+            service: SERVICE,
+            code: "WaitTimeout".into(),
+            message: format!(
+                "{what} after {}s (cache_wait_timeout_secs in [aws] of platform.toml); apply again {then}",
+                self.wait_timeout.as_secs()
+            ),
+            retryable: false,
         }
     }
 
@@ -424,15 +433,10 @@ impl ElasticacheProvider {
                 Err(e) => return Err(e),
             }
             if t0.elapsed() >= self.wait_timeout {
-                return Err(ProviderError::Api {
-                    service: SERVICE,
-                    code: "WaitTimeout".into(),
-                    message: format!(
-                        "cluster id {id:?} is still held by a cluster being deleted after {}s (cache_wait_timeout_secs in [aws] of platform.toml); apply again once it is gone",
-                        self.wait_timeout.as_secs()
-                    ),
-                    retryable: false,
-                });
+                return Err(self.timed_out(
+                    &format!("cluster id {id:?} is still held by a cluster being deleted"),
+                    "once it is gone",
+                ));
             }
             tokio::time::sleep(pause.min(self.wait_timeout)).await;
             pause = (pause * 2).min(POLL_INTERVAL);
