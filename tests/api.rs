@@ -77,6 +77,17 @@ impl Server {
             .await
     }
 
+    /// Confirms the planned run `id` and waits for it to end `applied`; the run.
+    async fn apply_planned(&self, id: &str, token: &str) -> Value {
+        let a = self
+            .post(&format!("/v1/runs/{id}/actions/apply"), token, json!({}))
+            .await;
+        assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
+        let run = self.wait_for_run(id, token, &["applied", "errored"]).await;
+        assert_eq!(run["status"], "applied", "{run:#}");
+        run
+    }
+
     /// Polls a run until its status is one of `statuses`.
     async fn wait_for_run(&self, id: &str, token: &str, statuses: &[&str]) -> Value {
         let t0 = Instant::now();
@@ -597,14 +608,7 @@ async fn an_apply_of_a_plan_made_before_the_state_moved_is_refused() {
             .post(&format!("/v1/runs/{p1}/actions/apply"), &planner, json!({}))
             .await;
         assert_error_shape(&a, StatusCode::FORBIDDEN, "apply with runs:plan");
-        let a = server
-            .post(&format!("/v1/runs/{p1}/actions/apply"), &admin, json!({}))
-            .await;
-        assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
-        let v1 = server
-            .wait_for_run(&p1, &admin, &["applied", "errored"])
-            .await;
-        assert_eq!(v1["status"], "applied", "{v1:#}");
+        server.apply_planned(&p1, &admin).await;
         assert!(ws.state_json(&t.id).is_some());
 
         let a = server
@@ -719,15 +723,7 @@ async fn a_rotate_run_sets_new_passwords_and_shows_none() {
             "{:#}",
             plan.body
         );
-        let applied = server
-            .post(&format!("/v1/runs/{p}/actions/apply"), &admin, json!({}))
-            .await;
-        assert_eq!(applied.status, StatusCode::ACCEPTED, "{:#}", applied.body);
-        let v = server
-            .wait_for_run(&p, &admin, &["applied", "errored"])
-            .await;
-        assert_eq!(v["status"], "applied", "{v:#}");
-        answers += &v.to_string();
+        answers += &server.apply_planned(&p, &admin).await.to_string();
         answers += &server
             .get(&format!("/v1/tenants/{}", t.id), &admin)
             .await
@@ -1260,14 +1256,7 @@ async fn webhooks_are_signed_retried_after_a_500_and_recorded() {
         assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
         let run = a.body["id"].as_str().unwrap().to_owned();
         server.wait_for_run(&run, &admin, &["planned"]).await;
-        let a = server
-            .post(&format!("/v1/runs/{run}/actions/apply"), &admin, json!({}))
-            .await;
-        assert_eq!(a.status, StatusCode::ACCEPTED, "{:#}", a.body);
-        let end = server
-            .wait_for_run(&run, &admin, &["applied", "errored"])
-            .await;
-        assert_eq!(end["status"], "applied", "{end:#}");
+        server.apply_planned(&run, &admin).await;
 
         // run.created, run.needs_approval, run.applied; run.applied again to the other
         // hook; the first of them answered 500 and sent again.

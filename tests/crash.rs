@@ -145,17 +145,7 @@ async fn inventory(ws: &Workspace, t: &TenantDef) -> Inventory {
         );
     }
 
-    let secret = format!("rag-{}-credentials", t.id);
-    let described = secrets_admin(&t.region)
-        .await
-        .describe_secret()
-        .secret_id(&secret)
-        .send()
-        .await;
-    put(
-        "secret",
-        usize::from(described.is_ok_and(|s| s.deleted_date().is_none())),
-    );
+    put("secret", usize::from(credentials_secret_exists(t).await));
 
     // Any file of the tenant's name counts, a temp file left by a write included.
     let dashboards = std::fs::read_dir(ws.dashboards())

@@ -734,7 +734,7 @@ async fn aws_redis_and_dashboard_kinds_changed_or_deleted_are_reported_and_repai
         .await
         .unwrap();
     let secrets = secrets_admin("us-east-1").await;
-    let secret = |name: &str| format!("rag-{}-credentials", t(name).id);
+    let secret = |name: &str| credentials_secret_of(t(name));
     secrets
         .delete_secret()
         .secret_id(secret("delsecret"))

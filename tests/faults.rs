@@ -177,16 +177,8 @@ async fn objects_of(ws: &Workspace, t: &TenantDef) -> Vec<(&'static str, String)
             }
         }
     }
-    let secret = format!("rag-{}-credentials", t.id);
-    if let Ok(s) = secrets_admin(&t.region)
-        .await
-        .describe_secret()
-        .secret_id(&secret)
-        .send()
-        .await
-        && s.deleted_date().is_none()
-    {
-        found.push(("secret", secret));
+    if credentials_secret_exists(t).await {
+        found.push(("secret", credentials_secret_of(t)));
     }
     found
 }
@@ -455,8 +447,8 @@ async fn trials() {
 /// dropped before the client heard it): IAM's CreateRole and CreatePolicy, S3's
 /// CreateBucket outside us-east-1, ElastiCache's CreateCacheCluster, Secrets Manager's
 /// CreateSecret, PostgreSQL's CREATE SCHEMA and CREATE ROLE and the settings row's
-/// INSERT, Redis's ACL SETUSER. Each create's retry must find its own object and adopt it, not fail on
-/// "already exists" and leave it behind.
+/// INSERT, Redis's ACL SETUSER. Each create's retry must find its own object and adopt
+/// it, not fail on "already exists" and leave it behind.
 #[tokio::test]
 async fn a_lost_answer_to_any_create_is_adopted_not_orphaned() {
     let mut t = gold("lost");

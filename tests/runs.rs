@@ -238,8 +238,9 @@ async fn wait_for_finished_steps(db: &tokio_postgres::Client, n: i64) {
     }
 }
 
-/// `runs start` of `operation` on `tenant` (with `--auto-apply` when asked); the run's id.
-fn start_run(ws: &Workspace, tenant: &str, operation: &str, auto_apply: bool) -> String {
+/// `runs start` of `operation` on `tenant` with `flags` (`--auto-apply`, `--rotate`);
+/// the run's id.
+fn start_run(ws: &Workspace, tenant: &str, operation: &str, flags: &[&str]) -> String {
     let mut args = vec![
         "runs",
         "start",
@@ -249,9 +250,7 @@ fn start_run(ws: &Workspace, tenant: &str, operation: &str, auto_apply: bool) ->
         operation,
         "--json",
     ];
-    if auto_apply {
-        args.push("--auto-apply");
-    }
+    args.extend_from_slice(flags);
     let out = ws.run(&args).ok();
     let run: Value =
         serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.all()));
@@ -614,7 +613,7 @@ async fn a_cli_apply_and_a_run_on_one_tenant_exclude_each_other() {
     wait_until("the CLI to take the lock", Duration::from_secs(60), || {
         lock.exists()
     });
-    let id = start_run(&ws, &t.id, "apply", true);
+    let id = start_run(&ws, &t.id, "apply", &["--auto-apply"]);
     let cli_pid = cli.pid();
     let t0 = Instant::now();
     loop {
@@ -645,7 +644,7 @@ async fn a_cli_apply_and_a_run_on_one_tenant_exclude_each_other() {
     assert_eq!(ended["status"], "planned_and_finished", "{ended:#}");
 
     // Now a run holds the lock (a destroy, slowed down), and the CLI is refused.
-    let destroy_id = start_run(&ws, &t.id, "destroy", true);
+    let destroy_id = start_run(&ws, &t.id, "destroy", &["--auto-apply"]);
     wait_until(
         "the destroy run to take the lock",
         Duration::from_secs(60),
@@ -671,7 +670,7 @@ async fn planned_runs_are_applied_later_under_the_stale_plan_rule() {
     let a = bronze("rp");
     let b = bronze("rq");
     let ws = workers_workspace(&[a.clone(), b.clone()], 10).await;
-    let start = |tenant: &str, operation: &str| start_run(&ws, tenant, operation, false);
+    let start = |tenant: &str, operation: &str| start_run(&ws, tenant, operation, &[]);
 
     // No worker yet: the queue shows positions and who waits for whom.
     let p1 = start(&a.id, "plan");
@@ -768,21 +767,7 @@ async fn planned_runs_are_applied_later_under_the_stale_plan_rule() {
         "{}",
         refused.all()
     );
-    let out = ws
-        .run(&[
-            "runs",
-            "start",
-            "--tenant",
-            &a.id,
-            "--operation",
-            "plan",
-            "--rotate",
-            "--json",
-        ])
-        .ok();
-    let p4: Value =
-        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.all()));
-    let p4 = p4["id"].as_str().unwrap().to_owned();
+    let p4 = start_run(&ws, &a.id, "plan", &["--rotate"]);
     ws.run(&["runs", "show", &p4, "--follow"]).ok();
     let v4 = show(&ws, &p4);
     assert_eq!(

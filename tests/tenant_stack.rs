@@ -83,7 +83,7 @@ async fn the_redis_user_is_confined_to_its_own_keys() {
     let v: Value = serde_json::from_str(&show.stdout).unwrap();
     assert_eq!(
         v["tenants"][0]["outputs"]["credentials_secret_name"],
-        format!("rag-{}-credentials", a.id)
+        credentials_secret_of(&a)
     );
 
     // Drift: a permission granted by hand is planned away and removed by apply.

@@ -4,10 +4,11 @@
 //! - In front of the AWS endpoint (moto) it speaks HTTP/1.1, one request per
 //!   connection: for a chosen request it answers `503 SlowDown` (S3) or
 //!   `400 Throttling` (the query APIs: IAM, ElastiCache, STS; the JSON APIs: Secrets
-//!   Manager, KMS) or `500 InternalError`, each with the error body that API sends; or waits 2–5 s before forwarding; or
-//!   closes the connection before the request reaches the server; or forwards the
-//!   request and closes the connection once the server has answered, so that the
-//!   server acted and the client never learns it (a lost answer).
+//!   Manager, KMS) or `500 InternalError`, each with the error body that API sends;
+//!   or waits 2–5 s before forwarding; or closes the connection before the request
+//!   reaches the server; or forwards the request and closes the connection once the
+//!   server has answered, so that the server acted and the client never learns it (a
+//!   lost answer).
 //! - In front of PostgreSQL and Redis it works on TCP: a chosen connection is reset
 //!   (RST), closed (FIN) or stalled for 2–5 s at a random point of the server's
 //!   answers, so that the server may have done what the client asked.

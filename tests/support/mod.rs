@@ -734,6 +734,22 @@ pub async fn secrets_admin(region: &str) -> aws_sdk_secretsmanager::Client {
     tenantform::connect::aws::AwsClients::new(aws_config().await).secrets(region)
 }
 
+/// The name of `t`'s credentials secret (the default `[naming] credentials_secret`).
+pub fn credentials_secret_of(t: &TenantDef) -> String {
+    format!("rag-{}-credentials", t.id)
+}
+
+/// Whether `t`'s credentials secret exists and is not scheduled for deletion.
+pub async fn credentials_secret_exists(t: &TenantDef) -> bool {
+    secrets_admin(&t.region)
+        .await
+        .describe_secret()
+        .secret_id(credentials_secret_of(t))
+        .send()
+        .await
+        .is_ok_and(|s| s.deleted_date().is_none())
+}
+
 pub async fn iam_client() -> aws_sdk_iam::Client {
     aws_sdk_iam::Client::new(&aws_config().await)
 }
@@ -1001,16 +1017,8 @@ pub async fn leftovers(ws: &Workspace, t: &TenantDef) -> Vec<String> {
             left.push(format!("IAM policy {policy}"));
         }
     }
-    let secret = format!("rag-{}-credentials", t.id);
-    if secrets_admin(&t.region)
-        .await
-        .describe_secret()
-        .secret_id(&secret)
-        .send()
-        .await
-        .is_ok_and(|s| s.deleted_date().is_none())
-    {
-        left.push(format!("secret {secret}"));
+    if credentials_secret_exists(t).await {
+        left.push(format!("secret {}", credentials_secret_of(t)));
     }
     let dashboards = ws.dashboards();
     if fs::read_dir(&dashboards).is_ok_and(|d| {
